@@ -1,0 +1,41 @@
+# Two commands: `make run` (install + start on embedded defaults) and `make test`
+# (install everything + lint + type-check + the whole suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+E2E := tests/e2e
+
+.PHONY: install run test lint typecheck pytest bench clean
+
+install: $(VENV)/.installed $(E2E)/node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(E2E)/node_modules/.installed: $(E2E)/package.json $(E2E)/package-lock.json
+	cd $(E2E) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/tidings serve
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest
+
+test: install lint typecheck pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/fanout.py
+
+clean:
+	rm -rf $(VENV) $(E2E)/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""Tidings: real-time web for Python, speaking the Pusher Channels protocol."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,108 @@
+"""The Broker interface: everything that must be shared between nodes of a cluster.
+
+A node keeps its own sockets in a :class:`~tidings.core.hub.Hub`; the broker carries
+publications between nodes and holds the cluster-wide state (subscription counts,
+presence members, signed-in users, cache-channel events). ``memory.py`` is the
+single-process implementation; a Redis implementation sits beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from tidings.protocol.session import Member
+
+Deliver = Callable[[str, str, bytes, "str | None"], None]
+"""``deliver(app_id, channel, frame, exclude_socket_id)``: write to local subscribers."""
+
+Control = Callable[[str, "ControlMessage"], Awaitable[None] | None]
+"""``control(app_id, message)``: act on a cluster-wide control message locally."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlMessage:
+    """A cluster-wide instruction: ``terminate`` a user, or a watchlist ``online``/``offline``."""
+
+    kind: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceJoin:
+    """The outcome of a presence join."""
+
+    accepted: bool  # False: the channel is full (max_presence_members) and the user is new
+    first: bool  # the user's first socket in the channel: announce member_added
+    members: list[Member]  # the roster after the join (for subscription_succeeded)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEvent:
+    """The last event published to a cache channel, as sent to subscribers."""
+
+    message: bytes
+    expires_at: float
+
+
+class Broker(Protocol):
+    async def start(self, deliver: Deliver, control: Control) -> None:
+        """Begin receiving publications; ``deliver`` is called for every one, in order."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+        """Deliver ``frame`` to every subscriber of ``channel`` on every node but ``exclude``.
+
+        Ordering: frames published by one node to one channel arrive in publish order.
+        Delivery: at most once; a subscriber that is gone or too slow misses it.
+        """
+        ...
+
+    async def control(self, app_id: str, message: ControlMessage) -> None:
+        """Run ``message`` on every node (the local one included)."""
+        ...
+
+    async def subscribe(self, app_id: str, channel: str, socket_id: str) -> int:
+        """Count a new subscriber of ``channel``; returns the cluster-wide count after it."""
+        ...
+
+    async def unsubscribe(self, app_id: str, channel: str, socket_id: str) -> int:
+        """Forget a subscriber of ``channel``; returns the cluster-wide count after it."""
+        ...
+
+    async def subscription_count(self, app_id: str, channel: str) -> int: ...
+
+    async def channels(self, app_id: str) -> dict[str, int]:
+        """Every occupied channel of the app with its subscription count."""
+        ...
+
+    async def presence_join(
+        self, app_id: str, channel: str, socket_id: str, member: Member, max_members: int
+    ) -> PresenceJoin:
+        """Add a socket of ``member``; refused when the user is new and the channel is full."""
+        ...
+
+    async def presence_leave(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
+        """Remove a socket; True when it was the user's last one in the channel."""
+        ...
+
+    async def presence_members(self, app_id: str, channel: str) -> list[Member]: ...
+
+    async def user_online(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        """Count a signed-in socket; True when it is the user's first one anywhere."""
+        ...
+
+    async def user_offline(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        """Forget a signed-in socket; True when it was the user's last one anywhere."""
+        ...
+
+    async def users_online(self, app_id: str, user_ids: list[str]) -> list[str]:
+        """Which of ``user_ids`` have at least one signed-in socket."""
+        ...
+
+    async def cache_set(self, app_id: str, channel: str, event: CachedEvent) -> None: ...
+
+    async def cache_get(self, app_id: str, channel: str, now: float) -> CachedEvent | None: ...

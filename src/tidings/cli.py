@@ -1,0 +1,107 @@
+"""``tidings serve`` and ``tidings check-config``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tidings import __version__
+from tidings.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("tidings")
+
+DEV_WARNING = """
+*****************************************************************************
+  tidings is running with the built-in DEVELOPMENT app:
+      app id 12345, key app-key, secret app-secret
+  Anyone who knows these public values can publish and sign subscriptions.
+  Configure your own apps (--app ID:KEY:SECRET, TIDINGS_APPS or a config file)
+  before exposing this server.
+*****************************************************************************"""
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(message: str) -> None:
+    click.echo(f"tidings: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="tidings")
+def main() -> None:
+    """Tidings: a Pusher Channels protocol server for Python."""
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML config file (env TIDINGS_CONFIG).",
+)
+@click.option("--host", default=None, help="Address to listen on [127.0.0.1].")
+@click.option("--port", default=None, help="Port to listen on, 0 for any [6001].")
+@click.option(
+    "--app",
+    "apps",
+    multiple=True,
+    metavar="ID:KEY:SECRET",
+    help="An app (repeatable); replaces apps from the file and TIDINGS_APPS.",
+)
+@click.option("--activity-timeout", default=None, help="Seconds of silence before a ping [120].")
+@click.option("--pong-timeout", default=None, help="Seconds to wait for the pong [30].")
+@click.option("--max-connections", default=None, help="Connections per node [100000].")
+@click.option(
+    "--max-write-buffer",
+    default=None,
+    help="Bytes unsent to one socket before it is closed as a slow consumer [1048576].",
+)
+@click.option("--max-request-body", default=None, help="REST body limit in bytes [262144].")
+@click.option("--shutdown-timeout", default=None, help="Seconds to finish requests on stop [10].")
+@click.option("--log-level", default=None, help="debug, info, warning or error [info].")
+def serve(config: Path | None, **flags: Any) -> None:
+    """Start the server (WebSocket, REST API and health checks on one port)."""
+    try:
+        settings = load_settings(config, flags=flags)
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    _setup_logging(settings.log_level)
+    if settings.uses_dev_app:
+        log.warning(DEV_WARNING)
+    sys.exit(run(settings))
+
+
+@main.command("check-config")
+@click.argument("path", type=click.Path(path_type=Path))
+def check_config(path: Path) -> None:
+    """Validate a config file without starting the server."""
+    try:
+        settings = load_settings(path, env={})
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"{path}: OK ({len(settings.apps)} app(s), port {settings.port})")
+
+
+def run(settings: Settings) -> int:
+    from tidings.server.app import serve as serve_forever
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return asyncio.run(serve_forever(settings))
+    return uvloop.run(serve_forever(settings))

@@ -1,0 +1,175 @@
+"""Typed settings from a TOML file, ``TIDINGS_*`` environment variables and CLI flags.
+
+Precedence, lowest first: defaults, the TOML file, environment variables, flags. Apps
+come from ``[[apps]]`` in the file, ``TIDINGS_APPS`` or ``--app`` (the last one given
+replaces the others). A bad value raises :class:`ConfigError` naming the setting and
+the value.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tidings.core.apps import App
+
+DEV_APP = {"id": "12345", "key": "app-key", "secret": "app-secret"}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the setting and the value."""
+
+
+class AppSettings(BaseModel):
+    """One ``[[apps]]`` entry. Defaults match Pusher's documented limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    key: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-.]+$")
+    secret: str = Field(min_length=1, max_length=256)
+    enabled: bool = True
+    max_connections: int = Field(10000, ge=1)
+    client_events: bool = True
+    max_client_events_per_second: int = Field(10, ge=1)
+    max_backend_events_per_second: int = Field(10000, ge=1)
+    max_event_payload_bytes: int = Field(10240, ge=1, le=10 * 1024 * 1024)
+    max_event_name_length: int = Field(200, ge=1, le=10000)
+    max_channel_name_length: int = Field(200, ge=1, le=10000)
+    max_channels_per_event: int = Field(100, ge=1)
+    max_batch_size: int = Field(10, ge=1)
+    max_presence_members: int = Field(100, ge=1)
+    max_presence_member_bytes: int = Field(1024, ge=2)
+    max_message_bytes: int = Field(32768, ge=256, le=64 * 1024 * 1024)
+    max_channels_per_connection: int = Field(100, ge=1)
+    subscription_count: bool = False
+    authorized_connections: bool = False
+    authorized_connections_timeout: float = Field(30.0, gt=0)
+    cache_ttl: float = Field(1800.0, gt=0)
+    allowed_origins: tuple[str, ...] = ()
+
+    def to_app(self) -> App:
+        return App(**self.model_dump())
+
+
+class Settings(BaseModel):
+    """Server settings; every field is also ``TIDINGS_<NAME>`` and ``--<name>``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(6001, ge=0, le=65535)
+    activity_timeout: float = Field(120.0, gt=0, le=3600)
+    pong_timeout: float = Field(30.0, gt=0, le=3600)
+    max_connections: int = Field(100_000, ge=1)
+    max_write_buffer: int = Field(1024 * 1024, ge=1024)
+    max_request_body: int = Field(262144, ge=1024)
+    shutdown_timeout: float = Field(10.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    apps: tuple[AppSettings, ...] = ()
+
+    @field_validator("apps")
+    @classmethod
+    def _unique(cls, apps: tuple[AppSettings, ...]) -> tuple[AppSettings, ...]:
+        for attribute in ("id", "key"):
+            seen: set[str] = set()
+            for app in apps:
+                value = getattr(app, attribute)
+                if value in seen:
+                    raise ValueError(f"two apps have the {attribute} {value!r}")
+                seen.add(value)
+        return apps
+
+    @property
+    def uses_dev_app(self) -> bool:
+        return any(a.key == DEV_APP["key"] and a.secret == DEV_APP["secret"] for a in self.apps)
+
+
+SERVER_FIELDS = tuple(name for name in Settings.model_fields if name != "apps")
+
+
+def parse_app_spec(spec: str) -> dict[str, str]:
+    """``ID:KEY:SECRET`` (the secret may itself contain ``:``)."""
+    parts = spec.split(":", 2)
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(f"invalid app {_redact(spec)!r}: expected ID:KEY:SECRET")
+    return {"id": parts[0], "key": parts[1], "secret": parts[2]}
+
+
+def _redact(spec: str) -> str:
+    """An app spec with its secret hidden, for error messages."""
+    parts = spec.split(":", 2)
+    return ":".join(parts[:2] + ["***"]) if len(parts) == 3 else spec
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+
+
+def load_settings(
+    config: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge file, environment and flags into validated :class:`Settings`."""
+    env = os.environ if env is None else env
+    flags = flags or {}
+    if config is None and env.get("TIDINGS_CONFIG"):
+        config = Path(env["TIDINGS_CONFIG"])
+    raw: dict[str, Any] = load_toml(config) if config is not None else {}
+    for name in SERVER_FIELDS:
+        value = env.get(f"TIDINGS_{name.upper()}")
+        if value is not None and value != "":
+            raw[name] = value
+    if env.get("TIDINGS_APPS"):
+        raw["apps"] = [
+            parse_app_spec(s.strip()) for s in env["TIDINGS_APPS"].split(",") if s.strip()
+        ]
+    for name, value in flags.items():
+        if value is None or value == ():
+            continue
+        if name == "apps":
+            raw["apps"] = [parse_app_spec(s) for s in value]
+        else:
+            raw[name] = value
+    if not raw.get("apps"):
+        raw["apps"] = [DEV_APP]
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, raw)) from None
+
+
+def _describe(exc: ValidationError, raw: Mapping[str, Any]) -> str:
+    lines = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        if location.startswith("apps."):
+            index = error["loc"][1]
+            apps = raw.get("apps") or []
+            if isinstance(index, int) and index < len(apps) and isinstance(apps[index], dict):
+                app_id = apps[index].get("id", index)
+                location = f"apps[{app_id}]." + ".".join(str(p) for p in error["loc"][2:])
+        value = error.get("input")
+        if location.endswith("secret"):
+            shown = " (got ***)"
+        elif isinstance(value, str | int | float | bool):
+            shown = f" (got {value!r})"
+        else:
+            shown = ""
+        if error["type"] == "missing":
+            lines.append(f"setting {location}: required but missing")
+        else:
+            lines.append(f"setting {location}: {error['msg']}{shown}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

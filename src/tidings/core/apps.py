@@ -1,0 +1,89 @@
+"""Apps: credentials, switches and limits, and the registry the server looks them up in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from tidings.protocol.session import SessionPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """One Pusher app. Every limit has the default documented in docs/configuration.md."""
+
+    id: str
+    key: str
+    secret: str
+    enabled: bool = True
+    max_connections: int = 10000
+    client_events: bool = True
+    max_client_events_per_second: int = 10
+    max_backend_events_per_second: int = 10000
+    max_event_payload_bytes: int = 10240
+    max_event_name_length: int = 200
+    max_channel_name_length: int = 200
+    max_channels_per_event: int = 100
+    max_batch_size: int = 10
+    max_presence_members: int = 100
+    max_presence_member_bytes: int = 1024
+    max_message_bytes: int = 32768
+    max_channels_per_connection: int = 100
+    subscription_count: bool = False
+    authorized_connections: bool = False
+    authorized_connections_timeout: float = 30.0
+    cache_ttl: float = 1800.0
+    allowed_origins: tuple[str, ...] = ()
+
+    def session_policy(self, activity_timeout: float, pong_timeout: float) -> SessionPolicy:
+        return SessionPolicy(
+            key=self.key,
+            secret=self.secret,
+            activity_timeout=activity_timeout,
+            pong_timeout=pong_timeout,
+            client_events=self.client_events,
+            max_client_events_per_second=self.max_client_events_per_second,
+            max_event_payload_bytes=self.max_event_payload_bytes,
+            max_event_name_length=self.max_event_name_length,
+            max_channel_name_length=self.max_channel_name_length,
+            max_channels_per_connection=self.max_channels_per_connection,
+            max_presence_member_bytes=self.max_presence_member_bytes,
+            authorized_connections_timeout=(
+                self.authorized_connections_timeout if self.authorized_connections else None
+            ),
+        )
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """No list means any origin; otherwise an exact match or ``*``."""
+        if not self.allowed_origins or "*" in self.allowed_origins:
+            return True
+        return origin is not None and origin in self.allowed_origins
+
+
+@dataclass(slots=True)
+class AppRegistry:
+    """Apps by id and by key. Keys and ids are unique (checked by the configuration)."""
+
+    _by_id: dict[str, App] = field(default_factory=dict)
+    _by_key: dict[str, App] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, apps: Iterable[App]) -> AppRegistry:
+        registry = cls()
+        for app in apps:
+            if app.id in registry._by_id:
+                raise ValueError(f"duplicate app id {app.id!r}")
+            if app.key in registry._by_key:
+                raise ValueError(f"duplicate app key {app.key!r}")
+            registry._by_id[app.id] = app
+            registry._by_key[app.key] = app
+        return registry
+
+    def by_id(self, app_id: str) -> App | None:
+        return self._by_id.get(app_id)
+
+    def by_key(self, key: str) -> App | None:
+        return self._by_key.get(key)
+
+    def __iter__(self) -> Iterator[App]:
+        return iter(self._by_id.values())

@@ -1,0 +1,441 @@
+"""The Node: the one object that connections, the REST API and (later) user code call.
+
+It owns the apps, this process's hubs and the broker, and carries out what a
+:class:`~tidings.protocol.session.Session` decides. Transports (WebSocket, and later the
+HTTP fallbacks) only feed it frames and give it something to write bytes to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tidings.brokers.base import Broker, CachedEvent, ControlMessage, PresenceJoin
+from tidings.core.apps import App, AppRegistry
+from tidings.core.hub import Hub
+from tidings.core.presence import roster
+from tidings.protocol import messages
+from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
+from tidings.protocol.errors import ErrorCode
+from tidings.protocol.frames import text_frame
+from tidings.protocol.rest import Trigger
+from tidings.protocol.session import (
+    Action,
+    Broadcast,
+    Close,
+    Join,
+    Leave,
+    Member,
+    Send,
+    Session,
+    SignIn,
+    User,
+)
+
+log = logging.getLogger("tidings.node")
+
+
+class Connection(Protocol):
+    """A client connection as the node sees it; the transport edge implements it."""
+
+    @property
+    def socket_id(self) -> str: ...
+
+    @property
+    def session(self) -> Session: ...
+
+    @property
+    def app(self) -> App: ...
+
+    def send(self, frame: bytes) -> None:
+        """Write a pre-built frame without blocking (slow consumers close themselves)."""
+        ...
+
+    def close(self, code: int, reason: str) -> None:
+        """Close with a WebSocket close code, after anything already sent."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    activity_timeout: float = 120.0
+    pong_timeout: float = 30.0
+    max_connections: int = 100_000
+
+
+class BackendRateLimited(Exception):
+    """An app published more than max_backend_events_per_second (HTTP 429)."""
+
+
+@dataclass(slots=True)
+class _AppState:
+    app: App
+    hub: Hub = field(default_factory=Hub)
+    connections: dict[str, Connection] = field(default_factory=dict)
+    users: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    watchers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    window_start: float = 0.0
+    window_count: int = 0
+
+
+class Node:
+    def __init__(
+        self,
+        apps: AppRegistry,
+        broker: Broker,
+        settings: NodeSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.apps = apps
+        self.broker = broker
+        self.settings = settings or NodeSettings()
+        self.clock = clock
+        self._states: dict[str, _AppState] = {app.id: _AppState(app) for app in apps}
+        self._policies = {
+            app.id: app.session_policy(self.settings.activity_timeout, self.settings.pong_timeout)
+            for app in apps
+        }
+        self._connection_count = 0
+        self._dirty_counts: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self.draining = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.broker.start(self._deliver, self._control)
+        self._ticker = asyncio.create_task(self._tick_forever())
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for task in list(self._tasks):
+            task.cancel()
+        await self.broker.close()
+
+    @property
+    def connection_count(self) -> int:
+        return self._connection_count
+
+    def connections(self) -> list[Connection]:
+        return [c for state in self._states.values() for c in state.connections.values()]
+
+    # -- connections -------------------------------------------------------------------------
+
+    def refusal(self, app: App) -> ErrorCode | None:
+        """Why a new connection to ``app`` is refused, or None."""
+        if not app.enabled:
+            return ErrorCode.APP_DISABLED
+        if self.draining:
+            return ErrorCode.RECONNECT
+        if self._connection_count >= self.settings.max_connections:
+            return ErrorCode.OVER_CAPACITY
+        if len(self._states[app.id].connections) >= app.max_connections:
+            return ErrorCode.OVER_CONNECTION_QUOTA
+        return None
+
+    def new_session(self, app: App) -> Session:
+        connections = self._states[app.id].connections
+        while True:
+            socket_id = f"{secrets.randbelow(10**9) + 1}.{secrets.randbelow(10**9) + 1}"
+            if socket_id not in connections:
+                return Session(socket_id, self._policies[app.id], self.clock())
+
+    def attach(self, connection: Connection) -> None:
+        """Register a connection and send it ``pusher:connection_established``."""
+        self._states[connection.app.id].connections[connection.socket_id] = connection
+        self._connection_count += 1
+        connection.send(text_frame(connection.session.greeting()))
+
+    async def receive(self, connection: Connection, text: str | bytes) -> None:
+        """Handle one frame from ``connection``, in arrival order."""
+        actions = connection.session.receive(text, self.clock())
+        if actions:
+            await self._run(connection, actions)
+
+    async def detach(self, connection: Connection) -> None:
+        """Forget a closed connection: leave its channels, sign it out."""
+        state = self._states[connection.app.id]
+        if state.connections.pop(connection.socket_id, None) is None:
+            return
+        self._connection_count -= 1
+        session = connection.session
+        session.closed = True
+        for channel, member in list(session.subscriptions.items()):
+            await self._leave(connection, channel, channel_type(channel), member)
+        session.subscriptions.clear()
+        if session.user is not None:
+            await self._sign_out(connection, session.user)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    async def _run(self, connection: Connection, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Send(message=message):
+                    connection.send(text_frame(message))
+                case Close(code=code, reason=reason):
+                    connection.close(code, reason)
+                case Join():
+                    await self._join(connection, action)
+                case Leave(channel=channel, type=ctype, member=member):
+                    await self._leave(connection, channel, ctype, member)
+                case Broadcast():
+                    await self._client_event(connection, action)
+                case SignIn(user=user):
+                    await self._sign_in(connection, user)
+
+    async def _join(self, connection: Connection, join: Join) -> None:
+        app = connection.app
+        state = self._states[app.id]
+        channel, member, socket_id = join.channel, join.member, connection.socket_id
+        again = state.hub.contains(channel, socket_id)
+        data = "{}"
+        joined: PresenceJoin | None = None
+        if join.type.kind is ChannelKind.USER:
+            again = True  # the hub already delivers this user's channel since sign-in
+        elif join.type.is_presence and member is not None:
+            if again:
+                members = await self.broker.presence_members(app.id, channel)
+            else:
+                joined = await self.broker.presence_join(
+                    app.id, channel, socket_id, member, app.max_presence_members
+                )
+                if not joined.accepted:
+                    connection.session.forget(channel)
+                    limit = app.max_presence_members
+                    connection.send(
+                        text_frame(
+                            messages.subscription_error(
+                                channel,
+                                "LimitReached",
+                                f"presence channel full ({limit} members)",
+                                4100,
+                            )
+                        )
+                    )
+                    return
+                members = joined.members
+            data = messages.dumps(roster(members))
+        if not again:
+            await self.broker.subscribe(app.id, channel, socket_id)
+        cached: CachedEvent | None = None
+        if join.type.cache:
+            cached = await self.broker.cache_get(app.id, channel, self.clock())
+        if connection.session.closed or socket_id not in state.connections:
+            return  # the connection went away while we waited on the broker
+        if not again:
+            state.hub.add(channel, connection)
+        connection.send(
+            text_frame(messages.event("pusher_internal:subscription_succeeded", channel, data))
+        )
+        if join.type.cache:
+            if cached is not None:
+                connection.send(text_frame(cached.message))
+            else:
+                connection.send(text_frame(messages.event("pusher:cache_miss", channel)))
+        if joined is not None and joined.first and member is not None:
+            added = messages.dumps({"user_id": member.user_id, "user_info": member.user_info})
+            frame = text_frame(messages.event("pusher_internal:member_added", channel, added))
+            await self.broker.publish(app.id, channel, frame, socket_id)
+        if not again:
+            self._count_changed(app, channel, join.type)
+
+    async def _leave(
+        self, connection: Connection, channel: str, ctype: ChannelType, member: Member | None
+    ) -> None:
+        if ctype.kind is ChannelKind.USER:
+            return  # delivery to a signed-in user lasts as long as the sign-in
+        app = connection.app
+        socket_id = connection.socket_id
+        self._states[app.id].hub.remove(channel, socket_id)
+        await self.broker.unsubscribe(app.id, channel, socket_id)
+        if ctype.is_presence and member is not None:
+            if await self.broker.presence_leave(app.id, channel, socket_id, member.user_id):
+                removed = messages.dumps({"user_id": member.user_id})
+                frame = text_frame(
+                    messages.event("pusher_internal:member_removed", channel, removed)
+                )
+                await self.broker.publish(app.id, channel, frame, None)
+        self._count_changed(app, channel, ctype)
+
+    async def _client_event(self, connection: Connection, event: Broadcast) -> None:
+        # Pusher: client events are never echoed to the sender.
+        frame = text_frame(messages.event(event.event, event.channel, event.data, event.user_id))
+        await self.broker.publish(connection.app.id, event.channel, frame, connection.socket_id)
+
+    async def _sign_in(self, connection: Connection, user: User) -> None:
+        app = connection.app
+        state = self._states[app.id]
+        socket_id = connection.socket_id
+        state.users[user.id].add(socket_id)
+        state.hub.add(user.channel, connection)
+        await self.broker.subscribe(app.id, user.channel, socket_id)
+        for watched in user.watchlist:
+            state.watchers[watched].add(socket_id)
+        if user.watchlist:
+            online = await self.broker.users_online(app.id, list(user.watchlist))
+            if online:
+                connection.send(_watchlist_frame("online", online))
+        if await self.broker.user_online(app.id, user.id, socket_id):
+            await self.broker.control(app.id, ControlMessage("online", user.id))
+
+    async def _sign_out(self, connection: Connection, user: User) -> None:
+        app = connection.app
+        state = self._states[app.id]
+        socket_id = connection.socket_id
+        _discard(state.users, user.id, socket_id)
+        for watched in user.watchlist:
+            _discard(state.watchers, watched, socket_id)
+        state.hub.remove(user.channel, socket_id)
+        await self.broker.unsubscribe(app.id, user.channel, socket_id)
+        if await self.broker.user_offline(app.id, user.id, socket_id):
+            await self.broker.control(app.id, ControlMessage("offline", user.id))
+
+    # -- broker callbacks (every node) -------------------------------------------------------
+
+    def _deliver(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+        state = self._states.get(app_id)
+        if state is not None:
+            state.hub.deliver(channel, frame, exclude)
+
+    def _control(self, app_id: str, message: ControlMessage) -> None:
+        state = self._states.get(app_id)
+        if state is None:
+            return
+        if message.kind == "terminate":
+            for socket_id in list(state.users.get(message.user_id, ())):
+                connection = state.connections.get(socket_id)
+                if connection is not None:
+                    actions = connection.session.close(
+                        ErrorCode.UNAUTHORIZED, "Connection terminated by the app"
+                    )
+                    for action in actions:
+                        if isinstance(action, Send):
+                            connection.send(text_frame(action.message))
+                        elif isinstance(action, Close):
+                            connection.close(action.code, action.reason)
+        elif message.kind in ("online", "offline"):
+            frame = _watchlist_frame(message.kind, [message.user_id])
+            for socket_id in state.watchers.get(message.user_id, ()):
+                connection = state.connections.get(socket_id)
+                if connection is not None:
+                    connection.send(frame)
+
+    # -- subscription_count ------------------------------------------------------------------
+
+    def _count_changed(self, app: App, channel: str, ctype: ChannelType) -> None:
+        if not app.subscription_count or ctype.is_presence or ctype.kind is ChannelKind.USER:
+            return
+        if not self._dirty_counts:
+            # Coalesce: many joins in one burst give one subscription_count per channel.
+            self._spawn(self._flush_counts())
+        self._dirty_counts.add((app.id, channel))
+
+    async def _flush_counts(self) -> None:
+        await asyncio.sleep(0.05)
+        dirty, self._dirty_counts = self._dirty_counts, set()
+        for app_id, channel in dirty:
+            count = await self.broker.subscription_count(app_id, channel)
+            if count:
+                data = messages.dumps({"subscription_count": count})
+                frame = text_frame(
+                    messages.event("pusher_internal:subscription_count", channel, data)
+                )
+                await self.broker.publish(app_id, channel, frame, None)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        interval = max(
+            0.1, min(1.0, self.settings.activity_timeout / 4, self.settings.pong_timeout / 4)
+        )
+        while True:
+            await asyncio.sleep(interval)
+            now = self.clock()
+            for connection in self.connections():
+                actions = connection.session.tick(now)
+                if actions:
+                    try:
+                        await self._run(connection, actions)
+                    except Exception:  # one connection's failure must not stop the timers
+                        log.exception("timer actions failed for %s", connection.socket_id)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the server API (REST and embedding) -------------------------------------------------
+
+    def check_backend_rate(self, app: App, events: int) -> None:
+        """Count ``events`` against max_backend_events_per_second; raise when over it."""
+        state = self._states[app.id]
+        now = self.clock()
+        if now - state.window_start >= 1.0:
+            state.window_start = now
+            state.window_count = 0
+        if state.window_count + events > app.max_backend_events_per_second:
+            raise BackendRateLimited(
+                f"more than {app.max_backend_events_per_second} events per second"
+            )
+        state.window_count += events
+
+    async def trigger(self, app: App, trigger: Trigger) -> None:
+        """Publish one event to its channels: encoded once per channel, written once per socket."""
+        for channel in trigger.channels:
+            message = messages.event(trigger.name, channel, trigger.data)
+            if channel_type(channel).cache:
+                expires = self.clock() + app.cache_ttl
+                await self.broker.cache_set(app.id, channel, CachedEvent(message, expires))
+            await self.broker.publish(app.id, channel, text_frame(message), trigger.socket_id)
+
+    async def channels(self, app: App, prefix: str = "") -> dict[str, int]:
+        """Occupied channels with their subscription counts (user channels are internal)."""
+        return {
+            name: count
+            for name, count in (await self.broker.channels(app.id)).items()
+            if count and name.startswith(prefix) and not name.startswith(USER_CHANNEL_PREFIX)
+        }
+
+    async def subscription_count(self, app: App, channel: str) -> int:
+        return await self.broker.subscription_count(app.id, channel)
+
+    async def members(self, app: App, channel: str) -> list[Member]:
+        return await self.broker.presence_members(app.id, channel)
+
+    async def cached(self, app: App, channel: str) -> CachedEvent | None:
+        return await self.broker.cache_get(app.id, channel, self.clock())
+
+    async def terminate_user(self, app: App, user_id: str) -> None:
+        """Close every connection signed in as ``user_id``, on every node."""
+        await self.broker.control(app.id, ControlMessage("terminate", user_id))
+
+    async def drain(self, code: ErrorCode = ErrorCode.RECONNECT) -> None:
+        """Refuse new connections and close every one with ``code`` (4200: reconnect)."""
+        self.draining = True
+        for connection in self.connections():
+            connection.close(int(code), "Server shutting down")
+
+
+def _discard(index: dict[str, set[str]], key: str, socket_id: str) -> None:
+    sockets = index.get(key)
+    if sockets is not None:
+        sockets.discard(socket_id)
+        if not sockets:
+            del index[key]
+
+
+def _watchlist_frame(kind: str, user_ids: list[str]) -> bytes:
+    data = messages.dumps({"events": [{"name": kind, "user_ids": user_ids}]})
+    return text_frame(messages.event("pusher_internal:watchlist_events", data=data))

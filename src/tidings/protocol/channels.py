@@ -1,0 +1,70 @@
+"""Channel kinds and name rules.
+
+Pusher: names use only ``A-Z a-z 0-9 _ - = @ , . ;`` and ``#`` is reserved for the
+server (``#server-to-user-{id}``). Prefixes are anchored: ``x-private-y`` is public.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+NAME_PATTERN = re.compile(r"\A[A-Za-z0-9_\-=@,.;]+\Z")
+USER_CHANNEL_PREFIX = "#server-to-user-"
+
+
+class ChannelKind(Enum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+    ENCRYPTED = "private-encrypted"
+    PRESENCE = "presence"
+    USER = "user"  # "#server-to-user-{id}": events for one signed-in user
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelType:
+    kind: ChannelKind
+    cache: bool
+
+    @property
+    def needs_auth(self) -> bool:
+        return self.kind in (ChannelKind.PRIVATE, ChannelKind.ENCRYPTED, ChannelKind.PRESENCE)
+
+    @property
+    def is_presence(self) -> bool:
+        return self.kind is ChannelKind.PRESENCE
+
+    @property
+    def accepts_client_events(self) -> bool:
+        """Pusher: client events only on private and presence channels (encrypted included)."""
+        return self.needs_auth
+
+
+def channel_type(name: str) -> ChannelType:
+    """The kind of a channel, from its prefix (the cache- variants included)."""
+    if name.startswith(USER_CHANNEL_PREFIX):
+        return ChannelType(ChannelKind.USER, cache=False)
+    for prefix, kind in (
+        ("private-encrypted-", ChannelKind.ENCRYPTED),
+        ("private-", ChannelKind.PRIVATE),
+        ("presence-", ChannelKind.PRESENCE),
+    ):
+        if name.startswith(prefix):
+            return ChannelType(kind, cache=name.startswith(prefix + "cache-"))
+    return ChannelType(ChannelKind.PUBLIC, cache=name.startswith("cache-"))
+
+
+def name_error(name: object, max_length: int) -> str | None:
+    """Why ``name`` is not a valid client-facing channel name, or None if it is."""
+    if not isinstance(name, str) or not name:
+        return "channel name must be a non-empty string"
+    if len(name) > max_length:
+        return f"channel name longer than {max_length} characters"
+    if name.startswith(USER_CHANNEL_PREFIX):
+        if len(name) == len(USER_CHANNEL_PREFIX):
+            return "user channel without a user id"
+        return None
+    if not NAME_PATTERN.match(name):
+        return "channel name may contain only A-Z a-z 0-9 _ - = @ , . ;"
+    return None

@@ -1,0 +1,32 @@
+"""Server-to-client WebSocket frames, built once and written to many sockets.
+
+RFC 6455 section 5.2: a server frame is unmasked, so the same bytes serve every
+recipient. Only single-frame (FIN) text and close frames are built here.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_TEXT = 0x81  # FIN + opcode 0x1 (text)
+_CLOSE = 0x88  # FIN + opcode 0x8 (close)
+
+
+def _header(first: int, length: int) -> bytes:
+    # RFC 6455 5.2: 7-bit length, or 126 + 16-bit, or 127 + 64-bit; no mask bit.
+    if length < 126:
+        return bytes((first, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked text frame carrying ``payload`` (UTF-8 JSON)."""
+    return _header(_TEXT, len(payload)) + payload
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    """A close frame; RFC 6455 5.5: control frame payloads are at most 125 bytes."""
+    payload = struct.pack("!H", code) + reason.encode()[:123]
+    return _header(_CLOSE, len(payload)) + payload

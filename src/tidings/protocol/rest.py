@@ -1,0 +1,121 @@
+"""Pusher HTTP API request bodies, parsed and validated with no I/O.
+
+Each function takes the raw body bytes and the app's limits and returns a typed request,
+or raises :class:`RestError` with the HTTP status Pusher uses (400 malformed, 413 too large).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tidings.protocol.channels import ChannelKind, channel_type, name_error
+
+
+class RestError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class RestLimits:
+    max_event_payload_bytes: int = 10240
+    max_event_name_length: int = 200
+    max_channel_name_length: int = 200
+    max_channels_per_event: int = 100
+    max_batch_size: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """One event for one or more channels (``POST /events`` or one batch entry)."""
+
+    name: str
+    data: str
+    channels: tuple[str, ...]
+    socket_id: str | None
+    info: tuple[str, ...]
+
+
+INFO_ATTRIBUTES = frozenset({"user_count", "subscription_count", "cache"})
+
+
+def parse_info(value: object) -> tuple[str, ...]:
+    """``info=user_count,subscription_count`` (comma-separated attribute names)."""
+    if value is None or value == "":
+        return ()
+    if not isinstance(value, str):
+        raise RestError(400, "info must be a comma-separated string")
+    attributes = tuple(a.strip() for a in value.split(",") if a.strip())
+    unknown = [a for a in attributes if a not in INFO_ATTRIBUTES]
+    if unknown:
+        raise RestError(400, f"unknown info attribute {unknown[0]!r}")
+    return attributes
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RestError(400, "body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise RestError(400, "body must be a JSON object")
+    return value
+
+
+def _trigger(entry: dict[str, Any], limits: RestLimits, batch: bool) -> Trigger:
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise RestError(400, "name must be a non-empty string")
+    if len(name) > limits.max_event_name_length:
+        raise RestError(400, f"event name longer than {limits.max_event_name_length} characters")
+    data = entry.get("data")
+    if not isinstance(data, str):
+        raise RestError(400, "data must be a string")
+    if len(data.encode()) > limits.max_event_payload_bytes:
+        raise RestError(413, f"data larger than {limits.max_event_payload_bytes} bytes")
+    if batch or "channel" in entry:
+        channels_value: object = [entry.get("channel")]
+    else:
+        channels_value = entry.get("channels")
+    if not isinstance(channels_value, list) or not channels_value:
+        raise RestError(400, "channels must be a non-empty list of channel names")
+    if len(channels_value) > limits.max_channels_per_event:
+        raise RestError(400, f"more than {limits.max_channels_per_event} channels")
+    channels: list[str] = []
+    for channel in channels_value:
+        problem = name_error(channel, limits.max_channel_name_length)
+        if problem is not None:
+            raise RestError(400, f"invalid channel {channel!r}: {problem}")
+        channels.append(channel)
+    if len(channels) > 1 and any(channel_type(c).kind is ChannelKind.ENCRYPTED for c in channels):
+        # Pusher: encrypted channels cannot be triggered together with other channels.
+        raise RestError(400, "an encrypted channel must be the only channel of a trigger")
+    socket_id = entry.get("socket_id")
+    if socket_id is not None and not isinstance(socket_id, str):
+        raise RestError(400, "socket_id must be a string")
+    return Trigger(
+        name, data, tuple(dict.fromkeys(channels)), socket_id, parse_info(entry.get("info"))
+    )
+
+
+def parse_trigger(body: bytes, limits: RestLimits) -> Trigger:
+    return _trigger(_json_object(body), limits, batch=False)
+
+
+def parse_batch(body: bytes, limits: RestLimits) -> list[Trigger]:
+    batch = _json_object(body).get("batch")
+    if not isinstance(batch, list) or not batch:
+        raise RestError(400, "batch must be a non-empty list")
+    if len(batch) > limits.max_batch_size:
+        raise RestError(400, f"more than {limits.max_batch_size} events in a batch")
+    triggers = []
+    for entry in batch:
+        if not isinstance(entry, dict):
+            raise RestError(400, "every batch entry must be an object")
+        triggers.append(_trigger(entry, limits, batch=True))
+    return triggers

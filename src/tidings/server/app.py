@@ -1,0 +1,116 @@
+"""Wiring and lifecycle: one aiohttp server on one port for WebSocket, REST and health.
+
+SIGTERM or SIGINT drains: ``/ready`` turns 503, every socket is closed with 4200 so
+clients reconnect elsewhere, in-flight REST requests finish, and the process exits 0.
+A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from tidings.brokers.memory import MemoryBroker
+from tidings.config import Settings
+from tidings.core.apps import AppRegistry
+from tidings.node import Node, NodeSettings
+from tidings.protocol.errors import ErrorCode
+from tidings.server.health import Health
+from tidings.server.rest import RestApi, error_response
+from tidings.server.websocket import WebSocketEndpoint
+
+log = logging.getLogger("tidings.server")
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own 404/405/413 pages become JSON errors like every other."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason)
+
+
+def build_application(node: Node, settings: Settings, health: Health) -> web.Application:
+    application = web.Application(
+        middlewares=[json_errors], client_max_size=settings.max_request_body + 1
+    )
+    websocket = WebSocketEndpoint(node, settings.max_write_buffer)
+    application["websocket"] = websocket
+    application.add_routes(health.routes())
+    application.add_routes(RestApi(node, settings.max_request_body).routes())
+    application.add_routes(
+        [
+            web.get("/app/{key}", websocket.handle),
+            web.get("/app", websocket.bad_path),
+            web.get("/app/", websocket.bad_path),
+            web.get("/app/{key}/{tail:.*}", websocket.bad_path),
+        ]
+    )
+    return application
+
+
+def make_node(settings: Settings) -> Node:
+    apps = AppRegistry.of(app.to_app() for app in settings.apps)
+    node_settings = NodeSettings(
+        activity_timeout=settings.activity_timeout,
+        pong_timeout=settings.pong_timeout,
+        max_connections=settings.max_connections,
+    )
+    return Node(apps, MemoryBroker(), node_settings)
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT, then drain and return the exit code."""
+    node = make_node(settings)
+    await node.start()
+    health = Health()
+    application = build_application(node, settings, health)
+    runner = web.AppRunner(application, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        settings.host,
+        settings.port,
+        shutdown_timeout=settings.shutdown_timeout,
+        backlog=1024,
+    )
+    await site.start()
+    for sock in getattr(site._server, "sockets", None) or ():  # noqa: SLF001
+        host, port = sock.getsockname()[:2]
+        family = "IPv6" if sock.family == socket.AF_INET6 else "IPv4"
+        log.info(
+            "listening on http://%s:%s (%s), %d app(s)", host, port, family, len(list(node.apps))
+        )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now")
+            os._exit(1)
+        log.info("received %s: draining", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    await stop.wait()
+    health.draining = True
+    await node.drain(ErrorCode.RECONNECT)
+    await application["websocket"].close()
+    await runner.cleanup()
+    await node.close()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,182 @@
+"""The WebSocket edge: ``/app/{key}``. Bytes in, node, bytes out.
+
+Outbound frames are written straight to the transport (never ``await ws.send`` in a
+loop over subscribers); a connection whose unsent buffer passes the high-water mark is
+a slow consumer and is closed with 4100 so it never slows the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+from aiohttp import WSMsgType, web
+
+from tidings.core.apps import App
+from tidings.node import Node
+from tidings.protocol import messages
+from tidings.protocol.errors import MESSAGES, ErrorCode
+from tidings.protocol.frames import close_frame, text_frame
+from tidings.protocol.session import Session
+
+log = logging.getLogger("tidings.websocket")
+
+SUPPORTED_PROTOCOLS = range(5, 8)
+CLOSE_HANDSHAKE_TIMEOUT = 2.0
+SLOW_CONSUMER_GRACE = 2.0
+
+
+class WebSocketConnection:
+    """One client socket; implements the node's ``Connection``."""
+
+    __slots__ = (
+        "socket_id",
+        "session",
+        "app",
+        "_ws",
+        "_transport",
+        "_high_water",
+        "_closing",
+        "_tasks",
+    )
+
+    def __init__(
+        self,
+        session: Session,
+        app: App,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        high_water: int,
+        tasks: set[asyncio.Task[None]],
+    ) -> None:
+        self.socket_id = session.socket_id
+        self.session = session
+        self.app = app
+        self._ws = ws
+        self._transport = transport
+        self._high_water = high_water
+        self._closing = False
+        self._tasks = tasks
+
+    def send(self, frame: bytes) -> None:
+        if self._closing:
+            return
+        transport = self._transport
+        transport.write(frame)
+        if transport.get_write_buffer_size() > self._high_water:
+            self._slow_consumer()
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        task = asyncio.ensure_future(self._close(code, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self._ws.close(code=code, message=reason.encode()[:123], drain=False)
+        except Exception:  # the peer may already be gone
+            self._transport.abort()
+
+    def _slow_consumer(self) -> None:
+        # The client stopped reading: stop writing, say why, and free the buffer soon.
+        self._closing = True
+        self.session.closed = True
+        transport = self._transport
+        transport.write(close_frame(ErrorCode.OVER_CAPACITY, "Slow consumer"))
+        transport.close()
+        asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, transport.abort)
+        log.warning("closed slow consumer %s (app %s)", self.socket_id, self.app.id)
+
+
+async def _refuse(ws: web.WebSocketResponse, code: ErrorCode, message: str | None = None) -> None:
+    text = message or MESSAGES[code]
+    await ws.send_str(messages.error(text, code).decode())
+    await ws.close(code=int(code), message=text.encode()[:123])
+
+
+class WebSocketEndpoint:
+    def __init__(self, node: Node, max_write_buffer: int) -> None:
+        self.node = node
+        self.max_write_buffer = max_write_buffer
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _response(self, max_msg_size: int) -> web.WebSocketResponse:
+        # permessage-deflate off: every subscriber would compress the same bytes again.
+        return web.WebSocketResponse(
+            compress=False,
+            max_msg_size=max_msg_size,
+            autoping=True,
+            timeout=CLOSE_HANDSHAKE_TIMEOUT,
+        )
+
+    async def bad_path(self, request: web.Request) -> web.StreamResponse:
+        ws = self._response(4096)
+        if not ws.can_prepare(request).ok:
+            return _not_websocket()
+        await ws.prepare(request)
+        await _refuse(ws, ErrorCode.PATH_NOT_FOUND)
+        return ws
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        app = self.node.apps.by_key(request.match_info["key"])
+        ws = self._response(app.max_message_bytes if app else 4096)
+        if not ws.can_prepare(request).ok:
+            return _not_websocket()
+        await ws.prepare(request)
+        refusal = self._refusal(request, app)
+        if refusal is not None or app is None:
+            code, text = refusal or (ErrorCode.APP_NOT_FOUND, None)
+            await _refuse(ws, code, text)
+            return ws
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, request.transport)
+        if transport is None:
+            return ws
+        session = self.node.new_session(app)
+        connection = WebSocketConnection(
+            session, app, ws, transport, self.max_write_buffer, self._tasks
+        )
+        self.node.attach(connection)
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    await self.node.receive(connection, msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    # Pusher: "Binary WebSocket frames are not supported."
+                    connection.send(text_frame(messages.error("binary frames are not supported")))
+                elif msg.type is WSMsgType.ERROR:
+                    break
+        except Exception:
+            log.exception("connection %s failed", connection.socket_id)
+        finally:
+            await self.node.detach(connection)
+        return ws
+
+    def _refusal(
+        self, request: web.Request, app: App | None
+    ) -> tuple[ErrorCode, str | None] | None:
+        if app is None:
+            return ErrorCode.APP_NOT_FOUND, None
+        protocol = request.query.get("protocol")
+        if protocol is None:
+            return ErrorCode.NO_PROTOCOL, None
+        if not protocol.isdigit():
+            return ErrorCode.INVALID_VERSION, None
+        if int(protocol) not in SUPPORTED_PROTOCOLS:
+            return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}"
+        if not app.origin_allowed(request.headers.get("Origin")):
+            return ErrorCode.UNAUTHORIZED, "Origin not allowed"
+        code = self.node.refusal(app)
+        return (code, None) if code is not None else None
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=CLOSE_HANDSHAKE_TIMEOUT + 1)
+
+
+def _not_websocket() -> web.Response:
+    return web.json_response({"error": "WebSocket upgrade expected"}, status=400)
