@@ -88,24 +88,24 @@ class ServerProcess:
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tidings",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--config",
-                str(self.config),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tidings",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--config",
+                    str(self.config),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         deadline = time.monotonic() + 4 * TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -149,7 +149,9 @@ def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFact
         **settings: Any,
     ) -> ServerProcess:
         d = tmp_path_factory.mktemp("tidings")
-        config = write_config(d / "tidings.toml", settings, apps if apps is not None else DEFAULT_APPS)
+        config = write_config(
+            d / "tidings.toml", settings, apps if apps is not None else DEFAULT_APPS
+        )
         server = ServerProcess(free_port(), config, d / "server.log", env or {})
         server.start()
         started.append(server)
