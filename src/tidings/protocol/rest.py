@@ -6,12 +6,15 @@ or raises :class:`RestError` with the HTTP status Pusher uses (400 malformed, 41
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from tidings.protocol.channels import ChannelKind, channel_type, name_error
+
+SOCKET_ID_PATTERN = re.compile(r"\A\d+\.\d+\Z")
 
 
 class RestError(Exception):
@@ -96,8 +99,10 @@ def _trigger(entry: dict[str, Any], limits: RestLimits, batch: bool) -> Trigger:
         # Pusher: encrypted channels cannot be triggered together with other channels.
         raise RestError(400, "an encrypted channel must be the only channel of a trigger")
     socket_id = entry.get("socket_id")
-    if socket_id is not None and not isinstance(socket_id, str):
-        raise RestError(400, "socket_id must be a string")
+    if socket_id is not None and (
+        not isinstance(socket_id, str) or not SOCKET_ID_PATTERN.match(socket_id)
+    ):
+        raise RestError(400, "socket_id must look like 123.456")
     return Trigger(
         name, data, tuple(dict.fromkeys(channels)), socket_id, parse_info(entry.get("info"))
     )

@@ -225,10 +225,10 @@ class Session:
                 policy.key, policy.secret, self.socket_id, channel, command.auth, data
             ):
                 return _refuse(channel, "AuthError", "Invalid signature", 401)
-            member_or_error = self._member(data)
-            if isinstance(member_or_error, str):
-                return _refuse(channel, "LimitReached", member_or_error, 4100)
-            member = member_or_error
+            member_or_refusal = self._member(channel, data)
+            if not isinstance(member_or_refusal, Member):
+                return member_or_refusal
+            member = member_or_refusal
         elif ctype.needs_auth:
             if not channel_auth_ok(
                 policy.key, policy.secret, self.socket_id, channel, command.auth, None
@@ -239,23 +239,26 @@ class Session:
         self.subscriptions[channel] = member
         return [Join(channel, ctype, member)]
 
-    def _member(self, channel_data: str) -> Member | str:
+    def _member(self, channel: str, channel_data: str) -> Member | list[Action]:
+        """The member a signed ``channel_data`` describes, or the subscription_error."""
         try:
             data = orjson.loads(channel_data)
         except orjson.JSONDecodeError:
-            return "channel_data is not valid JSON"
+            return _refuse(channel, "AuthError", "channel_data is not valid JSON", 401)
         if not isinstance(data, dict):
-            return "channel_data must be a JSON object"
+            return _refuse(channel, "AuthError", "channel_data must be a JSON object", 401)
         user_id = data.get("user_id")
         if isinstance(user_id, int) and not isinstance(user_id, bool):
             user_id = str(user_id)
         if not isinstance(user_id, str) or not user_id:
-            return "channel_data needs a user_id"
+            return _refuse(channel, "AuthError", "channel_data needs a user_id", 401)
         if len(user_id) > MAX_USER_ID_LENGTH:
-            return f"user_id longer than {MAX_USER_ID_LENGTH} characters"
+            limit = MAX_USER_ID_LENGTH
+            return _refuse(channel, "LimitReached", f"user_id longer than {limit}", 4100)
         info = data.get("user_info")
         if len(messages.dumps(info)) > self.policy.max_presence_member_bytes:
-            return f"user_info larger than {self.policy.max_presence_member_bytes} bytes"
+            limit = self.policy.max_presence_member_bytes
+            return _refuse(channel, "LimitReached", f"user_info larger than {limit} bytes", 4100)
         return Member(user_id, info)
 
     def _signin(self, command: messages.Signin) -> list[Action]:

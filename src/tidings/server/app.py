@@ -27,6 +27,8 @@ from tidings.server.websocket import WebSocketEndpoint
 
 log = logging.getLogger("tidings.server")
 
+WEBSOCKET = web.AppKey("websocket", WebSocketEndpoint)
+
 
 @web.middleware
 async def json_errors(
@@ -46,7 +48,7 @@ def build_application(node: Node, settings: Settings, health: Health) -> web.App
         middlewares=[json_errors], client_max_size=settings.max_request_body + 1
     )
     websocket = WebSocketEndpoint(node, settings.max_write_buffer)
-    application["websocket"] = websocket
+    application[WEBSOCKET] = websocket
     application.add_routes(health.routes())
     application.add_routes(RestApi(node, settings.max_request_body).routes())
     application.add_routes(
@@ -109,7 +111,7 @@ async def serve(settings: Settings) -> int:
     await stop.wait()
     health.draining = True
     await node.drain(ErrorCode.RECONNECT)
-    await application["websocket"].close()
+    await application[WEBSOCKET].close()
     await runner.cleanup()
     await node.close()
     log.info("stopped")

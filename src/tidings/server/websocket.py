@@ -123,7 +123,8 @@ class WebSocketEndpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         app = self.node.apps.by_key(request.match_info["key"])
-        ws = self._response(app.max_message_bytes if app else 4096)
+        # aiohttp refuses a message of exactly max_msg_size bytes; ours is an inclusive limit.
+        ws = self._response(app.max_message_bytes + 1 if app else 4096)
         if not ws.can_prepare(request).ok:
             return _not_websocket()
         await ws.prepare(request)
