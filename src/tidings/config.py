@@ -97,14 +97,9 @@ def parse_app_spec(spec: str) -> dict[str, str]:
     """``ID:KEY:SECRET`` (the secret may itself contain ``:``)."""
     parts = spec.split(":", 2)
     if len(parts) != 3 or not all(parts):
-        raise ConfigError(f"invalid app {_redact(spec)!r}: expected ID:KEY:SECRET")
+        # Never echo the spec: whatever part is there may be (part of) a secret.
+        raise ConfigError("invalid app: expected ID:KEY:SECRET (value not shown)")
     return {"id": parts[0], "key": parts[1], "secret": parts[2]}
-
-
-def _redact(spec: str) -> str:
-    """An app spec with its secret hidden, for error messages."""
-    parts = spec.split(":", 2)
-    return ":".join(parts[:2] + ["***"]) if len(parts) == 3 else spec
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -162,8 +157,8 @@ def _describe(exc: ValidationError, raw: Mapping[str, Any]) -> str:
                 app_id = apps[index].get("id", index)
                 location = f"apps[{app_id}]." + ".".join(str(p) for p in error["loc"][2:])
         value = error.get("input")
-        if location.endswith("secret"):
-            shown = " (got ***)"
+        if location.endswith("secret") or (location.startswith("apps") and "]." not in location):
+            shown = " (value not shown)"
         elif isinstance(value, str | int | float | bool):
             shown = f" (got {value!r})"
         else:

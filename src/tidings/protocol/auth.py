@@ -76,11 +76,10 @@ def rest_request_error(
             return f"missing {required} query parameter"
     if params["auth_version"] != "1.0":
         return "auth_version must be 1.0"
-    try:
-        timestamp = int(params["auth_timestamp"])
-    except ValueError:
+    stamp = params["auth_timestamp"]
+    if not stamp.isdigit() or len(stamp) > 12:
         return "auth_timestamp must be an integer"
-    if abs(now - timestamp) > TIMESTAMP_WINDOW:
+    if abs(now - int(stamp)) > TIMESTAMP_WINDOW:
         return f"auth_timestamp is more than {int(TIMESTAMP_WINDOW)} s from the server time"
     if body or "body_md5" in params:
         actual = hashlib.md5(body).hexdigest()

@@ -26,7 +26,12 @@ def text_frame(payload: bytes) -> bytes:
     return _header(_TEXT, len(payload)) + payload
 
 
+def close_reason(reason: str) -> bytes:
+    """At most 123 bytes of UTF-8, never cut inside a character (RFC 6455 5.5.1)."""
+    return reason.encode()[:123].decode("utf-8", "ignore").encode()
+
+
 def close_frame(code: int, reason: str = "") -> bytes:
     """A close frame; RFC 6455 5.5: control frame payloads are at most 125 bytes."""
-    payload = struct.pack("!H", code) + reason.encode()[:123]
+    payload = struct.pack("!H", code) + close_reason(reason)
     return _header(_CLOSE, len(payload)) + payload

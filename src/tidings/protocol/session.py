@@ -198,6 +198,9 @@ class Session:
     def forget(self, channel: str) -> None:
         """The node refused a Join (e.g. a full presence channel)."""
         self.subscriptions.pop(channel, None)
+        self.authorized = self.user is not None or any(
+            channel_type(c).needs_auth for c in self.subscriptions
+        )
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -256,7 +259,7 @@ class Session:
             limit = MAX_USER_ID_LENGTH
             return _refuse(channel, "LimitReached", f"user_id longer than {limit}", 4100)
         info = data.get("user_info")
-        if len(messages.dumps(info)) > self.policy.max_presence_member_bytes:
+        if len(orjson.dumps(info)) > self.policy.max_presence_member_bytes:
             limit = self.policy.max_presence_member_bytes
             return _refuse(channel, "LimitReached", f"user_info larger than {limit} bytes", 4100)
         return Member(user_id, info)
@@ -287,7 +290,11 @@ class Session:
         watchlist = data.get("watchlist") or []
         if not isinstance(watchlist, list):
             watchlist = []
-        ids = tuple(dict.fromkeys(str(w) for w in watchlist if isinstance(w, str | int)))
+        ids = tuple(
+            dict.fromkeys(
+                str(w) for w in watchlist if isinstance(w, str | int) and not isinstance(w, bool)
+            )
+        )
         if len(ids) > MAX_WATCHLIST:
             actions.append(
                 Send(

@@ -17,7 +17,7 @@ from tidings.core.apps import App
 from tidings.node import Node
 from tidings.protocol import messages
 from tidings.protocol.errors import MESSAGES, ErrorCode
-from tidings.protocol.frames import close_frame, text_frame
+from tidings.protocol.frames import close_frame, close_reason, text_frame
 from tidings.protocol.session import Session
 
 log = logging.getLogger("tidings.websocket")
@@ -77,7 +77,7 @@ class WebSocketConnection:
 
     async def _close(self, code: int, reason: str) -> None:
         try:
-            await self._ws.close(code=code, message=reason.encode()[:123], drain=False)
+            await self._ws.close(code=code, message=close_reason(reason), drain=False)
         except Exception:  # the peer may already be gone
             self._transport.abort()
 
@@ -95,7 +95,7 @@ class WebSocketConnection:
 async def _refuse(ws: web.WebSocketResponse, code: ErrorCode, message: str | None = None) -> None:
     text = message or MESSAGES[code]
     await ws.send_str(messages.error(text, code).decode())
-    await ws.close(code=int(code), message=text.encode()[:123])
+    await ws.close(code=int(code), message=close_reason(text))
 
 
 class WebSocketEndpoint:

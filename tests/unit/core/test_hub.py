@@ -1,0 +1,79 @@
+"""core/hub.py: local subscribers by channel; one frame written to many."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tidings.core.hub import Hub, write_to_many
+
+
+@dataclass
+class FakeSubscriber:
+    socket_id: str
+    frames: list[bytes] = field(default_factory=list)
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+
+def test_write_to_many_writes_the_same_object() -> None:
+    a, b = FakeSubscriber("1.1"), FakeSubscriber("2.2")
+    frame = b"\x81\x02{}"
+    assert write_to_many(frame, [a, b]) == 2
+    assert a.frames[0] is frame and b.frames[0] is frame
+    assert write_to_many(frame, []) == 0
+
+
+def test_add_and_remove_report_first_and_last() -> None:
+    hub = Hub()
+    a, b = FakeSubscriber("1.1"), FakeSubscriber("2.2")
+    assert hub.add("news", a) is True
+    assert hub.add("news", b) is False
+    assert hub.add("news", a) is False  # idempotent
+    assert hub.count("news") == 2
+    assert hub.remove("news", "1.1") is False
+    assert hub.remove("news", "9.9") is False
+    assert hub.remove("news", "2.2") is True
+    assert hub.count("news") == 0
+    assert list(hub.channels()) == []
+    assert hub.remove("news", "2.2") is False
+
+
+def test_deliver_with_and_without_exclude() -> None:
+    hub = Hub()
+    a, b, c = FakeSubscriber("1.1"), FakeSubscriber("2.2"), FakeSubscriber("3.3")
+    for s in (a, b, c):
+        hub.add("news", s)
+    hub.add("other", c)
+    assert hub.deliver("news", b"one") == 3
+    assert hub.deliver("news", b"two", exclude="2.2") == 2
+    assert hub.deliver("news", b"three", exclude="9.9") == 3
+    assert hub.deliver("empty", b"x") == 0
+    assert a.frames == [b"one", b"two", b"three"]
+    assert b.frames == [b"one", b"three"]
+    assert c.frames == [b"one", b"two", b"three"]
+
+
+def test_contains_count_subscribers_channels() -> None:
+    hub = Hub()
+    a, b = FakeSubscriber("1.1"), FakeSubscriber("2.2")
+    hub.add("x", a)
+    hub.add("y", a)
+    hub.add("y", b)
+    assert hub.contains("x", "1.1") and not hub.contains("x", "2.2")
+    assert not hub.contains("z", "1.1")
+    assert (hub.count("x"), hub.count("y"), hub.count("z")) == (1, 2, 0)
+    assert [s.socket_id for s in hub.subscribers("y")] == ["1.1", "2.2"]
+    assert list(hub.subscribers("z")) == []
+    assert sorted(hub.channels()) == ["x", "y"]
+
+
+def test_subscribers_is_a_snapshot() -> None:
+    hub = Hub()
+    hub.add("x", FakeSubscriber("1.1"))
+    hub.add("x", FakeSubscriber("2.2"))
+    seen = []
+    for subscriber in hub.subscribers("x"):
+        hub.remove("x", subscriber.socket_id)  # removing while iterating is safe
+        seen.append(subscriber.socket_id)
+    assert seen == ["1.1", "2.2"]

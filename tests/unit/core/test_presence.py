@@ -1,0 +1,44 @@
+"""core/presence.py: presence members are users, each with one or more sockets."""
+
+from __future__ import annotations
+
+from tidings.core.presence import PresenceChannel, roster
+from tidings.protocol.session import Member
+
+
+def test_first_socket_joins_last_socket_leaves() -> None:
+    channel = PresenceChannel()
+    ann = Member("ann", {"name": "Ann"})
+    assert channel.join("1.1", ann) is True
+    assert channel.join("1.2", ann) is False
+    assert channel.join("1.2", ann) is False
+    assert len(channel) == 1
+    assert channel.leave("1.1", "ann") is False
+    assert channel.has_user("ann")
+    assert channel.leave("1.2", "ann") is True
+    assert not channel.has_user("ann")
+    assert len(channel) == 0
+
+
+def test_leave_unknown_user_or_socket() -> None:
+    channel = PresenceChannel()
+    channel.join("1.1", Member("ann"))
+    assert channel.leave("1.1", "bob") is False
+    assert channel.leave("9.9", "ann") is False
+    assert channel.has_user("ann")
+
+
+def test_members_in_join_order_with_first_info() -> None:
+    channel = PresenceChannel()
+    channel.join("2.2", Member("bob", {"n": 2}))
+    channel.join("1.1", Member("ann", {"n": 1}))
+    channel.join("3.3", Member("bob", {"n": "other"}))
+    assert channel.members() == [Member("bob", {"n": 2}), Member("ann", {"n": 1})]
+
+
+def test_roster() -> None:
+    members = [Member("1", {"name": "A"}), Member("2")]
+    assert roster(members) == {
+        "presence": {"ids": ["1", "2"], "hash": {"1": {"name": "A"}, "2": None}, "count": 2}
+    }
+    assert roster([]) == {"presence": {"ids": [], "hash": {}, "count": 0}}

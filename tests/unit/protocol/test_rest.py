@@ -1,0 +1,221 @@
+"""protocol/rest.py: Pusher HTTP API bodies parsed into typed triggers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tidings.protocol.rest import (
+    RestError,
+    RestLimits,
+    Trigger,
+    parse_batch,
+    parse_info,
+    parse_trigger,
+)
+
+LIMITS = RestLimits()
+
+
+def error_of(body: bytes, batch: bool = False, limits: RestLimits = LIMITS) -> tuple[int, str]:
+    with pytest.raises(RestError) as caught:
+        if batch:
+            parse_batch(body, limits)
+        else:
+            parse_trigger(body, limits)
+    return caught.value.status, caught.value.message
+
+
+# -- parse_trigger ------------------------------------------------------------------------
+
+
+def test_reference_body() -> None:
+    body = b'{"name":"foo","channels":["project-3"],"data":"{\\"some\\":\\"data\\"}"}'
+    assert parse_trigger(body, LIMITS) == Trigger(
+        "foo", '{"some":"data"}', ("project-3",), None, ()
+    )
+
+
+def test_single_channel_socket_id_and_info() -> None:
+    body = (
+        b'{"name":"e","channel":"private-a","data":"x","socket_id":"1.2",'
+        b'"info":"user_count, subscription_count"}'
+    )
+    assert parse_trigger(body, LIMITS) == Trigger(
+        "e", "x", ("private-a",), "1.2", ("user_count", "subscription_count")
+    )
+
+
+def test_channel_wins_over_channels() -> None:
+    body = b'{"name":"e","channel":"a","channels":["b","c"],"data":""}'
+    assert parse_trigger(body, LIMITS).channels == ("a",)
+
+
+def test_duplicate_channels_collapse_in_order() -> None:
+    body = b'{"name":"e","channels":["b","a","b"],"data":""}'
+    assert parse_trigger(body, LIMITS).channels == ("b", "a")
+
+
+def test_single_encrypted_channel_is_allowed() -> None:
+    body = b'{"name":"e","channels":["private-encrypted-a"],"data":"x"}'
+    assert parse_trigger(body, LIMITS).channels == ("private-encrypted-a",)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"", 400, "body is not valid JSON"),
+        (b"{", 400, "body is not valid JSON"),
+        (b"[]", 400, "body must be a JSON object"),
+        (b'"x"', 400, "body must be a JSON object"),
+        (b'{"data":"x","channel":"a"}', 400, "name must be a non-empty string"),
+        (b'{"name":"","data":"x","channel":"a"}', 400, "name must be a non-empty string"),
+        (b'{"name":1,"data":"x","channel":"a"}', 400, "name must be a non-empty string"),
+        (b'{"name":"e","channel":"a"}', 400, "data must be a string"),
+        (b'{"name":"e","data":{"a":1},"channel":"a"}', 400, "data must be a string"),
+        (b'{"name":"e","data":"x"}', 400, "channels must be a non-empty list of channel names"),
+        (
+            b'{"name":"e","data":"x","channels":[]}',
+            400,
+            "channels must be a non-empty list of channel names",
+        ),
+        (
+            b'{"name":"e","data":"x","channels":"a"}',
+            400,
+            "channels must be a non-empty list of channel names",
+        ),
+        (
+            b'{"name":"e","data":"x","channel":null}',
+            400,
+            "invalid channel None: channel name must be a non-empty string",
+        ),
+        (
+            b'{"name":"e","data":"x","channels":["ok","bad name"]}',
+            400,
+            "invalid channel 'bad name': channel name may contain only A-Z a-z 0-9 _ - = @ , . ;",
+        ),
+        (
+            b'{"name":"e","data":"x","channels":["private-encrypted-a","b"]}',
+            400,
+            "an encrypted channel must be the only channel of a trigger",
+        ),
+        (
+            b'{"name":"e","data":"x","channel":"a","socket_id":12}',
+            400,
+            "socket_id must look like 123.456",
+        ),
+        (
+            b'{"name":"e","data":"x","channel":"a","socket_id":"abc"}',
+            400,
+            "socket_id must look like 123.456",
+        ),
+        (
+            b'{"name":"e","data":"x","channel":"a","socket_id":"1.2\\n"}',
+            400,
+            "socket_id must look like 123.456",
+        ),
+        (
+            b'{"name":"e","data":"x","channel":"a","socket_id":"1."}',
+            400,
+            "socket_id must look like 123.456",
+        ),
+        (
+            b'{"name":"e","data":"x","channel":"a","info":"bogus"}',
+            400,
+            "unknown info attribute 'bogus'",
+        ),
+        (
+            b'{"name":"e","data":"x","channel":"a","info":["cache"]}',
+            400,
+            "info must be a comma-separated string",
+        ),
+    ],
+)
+def test_trigger_errors(body: bytes, status: int, message: str) -> None:
+    assert error_of(body) == (status, message)
+
+
+def test_limits() -> None:
+    limits = RestLimits(
+        max_event_payload_bytes=4,
+        max_event_name_length=3,
+        max_channel_name_length=5,
+        max_channels_per_event=2,
+    )
+    assert parse_trigger(b'{"name":"abc","data":"1234","channels":["aaaaa","b"]}', limits)
+    assert error_of(b'{"name":"abcd","data":"","channel":"a"}', limits=limits) == (
+        400,
+        "event name longer than 3 characters",
+    )
+    assert error_of(b'{"name":"a","data":"12345","channel":"a"}', limits=limits) == (
+        413,
+        "data larger than 4 bytes",
+    )
+    # The payload limit counts UTF-8 bytes: "éé" is 4 bytes, "ééé" is 6.
+    assert parse_trigger('{"name":"a","data":"éé","channel":"a"}'.encode(), limits)
+    assert error_of('{"name":"a","data":"ééé","channel":"a"}'.encode(), limits=limits)[0] == 413
+    assert error_of(b'{"name":"a","data":"","channels":["a","b","c"]}', limits=limits) == (
+        400,
+        "more than 2 channels",
+    )
+    assert error_of(b'{"name":"a","data":"","channel":"aaaaaa"}', limits=limits) == (
+        400,
+        "invalid channel 'aaaaaa': channel name longer than 5 characters",
+    )
+
+
+# -- parse_batch --------------------------------------------------------------------------
+
+
+def test_batch() -> None:
+    body = (
+        b'{"batch":[{"name":"a","channel":"c1","data":"1"},'
+        b'{"name":"b","channel":"c2","data":"2","socket_id":"1.1","info":"subscription_count"}]}'
+    )
+    assert parse_batch(body, LIMITS) == [
+        Trigger("a", "1", ("c1",), None, ()),
+        Trigger("b", "2", ("c2",), "1.1", ("subscription_count",)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[]", "body must be a JSON object"),
+        (b"{}", "batch must be a non-empty list"),
+        (b'{"batch":[]}', "batch must be a non-empty list"),
+        (b'{"batch":{}}', "batch must be a non-empty list"),
+        (b'{"batch":[1]}', "every batch entry must be an object"),
+        (
+            b'{"batch":[{"name":"a","channels":["c"],"data":"1"}]}',
+            "invalid channel None: channel name must be a non-empty string",
+        ),
+    ],
+)
+def test_batch_errors(body: bytes, message: str) -> None:
+    assert error_of(body, batch=True) == (400, message)
+
+
+def test_batch_size_limit() -> None:
+    entry = b'{"name":"a","channel":"c","data":""}'
+    ten = b'{"batch":[' + b",".join([entry] * 10) + b"]}"
+    eleven = b'{"batch":[' + b",".join([entry] * 11) + b"]}"
+    assert len(parse_batch(ten, LIMITS)) == 10
+    assert error_of(eleven, batch=True) == (400, "more than 10 events in a batch")
+
+
+def test_batch_entry_data_too_large_is_413() -> None:
+    body = b'{"batch":[{"name":"a","channel":"c","data":"' + b"x" * 10241 + b'"}]}'
+    assert error_of(body, batch=True) == (413, "data larger than 10240 bytes")
+
+
+# -- parse_info ---------------------------------------------------------------------------
+
+
+def test_parse_info() -> None:
+    assert parse_info(None) == ()
+    assert parse_info("") == ()
+    assert parse_info("user_count") == ("user_count",)
+    assert parse_info(" cache ,, subscription_count ") == ("cache", "subscription_count")
+    with pytest.raises(RestError) as caught:
+        parse_info("user_count,members")
+    assert (caught.value.status, caught.value.message) == (400, "unknown info attribute 'members'")

@@ -1,0 +1,189 @@
+"""Property tests: the parsers of client and REST input fail only in the ways they document."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from tidings.protocol import messages
+from tidings.protocol.auth import rest_request_error
+from tidings.protocol.errors import ProtocolError
+from tidings.protocol.rest import RestError, RestLimits, parse_batch, parse_trigger
+from tidings.protocol.session import Session, SessionPolicy
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LIMITS = RestLimits()
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+events = st.sampled_from(
+    [
+        "pusher:ping",
+        "pusher:pong",
+        "pusher:subscribe",
+        "pusher:unsubscribe",
+        "pusher:signin",
+        "pusher:other",
+        "pusher_internal:x",
+        "client-x",
+        "other",
+        "",
+    ]
+)
+# Frames shaped like Pusher messages, with arbitrary values in every field.
+pusher_like = st.fixed_dictionaries(
+    {"event": events | json_values},
+    optional={
+        "channel": st.sampled_from(["private-a", "presence-a", "news", "#server-to-user-1"])
+        | json_values,
+        "data": json_values
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "channel": st.sampled_from(["private-a", "presence-a", "news", "cache-x"])
+                | json_values,
+                "auth": json_values,
+                "channel_data": json_values.map(json.dumps) | json_values,
+                "user_data": json_values.map(json.dumps) | json_values,
+            },
+        ),
+    },
+)
+rest_entry = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.text(max_size=30) | json_values,
+        "data": st.text(max_size=30) | json_values,
+        "channel": st.sampled_from(["a", "private-encrypted-x", "#x"]) | json_values,
+        "channels": st.lists(st.sampled_from(["a", "b", "private-encrypted-x"]) | json_values)
+        | json_values,
+        "socket_id": json_values,
+        "info": st.sampled_from(["user_count", "cache,subscription_count", "x"]) | json_values,
+    },
+)
+
+
+def encode(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def decode_only_raises_protocol_error(frame: str | bytes) -> None:
+    try:
+        messages.decode(frame)
+    except ProtocolError as exc:
+        assert exc.code is None
+
+
+@SETTINGS
+@given(st.binary(max_size=200))
+def test_decode_arbitrary_bytes(frame: bytes) -> None:
+    decode_only_raises_protocol_error(frame)
+
+
+@SETTINGS
+@given(st.text(max_size=200))
+def test_decode_arbitrary_text(frame: str) -> None:
+    decode_only_raises_protocol_error(frame)
+
+
+@SETTINGS
+@given(json_values)
+def test_decode_arbitrary_json(value: Any) -> None:
+    decode_only_raises_protocol_error(encode(value))
+
+
+@SETTINGS
+@given(pusher_like)
+def test_decode_pusher_shaped_json(value: dict[str, Any]) -> None:
+    decode_only_raises_protocol_error(json.dumps(value))
+
+
+def rest_only_raises_rest_error(body: bytes) -> None:
+    for parse in (parse_trigger, parse_batch):
+        try:
+            parse(body, LIMITS)
+        except RestError as exc:
+            assert exc.status in (400, 413)
+
+
+@SETTINGS
+@given(st.binary(max_size=200))
+def test_rest_arbitrary_bytes(body: bytes) -> None:
+    rest_only_raises_rest_error(body)
+
+
+@SETTINGS
+@given(json_values)
+def test_rest_arbitrary_json(value: Any) -> None:
+    rest_only_raises_rest_error(encode(value))
+
+
+@settings(SETTINGS, max_examples=150)
+@given(rest_entry, st.lists(rest_entry | json_scalars, max_size=12))
+def test_rest_shaped_json(entry: dict[str, Any], batch: list[Any]) -> None:
+    rest_only_raises_rest_error(encode(entry))
+    rest_only_raises_rest_error(encode({"batch": batch}))
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.binary(max_size=80) | json_values.map(encode) | pusher_like.map(encode), max_size=8
+    ),
+    st.lists(st.floats(min_value=0, max_value=10_000), min_size=1, max_size=8),
+)
+def test_session_receive_and_tick_never_raise(frames: list[bytes], times: list[float]) -> None:
+    policy = SessionPolicy("k", "s", authorized_connections_timeout=30.0)
+    session = Session("1.1", policy, 0.0)
+    for i, frame in enumerate(frames):
+        now = times[i % len(times)]
+        session.receive(frame, now)
+        session.tick(now)
+
+
+query_keys = st.sampled_from(
+    ["auth_key", "auth_timestamp", "auth_version", "auth_signature", "body_md5", "AUTH_KEY", "x"]
+) | st.text(max_size=10)
+query_values = (
+    st.sampled_from(["1.0", "1353088179", "", "d41d8cd98f00b204e9800998ecf8427e"])
+    | st.integers().map(str)
+    | st.text(max_size=40)
+)
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(query_keys, query_values), max_size=10),
+    st.binary(max_size=100),
+    st.sampled_from(["GET", "POST", "get"]),
+    st.text(max_size=20),
+    st.floats(min_value=-1e12, max_value=1e12),
+)
+@example(  # an integer timestamp too large to subtract from a float
+    [("auth_key", "k"), ("auth_timestamp", "1" + "0" * 400), ("auth_version", "1.0")]
+    + [("auth_signature", "x")],
+    b"",
+    "GET",
+    "/",
+    0.0,
+)
+def test_rest_request_error_never_raises(
+    query: list[tuple[str, str]], body: bytes, method: str, path: str, now: float
+) -> None:
+    result = rest_request_error("secret", method, path, query, body, now)
+    assert result is None or isinstance(result, str)
