@@ -1,0 +1,544 @@
+"""The HTTP API, driven by the official `pusher` Python SDK (3.3.4) and by hand-signed requests.
+
+The SDK proves interoperability (its signing, its paths, its body_md5 on GETs); the raw requests
+break one thing at a time to pin down each error status.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pusher
+import pusher.errors
+import pytest
+from pusher_helpers import (
+    APP_ID,
+    APP_KEY,
+    APP_SECRET,
+    DISABLED_APP_ID,
+    DISABLED_KEY,
+    DISABLED_SECRET,
+    TIMEOUT,
+    HttpResponse,
+    PusherSocket,
+    SocketOpener,
+    assert_error_response,
+    eventually,
+    hmac_hex,
+    query_string,
+    raw_http,
+    rest_request,
+    unique,
+)
+
+pytestmark = pytest.mark.timeout(12 * TIMEOUT)
+
+MASTER_KEY = base64.b64encode(b"k" * 32).decode()
+
+
+def make_client(port: int, key: str = APP_KEY, secret: str = APP_SECRET) -> pusher.Pusher:
+    return pusher.Pusher(
+        app_id=APP_ID,
+        key=key,
+        secret=secret,
+        host="127.0.0.1",
+        port=port,
+        ssl=False,
+        timeout=TIMEOUT,
+        encryption_master_key_base64=MASTER_KEY,
+    )
+
+
+def close_client(client: pusher.Pusher) -> None:
+    client._pusher_client.http.session.close()
+    client._authentication_client.http.session.close()
+
+
+@pytest.fixture(scope="module")
+def client(server: Any) -> Iterator[pusher.Pusher]:
+    c = make_client(server.port)
+    yield c
+    close_client(c)
+
+
+def post(http_url: str, path: str, payload: Any, **kwargs: Any) -> HttpResponse:
+    return rest_request(http_url, "POST", path, json_body=payload, **kwargs)
+
+
+def events_path(app_id: str = APP_ID) -> str:
+    return f"/apps/{app_id}/events"
+
+
+def event(channel: str, name: str = "e", data: str = "d") -> dict[str, Any]:
+    return {"name": name, "channel": channel, "data": data}
+
+
+# --- triggering --------------------------------------------------------------------------
+
+
+async def test_trigger_delivers_the_sdk_data_verbatim(
+    server: Any, client: pusher.Pusher, open_socket: SocketOpener
+) -> None:
+    channel = unique("news")
+    sock = await open_socket(server.ws_url)
+    await sock.subscribe(channel)
+
+    assert client.trigger(channel, "my-event", {"text": "h\u00e9llo", "n": 1}) == {}
+    message = await sock.expect("my-event", channel)
+    # The SDK sends json.dumps(data, ensure_ascii=False); the server relays that string as is.
+    assert message == {
+        "event": "my-event",
+        "channel": channel,
+        "data": json.dumps({"text": "h\u00e9llo", "n": 1}, ensure_ascii=False),
+    }
+
+    assert client.trigger(channel, "plain", "just a string") == {}
+    assert (await sock.expect("plain", channel))["data"] == "just a string"
+    await sock.assert_silent()
+
+
+async def test_trigger_to_channel_list_excluding_a_socket(
+    server: Any, client: pusher.Pusher, open_socket: SocketOpener
+) -> None:
+    first, second = unique("list-a"), unique("list-b")
+    excluded = await open_socket(server.ws_url)
+    same_channel = await open_socket(server.ws_url)
+    other_channel = await open_socket(server.ws_url)
+    both = await open_socket(server.ws_url)
+    await excluded.subscribe(first)
+    await same_channel.subscribe(first)
+    await other_channel.subscribe(second)
+    await both.subscribe(first)
+    await both.subscribe(second)
+
+    assert client.trigger([first, second], "multi", {"k": "v"}, excluded.socket_id) == {}
+    assert (await same_channel.expect("multi", first))["data"] == '{"k": "v"}'
+    assert (await other_channel.expect("multi", second))["data"] == '{"k": "v"}'
+    got = await both.recv_n(2)
+    assert sorted(m["channel"] for m in got) == sorted([first, second]), got
+    await excluded.assert_silent()
+    await both.assert_silent()
+
+    # The exclusion is for that one trigger only.
+    assert client.trigger(first, "again", "x") == {}
+    await excluded.expect("again", first)
+
+
+async def test_trigger_batch(server: Any, client: pusher.Pusher, open_socket: SocketOpener) -> None:
+    first, second = unique("batch-a"), unique("batch-b")
+    sock = await open_socket(server.ws_url)
+    await sock.subscribe(first)
+    await sock.subscribe(second)
+    batch = [
+        {"channel": first, "name": "one", "data": {"i": 1}},
+        {"channel": second, "name": "two", "data": "second"},
+        {"channel": first, "name": "three", "data": {"i": 3}},
+    ]
+    assert client.trigger_batch(batch) == {}
+    got = await sock.recv_n(3)
+    assert [(m["event"], m["channel"], m["data"]) for m in got] == [
+        ("one", first, '{"i": 1}'),
+        ("two", second, "second"),
+        ("three", first, '{"i": 3}'),
+    ]
+
+
+async def test_trigger_with_info_returns_counts(server: Any, open_socket: SocketOpener) -> None:
+    public, presence = unique("info-pub"), unique("presence-info")
+    a = await open_socket(server.ws_url)
+    b = await open_socket(server.ws_url)
+    await a.subscribe(public)
+    await b.subscribe(public)
+    await a.subscribe_presence(presence, "u1")
+
+    resp = post(
+        server.http_url,
+        events_path(),
+        {"name": "e", "channels": [public], "data": "d", "info": "subscription_count"},
+    )
+    assert resp.status == 200, resp
+    assert resp.json() == {"channels": {public: {"subscription_count": 2}}}
+
+    resp = post(
+        server.http_url,
+        events_path(),
+        {"name": "e", "channel": presence, "data": "d", "info": "user_count"},
+    )
+    assert resp.status == 200, resp
+    assert resp.json() == {"channels": {presence: {"user_count": 1}}}
+
+    resp = post(
+        server.http_url,
+        f"/apps/{APP_ID}/batch_events",
+        {"batch": [{**event(public), "info": "subscription_count"}, event(public)]},
+    )
+    assert resp.status == 200, resp
+    assert resp.json() == {"batch": [{"subscription_count": 2}, {}]}
+
+
+async def test_cache_channel_replays_last_event(
+    server: Any, client: pusher.Pusher, open_socket: SocketOpener
+) -> None:
+    channel = unique("cache-scores")
+    early = await open_socket(server.ws_url)
+    await early.subscribe(channel)
+    await early.expect("pusher:cache_miss", channel)
+
+    assert client.trigger(channel, "score", "1-0") == {}
+    assert client.trigger(channel, "score", "2-0") == {}
+    assert [m["data"] for m in await early.recv_n(2)] == ["1-0", "2-0"]
+
+    late = await open_socket(server.ws_url)
+    await late.subscribe(channel)
+    assert await late.recv() == {"event": "score", "channel": channel, "data": "2-0"}
+
+    info = client.channel_info(channel, ["cache"])
+    assert info["occupied"] is True, info
+    assert info["cache"]["data"] == "2-0", info
+
+
+def test_backend_rate_limit_is_429(make_server: Any) -> None:
+    srv = make_server(
+        apps=[
+            {
+                "id": APP_ID,
+                "key": APP_KEY,
+                "secret": APP_SECRET,
+                "max_backend_events_per_second": 2,
+            }
+        ]
+    )
+    statuses: list[int] = []
+    for _ in range(6):
+        resp = post(srv.http_url, events_path(), event("c"))
+        statuses.append(resp.status)
+        if resp.status != 200:
+            assert_error_response(resp, 429)
+    assert statuses[:2] == [200, 200], statuses
+    assert 429 in statuses, statuses
+
+
+# --- querying ----------------------------------------------------------------------------
+
+
+async def test_channels_info_prefix_filter_and_user_count(
+    server: Any, client: pusher.Pusher, open_socket: SocketOpener
+) -> None:
+    tag = unique("t")
+    room_a, room_b = f"presence-{tag}-a", f"presence-{tag}-b"
+    public = f"{tag}-public"
+    socks = [await open_socket(server.ws_url) for _ in range(4)]
+    await socks[0].subscribe_presence(room_a, "u1")
+    await socks[1].subscribe_presence(room_a, "u1")  # same user twice: one member
+    await socks[2].subscribe_presence(room_a, "u2")
+    await socks[3].subscribe_presence(room_b, "u3")
+    await socks[3].subscribe(public)
+
+    result = client.channels_info(f"presence-{tag}-", ["user_count"])
+    assert set(result["channels"]) == {room_a, room_b}, result
+    assert result["channels"][room_a]["user_count"] == 2, result
+    assert result["channels"][room_b]["user_count"] == 1, result
+
+    result = client.channels_info(tag)
+    assert set(result["channels"]) == {public}, result
+
+    everything = client.channels_info()
+    assert {room_a, room_b, public} <= set(everything["channels"]), everything
+
+    # Only occupied channels are listed.
+    await socks[3].close()
+
+    async def room_b_vacated() -> bool:
+        return set(client.channels_info(f"presence-{tag}-")["channels"]) == {room_a}
+
+    await eventually(room_b_vacated)
+
+
+async def test_channel_info_counts(
+    server: Any, client: pusher.Pusher, open_socket: SocketOpener
+) -> None:
+    public, presence = unique("ci-pub"), unique("presence-ci")
+    socks = [await open_socket(server.ws_url) for _ in range(3)]
+    for sock in socks:
+        await sock.subscribe(public)
+    await socks[0].subscribe_presence(presence, "u1")
+    await socks[1].subscribe_presence(presence, "u2")
+    await socks[2].subscribe_presence(presence, "u2")
+
+    info = client.channel_info(public, ["subscription_count"])
+    assert info["occupied"] is True and info["subscription_count"] == 3, info
+    info = client.channel_info(presence, ["user_count"])
+    assert info["occupied"] is True and info["user_count"] == 2, info
+    info = client.channel_info(public)
+    assert info["occupied"] is True, info
+    info = client.channel_info(unique("nobody-here"))
+    assert info["occupied"] is False, info
+
+
+async def test_users_info(server: Any, client: pusher.Pusher, open_socket: SocketOpener) -> None:
+    channel = unique("presence-users")
+    socks = [await open_socket(server.ws_url) for _ in range(3)]
+    await socks[0].subscribe_presence(channel, "1", {"name": "one"})
+    await socks[1].subscribe_presence(channel, "2")
+    await socks[2].subscribe_presence(channel, "2")
+    users = client.users_info(channel)
+    assert sorted(users["users"], key=lambda u: u["id"]) == [{"id": "1"}, {"id": "2"}], users
+
+
+# --- authentication signatures made by the SDK -------------------------------------------
+
+
+async def test_sdk_channel_signatures_are_accepted(
+    server: Any, client: pusher.Pusher, open_socket: SocketOpener
+) -> None:
+    alice = await open_socket(server.ws_url)
+    bob = await open_socket(server.ws_url)
+
+    for channel in (unique("private-sdk"), unique("private-encrypted-sdk")):
+        auth = client.authenticate(channel, alice.socket_id)
+        await alice.subscribe(channel, auth["auth"])
+
+    channel = unique("presence-sdk")
+    auth = client.authenticate(channel, alice.socket_id, {"user_id": "alice", "user_info": {}})
+    message = await alice.subscribe(channel, auth["auth"], auth["channel_data"])
+    assert json.loads(message["data"])["presence"]["ids"] == ["alice"]
+
+    auth = client.authenticate(
+        channel, bob.socket_id, {"user_id": "bob", "user_info": {"name": "Bob"}}
+    )
+    await bob.subscribe(channel, auth["auth"], auth["channel_data"])
+    added = await alice.expect("pusher_internal:member_added", channel)
+    assert json.loads(added["data"]) == {"user_id": "bob", "user_info": {"name": "Bob"}}
+
+    # A signature made for another socket is refused.
+    channel = unique("private-stolen")
+    stolen = client.authenticate(channel, alice.socket_id)
+    await bob.send_subscribe(channel, stolen["auth"])
+    error = await bob.subscription_error(channel)
+    assert error["status"] == 401, error
+
+
+async def test_sdk_user_signature_signs_in(
+    server: Any, client: pusher.Pusher, open_socket: SocketOpener
+) -> None:
+    sock = await open_socket(server.ws_url)
+    user = {"id": unique("user"), "user_info": {"name": "Ann"}}
+    auth = client.authenticate_user(sock.socket_id, user)
+    await sock.send_event("pusher:signin", {"auth": auth["auth"], "user_data": auth["user_data"]})
+    message = await sock.expect("pusher:signin_success")
+    assert isinstance(message["data"], str), message
+    assert json.loads(message["data"]) == {"user_data": auth["user_data"]}
+    await sock.ping()
+
+
+async def signed_in(opener: SocketOpener, server: Any, user_id: str) -> PusherSocket:
+    sock = await opener(server.ws_url)
+    await sock.signin({"id": user_id})
+    return sock
+
+
+async def test_send_to_user(server: Any, client: pusher.Pusher, open_socket: SocketOpener) -> None:
+    user, other = unique("u"), unique("u")
+    mine = [await signed_in(open_socket, server, user) for _ in range(2)]
+    theirs = await signed_in(open_socket, server, other)
+    anonymous = await open_socket(server.ws_url)
+
+    assert client.send_to_user(user, "direct", {"for": "you"}) == {}
+    for sock in mine:
+        message = await sock.expect("direct")
+        assert message["channel"] == f"#server-to-user-{user}", message
+        assert json.loads(message["data"]) == {"for": "you"}
+        await sock.assert_silent()  # once per socket, even if also subscribed
+    await theirs.assert_silent()
+    await anonymous.assert_silent()
+
+
+async def test_terminate_user_connections(
+    server: Any, client: pusher.Pusher, open_socket: SocketOpener
+) -> None:
+    user, other = unique("u"), unique("u")
+    doomed = [await signed_in(open_socket, server, user) for _ in range(2)]
+    survivor = await signed_in(open_socket, server, other)
+    anonymous = await open_socket(server.ws_url)
+
+    # The Python SDK posts to /users/{id}/terminate_connections, without /apps/{id}.
+    assert client.terminate_user_connections(user) == {}
+    for sock in doomed:
+        closed = await sock.wait_closed()
+        assert closed.code == 4009, closed
+        errors = [m for m in closed.messages if m.get("event") == "pusher:error"]
+        assert [e["data"]["code"] for e in errors] == [4009], closed.messages
+    await survivor.ping()
+    await anonymous.ping()
+
+    # The prefixed path (pusher-http-node) does the same.
+    resp = post(server.http_url, f"/apps/{APP_ID}/users/{other}/terminate_connections", {})
+    assert resp.status == 200 and resp.json() == {}, resp
+    assert (await survivor.wait_closed()).code == 4009
+    await anonymous.ping()
+
+
+def test_sdk_raises_on_errors(server: Any, client: pusher.Pusher) -> None:
+    wrong = make_client(server.port, secret="wrong-secret")
+    try:
+        with pytest.raises(pusher.errors.PusherBadAuth):
+            wrong.trigger("c", "e", "d")
+    finally:
+        close_client(wrong)
+    with pytest.raises(pusher.errors.PusherBadRequest):
+        client.channel_info(unique("public"), ["user_count"])
+
+
+# --- hand-signed requests: the happy path the error cases are measured against -----------
+
+
+def test_hand_signed_requests_are_accepted(server: Any) -> None:
+    resp = post(server.http_url, events_path(), event("c"))
+    assert resp.status == 200 and resp.json() == {}, resp
+    # GET without body_md5 (pusher-http-node) and with the empty-body MD5 (pusher-http-python).
+    path = f"/apps/{APP_ID}/channels"
+    resp = rest_request(server.http_url, "GET", path)
+    assert resp.status == 200 and "channels" in resp.json(), resp
+    resp = rest_request(server.http_url, "GET", path, body_md5=hashlib.md5(b"").hexdigest())
+    assert resp.status == 200, resp
+    # Inside the ±600 s window on either side.
+    for skew in (-550, 550):
+        resp = post(server.http_url, events_path(), event("c"), timestamp=int(time.time()) + skew)
+        assert resp.status == 200, (skew, resp)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def _bad_auth_cases() -> dict[str, dict[str, Any]]:
+    return {
+        "bad-signature": {"signature": "0" * 64},
+        "signature-with-wrong-secret": {"secret": "not-the-secret"},
+        "timestamp-too-old": {"timestamp": int(time.time()) - 700},
+        "timestamp-too-new": {"timestamp": int(time.time()) + 700},
+        "unknown-auth-key": {"key": "no-such-key"},
+        "other-apps-key": {"key": DISABLED_KEY, "secret": DISABLED_SECRET},
+        "body-md5-mismatch": {"body_md5": hashlib.md5(b"another body").hexdigest()},
+        "body-without-body-md5": {"body_md5": None},
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_auth_cases()))
+def test_authentication_failures_are_401(server: Any, case: str) -> None:
+    resp = post(server.http_url, events_path(), event("c"), **_bad_auth_cases()[case])
+    assert_error_response(resp, 401)
+
+
+def test_missing_auth_params_are_401(server: Any) -> None:
+    for target in (events_path(), f"{events_path()}?auth_key={APP_KEY}"):
+        resp = raw_http(server.http_url, "POST", target, body=b"{}")
+        assert_error_response(resp, 401)
+
+
+def test_signature_over_another_method_is_401(server: Any) -> None:
+    path = f"/apps/{APP_ID}/channels"
+    query = {"auth_key": APP_KEY, "auth_timestamp": str(int(time.time())), "auth_version": "1.0"}
+    query["auth_signature"] = hmac_hex(APP_SECRET, f"POST\n{path}\n{query_string(query)}")
+    resp = raw_http(server.http_url, "GET", f"{path}?{query_string(query)}")
+    assert_error_response(resp, 401)
+
+
+def test_unknown_app_is_404(server: Any) -> None:
+    assert_error_response(post(server.http_url, events_path("99999"), event("c")), 404)
+
+
+def test_disabled_app_is_403(server: Any) -> None:
+    creds: dict[str, Any] = {"key": DISABLED_KEY, "secret": DISABLED_SECRET}
+    resp = post(server.http_url, events_path(DISABLED_APP_ID), event("c"), **creds)
+    assert_error_response(resp, 403)
+    resp = rest_request(server.http_url, "GET", f"/apps/{DISABLED_APP_ID}/channels", **creds)
+    assert_error_response(resp, 403)
+
+
+def test_event_data_over_max_event_payload_bytes_is_413(server: Any) -> None:
+    resp = post(server.http_url, events_path(), event("c", data="x" * 10240))
+    assert resp.status == 200, resp
+    resp = post(server.http_url, events_path(), event("c", data="x" * 10241))
+    assert_error_response(resp, 413)
+    # Bytes, not characters: 5121 two-byte characters are 10242 bytes.
+    resp = post(server.http_url, events_path(), event("c", data="\u00e9" * 5121))
+    assert_error_response(resp, 413)
+    batch = {"batch": [event("c"), event("c", data="x" * 10241)]}
+    assert_error_response(post(server.http_url, f"/apps/{APP_ID}/batch_events", batch), 413)
+
+
+def test_too_many_channels_is_400(server: Any) -> None:
+    channels = [f"c{i}" for i in range(101)]
+    payload = {"name": "e", "channels": channels[:100], "data": "d"}
+    assert post(server.http_url, events_path(), payload).status == 200
+    payload["channels"] = channels
+    assert_error_response(post(server.http_url, events_path(), payload), 400)
+
+
+def test_batch_over_max_batch_size_is_400(server: Any) -> None:
+    path = f"/apps/{APP_ID}/batch_events"
+    assert post(server.http_url, path, {"batch": [event("c")] * 10}).status == 200
+    assert_error_response(post(server.http_url, path, {"batch": [event("c")] * 11}), 400)
+
+
+BAD_BODIES: dict[str, tuple[str, bytes]] = {
+    "not-json": ("events", b"{not json"),
+    "json-array": ("events", b"[]"),
+    "empty-object": ("events", b"{}"),
+    "no-name": ("events", b'{"channel": "c", "data": "d"}'),
+    "no-channel": ("events", b'{"name": "e", "data": "d"}'),
+    "no-data": ("events", b'{"name": "e", "channel": "c"}'),
+    "data-not-string": ("events", b'{"name": "e", "channel": "c", "data": {"a": 1}}'),
+    "channels-not-list": ("events", b'{"name": "e", "channels": "c", "data": "d"}'),
+    "bad-channel-name": ("events", b'{"name": "e", "channel": "bad channel", "data": "d"}'),
+    "bad-socket-id": ("events", b'{"name": "e", "channel": "c", "data": "d", "socket_id": "x"}'),
+    "batch-not-json": ("batch_events", b"{batch"),
+    "batch-not-list": ("batch_events", b'{"batch": {}}'),
+    "batch-item-invalid": ("batch_events", b'{"batch": [{"name": "e"}]}'),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BODIES))
+def test_malformed_body_is_400(server: Any, case: str) -> None:
+    endpoint, body = BAD_BODIES[case]
+    resp = rest_request(server.http_url, "POST", f"/apps/{APP_ID}/{endpoint}", body=body)
+    assert_error_response(resp, 400)
+
+
+async def test_user_count_on_non_presence_channel_is_400(
+    server: Any, open_socket: SocketOpener
+) -> None:
+    public = unique("not-presence")
+    sock = await open_socket(server.ws_url)
+    await sock.subscribe(public)
+    cases = [
+        (f"/apps/{APP_ID}/channels/{public}", {"info": "user_count"}),
+        (f"/apps/{APP_ID}/channels", {"info": "user_count"}),
+        (f"/apps/{APP_ID}/channels", {"info": "user_count", "filter_by_prefix": "private-"}),
+        (f"/apps/{APP_ID}/channels/{public}/users", {}),
+    ]
+    for path, params in cases:
+        resp = rest_request(server.http_url, "GET", path, params=params)
+        assert_error_response(resp, 400)
+
+
+def test_body_over_max_request_body_is_413(server: Any) -> None:
+    payload = {"name": "e", "channel": "c", "data": "x" * 300_000}
+    assert_error_response(post(server.http_url, events_path(), payload), 413)
+
+
+def test_wrong_method_is_405_and_unknown_path_is_404(server: Any) -> None:
+    assert_error_response(rest_request(server.http_url, "GET", events_path()), 405)
+    assert_error_response(rest_request(server.http_url, "GET", f"/apps/{APP_ID}/nope"), 404)
+
+
+def test_root_and_ready(server: Any) -> None:
+    resp = raw_http(server.http_url, "GET", "/")
+    assert resp.status == 200 and resp.json()["name"] == "tidings", resp
+    resp = raw_http(server.http_url, "GET", "/ready")
+    assert resp.status == 200 and resp.json() == {"ready": True}, resp
