@@ -23,8 +23,8 @@ run: $(VENV)/.installed
 	$(BIN)/tidings serve
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff format --check src tests $(wildcard bench)
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
