@@ -24,7 +24,7 @@ log = logging.getLogger("tidings.websocket")
 
 SUPPORTED_PROTOCOLS = range(5, 8)
 CLOSE_HANDSHAKE_TIMEOUT = 2.0
-SLOW_CONSUMER_GRACE = 2.0
+SLOW_CONSUMER_GRACE = 5.0  # seconds to read what is queued (and the 4100) before the drop
 
 
 class WebSocketConnection:
