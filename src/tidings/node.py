@@ -81,8 +81,6 @@ class _AppState:
     connections: dict[str, Connection] = field(default_factory=dict)
     users: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     watchers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    window_start: float = 0.0
-    window_count: int = 0
 
 
 class Node:
@@ -92,11 +90,13 @@ class Node:
         broker: Broker,
         settings: NodeSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.apps = apps
         self.broker = broker
         self.settings = settings or NodeSettings()
-        self.clock = clock
+        self.clock = clock  # timers and expiry
+        self.wall_clock = wall_clock  # per-second rate windows shared by every node
         self._states: dict[str, _AppState] = {app.id: _AppState(app) for app in apps}
         self._policies = {
             app.id: app.session_policy(self.settings.activity_timeout, self.settings.pong_timeout)
@@ -378,26 +378,23 @@ class Node:
 
     # -- the server API (REST and embedding) -------------------------------------------------
 
-    def check_backend_rate(self, app: App, events: int) -> None:
-        """Count ``events`` against max_backend_events_per_second; raise when over it."""
-        state = self._states[app.id]
-        now = self.clock()
-        if now - state.window_start >= 1.0:
-            state.window_start = now
-            state.window_count = 0
-        if state.window_count + events > app.max_backend_events_per_second:
+    async def check_backend_rate(self, app: App, events: int) -> None:
+        """Count ``events`` against max_backend_events_per_second (cluster-wide); raise when
+        over it. Refused events still count, as a client hammering the API keeps paying."""
+        total = await self.broker.count_backend_events(app.id, events, self.wall_clock())
+        if total > app.max_backend_events_per_second:
             raise BackendRateLimited(
                 f"more than {app.max_backend_events_per_second} events per second"
             )
-        state.window_count += events
 
     async def trigger(self, app: App, trigger: Trigger) -> None:
         """Publish one event to its channels: encoded once per channel, written once per socket."""
         for channel in trigger.channels:
             message = messages.event(trigger.name, channel, trigger.data)
             if channel_type(channel).cache:
-                expires = self.clock() + app.cache_ttl
-                await self.broker.cache_set(app.id, channel, CachedEvent(message, expires))
+                now = self.clock()
+                cached = CachedEvent(message, now + app.cache_ttl)
+                await self.broker.cache_set(app.id, channel, cached, now)
             await self.broker.publish(app.id, channel, text_frame(message), trigger.socket_id)
 
     async def channels(self, app: App, prefix: str = "") -> dict[str, int]:

@@ -512,15 +512,15 @@ async def test_trigger_many_channels_and_exclude(node: Node) -> None:
 
 async def test_backend_rate(node: Node, clock: FakeClock) -> None:
     app = App("99", "k", "s", max_backend_events_per_second=3)
-    rate_node = Node(AppRegistry.of([app]), MemoryBroker(), clock=clock)
-    rate_node.check_backend_rate(app, 2)
-    rate_node.check_backend_rate(app, 1)
+    rate_node = Node(AppRegistry.of([app]), MemoryBroker(), clock=clock, wall_clock=clock)
+    await rate_node.check_backend_rate(app, 2)
+    await rate_node.check_backend_rate(app, 1)
     with pytest.raises(BackendRateLimited):
-        rate_node.check_backend_rate(app, 1)
+        await rate_node.check_backend_rate(app, 1)
     clock.now += 1.0
-    rate_node.check_backend_rate(app, 3)
+    await rate_node.check_backend_rate(app, 3)
     with pytest.raises(BackendRateLimited):
-        rate_node.check_backend_rate(app, 1)
+        await rate_node.check_backend_rate(app, 1)
 
 
 # -- subscription_count -------------------------------------------------------------------

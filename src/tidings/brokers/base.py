@@ -47,6 +47,16 @@ class CachedEvent:
 
 
 class Broker(Protocol):
+    @property
+    def node_id(self) -> str:
+        """This node's id, unique in the cluster."""
+        ...
+
+    @property
+    def degraded(self) -> bool:
+        """True while the shared backend is unreachable and only local clients are served."""
+        ...
+
     async def start(self, deliver: Deliver, control: Control) -> None:
         """Begin receiving publications; ``deliver`` is called for every one, in order."""
         ...
@@ -103,6 +113,13 @@ class Broker(Protocol):
         """Which of ``user_ids`` have at least one signed-in socket."""
         ...
 
-    async def cache_set(self, app_id: str, channel: str, event: CachedEvent) -> None: ...
+    async def cache_set(self, app_id: str, channel: str, event: CachedEvent, now: float) -> None:
+        """Keep ``event`` as the channel's last event until ``event.expires_at``."""
+        ...
 
     async def cache_get(self, app_id: str, channel: str, now: float) -> CachedEvent | None: ...
+
+    async def count_backend_events(self, app_id: str, events: int, now: float) -> int:
+        """Add ``events`` to the app's REST events in the current second (cluster-wide);
+        returns the total after adding them."""
+        ...

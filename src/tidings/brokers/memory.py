@@ -13,8 +13,13 @@ from tidings.brokers.base import CachedEvent, Control, ControlMessage, Deliver, 
 from tidings.core.presence import PresenceChannel
 from tidings.protocol.session import Member
 
+CACHE_PRUNE_AT = 10_000  # cache entries before expired ones are swept on the next set
+
 
 class MemoryBroker:
+    node_id = "memory"
+    degraded = False
+
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
         self._control: Control | None = None
@@ -22,6 +27,7 @@ class MemoryBroker:
         self._presence: dict[tuple[str, str], PresenceChannel] = {}
         self._users: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._cache: dict[tuple[str, str], CachedEvent] = {}
+        self._rate: dict[str, tuple[int, int]] = {}
 
     async def start(self, deliver: Deliver, control: Control) -> None:
         self._deliver = deliver
@@ -107,8 +113,15 @@ class MemoryBroker:
     async def users_online(self, app_id: str, user_ids: list[str]) -> list[str]:
         return [u for u in user_ids if self._users.get((app_id, u))]
 
-    async def cache_set(self, app_id: str, channel: str, event: CachedEvent) -> None:
+    async def cache_set(self, app_id: str, channel: str, event: CachedEvent, now: float) -> None:
+        if len(self._cache) >= CACHE_PRUNE_AT:
+            self._prune(now)
         self._cache[(app_id, channel)] = event
+
+    def _prune(self, now: float) -> None:
+        """Drop expired cache entries (bounded memory without a timer)."""
+        for key in [k for k, e in self._cache.items() if e.expires_at <= now]:
+            del self._cache[key]
 
     async def cache_get(self, app_id: str, channel: str, now: float) -> CachedEvent | None:
         key = (app_id, channel)
@@ -117,3 +130,12 @@ class MemoryBroker:
             del self._cache[key]
             return None
         return event
+
+    async def count_backend_events(self, app_id: str, events: int, now: float) -> int:
+        second = int(now)
+        start, count = self._rate.get(app_id, (second, 0))
+        if start != second:
+            count = 0
+        count += events
+        self._rate[app_id] = (second, count)
+        return count

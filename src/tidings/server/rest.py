@@ -119,13 +119,13 @@ class RestApi:
 
     async def events(self, request: web.Request, app: App, body: bytes) -> object:
         trigger = parse_trigger_body(body, _limits(app))
-        self.node.check_backend_rate(app, 1)
+        await self.node.check_backend_rate(app, 1)
         await self.node.trigger(app, trigger)
         return await self._trigger_info(app, trigger)
 
     async def batch_events(self, request: web.Request, app: App, body: bytes) -> object:
         triggers = parse_batch(body, _limits(app))
-        self.node.check_backend_rate(app, len(triggers))
+        await self.node.check_backend_rate(app, len(triggers))
         for trigger in triggers:
             await self.node.trigger(app, trigger)
         if not any(t.info for t in triggers):

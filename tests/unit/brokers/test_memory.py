@@ -112,12 +112,12 @@ async def test_cache_expires() -> None:
     broker = MemoryBroker()
     assert await broker.cache_get(APP, "cache-c", 0.0) is None
     event = CachedEvent(b'{"event":"e"}', expires_at=100.0)
-    await broker.cache_set(APP, "cache-c", event)
+    await broker.cache_set(APP, "cache-c", event, 0.0)
     assert await broker.cache_get(APP, "cache-c", 99.9) == event
     assert await broker.cache_get("other-app", "cache-c", 0.0) is None
     assert await broker.cache_get(APP, "cache-c", 100.0) is None
     assert await broker.cache_get(APP, "cache-c", 0.0) is None  # expired entries are dropped
     newer = CachedEvent(b'{"event":"f"}', expires_at=300.0)
-    await broker.cache_set(APP, "cache-c", event)
-    await broker.cache_set(APP, "cache-c", newer)
+    await broker.cache_set(APP, "cache-c", event, 0.0)
+    await broker.cache_set(APP, "cache-c", newer, 200.0)
     assert await broker.cache_get(APP, "cache-c", 200.0) == newer
