@@ -5,9 +5,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 E2E := tests/e2e
 
-.PHONY: install run test lint typecheck pytest bench clean
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-install: $(VENV)/.installed $(E2E)/node_modules/.installed
+.PHONY: install system-deps run test lint typecheck pytest bench clean
+
+install: system-deps $(VENV)/.installed $(E2E)/node_modules/.installed
+
+# redis-server for the Redis broker's tests (each test run starts its own on a free port).
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server with apt-get"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import click
 
 from tidings import __version__
 from tidings.config import ConfigError, Settings, load_settings
+from tidings.server.workers import WORKER_SETTINGS_ENV
 
 log = logging.getLogger("tidings")
 
@@ -72,6 +74,27 @@ def main() -> None:
 @click.option("--max-request-body", default=None, help="REST body limit in bytes [262144].")
 @click.option("--shutdown-timeout", default=None, help="Seconds to finish requests on stop [10].")
 @click.option("--log-level", default=None, help="debug, info, warning or error [info].")
+@click.option(
+    "--redis",
+    default=None,
+    metavar="URL",
+    help="Redis URL for scale-out, e.g. redis://127.0.0.1:6379/0 [memory broker].",
+)
+@click.option("--redis-prefix", default=None, help="Prefix of every Redis key [tidings].")
+@click.option(
+    "--redis-sharded",
+    default=None,
+    is_flag=True,
+    help="Fan out with Redis 7 sharded pub/sub (SPUBLISH/SSUBSCRIBE).",
+)
+@click.option(
+    "--node-ttl",
+    default=None,
+    help="Seconds without a heartbeat before a node is declared dead [15].",
+)
+@click.option(
+    "--workers", default=None, help="Processes sharing the port (SO_REUSEPORT); needs --redis [1]."
+)
 def serve(config: Path | None, **flags: Any) -> None:
     """Start the server (WebSocket, REST API and health checks on one port)."""
     try:
@@ -97,7 +120,19 @@ def check_config(path: Path) -> None:
     click.echo(f"{path}: OK ({len(settings.apps)} app(s), port {settings.port})")
 
 
+@main.command("worker", hidden=True)
+def worker() -> None:
+    """One process of `serve --workers N` (settings come from the supervisor)."""
+    settings = Settings.model_validate_json(os.environ.pop(WORKER_SETTINGS_ENV))
+    _setup_logging(settings.log_level)
+    sys.exit(run(settings))
+
+
 def run(settings: Settings) -> int:
+    if settings.workers > 1:
+        from tidings.server.workers import supervise
+
+        return supervise(settings)
     from tidings.server.app import serve as serve_forever
 
     try:

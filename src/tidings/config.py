@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tidings.core.apps import App
 
@@ -71,6 +78,12 @@ class Settings(BaseModel):
     max_request_body: int = Field(262144, ge=1024)
     shutdown_timeout: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    redis: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
+    redis_prefix: str = Field("tidings", pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
+    redis_sharded: bool = False
+    node_ttl: float = Field(15.0, ge=1, le=3600)
+    workers: int = Field(1, ge=1, le=256)
+    reuse_port: bool = False
     apps: tuple[AppSettings, ...] = ()
 
     @field_validator("apps")
@@ -85,12 +98,22 @@ class Settings(BaseModel):
                 seen.add(value)
         return apps
 
+    @model_validator(mode="after")
+    def _workers_need_redis(self) -> Settings:
+        if self.workers > 1 and not self.redis:
+            raise ValueError(
+                f"workers = {self.workers} needs redis: in-memory state cannot be shared "
+                "between worker processes (add --redis redis://HOST:PORT/0)"
+            )
+        return self
+
     @property
     def uses_dev_app(self) -> bool:
         return any(a.key == DEV_APP["key"] and a.secret == DEV_APP["secret"] for a in self.apps)
 
 
 SERVER_FIELDS = tuple(name for name in Settings.model_fields if name != "apps")
+INTERNAL_FIELDS = ("reuse_port",)  # set by `--workers` for its worker processes
 
 
 def parse_app_spec(spec: str) -> dict[str, str]:
@@ -132,8 +155,8 @@ def load_settings(
             parse_app_spec(s.strip()) for s in env["TIDINGS_APPS"].split(",") if s.strip()
         ]
     for name, value in flags.items():
-        if value is None or value == ():
-            continue
+        if value is None or value == () or value is False:
+            continue  # not given on the command line (flags cannot switch a setting off)
         if name == "apps":
             raw["apps"] = [parse_app_spec(s) for s in value]
         else:
@@ -163,7 +186,9 @@ def _describe(exc: ValidationError, raw: Mapping[str, Any]) -> str:
             shown = f" (got {value!r})"
         else:
             shown = ""
-        if error["type"] == "missing":
+        if not location:  # a rule across settings; its message names them
+            lines.append(str(error["msg"]).removeprefix("Value error, "))
+        elif error["type"] == "missing":
             lines.append(f"setting {location}: required but missing")
         else:
             lines.append(f"setting {location}: {error['msg']}{shown}")

@@ -541,4 +541,5 @@ def test_root_and_ready(server: Any) -> None:
     resp = raw_http(server.http_url, "GET", "/")
     assert resp.status == 200 and resp.json()["name"] == "tidings", resp
     resp = raw_http(server.http_url, "GET", "/ready")
-    assert resp.status == 200 and resp.json() == {"ready": True}, resp
+    assert resp.status == 200, resp
+    assert resp.json() == {"ready": True, "broker": "memory", "degraded": False, "node": "memory"}

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from tidings.brokers.base import Broker
 from tidings.brokers.memory import MemoryBroker
 from tidings.config import Settings
 from tidings.core.apps import AppRegistry
@@ -70,7 +71,20 @@ def make_node(settings: Settings) -> Node:
         pong_timeout=settings.pong_timeout,
         max_connections=settings.max_connections,
     )
-    return Node(apps, MemoryBroker(), node_settings)
+    return Node(apps, make_broker(settings), node_settings)
+
+
+def make_broker(settings: Settings) -> Broker:
+    if settings.redis is None:
+        return MemoryBroker()
+    from tidings.brokers.redis import RedisBroker
+
+    return RedisBroker(
+        settings.redis,
+        prefix=settings.redis_prefix,
+        sharded=settings.redis_sharded,
+        node_ttl=settings.node_ttl,
+    )
 
 
 def tune_garbage_collector() -> None:
@@ -91,7 +105,7 @@ async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT, then drain and return the exit code."""
     node = make_node(settings)
     await node.start()
-    health = Health()
+    health = Health(node.broker, "redis" if settings.redis else "memory")
     application = build_application(node, settings, health)
     runner = web.AppRunner(application, handle_signals=False, access_log=None)
     await runner.setup()
@@ -101,6 +115,7 @@ async def serve(settings: Settings) -> int:
         settings.port,
         shutdown_timeout=settings.shutdown_timeout,
         backlog=1024,
+        reuse_port=settings.reuse_port or None,
     )
     await site.start()
     for sock in getattr(site._server, "sockets", None) or ():  # noqa: SLF001

@@ -1,0 +1,662 @@
+"""The Redis broker: many processes and machines behave as one Pusher server.
+
+Fan-out: a publication is written to local subscribers at once and PUBLISHed (or
+SPUBLISHed, with ``sharded``) on ``{prefix}#{app}#{channel}`` with its already-encoded frame.
+A node SUBSCRIBEs only to channels it has local subscribers for, and skips its own
+publications when they come back. Order per channel is publish order per publishing node
+(one connection per node publishes); delivery is at most once.
+
+State: subscription sets, presence members and signed-in users live in Redis, changed by
+the Lua scripts in ``lua/`` so every multi-key change is atomic. Each node keeps indexes of
+what it added, heartbeats, and reaps nodes that stopped heartbeating (their sockets leave
+presence and channel counts, and the survivors announce ``member_removed``).
+
+Outage: the node also keeps a mirror of its own sockets. While Redis is unreachable it
+serves its local clients from the mirror (``degraded``); when Redis returns it re-subscribes
+its channels and writes the mirror back, removing what changed while it was away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import secrets
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import orjson
+from redis import asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from tidings.brokers.base import CachedEvent, Control, ControlMessage, Deliver, PresenceJoin
+from tidings.protocol import messages
+from tidings.protocol.frames import text_frame
+from tidings.protocol.session import Member
+
+log = logging.getLogger("tidings.redis")
+
+SEP = "\x1f"  # separates the parts of a node index entry (not a channel-name character)
+RECONNECT_BACKOFF_MAX = 2.0
+COMMAND_TIMEOUT = 2.0
+FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+_SCRIPTS = (
+    "subscribe",
+    "unsubscribe",
+    "presence_join",
+    "presence_leave",
+    "user_online",
+    "user_offline",
+    "heartbeat",
+    "reap_node",
+)
+
+
+def _load_script(name: str) -> str:
+    return resources.files("tidings.brokers").joinpath(f"lua/{name}.lua").read_text()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode_members(flat: list[bytes]) -> list[Member]:
+    return [Member(flat[i].decode(), orjson.loads(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
+class RedisBroker:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "tidings",
+        node_id: str | None = None,
+        sharded: bool = False,
+        node_ttl: float = 15.0,
+    ) -> None:
+        if not prefix or "#" in prefix or ":" in prefix:
+            raise ValueError("redis prefix must be non-empty without '#' or ':'")
+        self._url = url
+        self._prefix = prefix
+        self._node_id = node_id or secrets.token_hex(6)
+        self._sharded = sharded
+        self._node_ttl = node_ttl
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=COMMAND_TIMEOUT,
+            socket_connect_timeout=COMMAND_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._scripts = {name: self._redis.register_script(_load_script(name)) for name in _SCRIPTS}
+        self._deliver: Deliver | None = None
+        self._control: Control | None = None
+        self._pubsub: PubSub | None = None
+        self._degraded = True  # until the first successful connection
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._resync_lock = asyncio.Lock()
+        self._connected = asyncio.Event()
+        # The mirror of this node's own sockets: authoritative for what this node holds.
+        self._subs: dict[tuple[str, str], set[str]] = {}
+        self._presence: dict[tuple[str, str], dict[str, Member]] = {}
+        self._users: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._rate: dict[str, tuple[int, int]] = {}
+        self._mirror_version = 0
+        self._resync_needed = False
+
+    # -- identity and keys -------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    @property
+    def degraded(self) -> bool:
+        return self._degraded
+
+    def _key(self, app_id: str, *parts: str) -> str:
+        return ":".join((self._prefix, app_id, *parts))
+
+    def _node_key(self, kind: str, node_id: str | None = None) -> str:
+        return f"{self._prefix}:node:{node_id or self._node_id}:{kind}"
+
+    def _member(self, socket_id: str) -> str:
+        return f"{self._node_id}/{socket_id}"
+
+    def _topic(self, app_id: str, channel: str) -> bytes:
+        return f"{self._prefix}#{app_id}#{channel}".encode()
+
+    @property
+    def _control_topic(self) -> bytes:
+        return f"{self._prefix}#control".encode()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, deliver: Deliver, control: Control) -> None:
+        self._deliver = deliver
+        self._control = control
+        self._tasks = [
+            asyncio.create_task(self._listen_forever()),
+            asyncio.create_task(self._heartbeat_forever()),
+        ]
+        # Give Redis a moment so a healthy start is not reported degraded; never block on it.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), COMMAND_TIMEOUT)
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, *FAILURES):
+                await task
+        if not self._degraded:
+            # A clean stop: remove what is left of this node now rather than after node_ttl.
+            with contextlib.suppress(*FAILURES):
+                await self._reap(self._node_id)
+        if self._pubsub is not None:
+            with contextlib.suppress(*FAILURES):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(*FAILURES):
+            await self._redis.aclose()
+        self._deliver = None
+        self._control = None
+
+    def _failed(self, exc: BaseException) -> None:
+        if not self._degraded:
+            log.warning("redis unreachable (%s): serving local clients only", exc)
+        self._degraded = True
+        self._connected.clear()
+        # Commands failed: the listener must reconnect and resync even if its own
+        # connection still looks healthy.
+        self._resync_needed = True
+
+    def _changed(self) -> None:
+        self._mirror_version += 1
+
+    # -- pub/sub -----------------------------------------------------------------------------
+
+    async def _listen_forever(self) -> None:
+        backoff = 0.1
+        while not self._closing:
+            try:
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                self._pubsub = pubsub
+                topics = [self._topic(app, ch) for (app, ch) in self._subs]
+                await pubsub.subscribe(self._control_topic)
+                if topics:
+                    if self._sharded:
+                        await pubsub.ssubscribe(*topics)
+                    else:
+                        await pubsub.subscribe(*topics)
+                await self._resync()
+                backoff = 0.1
+                await self._read(pubsub)
+            except FAILURES as exc:
+                self._failed(exc)
+            finally:
+                if self._pubsub is not None:
+                    with contextlib.suppress(*FAILURES):
+                        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                    self._pubsub = None
+            if not self._closing:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        control_topic = self._control_topic
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            if self._resync_needed:
+                raise ConnectionError("a command failed: reconnecting to resync")
+            if message is None or message["type"] not in ("message", "smessage"):
+                continue
+            topic: bytes = message["channel"]
+            data: bytes = message["data"]
+            if topic == control_topic:
+                await self._on_control(data)
+            else:
+                self._on_publication(topic, data)
+
+    def _on_publication(self, topic: bytes, data: bytes) -> None:
+        origin, _, rest = data.partition(b"\x00")
+        if origin.decode() == self._node_id or self._deliver is None:
+            return  # delivered locally when it was published
+        exclude, _, frame = rest.partition(b"\x00")
+        _, app_id, channel = topic.decode().split("#", 2)
+        self._deliver(app_id, channel, frame, exclude.decode() or None)
+
+    async def _on_control(self, data: bytes) -> None:
+        body = orjson.loads(data)
+        if body.get("o") == self._node_id:
+            return
+        await self._run_control(body["a"], ControlMessage(body["k"], body["u"]))
+
+    async def _run_control(self, app_id: str, message: ControlMessage) -> None:
+        if self._control is not None:
+            result = self._control(app_id, message)
+            if inspect.isawaitable(result):
+                await result
+
+    async def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+        if self._deliver is not None:
+            self._deliver(app_id, channel, frame, exclude)
+        if self._degraded:
+            return  # at most once: other nodes miss what is published during an outage
+        payload = b"".join(
+            (self._node_id.encode(), b"\x00", (exclude or "").encode(), b"\x00", frame)
+        )
+        try:
+            if self._sharded:
+                await self._redis.spublish(self._topic(app_id, channel), payload)
+            else:
+                await self._redis.publish(self._topic(app_id, channel), payload)
+        except FAILURES as exc:
+            self._failed(exc)
+
+    async def control(self, app_id: str, message: ControlMessage) -> None:
+        await self._run_control(app_id, message)
+        if self._degraded:
+            return
+        body = {"o": self._node_id, "a": app_id, "k": message.kind, "u": message.user_id}
+        try:
+            await self._redis.publish(self._control_topic, orjson.dumps(body))
+        except FAILURES as exc:
+            self._failed(exc)
+
+    async def _listen(self, app_id: str, channel: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None or self._degraded:
+            return  # subscribed from the mirror on reconnect
+        topic = self._topic(app_id, channel)
+        try:
+            if self._sharded:
+                await pubsub.ssubscribe(topic)
+            else:
+                await pubsub.subscribe(topic)
+        except FAILURES as exc:
+            self._failed(exc)
+
+    async def _unlisten(self, app_id: str, channel: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None or self._degraded:
+            return
+        topic = self._topic(app_id, channel)
+        try:
+            if self._sharded:
+                await pubsub.sunsubscribe(topic)
+            else:
+                await pubsub.unsubscribe(topic)
+        except FAILURES as exc:
+            self._failed(exc)
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    def _sub_args(self, app_id: str, channel: str, socket_id: str) -> tuple[list[str], list[str]]:
+        keys = [
+            self._key(app_id, "subs", channel),
+            self._key(app_id, "channels"),
+            self._node_key("subs"),
+        ]
+        args = [self._member(socket_id), channel, SEP.join((app_id, channel, socket_id))]
+        return keys, args
+
+    async def subscribe(self, app_id: str, channel: str, socket_id: str) -> int:
+        sockets = self._subs.setdefault((app_id, channel), set())
+        first_local = not sockets
+        sockets.add(socket_id)
+        self._changed()
+        if first_local:
+            await self._listen(app_id, channel)
+        keys, args = self._sub_args(app_id, channel, socket_id)
+        return await self._call("subscribe", keys, args, fallback=len(sockets))
+
+    async def unsubscribe(self, app_id: str, channel: str, socket_id: str) -> int:
+        sockets = self._subs.get((app_id, channel))
+        self._changed()
+        if sockets is not None:
+            sockets.discard(socket_id)
+            if not sockets:
+                del self._subs[(app_id, channel)]
+                await self._unlisten(app_id, channel)
+        keys, args = self._sub_args(app_id, channel, socket_id)
+        return await self._call("unsubscribe", keys, args, fallback=len(sockets or ()))
+
+    async def subscription_count(self, app_id: str, channel: str) -> int:
+        local = len(self._subs.get((app_id, channel), ()))
+        if self._degraded:
+            return local
+        try:
+            return int(await self._redis.scard(self._key(app_id, "subs", channel)))
+        except FAILURES as exc:
+            self._failed(exc)
+            return local
+
+    async def channels(self, app_id: str) -> dict[str, int]:
+        local = {ch: len(s) for (app, ch), s in self._subs.items() if app == app_id}
+        if self._degraded:
+            return local
+        try:
+            names = [_text(n) for n in await self._redis.smembers(self._key(app_id, "channels"))]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.scard(self._key(app_id, "subs", name))
+                counts = await pipe.execute()
+        except FAILURES as exc:
+            self._failed(exc)
+            return local
+        return {name: int(count) for name, count in zip(names, counts, strict=True) if count}
+
+    # -- presence ----------------------------------------------------------------------------
+
+    def _presence_keys(self, app_id: str, channel: str, user_id: str) -> list[str]:
+        return [
+            self._key(app_id, "members", channel),
+            self._key(app_id, "msock", channel, user_id),
+            self._node_key("presence"),
+        ]
+
+    def _local_roster(self, app_id: str, channel: str) -> list[Member]:
+        members: dict[str, Member] = {}
+        for member in self._presence.get((app_id, channel), {}).values():
+            members.setdefault(member.user_id, member)
+        return list(members.values())
+
+    async def presence_join(
+        self, app_id: str, channel: str, socket_id: str, member: Member, max_members: int
+    ) -> PresenceJoin:
+        local = self._presence.setdefault((app_id, channel), {})
+        local_users = {m.user_id for m in local.values()}
+        self._changed()
+        if self._degraded:
+            if member.user_id not in local_users and len(local_users) >= max_members:
+                return PresenceJoin(False, False, self._local_roster(app_id, channel))
+            local[socket_id] = member
+            first = member.user_id not in local_users
+            return PresenceJoin(True, first, self._local_roster(app_id, channel))
+        keys = self._presence_keys(app_id, channel, member.user_id)
+        entry = SEP.join((app_id, channel, socket_id, member.user_id))
+        args = [
+            member.user_id,
+            messages.dumps(member.user_info),
+            self._member(socket_id),
+            str(max_members),
+            entry,
+        ]
+        try:
+            accepted, first, flat = await self._scripts["presence_join"](keys=keys, args=args)
+        except FAILURES as exc:
+            self._failed(exc)
+            return await self.presence_join(app_id, channel, socket_id, member, max_members)
+        if accepted:
+            local[socket_id] = member
+        elif not local:
+            del self._presence[(app_id, channel)]
+        return PresenceJoin(bool(accepted), bool(first), _decode_members(flat))
+
+    async def presence_leave(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
+        local = self._presence.get((app_id, channel), {})
+        local.pop(socket_id, None)
+        self._changed()
+        locally_last = all(m.user_id != user_id for m in local.values())
+        if not local:
+            self._presence.pop((app_id, channel), None)
+        keys = self._presence_keys(app_id, channel, user_id)
+        args = [user_id, self._member(socket_id), SEP.join((app_id, channel, socket_id, user_id))]
+        return bool(await self._call("presence_leave", keys, args, fallback=int(locally_last)))
+
+    async def presence_members(self, app_id: str, channel: str) -> list[Member]:
+        if self._degraded:
+            return self._local_roster(app_id, channel)
+        try:
+            members = await self._redis.hgetall(self._key(app_id, "members", channel))
+        except FAILURES as exc:
+            self._failed(exc)
+            return self._local_roster(app_id, channel)
+        return [Member(_text(k), orjson.loads(v)) for k, v in members.items()]
+
+    # -- users -------------------------------------------------------------------------------
+
+    def _user_call(self, app_id: str, user_id: str, socket_id: str) -> tuple[list[str], list[str]]:
+        keys = [self._key(app_id, "user", user_id), self._node_key("users")]
+        return keys, [self._member(socket_id), SEP.join((app_id, socket_id, user_id))]
+
+    async def user_online(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        sockets = self._users[(app_id, user_id)]
+        sockets.add(socket_id)
+        self._changed()
+        keys, args = self._user_call(app_id, user_id, socket_id)
+        return bool(await self._call("user_online", keys, args, fallback=int(len(sockets) == 1)))
+
+    async def user_offline(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        sockets = self._users.get((app_id, user_id), set())
+        sockets.discard(socket_id)
+        self._changed()
+        if not sockets:
+            self._users.pop((app_id, user_id), None)
+        keys, args = self._user_call(app_id, user_id, socket_id)
+        return bool(await self._call("user_offline", keys, args, fallback=int(not sockets)))
+
+    async def users_online(self, app_id: str, user_ids: list[str]) -> list[str]:
+        local = [u for u in user_ids if self._users.get((app_id, u))]
+        if self._degraded or not user_ids:
+            return local
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id in user_ids:
+                    pipe.scard(self._key(app_id, "user", user_id))
+                counts = await pipe.execute()
+        except FAILURES as exc:
+            self._failed(exc)
+            return local
+        return [u for u, n in zip(user_ids, counts, strict=True) if n]
+
+    # -- cache channels and rate limits ------------------------------------------------------
+
+    async def cache_set(self, app_id: str, channel: str, event: CachedEvent, now: float) -> None:
+        ttl_ms = max(1, int((event.expires_at - now) * 1000))
+        if self._degraded:
+            return
+        try:
+            await self._redis.set(self._key(app_id, "cache", channel), event.message, px=ttl_ms)
+        except FAILURES as exc:
+            self._failed(exc)
+
+    async def cache_get(self, app_id: str, channel: str, now: float) -> CachedEvent | None:
+        if self._degraded:
+            return None
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(self._key(app_id, "cache", channel))
+                pipe.pttl(self._key(app_id, "cache", channel))
+                message, ttl_ms = await pipe.execute()
+        except FAILURES as exc:
+            self._failed(exc)
+            return None
+        if message is None or ttl_ms is None or ttl_ms <= 0:
+            return None
+        return CachedEvent(bytes(message), now + ttl_ms / 1000)
+
+    async def count_backend_events(self, app_id: str, events: int, now: float) -> int:
+        second = int(now)
+        start, local = self._rate.get(app_id, (second, 0))
+        local = (local if start == second else 0) + events
+        self._rate[app_id] = (second, local)
+        if self._degraded:
+            return local
+        key = self._key(app_id, "rate", str(second))
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.incrby(key, events)
+                pipe.expire(key, 2)
+                total, _ = await pipe.execute()
+        except FAILURES as exc:
+            self._failed(exc)
+            return local
+        return int(total)
+
+    # -- scripts, liveness, resync -----------------------------------------------------------
+
+    async def _call(self, script: str, keys: list[str], args: list[str], fallback: int) -> int:
+        """Run a state script; while Redis is away, answer from this node's mirror."""
+        if self._degraded:
+            return fallback
+        try:
+            return int(await self._scripts[script](keys=keys, args=args))
+        except FAILURES as exc:
+            self._failed(exc)
+            return fallback
+
+    def _reap_keys(self, node_id: str) -> list[str]:
+        return [
+            f"{self._prefix}:nodes",
+            self._node_key("subs", node_id),
+            self._node_key("presence", node_id),
+            self._node_key("users", node_id),
+        ]
+
+    async def _heartbeat_forever(self) -> None:
+        interval = max(0.2, self._node_ttl / 3)
+        while not self._closing:
+            await asyncio.sleep(interval)
+            if self._degraded:
+                continue  # the listener reconnects and resyncs
+            try:
+                await self._heartbeat()
+            except FAILURES as exc:
+                self._failed(exc)
+
+    async def _heartbeat(self) -> None:
+        missing, dead = await self._scripts["heartbeat"](
+            keys=[f"{self._prefix}:nodes"],
+            args=[self._node_id, str(int(self._node_ttl * 1000))],
+        )
+        if missing:
+            # Another node reaped us (we were silent too long): write our state back.
+            log.warning("node %s was declared dead by the cluster; re-announcing", self._node_id)
+            await self._resync()
+        for raw in dead:
+            node_id = raw.decode()
+            if node_id != self._node_id:
+                await self._reap(node_id)
+
+    async def _reap(self, node_id: str) -> None:
+        removed, offline = await self._scripts["reap_node"](
+            keys=self._reap_keys(node_id), args=[node_id, self._prefix]
+        )
+        if removed or offline:
+            log.warning(
+                "node %s stopped heartbeating: removed %d presence member(s), %d user(s)",
+                node_id,
+                len(removed),
+                len(offline),
+            )
+        for app_id, channel, user_id in removed:
+            await self._announce_removed(app_id.decode(), channel.decode(), user_id.decode())
+        for app_id, user_id in offline:
+            await self.control(app_id.decode(), ControlMessage("offline", user_id.decode()))
+
+    async def _announce_removed(self, app_id: str, channel: str, user_id: str) -> None:
+        data = messages.dumps({"user_id": user_id})
+        frame = text_frame(messages.event("pusher_internal:member_removed", channel, data))
+        await self.publish(app_id, channel, frame, None)
+
+    async def _resync(self) -> None:
+        """Make Redis hold exactly this node's mirror (after an outage or being reaped).
+
+        Entries Redis has that the mirror lacks are removed through the leave scripts (so a
+        user who left during the outage gets member_removed); entries the mirror has are
+        added through the join scripts (idempotent; a user who joined during the outage gets
+        member_added). Then the node is marked healthy.
+        """
+        async with self._resync_lock:
+            # Sockets come and go while this runs (the mirror is updated in degraded mode);
+            # repeat until a pass saw no change, so nothing is left out of Redis.
+            for _ in range(10):
+                version = self._mirror_version
+                await self._resync_once()
+                if version == self._mirror_version:
+                    break
+            was_degraded = self._degraded
+            self._degraded = False
+            self._resync_needed = False
+            self._connected.set()
+            if was_degraded:
+                log.info("redis connected (node %s)", self._node_id)
+
+    async def _resync_once(self) -> None:
+        node = self._node_id
+        await self._scripts["heartbeat"](
+            keys=[f"{self._prefix}:nodes"], args=[node, str(int(self._node_ttl * 1000))]
+        )
+        held_subs = {_text(e) for e in await self._redis.smembers(self._node_key("subs"))}
+        held_presence = {_text(e) for e in await self._redis.smembers(self._node_key("presence"))}
+        held_users = {_text(e) for e in await self._redis.smembers(self._node_key("users"))}
+        want_subs = {
+            SEP.join((app, ch, s)) for (app, ch), sockets in self._subs.items() for s in sockets
+        }
+        want_presence = {
+            SEP.join((app, ch, s, m.user_id))
+            for (app, ch), members in self._presence.items()
+            for s, m in members.items()
+        }
+        want_users = {
+            SEP.join((app, s, u)) for (app, u), sockets in self._users.items() for s in sockets
+        }
+        for entry in held_subs - want_subs:
+            app, ch, s = entry.split(SEP, 2)
+            keys, args = self._sub_args(app, ch, s)
+            await self._scripts["unsubscribe"](keys=keys, args=args)
+        for entry in held_presence - want_presence:
+            app, ch, s, user = entry.split(SEP, 3)
+            keys = self._presence_keys(app, ch, user)
+            if await self._scripts["presence_leave"](
+                keys=keys, args=[user, self._member(s), entry]
+            ):
+                await self._announce_removed(app, ch, user)
+        for entry in held_users - want_users:
+            app, s, user = entry.split(SEP, 2)
+            keys, args = self._user_call(app, user, s)
+            if await self._scripts["user_offline"](keys=keys, args=args):
+                await self.control(app, ControlMessage("offline", user))
+        for entry in want_subs - held_subs:
+            app, ch, s = entry.split(SEP, 2)
+            keys, args = self._sub_args(app, ch, s)
+            await self._scripts["subscribe"](keys=keys, args=args)
+        for (app, ch), members in list(self._presence.items()):
+            for s, m in list(members.items()):
+                entry = SEP.join((app, ch, s, m.user_id))
+                if entry in held_presence:
+                    continue
+                args = [m.user_id, messages.dumps(m.user_info), self._member(s), str(2**31), entry]
+                _, first, _ = await self._scripts["presence_join"](
+                    keys=self._presence_keys(app, ch, m.user_id), args=args
+                )
+                if first:
+                    added = messages.dumps({"user_id": m.user_id, "user_info": m.user_info})
+                    frame = text_frame(messages.event("pusher_internal:member_added", ch, added))
+                    await self._publish_remote(app, ch, frame, s)
+        for entry in want_users - held_users:
+            app, s, user = entry.split(SEP, 2)
+            keys, args = self._user_call(app, user, s)
+            if await self._scripts["user_online"](keys=keys, args=args):
+                await self._publish_control_remote(app, ControlMessage("online", user))
+
+    async def _publish_remote(self, app_id: str, channel: str, frame: bytes, exclude: str) -> None:
+        payload = b"".join((self._node_id.encode(), b"\x00", exclude.encode(), b"\x00", frame))
+        publish: Callable[[bytes, bytes], Awaitable[Any]] = (
+            self._redis.spublish if self._sharded else self._redis.publish
+        )
+        await publish(self._topic(app_id, channel), payload)
+
+    async def _publish_control_remote(self, app_id: str, message: ControlMessage) -> None:
+        body = {"o": self._node_id, "a": app_id, "k": message.kind, "u": message.user_id}
+        await self._redis.publish(self._control_topic, orjson.dumps(body))

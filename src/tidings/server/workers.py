@@ -1,0 +1,83 @@
+"""``--workers N``: N server processes sharing one port through SO_REUSEPORT.
+
+The kernel spreads new connections over the workers; they share state through the Redis
+broker (the configuration refuses workers without it). This supervisor forwards SIGTERM
+and SIGINT to every worker (each drains on its own), restarts a worker that crashes, and
+exits when all have stopped. A second signal kills the workers at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from tidings.config import Settings
+
+log = logging.getLogger("tidings.workers")
+
+WORKER_SETTINGS_ENV = "TIDINGS_WORKER_SETTINGS"
+RESTART_DELAY = 1.0
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def supervise(settings: Settings) -> int:
+    # With port 0 every worker would get a port of its own: choose one for all of them.
+    port = settings.port or _free_port(settings.host)
+    worker_settings = settings.model_copy(update={"workers": 1, "port": port, "reuse_port": True})
+    env = {**os.environ, WORKER_SETTINGS_ENV: worker_settings.model_dump_json()}
+    command = [sys.executable, "-m", "tidings", "worker"]
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, env=env)
+
+    workers = [spawn() for _ in range(settings.workers)]
+    log.info(
+        "started %d workers on port %d: pids %s",
+        len(workers),
+        port,
+        ", ".join(str(w.pid) for w in workers),
+    )
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            for w in workers:
+                if w.poll() is None:
+                    w.kill()
+            return
+        stopping = True
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while True:
+        alive = False
+        for i, w in enumerate(workers):
+            code = w.poll()
+            if code is None:
+                alive = True
+            elif not stopping:
+                log.error("worker %d exited with %s; restarting it", w.pid, code)
+                time.sleep(RESTART_DELAY)
+                workers[i] = spawn()
+                alive = True
+        if not alive:
+            break
+        time.sleep(0.2)
+    codes = [w.returncode for w in workers]
+    return max(codes, key=abs) if codes else 0
