@@ -161,7 +161,7 @@ class RedisBroker:
         if not self._degraded:
             # A clean stop: remove what is left of this node now rather than after node_ttl.
             with contextlib.suppress(*FAILURES):
-                await self._reap(self._node_id)
+                await self._reap(self._node_id, "stopped")
         if self._pubsub is not None:
             with contextlib.suppress(*FAILURES):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -546,16 +546,17 @@ class RedisBroker:
         for raw in dead:
             node_id = raw.decode()
             if node_id != self._node_id:
-                await self._reap(node_id)
+                await self._reap(node_id, "stopped heartbeating")
 
-    async def _reap(self, node_id: str) -> None:
+    async def _reap(self, node_id: str, why: str) -> None:
         removed, offline = await self._scripts["reap_node"](
             keys=self._reap_keys(node_id), args=[node_id, self._prefix]
         )
         if removed or offline:
             log.warning(
-                "node %s stopped heartbeating: removed %d presence member(s), %d user(s)",
+                "node %s %s: removed %d presence member(s), %d user(s)",
                 node_id,
+                why,
                 len(removed),
                 len(offline),
             )
