@@ -15,7 +15,7 @@ install: system-deps $(VENV)/.installed $(E2E)/node_modules/.installed
 system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "installing redis-server with apt-get"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

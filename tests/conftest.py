@@ -171,3 +171,33 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv.start()
     yield srv
     srv.stop()
+
+
+# --- Redis: one real redis-server for the whole session; tests isolate themselves by prefix ---
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:  # --import-mode=importlib does not add tests/ itself
+    sys.path.insert(0, _TESTS_DIR)
+
+from uuid import uuid4  # noqa: E402
+
+from redis_server import RedisServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free port, started on first use and stopped at session end.
+
+    Shared by every test: never stop or restart it in a test (start your own RedisServer
+    for outage tests); isolate keys and pub/sub channels with ``redis_prefix``.
+    """
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key and pub/sub channel prefix no other test uses."""
+    return f"t{uuid4().hex[:12]}"
