@@ -74,6 +74,12 @@ def main() -> None:
 @click.option("--max-request-body", default=None, help="REST body limit in bytes [262144].")
 @click.option("--shutdown-timeout", default=None, help="Seconds to finish requests on stop [10].")
 @click.option("--log-level", default=None, help="debug, info, warning or error [info].")
+@click.option("--http-path", default=None, help="Path prefix of the HTTP fallbacks [/pusher].")
+@click.option(
+    "--http-session-timeout",
+    default=None,
+    help="Seconds an HTTP fallback session lives without a request [25].",
+)
 @click.option(
     "--redis",
     default=None,

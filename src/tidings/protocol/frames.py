@@ -35,3 +35,14 @@ def close_frame(code: int, reason: str = "") -> bytes:
     """A close frame; RFC 6455 5.5: control frame payloads are at most 125 bytes."""
     payload = struct.pack("!H", code) + close_reason(reason)
     return _header(_CLOSE, len(payload)) + payload
+
+
+def frame_payload(frame: bytes) -> bytes:
+    """The payload of a single unmasked frame built by :func:`text_frame`.
+
+    Transports that are not WebSocket (the HTTP fallbacks) receive the same pre-built
+    frame as every socket and take the message out of it.
+    """
+    length = frame[1] & 0x7F
+    offset = 2 if length < 126 else 4 if length == 126 else 10
+    return frame[offset:]

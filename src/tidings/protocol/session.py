@@ -174,6 +174,12 @@ class Session:
                 return self._client_event(command, now)
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
+    def touch(self, now: float) -> None:
+        """Activity without a message (the HTTP fallbacks' empty ``xhr_send`` ping)."""
+        if not self.closed:
+            self.last_seen = now
+            self.ping_sent_at = None
+
     def tick(self, now: float) -> list[Action]:
         """Timers: authorized-connection deadline, idle ping, and the pong deadline."""
         if self.closed:

@@ -23,6 +23,7 @@ from tidings.config import Settings
 from tidings.core.apps import AppRegistry
 from tidings.node import Node, NodeSettings
 from tidings.protocol.errors import ErrorCode
+from tidings.server.fallback import FallbackSettings, HttpFallback
 from tidings.server.health import Health
 from tidings.server.rest import RestApi, error_response
 from tidings.server.websocket import WebSocketEndpoint
@@ -30,6 +31,7 @@ from tidings.server.websocket import WebSocketEndpoint
 log = logging.getLogger("tidings.server")
 
 WEBSOCKET = web.AppKey("websocket", WebSocketEndpoint)
+FALLBACK = web.AppKey("fallback", HttpFallback)
 
 
 @web.middleware
@@ -53,6 +55,18 @@ def build_application(node: Node, settings: Settings, health: Health) -> web.App
     application[WEBSOCKET] = websocket
     application.add_routes(health.routes())
     application.add_routes(RestApi(node, settings.max_request_body).routes())
+    fallback = HttpFallback(
+        node,
+        FallbackSettings(
+            path=settings.http_path,
+            session_timeout=settings.http_session_timeout,
+            poll_timeout=min(25.0, settings.http_session_timeout),
+            heartbeat_interval=min(25.0, settings.activity_timeout),
+            max_queue_bytes=settings.max_write_buffer,
+        ),
+    )
+    application[FALLBACK] = fallback
+    application.add_routes(fallback.routes())
     application.add_routes(
         [
             web.get("/app/{key}", websocket.handle),
@@ -107,6 +121,7 @@ async def serve(settings: Settings) -> int:
     await node.start()
     health = Health(node.broker, "redis" if settings.redis else "memory")
     application = build_application(node, settings, health)
+    await application[FALLBACK].start()
     runner = web.AppRunner(application, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(
@@ -143,6 +158,7 @@ async def serve(settings: Settings) -> int:
     health.draining = True
     await node.drain(ErrorCode.RECONNECT)
     await application[WEBSOCKET].close()
+    await application[FALLBACK].close()
     await runner.cleanup()
     await node.close()
     log.info("stopped")

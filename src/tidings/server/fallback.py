@@ -1,0 +1,290 @@
+"""pusher-js's HTTP fallbacks: ``xhr_streaming`` and ``xhr_polling``.
+
+Where WebSocket is blocked, pusher-js opens a session
+``{http_path}/app/{key}/{server}/{session}/`` and receives through ``xhr_streaming`` (one
+long response) or ``xhr`` (long polls), sending through ``xhr_send``. Each session is a
+full Pusher connection: the node and the protocol core treat it exactly like a WebSocket
+(same session state machine, limits, error codes and timers); only this edge differs.
+
+Messages for a session wait in a bounded :class:`~tidings.core.outbox.Outbox` between
+polls. A session with no receive request attached for ``session_timeout`` seconds is closed
+and forgotten; a streaming response gets a heartbeat every ``heartbeat_interval`` seconds so
+proxies keep it open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from tidings.core.apps import App
+from tidings.core.outbox import Outbox
+from tidings.node import Node
+from tidings.protocol import sockjs
+from tidings.protocol.errors import MESSAGES, ErrorCode, ProtocolError
+from tidings.protocol.frames import frame_payload
+from tidings.protocol.session import Session
+from tidings.server.rest import error_response
+
+log = logging.getLogger("tidings.fallback")
+
+SUPPORTED_PROTOCOLS = range(5, 8)
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackSettings:
+    path: str = "/pusher"
+    session_timeout: float = 25.0  # seconds without a receive request before a session ends
+    poll_timeout: float = 25.0  # a long poll answers "h" after this long with nothing to send
+    heartbeat_interval: float = 25.0  # "h" on a quiet streaming response
+    max_queue_bytes: int = 1024 * 1024  # unsent bytes per session before it is closed (4100)
+
+
+class HttpSession:
+    """One pusher-js HTTP session; implements the node's ``Connection``."""
+
+    __slots__ = (
+        "socket_id",
+        "session",
+        "app",
+        "key",
+        "outbox",
+        "closing",
+        "close_frame",
+        "detached_at",
+        "receivers",
+        "_wake",
+        "opened",
+    )
+
+    def __init__(self, key: str, session: Session, app: App, max_queue_bytes: int) -> None:
+        self.key = key
+        self.socket_id = session.socket_id
+        self.session = session
+        self.app = app
+        self.outbox = Outbox(max_queue_bytes)
+        self.closing = False
+        self.close_frame: bytes | None = None
+        self.detached_at: float | None = time.monotonic()
+        self.receivers = 0
+        self.opened = False
+        self._wake = asyncio.Event()
+
+    def send(self, frame: bytes) -> None:
+        if self.closing:
+            return
+        if not self.outbox.push(frame_payload(frame)):
+            # The client stopped polling or reading: a slow consumer, as on WebSocket.
+            log.warning("closed slow HTTP session %s (app %s)", self.socket_id, self.app.id)
+            self.outbox.drain()
+            self.close(int(ErrorCode.OVER_CAPACITY), "Slow consumer")
+            return
+        self._wake.set()
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.session.closed = True
+        self.close_frame = sockjs.close_frame(code, reason)
+        self._wake.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Until there is something to send or ``timeout`` passes."""
+        if len(self.outbox) or self.close_frame is not None:
+            return
+        self._wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def take(self) -> bytes:
+        """The frames to write now: queued messages, then the close frame if any."""
+        out = b""
+        if len(self.outbox):
+            out += sockjs.messages_frame(self.outbox.drain())
+        if self.close_frame is not None:
+            out += self.close_frame
+        return out
+
+
+def _cors(request: web.Request, app: App | None) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    if app is not None and not app.origin_allowed(origin):
+        return {}
+    return {
+        "Access-Control-Allow-Origin": origin or "*",
+        "Access-Control-Allow-Credentials": "true" if origin else "false",
+        "Access-Control-Allow-Headers": "Content-Type",
+        "Access-Control-Allow-Methods": "POST, OPTIONS",
+        "Access-Control-Max-Age": "86400",
+        "Vary": "Origin",
+    }
+
+
+class HttpFallback:
+    def __init__(self, node: Node, settings: FallbackSettings) -> None:
+        self.node = node
+        self.settings = settings
+        self.sessions: dict[str, HttpSession] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        base = self.settings.path.rstrip("/") + "/app/{key}/{server}/{session}"
+        return [
+            web.post(base + "/xhr_streaming", self.streaming),
+            web.post(base + "/xhr", self.polling),
+            web.post(base + "/xhr_send", self.send),
+            web.options(base + "/{kind}", self.preflight),
+        ]
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for http_session in list(self.sessions.values()):
+            await self._forget(http_session)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        app = self.node.apps.by_key(request.match_info["key"])
+        return web.Response(status=204, headers=_cors(request, app))
+
+    async def streaming(self, request: web.Request) -> web.StreamResponse:
+        return await self._receive(request, streaming=True)
+
+    async def polling(self, request: web.Request) -> web.StreamResponse:
+        return await self._receive(request, streaming=False)
+
+    async def send(self, request: web.Request) -> web.StreamResponse:
+        app = self.node.apps.by_key(request.match_info["key"])
+        headers = _cors(request, app)
+        http_session = self.sessions.get(self._key(request))
+        if app is None or http_session is None or http_session.app is not app:
+            return error_response(404, "unknown session")
+        body = await request.content.read(app.max_message_bytes * 4 + 1)
+        if len(body) > app.max_message_bytes * 4:
+            http_session.close(1009, "Message too big")
+            return error_response(413, "xhr_send body too large")
+        try:
+            texts = sockjs.parse_send(body)
+        except ProtocolError as exc:
+            return error_response(400, exc.message)
+        now = self.node.clock()
+        http_session.session.touch(now)
+        for text in texts:
+            if len(text.encode()) > app.max_message_bytes:
+                http_session.close(1009, "Message too big")
+                break
+            await self.node.receive(http_session, text)
+        return web.Response(status=204, headers=headers)
+
+    async def _receive(self, request: web.Request, streaming: bool) -> web.StreamResponse:
+        app = self.node.apps.by_key(request.match_info["key"])
+        headers = {
+            **_cors(request, app),
+            "Content-Type": "application/javascript; charset=UTF-8",
+            "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+        }
+        response = web.StreamResponse(status=200, headers=headers)
+        if streaming:
+            response.enable_chunked_encoding()
+        await response.prepare(request)
+        key = self._key(request)
+        http_session = self.sessions.get(key)
+        if streaming:
+            await response.write(sockjs.PRELUDE)
+        if http_session is None or http_session.app is not app:
+            refusal = self._refusal(request, app)
+            if refusal is not None:
+                code, text = refusal
+                await response.write(sockjs.OPEN + sockjs.close_frame(int(code), text))
+                await response.write_eof()
+                return response
+            assert app is not None
+            http_session = self._open(key, app)
+            await response.write(sockjs.OPEN)
+            if not streaming:
+                await response.write_eof()  # SockJS: the first poll only opens the session
+                return response
+        await self._serve(http_session, response, streaming)
+        return response
+
+    async def _serve(
+        self, http_session: HttpSession, response: web.StreamResponse, streaming: bool
+    ) -> None:
+        http_session.receivers += 1
+        http_session.detached_at = None
+        try:
+            while True:
+                timeout = (
+                    self.settings.heartbeat_interval if streaming else (self.settings.poll_timeout)
+                )
+                await http_session.wait(timeout)
+                out = http_session.take() or sockjs.HEARTBEAT
+                await response.write(out)
+                # A poll answers once; a stream goes on until the session closes.
+                if not streaming or http_session.close_frame is not None:
+                    break
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass  # the client went away; the session waits for its next request
+        finally:
+            http_session.receivers -= 1
+            if http_session.receivers == 0:
+                http_session.detached_at = time.monotonic()
+            if http_session.close_frame is not None and not len(http_session.outbox):
+                await self._forget(http_session)
+
+    def _open(self, key: str, app: App) -> HttpSession:
+        session = self.node.new_session(app)
+        http_session = HttpSession(key, session, app, self.settings.max_queue_bytes)
+        self.sessions[key] = http_session
+        self.node.attach(http_session)  # queues pusher:connection_established
+        return http_session
+
+    async def _forget(self, http_session: HttpSession) -> None:
+        if self.sessions.get(http_session.key) is http_session:
+            del self.sessions[http_session.key]
+        http_session.close(int(ErrorCode.RECONNECT), "Session ended")
+        await self.node.detach(http_session)
+
+    def _key(self, request: web.Request) -> str:
+        info = request.match_info
+        return f"{info['key']}/{info['server']}/{info['session']}"
+
+    def _refusal(self, request: web.Request, app: App | None) -> tuple[ErrorCode, str] | None:
+        if app is None:
+            return ErrorCode.APP_NOT_FOUND, MESSAGES[ErrorCode.APP_NOT_FOUND]
+        protocol = request.query.get("protocol")
+        if protocol is None:
+            return ErrorCode.NO_PROTOCOL, MESSAGES[ErrorCode.NO_PROTOCOL]
+        if not protocol.isdigit():
+            return ErrorCode.INVALID_VERSION, MESSAGES[ErrorCode.INVALID_VERSION]
+        if int(protocol) not in SUPPORTED_PROTOCOLS:
+            return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}"
+        if not app.origin_allowed(request.headers.get("Origin")):
+            return ErrorCode.UNAUTHORIZED, "Origin not allowed"
+        code = self.node.refusal(app)
+        return (code, MESSAGES[code]) if code is not None else None
+
+    # -- expiry ------------------------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        interval = max(0.1, min(1.0, self.settings.session_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for http_session in list(self.sessions.values()):
+                detached = http_session.detached_at
+                if detached is not None and now - detached >= self.settings.session_timeout:
+                    await self._forget(http_session)
