@@ -20,6 +20,9 @@ Deliver = Callable[[str, str, bytes, "str | None"], None]
 Control = Callable[[str, "ControlMessage"], Awaitable[None] | None]
 """``control(app_id, message)``: act on a cluster-wide control message locally."""
 
+NodeHandler = Callable[[bytes], Awaitable[None]]
+"""``handler(payload)``: a message sent to this node alone (see :meth:`Broker.to_node`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ControlMessage:
@@ -118,6 +121,22 @@ class Broker(Protocol):
         ...
 
     async def cache_get(self, app_id: str, channel: str, now: float) -> CachedEvent | None: ...
+
+    async def claim(self, key: str, ttl: float) -> str:
+        """Claim ``key`` (an HTTP fallback session) for this node unless a live node holds
+        it; returns the owner's node id. The claim lapses after ``ttl`` seconds unless
+        :meth:`refresh_claims` renews it."""
+        ...
+
+    async def refresh_claims(self, keys: list[str], ttl: float) -> None: ...
+
+    def on_node_message(self, handler: NodeHandler) -> None:
+        """Handle messages other nodes send to this one with :meth:`to_node`."""
+        ...
+
+    async def to_node(self, node_id: str, payload: bytes) -> None:
+        """Send ``payload`` to one node. At most once; order kept per sender and receiver."""
+        ...
 
     async def count_backend_events(self, app_id: str, events: int, now: float) -> int:
         """Add ``events`` to the app's REST events in the current second (cluster-wide);

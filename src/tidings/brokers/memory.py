@@ -9,7 +9,14 @@ from __future__ import annotations
 import inspect
 from collections import defaultdict
 
-from tidings.brokers.base import CachedEvent, Control, ControlMessage, Deliver, PresenceJoin
+from tidings.brokers.base import (
+    CachedEvent,
+    Control,
+    ControlMessage,
+    Deliver,
+    NodeHandler,
+    PresenceJoin,
+)
 from tidings.core.presence import PresenceChannel
 from tidings.protocol.session import Member
 
@@ -28,6 +35,7 @@ class MemoryBroker:
         self._users: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._cache: dict[tuple[str, str], CachedEvent] = {}
         self._rate: dict[str, tuple[int, int]] = {}
+        self._node_handler: NodeHandler | None = None
 
     async def start(self, deliver: Deliver, control: Control) -> None:
         self._deliver = deliver
@@ -139,3 +147,18 @@ class MemoryBroker:
         count += events
         self._rate[app_id] = (second, count)
         return count
+
+    # One process owns every session; there is no other node to talk to.
+
+    async def claim(self, key: str, ttl: float) -> str:
+        return self.node_id
+
+    async def refresh_claims(self, keys: list[str], ttl: float) -> None:
+        return None
+
+    def on_node_message(self, handler: NodeHandler) -> None:
+        self._node_handler = handler
+
+    async def to_node(self, node_id: str, payload: bytes) -> None:
+        if node_id == self.node_id and self._node_handler is not None:
+            await self._node_handler(payload)

@@ -35,7 +35,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from tidings.brokers.base import CachedEvent, Control, ControlMessage, Deliver, PresenceJoin
+from tidings.brokers.base import (
+    CachedEvent,
+    Control,
+    ControlMessage,
+    Deliver,
+    NodeHandler,
+    PresenceJoin,
+)
 from tidings.protocol import messages
 from tidings.protocol.frames import text_frame
 from tidings.protocol.session import Member
@@ -110,6 +117,7 @@ class RedisBroker:
         self._users: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._rate: dict[str, tuple[int, int]] = {}
         self._mirror_version = 0
+        self._node_handler: NodeHandler | None = None
         self._resync_needed = False
 
     # -- identity and keys -------------------------------------------------------------------
@@ -137,6 +145,9 @@ class RedisBroker:
     @property
     def _control_topic(self) -> bytes:
         return f"{self._prefix}#control".encode()
+
+    def _node_topic(self, node_id: str) -> bytes:
+        return f"{self._prefix}#node#{node_id}".encode()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -191,7 +202,7 @@ class RedisBroker:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 self._pubsub = pubsub
                 topics = [self._topic(app, ch) for (app, ch) in self._subs]
-                await pubsub.subscribe(self._control_topic)
+                await pubsub.subscribe(self._control_topic, self._node_topic(self._node_id))
                 if topics:
                     if self._sharded:
                         await pubsub.ssubscribe(*topics)
@@ -213,6 +224,7 @@ class RedisBroker:
 
     async def _read(self, pubsub: PubSub) -> None:
         control_topic = self._control_topic
+        node_topic = self._node_topic(self._node_id)
         while True:
             message = await pubsub.get_message(timeout=1.0)
             if self._resync_needed:
@@ -223,6 +235,9 @@ class RedisBroker:
             data: bytes = message["data"]
             if topic == control_topic:
                 await self._on_control(data)
+            elif topic == node_topic:
+                if self._node_handler is not None:
+                    await self._node_handler(data)
             else:
                 self._on_publication(topic, data)
 
@@ -502,6 +517,48 @@ class RedisBroker:
             self._failed(exc)
             return local
         return int(total)
+
+    # -- node-to-node (HTTP fallback sessions) -----------------------------------------------
+
+    async def claim(self, key: str, ttl: float) -> str:
+        if self._degraded:
+            return self._node_id
+        name = f"{self._prefix}:claim:{key}"
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(name, self._node_id, nx=True, px=int(ttl * 1000))
+                pipe.get(name)
+                _, owner = await pipe.execute()
+        except FAILURES as exc:
+            self._failed(exc)
+            return self._node_id
+        return _text(owner) if owner is not None else self._node_id
+
+    async def refresh_claims(self, keys: list[str], ttl: float) -> None:
+        if self._degraded or not keys:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.set(f"{self._prefix}:claim:{key}", self._node_id, px=int(ttl * 1000))
+                await pipe.execute()
+        except FAILURES as exc:
+            self._failed(exc)
+
+    def on_node_message(self, handler: NodeHandler) -> None:
+        self._node_handler = handler
+
+    async def to_node(self, node_id: str, payload: bytes) -> None:
+        if node_id == self._node_id:
+            if self._node_handler is not None:
+                await self._node_handler(payload)
+            return
+        if self._degraded:
+            return
+        try:
+            await self._redis.publish(self._node_topic(node_id), payload)
+        except FAILURES as exc:
+            self._failed(exc)
 
     # -- scripts, liveness, resync -----------------------------------------------------------
 

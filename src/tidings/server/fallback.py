@@ -10,6 +10,13 @@ Messages for a session wait in a bounded :class:`~tidings.core.outbox.Outbox` be
 polls. A session with no receive request attached for ``session_timeout`` seconds is closed
 and forgotten; a streaming response gets a heartbeat every ``heartbeat_interval`` seconds so
 proxies keep it open.
+
+No sticky sessions: the node that opens a session claims it in the broker. A poll, stream
+or send that reaches another process or machine is relayed to the owner over the broker:
+sends are forwarded as they are; a receive request becomes a *relay*: the owner serves it
+exactly as a local one (it alone decides when a poll is answered, so no batch is taken from
+the queue for a receiver that already gave up) and sends the bytes to the relaying node,
+which writes them into its HTTP response.
 """
 
 from __future__ import annotations
@@ -17,9 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 
 from tidings.core.apps import App
@@ -34,6 +44,26 @@ from tidings.server.rest import error_response
 log = logging.getLogger("tidings.fallback")
 
 SUPPORTED_PROTOCOLS = range(5, 8)
+RELAY_GRACE = 10.0  # seconds a relay waits past the owner's deadline before giving up
+
+
+class Sink(Protocol):
+    """Where a receive request's bytes go: a local HTTP response or a relaying node."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def end(self) -> None: ...
+
+
+class ResponseSink:
+    def __init__(self, response: web.StreamResponse) -> None:
+        self.response = response
+
+    async def write(self, data: bytes) -> None:
+        await self.response.write(data)
+
+    async def end(self) -> None:
+        await self.response.write_eof()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +161,10 @@ class HttpFallback:
         self.node = node
         self.settings = settings
         self.sessions: dict[str, HttpSession] = {}
+        self.relays: dict[str, asyncio.Queue[tuple[bytes, bool]]] = {}
+        self.remote_receivers: dict[str, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        node.broker.on_node_message(self.on_node_message)
 
     def routes(self) -> list[web.RouteDef]:
         base = self.settings.path.rstrip("/") + "/app/{key}/{server}/{session}"
@@ -167,26 +200,34 @@ class HttpFallback:
 
     async def send(self, request: web.Request) -> web.StreamResponse:
         app = self.node.apps.by_key(request.match_info["key"])
-        headers = _cors(request, app)
-        http_session = self.sessions.get(self._key(request))
-        if app is None or http_session is None or http_session.app is not app:
+        if app is None:
             return error_response(404, "unknown session")
+        headers = _cors(request, app)
+        key = self._key(request)
         body = await request.content.read(app.max_message_bytes * 4 + 1)
         if len(body) > app.max_message_bytes * 4:
-            http_session.close(1009, "Message too big")
             return error_response(413, "xhr_send body too large")
         try:
             texts = sockjs.parse_send(body)
         except ProtocolError as exc:
             return error_response(400, exc.message)
-        now = self.node.clock()
-        http_session.session.touch(now)
+        http_session = self.sessions.get(key)
+        if http_session is not None and http_session.app is app:
+            await self._deliver_sent(http_session, texts)
+            return web.Response(status=204, headers=headers)
+        owner = await self.node.broker.claim(key, self._claim_ttl)
+        if owner == self.node.broker.node_id:
+            return error_response(404, "unknown session")  # nobody had it: just claimed it
+        await self._to(owner, {"t": "send", "k": key, "m": texts})
+        return web.Response(status=204, headers=headers)
+
+    async def _deliver_sent(self, http_session: HttpSession, texts: list[str]) -> None:
+        http_session.session.touch(self.node.clock())
         for text in texts:
-            if len(text.encode()) > app.max_message_bytes:
+            if len(text.encode()) > http_session.app.max_message_bytes:
                 http_session.close(1009, "Message too big")
                 break
             await self.node.receive(http_session, text)
-        return web.Response(status=204, headers=headers)
 
     async def _receive(self, request: web.Request, streaming: bool) -> web.StreamResponse:
         app = self.node.apps.by_key(request.match_info["key"])
@@ -199,10 +240,10 @@ class HttpFallback:
         if streaming:
             response.enable_chunked_encoding()
         await response.prepare(request)
-        key = self._key(request)
-        http_session = self.sessions.get(key)
         if streaming:
             await response.write(sockjs.PRELUDE)
+        key = self._key(request)
+        http_session = self.sessions.get(key)
         if http_session is None or http_session.app is not app:
             refusal = self._refusal(request, app)
             if refusal is not None:
@@ -211,31 +252,32 @@ class HttpFallback:
                 await response.write_eof()
                 return response
             assert app is not None
+            owner = await self.node.broker.claim(key, self._claim_ttl)
+            if owner != self.node.broker.node_id:
+                await self._relay(key, owner, response, streaming)
+                return response
             http_session = self._open(key, app)
             await response.write(sockjs.OPEN)
             if not streaming:
                 await response.write_eof()  # SockJS: the first poll only opens the session
                 return response
-        await self._serve(http_session, response, streaming)
+        await self._serve(http_session, ResponseSink(response), streaming)
         return response
 
-    async def _serve(
-        self, http_session: HttpSession, response: web.StreamResponse, streaming: bool
-    ) -> None:
+    async def _serve(self, http_session: HttpSession, sink: Sink, streaming: bool) -> None:
         http_session.receivers += 1
         http_session.detached_at = None
         try:
             while True:
                 timeout = (
-                    self.settings.heartbeat_interval if streaming else (self.settings.poll_timeout)
+                    self.settings.heartbeat_interval if streaming else self.settings.poll_timeout
                 )
                 await http_session.wait(timeout)
-                out = http_session.take() or sockjs.HEARTBEAT
-                await response.write(out)
+                await sink.write(http_session.take() or sockjs.HEARTBEAT)
                 # A poll answers once; a stream goes on until the session closes.
                 if not streaming or http_session.close_frame is not None:
                     break
-            await response.write_eof()
+            await sink.end()
         except (ConnectionResetError, asyncio.CancelledError):
             pass  # the client went away; the session waits for its next request
         finally:
@@ -244,6 +286,76 @@ class HttpFallback:
                 http_session.detached_at = time.monotonic()
             if http_session.close_frame is not None and not len(http_session.outbox):
                 await self._forget(http_session)
+
+    # -- relaying to the owner of a session (another process or machine) --------------------
+
+    @property
+    def _claim_ttl(self) -> float:
+        return self.settings.session_timeout + 30.0
+
+    async def _relay(
+        self, key: str, owner: str, response: web.StreamResponse, streaming: bool
+    ) -> None:
+        relay_id = secrets.token_hex(8)
+        queue: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue()
+        self.relays[relay_id] = queue
+        me = self.node.broker.node_id
+        deadline = (
+            self.settings.heartbeat_interval if streaming else self.settings.poll_timeout
+        ) + RELAY_GRACE
+        ended = False
+        try:
+            await self._to(owner, {"t": "attach", "k": key, "r": relay_id, "n": me, "s": streaming})
+            while not ended:
+                try:
+                    data, ended = await asyncio.wait_for(queue.get(), deadline)
+                except TimeoutError:
+                    # The owner is gone: tell pusher-js to reconnect with a new session.
+                    data = sockjs.close_frame(int(ErrorCode.RECONNECT), "Session lost")
+                    ended = True
+                if data:
+                    await response.write(data)
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            del self.relays[relay_id]
+            if not ended:
+                await self._to(owner, {"t": "detach", "k": key, "r": relay_id})
+
+    async def _to(self, node_id: str, message: dict[str, Any]) -> None:
+        await self.node.broker.to_node(node_id, orjson.dumps(message))
+
+    def _receiver_done(self, relay_id: str) -> None:
+        self.remote_receivers.pop(relay_id, None)
+
+    async def on_node_message(self, payload: bytes) -> None:
+        """Relay traffic from other nodes (see the module docstring)."""
+        message = orjson.loads(payload)
+        kind = message.get("t")
+        if kind == "out":
+            queue = self.relays.get(message["r"])
+            if queue is not None:
+                queue.put_nowait((message["d"].encode(), bool(message["e"])))
+            return
+        http_session = self.sessions.get(message["k"])
+        if kind == "send":
+            if http_session is not None:
+                await self._deliver_sent(http_session, message["m"])
+        elif kind == "attach":
+            sink = RelaySink(self, message["n"], message["r"])
+            if http_session is None:
+                await sink.write(sockjs.close_frame(int(ErrorCode.RECONNECT), "Session expired"))
+                await sink.end()
+                return
+            relay_id = message["r"]
+            task = asyncio.create_task(self._serve(http_session, sink, bool(message["s"])))
+            self.remote_receivers[relay_id] = task
+            task.add_done_callback(lambda _: self._receiver_done(relay_id))
+        elif kind == "detach":
+            receiver = self.remote_receivers.pop(message["r"], None)
+            if receiver is not None:
+                receiver.cancel()
 
     def _open(self, key: str, app: App) -> HttpSession:
         session = self.node.new_session(app)
@@ -281,10 +393,31 @@ class HttpFallback:
 
     async def _sweep_forever(self) -> None:
         interval = max(0.1, min(1.0, self.settings.session_timeout / 4))
+        last_refresh = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            if now - last_refresh >= self.settings.session_timeout / 2:
+                last_refresh = now
+                await self.node.broker.refresh_claims(list(self.sessions), self._claim_ttl)
             for http_session in list(self.sessions.values()):
                 detached = http_session.detached_at
                 if detached is not None and now - detached >= self.settings.session_timeout:
                     await self._forget(http_session)
+
+
+class RelaySink:
+    """A receive request served here for a relaying node: bytes go back over the broker."""
+
+    def __init__(self, fallback: HttpFallback, node_id: str, relay_id: str) -> None:
+        self.fallback = fallback
+        self.node_id = node_id
+        self.relay_id = relay_id
+
+    async def write(self, data: bytes) -> None:
+        await self.fallback._to(
+            self.node_id, {"t": "out", "r": self.relay_id, "d": data.decode(), "e": False}
+        )
+
+    async def end(self) -> None:
+        await self.fallback._to(self.node_id, {"t": "out", "r": self.relay_id, "d": "", "e": True})
