@@ -1,0 +1,110 @@
+"""HTTP fallback sessions without sticky routing: polls and sends that land on a process
+that does not own the session are relayed to its owner, and every event arrives once, in
+order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+from typing import Any
+
+import aiohttp
+import pusher
+
+TIMEOUT = 5.0 * float(os.environ.get("TIDINGS_TEST_TIMEOUT_SCALE", "1"))
+APP_ID, APP_KEY, APP_SECRET = "12345", "app-key", "app-secret"
+EVENTS = 30
+
+
+class FallbackClient:
+    """A pusher-js-like xhr_polling session whose requests can go to any node."""
+
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+        self.path = f"/pusher/app/{APP_KEY}/{secrets.randbelow(1000)}/{secrets.token_hex(4)}"
+        self.messages: list[dict[str, Any]] = []
+
+    async def poll(self, base_url: str) -> str:
+        url = f"{base_url}{self.path}/xhr?protocol=7&client=js&version=8.6.0"
+        async with self.http.post(url, timeout=aiohttp.ClientTimeout(total=8 * TIMEOUT)) as r:
+            assert r.status == 200, await r.text()
+            body = await r.text()
+        for line in body.splitlines():
+            if line.startswith("a"):
+                self.messages.extend(json.loads(m) for m in json.loads(line[1:]))
+            assert not line.startswith("c"), f"session closed: {line}"
+        return body
+
+    async def send(self, base_url: str, message: dict[str, Any]) -> None:
+        url = f"{base_url}{self.path}/xhr_send"
+        async with self.http.post(url, data=json.dumps([json.dumps(message)])) as r:
+            assert r.status == 204, await r.text()
+
+    def events(self, name: str) -> list[Any]:
+        return [json.loads(m["data"]) for m in self.messages if m.get("event") == name]
+
+
+def trigger(port: int, channel: str, n: int) -> None:
+    client = pusher.Pusher(
+        app_id=APP_ID, key=APP_KEY, secret=APP_SECRET, host="127.0.0.1", port=port, ssl=False
+    )
+    client.trigger(channel, "tick", {"n": n})
+
+
+async def exchange(urls: list[str], ports: list[int], http: aiohttp.ClientSession) -> None:
+    """Open a session on the first URL, then spread every request over all of them."""
+    client = FallbackClient(http)
+    assert await client.poll(urls[0]) == "o\n"
+    await client.poll(urls[1 % len(urls)])
+    assert client.messages[0]["event"] == "pusher:connection_established"
+    channel = f"relay-{secrets.token_hex(4)}"
+    await client.send(urls[-1], {"event": "pusher:subscribe", "data": {"channel": channel}})
+    i = 0
+    while not any(m["event"] == "pusher_internal:subscription_succeeded" for m in client.messages):
+        await client.poll(urls[i % len(urls)])
+        i += 1
+
+    async def publish() -> None:
+        for n in range(EVENTS):
+            await asyncio.to_thread(trigger, ports[n % len(ports)], channel, n)
+
+    publisher = asyncio.create_task(publish())
+    deadline = asyncio.get_running_loop().time() + 6 * TIMEOUT
+    while len(client.events("tick")) < EVENTS:
+        assert asyncio.get_running_loop().time() < deadline, client.events("tick")
+        await client.poll(urls[i % len(urls)])
+        i += 1
+    await publisher
+    assert client.events("tick") == [{"n": n} for n in range(EVENTS)]
+    await client.send(urls[0], {"event": "pusher:ping", "data": {}})
+    while not any(m["event"] == "pusher:pong" for m in client.messages):
+        await client.poll(urls[i % len(urls)])
+        i += 1
+    assert client.events("tick") == [{"n": n} for n in range(EVENTS)]  # nothing twice
+
+
+async def test_polls_and_sends_spread_over_two_nodes(
+    make_server: Any, redis_server: Any, redis_prefix: str
+) -> None:
+    settings = {"redis": redis_server.url, "redis_prefix": redis_prefix, "node_ttl": 3}
+    a, b = make_server(**settings), make_server(**settings)
+    async with aiohttp.ClientSession() as http:
+        await exchange([a.http_url, b.http_url], [a.port, b.port], http)
+
+
+async def test_workers_spread_polls_and_deliver_exactly_once(
+    make_server: Any, redis_server: Any, redis_prefix: str
+) -> None:
+    server = make_server(workers=2, redis=redis_server.url, redis_prefix=redis_prefix)
+    # A new TCP connection per request lets SO_REUSEPORT spread requests over the workers.
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        nodes: set[str] = set()
+        deadline = asyncio.get_running_loop().time() + 4 * TIMEOUT
+        while len(nodes) < 2 and asyncio.get_running_loop().time() < deadline:
+            async with http.get(f"{server.http_url}/ready") as r:
+                nodes.add((await r.json())["node"])
+        assert len(nodes) == 2, f"requests reached only {nodes}"
+        await exchange([server.http_url], [server.port], http)
