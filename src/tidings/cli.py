@@ -78,7 +78,7 @@ def main() -> None:
 @click.option(
     "--http-session-timeout",
     default=None,
-    help="Seconds an HTTP fallback session lives without a request [25].",
+    help="Seconds an HTTP fallback session lives without a request [10].",
 )
 @click.option(
     "--redis",

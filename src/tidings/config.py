@@ -79,7 +79,7 @@ class Settings(BaseModel):
     shutdown_timeout: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     http_path: str = Field("/pusher", pattern=r"^/[A-Za-z0-9_\-./]*$")
-    http_session_timeout: float = Field(25.0, gt=0, le=3600)
+    http_session_timeout: float = Field(10.0, gt=0, le=3600)
     redis: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
     redis_prefix: str = Field("tidings", pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
     redis_sharded: bool = False

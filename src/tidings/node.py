@@ -17,10 +17,12 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from tidings.brokers.base import Broker, CachedEvent, ControlMessage, PresenceJoin
 from tidings.core.apps import App, AppRegistry
 from tidings.core.hub import Hub
-from tidings.core.presence import roster
+from tidings.core.presence import MemberEvent, PresenceView, roster
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
 from tidings.protocol.errors import ErrorCode
@@ -81,6 +83,8 @@ class _AppState:
     connections: dict[str, Connection] = field(default_factory=dict)
     users: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     watchers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # presence channel -> socket id -> what that socket knows of the members
+    views: dict[str, dict[str, PresenceView]] = field(default_factory=dict)
 
 
 class Node:
@@ -103,7 +107,7 @@ class Node:
             for app in apps
         }
         self._connection_count = 0
-        self._dirty_counts: set[tuple[str, str]] = set()
+        self._dirty_counts: dict[tuple[str, str], bool] = {}  # (app, channel) -> local only
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.draining = False
@@ -208,10 +212,13 @@ class Node:
             if again:
                 members = await self.broker.presence_members(app.id, channel)
             else:
+                # Member events that arrive while the roster is read are held by the view.
+                view = state.views.setdefault(channel, {}).setdefault(socket_id, PresenceView())
                 joined = await self.broker.presence_join(
                     app.id, channel, socket_id, member, app.max_presence_members
                 )
                 if not joined.accepted:
+                    self._drop_view(state, channel, socket_id)
                     connection.session.forget(channel)
                     limit = app.max_presence_members
                     connection.send(
@@ -239,15 +246,18 @@ class Node:
         connection.send(
             text_frame(messages.event("pusher_internal:subscription_succeeded", channel, data))
         )
+        if joined is not None:
+            for event in view.snapshot([m.user_id for m in joined.members]):
+                connection.send(_member_frame(channel, event))
         if join.type.cache:
             if cached is not None:
                 connection.send(text_frame(cached.message))
             else:
                 connection.send(text_frame(messages.event("pusher:cache_miss", channel)))
         if joined is not None and joined.first and member is not None:
-            added = messages.dumps({"user_id": member.user_id, "user_info": member.user_info})
-            frame = text_frame(messages.event("pusher_internal:member_added", channel, added))
-            await self.broker.publish(app.id, channel, frame, socket_id)
+            info = messages.dumps(member.user_info)
+            added = ControlMessage("member_added", member.user_id, channel, info)
+            await self.broker.control(app.id, added)
         if not again:
             self._count_changed(app, channel, join.type)
 
@@ -258,15 +268,14 @@ class Node:
             return  # delivery to a signed-in user lasts as long as the sign-in
         app = connection.app
         socket_id = connection.socket_id
-        self._states[app.id].hub.remove(channel, socket_id)
+        state = self._states[app.id]
+        state.hub.remove(channel, socket_id)
         await self.broker.unsubscribe(app.id, channel, socket_id)
         if ctype.is_presence and member is not None:
+            self._drop_view(state, channel, socket_id)
             if await self.broker.presence_leave(app.id, channel, socket_id, member.user_id):
-                removed = messages.dumps({"user_id": member.user_id})
-                frame = text_frame(
-                    messages.event("pusher_internal:member_removed", channel, removed)
-                )
-                await self.broker.publish(app.id, channel, frame, None)
+                removed = ControlMessage("member_removed", member.user_id, channel)
+                await self.broker.control(app.id, removed)
         self._count_changed(app, channel, ctype)
 
     async def _client_event(self, connection: Connection, event: Broadcast) -> None:
@@ -302,6 +311,13 @@ class Node:
         if await self.broker.user_offline(app.id, user.id, socket_id):
             await self.broker.control(app.id, ControlMessage("offline", user.id))
 
+    def _drop_view(self, state: _AppState, channel: str, socket_id: str) -> None:
+        views = state.views.get(channel)
+        if views is not None:
+            views.pop(socket_id, None)
+            if not views:
+                del state.views[channel]
+
     # -- broker callbacks (every node) -------------------------------------------------------
 
     def _deliver(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
@@ -325,6 +341,21 @@ class Node:
                             connection.send(text_frame(action.message))
                         elif isinstance(action, Close):
                             connection.close(action.code, action.reason)
+        elif message.kind in ("member_added", "member_removed"):
+            added = message.kind == "member_added"
+            info = orjson.loads(message.data) if added and message.data else None
+            event = MemberEvent(added, message.user_id, info)
+            frame: bytes | None = None
+            for socket_id, view in state.views.get(message.channel, {}).items():
+                connection = state.connections.get(socket_id)
+                if connection is not None and view.offer(event):
+                    frame = frame or _member_frame(message.channel, event)
+                    connection.send(frame)
+        elif message.kind == "recount":
+            app = state.app
+            ctype = channel_type(message.channel)
+            if state.hub.count(message.channel):
+                self._count_changed(app, message.channel, ctype, local_only=True)
         elif message.kind in ("online", "offline"):
             frame = _watchlist_frame(message.kind, [message.user_id])
             for socket_id in state.watchers.get(message.user_id, ()):
@@ -334,25 +365,34 @@ class Node:
 
     # -- subscription_count ------------------------------------------------------------------
 
-    def _count_changed(self, app: App, channel: str, ctype: ChannelType) -> None:
+    def _count_changed(
+        self, app: App, channel: str, ctype: ChannelType, local_only: bool = False
+    ) -> None:
+        """Schedule a subscription_count for ``channel``: to every node's subscribers after
+        a join or leave here, or to this node's only (``local_only``) when every node was
+        told of the change (a reaped node)."""
         if not app.subscription_count or ctype.is_presence or ctype.kind is ChannelKind.USER:
             return
         if not self._dirty_counts:
             # Coalesce: many joins in one burst give one subscription_count per channel.
             self._spawn(self._flush_counts())
-        self._dirty_counts.add((app.id, channel))
+        key = (app.id, channel)
+        self._dirty_counts[key] = self._dirty_counts.get(key, True) and local_only
 
     async def _flush_counts(self) -> None:
         await asyncio.sleep(0.05)
-        dirty, self._dirty_counts = self._dirty_counts, set()
-        for app_id, channel in dirty:
+        dirty, self._dirty_counts = self._dirty_counts, {}
+        for (app_id, channel), local_only in dirty.items():
             count = await self.broker.subscription_count(app_id, channel)
             if count:
                 data = messages.dumps({"subscription_count": count})
                 frame = text_frame(
                     messages.event("pusher_internal:subscription_count", channel, data)
                 )
-                await self.broker.publish(app_id, channel, frame, None)
+                if local_only:
+                    self._deliver(app_id, channel, frame, None)
+                else:
+                    await self.broker.publish(app_id, channel, frame, None)
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -436,3 +476,11 @@ def _discard(index: dict[str, set[str]], key: str, socket_id: str) -> None:
 def _watchlist_frame(kind: str, user_ids: list[str]) -> bytes:
     data = messages.dumps({"events": [{"name": kind, "user_ids": user_ids}]})
     return text_frame(messages.event("pusher_internal:watchlist_events", data=data))
+
+
+def _member_frame(channel: str, event: MemberEvent) -> bytes:
+    if event.added:
+        data = messages.dumps({"user_id": event.user_id, "user_info": event.user_info})
+        return text_frame(messages.event("pusher_internal:member_added", channel, data))
+    data = messages.dumps({"user_id": event.user_id})
+    return text_frame(messages.event("pusher_internal:member_removed", channel, data))

@@ -26,10 +26,18 @@ NodeHandler = Callable[[bytes], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class ControlMessage:
-    """A cluster-wide instruction: ``terminate`` a user, or a watchlist ``online``/``offline``."""
+    """A cluster-wide event every node acts on for its own sockets.
+
+    ``terminate``, ``online`` and ``offline`` concern a user; ``member_added`` and
+    ``member_removed`` a presence member of ``channel`` (``data``: the user_info JSON);
+    ``recount``: ``channel``'s subscription count changed without a local join or leave
+    (a dead node was reaped).
+    """
 
     kind: str
-    user_id: str
+    user_id: str = ""
+    channel: str = ""
+    data: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,7 @@ import inspect
 import logging
 import secrets
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
 
 import orjson
 from redis import asyncio as aioredis
@@ -44,7 +42,6 @@ from tidings.brokers.base import (
     PresenceJoin,
 )
 from tidings.protocol import messages
-from tidings.protocol.frames import text_frame
 from tidings.protocol.session import Member
 
 log = logging.getLogger("tidings.redis")
@@ -253,7 +250,8 @@ class RedisBroker:
         body = orjson.loads(data)
         if body.get("o") == self._node_id:
             return
-        await self._run_control(body["a"], ControlMessage(body["k"], body["u"]))
+        message = ControlMessage(body["k"], body["u"], body.get("c", ""), body.get("d", ""))
+        await self._run_control(body["a"], message)
 
     async def _run_control(self, app_id: str, message: ControlMessage) -> None:
         if self._control is not None:
@@ -281,7 +279,7 @@ class RedisBroker:
         await self._run_control(app_id, message)
         if self._degraded:
             return
-        body = {"o": self._node_id, "a": app_id, "k": message.kind, "u": message.user_id}
+        body = _control_body(self._node_id, app_id, message)
         try:
             await self._redis.publish(self._control_topic, orjson.dumps(body))
         except FAILURES as exc:
@@ -606,7 +604,7 @@ class RedisBroker:
                 await self._reap(node_id, "stopped heartbeating")
 
     async def _reap(self, node_id: str, why: str) -> None:
-        removed, offline = await self._scripts["reap_node"](
+        removed, offline, recount = await self._scripts["reap_node"](
             keys=self._reap_keys(node_id), args=[node_id, self._prefix]
         )
         if removed or offline:
@@ -617,15 +615,24 @@ class RedisBroker:
                 len(removed),
                 len(offline),
             )
+        # A node stopping cleanly tells the others only: its own sockets are already gone.
+        announce = (
+            self._publish_control_remote if node_id == self._node_id else self._control_everywhere
+        )
         for app_id, channel, user_id in removed:
-            await self._announce_removed(app_id.decode(), channel.decode(), user_id.decode())
+            message = ControlMessage("member_removed", user_id.decode(), channel.decode())
+            await announce(app_id.decode(), message)
         for app_id, user_id in offline:
-            await self.control(app_id.decode(), ControlMessage("offline", user_id.decode()))
+            await announce(app_id.decode(), ControlMessage("offline", user_id.decode()))
+        for app_id, channel in recount:
+            message = ControlMessage("recount", channel=channel.decode())
+            await announce(app_id.decode(), message)
 
-    async def _announce_removed(self, app_id: str, channel: str, user_id: str) -> None:
-        data = messages.dumps({"user_id": user_id})
-        frame = text_frame(messages.event("pusher_internal:member_removed", channel, data))
-        await self.publish(app_id, channel, frame, None)
+    async def _control_everywhere(self, app_id: str, message: ControlMessage) -> None:
+        """Run a control message here and on every other node, degraded or not (used while
+        resyncing, when Redis is back but the node is not yet marked healthy)."""
+        await self._run_control(app_id, message)
+        await self._publish_control_remote(app_id, message)
 
     async def _resync(self) -> None:
         """Make Redis hold exactly this node's mirror (after an outage or being reaped).
@@ -679,12 +686,12 @@ class RedisBroker:
             if await self._scripts["presence_leave"](
                 keys=keys, args=[user, self._member(s), entry]
             ):
-                await self._announce_removed(app, ch, user)
+                await self._control_everywhere(app, ControlMessage("member_removed", user, ch))
         for entry in held_users - want_users:
             app, s, user = entry.split(SEP, 2)
             keys, args = self._user_call(app, user, s)
             if await self._scripts["user_offline"](keys=keys, args=args):
-                await self.control(app, ControlMessage("offline", user))
+                await self._control_everywhere(app, ControlMessage("offline", user))
         for entry in want_subs - held_subs:
             app, ch, s = entry.split(SEP, 2)
             keys, args = self._sub_args(app, ch, s)
@@ -699,22 +706,27 @@ class RedisBroker:
                     keys=self._presence_keys(app, ch, m.user_id), args=args
                 )
                 if first:
-                    added = messages.dumps({"user_id": m.user_id, "user_info": m.user_info})
-                    frame = text_frame(messages.event("pusher_internal:member_added", ch, added))
-                    await self._publish_remote(app, ch, frame, s)
+                    # Local sockets learnt of this member while Redis was away; others not.
+                    info = messages.dumps(m.user_info)
+                    message = ControlMessage("member_added", m.user_id, ch, info)
+                    await self._publish_control_remote(app, message)
         for entry in want_users - held_users:
             app, s, user = entry.split(SEP, 2)
             keys, args = self._user_call(app, user, s)
             if await self._scripts["user_online"](keys=keys, args=args):
                 await self._publish_control_remote(app, ControlMessage("online", user))
 
-    async def _publish_remote(self, app_id: str, channel: str, frame: bytes, exclude: str) -> None:
-        payload = b"".join((self._node_id.encode(), b"\x00", exclude.encode(), b"\x00", frame))
-        publish: Callable[[bytes, bytes], Awaitable[Any]] = (
-            self._redis.spublish if self._sharded else self._redis.publish
-        )
-        await publish(self._topic(app_id, channel), payload)
-
     async def _publish_control_remote(self, app_id: str, message: ControlMessage) -> None:
-        body = {"o": self._node_id, "a": app_id, "k": message.kind, "u": message.user_id}
+        body = _control_body(self._node_id, app_id, message)
         await self._redis.publish(self._control_topic, orjson.dumps(body))
+
+
+def _control_body(node_id: str, app_id: str, message: ControlMessage) -> dict[str, str]:
+    return {
+        "o": node_id,
+        "a": app_id,
+        "k": message.kind,
+        "u": message.user_id,
+        "c": message.channel,
+        "d": message.data,
+    }

@@ -63,3 +63,53 @@ def roster(members: list[Member]) -> dict[str, Any]:
             "count": len(members),
         }
     }
+
+
+@dataclass(slots=True)
+class MemberEvent:
+    """A presence change as a subscriber sees it."""
+
+    added: bool
+    user_id: str
+    user_info: Any = None
+
+
+@dataclass(slots=True)
+class PresenceView:
+    """What one subscribed socket knows of a presence channel's members.
+
+    Member events reach every node, and a socket's roster snapshot and the events around it
+    can cross (another node's join lands between this socket's snapshot and its
+    subscription). The view makes the events a socket sees consistent with its snapshot:
+    an event is passed on only when it changes what the socket knows, and events that
+    arrive while the snapshot is being taken are held and replayed against it.
+    """
+
+    known: set[str] | None = None  # None until the snapshot is taken
+    pending: list[MemberEvent] = field(default_factory=list)
+
+    def offer(self, event: MemberEvent) -> bool:
+        """Whether to send ``event`` to the socket now (held while the snapshot is pending)."""
+        if self.known is None:
+            self.pending.append(event)
+            return False
+        return self._apply(event)
+
+    def snapshot(self, user_ids: list[str]) -> list[MemberEvent]:
+        """Take the roster sent in subscription_succeeded; returns the held events to send
+        after it."""
+        self.known = set(user_ids)
+        held, self.pending = self.pending, []
+        return [event for event in held if self._apply(event)]
+
+    def _apply(self, event: MemberEvent) -> bool:
+        assert self.known is not None
+        if event.added:
+            if event.user_id in self.known:
+                return False
+            self.known.add(event.user_id)
+            return True
+        if event.user_id not in self.known:
+            return False
+        self.known.discard(event.user_id)
+        return True

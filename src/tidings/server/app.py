@@ -60,7 +60,7 @@ def build_application(node: Node, settings: Settings, health: Health) -> web.App
         FallbackSettings(
             path=settings.http_path,
             session_timeout=settings.http_session_timeout,
-            poll_timeout=min(25.0, settings.http_session_timeout),
+            poll_timeout=min(25.0, settings.activity_timeout),
             heartbeat_interval=min(25.0, settings.activity_timeout),
             max_queue_bytes=settings.max_write_buffer,
         ),

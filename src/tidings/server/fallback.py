@@ -39,7 +39,7 @@ from tidings.protocol import sockjs
 from tidings.protocol.errors import MESSAGES, ErrorCode, ProtocolError
 from tidings.protocol.frames import frame_payload
 from tidings.protocol.session import Session
-from tidings.server.rest import error_response
+from tidings.server.rest import error_response, read_body
 
 log = logging.getLogger("tidings.fallback")
 
@@ -47,17 +47,35 @@ SUPPORTED_PROTOCOLS = range(5, 8)
 RELAY_GRACE = 10.0  # seconds a relay waits past the owner's deadline before giving up
 
 
+CHECK_INTERVAL = 1.0  # seconds between checks that a waiting client is still there
+
+
 class Sink(Protocol):
     """Where a receive request's bytes go: a local HTTP response or a relaying node."""
+
+    @property
+    def gone(self) -> bool:
+        """The client went away (pusher-js aborted the request or the connection dropped)."""
+        ...
 
     async def write(self, data: bytes) -> None: ...
 
     async def end(self) -> None: ...
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 class ResponseSink:
-    def __init__(self, response: web.StreamResponse) -> None:
+    def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
+        self.request = request
         self.response = response
+
+    @property
+    def gone(self) -> bool:
+        return _client_gone(self.request)
 
     async def write(self, data: bytes) -> None:
         await self.response.write(data)
@@ -69,7 +87,7 @@ class ResponseSink:
 @dataclass(frozen=True, slots=True)
 class FallbackSettings:
     path: str = "/pusher"
-    session_timeout: float = 25.0  # seconds without a receive request before a session ends
+    session_timeout: float = 10.0  # seconds without a receive request before a session ends
     poll_timeout: float = 25.0  # a long poll answers "h" after this long with nothing to send
     heartbeat_interval: float = 25.0  # "h" on a quiet streaming response
     max_queue_bytes: int = 1024 * 1024  # unsent bytes per session before it is closed (4100)
@@ -204,8 +222,8 @@ class HttpFallback:
             return error_response(404, "unknown session")
         headers = _cors(request, app)
         key = self._key(request)
-        body = await request.content.read(app.max_message_bytes * 4 + 1)
-        if len(body) > app.max_message_bytes * 4:
+        body = await read_body(request, app.max_message_bytes * 4)
+        if body is None:
             return error_response(413, "xhr_send body too large")
         try:
             texts = sockjs.parse_send(body)
@@ -254,26 +272,36 @@ class HttpFallback:
             assert app is not None
             owner = await self.node.broker.claim(key, self._claim_ttl)
             if owner != self.node.broker.node_id:
-                await self._relay(key, owner, response, streaming)
+                await self._relay(key, owner, request, response, streaming)
                 return response
             http_session = self._open(key, app)
             await response.write(sockjs.OPEN)
             if not streaming:
                 await response.write_eof()  # SockJS: the first poll only opens the session
                 return response
-        await self._serve(http_session, ResponseSink(response), streaming)
+        await self._serve(http_session, ResponseSink(request, response), streaming)
         return response
 
     async def _serve(self, http_session: HttpSession, sink: Sink, streaming: bool) -> None:
         http_session.receivers += 1
         http_session.detached_at = None
+        quiet_limit = self.settings.heartbeat_interval if streaming else self.settings.poll_timeout
+        loop = asyncio.get_running_loop()
         try:
+            quiet_since = loop.time()
             while True:
-                timeout = (
-                    self.settings.heartbeat_interval if streaming else self.settings.poll_timeout
-                )
-                await http_session.wait(timeout)
-                await sink.write(http_session.take() or sockjs.HEARTBEAT)
+                # Wait in short slices so a client that went away is noticed at once
+                # (its session then starts counting towards session_timeout).
+                await http_session.wait(min(CHECK_INTERVAL, quiet_limit))
+                if sink.gone:
+                    return
+                out = http_session.take()
+                if not out:
+                    if loop.time() - quiet_since < quiet_limit:
+                        continue
+                    out = sockjs.HEARTBEAT
+                await sink.write(out)
+                quiet_since = loop.time()
                 # A poll answers once; a stream goes on until the session closes.
                 if not streaming or http_session.close_frame is not None:
                     break
@@ -294,22 +322,34 @@ class HttpFallback:
         return self.settings.session_timeout + 30.0
 
     async def _relay(
-        self, key: str, owner: str, response: web.StreamResponse, streaming: bool
+        self,
+        key: str,
+        owner: str,
+        request: web.Request,
+        response: web.StreamResponse,
+        streaming: bool,
     ) -> None:
         relay_id = secrets.token_hex(8)
         queue: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue()
         self.relays[relay_id] = queue
         me = self.node.broker.node_id
-        deadline = (
+        patience = (
             self.settings.heartbeat_interval if streaming else self.settings.poll_timeout
         ) + RELAY_GRACE
+        loop = asyncio.get_running_loop()
         ended = False
         try:
             await self._to(owner, {"t": "attach", "k": key, "r": relay_id, "n": me, "s": streaming})
+            heard_at = loop.time()
             while not ended:
                 try:
-                    data, ended = await asyncio.wait_for(queue.get(), deadline)
+                    data, ended = await asyncio.wait_for(queue.get(), CHECK_INTERVAL)
+                    heard_at = loop.time()
                 except TimeoutError:
+                    if _client_gone(request):
+                        return
+                    if loop.time() - heard_at < patience:
+                        continue
                     # The owner is gone: tell pusher-js to reconnect with a new session.
                     data = sockjs.close_frame(int(ErrorCode.RECONNECT), "Session lost")
                     ended = True
@@ -407,7 +447,11 @@ class HttpFallback:
 
 
 class RelaySink:
-    """A receive request served here for a relaying node: bytes go back over the broker."""
+    """A receive request served here for a relaying node: bytes go back over the broker.
+
+    The relaying node watches its client and sends ``detach`` when it goes away."""
+
+    gone = False
 
     def __init__(self, fallback: HttpFallback, node_id: str, relay_id: str) -> None:
         self.fallback = fallback

@@ -31,6 +31,23 @@ def error_response(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
 
 
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it is known to pass ``limit`` bytes.
+
+    (``StreamReader.read(n)`` returns what has arrived so far, not ``n`` bytes.)
+    """
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(65536):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _limits(app: App) -> RestLimits:
     return RestLimits(
         max_event_payload_bytes=app.max_event_payload_bytes,
@@ -75,12 +92,9 @@ class RestApi:
         return endpoint
 
     async def _body(self, request: web.Request) -> bytes:
-        limit = self.max_request_body
-        if request.content_length is not None and request.content_length > limit:
-            raise RestError(413, f"request body larger than {limit} bytes")
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
-            raise RestError(413, f"request body larger than {limit} bytes")
+        body = await read_body(request, self.max_request_body)
+        if body is None:
+            raise RestError(413, f"request body larger than {self.max_request_body} bytes")
         return body
 
     def _authenticate(self, request: web.Request, body: bytes) -> App:

@@ -696,37 +696,6 @@ async def test_nodes_with_another_prefix_share_nothing(make_broker: BrokerFactor
     assert elsewhere.controls == [(APP, ControlMessage("offline", "end"))]
 
 
-def text_payload(frame: bytes) -> bytes | None:
-    """The payload of an unmasked WebSocket text frame (RFC 6455 5.2), else None."""
-    if len(frame) < 2 or frame[0] != 0x81 or frame[1] & 0x80:
-        return None
-    length, start = frame[1] & 0x7F, 2
-    if length == 126:
-        length, start = int.from_bytes(frame[2:4], "big"), 4
-    elif length == 127:
-        length, start = int.from_bytes(frame[2:10], "big"), 10
-    payload = frame[start:]
-    return payload if len(payload) == length else None
-
-
-def member_removed(channel: str, user_id: str) -> Callable[[Delivery], bool]:
-    """Matches the ``pusher_internal:member_removed`` frame a survivor publishes."""
-
-    def matches(delivery: Delivery) -> bool:
-        app_id, chan, frame, _ = delivery
-        payload = text_payload(frame)
-        if (app_id, chan) != (APP, channel) or payload is None:
-            return False
-        message = json.loads(payload)
-        return bool(
-            message.get("event") == "pusher_internal:member_removed"
-            and message.get("channel") == channel
-            and json.loads(message["data"]) == {"user_id": user_id}
-        )
-
-    return matches
-
-
 @cluster
 async def test_clean_close_removes_the_nodes_sockets_cluster_wide(
     make_broker: BrokerFactory,
@@ -737,15 +706,18 @@ async def test_clean_close_removes_the_nodes_sockets_cluster_wide(
         await node.broker.presence_join(APP, "presence-p", socket_id, Member(user), 10)
         await node.broker.user_online(APP, user, socket_id)
     await make_broker.close_node(c)
-    removed = member_removed("presence-p", "u3")
+    removed = (APP, ControlMessage("member_removed", "u3", "presence-p"))
+    recount = (APP, ControlMessage("recount", channel="presence-p"))
     for node in (a, b):
-        await node.wait_delivery(removed, "member_removed for u3")
+        await node.wait_control(*removed)
         await node.wait_control(APP, ControlMessage("offline", "u3"))
-    end = marker()
-    await a.broker.publish(APP, "presence-p", end, None)
-    await b.wait_frame(APP, "presence-p", end)
-    assert [d for d in b.deliveries if removed(d)] == [b.deliveries[0]]
-    assert len([d for d in a.deliveries if removed(d)]) == 1
+        await node.wait_control(*recount)
+    end = (APP, ControlMessage("terminate", "end-marker"))
+    await a.broker.control(*end)
+    await b.wait_control(*end)
+    for node in (a, b):
+        assert node.controls.count(removed) == 1, node.controls
+        assert node.controls.count(recount) == 1, node.controls
     assert await a.broker.subscription_count(APP, "presence-p") == 2
     assert by_user(await b.broker.presence_members(APP, "presence-p")) == [
         Member("u1"),
@@ -802,15 +774,19 @@ async def test_survivors_reap_a_node_that_stopped_heartbeating(
     finally:
         dead.send_signal(signal.SIGKILL)  # no clean close: only the heartbeat stops
         await dead.wait()
-    removed = member_removed("presence-p", "u9")
+    removed = (APP, ControlMessage("member_removed", "u9", "presence-p"))
+    deadline = time.monotonic() + node_ttl + 2 * TIMEOUT
     for node in (a, b):
-        await node.wait_delivery(removed, "member_removed for u9", node_ttl + 2 * TIMEOUT)
+        while removed not in node.controls:
+            assert time.monotonic() < deadline, f"no member_removed on {node.name}"
+            await asyncio.sleep(0.05)
         await node.wait_control(APP, ControlMessage("offline", "u9"))
-    end = marker()
-    await a.broker.publish(APP, "presence-p", end, None)
-    await b.wait_frame(APP, "presence-p", end)
+        await node.wait_control(APP, ControlMessage("recount", channel="presence-p"))
+    end = (APP, ControlMessage("terminate", "end-marker"))
+    await a.broker.control(*end)
+    await b.wait_control(*end)
     for node in (a, b):
-        assert len([d for d in node.deliveries if removed(d)]) == 1, node.deliveries
+        assert node.controls.count(removed) == 1, node.controls
     assert await b.broker.subscription_count(APP, "presence-p") == 2
     assert await b.broker.presence_members(APP, "presence-p") == [Member("u1")]
     assert await a.broker.users_online(APP, ["u9"]) == []

@@ -5,9 +5,10 @@
 -- ARGV[1] dead node id; ARGV[2] key prefix
 -- Keys under the prefix are derived here from the index entries, so this script needs every
 -- key on one Redis (not Redis Cluster; see docs/deployment.md).
--- Returns {{app, channel, user_id}... members removed}, {{app, user_id}... users gone offline}.
+-- Returns {{app, channel, user_id}... members removed}, {{app, user_id}... users gone offline},
+-- {{app, channel}... channels whose subscription count changed}.
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
-  return {{}, {}}
+  return {{}, {}, {}}
 end
 local sep = string.char(31)
 local function split(entry, n)
@@ -23,11 +24,18 @@ local function split(entry, n)
 end
 local node = ARGV[1] .. '/'
 local p = ARGV[2]
+local recount, seen = {}, {}
 for _, entry in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local e = split(entry, 3)
   if e then
     local subs = p .. ':' .. e[1] .. ':subs:' .. e[2]
-    redis.call('SREM', subs, node .. e[3])
+    if redis.call('SREM', subs, node .. e[3]) == 1 then
+      local id = e[1] .. sep .. e[2]
+      if not seen[id] then
+        seen[id] = true
+        recount[#recount + 1] = {e[1], e[2]}
+      end
+    end
     if redis.call('SCARD', subs) == 0 then
       redis.call('SREM', p .. ':' .. e[1] .. ':channels', e[2])
     end
@@ -55,4 +63,4 @@ for _, entry in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   end
 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-return {removed, offline}
+return {removed, offline, recount}
