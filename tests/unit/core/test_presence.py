@@ -42,3 +42,31 @@ def test_roster() -> None:
         "presence": {"ids": ["1", "2"], "hash": {"1": {"name": "A"}, "2": None}, "count": 2}
     }
     assert roster([]) == {"presence": {"ids": [], "hash": {}, "count": 0}}
+
+
+# -- PresenceView: what one socket knows of the members ---------------------------------
+
+
+def test_view_holds_events_until_the_snapshot_then_replays_only_news() -> None:
+    from tidings.core.presence import MemberEvent, PresenceView
+
+    view = PresenceView()
+    # u1 joined before the snapshot (it is in the roster); u2 after it; u3 left before it.
+    assert view.offer(MemberEvent(True, "u1", {"n": 1})) is False
+    assert view.offer(MemberEvent(True, "u2")) is False
+    assert view.offer(MemberEvent(False, "u3")) is False
+    replay = view.snapshot(["me", "u1"])
+    assert replay == [MemberEvent(True, "u2")]
+    assert view.known == {"me", "u1", "u2"}
+
+
+def test_view_passes_each_change_once() -> None:
+    from tidings.core.presence import MemberEvent, PresenceView
+
+    view = PresenceView()
+    assert view.snapshot(["me"]) == []
+    assert view.offer(MemberEvent(True, "u1")) is True
+    assert view.offer(MemberEvent(True, "u1")) is False  # the same join seen twice
+    assert view.offer(MemberEvent(False, "u1")) is True
+    assert view.offer(MemberEvent(False, "u1")) is False
+    assert view.offer(MemberEvent(False, "never-joined")) is False
