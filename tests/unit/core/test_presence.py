@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tidings.core.presence import PresenceChannel, roster
+from tidings.core.presence import MemberEvent, PresenceChannel, PresenceView, roster
 from tidings.protocol.session import Member
 
 
@@ -48,8 +48,6 @@ def test_roster() -> None:
 
 
 def test_view_holds_events_until_the_snapshot_then_replays_only_news() -> None:
-    from tidings.core.presence import MemberEvent, PresenceView
-
     view = PresenceView()
     # u1 joined before the snapshot (it is in the roster); u2 after it; u3 left before it.
     assert view.offer(MemberEvent(True, "u1", {"n": 1})) is False
@@ -61,8 +59,6 @@ def test_view_holds_events_until_the_snapshot_then_replays_only_news() -> None:
 
 
 def test_view_passes_each_change_once() -> None:
-    from tidings.core.presence import MemberEvent, PresenceView
-
     view = PresenceView()
     assert view.snapshot(["me"]) == []
     assert view.offer(MemberEvent(True, "u1")) is True
