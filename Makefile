@@ -7,15 +7,19 @@ E2E := tests/e2e
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install system-deps run test lint typecheck pytest bench clean
+.PHONY: install system-deps run test lint typecheck pytest bench bench-cluster clean
 
 install: system-deps $(VENV)/.installed $(E2E)/node_modules/.installed
 
-# redis-server for the Redis broker's tests (each test run starts its own on a free port).
+# redis-server for the Redis broker's tests (each test run starts its own on a free port) and
+# Debian's chromium for the browser tests (driven by Playwright; never `playwright install`).
 system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "installing redis-server with apt-get"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium with apt-get (browser tests)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +48,9 @@ test: install lint typecheck pytest
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/fanout.py
+
+bench-cluster: $(VENV)/.installed system-deps
+	$(BIN)/python bench/cluster.py
 
 clean:
 	rm -rf $(VENV) $(E2E)/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -49,6 +49,7 @@ log = logging.getLogger("tidings.redis")
 SEP = "\x1f"  # separates the parts of a node index entry (not a channel-name character)
 RECONNECT_BACKOFF_MAX = 2.0
 COMMAND_TIMEOUT = 2.0
+POOL_SIZE = 32  # connections to Redis per node, one of them held by pub/sub
 FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
 _SCRIPTS = (
@@ -92,13 +93,18 @@ class RedisBroker:
         self._node_id = node_id or secrets.token_hex(6)
         self._sharded = sharded
         self._node_ttl = node_ttl
-        self._redis = aioredis.Redis.from_url(
+        # A burst of commands (a reconnect storm subscribing thousands of sockets) waits for
+        # a pooled connection instead of failing: a full pool is load, not an outage.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=POOL_SIZE,
+            timeout=COMMAND_TIMEOUT * 5,
             socket_timeout=COMMAND_TIMEOUT,
             socket_connect_timeout=COMMAND_TIMEOUT,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._scripts = {name: self._redis.register_script(_load_script(name)) for name in _SCRIPTS}
         self._deliver: Deliver | None = None
         self._control: Control | None = None
@@ -174,7 +180,8 @@ class RedisBroker:
             with contextlib.suppress(*FAILURES):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         with contextlib.suppress(*FAILURES):
-            await self._redis.aclose()
+            # The pool was passed in, so the client does not close it by itself.
+            await self._redis.aclose(close_connection_pool=True)
         self._deliver = None
         self._control = None
 

@@ -244,6 +244,16 @@ async def test_publish_keeps_apps_apart(make_broker: BrokerFactory) -> None:
     assert node.frames(OTHER_APP, "c") == [b"other"]
 
 
+async def test_a_burst_of_subscriptions_is_load_not_an_outage(
+    make_broker: BrokerFactory,
+) -> None:
+    # A reconnect storm: far more concurrent commands than the broker has connections.
+    node = await make_broker()
+    await asyncio.gather(*(node.broker.subscribe(APP, "storm", f"{i}.1") for i in range(600)))
+    assert node.broker.degraded is False
+    assert await node.broker.subscription_count(APP, "storm") == 600
+
+
 async def test_subscription_counts_and_channels(make_broker: BrokerFactory) -> None:
     broker = (await make_broker()).broker
     assert await broker.subscription_count(APP, "c") == 0

@@ -1,0 +1,865 @@
+"""Scale-out benchmark for Tidings over Redis (a benchmark, not a test).
+
+    .venv/bin/python bench/cluster.py [--n 10000] [--runs 3] [--quick]
+
+It starts a private ``redis-server`` on a free loopback port (no persistence) and, for each
+run and each configuration (order alternating per run so drift hits all of them):
+
+    memory    1 Tidings node, memory broker                      (the single-node baseline)
+    redis1    1 node with --redis                                (the cost of the Redis hop)
+    redis2    2 nodes with --redis on two ports, N/2 subscribers on each, every publish
+              through node 1's REST API (node 2 gets it from Redis)
+    workers2  1 ``serve --workers 2 --redis``: two worker processes on one port (SO_REUSEPORT;
+              the kernel splits connections and publishes between them)
+
+it measures, with the C load client of bench/fanout.py (N subscribers of channel "bench"):
+connections/s, subscriptions/s, latency p50/p99 at a moderate open-loop rate, saturation
+deliveries/s (closed loop, 4 broadcasts in flight) with the CPU of every process and core,
+then Redis commands per publish (CONFIG RESETSTAT, a fixed number of publishes one at a time,
+INFO commandstats / cpu / stats), and finally checks that every published seq reached every
+subscriber exactly once (no duplicate, no loss across nodes).
+
+The load client is bench/loadclient.c compiled with a small patch applied here (the
+original file is not changed): an optional 7th argument PORT2 sends every odd subscriber to a
+second node, and a ``verify`` command reports per-seq delivery counts.
+
+Pinning (``taskset``/``sched_setaffinity``) on a 2-core machine: memory and redis1 put the
+node on core 0 and the load client on core 1 (as bench/fanout.py does); redis2 and workers2
+put node 1 on core 0 and node 2 on core 1, and the client floats over both cores, competing
+with the nodes. Redis always floats (it is on the publish path: a Redis that waits for a busy
+core adds its wait to every publish). With 4+ cores every process gets a core of its own.
+Every process started is stopped by PID at the end, on Ctrl-C and on errors. Results:
+bench/results/cluster-<timestamp>.json, logs in bench/results/cluster-<timestamp>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+import redis
+
+import fanout
+from fanout import APP_KEY, PUBLISHER_CONNECTIONS, RESULTS, ROOT, Plan, log
+
+CONFIGS = ("memory", "redis1", "redis2", "workers2")
+LABELS = {
+    "memory": "1 node, memory",
+    "redis1": "1 node, Redis",
+    "redis2": "2 nodes, Redis",
+    "workers2": "--workers 2, Redis",
+}
+BROADCASTS_IN_FLIGHT = fanout.BROADCASTS_IN_FLIGHT
+HANDSHAKES_IN_FLIGHT = fanout.HANDSHAKES_IN_FLIGHT
+WARMUP_CONNECTIONS = fanout.WARMUP_CONNECTIONS
+HEARTBEAT_S = 5.0  # node_ttl 15 s / 3: one EVALSHA per node every 5 s
+HARNESS_COMMANDS = ("cmdstat_config|resetstat", "cmdstat_info", "cmdstat_ping")
+
+
+# ---------------------------------------------------------------- load client (patched copy)
+
+VERIFY_C = r"""
+/* cluster.py: every published seq must reach every subscribed socket exactly once. */
+static void cmd_verify(void) {
+    long complete = 0, short_seqs = 0, over = 0, first_short = -1;
+    unsigned long long missing = 0, extra = 0;
+    uint32_t subs = (uint32_t)g_subscribed;
+    for (long s = 0; s < g_next_seq; s++) {
+        uint32_t c = g_seq_count[s];
+        if (c == subs) {
+            complete++;
+        } else if (c < subs) {
+            if (first_short < 0) first_short = s;
+            short_seqs++;
+            missing += subs - c;
+        } else {
+            over++;
+            extra += c - subs;
+        }
+    }
+    printf("{\"phase\":\"verify\",\"published\":%ld,\"complete\":%ld,\"short\":%ld,"
+           "\"missing\":%llu,\"first_short\":%ld,\"over\":%ld,\"extra\":%llu,"
+           "\"delivered\":%llu,",
+           g_next_seq, complete, short_seqs, missing, first_short, over, extra,
+           (unsigned long long)g_delivered);
+    print_common();
+}
+
+"""
+
+# (anchor, replacement): each anchor must occur exactly once in bench/loadclient.c.
+CLIENT_PATCH: list[tuple[str, str]] = [
+    (
+        "static struct sockaddr_in g_addr;\n",
+        "static struct sockaddr_in g_addr;\n"
+        "static struct sockaddr_in g_addr2; /* cluster.py: odd subscribers go here */\n"
+        "static int g_port2;\n",
+    ),
+    (
+        "    if (connect(fd, (struct sockaddr *)&g_addr, sizeof g_addr) < 0"
+        " && errno != EINPROGRESS)",
+        "    const struct sockaddr_in *to = (g_port2 && ((c - g_subs) & 1)) ? &g_addr2 : &g_addr;\n"
+        "    if (connect(fd, (const struct sockaddr *)to, sizeof *to) < 0 && errno != EINPROGRESS)",
+    ),
+    ("    if (argc != 7) {", "    if (argc != 7 && argc != 8) {"),
+    (
+        '    if (inet_pton(AF_INET, g_host, &g_addr.sin_addr) != 1) die("host");\n',
+        '    if (inet_pton(AF_INET, g_host, &g_addr.sin_addr) != 1) die("host");\n'
+        "    g_addr2 = g_addr;\n"
+        "    if (argc == 8) {\n"
+        "        g_port2 = atoi(argv[7]);\n"
+        "        g_addr2.sin_port = htons((uint16_t)g_port2);\n"
+        "    }\n",
+    ),
+    (
+        "static void load_requests(const char *path) {",
+        VERIFY_C + "static void load_requests(const char *path) {",
+    ),
+    (
+        '        } else if (!strcmp(cmd, "quit")) {',
+        '        } else if (!strcmp(cmd, "verify")) {\n'
+        "            cmd_verify();\n"
+        '        } else if (!strcmp(cmd, "quit")) {',
+    ),
+]
+
+
+def build_client() -> Path:
+    """bench/loadclient.c plus CLIENT_PATCH, compiled into bench/results/."""
+    original = fanout.BENCH / "loadclient.c"
+    source = RESULTS / "loadclient-cluster.c"
+    binary = RESULTS / "loadclient-cluster"
+    text = original.read_text()
+    for anchor, replacement in CLIENT_PATCH:
+        if text.count(anchor) != 1:
+            raise RuntimeError(
+                f"bench/loadclient.c changed: patch anchor not found once: {anchor!r}"
+            )
+        text = text.replace(anchor, replacement)
+    if not source.exists() or source.read_text() != text or not binary.exists():
+        source.write_text(text)
+        cmd = ["gcc", "-O2", "-Wall", "-Wextra", "-o", str(binary), str(source)]
+        subprocess.run(cmd, check=True)
+    return binary
+
+
+class ClusterClient(fanout.LoadClient):
+    """The patched load client: subscribers alternate between ports[0] and ports[1]."""
+
+    def __init__(
+        self, binary: Path, ports: list[int], n: int, requests: Path, log_path: Path, cores: str
+    ) -> None:
+        cmd = ["taskset", "-c", cores, str(binary), "127.0.0.1", str(ports[0]), APP_KEY]
+        cmd += [str(n), str(requests), str(PUBLISHER_CONNECTIONS), *map(str, ports[1:2])]
+        self.proc = fanout.start(cmd, log_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.log = log_path
+        self._buf = b""
+        self._sel = selectors.DefaultSelector()
+        assert self.proc.stdout is not None
+        self._stdout: IO[bytes] = self.proc.stdout
+        self._sel.register(self._stdout, selectors.EVENT_READ)
+
+
+# ---------------------------------------------------------------- Redis
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, no persistence."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = fanout.free_port()
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        cmd += ["--save", "", "--appendonly", "no", "--logfile", str(workdir / "redis.log")]
+        self.proc = fanout.start(cmd, workdir / "redis.err", stdout=subprocess.DEVNULL)
+        self.client = redis.Redis(port=self.port, decode_responses=True, socket_timeout=10)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.client.ping()
+                break
+            except redis.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start (see redis.log)") from None
+                time.sleep(0.05)
+        self.version = str(self.client.info("server")["redis_version"])
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def pin(self, cores: set[int]) -> None:
+        os.sched_setaffinity(self.pid, cores)
+
+    def snapshot(self) -> dict[str, Any]:
+        cpu = self.client.info("cpu")
+        stats = self.client.info("stats")
+        return {
+            "t": time.monotonic(),
+            "cpu_s": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+            "net_in": int(stats["total_net_input_bytes"]),
+            "net_out": int(stats["total_net_output_bytes"]),
+        }
+
+    def commandstats(self) -> dict[str, dict[str, float]]:
+        raw: dict[str, dict[str, float]] = self.client.info("commandstats")
+        return {k: v for k, v in raw.items() if k not in HARNESS_COMMANDS}
+
+    def stop(self) -> None:
+        self.client.close()
+        fanout.stop(self.proc, grace=5.0)
+
+
+# ---------------------------------------------------------------- layout and nodes
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which cores each process may run on (taskset lists)."""
+
+    nodes: list[str]
+    client: str
+    redis: str
+
+
+def layout(config: str, cpus: list[int]) -> Layout:
+    c = [str(x) for x in cpus]
+    if len(c) >= 4:
+        return Layout([c[0], c[1]], c[2], c[3])
+    if len(c) < 2:
+        raise SystemExit("needs at least 2 cores")
+    both = f"{c[0]},{c[1]}"
+    if config in ("memory", "redis1"):
+        return Layout([c[0]], c[1], both)
+    return Layout([c[0], c[1]], both, both)
+
+
+@dataclass
+class Cluster:
+    """The Tidings processes of one configuration."""
+
+    config: str
+    prefix: str  # redis_prefix of this configuration's nodes
+    ports: list[int]  # WebSocket ports given to the client (1 or 2)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    node_pids: list[int] = field(
+        default_factory=list
+    )  # serving processes (workers, not supervisor)
+    logs: list[Path] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            fanout.stop(proc, grace=15.0)
+
+
+def node_config(
+    path: Path, log_level: str, redis_url: str | None, prefix: str, workers: int
+) -> Path:
+    fanout.tidings_config(path, log_level)
+    top = ""
+    if redis_url:
+        top += f'redis = "{redis_url}"\nredis_prefix = "{prefix}"\n'
+    if workers > 1:
+        top += f"workers = {workers}\n"
+    path.write_text(top + path.read_text())
+    return path
+
+
+def wait_healthy(port: int, timeout: float) -> dict[str, Any]:
+    """/ready answers 200 while Redis is unreachable too: wait for "degraded": false."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+            body = json.loads(r.read())
+        if not body.get("degraded"):
+            return body
+        time.sleep(0.1)
+    raise RuntimeError(f"node on port {port} still degraded after {timeout} s: {body}")
+
+
+def listening(pid: int, port: int) -> bool:
+    conns = psutil.Process(pid).net_connections(kind="tcp")
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+
+
+def established(pid: int, port: int) -> int:
+    conns = psutil.Process(pid).net_connections(kind="tcp")
+    return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+
+def start_cluster(
+    config: str, lay: Layout, redis_url: str, prefix: str, workdir: Path, tag: str, log_level: str
+) -> Cluster:
+    env = fanout.server_env()
+    use_redis = config != "memory"
+    workers = 2 if config == "workers2" else 1
+    count = 2 if config == "redis2" else 1
+    cluster = Cluster(config, prefix, [])
+    for i in range(count):
+        port = fanout.free_port()
+        conf = node_config(
+            workdir / f"tidings-{tag}-{i + 1}.toml",
+            log_level,
+            redis_url if use_redis else None,
+            prefix,
+            workers,
+        )
+        cores = ",".join(lay.nodes) if workers > 1 else lay.nodes[i]
+        cmd = ["taskset", "-c", cores, fanout.PYTHON, "-m", "tidings", "serve"]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--config", str(conf)]
+        node_log = workdir / f"server-{tag}-{i + 1}.log"
+        log(f"  node {i + 1}: {' '.join(cmd)}")
+        proc = fanout.start(cmd, node_log, stdout=subprocess.DEVNULL, env=env)
+        cluster.procs.append(proc)
+        cluster.ports.append(port)
+        cluster.logs.append(node_log)
+    for proc, port, node_log in zip(cluster.procs, cluster.ports, cluster.logs, strict=True):
+        fanout.wait_ready(port, proc, 30, node_log)
+        if use_redis:
+            wait_healthy(port, 15)
+    if workers == 1:
+        cluster.node_pids = [p.pid for p in cluster.procs]
+        return cluster
+    # --workers: both workers must listen before any connection (the kernel only spreads
+    # connections over listening sockets); then pin worker i to core i.
+    supervisor, port = cluster.procs[0], cluster.ports[0]
+    deadline = time.monotonic() + 30
+    while True:
+        kids = psutil.Process(supervisor.pid).children()
+        if len(kids) == workers and all(listening(k.pid, port) for k in kids):
+            break
+        if time.monotonic() > deadline or supervisor.poll() is not None:
+            raise RuntimeError(f"{workers} workers not listening on {port} after 30 s")
+        time.sleep(0.1)
+    cluster.node_pids = sorted(k.pid for k in kids)
+    for pid, core in zip(cluster.node_pids, lay.nodes, strict=True):
+        os.sched_setaffinity(pid, {int(core)})
+    return cluster
+
+
+# ---------------------------------------------------------------- one measurement
+
+
+def unreachable_logged(cluster: Cluster) -> int:
+    """ "redis unreachable" warnings the nodes logged so far (each one a degraded episode)."""
+    return sum(p.read_text(errors="replace").count("redis unreachable") for p in cluster.logs)
+
+
+def settle(cluster: Cluster, server: RedisServer, topic: str, timeout: float) -> float:
+    """Wait until every node is healthy and subscribed to the topic; returns the wait.
+
+    Needed because a burst of subscriptions can put a node in degraded mode (see
+    docs/benchmarks.md, "Scale-out over Redis"): publishing before it has resynced would
+    measure the outage, not the fan-out."""
+    t0 = time.monotonic()
+    healthy = 0
+    while time.monotonic() - t0 < timeout:
+        ok = all(not wait_ready_body(port).get("degraded", True) for port in cluster.ports)
+        numsub = dict(server.client.pubsub_numsub(topic)).get(topic, 0)
+        healthy = healthy + 1 if ok and numsub == len(cluster.node_pids) else 0
+        if healthy >= 5:
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    raise RuntimeError(f"nodes not healthy and subscribed to {topic} after {timeout} s")
+
+
+def wait_ready_body(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+        body: dict[str, Any] = json.loads(r.read())
+    return body
+
+
+def sample(pids: dict[str, int]) -> dict[str, Any]:
+    return {
+        "t": time.monotonic(),
+        "cpu": {name: fanout.cpu_seconds(pid) for name, pid in pids.items()},
+        "cores": fanout.core_times(),
+        "all": all_processes(),
+    }
+
+
+def all_processes() -> dict[tuple[int, float], float]:
+    """CPU seconds of every process on the machine, keyed by (pid, start time)."""
+    out: dict[tuple[int, float], float] = {}
+    for p in psutil.process_iter(["create_time", "cpu_times"]):
+        t = p.info["cpu_times"]
+        if t is not None and p.info["create_time"] is not None:
+            out[(p.pid, p.info["create_time"])] = t.user + t.system
+    return out
+
+
+def others_cpu(before: dict[str, Any], after: dict[str, Any], ours: set[int]) -> float:
+    """CPU % (of one core) of processes that are not ours: other tenants of a shared machine.
+
+    A lower bound: a process that started and ended inside the window is not seen."""
+    total = 0.0
+    for key, cpu in after["all"].items():
+        if key[0] not in ours:
+            total += cpu - before["all"].get(key, 0.0)
+    return float(100.0 * total / (after["t"] - before["t"]))
+
+
+def usage(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """CPU % of each process and busy/softirq % of each core between two samples."""
+    wall = after["t"] - before["t"]
+    out: dict[str, Any] = {
+        f"{name}_cpu": 100.0 * (after["cpu"][name] - before["cpu"][name]) / wall
+        for name in before["cpu"]
+    }
+    for core, b in before["cores"].items():
+        a = after["cores"][core]
+        total = a[3] - b[3]
+        if total > 0:
+            out[f"core{core}_busy"] = 100.0 * (a[0] - b[0]) / total
+            out[f"core{core}_softirq"] = 100.0 * (a[1] - b[1]) / total
+            out[f"core{core}_steal"] = 100.0 * (a[2] - b[2]) / total
+    return out
+
+
+def saturate(client: ClusterClient, pids: dict[str, int], plan: Plan) -> dict[str, Any]:
+    client.send(f"saturate {BROADCASTS_IN_FLIGHT} {plan.sat_warm} {plan.sat_window}")
+    first = client.read(plan.sat_warm + 30)
+    assert first["phase"] == "sat_start", first
+    before = sample(pids)
+    end = client.read(plan.sat_window + 30)
+    after = sample(pids)
+    assert end["phase"] == "sat_end", end
+    result = client.read(60)
+    result.update(usage(before, after))
+    ours = {os.getpid()} | {p.pid for pid in pids.values() for p in fanout.tree(pid)}
+    result["others_cpu_pct"] = others_cpu(before, after, ours)
+    node_cpu_s = sum(
+        after["cpu"][k] - before["cpu"][k] for k in before["cpu"] if k.startswith("node")
+    )
+    result["deliveries_per_node_cpu_s"] = (
+        result["deliveries"] / node_cpu_s if node_cpu_s > 0 else float("nan")
+    )
+    return result
+
+
+def redis_cost(
+    client: ClusterClient, server: RedisServer, publishes: int, nodes: int
+) -> dict[str, Any]:
+    """Commands, CPU and bytes per publish over a fixed number of sequential publishes."""
+    time.sleep(0.5)
+    topics = server.client.pubsub_channels()
+    numsub = dict(server.client.pubsub_numsub(*topics)) if topics else {}
+    server.client.config_resetstat()
+    before = server.snapshot()
+    done = client.command(f"warm {publishes}", publishes * 10 + 30)
+    # A node writes to its local subscribers before it PUBLISHes: the last PUBLISH may still
+    # be on its way when the client has every delivery.
+    time.sleep(0.5)
+    after = server.snapshot()
+    stats = server.commandstats()
+    wall = after["t"] - before["t"]
+    per_publish = {
+        name.removeprefix("cmdstat_").upper(): float(v["calls"]) / publishes
+        for name, v in sorted(stats.items())
+    }
+    heartbeats = nodes * wall / HEARTBEAT_S
+    out = {
+        "publishes": publishes,
+        "complete": done["complete"],
+        "seconds": wall,
+        "calls": {k.removeprefix("cmdstat_").upper(): v["calls"] for k, v in stats.items()},
+        "usec": {k.removeprefix("cmdstat_").upper(): v["usec"] for k, v in stats.items()},
+        "per_publish": per_publish,
+        "commands_per_publish": sum(per_publish.values()),
+        "command_us_per_publish": sum(float(v["usec"]) for v in stats.values()) / publishes,
+        "expected_heartbeat_evalsha": heartbeats,
+        "redis_cpu_us_per_publish": 1e6 * (after["cpu_s"] - before["cpu_s"]) / publishes,
+        "redis_cpu_pct": 100.0 * (after["cpu_s"] - before["cpu_s"]) / wall,
+        "net_in_per_publish": (after["net_in"] - before["net_in"]) / publishes,
+        "net_out_per_publish": (after["net_out"] - before["net_out"]) / publishes,
+        "pubsub_numsub": numsub,
+    }
+    calls = ", ".join(f"{k} {v:.2f}" for k, v in per_publish.items())
+    log(
+        f"    redis per publish ({publishes} publishes, {wall:.1f} s): {calls}; "
+        f"CPU {out['redis_cpu_us_per_publish']:.0f} µs, out {out['net_out_per_publish']:.0f} B; "
+        f"subscribers per topic {numsub}; heartbeat EVALSHA expected ≈ {heartbeats:.1f} in total"
+    )
+    return out
+
+
+def session(
+    binary: Path,
+    cluster: Cluster,
+    lay: Layout,
+    server: RedisServer,
+    n: int,
+    plan: Plan,
+    publishes: int,
+    workdir: Path,
+    tag: str,
+) -> dict[str, Any]:
+    extra = publishes + 20
+    requests = fanout.write_requests(
+        workdir / f"requests-{tag}.bin", cluster.ports[0], plan.request_count(n) + extra
+    )
+    client = ClusterClient(
+        binary, cluster.ports, n, requests, workdir / f"client-{tag}.log", lay.client
+    )
+    pids = {f"node{i + 1}": pid for i, pid in enumerate(cluster.node_pids)}
+    pids["client"] = client.pid
+    if cluster.config != "memory":
+        pids["redis"] = server.pid
+    out: dict[str, Any] = {}
+    try:
+        logged = unreachable_logged(cluster)
+        conn = client.command(f"connect {HANDSHAKES_IN_FLIGHT}", 180)
+        out["connect"] = conn
+        sub = client.command(f"subscribe {HANDSHAKES_IN_FLIGHT}", 180)
+        out["subscribe"] = sub
+        ports = cluster.ports * len(cluster.node_pids) if len(cluster.ports) == 1 else cluster.ports
+        out["per_node"] = [
+            established(p, port) for p, port in zip(cluster.node_pids, ports, strict=True)
+        ]
+        log(
+            f"    connect {conn['established']}/{n} ({conn['rate']:,.0f}/s), subscribe "
+            f"{sub['subscribed']}/{n} ({sub['rate']:,.0f}/s); sockets per node {out['per_node']}"
+        )
+        if cluster.config != "memory":
+            out["unreachable_in_subscribe"] = unreachable_logged(cluster) - logged
+            out["settle_s"] = settle(cluster, server, f"{cluster.prefix}#12345#bench", 30)
+            log(
+                f"    degraded episodes logged while connecting/subscribing: "
+                f"{out['unreachable_in_subscribe']}; healthy and subscribed after "
+                f"{out['settle_s']:.1f} s"
+            )
+        out["warm"] = client.command("warm 3", 60)
+        rate = plan.latency_rate(n)
+        lat = client.command(f"latency {rate} {plan.latency_seconds}", plan.latency_seconds + 40)
+        out["latency"] = lat
+        log(
+            f"    latency @{rate:g} msg/s: p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms "
+            f"({lat['received']}/{lat['expected']})"
+        )
+        sat = saturate(client, pids, plan)
+        out["saturate"] = sat
+        cpus = ", ".join(f"{k[:-4]} {v:.0f}%" for k, v in sat.items() if k.endswith("_cpu"))
+        cores = ", ".join(
+            f"{k[:-5]} {v:.0f}%"
+            for k, v in sat.items()
+            if k.startswith("core") and k.endswith("_busy")
+        )
+        log(
+            f"    saturation: {sat['rate']:,.0f} deliveries/s; CPU {cpus}; busy {cores}; "
+            f"other processes {sat['others_cpu_pct']:.0f}%"
+        )
+        if cluster.config != "memory":
+            out["redis"] = redis_cost(client, server, publishes, len(cluster.node_pids))
+        ver = client.command("verify", 60)
+        out["verify"] = ver
+        out["unreachable_in_session"] = unreachable_logged(cluster) - logged
+        log(
+            f"    verify: {ver['complete']}/{ver['published']} seqs reached all "
+            f"{ver['subscribed']} subscribers; missing {ver['missing']}, duplicate {ver['extra']}"
+        )
+    finally:
+        client.close()
+        requests.unlink(missing_ok=True)
+    return out
+
+
+def warmup(binary: Path, cluster: Cluster, lay: Layout, workdir: Path, tag: str) -> bool:
+    """50 connections through every phase, on every node (lazy imports, first allocations)."""
+    n = WARMUP_CONNECTIONS
+    requests = fanout.write_requests(workdir / f"requests-warm-{tag}.bin", cluster.ports[0], 200)
+    client = ClusterClient(
+        binary, cluster.ports, n, requests, workdir / f"client-warm-{tag}.log", lay.client
+    )
+    try:
+        client.command("connect 50", 30)
+        sub = client.command("subscribe 50", 30)
+        client.command("warm 3", 30)
+        client.command("latency 20 1", 30)
+        client.command(f"saturate {BROADCASTS_IN_FLIGHT} 0.2 0.5", 30)
+        client.read(30)
+        client.read(30)
+        return bool(sub["subscribed"] == n)
+    finally:
+        client.close()
+        requests.unlink(missing_ok=True)
+
+
+def validate(record: dict[str, Any], n: int) -> list[str] | bool:
+    problems = []
+    if record["connect"]["established"] != n:
+        problems.append(f"connected {record['connect']['established']}/{n}")
+    if record["subscribe"]["subscribed"] != n:
+        problems.append(f"subscribed {record['subscribe']['subscribed']}/{n}")
+    lat = record["latency"]
+    if lat["received"] != lat["expected"]:
+        problems.append(f"latency deliveries {lat['received']}/{lat['expected']}")
+    sat = record["saturate"]
+    if sat["exhausted"]:
+        problems.append("saturation ran out of pre-signed requests")
+    if not sat["drained"]:
+        problems.append("saturation did not drain")
+    ver = record["verify"]
+    if ver["pub_errors"]:
+        problems.append(f"{ver['pub_errors']} publish errors")
+    if ver["closed_by_peer"]:
+        problems.append(f"{ver['closed_by_peer']} sockets closed by a node {ver['close_codes']}")
+    if ver["missing"] or ver["extra"]:
+        problems.append(
+            f"{ver['short']} seqs short by {ver['missing']} deliveries, "
+            f"{ver['over']} seqs with {ver['extra']} duplicate deliveries"
+        )
+    later = record.get("unreachable_in_session", 0) - record.get("unreachable_in_subscribe", 0)
+    if later:
+        problems.append(f"{later} degraded episode(s) after the subscribe phase")
+    if "redis" in record and record["redis"]["complete"] != record["redis"]["publishes"]:
+        problems.append(f"redis phase: {record['redis']['complete']} complete publishes")
+    if problems:
+        log("    SUSPECT: " + "; ".join(problems))
+        return problems
+    return True
+
+
+def measure(
+    config: str,
+    run: int,
+    args: argparse.Namespace,
+    binary: Path,
+    server: RedisServer,
+    plan: Plan,
+    workdir: Path,
+) -> dict[str, Any]:
+    n = args.n
+    lay = layout(config, sorted(os.sched_getaffinity(0)))
+    tag = f"{config}-n{n}-r{run}"
+    prefix = f"bench{run}{config}"
+    log(
+        f"run {run + 1}, N={n:,}, {LABELS[config]}: nodes on cores {lay.nodes}, "
+        f"client on {lay.client}, redis on {lay.redis}"
+    )
+    server.client.flushall()
+    server.pin({int(c) for c in lay.redis.split(",")})
+    record: dict[str, Any] = {"config": config, "n": n, "run": run, "layout": lay.__dict__}
+    cluster = Cluster(config, prefix, [])
+    try:
+        cluster = start_cluster(config, lay, server.url, prefix, workdir, tag, args.log_level)
+        record["ports"] = cluster.ports
+        record["warmup_ok"] = warmup(binary, cluster, lay, workdir, tag)
+        time.sleep(1.0)
+        record.update(session(binary, cluster, lay, server, n, plan, args.publishes, workdir, tag))
+        record["ok"] = validate(record, n)
+    except (OSError, RuntimeError, AssertionError, KeyError, psutil.Error, redis.RedisError) as exc:
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        record["ok"] = False
+        log(f"    FAILED: {record['error']}")
+    finally:
+        cluster.stop()
+        record["server_exit"] = [p.returncode for p in cluster.procs]
+    return record
+
+
+# ---------------------------------------------------------------- summary
+
+Getter = Callable[[dict[str, Any]], float | None]
+
+
+def sat(key: str) -> Getter:
+    return lambda r: r["saturate"].get(key)
+
+
+def per_publish(command: str) -> Getter:
+    return lambda r: r["redis"]["per_publish"].get(command, 0.0) if "redis" in r else None
+
+
+def redis_metric(key: str) -> Getter:
+    return lambda r: r["redis"][key] if "redis" in r else None
+
+
+METRICS: list[tuple[str, Getter, int]] = [
+    ("deliveries/s (saturation)", sat("rate"), 0),
+    ("deliveries per node CPU-s", sat("deliveries_per_node_cpu_s"), 0),
+    ("node 1 CPU %", sat("node1_cpu"), 0),
+    ("node 2 CPU %", sat("node2_cpu"), 0),
+    ("load client CPU %", sat("client_cpu"), 0),
+    ("redis-server CPU %", sat("redis_cpu"), 1),
+    ("other tenants' processes CPU % (≥)", sat("others_cpu_pct"), 0),
+    ("core 0 busy % (softirq incl.)", sat("core0_busy"), 0),
+    ("core 1 busy % (softirq incl.)", sat("core1_busy"), 0),
+    (
+        "softirq %, both cores",
+        lambda r: r["saturate"].get("core0_softirq", 0) + r["saturate"].get("core1_softirq", 0),
+        0,
+    ),
+    ("latency p50 ms", lambda r: r["latency"]["p50_ms"], 1),
+    ("latency p99 ms", lambda r: r["latency"]["p99_ms"], 1),
+    ("connections/s", lambda r: r["connect"]["rate"], 0),
+    ("subscriptions/s", lambda r: r["subscribe"]["rate"], 0),
+    ("degraded episodes while subscribing", lambda r: r.get("unreachable_in_subscribe"), 0),
+    ("wait until healthy + subscribed, s", lambda r: r.get("settle_s"), 1),
+    ("Redis PUBLISH / publish", per_publish("PUBLISH"), 2),
+    ("Redis INCRBY / publish", per_publish("INCRBY"), 2),
+    ("Redis EXPIRE / publish", per_publish("EXPIRE"), 2),
+    ("Redis EVALSHA / publish (heartbeats)", per_publish("EVALSHA"), 2),
+    ("Redis commands / publish (all)", redis_metric("commands_per_publish"), 2),
+    ("Redis command time µs / publish", redis_metric("command_us_per_publish"), 1),
+    ("Redis CPU µs / publish (incl. idle cron)", redis_metric("redis_cpu_us_per_publish"), 0),
+    ("Redis bytes out / publish", redis_metric("net_out_per_publish"), 0),
+]
+
+
+def spread(values: list[float], digits: int) -> str:
+    return fanout.spread(values, digits)
+
+
+def summarize(records: list[dict[str, Any]], configs: list[str]) -> tuple[str, dict[str, Any]]:
+    good = [r for r in records if "verify" in r]
+    head = " | ".join(LABELS[c] for c in configs)
+    lines = [f"| metric | {head} |", "|---|" + "---:|" * len(configs)]
+    data: dict[str, Any] = {}
+
+    def row(name: str, get: Getter, digits: int) -> None:
+        cells = []
+        for c in configs:
+            values = [v for r in good if r["config"] == c and (v := get(r)) is not None]
+            data.setdefault(name, {})[c] = values
+            cells.append(spread([float(v) for v in values], digits))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    for name, get, digits in METRICS:
+        row(name, get, digits)
+        if name == "deliveries/s (saturation)":
+            base = {r["run"]: r["saturate"]["rate"] for r in good if r["config"] == "memory"}
+
+            def ratio(r: dict[str, Any], base: dict[int, float] = base) -> float | None:
+                b = base.get(r["run"])
+                return r["saturate"]["rate"] / b if b else None
+
+            row("÷ memory, same run", ratio, 2)
+    return "\n".join(lines), data
+
+
+def write_json(
+    path: Path,
+    info: dict[str, Any],
+    args: argparse.Namespace,
+    plan: Plan,
+    records: list[dict[str, Any]],
+    started: float,
+    summary: dict[str, Any] | None = None,
+) -> None:
+    doc = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "command": " ".join(["bench/cluster.py", *sys.argv[1:]]),
+        "machine": info,
+        "options": {k: v for k, v in vars(args).items()},
+        "plan": plan.__dict__,
+        "constants": {
+            "handshakes_in_flight": HANDSHAKES_IN_FLIGHT,
+            "broadcasts_in_flight": BROADCASTS_IN_FLIGHT,
+            "publisher_connections": PUBLISHER_CONNECTIONS,
+        },
+        "records": records,
+        "summary": summary,
+    }
+    path.write_text(json.dumps(doc, indent=1, default=str))
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Tidings scale-out (Redis) benchmark")
+    p.add_argument("--n", type=int, default=None, help="subscribers (10000; 1000 with --quick)")
+    p.add_argument("--runs", type=int, default=None, help="repetitions (3; 1 with --quick)")
+    p.add_argument("--quick", action="store_true", help="1 run, N=1000, short phases")
+    p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
+    p.add_argument("--publishes", type=int, default=100, help="publishes counted in Redis (100)")
+    p.add_argument("--window", type=float, default=None, help="saturation window seconds (4)")
+    p.add_argument("--log-level", default="warning", help="Tidings log_level (warning)")
+    args = p.parse_args(argv)
+    args.n = args.n or (1000 if args.quick else 10_000)
+    args.runs = args.runs or (1 if args.quick else 3)
+    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    for c in args.configs:
+        if c not in CONFIGS:
+            p.error(f"unknown configuration {c!r}")
+    if args.n % 2:
+        p.error("--n must be even (N/2 subscribers per node)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, fanout.on_signal)
+    signal.signal(signal.SIGINT, fanout.on_signal)
+    fanout.raise_fd_limit()
+    if fanout.fd_limit() < args.n + 1000:
+        log(f"RLIMIT_NOFILE is {fanout.fd_limit()}, N={args.n} needs ~{args.n + 1000}")
+        return 2
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    workdir = RESULTS / f"cluster-{stamp}"
+    workdir.mkdir()
+    binary = build_client()
+    plan = (
+        Plan(2.0, 0.5, args.window or 2.0, args.log_level)
+        if args.quick
+        else Plan(3.0, 1.0, args.window or 4.0, args.log_level)
+    )
+    info = fanout.machine()
+    log(f"machine: {info}")
+    log(f"logs in {workdir.relative_to(ROOT)}")
+    out_path = RESULTS / f"cluster-{stamp}.json"
+    records: list[dict[str, Any]] = []
+    started = time.time()
+    interrupted = False
+    server: RedisServer | None = None
+    try:
+        server = RedisServer(workdir)
+        info["redis_version"] = server.version
+        log(f"redis-server {server.version} on 127.0.0.1:{server.port} (pid {server.pid})")
+        for run in range(args.runs):
+            order = args.configs if run % 2 == 0 else list(reversed(args.configs))
+            for config in order:
+                records.append(measure(config, run, args, binary, server, plan, workdir))
+                write_json(out_path, info, args, plan, records, started)
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted; stopping every process started")
+    finally:
+        if server is not None:
+            server.stop()
+        fanout.stop_all()
+    table, data = summarize(records, args.configs)
+    info["loadavg_end"] = os.getloadavg()
+    write_json(out_path, info, args, plan, records, started, data)
+    print()
+    print(table)
+    bad = [r for r in records if r.get("ok") is not True]
+    if bad:
+        print(f"\n{len(bad)} of {len(records)} measurements failed or are suspect:")
+        for r in bad:
+            print(f"  {r['config']} run {r['run'] + 1}: {r.get('error') or r['ok']}")
+    print(f"\nresults: {out_path.relative_to(ROOT)}")
+    if interrupted:
+        return 130
+    return 0 if records and not bad else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
