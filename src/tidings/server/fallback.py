@@ -257,6 +257,10 @@ class HttpFallback:
         response = web.StreamResponse(status=200, headers=headers)
         if streaming:
             response.enable_chunked_encoding()
+        if self.node.draining:
+            # Make the client's next request open a new connection, which a load balancer
+            # (or SO_REUSEPORT) can send to a node that is not going away.
+            response.force_close()
         await response.prepare(request)
         if streaming:
             await response.write(sockjs.PRELUDE)
