@@ -25,7 +25,7 @@ from tidings.core.hub import Hub
 from tidings.core.presence import MemberEvent, PresenceView, roster
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
-from tidings.protocol.errors import ErrorCode
+from tidings.protocol.errors import MESSAGES, ErrorCode
 from tidings.protocol.frames import text_frame
 from tidings.protocol.rest import Trigger
 from tidings.protocol.session import (
@@ -42,6 +42,8 @@ from tidings.protocol.session import (
 )
 
 log = logging.getLogger("tidings.node")
+
+SUPPORTED_PROTOCOLS = range(5, 8)  # Pusher protocol versions accepted (pusher-js sends 7)
 
 
 class Connection(Protocol):
@@ -147,6 +149,23 @@ class Node:
         if len(self._states[app.id].connections) >= app.max_connections:
             return ErrorCode.OVER_CONNECTION_QUOTA
         return None
+
+    def admission(
+        self, app: App | None, protocol: str | None, origin: str | None
+    ) -> tuple[ErrorCode, str] | None:
+        """Why a new connection is refused (code and message), whatever its transport."""
+        if app is None:
+            return ErrorCode.APP_NOT_FOUND, MESSAGES[ErrorCode.APP_NOT_FOUND]
+        if protocol is None:
+            return ErrorCode.NO_PROTOCOL, MESSAGES[ErrorCode.NO_PROTOCOL]
+        if not protocol.isdigit():
+            return ErrorCode.INVALID_VERSION, MESSAGES[ErrorCode.INVALID_VERSION]
+        if int(protocol) not in SUPPORTED_PROTOCOLS:
+            return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}"
+        if not app.origin_allowed(origin):
+            return ErrorCode.UNAUTHORIZED, "Origin not allowed"
+        code = self.refusal(app)
+        return (code, MESSAGES[code]) if code is not None else None
 
     def new_session(self, app: App) -> Session:
         connections = self._states[app.id].connections

@@ -36,14 +36,13 @@ from tidings.core.apps import App
 from tidings.core.outbox import Outbox
 from tidings.node import Node
 from tidings.protocol import sockjs
-from tidings.protocol.errors import MESSAGES, ErrorCode, ProtocolError
+from tidings.protocol.errors import ErrorCode, ProtocolError
 from tidings.protocol.frames import frame_payload
 from tidings.protocol.session import Session
 from tidings.server.rest import error_response, read_body
 
 log = logging.getLogger("tidings.fallback")
 
-SUPPORTED_PROTOCOLS = range(5, 8)
 RELAY_GRACE = 10.0  # seconds a relay waits past the owner's deadline before giving up
 
 
@@ -419,19 +418,9 @@ class HttpFallback:
         return f"{info['key']}/{info['server']}/{info['session']}"
 
     def _refusal(self, request: web.Request, app: App | None) -> tuple[ErrorCode, str] | None:
-        if app is None:
-            return ErrorCode.APP_NOT_FOUND, MESSAGES[ErrorCode.APP_NOT_FOUND]
-        protocol = request.query.get("protocol")
-        if protocol is None:
-            return ErrorCode.NO_PROTOCOL, MESSAGES[ErrorCode.NO_PROTOCOL]
-        if not protocol.isdigit():
-            return ErrorCode.INVALID_VERSION, MESSAGES[ErrorCode.INVALID_VERSION]
-        if int(protocol) not in SUPPORTED_PROTOCOLS:
-            return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}"
-        if not app.origin_allowed(request.headers.get("Origin")):
-            return ErrorCode.UNAUTHORIZED, "Origin not allowed"
-        code = self.node.refusal(app)
-        return (code, MESSAGES[code]) if code is not None else None
+        return self.node.admission(
+            app, request.query.get("protocol"), request.headers.get("Origin")
+        )
 
     # -- expiry ------------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ from tidings.protocol.session import Session
 
 log = logging.getLogger("tidings.websocket")
 
-SUPPORTED_PROTOCOLS = range(5, 8)
 CLOSE_HANDSHAKE_TIMEOUT = 2.0
 SLOW_CONSUMER_GRACE = 5.0  # seconds to read what is queued (and the 4100) before the drop
 
@@ -130,7 +129,7 @@ class WebSocketEndpoint:
         await ws.prepare(request)
         refusal = self._refusal(request, app)
         if refusal is not None or app is None:
-            code, text = refusal or (ErrorCode.APP_NOT_FOUND, None)
+            code, text = refusal or (ErrorCode.APP_NOT_FOUND, MESSAGES[ErrorCode.APP_NOT_FOUND])
             await _refuse(ws, code, text)
             return ws
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -157,22 +156,10 @@ class WebSocketEndpoint:
             await self.node.detach(connection)
         return ws
 
-    def _refusal(
-        self, request: web.Request, app: App | None
-    ) -> tuple[ErrorCode, str | None] | None:
-        if app is None:
-            return ErrorCode.APP_NOT_FOUND, None
-        protocol = request.query.get("protocol")
-        if protocol is None:
-            return ErrorCode.NO_PROTOCOL, None
-        if not protocol.isdigit():
-            return ErrorCode.INVALID_VERSION, None
-        if int(protocol) not in SUPPORTED_PROTOCOLS:
-            return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}"
-        if not app.origin_allowed(request.headers.get("Origin")):
-            return ErrorCode.UNAUTHORIZED, "Origin not allowed"
-        code = self.node.refusal(app)
-        return (code, None) if code is not None else None
+    def _refusal(self, request: web.Request, app: App | None) -> tuple[ErrorCode, str] | None:
+        return self.node.admission(
+            app, request.query.get("protocol"), request.headers.get("Origin")
+        )
 
     async def close(self) -> None:
         if self._tasks:
