@@ -24,12 +24,48 @@ from pydantic import (
 )
 
 from tidings.core.apps import App
+from tidings.core.webhooks import EVENT_TYPES, WebhookTarget
 
 DEV_APP = {"id": "12345", "key": "app-key", "secret": "app-secret"}
 
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the setting and the value."""
+
+
+class WebhookFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel_name_starts_with: str = ""
+    channel_name_ends_with: str = ""
+
+
+class AppWebhookSettings(BaseModel):
+    """One ``[[apps.webhooks]]`` entry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(pattern=r"^https?://")
+    event_types: tuple[str, ...] = ()
+    filter: WebhookFilter = WebhookFilter()
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_types(cls, types: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(types) - EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown event type {unknown[0]!r} (known: {sorted(EVENT_TYPES)})")
+        return types
+
+    def to_target(self) -> WebhookTarget:
+        return WebhookTarget(
+            url=self.url,
+            event_types=frozenset(self.event_types),
+            starts_with=self.filter.channel_name_starts_with,
+            ends_with=self.filter.channel_name_ends_with,
+            headers=tuple(sorted(self.headers.items())),
+        )
 
 
 class AppSettings(BaseModel):
@@ -59,9 +95,11 @@ class AppSettings(BaseModel):
     authorized_connections_timeout: float = Field(30.0, gt=0)
     cache_ttl: float = Field(1800.0, gt=0)
     allowed_origins: tuple[str, ...] = ()
+    webhooks: tuple[AppWebhookSettings, ...] = ()
 
     def to_app(self) -> App:
-        return App(**self.model_dump())
+        fields = self.model_dump(exclude={"webhooks"})
+        return App(**fields, webhooks=tuple(w.to_target() for w in self.webhooks))
 
 
 class Settings(BaseModel):
@@ -85,6 +123,11 @@ class Settings(BaseModel):
     redis_sharded: bool = False
     node_ttl: float = Field(15.0, ge=1, le=3600)
     workers: int = Field(1, ge=1, le=256)
+    webhook_queue: str = Field("tidings-webhooks.sqlite3", min_length=1)
+    webhook_timeout: float = Field(5.0, gt=0, le=300)
+    webhook_retry_for: float = Field(600.0, ge=0)
+    webhook_batch_delay: float = Field(0.05, ge=0, le=60)
+    webhook_vacated_delay: float = Field(3.0, ge=0, le=600)
     reuse_port: bool = False
     apps: tuple[AppSettings, ...] = ()
 

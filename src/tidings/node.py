@@ -74,6 +74,23 @@ class NodeSettings:
     max_connections: int = 100_000
 
 
+class WebhookEvents(Protocol):
+    """Where the node sends webhook events (``server/webhooks.py``)."""
+
+    def wants(self, app: App, name: str) -> bool: ...
+
+    def emit(self, app: App, event: dict[str, Any]) -> None: ...
+
+    def defer(self, app: App, key: tuple[str, ...], event: dict[str, Any]) -> None: ...
+
+    def cancel(self, app: App, key: tuple[str, ...]) -> bool: ...
+
+
+MAX_TRACKED_CACHE_MISSES = 10_000
+SUBSCRIPTION_COUNT_CROWD = 100  # Pusher: above this, subscription_count webhooks every 5 s
+SUBSCRIPTION_COUNT_INTERVAL = 5.0
+
+
 class BackendRateLimited(Exception):
     """An app published more than max_backend_events_per_second (HTTP 429)."""
 
@@ -87,6 +104,10 @@ class _AppState:
     watchers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     # presence channel -> socket id -> what that socket knows of the members
     views: dict[str, dict[str, PresenceView]] = field(default_factory=dict)
+    # cache channel -> until when another miss is not announced (webhooks)
+    cache_missed: dict[str, float] = field(default_factory=dict)
+    # channel -> when its subscription_count webhook was last sent
+    count_hooked: dict[str, float] = field(default_factory=dict)
 
 
 class Node:
@@ -113,10 +134,12 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.draining = False
+        self.webhooks: WebhookEvents | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.broker.on_reaped(self.on_reaped)
         await self.broker.start(self._deliver, self._control)
         self._ticker = asyncio.create_task(self._tick_forever())
 
@@ -253,8 +276,9 @@ class Node:
                     return
                 members = joined.members
             data = messages.dumps(roster(members))
+        count = 0
         if not again:
-            await self.broker.subscribe(app.id, channel, socket_id)
+            count = await self.broker.subscribe(app.id, channel, socket_id)
         cached: CachedEvent | None = None
         if join.type.cache:
             cached = await self.broker.cache_get(app.id, channel, self.clock())
@@ -273,7 +297,20 @@ class Node:
                 connection.send(text_frame(cached.message))
             else:
                 connection.send(text_frame(messages.event("pusher:cache_miss", channel)))
+        if count == 1:
+            # The first subscriber anywhere (the broker counts cluster-wide): unless this
+            # undoes a vacancy still held back, the channel became occupied.
+            self._transition(app, ("vacated", channel), "channel_occupied", channel)
+        if join.type.cache and cached is None:
+            self._cache_missed(app, channel)
         if joined is not None and joined.first and member is not None:
+            self._transition(
+                app,
+                ("removed", channel, member.user_id),
+                "member_added",
+                channel,
+                user_id=member.user_id,
+            )
             info = messages.dumps(member.user_info)
             added = ControlMessage("member_added", member.user_id, channel, info)
             await self.broker.control(app.id, added)
@@ -289,18 +326,32 @@ class Node:
         socket_id = connection.socket_id
         state = self._states[app.id]
         state.hub.remove(channel, socket_id)
-        await self.broker.unsubscribe(app.id, channel, socket_id)
+        vacated = await self.broker.unsubscribe(app.id, channel, socket_id) == 0
         if ctype.is_presence and member is not None:
             self._drop_view(state, channel, socket_id)
             if await self.broker.presence_leave(app.id, channel, socket_id, member.user_id):
                 removed = ControlMessage("member_removed", member.user_id, channel)
                 await self.broker.control(app.id, removed)
+                event = {"name": "member_removed", "channel": channel, "user_id": member.user_id}
+                self._hold(app, ("removed", channel, member.user_id), event)
+        if vacated:
+            self._hold(app, ("vacated", channel), {"name": "channel_vacated", "channel": channel})
         self._count_changed(app, channel, ctype)
 
     async def _client_event(self, connection: Connection, event: Broadcast) -> None:
         # Pusher: client events are never echoed to the sender.
         frame = text_frame(messages.event(event.event, event.channel, event.data, event.user_id))
         await self.broker.publish(connection.app.id, event.channel, frame, connection.socket_id)
+        hook: dict[str, Any] = {
+            "name": "client_event",
+            "channel": event.channel,
+            "event": event.event,
+            "data": event.data,
+            "socket_id": connection.socket_id,
+        }
+        if event.user_id is not None:
+            hook["user_id"] = event.user_id
+        self._webhook(connection.app, hook)
 
     async def _sign_in(self, connection: Connection, user: User) -> None:
         app = connection.app
@@ -329,6 +380,50 @@ class Node:
         await self.broker.unsubscribe(app.id, user.channel, socket_id)
         if await self.broker.user_offline(app.id, user.id, socket_id):
             await self.broker.control(app.id, ControlMessage("offline", user.id))
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def _webhook(self, app: App, event: dict[str, Any]) -> None:
+        if self.webhooks is not None and app.webhooks:
+            self.webhooks.emit(app, event)
+
+    def _hold(self, app: App, key: tuple[str, ...], event: dict[str, Any]) -> None:
+        """channel_vacated / member_removed wait, in case the client comes straight back."""
+        if self.webhooks is not None and app.webhooks:
+            self.webhooks.defer(app, key, event)
+
+    def _transition(
+        self, app: App, undoes: tuple[str, ...], name: str, channel: str, **fields: str
+    ) -> None:
+        """channel_occupied / member_added, unless it cancels a held vacancy or removal."""
+        if self.webhooks is None or not app.webhooks:
+            return
+        if not self.webhooks.cancel(app, undoes):
+            self.webhooks.emit(app, {"name": name, "channel": channel, **fields})
+
+    def _cache_missed(self, app: App, channel: str) -> None:
+        """Pusher: cache_miss is sent once per empty channel, not once per subscriber."""
+        if self.webhooks is None or not app.webhooks:
+            return
+        missed = self._states[app.id].cache_missed
+        now = self.clock()
+        if missed.get(channel, 0.0) > now:
+            return
+        if len(missed) >= MAX_TRACKED_CACHE_MISSES:
+            for name in [n for n, until in missed.items() if until <= now]:
+                del missed[name]
+        missed[channel] = now + app.cache_ttl
+        self._webhook(app, {"name": "cache_miss", "channel": channel})
+
+    def on_reaped(self, app_id: str, kind: str, channel: str, user_id: str) -> None:
+        """A dead node's sockets were removed cluster-wide (called on the reaping node only)."""
+        app = self.apps.by_id(app_id)
+        if app is None or channel.startswith(USER_CHANNEL_PREFIX):
+            return
+        if kind == "member_removed":
+            self._webhook(app, {"name": "member_removed", "channel": channel, "user_id": user_id})
+        elif kind == "channel_vacated":
+            self._webhook(app, {"name": "channel_vacated", "channel": channel})
 
     def _drop_view(self, state: _AppState, channel: str, socket_id: str) -> None:
         views = state.views.get(channel)
@@ -390,7 +485,9 @@ class Node:
         """Schedule a subscription_count for ``channel``: to every node's subscribers after
         a join or leave here, or to this node's only (``local_only``) when every node was
         told of the change (a reaped node)."""
-        if not app.subscription_count or ctype.is_presence or ctype.kind is ChannelKind.USER:
+        if ctype.is_presence or ctype.kind is ChannelKind.USER:
+            return
+        if not app.subscription_count:  # Pusher: a feature to switch on, events and webhooks
             return
         if not self._dirty_counts:
             # Coalesce: many joins in one burst give one subscription_count per channel.
@@ -403,6 +500,9 @@ class Node:
         dirty, self._dirty_counts = self._dirty_counts, {}
         for (app_id, channel), local_only in dirty.items():
             count = await self.broker.subscription_count(app_id, channel)
+            state = self._states[app_id]
+            if not local_only:
+                self._count_webhook(state, channel, count)
             if count:
                 data = messages.dumps({"subscription_count": count})
                 frame = text_frame(
@@ -412,6 +512,22 @@ class Node:
                     self._deliver(app_id, channel, frame, None)
                 else:
                     await self.broker.publish(app_id, channel, frame, None)
+
+    def _count_webhook(self, state: _AppState, channel: str, count: int) -> None:
+        app = state.app
+        if self.webhooks is None or not self.webhooks.wants(app, "subscription_count"):
+            return
+        now = self.clock()
+        last = state.count_hooked.get(channel)
+        if count > SUBSCRIPTION_COUNT_CROWD and last is not None:
+            if now - last < SUBSCRIPTION_COUNT_INTERVAL:
+                return
+        if not count:  # the channel was vacated; channel_vacated says so
+            state.count_hooked.pop(channel, None)
+            return
+        state.count_hooked[channel] = now
+        event = {"name": "subscription_count", "channel": channel, "subscription_count": count}
+        self._webhook(app, event)
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -451,6 +567,7 @@ class Node:
         for channel in trigger.channels:
             message = messages.event(trigger.name, channel, trigger.data)
             if channel_type(channel).cache:
+                self._states[app.id].cache_missed.pop(channel, None)
                 now = self.clock()
                 cached = CachedEvent(message, now + app.cache_ttl)
                 await self.broker.cache_set(app.id, channel, cached, now)

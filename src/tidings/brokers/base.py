@@ -20,6 +20,10 @@ Deliver = Callable[[str, str, bytes, "str | None"], None]
 Control = Callable[[str, "ControlMessage"], Awaitable[None] | None]
 """``control(app_id, message)``: act on a cluster-wide control message locally."""
 
+Reaped = Callable[[str, str, str, str], None]
+"""``reaped(app_id, kind, channel, user_id)``: a dead node's ``member_removed`` or
+``channel_vacated``, reported once, on the node that reaped it."""
+
 NodeHandler = Callable[[bytes], Awaitable[None]]
 """``handler(payload)``: a message sent to this node alone (see :meth:`Broker.to_node`)."""
 
@@ -137,6 +141,10 @@ class Broker(Protocol):
         ...
 
     async def refresh_claims(self, keys: list[str], ttl: float) -> None: ...
+
+    def on_reaped(self, handler: Reaped) -> None:
+        """Be told, on the reaping node only, what a dead node's departure changed."""
+        ...
 
     def on_node_message(self, handler: NodeHandler) -> None:
         """Handle messages other nodes send to this one with :meth:`to_node`."""

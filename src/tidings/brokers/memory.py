@@ -16,6 +16,7 @@ from tidings.brokers.base import (
     Deliver,
     NodeHandler,
     PresenceJoin,
+    Reaped,
 )
 from tidings.core.presence import PresenceChannel
 from tidings.protocol.session import Member
@@ -155,6 +156,9 @@ class MemoryBroker:
 
     async def refresh_claims(self, keys: list[str], ttl: float) -> None:
         return None
+
+    def on_reaped(self, handler: Reaped) -> None:
+        return None  # one process: nothing is ever reaped
 
     def on_node_message(self, handler: NodeHandler) -> None:
         self._node_handler = handler

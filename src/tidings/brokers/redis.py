@@ -40,6 +40,7 @@ from tidings.brokers.base import (
     Deliver,
     NodeHandler,
     PresenceJoin,
+    Reaped,
 )
 from tidings.protocol import messages
 from tidings.protocol.session import Member
@@ -121,6 +122,7 @@ class RedisBroker:
         self._rate: dict[str, tuple[int, int]] = {}
         self._mirror_version = 0
         self._node_handler: NodeHandler | None = None
+        self._reaped: Reaped | None = None
         self._resync_needed = False
 
     # -- identity and keys -------------------------------------------------------------------
@@ -550,6 +552,9 @@ class RedisBroker:
         except FAILURES as exc:
             self._failed(exc)
 
+    def on_reaped(self, handler: Reaped) -> None:
+        self._reaped = handler
+
     def on_node_message(self, handler: NodeHandler) -> None:
         self._node_handler = handler
 
@@ -611,7 +616,7 @@ class RedisBroker:
                 await self._reap(node_id, "stopped heartbeating")
 
     async def _reap(self, node_id: str, why: str) -> None:
-        removed, offline, recount = await self._scripts["reap_node"](
+        removed, offline, recount, vacated = await self._scripts["reap_node"](
             keys=self._reap_keys(node_id), args=[node_id, self._prefix]
         )
         if removed or offline:
@@ -634,6 +639,11 @@ class RedisBroker:
         for app_id, channel in recount:
             message = ControlMessage("recount", channel=channel.decode())
             await announce(app_id.decode(), message)
+        if self._reaped is not None and node_id != self._node_id:
+            for app_id, channel, user_id in removed:
+                self._reaped(app_id.decode(), "member_removed", channel.decode(), user_id.decode())
+            for app_id, channel in vacated:
+                self._reaped(app_id.decode(), "channel_vacated", channel.decode(), "")
 
     async def _control_everywhere(self, app_id: str, message: ControlMessage) -> None:
         """Run a control message here and on every other node, degraded or not (used while

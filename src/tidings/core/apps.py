@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from tidings.core.webhooks import WebhookTarget
 from tidings.protocol.session import SessionPolicy
 
 
@@ -34,6 +35,7 @@ class App:
     authorized_connections_timeout: float = 30.0
     cache_ttl: float = 1800.0
     allowed_origins: tuple[str, ...] = ()
+    webhooks: tuple[WebhookTarget, ...] = ()
 
     def session_policy(self, activity_timeout: float, pong_timeout: float) -> SessionPolicy:
         return SessionPolicy(

@@ -26,6 +26,8 @@ from tidings.protocol.errors import ErrorCode
 from tidings.server.fallback import FallbackSettings, HttpFallback
 from tidings.server.health import Health
 from tidings.server.rest import RestApi, error_response
+from tidings.server.webhook_queue import RedisQueue, SqliteQueue, WebhookQueue
+from tidings.server.webhooks import QueueLock, WebhookSender, WebhookSettings
 from tidings.server.websocket import WebSocketEndpoint
 
 log = logging.getLogger("tidings.server")
@@ -115,9 +117,39 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def make_webhooks(settings: Settings, node: Node) -> WebhookSender | None:
+    """The webhook sender, when any app has webhooks; its queue is durable either way."""
+    if not any(app.webhooks for app in node.apps):
+        return None
+    queue: WebhookQueue
+    client = None
+    if settings.redis:
+        from redis import asyncio as aioredis
+
+        client = aioredis.Redis.from_url(settings.redis)
+        queue = RedisQueue(client, settings.redis_prefix)
+    else:
+        queue = SqliteQueue(settings.webhook_queue)
+    return WebhookSender(
+        node.apps,
+        queue,
+        WebhookSettings(
+            timeout=settings.webhook_timeout,
+            retry_for=settings.webhook_retry_for,
+            batch_delay=settings.webhook_batch_delay,
+            vacated_delay=settings.webhook_vacated_delay,
+        ),
+        QueueLock(client, settings.redis_prefix, node.broker.node_id),
+    )
+
+
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT, then drain and return the exit code."""
     node = make_node(settings)
+    webhooks = make_webhooks(settings, node)
+    if webhooks is not None:
+        node.webhooks = webhooks
+        await webhooks.start()
     await node.start()
     health = Health(node.broker, "redis" if settings.redis else "memory")
     application = build_application(node, settings, health)
@@ -160,6 +192,8 @@ async def serve(settings: Settings) -> int:
     await application[WEBSOCKET].close()
     await application[FALLBACK].close()
     await runner.cleanup()
+    if webhooks is not None:
+        await webhooks.close()  # pending events go to the durable queue first
     await node.close()
     log.info("stopped")
     return 0

@@ -6,9 +6,10 @@
 -- Keys under the prefix are derived here from the index entries, so this script needs every
 -- key on one Redis (not Redis Cluster; see docs/deployment.md).
 -- Returns {{app, channel, user_id}... members removed}, {{app, user_id}... users gone offline},
--- {{app, channel}... channels whose subscription count changed}.
+-- {{app, channel}... channels whose subscription count changed},
+-- {{app, channel}... channels left with no subscriber}.
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
-  return {{}, {}, {}}
+  return {{}, {}, {}, {}}
 end
 local sep = string.char(31)
 local function split(entry, n)
@@ -24,7 +25,7 @@ local function split(entry, n)
 end
 local node = ARGV[1] .. '/'
 local p = ARGV[2]
-local recount, seen = {}, {}
+local recount, seen, vacated = {}, {}, {}
 for _, entry in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local e = split(entry, 3)
   if e then
@@ -37,7 +38,9 @@ for _, entry in ipairs(redis.call('SMEMBERS', KEYS[2])) do
       end
     end
     if redis.call('SCARD', subs) == 0 then
-      redis.call('SREM', p .. ':' .. e[1] .. ':channels', e[2])
+      if redis.call('SREM', p .. ':' .. e[1] .. ':channels', e[2]) == 1 then
+        vacated[#vacated + 1] = {e[1], e[2]}
+      end
     end
   end
 end
@@ -63,4 +66,4 @@ for _, entry in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   end
 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-return {removed, offline, recount}
+return {removed, offline, recount, vacated}

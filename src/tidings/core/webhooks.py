@@ -1,0 +1,134 @@
+"""Webhooks with no I/O: who wants which event, batching, delays, backoff and signing.
+
+Pusher sends ``{"time_ms", "events": [...]}`` signed with the app secret
+(``X-Pusher-Signature``: hex HMAC-SHA256 of the raw body). ``channel_vacated`` and
+``member_removed`` are delayed a few seconds and dropped, together with the event that
+undoes them, when a client comes straight back, so a quick reconnect makes no flapping pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+Event = dict[str, Any]
+
+EVENT_TYPES = frozenset(
+    {
+        "channel_occupied",
+        "channel_vacated",
+        "member_added",
+        "member_removed",
+        "client_event",
+        "cache_miss",
+        "subscription_count",
+    }
+)
+
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    """One configured webhook URL of an app, with its filters."""
+
+    url: str
+    event_types: frozenset[str] = frozenset()  # empty: every type
+    starts_with: str = ""
+    ends_with: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def wants(self, event: Event) -> bool:
+        if self.event_types and event["name"] not in self.event_types:
+            return False
+        channel = str(event.get("channel", ""))
+        return channel.startswith(self.starts_with) and channel.endswith(self.ends_with)
+
+
+@dataclass(slots=True)
+class Batcher:
+    """Events that happen within ``delay`` of the first one go out together."""
+
+    delay: float
+    _open: dict[Any, tuple[float, list[Event]]] = field(default_factory=dict)
+
+    def add(self, key: Any, event: Event, now: float) -> None:
+        batch = self._open.get(key)
+        if batch is None:
+            self._open[key] = (now + self.delay, [event])
+        else:
+            batch[1].append(event)
+
+    def due(self, now: float) -> list[tuple[Any, list[Event]]]:
+        ready = [(k, events) for k, (at, events) in self._open.items() if at <= now]
+        for key, _ in ready:
+            del self._open[key]
+        return ready
+
+    def next_due(self) -> float | None:
+        return min((at for at, _ in self._open.values()), default=None)
+
+
+@dataclass(slots=True)
+class Delayer:
+    """Events held until a time, cancellable by key (channel_vacated, member_removed)."""
+
+    _events: dict[Hashable, tuple[float, Any]] = field(default_factory=dict)
+    _heap: list[tuple[float, int, Hashable]] = field(default_factory=list)
+    _counter: int = 0
+
+    def defer(self, key: Hashable, event: Any, at: float) -> None:
+        self._events[key] = (at, event)
+        self._counter += 1
+        heapq.heappush(self._heap, (at, self._counter, key))
+
+    def cancel(self, key: Hashable) -> bool:
+        """Drop a held event; True when there was one (the transition is undone)."""
+        return self._events.pop(key, None) is not None
+
+    def due(self, now: float) -> list[Any]:
+        ready: list[Any] = []
+        while self._heap and self._heap[0][0] <= now:
+            at, _, key = heapq.heappop(self._heap)
+            held = self._events.get(key)
+            if held is not None and held[0] == at:
+                del self._events[key]
+                ready.append(held[1])
+        return ready
+
+    def next_due(self) -> float | None:
+        while self._heap:
+            at, _, key = self._heap[0]
+            held = self._events.get(key)
+            if held is not None and held[0] == at:
+                break
+            heapq.heappop(self._heap)  # cancelled, or replaced by a later defer
+        return self._heap[0][0] if self._heap else None
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+def backoff(attempt: int, jitter: float) -> float:
+    """Seconds before retry ``attempt`` (1, 2, ...): exponential, capped, with jitter.
+
+    ``jitter`` in [0, 1) spreads retries of many batches over the second half of the wait.
+    """
+    exponent = min(max(0, attempt - 1), 16)  # 2**16 s is far past the cap already
+    wait: float = min(BACKOFF_CAP, BACKOFF_BASE * 2.0**exponent)
+    return wait * (0.5 + jitter / 2)
+
+
+def body(events: list[Event], time_ms: int) -> bytes:
+    return orjson.dumps({"time_ms": time_ms, "events": events})
+
+
+def signature(secret: str, raw_body: bytes) -> str:
+    return hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
