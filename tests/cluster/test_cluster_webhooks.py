@@ -1,0 +1,124 @@
+"""Webhooks in a cluster: two nodes on one Redis with the same webhook configuration.
+
+occupied/vacated and member_added/removed are cluster-wide transitions and must reach the
+receiver once, not once per node. "Exactly once" is checked after a sentinel: the queue of
+an (app, URL) is one Redis list delivered in order, so once a sentinel produced on each node
+afterwards has arrived, any duplicate produced before it would have arrived too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pusher_helpers import PusherSocket, SocketOpener, unique
+from webhook_helpers import (
+    Event,
+    Receiver,
+    TidingsProcess,
+    app_config,
+    assert_signed,
+    has,
+    webhook_settings,
+    write_webhook_config,
+)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    r.start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def nodes(
+    tmp_path: Path, receiver: Receiver, redis_server: Any, redis_prefix: str
+) -> Iterator[list[TidingsProcess]]:
+    config = write_webhook_config(
+        tmp_path / "tidings.toml",
+        webhook_settings(tmp_path, redis=redis_server.url, redis_prefix=redis_prefix, node_ttl=3),
+        [app_config({"url": receiver.url()})],
+    )
+    started = [TidingsProcess(config, tmp_path / f"node{i}.log") for i in (1, 2)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(node.start) for node in started]:
+            future.result()
+    yield started
+    for node in started:
+        node.stop()
+    for i, node in enumerate(started, start=1):  # shown only on failure
+        print(f"--- node {i} log ---\n{node.logs()[-4000:]}")
+
+
+def count(events: list[Event], pattern: Event) -> int:
+    return sum(all(e.get(k) == v for k, v in pattern.items()) for e in events)
+
+
+async def sentinels(receiver: Receiver, sockets: list[PusherSocket], leave: bool) -> list[Event]:
+    """A fresh channel on each node (occupied, and vacated if ``leave``); waits for them."""
+    wanted: list[Event] = []
+    for sock in sockets:
+        channel = unique("sentinel")
+        await sock.subscribe(channel)
+        wanted.append({"name": "channel_occupied", "channel": channel})
+        if leave:
+            await sock.send_event("pusher:unsubscribe", {"channel": channel})
+            wanted.append({"name": "channel_vacated", "channel": channel})
+    events: list[Event] = []
+    for pattern in wanted:
+        events = await receiver.await_until(f"sentinel {pattern}", has(pattern))
+    return events
+
+
+async def test_transitions_are_sent_once_per_cluster(
+    nodes: list[TidingsProcess], receiver: Receiver, open_socket: SocketOpener
+) -> None:
+    a = await open_socket(nodes[0].ws_url)
+    b = await open_socket(nodes[1].ws_url)
+    room = unique("presence-room")
+    public = unique("news")
+
+    await a.subscribe_presence(room, "u1")
+    await a.subscribe(public)
+    await receiver.await_until(
+        "member_added u1", has({"name": "member_added", "channel": room, "user_id": "u1"})
+    )
+    await b.subscribe_presence(room, "u2")
+    await b.subscribe(public)
+    await a.expect("pusher_internal:member_added", room)
+    await receiver.await_until(
+        "member_added u2", has({"name": "member_added", "channel": room, "user_id": "u2"})
+    )
+    events = await sentinels(receiver, [a, b], leave=False)
+    assert count(events, {"name": "channel_occupied", "channel": room}) == 1, events
+    assert count(events, {"name": "channel_occupied", "channel": public}) == 1, events
+    assert count(events, {"name": "member_added", "channel": room, "user_id": "u1"}) == 1
+    assert count(events, {"name": "member_added", "channel": room, "user_id": "u2"}) == 1
+    assert count(events, {"name": "channel_vacated"}) == 0, events
+
+    for sock in (a, b):
+        await sock.send_event("pusher:unsubscribe", {"channel": room})
+        await sock.send_event("pusher:unsubscribe", {"channel": public})
+        if sock is a:
+            await a.ping()
+            await b.expect("pusher_internal:member_removed", room)
+        else:
+            await b.ping()
+    for channel in (room, public):
+        await receiver.await_until(
+            f"vacated {channel}", has({"name": "channel_vacated", "channel": channel})
+        )
+    events = await sentinels(receiver, [a, b], leave=True)
+    assert count(events, {"name": "channel_vacated", "channel": room}) == 1, events
+    assert count(events, {"name": "channel_vacated", "channel": public}) == 1, events
+    assert count(events, {"name": "channel_occupied", "channel": room}) == 1, events
+    assert count(events, {"name": "channel_occupied", "channel": public}) == 1, events
+    assert count(events, {"name": "member_removed", "channel": room, "user_id": "u1"}) == 1
+    assert count(events, {"name": "member_removed", "channel": room, "user_id": "u2"}) == 1
+    assert count(events, {"name": "member_added"}) == 2, events
+    assert_signed(receiver.all())
