@@ -1,49 +1,28 @@
 """Shared fixtures: a real `tidings serve` process on a free port.
 
-Every timeout in the suite is a multiple of ``TIMEOUT`` so a slow CI machine can scale
-them all at once with ``TIDINGS_TEST_TIMEOUT_SCALE``.
+Every timeout in the suite is a multiple of ``TIMEOUT`` (here: in tests/server_process.py) so a
+slow CI machine can scale them all at once with ``TIDINGS_TEST_TIMEOUT_SCALE``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
-TIMEOUT = 5.0 * float(os.environ.get("TIDINGS_TEST_TIMEOUT_SCALE", "1"))
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:  # --import-mode=importlib does not add tests/ itself
+    sys.path.insert(0, _TESTS_DIR)
+
+from server_process import ServerProcess, free_port, toml_value  # noqa: E402
 
 APP_ID = "12345"
 APP_KEY = "app-key"
 APP_SECRET = "app-secret"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
 
 
 def write_config(path: Path, settings: dict[str, Any], apps: list[dict[str, Any]]) -> Path:
@@ -66,73 +45,6 @@ DEFAULT_APPS: list[dict[str, Any]] = [
     },
     {"id": "23456", "key": "disabled-key", "secret": "disabled-secret", "enabled": False},
 ]
-
-
-@dataclass
-class ServerProcess:
-    """A `tidings serve` child process listening on 127.0.0.1:port."""
-
-    port: int
-    config: Path
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tidings",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--config",
-                    str(self.config),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + 4 * TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tidings exited early:\n{self.logs()}")
-            try:
-                with urllib.request.urlopen(f"{self.http_url}/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"tidings did not become ready:\n{self.logs()}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=3 * TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=TIMEOUT)
-
-    def logs(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
 
 ServerFactory = Callable[..., ServerProcess]
@@ -174,12 +86,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 # --- Redis: one real redis-server for the whole session; tests isolate themselves by prefix ---
-
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:  # --import-mode=importlib does not add tests/ itself
-    sys.path.insert(0, _TESTS_DIR)
-
-from uuid import uuid4  # noqa: E402
 
 from redis_server import RedisServer  # noqa: E402
 

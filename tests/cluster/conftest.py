@@ -7,7 +7,7 @@ stopped after the test by ``make_server``.
 
 tests/integration and tests/e2e are put on ``sys.path`` so the test modules can import
 ``pusher_helpers`` (the raw Pusher WebSocket client and REST signer) and the pusher-js
-``Scenario`` runner of ``test_pusher_js`` whatever pytest import mode is in use.
+``Scenario`` runner of ``scenario`` (tests/e2e/scenario.py) whatever pytest import mode is in use.
 """
 
 from __future__ import annotations

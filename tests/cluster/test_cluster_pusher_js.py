@@ -5,26 +5,19 @@ gets every node's port in ``TIDINGS_PORTS`` and puts each client on a chosen nod
 makes its REST calls with the official ``pusher`` SDK pointed at node 1 (``nodes[0]``), so
 everything a client on node 2 or 3 sees crossed Redis. The step/result protocol and the
 negative-check style (sentinels) are those of tests/e2e/test_pusher_js.py, whose ``Scenario``
-runner is reused.
+runner (tests/e2e/scenario.py) is reused.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import pusher
 import pytest
-from test_pusher_js import Scenario
+from scenario import Scenario, rest_client, unique
 
 pytestmark = pytest.mark.node
-
-TIMEOUT = 5.0 * float(os.environ.get("TIDINGS_TEST_TIMEOUT_SCALE", "1"))
-APP_ID = "12345"
-APP_KEY = "app-key"
-APP_SECRET = "app-secret"
 
 
 class Node(Protocol):
@@ -48,15 +41,7 @@ class Cluster:
 
     def rest(self, node: int = 0) -> pusher.Pusher:
         """The official Python server SDK pointed at node ``node`` (0-based)."""
-        return pusher.Pusher(
-            app_id=APP_ID,
-            key=APP_KEY,
-            secret=APP_SECRET,
-            host="127.0.0.1",
-            port=self.ports[node],
-            ssl=False,
-            timeout=TIMEOUT,
-        )
+        return rest_client(self.ports[node])
 
 
 @pytest.fixture
@@ -65,10 +50,6 @@ def cluster(make_cluster: Callable[..., list[Node]]) -> Iterator[Cluster]:
     yield running
     for run in running.scenarios:
         run.close()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
 def test_public_events_reach_every_node_once_in_order_with_exclusion(cluster: Cluster) -> None:

@@ -22,27 +22,21 @@ from webhook_helpers import (
     app_config,
     assert_signed,
     has,
-    webhook_settings,
-    write_webhook_config,
+    receiver_fixture,  # noqa: F401  (fixture "receiver")
+    webhook_config,
 )
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture
 def nodes(
     tmp_path: Path, receiver: Receiver, redis_server: Any, redis_prefix: str
 ) -> Iterator[list[TidingsProcess]]:
-    config = write_webhook_config(
-        tmp_path / "tidings.toml",
-        webhook_settings(tmp_path, redis=redis_server.url, redis_prefix=redis_prefix, node_ttl=3),
+    config = webhook_config(
+        tmp_path,
         [app_config({"url": receiver.url()})],
+        redis=redis_server.url,
+        redis_prefix=redis_prefix,
+        node_ttl=3,
     )
     started = [TidingsProcess(config, tmp_path / f"node{i}.log") for i in (1, 2)]
     with ThreadPoolExecutor(max_workers=2) as pool:

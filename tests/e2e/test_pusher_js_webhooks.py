@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-for folder in (HERE, HERE.parent / "integration"):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+INTEGRATION = str(Path(__file__).resolve().parent.parent / "integration")
+if INTEGRATION not in sys.path:  # tests/e2e itself is put there by tests/e2e/conftest.py
+    sys.path.insert(0, INTEGRATION)
 
-from test_pusher_js import Scenario  # noqa: E402
+from scenario import Scenario  # noqa: E402
 from webhook_helpers import (  # noqa: E402
     EXTRA_HEADER,
     EXTRA_VALUE,
@@ -29,27 +28,17 @@ from webhook_helpers import (  # noqa: E402
     app_config,
     assert_signed,
     has,
-    webhook_settings,
-    write_webhook_config,
+    receiver_fixture,  # noqa: F401  (fixture "receiver")
+    webhook_config,
 )
 
 pytestmark = pytest.mark.node
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
 def webhook_server(tmp_path: Path, receiver: Receiver) -> Iterator[TidingsProcess]:
-    config = write_webhook_config(
-        tmp_path / "tidings.toml",
-        webhook_settings(tmp_path),
-        [app_config({"url": receiver.url(), "headers": {EXTRA_HEADER: EXTRA_VALUE}})],
+    config = webhook_config(
+        tmp_path, [app_config({"url": receiver.url(), "headers": {EXTRA_HEADER: EXTRA_VALUE}})]
     )
     server = TidingsProcess(config, tmp_path / "server.log")
     server.start()

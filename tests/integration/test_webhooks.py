@@ -36,20 +36,12 @@ from webhook_helpers import (
     app_config,
     assert_signed,
     has,
-    webhook_settings,
-    write_webhook_config,
+    receiver_fixture,  # noqa: F401  (fixture "receiver")
+    webhook_config,
 )
 
 VACATED_DELAY = 0.5
 StartServer = Callable[..., TidingsProcess]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture
@@ -58,9 +50,7 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
     started: list[TidingsProcess] = []
 
     def start(apps: list[dict[str, Any]], **settings: Any) -> TidingsProcess:
-        config = write_webhook_config(
-            tmp_path / "tidings.toml", webhook_settings(tmp_path, **settings), apps
-        )
+        config = webhook_config(tmp_path, apps, **settings)
         server = TidingsProcess(config, tmp_path / "server.log")
         started.append(server)
         server.start()

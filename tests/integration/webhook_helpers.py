@@ -6,8 +6,11 @@
   answering. ``events(path)`` are the events of the acknowledged (2xx) requests, in order.
 - ``write_webhook_config``: a TOML config with ``[[apps.webhooks]]`` tables (tests/conftest.py
   writes only flat ``[[apps]]`` tables).
-- ``TidingsProcess``: ``python -m tidings serve`` on a config file, killable with SIGKILL and
-  restartable with the same config.
+- ``TidingsProcess``: ``python -m tidings serve`` on a config file (tests/server_process.py),
+  killable with SIGKILL and restartable with the same config.
+- the ``receiver`` fixture (``from webhook_helpers import receiver_fixture`` in a test module)
+  and ``webhook_config``, the
+  config file of a test in its ``tmp_path``.
 
 Every wait is bounded by a multiple of ``TIMEOUT`` (scaled by TIDINGS_TEST_TIMEOUT_SCALE).
 """
@@ -16,23 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pusher
+import pytest
 from aiohttp import web
 
-TIMEOUT = 5.0 * float(os.environ.get("TIDINGS_TEST_TIMEOUT_SCALE", "1"))
+from server_process import TIMEOUT, ServerProcess, free_port, toml_value
 
 APP_ID = "12345"
 APP_KEY = "app-key"
@@ -41,12 +39,6 @@ EXTRA_HEADER = "X-Extra"
 EXTRA_VALUE = "tidings-test"
 
 Event = dict[str, Any]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the receiver ------------------------------------------------------------------------
@@ -196,6 +188,15 @@ class Receiver:
             await asyncio.sleep(0.02)
 
 
+@pytest.fixture(name="receiver")
+def receiver_fixture() -> Iterator[Receiver]:
+    """A started ``Receiver`` (answering 200 at once), stopped after the test."""
+    r = Receiver()
+    r.start()
+    yield r
+    r.stop()
+
+
 def _still_open(request: web.Request) -> bool:
     transport = request.transport
     return transport is not None and not transport.is_closing()
@@ -236,21 +237,6 @@ def assert_signed(
 # --- config and server process -----------------------------------------------------------
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items())
-        return "{ " + items + " }"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
 def write_webhook_config(path: Path, settings: dict[str, Any], apps: list[dict[str, Any]]) -> Path:
     """Top-level ``settings``, then each app; an app's ``webhooks`` list becomes
     ``[[apps.webhooks]]`` tables."""
@@ -277,6 +263,13 @@ def app_config(*webhooks: dict[str, Any], **fields: Any) -> dict[str, Any]:
     }
 
 
+def webhook_config(directory: Path, apps: list[dict[str, Any]], **settings: Any) -> Path:
+    """``directory/tidings.toml``: ``webhook_settings(directory, **settings)`` and ``apps``."""
+    return write_webhook_config(
+        directory / "tidings.toml", webhook_settings(directory, **settings), apps
+    )
+
+
 def webhook_settings(directory: Path, **extra: Any) -> dict[str, Any]:
     """Fast webhook settings for tests, the queue file in ``directory``."""
     return {
@@ -287,85 +280,9 @@ def webhook_settings(directory: Path, **extra: Any) -> dict[str, Any]:
     }
 
 
-@dataclass
-class TidingsProcess:
-    """``python -m tidings serve`` on ``config``; logs appended to ``log_path``."""
+class TidingsProcess(ServerProcess):
+    """tests/server_process.py's ``ServerProcess`` on ``config``, on a free port and in the
+    config's directory; logs appended to ``log_path``."""
 
-    config: Path
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def spawn(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tidings",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--config",
-                    str(self.config),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self.config.parent,
-            )
-
-    def is_ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"tidings exited early:\n{self.logs()}")
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/ready", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def start(self) -> None:
-        self.spawn()
-        deadline = time.monotonic() + 4 * TIMEOUT
-        while not self.is_ready():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"tidings did not become ready:\n{self.logs()}")
-            time.sleep(0.05)
-
-    async def astart(self) -> None:
-        """``start`` for async tests (keeps the event loop responsive)."""
-        await asyncio.to_thread(self.start)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=TIMEOUT)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=3 * TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=TIMEOUT)
-
-    def logs(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+    def __init__(self, config: Path, log_path: Path) -> None:
+        super().__init__(free_port(), config, log_path, cwd=config.parent)

@@ -51,12 +51,23 @@ const clients = [];
 //   presence: {user_id, user_info} sent as channel_data on presence- channels
 //   user:     the user_data object for pusher.signin()
 function makeClient({ secret = SECRET, presence = null, user = null } = {}) {
+  return makeRecordingClient(
+    { wsHost: HOST, wsPort: PORT, enabledTransports: ['ws'] },
+    { secret, presence, user },
+  );
+}
+
+// The client behind makeClient, also used by fallback_lib.js and cluster_lib.js:
+//   where:  the pusher-js options that say where and how to connect (wsHost, wsPort,
+//           httpHost, httpPort, enabledTransports)
+//   auth:   {secret, presence, user} as for makeClient
+//   extra:  more fields of the record; with `transports: []` the transport name of every
+//           connection is recorded there, and `node` and `transports` appear in main()'s dump
+function makeRecordingClient(where, { secret = SECRET, presence = null, user = null } = {}, extra = {}) {
   const pusher = new Pusher(KEY, {
     cluster: 'local',
-    wsHost: HOST,
-    wsPort: PORT,
+    ...where,
     forceTLS: false,
-    enabledTransports: ['ws'],
     disableStats: true,
     channelAuthorization: {
       customHandler: ({ socketId, channelName }, callback) => {
@@ -90,6 +101,7 @@ function makeClient({ secret = SECRET, presence = null, user = null } = {}) {
     },
   });
   const client = {
+    ...extra,
     pusher,
     // pusher-js starts connecting inside its constructor, so the first change
     // (initialized -> connecting) happens before anyone can bind; record where it stands.
@@ -97,7 +109,7 @@ function makeClient({ secret = SECRET, presence = null, user = null } = {}) {
     frames: [], // every decoded message after the handshake, in arrival order
     states: [], // [previous, current] for every state change
     errors: [], // what the connection emitted as 'error'
-    closes: [], // {code, reason} of every closed WebSocket (the close frame the server sent)
+    closes: [], // {code, reason} of every closed transport connection (e.g. the WebSocket close frame)
     socketIds: [],
   };
   pusher.connection.bind('message', (event) => {
@@ -115,6 +127,9 @@ function makeClient({ secret = SECRET, presence = null, user = null } = {}) {
     client.socketIds.push(pusher.connection.socket_id);
     // The transport reports the close code of the WebSocket; pusher-js keeps no other record.
     const transport = pusher.connection.connection && pusher.connection.connection.transport;
+    if (client.transports) {
+      client.transports.push(transport ? transport.name : null);
+    }
     if (transport) {
       transport.bind('closed', (event) => {
         client.closes.push({
@@ -285,15 +300,24 @@ function main(scenario) {
     })
     .catch((error) => {
       clearTimeout(hardLimit);
-      const frames = clients.map((c, i) => ({ client: i, states: c.states, frames: c.frames, closes: c.closes }));
+      const seen = clients.map((c, i) => ({
+        client: i,
+        node: c.node, // undefined (left out of the JSON) but for cluster_lib.js's clients
+        states: c.states,
+        transports: c.transports, // only fallback_lib.js's clients record them
+        frames: c.frames,
+        closes: c.closes,
+      }));
       process.stderr.write(`scenario failed: ${error && error.stack ? error.stack : error}\n`);
-      process.stderr.write(`observations so far: ${JSON.stringify(frames)}\n`);
+      process.stderr.write(`observations so far: ${JSON.stringify(seen)}\n`);
       disconnectAll();
       process.exit(1);
     });
 }
 
 module.exports = {
+  HOST,
+  PORT,
   KEY,
   SECRET,
   WAIT_MS,
@@ -301,6 +325,7 @@ module.exports = {
   env,
   sign,
   makeClient,
+  makeRecordingClient,
   sleep,
   until,
   connected,
