@@ -96,8 +96,20 @@ class BackendRateLimited(Exception):
 
 
 @dataclass(slots=True)
+class AppCounters:
+    """Totals since start, per app, for ``/metrics`` (plain ints: cheap on the hot path)."""
+
+    messages_in: int = 0  # frames received from clients
+    deliveries: int = 0  # frames written to subscribers (one per socket per publication)
+    publications: int = 0  # events published (REST, client events)
+    connections_opened: int = 0
+    slow_consumers: int = 0
+
+
+@dataclass(slots=True)
 class _AppState:
     app: App
+    counters: AppCounters = field(default_factory=AppCounters)
     hub: Hub = field(default_factory=Hub)
     connections: dict[str, Connection] = field(default_factory=dict)
     users: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -156,6 +168,15 @@ class Node:
     def connection_count(self) -> int:
         return self._connection_count
 
+    def counters(self, app: App) -> AppCounters:
+        return self._states[app.id].counters
+
+    def app_gauges(self, app: App) -> tuple[int, int, int]:
+        """This node's connections, occupied channels and subscriptions of ``app``."""
+        state = self._states[app.id]
+        channels = [c for c in state.hub.channels() if not c.startswith(USER_CHANNEL_PREFIX)]
+        return len(state.connections), len(channels), sum(state.hub.count(c) for c in channels)
+
     def connections(self) -> list[Connection]:
         return [c for state in self._states.values() for c in state.connections.values()]
 
@@ -199,12 +220,15 @@ class Node:
 
     def attach(self, connection: Connection) -> None:
         """Register a connection and send it ``pusher:connection_established``."""
-        self._states[connection.app.id].connections[connection.socket_id] = connection
+        state = self._states[connection.app.id]
+        state.connections[connection.socket_id] = connection
+        state.counters.connections_opened += 1
         self._connection_count += 1
         connection.send(text_frame(connection.session.greeting()))
 
     async def receive(self, connection: Connection, text: str | bytes) -> None:
         """Handle one frame from ``connection``, in arrival order."""
+        self._states[connection.app.id].counters.messages_in += 1
         actions = connection.session.receive(text, self.clock())
         if actions:
             await self._run(connection, actions)
@@ -339,6 +363,7 @@ class Node:
         self._count_changed(app, channel, ctype)
 
     async def _client_event(self, connection: Connection, event: Broadcast) -> None:
+        self._states[connection.app.id].counters.publications += 1
         # Pusher: client events are never echoed to the sender.
         frame = text_frame(messages.event(event.event, event.channel, event.data, event.user_id))
         await self.broker.publish(connection.app.id, event.channel, frame, connection.socket_id)
@@ -437,7 +462,7 @@ class Node:
     def _deliver(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
         state = self._states.get(app_id)
         if state is not None:
-            state.hub.deliver(channel, frame, exclude)
+            state.counters.deliveries += state.hub.deliver(channel, frame, exclude)
 
     def _control(self, app_id: str, message: ControlMessage) -> None:
         state = self._states.get(app_id)
@@ -564,6 +589,7 @@ class Node:
 
     async def trigger(self, app: App, trigger: Trigger) -> None:
         """Publish one event to its channels: encoded once per channel, written once per socket."""
+        self._states[app.id].counters.publications += len(trigger.channels)
         for channel in trigger.channels:
             message = messages.event(trigger.name, channel, trigger.data)
             if channel_type(channel).cache:

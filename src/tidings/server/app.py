@@ -25,6 +25,7 @@ from tidings.node import Node, NodeSettings
 from tidings.protocol.errors import ErrorCode
 from tidings.server.fallback import FallbackSettings, HttpFallback
 from tidings.server.health import Health
+from tidings.server.metrics import Metrics
 from tidings.server.rest import RestApi, error_response
 from tidings.server.webhook_queue import RedisQueue, SqliteQueue, WebhookQueue
 from tidings.server.webhooks import QueueLock, WebhookSender, WebhookSettings
@@ -49,10 +50,14 @@ async def json_errors(
         return error_response(exc.status, exc.reason)
 
 
-def build_application(node: Node, settings: Settings, health: Health) -> web.Application:
+def build_application(
+    node: Node, settings: Settings, health: Health, metrics: Metrics
+) -> web.Application:
     application = web.Application(
-        middlewares=[json_errors], client_max_size=settings.max_request_body + 1
+        middlewares=[json_errors, metrics.middleware],
+        client_max_size=settings.max_request_body + 1,
     )
+    application.add_routes(metrics.routes())
     websocket = WebSocketEndpoint(node, settings.max_write_buffer)
     application[WEBSOCKET] = websocket
     application.add_routes(health.routes())
@@ -152,7 +157,7 @@ async def serve(settings: Settings) -> int:
         await webhooks.start()
     await node.start()
     health = Health(node.broker, "redis" if settings.redis else "memory")
-    application = build_application(node, settings, health)
+    application = build_application(node, settings, health, Metrics(node, webhooks))
     await application[FALLBACK].start()
     runner = web.AppRunner(application, handle_signals=False, access_log=None)
     await runner.setup()

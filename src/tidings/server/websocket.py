@@ -14,7 +14,7 @@ from typing import cast
 from aiohttp import WSMsgType, web
 
 from tidings.core.apps import App
-from tidings.node import Node
+from tidings.node import AppCounters, Node
 from tidings.protocol import messages
 from tidings.protocol.errors import MESSAGES, ErrorCode
 from tidings.protocol.frames import close_frame, close_reason, text_frame
@@ -30,6 +30,7 @@ class WebSocketConnection:
     """One client socket; implements the node's ``Connection``."""
 
     __slots__ = (
+        "counters",
         "socket_id",
         "session",
         "app",
@@ -57,6 +58,7 @@ class WebSocketConnection:
         self._high_water = high_water
         self._closing = False
         self._tasks = tasks
+        self.counters: AppCounters | None = None
 
     def send(self, frame: bytes) -> None:
         if self._closing:
@@ -84,6 +86,8 @@ class WebSocketConnection:
         # The client stopped reading: stop writing, say why, and free the buffer soon.
         self._closing = True
         self.session.closed = True
+        if self.counters is not None:
+            self.counters.slow_consumers += 1
         transport = self._transport
         transport.write(close_frame(ErrorCode.OVER_CAPACITY, "Slow consumer"))
         transport.close()
@@ -140,6 +144,7 @@ class WebSocketEndpoint:
         connection = WebSocketConnection(
             session, app, ws, transport, self.max_write_buffer, self._tasks
         )
+        connection.counters = self.node.counters(app)
         self.node.attach(connection)
         try:
             async for msg in ws:
