@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from tidings import __version__
+from tidings import __version__, logs
 from tidings.config import ConfigError, Settings, load_settings
 from tidings.server.workers import WORKER_SETTINGS_ENV
 
@@ -27,12 +27,8 @@ DEV_WARNING = """
 *****************************************************************************"""
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(settings: Settings) -> None:
+    logs.setup(settings.log_level, settings.log_format)
 
 
 def _fail(message: str) -> None:
@@ -74,6 +70,9 @@ def main() -> None:
 @click.option("--max-request-body", default=None, help="REST body limit in bytes [262144].")
 @click.option("--shutdown-timeout", default=None, help="Seconds to finish requests on stop [10].")
 @click.option("--log-level", default=None, help="debug, info, warning or error [info].")
+@click.option(
+    "--log-format", default=None, help="auto (text on a terminal, else json), json or text."
+)
 @click.option("--http-path", default=None, help="Path prefix of the HTTP fallbacks [/pusher].")
 @click.option(
     "--http-session-timeout",
@@ -108,7 +107,7 @@ def serve(config: Path | None, **flags: Any) -> None:
     except ConfigError as exc:
         _fail(str(exc))
         return
-    _setup_logging(settings.log_level)
+    _setup_logging(settings)
     if settings.uses_dev_app:
         log.warning(DEV_WARNING)
     sys.exit(run(settings))
@@ -130,7 +129,7 @@ def check_config(path: Path) -> None:
 def worker() -> None:
     """One process of `serve --workers N` (settings come from the supervisor)."""
     settings = Settings.model_validate_json(os.environ.pop(WORKER_SETTINGS_ENV))
-    _setup_logging(settings.log_level)
+    _setup_logging(settings)
     sys.exit(run(settings))
 
 

@@ -116,6 +116,7 @@ class Settings(BaseModel):
     max_request_body: int = Field(262144, ge=1024)
     shutdown_timeout: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "text"] = "auto"
     http_path: str = Field("/pusher", pattern=r"^/[A-Za-z0-9_\-./]*$")
     http_session_timeout: float = Field(10.0, gt=0, le=3600)
     redis: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
