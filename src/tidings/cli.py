@@ -71,6 +71,10 @@ def main() -> None:
 @click.option("--shutdown-timeout", default=None, help="Seconds to finish requests on stop [10].")
 @click.option("--log-level", default=None, help="debug, info, warning or error [info].")
 @click.option(
+    "--tls-cert", default=None, help="PEM certificate (chain): serve wss:// and https://."
+)
+@click.option("--tls-key", default=None, help="PEM private key of --tls-cert.")
+@click.option(
     "--log-format", default=None, help="auto (text on a terminal, else json), json or text."
 )
 @click.option("--http-path", default=None, help="Path prefix of the HTTP fallbacks [/pusher].")

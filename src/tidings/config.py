@@ -117,6 +117,8 @@ class Settings(BaseModel):
     shutdown_timeout: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "text"] = "auto"
+    tls_cert: str | None = Field(None, min_length=1)
+    tls_key: str | None = Field(None, min_length=1)
     http_path: str = Field("/pusher", pattern=r"^/[A-Za-z0-9_\-./]*$")
     http_session_timeout: float = Field(10.0, gt=0, le=3600)
     redis: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
@@ -143,6 +145,16 @@ class Settings(BaseModel):
                     raise ValueError(f"two apps have the {attribute} {value!r}")
                 seen.add(value)
         return apps
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"setting {name}: file {path!r} not found")
+        return self
 
     @model_validator(mode="after")
     def _workers_need_redis(self) -> Settings:

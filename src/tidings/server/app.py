@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -122,6 +123,16 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """wss:// and https:// on the same port when a certificate and key are configured."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
 def make_webhooks(settings: Settings, node: Node) -> WebhookSender | None:
     """The webhook sender, when any app has webhooks; its queue is durable either way."""
     if not any(app.webhooks for app in node.apps):
@@ -168,13 +179,19 @@ async def serve(settings: Settings) -> int:
         shutdown_timeout=settings.shutdown_timeout,
         backlog=1024,
         reuse_port=settings.reuse_port or None,
+        ssl_context=tls_context(settings),
     )
     await site.start()
     for sock in getattr(site._server, "sockets", None) or ():  # noqa: SLF001
         host, port = sock.getsockname()[:2]
         family = "IPv6" if sock.family == socket.AF_INET6 else "IPv4"
         log.info(
-            "listening on http://%s:%s (%s), %d app(s)", host, port, family, len(list(node.apps))
+            "listening on %s://%s:%s (%s), %d app(s)",
+            "https" if settings.tls_cert else "http",
+            host,
+            port,
+            family,
+            len(list(node.apps)),
         )
 
     tune_garbage_collector()
