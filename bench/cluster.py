@@ -601,19 +601,9 @@ def warmup(binary: Path, cluster: Cluster, lay: Layout, workdir: Path, tag: str)
 
 
 def validate(record: dict[str, Any], n: int) -> list[str] | bool:
-    problems = []
-    if record["connect"]["established"] != n:
-        problems.append(f"connected {record['connect']['established']}/{n}")
-    if record["subscribe"]["subscribed"] != n:
-        problems.append(f"subscribed {record['subscribe']['subscribed']}/{n}")
-    lat = record["latency"]
-    if lat["received"] != lat["expected"]:
-        problems.append(f"latency deliveries {lat['received']}/{lat['expected']}")
-    sat = record["saturate"]
-    if sat["exhausted"]:
-        problems.append("saturation ran out of pre-signed requests")
-    if not sat["drained"]:
-        problems.append("saturation did not drain")
+    """True, or the problems that make the record suspect: the phases as in fanout.py, then
+    the cluster's own checks (every event to every subscriber once, no degraded node)."""
+    problems = fanout.phase_problems(record, n)
     ver = record["verify"]
     if ver["pub_errors"]:
         problems.append(f"{ver['pub_errors']} publish errors")

@@ -526,8 +526,8 @@ def warmup(binary: Path, port: int, plan: Plan, workdir: Path, tag: str) -> bool
         requests.unlink(missing_ok=True)
 
 
-def validate(record: dict[str, Any], n: int) -> list[str] | bool:
-    """True, or the list of problems that make the record suspect (kept, flagged)."""
+def phase_problems(record: dict[str, Any], n: int) -> list[str]:
+    """What went wrong in the connect, subscribe, latency and saturation phases."""
     problems = []
     if record["connect"]["established"] != n:
         problems.append(f"connected {record['connect']['established']}/{n}")
@@ -541,6 +541,13 @@ def validate(record: dict[str, Any], n: int) -> list[str] | bool:
         problems.append("saturation ran out of pre-signed requests")
     if not sat["drained"]:
         problems.append("saturation did not drain")
+    return problems
+
+
+def validate(record: dict[str, Any], n: int) -> list[str] | bool:
+    """True, or the list of problems that make the record suspect (kept, flagged)."""
+    problems = phase_problems(record, n)
+    sat = record["saturate"]
     if sat["pub_errors"]:
         problems.append(f"{sat['pub_errors']} publish errors")
     if sat["closed_by_peer"]:
