@@ -6,6 +6,7 @@ slow CI machine can scale them all at once with ``TIDINGS_TEST_TIMEOUT_SCALE``.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,10 @@ if _TESTS_DIR not in sys.path:  # --import-mode=importlib does not add tests/ it
     sys.path.insert(0, _TESTS_DIR)
 
 from server_process import ServerProcess, free_port, toml_value  # noqa: E402
+
+# Servers started by tests stop at once: the pause for load balancers on SIGTERM
+# (shutdown_ready_delay) is tested where a test sets it explicitly.
+os.environ.setdefault("TIDINGS_SHUTDOWN_READY_DELAY", "0")
 
 APP_ID = "12345"
 APP_KEY = "app-key"

@@ -63,12 +63,22 @@ def main() -> None:
 @click.option("--pong-timeout", default=None, help="Seconds to wait for the pong [30].")
 @click.option("--max-connections", default=None, help="Connections per node [100000].")
 @click.option(
+    "--max-connection-rate",
+    default=None,
+    help="New connections per second per node, 0 for no limit; past it HTTP 503 [10000].",
+)
+@click.option(
     "--max-write-buffer",
     default=None,
     help="Bytes unsent to one socket before it is closed as a slow consumer [1048576].",
 )
 @click.option("--max-request-body", default=None, help="REST body limit in bytes [262144].")
 @click.option("--shutdown-timeout", default=None, help="Seconds to finish requests on stop [10].")
+@click.option(
+    "--shutdown-ready-delay",
+    default=None,
+    help="Seconds /ready answers 503 on stop before sockets are closed [2].",
+)
 @click.option("--log-level", default=None, help="debug, info, warning or error [info].")
 @click.option(
     "--tls-cert", default=None, help="PEM certificate (chain): serve wss:// and https://."

@@ -112,9 +112,11 @@ class Settings(BaseModel):
     activity_timeout: float = Field(120.0, gt=0, le=3600)
     pong_timeout: float = Field(30.0, gt=0, le=3600)
     max_connections: int = Field(100_000, ge=1)
+    max_connection_rate: int = Field(10_000, ge=0)
     max_write_buffer: int = Field(1024 * 1024, ge=1024)
     max_request_body: int = Field(262144, ge=1024)
     shutdown_timeout: float = Field(10.0, ge=0)
+    shutdown_ready_delay: float = Field(2.0, ge=0, le=300)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "text"] = "auto"
     tls_cert: str | None = Field(None, min_length=1)

@@ -23,6 +23,7 @@ from tidings.brokers.base import Broker, CachedEvent, ControlMessage, PresenceJo
 from tidings.core.apps import App, AppRegistry
 from tidings.core.hub import Hub
 from tidings.core.presence import MemberEvent, PresenceView, roster
+from tidings.core.rate import TokenBucket
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
 from tidings.protocol.errors import MESSAGES, ErrorCode
@@ -72,6 +73,7 @@ class NodeSettings:
     activity_timeout: float = 120.0
     pong_timeout: float = 30.0
     max_connections: int = 100_000
+    max_connection_rate: int = 10_000  # new connections per second (0: no limit)
 
 
 class WebhookEvents(Protocol):
@@ -104,6 +106,18 @@ class AppCounters:
     publications: int = 0  # events published (REST, client events)
     connections_opened: int = 0
     slow_consumers: int = 0
+    bytes_in: int = 0  # bytes of the messages received from clients
+    bytes_out: int = 0  # bytes written to clients (frames included)
+    connection_rate_refusals: int = 0  # new connections answered 503 (max_connection_rate)
+    # pusher:error messages sent, by code (None: an error Pusher sends without a code)
+    errors: dict[int | None, int] = field(default_factory=dict)
+    closes: dict[int, int] = field(default_factory=dict)  # close codes sent, by code
+
+    def count_error(self, code: int | None) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    def count_close(self, code: int) -> None:
+        self.closes[code] = self.closes.get(code, 0) + 1
 
 
 @dataclass(slots=True)
@@ -142,6 +156,9 @@ class Node:
             for app in apps
         }
         self._connection_count = 0
+        self._connection_rate = TokenBucket(self.settings.max_connection_rate, clock())
+        # Refusals of connections that name no app (unknown key, bad path).
+        self.unknown_app_counters = AppCounters()
         self._dirty_counts: dict[tuple[str, str], bool] = {}  # (app, channel) -> local only
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -171,6 +188,10 @@ class Node:
     def counters(self, app: App) -> AppCounters:
         return self._states[app.id].counters
 
+    def counters_for(self, app: App | None) -> AppCounters:
+        """``app``'s counters, or those of connections that named no known app."""
+        return self.unknown_app_counters if app is None else self._states[app.id].counters
+
     def app_gauges(self, app: App) -> tuple[int, int, int]:
         """This node's connections, occupied channels and subscriptions of ``app``."""
         state = self._states[app.id]
@@ -193,6 +214,17 @@ class Node:
         if len(self._states[app.id].connections) >= app.max_connections:
             return ErrorCode.OVER_CONNECTION_QUOTA
         return None
+
+    def take_connection_slot(self, app: App | None) -> bool:
+        """Whether a new connection may start now (``max_connection_rate``, per node).
+
+        Every attempt takes a token, whatever its app: the limit protects this node from
+        a reconnect storm. A refusal is counted and answered 503 before any upgrade.
+        """
+        if self._connection_rate.take(self.clock()):
+            return True
+        self.counters_for(app).connection_rate_refusals += 1
+        return False
 
     def admission(
         self, app: App | None, protocol: str | None, origin: str | None
@@ -228,7 +260,13 @@ class Node:
 
     async def receive(self, connection: Connection, text: str | bytes) -> None:
         """Handle one frame from ``connection``, in arrival order."""
-        self._states[connection.app.id].counters.messages_in += 1
+        counters = self._states[connection.app.id].counters
+        counters.messages_in += 1
+        # str.isascii() is O(1) in CPython: encode only to count non-ASCII text exactly.
+        if isinstance(text, bytes) or text.isascii():
+            counters.bytes_in += len(text)
+        else:
+            counters.bytes_in += len(text.encode())
         actions = connection.session.receive(text, self.clock())
         if actions:
             await self._run(connection, actions)
@@ -252,10 +290,8 @@ class Node:
     async def _run(self, connection: Connection, actions: list[Action]) -> None:
         for action in actions:
             match action:
-                case Send(message=message):
-                    connection.send(text_frame(message))
-                case Close(code=code, reason=reason):
-                    connection.close(code, reason)
+                case Send() | Close():
+                    self._answer(connection, action)
                 case Join():
                     await self._join(connection, action)
                 case Leave(channel=channel, type=ctype, member=member):
@@ -264,6 +300,17 @@ class Node:
                     await self._client_event(connection, action)
                 case SignIn(user=user):
                     await self._sign_in(connection, user)
+
+    def _answer(self, connection: Connection, action: Send | Close) -> None:
+        """Carry out a Session's Send or Close, counting every error and close code sent."""
+        counters = self._states[connection.app.id].counters
+        if isinstance(action, Send):
+            if action.message.startswith(messages.ERROR_PREFIX):
+                counters.count_error(messages.error_code(action.message))
+            connection.send(text_frame(action.message))
+        else:
+            counters.count_close(action.code)
+            connection.close(action.code, action.reason)
 
     async def _join(self, connection: Connection, join: Join) -> None:
         app = connection.app
@@ -476,10 +523,8 @@ class Node:
                         ErrorCode.UNAUTHORIZED, "Connection terminated by the app"
                     )
                     for action in actions:
-                        if isinstance(action, Send):
-                            connection.send(text_frame(action.message))
-                        elif isinstance(action, Close):
-                            connection.close(action.code, action.reason)
+                        if isinstance(action, Send | Close):
+                            self._answer(connection, action)
         elif message.kind in ("member_added", "member_removed"):
             added = message.kind == "member_added"
             info = orjson.loads(message.data) if added and message.data else None
@@ -624,6 +669,7 @@ class Node:
         """Refuse new connections and close every one with ``code`` (4200: reconnect)."""
         self.draining = True
         for connection in self.connections():
+            self._states[connection.app.id].counters.count_close(int(code))
             connection.close(int(code), "Server shutting down")
 
 

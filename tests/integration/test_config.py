@@ -34,6 +34,7 @@ def free_port() -> int:
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["TIDINGS_SHUTDOWN_READY_DELAY"] = "0"  # stop at once (no load balancer here)
     env.update(extra)
     return env
 

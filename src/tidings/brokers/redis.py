@@ -23,6 +23,7 @@ import contextlib
 import inspect
 import logging
 import secrets
+import time
 from collections import defaultdict
 from importlib import resources
 
@@ -42,6 +43,7 @@ from tidings.brokers.base import (
     PresenceJoin,
     Reaped,
 )
+from tidings.brokers.latency import RoundTrips
 from tidings.protocol import messages
 from tidings.protocol.session import Member
 
@@ -124,6 +126,7 @@ class RedisBroker:
         self._node_handler: NodeHandler | None = None
         self._reaped: Reaped | None = None
         self._resync_needed = False
+        self.round_trips = RoundTrips()  # state scripts and heartbeats, never publishes
 
     # -- identity and keys -------------------------------------------------------------------
 
@@ -577,7 +580,10 @@ class RedisBroker:
         if self._degraded:
             return fallback
         try:
-            return int(await self._scripts[script](keys=keys, args=args))
+            started = time.perf_counter()
+            result = int(await self._scripts[script](keys=keys, args=args))
+            self.round_trips.observe(time.perf_counter() - started)
+            return result
         except FAILURES as exc:
             self._failed(exc)
             return fallback
@@ -602,10 +608,12 @@ class RedisBroker:
                 self._failed(exc)
 
     async def _heartbeat(self) -> None:
+        started = time.perf_counter()
         missing, dead = await self._scripts["heartbeat"](
             keys=[f"{self._prefix}:nodes"],
             args=[self._node_id, str(int(self._node_ttl * 1000))],
         )
+        self.round_trips.observe(time.perf_counter() - started)
         if missing:
             # Another node reaped us (we were silent too long): write our state back.
             log.warning("node %s was declared dead by the cluster; re-announcing", self._node_id)

@@ -139,6 +139,16 @@ def error(message: str, code: ErrorCode | None = None) -> bytes:
     return orjson.dumps({"event": "pusher:error", "data": body})
 
 
+# What every message built by error() starts with (orjson keeps the keys in order).
+ERROR_PREFIX = b'{"event":"pusher:error"'
+
+
+def error_code(message: bytes) -> int | None:
+    """The code of a ``pusher:error`` built by :func:`error`; None when it has no code."""
+    code = orjson.loads(message)["data"]["code"]
+    return code if isinstance(code, int) else None
+
+
 def subscription_error(channel: str, kind: str, message: str, status: int) -> bytes:
     body = {"type": kind, "error": message, "status": status}
     return orjson.dumps({"event": "pusher:subscription_error", "channel": channel, "data": body})

@@ -1,8 +1,11 @@
 """Wiring and lifecycle: one aiohttp server on one port for WebSocket, REST and health.
 
-SIGTERM or SIGINT drains: ``/ready`` turns 503, every socket is closed with 4200 so
-clients reconnect elsewhere, in-flight REST requests finish, and the process exits 0.
-A second signal exits at once.
+SIGTERM or SIGINT drains, in this order: ``/ready`` turns 503 while everything else keeps
+working for ``shutdown_ready_delay`` seconds, so load balancers stop routing here first;
+then every socket and HTTP fallback session is closed with 4200 (clients reconnect, now
+elsewhere), the listener closes and in-flight REST requests finish (up to
+``shutdown_timeout``), pending webhooks are written to their durable queue, and the
+process exits 0. A second signal exits at once (status 1).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from tidings.brokers.base import Broker
+from tidings.brokers.latency import RoundTrips
 from tidings.brokers.memory import MemoryBroker
 from tidings.config import Settings
 from tidings.core.apps import AppRegistry
@@ -92,8 +96,16 @@ def make_node(settings: Settings) -> Node:
         activity_timeout=settings.activity_timeout,
         pong_timeout=settings.pong_timeout,
         max_connections=settings.max_connections,
+        max_connection_rate=settings.max_connection_rate,
     )
     return Node(apps, make_broker(settings), node_settings)
+
+
+def broker_round_trips(broker: Broker) -> RoundTrips | None:
+    """The Redis broker's round-trip histogram (the memory broker has no round trips)."""
+    from tidings.brokers.redis import RedisBroker
+
+    return broker.round_trips if isinstance(broker, RedisBroker) else None
 
 
 def make_broker(settings: Settings) -> Broker:
@@ -168,7 +180,8 @@ async def serve(settings: Settings) -> int:
         await webhooks.start()
     await node.start()
     health = Health(node.broker, "redis" if settings.redis else "memory")
-    application = build_application(node, settings, health, Metrics(node, webhooks))
+    metrics = Metrics(node, webhooks, broker_round_trips(node.broker))
+    application = build_application(node, settings, health, metrics)
     await application[FALLBACK].start()
     runner = web.AppRunner(application, handle_signals=False, access_log=None)
     await runner.setup()
@@ -209,7 +222,12 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
 
     await stop.wait()
+    # Load balancers poll /ready: give them time to take this node out before its clients
+    # are told to reconnect, or the reconnects would land here again.
     health.draining = True
+    if settings.shutdown_ready_delay:
+        log.info("/ready answers 503; closing connections in %g s", settings.shutdown_ready_delay)
+        await asyncio.sleep(settings.shutdown_ready_delay)
     await node.drain(ErrorCode.RECONNECT)
     await application[WEBSOCKET].close()
     await application[FALLBACK].close()

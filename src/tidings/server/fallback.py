@@ -34,12 +34,13 @@ from aiohttp import web
 
 from tidings.core.apps import App
 from tidings.core.outbox import Outbox
-from tidings.node import Node
+from tidings.node import AppCounters, Node
 from tidings.protocol import sockjs
 from tidings.protocol.errors import ErrorCode, ProtocolError
 from tidings.protocol.frames import frame_payload
 from tidings.protocol.session import Session
 from tidings.server.rest import error_response, read_body
+from tidings.server.websocket import connection_rate_exceeded
 
 log = logging.getLogger("tidings.fallback")
 
@@ -107,6 +108,7 @@ class HttpSession:
         "receivers",
         "_wake",
         "opened",
+        "counters",
     )
 
     def __init__(self, key: str, session: Session, app: App, max_queue_bytes: int) -> None:
@@ -121,6 +123,7 @@ class HttpSession:
         self.receivers = 0
         self.opened = False
         self._wake = asyncio.Event()
+        self.counters: AppCounters | None = None
 
     def send(self, frame: bytes) -> None:
         if self.closing:
@@ -128,6 +131,8 @@ class HttpSession:
         if not self.outbox.push(frame_payload(frame)):
             # The client stopped polling or reading: a slow consumer, as on WebSocket.
             log.warning("closed slow HTTP session %s (app %s)", self.socket_id, self.app.id)
+            if self.counters is not None:
+                self.counters.slow_consumers += 1
             self.outbox.drain()
             self.close(int(ErrorCode.OVER_CAPACITY), "Slow consumer")
             return
@@ -242,6 +247,7 @@ class HttpFallback:
         http_session.session.touch(self.node.clock())
         for text in texts:
             if len(text.encode()) > http_session.app.max_message_bytes:
+                self.node.counters(http_session.app).count_close(1009)
                 http_session.close(1009, "Message too big")
                 break
             await self.node.receive(http_session, text)
@@ -260,24 +266,35 @@ class HttpFallback:
             # Make the client's next request open a new connection, which a load balancer
             # (or SO_REUSEPORT) can send to a node that is not going away.
             response.force_close()
+        key = self._key(request)
+        http_session = self.sessions.get(key)
+        refusal: tuple[ErrorCode, str] | None = None
+        owner: str | None = None
+        if http_session is None or http_session.app is not app:
+            refusal = self._refusal(request, app)
+            if refusal is None:
+                assert app is not None
+                owner = await self.node.broker.claim(key, self._claim_ttl)
+                if owner == self.node.broker.node_id:
+                    # A new session, as a WebSocket upgrade is: over the rate, 503 before
+                    # anything is written. (The claim expires with its TTL.)
+                    if not self.node.take_connection_slot(app):
+                        return connection_rate_exceeded()
+                    http_session = self._open(key, app)
         await response.prepare(request)
         if streaming:
             await response.write(sockjs.PRELUDE)
-        key = self._key(request)
-        http_session = self.sessions.get(key)
-        if http_session is None or http_session.app is not app:
-            refusal = self._refusal(request, app)
-            if refusal is not None:
-                code, text = refusal
-                await response.write(sockjs.OPEN + sockjs.close_frame(int(code), text))
-                await response.write_eof()
-                return response
-            assert app is not None
-            owner = await self.node.broker.claim(key, self._claim_ttl)
-            if owner != self.node.broker.node_id:
-                await self._relay(key, owner, request, response, streaming)
-                return response
-            http_session = self._open(key, app)
+        if refusal is not None:
+            code, text = refusal
+            self.node.counters_for(app).count_close(code)  # no pusher:error here: c[code]
+            await response.write(sockjs.OPEN + sockjs.close_frame(int(code), text))
+            await response.write_eof()
+            return response
+        if owner is not None and owner != self.node.broker.node_id:
+            await self._relay(key, owner, request, response, streaming)
+            return response
+        assert http_session is not None
+        if owner is not None:  # opened by this request
             await response.write(sockjs.OPEN)
             if not streaming:
                 await response.write_eof()  # SockJS: the first poll only opens the session
@@ -403,6 +420,7 @@ class HttpFallback:
     def _open(self, key: str, app: App) -> HttpSession:
         session = self.node.new_session(app)
         http_session = HttpSession(key, session, app, self.settings.max_queue_bytes)
+        http_session.counters = self.node.counters(app)
         self.sessions[key] = http_session
         self.node.attach(http_session)  # queues pusher:connection_established
         return http_session

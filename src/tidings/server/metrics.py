@@ -1,29 +1,54 @@
 """``GET /metrics``: Prometheus text format, labelled by app.
 
 Gauges and counters are read from the node at scrape time (the hot path only bumps plain
-integers). Secrets never appear: apps are labelled by id.
+integers). Secrets never appear: apps are labelled by id, webhook URLs without their user
+info or query string.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from tidings.node import Node
+from tidings.brokers.latency import RoundTrips
+from tidings.node import AppCounters, Node
+from tidings.protocol.errors import ErrorCode
 from tidings.server.webhooks import WebhookSender
+
+NO_APP = ""  # the app label of refusals of connections that named no known app
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info, query or fragment: either may carry a credential."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
 
 
 class NodeCollector(Collector):
-    def __init__(self, node: Node, webhooks: WebhookSender | None) -> None:
+    def __init__(
+        self, node: Node, webhooks: WebhookSender | None, round_trips: RoundTrips | None
+    ) -> None:
         self.node = node
         self.webhooks = webhooks
+        self.round_trips = round_trips
+        # Refreshed by the /metrics handler before each scrape (reading it needs I/O).
+        self.queue_depths: dict[tuple[str, str], int] = {}
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         labels = ["app"]
         connections = GaugeMetricFamily(
             "tidings_connections", "Open connections on this node", labels=labels
@@ -49,6 +74,12 @@ class NodeCollector(Collector):
         slow = CounterMetricFamily(
             "tidings_slow_consumer_closes", "Connections closed as slow consumers", labels=labels
         )
+        bytes_in = CounterMetricFamily(
+            "tidings_received_bytes", "Bytes of the messages received from clients", labels=labels
+        )
+        bytes_out = CounterMetricFamily(
+            "tidings_sent_bytes", "Bytes written to clients", labels=labels
+        )
         hooks = {
             name: CounterMetricFamily(f"tidings_webhook_batches_{name}", help_, labels=labels)
             for name, help_ in (
@@ -70,6 +101,8 @@ class NodeCollector(Collector):
             published.add_metric(value, counters.publications)
             delivered.add_metric(value, counters.deliveries)
             slow.add_metric(value, counters.slow_consumers)
+            bytes_in.add_metric(value, counters.bytes_in)
+            bytes_out.add_metric(value, counters.bytes_out)
             if self.webhooks is not None:
                 stats = self.webhooks.stats[app.id]
                 for name, family in hooks.items():
@@ -83,19 +116,79 @@ class NodeCollector(Collector):
             published,
             delivered,
             slow,
+            bytes_in,
+            bytes_out,
         )
+        yield from self._refusals()
         if self.webhooks is not None:
             yield from hooks.values()
+            depth = GaugeMetricFamily(
+                "tidings_webhook_queue_depth",
+                "Webhook batches waiting in the durable queue",
+                labels=["app", "url"],
+            )
+            for (app_id, url), n in sorted(self.queue_depths.items()):
+                depth.add_metric([app_id, public_url(url)], n)
+            yield depth
+        if self.round_trips is not None:
+            trips = HistogramMetricFamily(
+                "tidings_broker_round_trip_seconds",
+                "Redis round trips of state scripts and heartbeats (not publications)",
+            )
+            trips.add_metric([], self.round_trips.cumulative(), self.round_trips.total)
+            yield trips
+
+    def _refusals(self) -> Iterator[Metric]:
+        """Errors and close codes sent, and connection-rate refusals, by app and code."""
+        errors = CounterMetricFamily(
+            "tidings_errors",
+            "pusher:error messages sent, by code (null: an error without a code)",
+            labels=["app", "code"],
+        )
+        closes = CounterMetricFamily(
+            "tidings_closes",
+            "Connections closed by the server, by close code (slow consumers included)",
+            labels=["app", "code"],
+        )
+        rate = CounterMetricFamily(
+            "tidings_connection_rate_refusals",
+            "New connections answered 503 over max_connection_rate",
+            labels=["app"],
+        )
+        everyone: Iterable[tuple[str, AppCounters]] = [
+            *((app.id, self.node.counters(app)) for app in self.node.apps),
+            (NO_APP, self.node.unknown_app_counters),
+        ]
+        for app_id, counters in everyone:
+            for code, n in sorted(counters.errors.items(), key=lambda item: item[0] or 0):
+                errors.add_metric([app_id, "null" if code is None else str(code)], n)
+            sent = dict(counters.closes)
+            if counters.slow_consumers:
+                over = int(ErrorCode.OVER_CAPACITY)
+                sent[over] = sent.get(over, 0) + counters.slow_consumers
+            for code, n in sorted(sent.items()):
+                closes.add_metric([app_id, str(code)], n)
+            if app_id != NO_APP or counters.connection_rate_refusals:
+                rate.add_metric([app_id], counters.connection_rate_refusals)
+        yield from (errors, closes, rate)
 
 
 class Metrics:
-    def __init__(self, node: Node, webhooks: WebhookSender | None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        webhooks: WebhookSender | None,
+        round_trips: RoundTrips | None = None,
+    ) -> None:
+        self.node = node
+        self.webhooks = webhooks
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(NodeCollector(node, webhooks))
+        self.collector = NodeCollector(node, webhooks, round_trips)
+        self.registry.register(self.collector)
         self.rest_latency = Histogram(
             "tidings_rest_request_seconds",
-            "REST API requests by endpoint and status",
-            ["endpoint", "status"],
+            "REST API requests by app, endpoint and status",
+            ["app", "endpoint", "status"],
             registry=self.registry,
         )
 
@@ -103,10 +196,21 @@ class Metrics:
         return [web.get("/metrics", self.metrics)]
 
     async def metrics(self, request: web.Request) -> web.Response:
+        if self.webhooks is not None:
+            self.collector.queue_depths = await self.webhooks.queue_depths()
         body = generate_latest(self.registry)
         response = web.Response(body=body)
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return response
+
+    def _app_label(self, request: web.Request) -> str:
+        """A configured app's id, else empty: never a value a client made up."""
+        app_id = request.match_info.get("app_id")
+        app = self.node.apps.by_id(app_id) if app_id else None
+        if app is None and app_id is None:
+            key = request.query.get("auth_key")
+            app = self.node.apps.by_key(key) if key else None
+        return app.id if app is not None else NO_APP
 
     @web.middleware
     async def middleware(
@@ -115,10 +219,17 @@ class Metrics:
         if not request.path.startswith(("/apps/", "/users/")):
             return await handler(request)
         started = time.perf_counter()
-        response = await handler(request)
-        route = request.match_info.route.resource
-        endpoint = route.canonical if route is not None else "unknown"
-        self.rest_latency.labels(endpoint, str(response.status)).observe(
-            time.perf_counter() - started
-        )
+        status = 500  # unless the handler answers
+        try:
+            response = await handler(request)
+            status = response.status
+        except web.HTTPException as exc:  # 404/405 from the router; json_errors answers
+            status = exc.status
+            raise
+        finally:
+            route = request.match_info.route.resource
+            endpoint = route.canonical if route is not None else "unknown"
+            self.rest_latency.labels(self._app_label(request), endpoint, str(status)).observe(
+                time.perf_counter() - started
+            )
         return response

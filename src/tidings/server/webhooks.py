@@ -143,6 +143,18 @@ class WebhookSender:
         """Drop a held event; True when the transition it announced was undone in time."""
         return self._delayer.cancel((app.id, key))
 
+    async def queue_depths(self) -> dict[tuple[str, str], int]:
+        """Batches waiting in the durable queue, by app id and configured URL (0 included).
+
+        In Redis mode the queues are shared, so every node reports the cluster's depth."""
+        depths: dict[tuple[str, str], int] = {}
+        for app in self.apps:
+            for target in app.webhooks:
+                depths[(app.id, target.url)] = await self.queue.length(
+                    _queue_key(app.id, target.url)
+                )
+        return depths
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import cast
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 
 from tidings.core.apps import App
 from tidings.node import AppCounters, Node
@@ -95,10 +95,23 @@ class WebSocketConnection:
         log.warning("closed slow consumer %s (app %s)", self.socket_id, self.app.id)
 
 
-async def _refuse(ws: web.WebSocketResponse, code: ErrorCode, message: str | None = None) -> None:
+async def _refuse(
+    ws: web.WebSocketResponse, counters: AppCounters, code: ErrorCode, message: str | None = None
+) -> None:
     text = message or MESSAGES[code]
+    counters.count_error(code)
+    counters.count_close(code)
     await ws.send_str(messages.error(text, code).decode())
     await ws.close(code=int(code), message=close_reason(text))
+
+
+def connection_rate_exceeded() -> web.Response:
+    """503 before any upgrade: the node is over max_connection_rate; try again in a second."""
+    response = web.json_response(
+        {"error": "Too many new connections; retry in a second"}, status=503
+    )
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 class WebSocketEndpoint:
@@ -120,8 +133,10 @@ class WebSocketEndpoint:
         ws = self._response(4096)
         if not ws.can_prepare(request).ok:
             return _not_websocket()
+        if not self.node.take_connection_slot(None):
+            return connection_rate_exceeded()
         await ws.prepare(request)
-        await _refuse(ws, ErrorCode.PATH_NOT_FOUND)
+        await _refuse(ws, self.node.unknown_app_counters, ErrorCode.PATH_NOT_FOUND)
         return ws
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -130,11 +145,13 @@ class WebSocketEndpoint:
         ws = self._response(app.max_message_bytes + 1 if app else 4096)
         if not ws.can_prepare(request).ok:
             return _not_websocket()
+        if not self.node.take_connection_slot(app):
+            return connection_rate_exceeded()
         await ws.prepare(request)
         refusal = self._refusal(request, app)
         if refusal is not None or app is None:
             code, text = refusal or (ErrorCode.APP_NOT_FOUND, MESSAGES[ErrorCode.APP_NOT_FOUND])
-            await _refuse(ws, code, text)
+            await _refuse(ws, self.node.counters_for(app), code, text)
             return ws
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, request.transport)
@@ -144,7 +161,8 @@ class WebSocketEndpoint:
         connection = WebSocketConnection(
             session, app, ws, transport, self.max_write_buffer, self._tasks
         )
-        connection.counters = self.node.counters(app)
+        counters = self.node.counters(app)
+        connection.counters = counters
         self.node.attach(connection)
         try:
             async for msg in ws:
@@ -152,8 +170,12 @@ class WebSocketEndpoint:
                     await self.node.receive(connection, msg.data)
                 elif msg.type is WSMsgType.BINARY:
                     # Pusher: "Binary WebSocket frames are not supported."
+                    counters.count_error(None)
                     connection.send(text_frame(messages.error("binary frames are not supported")))
                 elif msg.type is WSMsgType.ERROR:
+                    # aiohttp closed it: 1009 (over max_message_bytes), 1002, 1007...
+                    if isinstance(msg.data, WebSocketError):
+                        counters.count_close(msg.data.code)
                     break
         except Exception:
             log.exception("connection %s failed", connection.socket_id)
