@@ -55,6 +55,7 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     cwd: Path | None = None
+    args: tuple[str, ...] = ()  # more `tidings serve` arguments, e.g. ("--conformance",)
 
     @property
     def http_url(self) -> str:
@@ -80,6 +81,7 @@ class ServerProcess:
                     str(self.port),
                     "--config",
                     str(self.config),
+                    *self.args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

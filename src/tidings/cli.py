@@ -114,6 +114,8 @@ def main() -> None:
 @click.option(
     "--workers", default=None, help="Processes sharing the port (SO_REUSEPORT); needs --redis [1]."
 )
+# Test-only: mounts the Autobahn echo endpoint (docs/conformance.md).
+@click.option("--conformance", default=None, is_flag=True, hidden=True)
 def serve(config: Path | None, **flags: Any) -> None:
     """Start the server (WebSocket, REST API and health checks on one port)."""
     try:

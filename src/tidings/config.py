@@ -134,6 +134,9 @@ class Settings(BaseModel):
     webhook_batch_delay: float = Field(0.05, ge=0, le=60)
     webhook_vacated_delay: float = Field(3.0, ge=0, le=600)
     reuse_port: bool = False
+    # Mounts the /conformance/echo WebSocket echo for the Autobahn Testsuite
+    # (docs/conformance.md); never in production.
+    conformance: bool = False
     apps: tuple[AppSettings, ...] = ()
 
     @field_validator("apps")
