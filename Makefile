@@ -7,7 +7,7 @@ E2E := tests/e2e
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install system-deps run test lint typecheck pytest bench bench-cluster clean
+.PHONY: install system-deps run test lint typecheck pytest bench bench-cluster fuzz soak clean
 
 install: system-deps $(VENV)/.installed $(E2E)/node_modules/.installed
 
@@ -35,8 +35,8 @@ run: $(VENV)/.installed
 	$(BIN)/tidings serve
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests $(wildcard bench)
-	$(BIN)/ruff format --check src tests $(wildcard bench)
+	$(BIN)/ruff check src tests $(wildcard bench) $(wildcard fuzz)
+	$(BIN)/ruff format --check src tests $(wildcard bench) $(wildcard fuzz)
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
@@ -51,6 +51,28 @@ bench: $(VENV)/.installed
 
 bench-cluster: $(VENV)/.installed system-deps
 	$(BIN)/python bench/cluster.py
+
+# Fuzzing with atheris (libFuzzer for Python), FUZZ_SECONDS per target; docs/testing.md.
+# atheris is installed here, not as a package dependency. 3.0.0, the newest release the
+# index has, ships a manylinux wheel for CPython 3.11; without a wheel it builds from
+# source, which needs clang and compiler-rt's libFuzzer: apt-get installs them only then.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+ATHERIS := atheris==3.0.0
+fuzz: $(VENV)/.installed
+	@$(BIN)/python -c 'import atheris' 2>/dev/null || \
+		$(BIN)/pip install --quiet --only-binary=atheris '$(ATHERIS)' 2>/dev/null || { \
+		echo "no atheris wheel for this Python: building it with clang"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang-14 libclang-rt-14-dev >/dev/null && \
+		CLANG_BIN=clang-14 $(BIN)/pip install --quiet --no-binary=atheris '$(ATHERIS)'; }
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# Soak benchmark (10 min, 10,000 connections; SOAK_ARGS=--quick for 1 min, --redis for the
+# Redis broker): RSS and fds sampled and plotted; docs/soak.md. matplotlib only for the plot.
+SOAK_ARGS ?=
+soak: $(VENV)/.installed
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet matplotlib
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(E2E)/node_modules .pytest_cache .mypy_cache .ruff_cache
