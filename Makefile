@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: install system-deps run test lint typecheck pytest bench bench-cluster fuzz soak clean
 
-install: system-deps $(VENV)/.installed $(E2E)/node_modules/.installed
+install: system-deps $(VENV)/.installed $(E2E)/node_modules/.installed conformance-deps
 
 # redis-server for the Redis broker's tests (each test run starts its own on a free port) and
 # Debian's chromium for the browser tests (driven by Playwright; never `playwright install`).
@@ -26,6 +26,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
+
+# The Autobahn Testsuite (Python 2.7 only) in .cache/ab27; idempotent. Without Python 2.7 it
+# says so and the conformance test skips (docs/conformance.md).
+.PHONY: conformance-deps conformance
+conformance-deps:
+	@bash tests/conformance/install.sh
 
 $(E2E)/node_modules/.installed: $(E2E)/package.json $(E2E)/package-lock.json
 	cd $(E2E) && npm ci --no-audit --no-fund --loglevel=error
@@ -45,6 +51,10 @@ pytest: install
 	$(BIN)/pytest
 
 test: install lint typecheck pytest
+
+# Every Autobahn case against `tidings serve --conformance`; HTML in test-artifacts/autobahn.
+conformance: $(VENV)/.installed conformance-deps
+	$(BIN)/python tests/conformance/autobahn.py --all --outdir test-artifacts/autobahn
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/fanout.py
@@ -75,4 +85,4 @@ soak: $(VENV)/.installed
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(E2E)/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(E2E)/node_modules .pytest_cache .mypy_cache .ruff_cache .cache/ab27

@@ -87,6 +87,11 @@ def build_application(
             web.get("/app/{key}/{tail:.*}", websocket.bad_path),
         ]
     )
+    if settings.conformance:
+        from tidings.server import conformance
+
+        conformance.log_warning()
+        application.add_routes(conformance.ConformanceEcho(websocket).routes())
     return application
 
 
