@@ -38,7 +38,45 @@ from tidings.server.websocket import WebSocketEndpoint
 
 log = logging.getLogger("tidings.server")
 
+class InFlight:
+    """REST requests being handled, so that a stop can wait for them to finish.
+
+    aiohttp's own shutdown stops reading from every connection, so a request whose body is
+    still arriving would never complete: the stop closes the listener, waits here, and
+    only then lets aiohttp shut down.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not request.path.startswith(("/apps/", "/users/")):
+            return await handler(request)
+        self.count += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self.count -= 1
+            if not self.count:
+                self._idle.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Until no request is in flight; False if some still were after ``timeout``."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
 WEBSOCKET = web.AppKey("websocket", WebSocketEndpoint)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
 FALLBACK = web.AppKey("fallback", HttpFallback)
 
 
@@ -58,10 +96,12 @@ async def json_errors(
 def build_application(
     node: Node, settings: Settings, health: Health, metrics: Metrics
 ) -> web.Application:
+    in_flight = InFlight()
     application = web.Application(
-        middlewares=[json_errors, metrics.middleware],
+        middlewares=[in_flight.middleware, json_errors, metrics.middleware],
         client_max_size=settings.max_request_body + 1,
     )
+    application[IN_FLIGHT] = in_flight
     application.add_routes(metrics.routes())
     websocket = WebSocketEndpoint(node, settings.max_write_buffer)
     application[WEBSOCKET] = websocket
@@ -233,9 +273,12 @@ async def serve(settings: Settings) -> int:
     if settings.shutdown_ready_delay:
         log.info("/ready answers 503; closing connections in %g s", settings.shutdown_ready_delay)
         await asyncio.sleep(settings.shutdown_ready_delay)
+    await site.stop()  # no new connections: reconnecting clients go to another node
     await node.drain(ErrorCode.RECONNECT)
     await application[WEBSOCKET].close()
     await application[FALLBACK].close()
+    if not await application[IN_FLIGHT].wait(settings.shutdown_timeout):
+        log.warning("REST requests still running after %g s", settings.shutdown_timeout)
     await runner.cleanup()
     if webhooks is not None:
         await webhooks.close()  # pending events go to the durable queue first
