@@ -7,7 +7,7 @@ E2E := tests/e2e
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install system-deps run test lint typecheck pytest bench bench-cluster fuzz soak clean
+.PHONY: install system-deps run test lint typecheck pytest bench bench-quick bench-cluster fuzz soak clean
 
 install: system-deps $(VENV)/.installed $(E2E)/node_modules/.installed conformance-deps
 
@@ -56,8 +56,22 @@ test: install lint typecheck pytest
 conformance: $(VENV)/.installed conformance-deps
 	$(BIN)/python tests/conformance/autobahn.py --all --outdir test-artifacts/autobahn
 
-bench: $(VENV)/.installed
-	$(BIN)/python bench/fanout.py
+# Side by side (docs/benchmarks.md): Tidings, Soketi 1.6.1, python-socketio and a raw aiohttp
+# ceiling at N = 1,000 / 10,000 / 50,000, 3 interleaved runs (~35 min), then 1 node vs 2 nodes
+# on one Redis (~5 min). The peers install themselves into .cache/bench/; matplotlib (plots)
+# goes into .venv here, never as a package dependency. BENCH_ARGS=--docs copies the plots to
+# docs/img/. `make bench-quick`: 1 run, N = 1,000, short phases (~3 min).
+BENCH_ARGS ?=
+MATPLOTLIB := matplotlib==3.11.2
+bench: install
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet '$(MATPLOTLIB)'
+	$(BIN)/python bench/fanout.py $(BENCH_ARGS); a=$$?; \
+	$(BIN)/python bench/cluster.py --configs memory,redis2; b=$$?; exit $$((a || b))
+
+bench-quick: install
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet '$(MATPLOTLIB)'
+	$(BIN)/python bench/fanout.py --quick $(BENCH_ARGS); a=$$?; \
+	$(BIN)/python bench/cluster.py --quick --configs memory,redis2; b=$$?; exit $$((a || b))
 
 bench-cluster: $(VENV)/.installed system-deps
 	$(BIN)/python bench/cluster.py

@@ -19,9 +19,9 @@ then Redis commands per publish (CONFIG RESETSTAT, a fixed number of publishes o
 INFO commandstats / cpu / stats), and finally checks that every published seq reached every
 subscriber exactly once (no duplicate, no loss across nodes).
 
-The load client is bench/loadclient.c compiled with a small patch applied here (the
-original file is not changed): an optional 7th argument PORT2 sends every odd subscriber to a
-second node, and a ``verify`` command reports per-seq delivery counts.
+The load client is bench/loadclient.c (as in bench/fanout.py): its ``-2 PORT2`` option sends
+every odd subscriber to a second node, and its ``verify`` command reports per-seq delivery
+counts. The latency rate is bench/fanout.py's (10 msg/s at N = 1,000, 1 msg/s above).
 
 Pinning (``taskset``/``sched_setaffinity``) on a 2-core machine: memory and redis1 put the
 node on core 0 and the load client on core 1 (as bench/fanout.py does); redis2 and workers2
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -46,13 +45,18 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psutil
 import redis
 
 import fanout
-from fanout import APP_KEY, PUBLISHER_CONNECTIONS, RESULTS, ROOT, Plan, log
+import procs
+import report
+from fanout import Plan
+from loadclient import PUBLISHER_CONNECTIONS, LoadClient, build_client, write_requests
+from procs import RESULTS, ROOT, log
+from servers import server_env, tidings_config
 
 CONFIGS = ("memory", "redis1", "redis2", "workers2")
 LABELS = {
@@ -68,110 +72,6 @@ HEARTBEAT_S = 5.0  # node_ttl 15 s / 3: one EVALSHA per node every 5 s
 HARNESS_COMMANDS = ("cmdstat_config|resetstat", "cmdstat_info", "cmdstat_ping")
 
 
-# ---------------------------------------------------------------- load client (patched copy)
-
-VERIFY_C = r"""
-/* cluster.py: every published seq must reach every subscribed socket exactly once. */
-static void cmd_verify(void) {
-    long complete = 0, short_seqs = 0, over = 0, first_short = -1;
-    unsigned long long missing = 0, extra = 0;
-    uint32_t subs = (uint32_t)g_subscribed;
-    for (long s = 0; s < g_next_seq; s++) {
-        uint32_t c = g_seq_count[s];
-        if (c == subs) {
-            complete++;
-        } else if (c < subs) {
-            if (first_short < 0) first_short = s;
-            short_seqs++;
-            missing += subs - c;
-        } else {
-            over++;
-            extra += c - subs;
-        }
-    }
-    printf("{\"phase\":\"verify\",\"published\":%ld,\"complete\":%ld,\"short\":%ld,"
-           "\"missing\":%llu,\"first_short\":%ld,\"over\":%ld,\"extra\":%llu,"
-           "\"delivered\":%llu,",
-           g_next_seq, complete, short_seqs, missing, first_short, over, extra,
-           (unsigned long long)g_delivered);
-    print_common();
-}
-
-"""
-
-# (anchor, replacement): each anchor must occur exactly once in bench/loadclient.c.
-CLIENT_PATCH: list[tuple[str, str]] = [
-    (
-        "static struct sockaddr_in g_addr;\n",
-        "static struct sockaddr_in g_addr;\n"
-        "static struct sockaddr_in g_addr2; /* cluster.py: odd subscribers go here */\n"
-        "static int g_port2;\n",
-    ),
-    (
-        "    if (connect(fd, (struct sockaddr *)&g_addr, sizeof g_addr) < 0"
-        " && errno != EINPROGRESS)",
-        "    const struct sockaddr_in *to = (g_port2 && ((c - g_subs) & 1)) ? &g_addr2 : &g_addr;\n"
-        "    if (connect(fd, (const struct sockaddr *)to, sizeof *to) < 0 && errno != EINPROGRESS)",
-    ),
-    ("    if (argc != 7) {", "    if (argc != 7 && argc != 8) {"),
-    (
-        '    if (inet_pton(AF_INET, g_host, &g_addr.sin_addr) != 1) die("host");\n',
-        '    if (inet_pton(AF_INET, g_host, &g_addr.sin_addr) != 1) die("host");\n'
-        "    g_addr2 = g_addr;\n"
-        "    if (argc == 8) {\n"
-        "        g_port2 = atoi(argv[7]);\n"
-        "        g_addr2.sin_port = htons((uint16_t)g_port2);\n"
-        "    }\n",
-    ),
-    (
-        "static void load_requests(const char *path) {",
-        VERIFY_C + "static void load_requests(const char *path) {",
-    ),
-    (
-        '        } else if (!strcmp(cmd, "quit")) {',
-        '        } else if (!strcmp(cmd, "verify")) {\n'
-        "            cmd_verify();\n"
-        '        } else if (!strcmp(cmd, "quit")) {',
-    ),
-]
-
-
-def build_client() -> Path:
-    """bench/loadclient.c plus CLIENT_PATCH, compiled into bench/results/."""
-    original = fanout.BENCH / "loadclient.c"
-    source = RESULTS / "loadclient-cluster.c"
-    binary = RESULTS / "loadclient-cluster"
-    text = original.read_text()
-    for anchor, replacement in CLIENT_PATCH:
-        if text.count(anchor) != 1:
-            raise RuntimeError(
-                f"bench/loadclient.c changed: patch anchor not found once: {anchor!r}"
-            )
-        text = text.replace(anchor, replacement)
-    if not source.exists() or source.read_text() != text or not binary.exists():
-        source.write_text(text)
-        cmd = ["gcc", "-O2", "-Wall", "-Wextra", "-o", str(binary), str(source)]
-        subprocess.run(cmd, check=True)
-    return binary
-
-
-class ClusterClient(fanout.LoadClient):
-    """The patched load client: subscribers alternate between ports[0] and ports[1]."""
-
-    def __init__(
-        self, binary: Path, ports: list[int], n: int, requests: Path, log_path: Path, cores: str
-    ) -> None:
-        cmd = ["taskset", "-c", cores, str(binary), "127.0.0.1", str(ports[0]), APP_KEY]
-        cmd += [str(n), str(requests), str(PUBLISHER_CONNECTIONS), *map(str, ports[1:2])]
-        self.proc = fanout.start(cmd, log_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.log = log_path
-        self._buf = b""
-        self._sel = selectors.DefaultSelector()
-        assert self.proc.stdout is not None
-        self._stdout: IO[bytes] = self.proc.stdout
-        self._sel.register(self._stdout, selectors.EVENT_READ)
-
-
 # ---------------------------------------------------------------- Redis
 
 
@@ -179,10 +79,10 @@ class RedisServer:
     """A private redis-server on a free loopback port, no persistence."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = fanout.free_port()
+        self.port = procs.free_port()
         cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
         cmd += ["--save", "", "--appendonly", "no", "--logfile", str(workdir / "redis.log")]
-        self.proc = fanout.start(cmd, workdir / "redis.err", stdout=subprocess.DEVNULL)
+        self.proc = procs.start(cmd, workdir / "redis.err", stdout=subprocess.DEVNULL)
         self.client = redis.Redis(port=self.port, decode_responses=True, socket_timeout=10)
         deadline = time.monotonic() + 10
         while True:
@@ -222,7 +122,7 @@ class RedisServer:
 
     def stop(self) -> None:
         self.client.close()
-        fanout.stop(self.proc, grace=5.0)
+        procs.stop(self.proc, grace=5.0)
 
 
 # ---------------------------------------------------------------- layout and nodes
@@ -264,13 +164,13 @@ class Cluster:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            fanout.stop(proc, grace=15.0)
+            procs.stop(proc, grace=15.0)
 
 
 def node_config(
     path: Path, log_level: str, redis_url: str | None, prefix: str, workers: int
 ) -> Path:
-    fanout.tidings_config(path, log_level)
+    tidings_config(path, log_level)
     top = ""
     if redis_url:
         top += f'redis = "{redis_url}"\nredis_prefix = "{prefix}"\n'
@@ -306,13 +206,13 @@ def established(pid: int, port: int) -> int:
 def start_cluster(
     config: str, lay: Layout, redis_url: str, prefix: str, workdir: Path, tag: str, log_level: str
 ) -> Cluster:
-    env = fanout.server_env()
+    env = server_env()
     use_redis = config != "memory"
     workers = 2 if config == "workers2" else 1
     count = 2 if config == "redis2" else 1
     cluster = Cluster(config, prefix, [])
     for i in range(count):
-        port = fanout.free_port()
+        port = procs.free_port()
         conf = node_config(
             workdir / f"tidings-{tag}-{i + 1}.toml",
             log_level,
@@ -321,16 +221,16 @@ def start_cluster(
             workers,
         )
         cores = ",".join(lay.nodes) if workers > 1 else lay.nodes[i]
-        cmd = ["taskset", "-c", cores, fanout.PYTHON, "-m", "tidings", "serve"]
+        cmd = ["taskset", "-c", cores, procs.PYTHON, "-m", "tidings", "serve"]
         cmd += ["--host", "127.0.0.1", "--port", str(port), "--config", str(conf)]
         node_log = workdir / f"server-{tag}-{i + 1}.log"
         log(f"  node {i + 1}: {' '.join(cmd)}")
-        proc = fanout.start(cmd, node_log, stdout=subprocess.DEVNULL, env=env)
+        proc = procs.start(cmd, node_log, stdout=subprocess.DEVNULL, env=env)
         cluster.procs.append(proc)
         cluster.ports.append(port)
         cluster.logs.append(node_log)
     for proc, port, node_log in zip(cluster.procs, cluster.ports, cluster.logs, strict=True):
-        fanout.wait_ready(port, proc, 30, node_log)
+        procs.wait_ready(port, proc, 30, node_log)
         if use_redis:
             wait_healthy(port, 15)
     if workers == 1:
@@ -388,31 +288,10 @@ def wait_ready_body(port: int) -> dict[str, Any]:
 def sample(pids: dict[str, int]) -> dict[str, Any]:
     return {
         "t": time.monotonic(),
-        "cpu": {name: fanout.cpu_seconds(pid) for name, pid in pids.items()},
-        "cores": fanout.core_times(),
-        "all": all_processes(),
+        "cpu": {name: procs.cpu_seconds(pid) for name, pid in pids.items()},
+        "cores": procs.core_times(),
+        "all": procs.all_processes(),
     }
-
-
-def all_processes() -> dict[tuple[int, float], float]:
-    """CPU seconds of every process on the machine, keyed by (pid, start time)."""
-    out: dict[tuple[int, float], float] = {}
-    for p in psutil.process_iter(["create_time", "cpu_times"]):
-        t = p.info["cpu_times"]
-        if t is not None and p.info["create_time"] is not None:
-            out[(p.pid, p.info["create_time"])] = t.user + t.system
-    return out
-
-
-def others_cpu(before: dict[str, Any], after: dict[str, Any], ours: set[int]) -> float:
-    """CPU % (of one core) of processes that are not ours: other tenants of a shared machine.
-
-    A lower bound: a process that started and ended inside the window is not seen."""
-    total = 0.0
-    for key, cpu in after["all"].items():
-        if key[0] not in ours:
-            total += cpu - before["all"].get(key, 0.0)
-    return float(100.0 * total / (after["t"] - before["t"]))
 
 
 def usage(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -432,7 +311,7 @@ def usage(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def saturate(client: ClusterClient, pids: dict[str, int], plan: Plan) -> dict[str, Any]:
+def saturate(client: LoadClient, pids: dict[str, int], plan: Plan) -> dict[str, Any]:
     client.send(f"saturate {BROADCASTS_IN_FLIGHT} {plan.sat_warm} {plan.sat_window}")
     first = client.read(plan.sat_warm + 30)
     assert first["phase"] == "sat_start", first
@@ -442,8 +321,8 @@ def saturate(client: ClusterClient, pids: dict[str, int], plan: Plan) -> dict[st
     assert end["phase"] == "sat_end", end
     result = client.read(60)
     result.update(usage(before, after))
-    ours = {os.getpid()} | {p.pid for pid in pids.values() for p in fanout.tree(pid)}
-    result["others_cpu_pct"] = others_cpu(before, after, ours)
+    ours = {os.getpid()} | {p.pid for pid in pids.values() for p in procs.tree(pid)}
+    result["others_cpu_pct"] = procs.others_cpu(before, after, ours)
     node_cpu_s = sum(
         after["cpu"][k] - before["cpu"][k] for k in before["cpu"] if k.startswith("node")
     )
@@ -454,7 +333,7 @@ def saturate(client: ClusterClient, pids: dict[str, int], plan: Plan) -> dict[st
 
 
 def redis_cost(
-    client: ClusterClient, server: RedisServer, publishes: int, nodes: int
+    client: LoadClient, server: RedisServer, publishes: int, nodes: int
 ) -> dict[str, Any]:
     """Commands, CPU and bytes per publish over a fixed number of sequential publishes."""
     time.sleep(0.5)
@@ -511,12 +390,10 @@ def session(
     tag: str,
 ) -> dict[str, Any]:
     extra = publishes + 20
-    requests = fanout.write_requests(
+    requests = write_requests(
         workdir / f"requests-{tag}.bin", cluster.ports[0], plan.request_count(n) + extra
     )
-    client = ClusterClient(
-        binary, cluster.ports, n, requests, workdir / f"client-{tag}.log", lay.client
-    )
+    client = cluster_client(binary, cluster, lay, n, requests, workdir / f"client-{tag}.log")
     pids = {f"node{i + 1}": pid for i, pid in enumerate(cluster.node_pids)}
     pids["client"] = client.pid
     if cluster.config != "memory":
@@ -524,9 +401,10 @@ def session(
     out: dict[str, Any] = {}
     try:
         logged = unreachable_logged(cluster)
-        conn = client.command(f"connect {HANDSHAKES_IN_FLIGHT}", 180)
+        bound = plan.setup_deadline(n)
+        conn = client.command(f"connect {HANDSHAKES_IN_FLIGHT} {bound}", bound + 30)
         out["connect"] = conn
-        sub = client.command(f"subscribe {HANDSHAKES_IN_FLIGHT}", 180)
+        sub = client.command(f"subscribe {HANDSHAKES_IN_FLIGHT} {bound}", bound + 30)
         out["subscribe"] = sub
         ports = cluster.ports * len(cluster.node_pids) if len(cluster.ports) == 1 else cluster.ports
         out["per_node"] = [
@@ -544,9 +422,12 @@ def session(
                 f"{out['unreachable_in_subscribe']}; healthy and subscribed after "
                 f"{out['settle_s']:.1f} s"
             )
-        out["warm"] = client.command("warm 3", 60)
+        drain = plan.drain(n)
+        out["warm"] = client.command(f"warm 3 {drain}", 3 * drain + 30)
         rate = plan.latency_rate(n)
-        lat = client.command(f"latency {rate} {plan.latency_seconds}", plan.latency_seconds + 40)
+        lat = client.command(
+            f"latency {rate} {plan.latency_seconds} {drain}", plan.latency_seconds + drain + 30
+        )
         out["latency"] = lat
         log(
             f"    latency @{rate:g} msg/s: p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms "
@@ -579,13 +460,22 @@ def session(
     return out
 
 
+def cluster_client(
+    binary: Path, cluster: Cluster, lay: Layout, n: int, requests: Path, log_path: Path
+) -> LoadClient:
+    """The load client on the layout's cores; with two nodes every odd subscriber goes to
+    the second one (-2)."""
+    port2 = cluster.ports[1] if len(cluster.ports) > 1 else None
+    ports = cluster.ports[0]
+    return LoadClient(binary, ports, n, requests, log_path, cores=lay.client, port2=port2)
+
+
 def warmup(binary: Path, cluster: Cluster, lay: Layout, workdir: Path, tag: str) -> bool:
     """50 connections through every phase, on every node (lazy imports, first allocations)."""
     n = WARMUP_CONNECTIONS
-    requests = fanout.write_requests(workdir / f"requests-warm-{tag}.bin", cluster.ports[0], 200)
-    client = ClusterClient(
-        binary, cluster.ports, n, requests, workdir / f"client-warm-{tag}.log", lay.client
-    )
+    requests = write_requests(workdir / f"requests-warm-{tag}.bin", cluster.ports[0], 200)
+    log_path = workdir / f"client-warm-{tag}.log"
+    client = cluster_client(binary, cluster, lay, n, requests, log_path)
     try:
         client.command("connect 50", 30)
         sub = client.command("subscribe 50", 30)
@@ -713,7 +603,7 @@ METRICS: list[tuple[str, Getter, int]] = [
 
 
 def spread(values: list[float], digits: int) -> str:
-    return fanout.spread(values, digits)
+    return report.spread(values, digits)
 
 
 def summarize(records: list[dict[str, Any]], configs: list[str]) -> tuple[str, dict[str, Any]]:
@@ -795,11 +685,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, fanout.on_signal)
-    signal.signal(signal.SIGINT, fanout.on_signal)
-    fanout.raise_fd_limit()
-    if fanout.fd_limit() < args.n + 1000:
-        log(f"RLIMIT_NOFILE is {fanout.fd_limit()}, N={args.n} needs ~{args.n + 1000}")
+    signal.signal(signal.SIGTERM, procs.on_signal)
+    signal.signal(signal.SIGINT, procs.on_signal)
+    procs.raise_fd_limit()
+    if procs.fd_limit() < args.n + 1000:
+        log(f"RLIMIT_NOFILE is {procs.fd_limit()}, N={args.n} needs ~{args.n + 1000}")
         return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -809,9 +699,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = (
         Plan(2.0, 0.5, args.window or 2.0, args.log_level)
         if args.quick
-        else Plan(3.0, 1.0, args.window or 4.0, args.log_level)
+        else Plan(5.0, 1.0, args.window or 4.0, args.log_level)
     )
-    info = fanout.machine()
+    info = procs.machine()
     log(f"machine: {info}")
     log(f"logs in {workdir.relative_to(ROOT)}")
     out_path = RESULTS / f"cluster-{stamp}.json"
@@ -834,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             server.stop()
-        fanout.stop_all()
+        procs.stop_all()
     table, data = summarize(records, args.configs)
     info["loadavg_end"] = os.getloadavg()
     write_json(out_path, info, args, plan, records, started, data)

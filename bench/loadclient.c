@@ -1,25 +1,46 @@
 /*
- * Fan-out load client for bench/fanout.py (compiled by the harness into bench/results/).
+ * Fan-out load client for bench/fanout.py and bench/cluster.py (compiled by the harness into
+ * bench/results/).
  *
- * One process, one epoll loop (level-triggered, non-blocking sockets) holding N Pusher
- * subscriber connections plus a few keep-alive HTTP connections that publish through the
- * REST API. C rather than Python so the client is not the bottleneck; the harness records
- * its CPU anyway.
+ * One process, one epoll loop (level-triggered, non-blocking sockets) holding N subscriber
+ * connections plus a few keep-alive HTTP connections that publish through the Pusher REST
+ * API. C rather than Python so the client is not the bottleneck; the harness records its CPU
+ * anyway. Every read is up to 256 KiB and every complete frame in it is parsed (a fast server
+ * coalesces several frames for one socket into one TCP segment).
  *
- *   loadclient HOST PORT APP_KEY N REQUEST_FILE N_PUBLISHERS
+ *   loadclient [-P pusher|socketio] [-2 PORT2] [-S SOURCES]
+ *              HOST PORT APP_KEY N REQUEST_FILE N_PUBLISHERS
+ *
+ *   -P pusher     Pusher protocol 7 on /app/APP_KEY (the default)
+ *   -P socketio   Socket.IO v5 over Engine.IO v4, WebSocket transport only, on /socket.io/:
+ *                 server "0{...}" (EIO open) -> client "40" (connect the default namespace)
+ *                 -> server "40{...}"; subscribe is the event 420["subscribe","bench"] with ack
+ *                 id 0, answered by the ack 430[...]; broadcasts arrive as 42["e","<data>"];
+ *                 the server's EIO ping "2" is answered with "3".
+ *   -2 PORT2      every odd subscriber connects to PORT2 instead (two nodes, cluster.py)
+ *   -S SOURCES    spread subscribers over SOURCES loopback source addresses 127.0.0.1,
+ *                 127.0.0.2, ... (bind with IP_BIND_ADDRESS_NO_PORT), since one source address
+ *                 gives at most one connection per ephemeral port to one server port; the
+ *                 default is 1 up to 20,000 subscribers and one more per 20,000 above
  *
  * REQUEST_FILE holds pre-signed HTTP requests ("M\n" then M times "LEN\n" + LEN bytes);
  * request i publishes a message whose data carries "seq":i, so the send time of every
  * delivery is known here and latency = receive time - send time (CLOCK_MONOTONIC).
  *
- * Commands, one per line on stdin; each answers with one JSON line on stdout:
- *   connect C                      open N sockets, <= C handshakes in flight, until
- *                                  pusher:connection_established on each
- *   subscribe C                    pusher:subscribe to "bench" on each, <= C in flight
- *   warm COUNT                     COUNT publishes in turn, each waits for all deliveries
- *   latency RATE SECONDS           open loop at RATE msg/s; latency from scheduled send time
- *   saturate K WARM_S WINDOW_S     closed loop, <= K broadcasts in flight; prints a
+ * Commands, one per line on stdin; each answers with one JSON line on stdout. Every phase
+ * is bounded by a deadline (seconds, the last argument; defaults in brackets):
+ *   connect C [DEADLINE 120]       open N sockets, <= C handshakes in flight, until the
+ *                                  protocol's "connected" answer on each
+ *   subscribe C [DEADLINE 120]     subscribe each to "bench", <= C in flight
+ *   warm COUNT [DEADLINE 10]       COUNT publishes in turn, each waits for all deliveries
+ *                                  (DEADLINE is per publish)
+ *   latency RATE SECONDS [DRAIN 15]
+ *                                  open loop at RATE msg/s; latency from scheduled send time;
+ *                                  also the spread of each broadcast (first to last delivery)
+ *   saturate K WARM_S WINDOW_S [DRAIN 15]
+ *                                  closed loop, <= K broadcasts in flight; prints a
  *                                  sat_start and a sat_end line around the measured window
+ *   verify                         per published seq: did every subscriber get it once?
  *   quit                           close everything with SO_LINGER 0 (no TIME_WAIT) and exit
  */
 #define _GNU_SOURCE
@@ -40,6 +61,7 @@
 
 enum { ST_CONNECTING = 1, ST_UPGRADING, ST_WAIT_ESTABLISHED, ST_OPEN, ST_SUB_SENT, ST_SUBSCRIBED, ST_CLOSED };
 enum { K_SUB = 1, K_PUB };
+enum { P_PUSHER = 0, P_SOCKETIO };
 
 typedef struct Conn {
     int fd;
@@ -57,6 +79,10 @@ static int g_n;
 static int g_npub;
 static int g_epfd;
 static struct sockaddr_in g_addr;
+static struct sockaddr_in g_addr2; /* -2: odd subscribers go here */
+static int g_port2;
+static int g_proto = P_PUSHER;
+static int g_nsrc; /* -S: loopback source addresses for subscribers (0 = auto) */
 
 static Conn *g_subs;
 static Conn *g_pubs;
@@ -69,17 +95,20 @@ static long g_nreq;
 static long g_next_seq;
 static uint64_t *g_sent_ns;
 static uint32_t *g_seq_count;
+static uint64_t *g_first_ns, *g_last_ns; /* first and last delivery of each seq */
+static uint64_t g_now;                   /* read once per read(): frames in it share it */
 
 static char g_handshake[512];
 static size_t g_handshake_len;
 static unsigned char g_rbuf[262144];
+static const char *g_sub_msg;
 
 /* counters */
 static long g_established, g_subscribed, g_failed, g_closed_by_peer, g_inflight;
 static uint64_t g_last_event_ns;
 static uint64_t g_delivered;     /* deliveries of "seq" messages, all phases */
 static uint64_t g_unexpected;    /* other text frames on subscribed sockets */
-static long g_pub_errors, g_pub_done;
+static long g_pub_errors, g_pub_done, g_pub_reconnects;
 static int g_close_codes[8];
 static int g_nclose_codes;
 static int g_errors_printed;
@@ -164,41 +193,89 @@ static int send_text(Conn *c, const char *msg, uint8_t opcode) {
 static void on_delivery(long seq, uint64_t t) {
     g_delivered++;
     if (seq < 0 || seq >= g_nreq) return;
-    g_seq_count[seq]++;
+    if (g_seq_count[seq]++ == 0) g_first_ns[seq] = t;
+    g_last_ns[seq] = t;
     if (g_lat_on && seq >= g_lat_lo && seq < g_lat_hi && g_lat_n < g_lat_cap) {
         uint64_t sent = g_sent_ns[seq];
         g_lat[g_lat_n++] = t > sent ? (uint32_t)((t - sent) / 1000) : 0;
     }
 }
 
-static void on_text(Conn *c, const char *p, size_t n) {
-    if (c->state == ST_SUBSCRIBED) {
-        /* {"event":"e","channel":"bench","data":"{\"seq\":123,...}"} */
-        const char *s = memmem(p, n, "seq\\\":", 6);
-        if (s) {
-            s += 6;
-            long seq = 0;
-            while (s < p + n && *s >= '0' && *s <= '9') seq = seq * 10 + (*s++ - '0');
-            on_delivery(seq, now_ns());
-            return;
-        }
+/* The event's data is the JSON string {"seq":123,...}, so inside the frame it reads
+ * seq\":123 for both protocols. Returns 1 if the frame was a delivery. */
+static int find_seq(const char *p, size_t n) {
+    const char *s = memmem(p, n, "seq\\\":", 6);
+    if (!s) return 0;
+    s += 6;
+    long seq = 0;
+    while (s < p + n && *s >= '0' && *s <= '9') seq = seq * 10 + (*s++ - '0');
+    on_delivery(seq, g_now);
+    return 1;
+}
+
+static void established(Conn *c) {
+    c->state = ST_OPEN;
+    g_established++;
+    g_inflight--;
+    g_last_event_ns = g_now;
+}
+
+static void subscribed(Conn *c) {
+    c->state = ST_SUBSCRIBED;
+    g_subscribed++;
+    g_inflight--;
+    g_last_event_ns = g_now;
+}
+
+/* Socket.IO v5 packets over Engine.IO v4, one packet per WebSocket text frame: the first
+ * character is the EIO type (0 open, 1 close, 2 ping, 3 pong, 4 message); in a message the
+ * second is the Socket.IO type (0 connect, 2 event, 3 ack, 4 connect error). */
+static void on_text_socketio(Conn *c, const char *p, size_t n) {
+    if (n >= 2 && p[0] == '4' && p[1] == '2') {
+        if (c->state == ST_SUBSCRIBED && find_seq(p, n)) return;
+        if (c->state == ST_SUBSCRIBED) g_unexpected++;
+        return;
     }
+    if (n == 1 && p[0] == '2') { /* EIO ping: the client must answer within pingTimeout */
+        send_text(c, "3", 0x1);
+        return;
+    }
+    if (n >= 1 && p[0] == '0' && c->state == ST_WAIT_ESTABLISHED) {
+        send_text(c, "40", 0x1); /* EIO is open: connect the default namespace */
+        return;
+    }
+    if (n >= 2 && p[0] == '4' && p[1] == '0' && c->state == ST_WAIT_ESTABLISHED) {
+        established(c);
+        return;
+    }
+    if (n >= 3 && p[0] == '4' && p[1] == '3' && p[2] == '0' && c->state == ST_SUB_SENT) {
+        subscribed(c);
+        return;
+    }
+    if (g_errors_printed < 5) {
+        g_errors_printed++;
+        fprintf(stderr, "loadclient: server sent %.*s\n", (int)(n > 300 ? 300 : n), p);
+    }
+    if (c->state == ST_SUBSCRIBED) g_unexpected++;
+}
+
+static void on_text(Conn *c, const char *p, size_t n) {
+    if (g_proto == P_SOCKETIO) {
+        on_text_socketio(c, p, n);
+        return;
+    }
+    /* {"event":"e","channel":"bench","data":"{\"seq\":123,...}"} */
+    if (c->state == ST_SUBSCRIBED && find_seq(p, n)) return;
     if (memmem(p, n, "\"pusher:ping\"", 13)) {
         send_text(c, "{\"event\":\"pusher:pong\",\"data\":{}}", 0x1);
         return;
     }
     if (c->state == ST_WAIT_ESTABLISHED && memmem(p, n, "pusher:connection_established", 29)) {
-        c->state = ST_OPEN;
-        g_established++;
-        g_inflight--;
-        g_last_event_ns = now_ns();
+        established(c);
         return;
     }
     if (c->state == ST_SUB_SENT && memmem(p, n, "pusher_internal:subscription_succeeded", 38)) {
-        c->state = ST_SUBSCRIBED;
-        g_subscribed++;
-        g_inflight--;
-        g_last_event_ns = now_ns();
+        subscribed(c);
         return;
     }
     if (memmem(p, n, "pusher:error", 12) && g_errors_printed < 5) {
@@ -281,6 +358,40 @@ static void handle_sub_data(Conn *c, const unsigned char *data, size_t n) {
     }
 }
 
+static void register_fd(Conn *c) {
+    if (c->fd >= g_fdmap_cap) {
+        fprintf(stderr, "loadclient: fd %d over table size\n", c->fd);
+        exit(1);
+    }
+    g_fdmap[c->fd] = c;
+}
+
+/* A keep-alive HTTP connection for publishing (blocking connect: loopback, rare). */
+static void open_publisher(Conn *c) {
+    c->kind = K_PUB;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&g_addr, sizeof g_addr) < 0)
+        die("publisher connect");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    c->fd = fd;
+    c->state = ST_OPEN;
+    c->busy = 0;
+    c->len = 0;
+    register_fd(c);
+    watch(c, EPOLLIN, EPOLL_CTL_ADD);
+}
+
+/* The server closed a publisher (Soketi answers every REST call with Connection: close):
+ * open a new one; a request still waiting for its answer is lost and counted as an error. */
+static void reopen_publisher(Conn *c) {
+    if (c->busy) g_pub_errors++;
+    close_conn(c, 0);
+    g_pub_reconnects++;
+    open_publisher(c);
+}
+
 static void handle_pub_data(Conn *c, const unsigned char *data, size_t n) {
     stash(c, data, n);
     for (;;) {
@@ -293,6 +404,7 @@ static void handle_pub_data(Conn *c, const unsigned char *data, size_t n) {
         *end = 0;
         char *cl = strcasestr(c->buf, "\r\ncontent-length:");
         int chunked = strcasestr(c->buf, "\r\ntransfer-encoding: chunked") != NULL;
+        int closing = strcasestr(c->buf, "\r\nconnection: close") != NULL;
         *end = save;
         size_t total;
         if (cl) {
@@ -317,6 +429,10 @@ static void handle_pub_data(Conn *c, const unsigned char *data, size_t n) {
         c->busy = 0;
         memmove(c->buf, c->buf + total, c->len - total);
         c->len -= total;
+        if (closing) {
+            reopen_publisher(c);
+            return;
+        }
     }
 }
 
@@ -339,10 +455,15 @@ static void on_event(Conn *c, uint32_t events) {
         ssize_t r = read(c->fd, g_rbuf, sizeof g_rbuf);
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 && c->kind == K_PUB) {
+            reopen_publisher(c);
+            return;
+        }
         if (r <= 0) {
             close_conn(c, 1);
             return;
         }
+        g_now = now_ns();
         if (c->kind == K_SUB)
             handle_sub_data(c, g_rbuf, (size_t)r);
         else
@@ -353,21 +474,13 @@ static void on_event(Conn *c, uint32_t events) {
 }
 
 static void pump(int timeout_ms) {
-    struct epoll_event evs[1024];
-    int n = epoll_wait(g_epfd, evs, 1024, timeout_ms);
+    static struct epoll_event evs[4096]; /* large batches: one epoll_wait per many reads */
+    int n = epoll_wait(g_epfd, evs, 4096, timeout_ms);
     if (n < 0) {
         if (errno == EINTR) return;
         die("epoll_wait");
     }
     for (int i = 0; i < n; i++) on_event(evs[i].data.ptr, evs[i].events);
-}
-
-static void register_fd(Conn *c) {
-    if (c->fd >= g_fdmap_cap) {
-        fprintf(stderr, "loadclient: fd %d over table size\n", c->fd);
-        exit(1);
-    }
-    g_fdmap[c->fd] = c;
 }
 
 static int start_connect(Conn *c) {
@@ -380,7 +493,17 @@ static int start_connect(Conn *c) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->fd = fd;
     register_fd(c);
-    if (connect(fd, (struct sockaddr *)&g_addr, sizeof g_addr) < 0 && errno != EINPROGRESS) {
+    long i = c - g_subs;
+    if (g_nsrc > 1) {
+        /* The port is picked at connect() time, unique per 4-tuple, not per source address */
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(i % g_nsrc));
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0 && g_errors_printed++ < 5)
+            fprintf(stderr, "loadclient: bind: %s\n", strerror(errno));
+    }
+    const struct sockaddr_in *to = (g_port2 && (i & 1)) ? &g_addr2 : &g_addr;
+    if (connect(fd, (const struct sockaddr *)to, sizeof *to) < 0 && errno != EINPROGRESS) {
         if (g_errors_printed++ < 5) fprintf(stderr, "loadclient: connect: %s\n", strerror(errno));
         close(fd);
         c->fd = -1;
@@ -393,16 +516,19 @@ static int start_connect(Conn *c) {
 
 static void print_common(void) {
     printf("\"established\":%ld,\"subscribed\":%ld,\"failed\":%ld,\"closed_by_peer\":%ld,"
-           "\"pub_errors\":%ld,\"unexpected_frames\":%llu,\"close_codes\":[",
-           g_established, g_subscribed, g_failed, g_closed_by_peer, g_pub_errors,
+           "\"pub_errors\":%ld,\"pub_reconnects\":%ld,\"unexpected_frames\":%llu,"
+           "\"close_codes\":[",
+           g_established, g_subscribed, g_failed, g_closed_by_peer, g_pub_errors, g_pub_reconnects,
            (unsigned long long)g_unexpected);
     for (int i = 0; i < g_nclose_codes; i++) printf("%s%d", i ? "," : "", g_close_codes[i]);
     printf("]}\n");
     fflush(stdout);
 }
 
-static void cmd_connect(int conc) {
-    uint64_t t0 = now_ns(), deadline = t0 + 120ull * 1000000000ull;
+static uint64_t seconds_ns(double s) { return (uint64_t)(s * 1e9); }
+
+static void cmd_connect(int conc, double limit_s) {
+    uint64_t t0 = now_ns(), deadline = t0 + seconds_ns(limit_s);
     int next = 0;
     g_inflight = 0;
     g_last_event_ns = t0;
@@ -416,14 +542,13 @@ static void cmd_connect(int conc) {
         pump(100);
     }
     double secs = (double)(g_last_event_ns - t0) / 1e9;
-    printf("{\"phase\":\"connect\",\"seconds\":%.4f,\"rate\":%.1f,", secs,
-           secs > 0 ? (double)g_established / secs : 0.0);
+    printf("{\"phase\":\"connect\",\"seconds\":%.4f,\"rate\":%.1f,\"timed_out\":%d,", secs,
+           secs > 0 ? (double)g_established / secs : 0.0, now_ns() >= deadline);
     print_common();
 }
 
-static void cmd_subscribe(int conc) {
-    static const char *sub = "{\"event\":\"pusher:subscribe\",\"data\":{\"channel\":\"bench\"}}";
-    uint64_t t0 = now_ns(), deadline = t0 + 120ull * 1000000000ull;
+static void cmd_subscribe(int conc, double limit_s) {
+    uint64_t t0 = now_ns(), deadline = t0 + seconds_ns(limit_s);
     int next = 0;
     long target = g_established;
     long failed0 = g_failed;
@@ -435,13 +560,13 @@ static void cmd_subscribe(int conc) {
             if (c->state != ST_OPEN) continue;
             c->state = ST_SUB_SENT;
             g_inflight++;
-            send_text(c, sub, 0x1);
+            send_text(c, g_sub_msg, 0x1);
         }
         pump(100);
     }
     double secs = (double)(g_last_event_ns - t0) / 1e9;
-    printf("{\"phase\":\"subscribe\",\"seconds\":%.4f,\"rate\":%.1f,", secs,
-           secs > 0 ? (double)g_subscribed / secs : 0.0);
+    printf("{\"phase\":\"subscribe\",\"seconds\":%.4f,\"rate\":%.1f,\"timed_out\":%d,", secs,
+           secs > 0 ? (double)g_subscribed / secs : 0.0, now_ns() >= deadline);
     print_common();
 }
 
@@ -449,20 +574,7 @@ static void open_publishers(void) {
     static int opened;
     if (opened) return;
     opened = 1;
-    for (int i = 0; i < g_npub; i++) {
-        Conn *c = &g_pubs[i];
-        c->kind = K_PUB;
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&g_addr, sizeof g_addr) < 0)
-            die("publisher connect");
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-        c->fd = fd;
-        c->state = ST_OPEN;
-        register_fd(c);
-        watch(c, EPOLLIN, EPOLL_CTL_ADD);
-    }
+    for (int i = 0; i < g_npub; i++) open_publisher(&g_pubs[i]);
 }
 
 static Conn *idle_publisher(void) {
@@ -483,12 +595,12 @@ static long publish(uint64_t sent_ns) {
     return seq;
 }
 
-static void cmd_warm(int count) {
+static void cmd_warm(int count, double limit_s) {
     open_publishers();
     uint64_t t0 = now_ns();
     int done = 0;
     for (int i = 0; i < count; i++) {
-        uint64_t deadline = now_ns() + 10ull * 1000000000ull;
+        uint64_t deadline = now_ns() + seconds_ns(limit_s);
         long seq;
         while ((seq = publish(0)) < 0 && now_ns() < deadline) pump(10);
         if (seq < 0) break;
@@ -511,7 +623,12 @@ static double pct(double q) {
     return g_lat[i] / 1000.0;
 }
 
-static void cmd_latency(double rate, double secs) {
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void cmd_latency(double rate, double secs, double drain_s) {
     open_publishers();
     long nmsg = (long)(rate * secs + 0.5);
     if (g_next_seq + nmsg > g_nreq) nmsg = g_nreq - g_next_seq;
@@ -534,7 +651,7 @@ static void cmd_latency(double rate, double secs) {
             if (publish(t0 + (uint64_t)sent * period) < 0) break;
             sent++;
         }
-        if (sent == nmsg && !drain_deadline) drain_deadline = t + 15ull * 1000000000ull;
+        if (sent == nmsg && !drain_deadline) drain_deadline = t + seconds_ns(drain_s);
         if (sent == nmsg && (g_lat_n >= g_lat_cap || t > drain_deadline)) break;
         int wait = 5;
         if (sent < nmsg) {
@@ -548,15 +665,27 @@ static void cmd_latency(double rate, double secs) {
     qsort(g_lat, g_lat_n, sizeof *g_lat, cmp_u32);
     double sum = 0;
     for (size_t i = 0; i < g_lat_n; i++) sum += g_lat[i];
+    /* Spread of one broadcast: first to last delivery of a message that reached everyone.
+     * One core writes to every socket in turn, so this is a floor under the max latency. */
+    uint64_t *spread = calloc((size_t)(nmsg > 0 ? nmsg : 1), sizeof *spread);
+    long nspread = 0;
+    for (long q = g_lat_lo; q < g_lat_lo + sent; q++)
+        if (subs > 0 && g_seq_count[q] >= (uint32_t)subs) spread[nspread++] = g_last_ns[q] - g_first_ns[q];
+    qsort(spread, (size_t)nspread, sizeof *spread, cmp_u64);
+    double spread_p50 = nspread ? spread[(nspread - 1) / 2] / 1e6 : -1.0;
+    double spread_max = nspread ? spread[nspread - 1] / 1e6 : -1.0;
+    free(spread);
     printf("{\"phase\":\"latency\",\"rate\":%.2f,\"messages\":%ld,\"expected\":%zu,"
            "\"received\":%zu,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
-           "\"mean_ms\":%.3f,\"phase_pub_errors\":%ld,",
+           "\"mean_ms\":%.3f,\"complete_messages\":%ld,\"spread_p50_ms\":%.3f,"
+           "\"spread_max_ms\":%.3f,\"phase_pub_errors\":%ld,",
            rate, sent, g_lat_cap, g_lat_n, pct(0.50), pct(0.90), pct(0.99), pct(1.0),
-           g_lat_n ? sum / (double)g_lat_n / 1000.0 : -1.0, g_pub_errors - errors0);
+           g_lat_n ? sum / (double)g_lat_n / 1000.0 : -1.0, nspread, spread_p50, spread_max,
+           g_pub_errors - errors0);
     print_common();
 }
 
-static void cmd_saturate(int k, double warm_s, double window_s) {
+static void cmd_saturate(int k, double warm_s, double window_s, double drain_s) {
     open_publishers();
     long subs = g_subscribed;
     uint64_t t0 = now_ns();
@@ -592,13 +721,39 @@ static void cmd_saturate(int k, double warm_s, double window_s) {
     uint64_t counted = g_delivered - base;
     double secs = (double)(wend - wstart) / 1e9;
     /* drain so the next phase starts clean */
-    uint64_t deadline = now_ns() + 15ull * 1000000000ull;
+    uint64_t deadline = now_ns() + seconds_ns(drain_s);
     while (g_delivered - delivered0 < expected && now_ns() < deadline) pump(10);
     printf("{\"phase\":\"saturate\",\"k\":%d,\"window_s\":%.4f,\"deliveries\":%llu,"
            "\"rate\":%.1f,\"messages\":%ld,\"exhausted\":%d,\"drained\":%d,"
            "\"phase_pub_errors\":%ld,",
            k, secs, (unsigned long long)counted, secs > 0 ? (double)counted / secs : 0.0, sent,
            exhausted, g_delivered - delivered0 >= expected, g_pub_errors - errors0);
+    print_common();
+}
+
+/* Every published seq must reach every subscribed socket exactly once (cluster.py). */
+static void cmd_verify(void) {
+    long complete = 0, short_seqs = 0, over = 0, first_short = -1;
+    unsigned long long missing = 0, extra = 0;
+    uint32_t subs = (uint32_t)g_subscribed;
+    for (long s = 0; s < g_next_seq; s++) {
+        uint32_t c = g_seq_count[s];
+        if (c == subs) {
+            complete++;
+        } else if (c < subs) {
+            if (first_short < 0) first_short = s;
+            short_seqs++;
+            missing += subs - c;
+        } else {
+            over++;
+            extra += c - subs;
+        }
+    }
+    printf("{\"phase\":\"verify\",\"published\":%ld,\"complete\":%ld,\"short\":%ld,"
+           "\"missing\":%llu,\"first_short\":%ld,\"over\":%ld,\"extra\":%llu,"
+           "\"delivered\":%llu,",
+           g_next_seq, complete, short_seqs, missing, first_short, over, extra,
+           (unsigned long long)g_delivered);
     print_common();
 }
 
@@ -618,30 +773,60 @@ static void load_requests(const char *path) {
     fclose(f);
     g_sent_ns = calloc((size_t)g_nreq, sizeof *g_sent_ns);
     g_seq_count = calloc((size_t)g_nreq, sizeof *g_seq_count);
+    g_first_ns = calloc((size_t)g_nreq, sizeof *g_first_ns);
+    g_last_ns = calloc((size_t)g_nreq, sizeof *g_last_ns);
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: loadclient [-P pusher|socketio] [-2 PORT2] [-S SOURCES] "
+                    "HOST PORT APP_KEY N REQUEST_FILE N_PUBLISHERS\n");
+    exit(2);
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: loadclient HOST PORT APP_KEY N REQUEST_FILE N_PUBLISHERS\n");
-        return 2;
+    int opt;
+    while ((opt = getopt(argc, argv, "P:2:S:")) != -1) {
+        if (opt == 'P' && !strcmp(optarg, "pusher"))
+            g_proto = P_PUSHER;
+        else if (opt == 'P' && !strcmp(optarg, "socketio"))
+            g_proto = P_SOCKETIO;
+        else if (opt == '2')
+            g_port2 = atoi(optarg);
+        else if (opt == 'S')
+            g_nsrc = atoi(optarg);
+        else
+            usage();
     }
+    if (argc - optind != 6) usage();
+    argv += optind - 1;
     g_host = argv[1];
     g_port = atoi(argv[2]);
     g_key = argv[3];
     g_n = atoi(argv[4]);
     g_npub = atoi(argv[6]);
+    if (g_nsrc <= 0) g_nsrc = 1 + (g_n > 20000 ? (g_n - 1) / 20000 : 0);
     load_requests(argv[5]);
 
     memset(&g_addr, 0, sizeof g_addr);
     g_addr.sin_family = AF_INET;
     g_addr.sin_port = htons((uint16_t)g_port);
     if (inet_pton(AF_INET, g_host, &g_addr.sin_addr) != 1) die("host");
+    g_addr2 = g_addr;
+    g_addr2.sin_port = htons((uint16_t)g_port2);
+    char path[256];
+    if (g_proto == P_SOCKETIO) {
+        snprintf(path, sizeof path, "/socket.io/?EIO=4&transport=websocket");
+        g_sub_msg = "420[\"subscribe\",\"bench\"]";
+    } else {
+        snprintf(path, sizeof path, "/app/%s?protocol=7&client=bench&version=1", g_key);
+        g_sub_msg = "{\"event\":\"pusher:subscribe\",\"data\":{\"channel\":\"bench\"}}";
+    }
     g_handshake_len = (size_t)snprintf(
         g_handshake, sizeof g_handshake,
-        "GET /app/%s?protocol=7&client=bench&version=1 HTTP/1.1\r\nHost: %s:%d\r\n"
+        "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        g_key, g_host, g_port);
+        path, g_host, g_port);
 
     g_epfd = epoll_create1(0);
     if (g_epfd < 0) die("epoll_create1");
@@ -658,19 +843,21 @@ int main(int argc, char **argv) {
     char line[256];
     while (fgets(line, sizeof line, stdin)) {
         char cmd[32] = {0};
-        double a = 0, b = 0, c = 0;
-        int nf = sscanf(line, "%31s %lf %lf %lf", cmd, &a, &b, &c);
+        double a = 0, b = 0, c = 0, d = 0;
+        int nf = sscanf(line, "%31s %lf %lf %lf %lf", cmd, &a, &b, &c, &d);
         if (nf < 1) continue;
         if (!strcmp(cmd, "connect")) {
-            cmd_connect(a > 0 ? (int)a : 200);
+            cmd_connect(a > 0 ? (int)a : 200, b > 0 ? b : 120);
         } else if (!strcmp(cmd, "subscribe")) {
-            cmd_subscribe(a > 0 ? (int)a : 200);
+            cmd_subscribe(a > 0 ? (int)a : 200, b > 0 ? b : 120);
         } else if (!strcmp(cmd, "warm")) {
-            cmd_warm(a > 0 ? (int)a : 1);
+            cmd_warm(a > 0 ? (int)a : 1, b > 0 ? b : 10);
         } else if (!strcmp(cmd, "latency")) {
-            cmd_latency(a, b);
+            cmd_latency(a, b, c > 0 ? c : 15);
         } else if (!strcmp(cmd, "saturate")) {
-            cmd_saturate((int)a, b, c);
+            cmd_saturate((int)a, b, c, d > 0 ? d : 15);
+        } else if (!strcmp(cmd, "verify")) {
+            cmd_verify();
         } else if (!strcmp(cmd, "quit")) {
             break;
         } else {
