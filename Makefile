@@ -21,7 +21,7 @@ system-deps:
 		echo "installing chromium with apt-get (browser tests)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml src/tidings/_fanout.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

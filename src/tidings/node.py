@@ -21,7 +21,7 @@ import orjson
 
 from tidings.brokers.base import Broker, CachedEvent, ControlMessage, PresenceJoin
 from tidings.core.apps import App, AppRegistry
-from tidings.core.hub import Hub
+from tidings.core.hub import Coalescer, Hub, Writer, write_to_many
 from tidings.core.presence import MemberEvent, PresenceView, roster
 from tidings.core.rate import TokenBucket
 from tidings.protocol import messages
@@ -74,6 +74,10 @@ class NodeSettings:
     pong_timeout: float = 30.0
     max_connections: int = 100_000
     max_connection_rate: int = 10_000  # new connections per second (0: no limit)
+
+
+def _call_soon(callback: Callable[[], None]) -> None:
+    asyncio.get_running_loop().call_soon(callback)
 
 
 class WebhookEvents(Protocol):
@@ -144,13 +148,17 @@ class Node:
         settings: NodeSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        write: Writer = write_to_many,
     ) -> None:
         self.apps = apps
         self.broker = broker
         self.settings = settings or NodeSettings()
         self.clock = clock  # timers and expiry
         self.wall_clock = wall_clock  # per-second rate windows shared by every node
-        self._states: dict[str, _AppState] = {app.id: _AppState(app) for app in apps}
+        self._states = {app.id: _AppState(app, hub=Hub(write)) for app in apps}
+        # Publications are written at the end of the loop tick, several at once; connections
+        # flush it before any direct write (see Coalescer).
+        self.outgoing = Coalescer(_call_soon)
         self._policies = {
             app.id: app.session_policy(self.settings.activity_timeout, self.settings.pong_timeout)
             for app in apps
@@ -356,6 +364,7 @@ class Node:
         if connection.session.closed or socket_id not in state.connections:
             return  # the connection went away while we waited on the broker
         if not again:
+            self.outgoing.flush()
             state.hub.add(channel, connection)
         connection.send(
             text_frame(messages.event("pusher_internal:subscription_succeeded", channel, data))
@@ -396,6 +405,7 @@ class Node:
         app = connection.app
         socket_id = connection.socket_id
         state = self._states[app.id]
+        self.outgoing.flush()
         state.hub.remove(channel, socket_id)
         vacated = await self.broker.unsubscribe(app.id, channel, socket_id) == 0
         if ctype.is_presence and member is not None:
@@ -430,6 +440,7 @@ class Node:
         state = self._states[app.id]
         socket_id = connection.socket_id
         state.users[user.id].add(socket_id)
+        self.outgoing.flush()
         state.hub.add(user.channel, connection)
         await self.broker.subscribe(app.id, user.channel, socket_id)
         for watched in user.watchlist:
@@ -448,6 +459,7 @@ class Node:
         _discard(state.users, user.id, socket_id)
         for watched in user.watchlist:
             _discard(state.watchers, watched, socket_id)
+        self.outgoing.flush()
         state.hub.remove(user.channel, socket_id)
         await self.broker.unsubscribe(app.id, user.channel, socket_id)
         if await self.broker.user_offline(app.id, user.id, socket_id):
@@ -509,7 +521,7 @@ class Node:
     def _deliver(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
         state = self._states.get(app_id)
         if state is not None:
-            state.counters.deliveries += state.hub.deliver(channel, frame, exclude)
+            self.outgoing.add(state.hub, channel, frame, exclude, state.counters)
 
     def _control(self, app_id: str, message: ControlMessage) -> None:
         state = self._states.get(app_id)

@@ -750,3 +750,19 @@ async def test_a_poll_with_nothing_queued_keeps_waiting(
     await session.open_polling()
     with pytest.raises(TimeoutError):
         await session.poll(timeout=QUIET)
+
+
+async def test_a_batch_over_two_channels_arrives_as_separate_messages_in_order(
+    http: aiohttp.ClientSession, server: Any, rest: pusher.Pusher
+) -> None:
+    """The fan-out joins one tick's frames into one buffer; the HTTP session must split
+    them back into messages."""
+    x = unique("public")
+    session = await subscribed_polling(http, server, x)
+    events = [{"channel": x, "name": f"e{i}", "data": json.dumps({"n": i})} for i in range(6)]
+    rest.trigger_batch(events)
+    rest.trigger_batch(events[:2])
+    messages = await session.poll_messages()
+    assert [(m["event"], json.loads(m["data"])["n"]) for m in messages] == [
+        (f"e{i}", i) for i in [*range(6), 0, 1]
+    ]

@@ -45,21 +45,25 @@ class FakeClock:
         return self.now
 
 
-def parse_frame(frame: bytes) -> tuple[int, bytes]:
-    """One unmasked server frame (RFC 6455 5.2) -> (opcode, payload)."""
-    first, second = frame[0], frame[1]
-    assert first & 0x80, "FIN bit set: the node sends single-frame messages"
-    assert not second & 0x80, "server frames are never masked"
-    length, offset = second & 0x7F, 2
-    if length == 126:
-        (length,) = struct.unpack("!H", frame[2:4])
-        offset = 4
-    elif length == 127:
-        (length,) = struct.unpack("!Q", frame[2:10])
-        offset = 10
-    payload = frame[offset:]
-    assert len(payload) == length, "one frame per send()"
-    return first & 0x0F, payload
+def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Unmasked server frames (RFC 6455 5.2), back to back -> [(opcode, payload)]. The
+    fan-out joins the publications of one loop tick into one write."""
+    frames = []
+    while data:
+        first, second = data[0], data[1]
+        assert first & 0x80, "FIN bit set: the node sends single-frame messages"
+        assert not second & 0x80, "server frames are never masked"
+        length, offset = second & 0x7F, 2
+        if length == 126:
+            (length,) = struct.unpack("!H", data[2:4])
+            offset = 4
+        elif length == 127:
+            (length,) = struct.unpack("!Q", data[2:10])
+            offset = 10
+        assert len(data) >= offset + length, "whole frames only"
+        frames.append((first & 0x0F, data[offset : offset + length]))
+        data = data[offset + length :]
+    return frames
 
 
 class FakeConnection:
@@ -72,18 +76,24 @@ class FakeConnection:
         self.closed: tuple[int, str] | None = None
 
     def send(self, frame: bytes) -> None:
+        if self.node.outgoing:  # as the real connections do: earlier publications first
+            self.node.outgoing.flush()
         self.frames.append(frame)
 
     def close(self, code: int, reason: str) -> None:
+        if self.node.outgoing:
+            self.node.outgoing.flush()
         self.closed = (code, reason)
 
     def take(self) -> list[dict[str, Any]]:
-        """Every message received since the last take()."""
+        """Every message received since the last take(), counting the publications still
+        waiting for the end of this loop tick."""
+        self.node.outgoing.flush()
         messages = []
         for frame in self.frames:
-            opcode, payload = parse_frame(frame)
-            assert opcode == 0x1
-            messages.append(json.loads(payload))
+            for opcode, payload in parse_frames(frame):
+                assert opcode == 0x1
+                messages.append(json.loads(payload))
         self.frames.clear()
         return messages
 

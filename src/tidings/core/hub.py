@@ -2,13 +2,14 @@
 
 The hot path: a publication arrives as one pre-built frame (``bytes``) and the same
 object is written to every local subscriber. No per-recipient JSON, framing, task or
-future. :func:`write_to_many` is the one place that loops over sockets, so a native
-implementation can replace it without touching anything else.
+future. A :data:`Writer` is the one place that loops over sockets: :func:`write_to_many`
+here calls each subscriber's ``send``; the server passes the native writer from
+``tidings.server.fanout`` instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 
@@ -23,22 +24,28 @@ class Subscriber(Protocol):
         ...
 
 
-def write_to_many(frame: bytes, subscribers: Iterable[Subscriber]) -> int:
-    """Write one frame to every subscriber; returns how many were written to."""
+# (frame, subscribers by socket id, socket id to leave out) -> how many were written to
+Writer = Callable[[bytes, dict[str, Subscriber], str | None], int]
+
+
+def write_to_many(frame: bytes, subscribers: dict[str, Subscriber], exclude: str | None) -> int:
+    """Write one frame to every subscriber but ``exclude``; returns how many were written to."""
     n = 0
-    for subscriber in subscribers:
-        subscriber.send(frame)
-        n += 1
+    for socket_id, subscriber in list(subscribers.items()):
+        if socket_id != exclude:
+            subscriber.send(frame)
+            n += 1
     return n
 
 
 class Hub:
     """Local subscribers of one app's channels, keyed by socket id within a channel."""
 
-    __slots__ = ("_channels",)
+    __slots__ = ("_channels", "_write")
 
-    def __init__(self) -> None:
+    def __init__(self, write: Writer = write_to_many) -> None:
         self._channels: dict[str, dict[str, Subscriber]] = {}
+        self._write = write
 
     def add(self, channel: str, subscriber: Subscriber) -> bool:
         """Add a subscriber; True when it is the channel's first local subscriber."""
@@ -65,9 +72,7 @@ class Hub:
         subscribers = self._channels.get(channel)
         if not subscribers:
             return 0
-        if exclude is None or exclude not in subscribers:
-            return write_to_many(frame, subscribers.values())
-        return write_to_many(frame, (s for k, s in subscribers.items() if k != exclude))
+        return self._write(frame, subscribers, exclude)
 
     def contains(self, channel: str, socket_id: str) -> bool:
         subscribers = self._channels.get(channel)
@@ -82,3 +87,71 @@ class Hub:
 
     def channels(self) -> Iterator[str]:
         return iter(self._channels)
+
+
+class Counted(Protocol):
+    """Where delivered frames are counted (the node's per-app counters)."""
+
+    deliveries: int
+    bytes_out: int
+
+
+class Coalescer:
+    """Publications of one event-loop tick, written together at its end.
+
+    Several publications to one channel in the same tick (a burst of REST triggers, a batch,
+    a Redis read carrying many messages) become one buffer and one write per subscriber,
+    instead of one write each: the system call per socket is the cost of fan-out, so this
+    divides it. Only *consecutive* publications to the same channel with the same excluded
+    socket are joined, so every socket still sees frames in publication order.
+
+    Whoever writes to a socket directly, or changes who is subscribed, calls :meth:`flush`
+    first: a socket then sees exactly what it would have seen had every publication been
+    written the moment it was made.
+    """
+
+    __slots__ = ("_pending", "_schedule", "_scheduled")
+
+    def __init__(self, schedule: Callable[[Callable[[], None]], object]) -> None:
+        self._pending: list[tuple[Hub, str, bytes, str | None, Counted]] = []
+        self._schedule = schedule  # e.g. loop.call_soon
+        self._scheduled = False
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
+    def add(
+        self, hub: Hub, channel: str, frame: bytes, exclude: str | None, counters: Counted
+    ) -> None:
+        self._pending.append((hub, channel, frame, exclude, counters))
+        if not self._scheduled:
+            self._scheduled = True
+            self._schedule(self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        start = 0
+        while start < len(pending):
+            hub, channel, frame, exclude, counters = pending[start]
+            end = start + 1
+            while end < len(pending) and _same_target(pending[end], pending[start]):
+                end += 1
+            if end - start > 1:
+                frame = b"".join(p[2] for p in pending[start:end])
+            written = hub.deliver(channel, frame, exclude)
+            counters.deliveries += written * (end - start)
+            counters.bytes_out += written * len(frame)
+            start = end
+
+
+def _same_target(
+    a: tuple[Hub, str, bytes, str | None, Counted], b: tuple[Hub, str, bytes, str | None, Counted]
+) -> bool:
+    return a[0] is b[0] and a[1] == b[1] and a[3] == b[3]

@@ -46,3 +46,22 @@ def frame_payload(frame: bytes) -> bytes:
     length = frame[1] & 0x7F
     offset = 2 if length < 126 else 4 if length == 126 else 10
     return frame[offset:]
+
+
+def frame_payloads(frames: bytes) -> list[bytes]:
+    """The payloads of one or more unmasked frames built by :func:`text_frame`, joined
+    back to back (the fan-out joins the frames of one tick into one buffer)."""
+    payloads = []
+    view = memoryview(frames)
+    at, end = 0, len(frames)
+    while at < end:
+        length = view[at + 1] & 0x7F
+        if length < 126:
+            start = at + 2
+        elif length == 126:
+            start, length = at + 4, int.from_bytes(view[at + 2 : at + 4], "big")
+        else:
+            start, length = at + 10, int.from_bytes(view[at + 2 : at + 10], "big")
+        payloads.append(bytes(view[start : start + length]))
+        at = start + length
+    return payloads

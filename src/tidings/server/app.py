@@ -28,6 +28,7 @@ from tidings.config import Settings
 from tidings.core.apps import AppRegistry
 from tidings.node import Node, NodeSettings
 from tidings.protocol.errors import ErrorCode
+from tidings.server import fanout
 from tidings.server.fallback import FallbackSettings, HttpFallback
 from tidings.server.health import Health
 from tidings.server.metrics import Metrics
@@ -37,6 +38,7 @@ from tidings.server.webhooks import QueueLock, WebhookSender, WebhookSettings
 from tidings.server.websocket import WebSocketEndpoint
 
 log = logging.getLogger("tidings.server")
+
 
 class InFlight:
     """REST requests being handled, so that a stop can wait for them to finish.
@@ -143,7 +145,7 @@ def make_node(settings: Settings) -> Node:
         max_connections=settings.max_connections,
         max_connection_rate=settings.max_connection_rate,
     )
-    return Node(apps, make_broker(settings), node_settings)
+    return Node(apps, make_broker(settings), node_settings, write=fanout.write_many)
 
 
 def broker_round_trips(broker: Broker) -> RoundTrips | None:
@@ -251,6 +253,7 @@ async def serve(settings: Settings) -> int:
             family,
             len(list(node.apps)),
         )
+    log.info("fan-out writer: %s", fanout.describe())
 
     tune_garbage_collector()
     stop = asyncio.Event()

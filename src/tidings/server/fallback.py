@@ -33,11 +33,12 @@ import orjson
 from aiohttp import web
 
 from tidings.core.apps import App
+from tidings.core.hub import Coalescer
 from tidings.core.outbox import Outbox
 from tidings.node import AppCounters, Node
 from tidings.protocol import sockjs
 from tidings.protocol.errors import ErrorCode, ProtocolError
-from tidings.protocol.frames import frame_payload
+from tidings.protocol.frames import frame_payloads
 from tidings.protocol.session import Session
 from tidings.server.rest import error_response, read_body
 from tidings.server.websocket import connection_rate_exceeded
@@ -107,11 +108,14 @@ class HttpSession:
         "detached_at",
         "receivers",
         "_wake",
+        "_outgoing",
         "opened",
         "counters",
     )
 
-    def __init__(self, key: str, session: Session, app: App, max_queue_bytes: int) -> None:
+    def __init__(
+        self, key: str, session: Session, app: App, max_queue_bytes: int, outgoing: Coalescer
+    ) -> None:
         self.key = key
         self.socket_id = session.socket_id
         self.session = session
@@ -123,24 +127,34 @@ class HttpSession:
         self.receivers = 0
         self.opened = False
         self._wake = asyncio.Event()
+        self._outgoing = outgoing
         self.counters: AppCounters | None = None
 
     def send(self, frame: bytes) -> None:
+        """One or more frames (the fan-out joins those of one loop tick)."""
         if self.closing:
             return
-        if not self.outbox.push(frame_payload(frame)):
-            # The client stopped polling or reading: a slow consumer, as on WebSocket.
-            log.warning("closed slow HTTP session %s (app %s)", self.socket_id, self.app.id)
-            if self.counters is not None:
-                self.counters.slow_consumers += 1
-            self.outbox.drain()
-            self.close(int(ErrorCode.OVER_CAPACITY), "Slow consumer")
-            return
+        if self._outgoing:
+            self._outgoing.flush()  # publications made before this frame go first
+        for payload in frame_payloads(frame):
+            if not self.outbox.push(payload):
+                self._overflow()
+                return
         self._wake.set()
+
+    def _overflow(self) -> None:
+        # The client stopped polling or reading: a slow consumer, as on WebSocket.
+        log.warning("closed slow HTTP session %s (app %s)", self.socket_id, self.app.id)
+        if self.counters is not None:
+            self.counters.slow_consumers += 1
+        self.outbox.drain()
+        self.close(int(ErrorCode.OVER_CAPACITY), "Slow consumer")
 
     def close(self, code: int, reason: str) -> None:
         if self.closing:
             return
+        if self._outgoing:
+            self._outgoing.flush()
         self.closing = True
         self.session.closed = True
         self.close_frame = sockjs.close_frame(code, reason)
@@ -419,7 +433,9 @@ class HttpFallback:
 
     def _open(self, key: str, app: App) -> HttpSession:
         session = self.node.new_session(app)
-        http_session = HttpSession(key, session, app, self.settings.max_queue_bytes)
+        http_session = HttpSession(
+            key, session, app, self.settings.max_queue_bytes, self.node.outgoing
+        )
         http_session.counters = self.node.counters(app)
         self.sessions[key] = http_session
         self.node.attach(http_session)  # queues pusher:connection_established

@@ -14,11 +14,13 @@ from typing import cast
 from aiohttp import WebSocketError, WSMsgType, web
 
 from tidings.core.apps import App
+from tidings.core.hub import Coalescer
 from tidings.node import AppCounters, Node
 from tidings.protocol import messages
 from tidings.protocol.errors import MESSAGES, ErrorCode
 from tidings.protocol.frames import close_frame, close_reason, text_frame
 from tidings.protocol.session import Session
+from tidings.server.fanout import Sink, socket_fd
 
 log = logging.getLogger("tidings.websocket")
 
@@ -26,20 +28,15 @@ CLOSE_HANDSHAKE_TIMEOUT = 2.0
 SLOW_CONSUMER_GRACE = 5.0  # seconds to read what is queued (and the 4100) before the drop
 
 
-class WebSocketConnection:
-    """One client socket; implements the node's ``Connection``."""
+class WebSocketConnection(Sink):
+    """One client socket; implements the node's ``Connection``.
 
-    __slots__ = (
-        "counters",
-        "socket_id",
-        "session",
-        "app",
-        "_ws",
-        "_transport",
-        "_high_water",
-        "_closing",
-        "_tasks",
-    )
+    As a :class:`~tidings.server.fanout.Sink` it carries what the fan-out writer needs
+    (``fd``, ``transport``, ``high_water``, ``closing``), so a publication reaches it with
+    no Python call at all.
+    """
+
+    __slots__ = ("counters", "socket_id", "session", "app", "_ws", "_tasks", "_outgoing")
 
     def __init__(
         self,
@@ -49,29 +46,45 @@ class WebSocketConnection:
         transport: asyncio.Transport,
         high_water: int,
         tasks: set[asyncio.Task[None]],
+        outgoing: Coalescer,
     ) -> None:
         self.socket_id = session.socket_id
         self.session = session
         self.app = app
         self._ws = ws
-        self._transport = transport
-        self._high_water = high_water
-        self._closing = False
+        self.transport = transport
+        self.fd = socket_fd(transport)
+        self.high_water = high_water
+        self.closing = False
         self._tasks = tasks
+        self._outgoing = outgoing
         self.counters: AppCounters | None = None
 
     def send(self, frame: bytes) -> None:
-        if self._closing:
+        """A frame for this socket alone (replies, errors, member events)."""
+        if self.closing:
             return
-        transport = self._transport
+        if self._outgoing:
+            self._outgoing.flush()  # publications made before this frame go first
+        if self.counters is not None:
+            self.counters.bytes_out += len(frame)
+        self.deliver(frame)
+
+    def deliver(self, frame: bytes) -> None:
+        """A publication, from the fan-out writer (when it cannot write to ``fd`` itself)."""
+        if self.closing:
+            return
+        transport = self.transport
         transport.write(frame)
-        if transport.get_write_buffer_size() > self._high_water:
-            self._slow_consumer()
+        if transport.get_write_buffer_size() > self.high_water:
+            self.slow_consumer()
 
     def close(self, code: int, reason: str) -> None:
-        if self._closing:
+        if self.closing:
             return
-        self._closing = True
+        if self._outgoing:
+            self._outgoing.flush()
+        self.closing = True
         task = asyncio.ensure_future(self._close(code, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -80,15 +93,17 @@ class WebSocketConnection:
         try:
             await self._ws.close(code=code, message=close_reason(reason), drain=False)
         except Exception:  # the peer may already be gone
-            self._transport.abort()
+            self.transport.abort()
 
-    def _slow_consumer(self) -> None:
-        # The client stopped reading: stop writing, say why, and free the buffer soon.
-        self._closing = True
+    def slow_consumer(self) -> None:
+        """The client stopped reading: stop writing, say why, and free the buffer soon."""
+        if self.closing:
+            return
+        self.closing = True
         self.session.closed = True
         if self.counters is not None:
             self.counters.slow_consumers += 1
-        transport = self._transport
+        transport = self.transport
         transport.write(close_frame(ErrorCode.OVER_CAPACITY, "Slow consumer"))
         transport.close()
         asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, transport.abort)
@@ -159,7 +174,7 @@ class WebSocketEndpoint:
             return ws
         session = self.node.new_session(app)
         connection = WebSocketConnection(
-            session, app, ws, transport, self.max_write_buffer, self._tasks
+            session, app, ws, transport, self.max_write_buffer, self._tasks, self.node.outgoing
         )
         counters = self.node.counters(app)
         connection.counters = counters

@@ -19,9 +19,25 @@ class FakeSubscriber:
 def test_write_to_many_writes_the_same_object() -> None:
     a, b = FakeSubscriber("1.1"), FakeSubscriber("2.2")
     frame = b"\x81\x02{}"
-    assert write_to_many(frame, [a, b]) == 2
+    assert write_to_many(frame, {"1.1": a, "2.2": b}, None) == 2
     assert a.frames[0] is frame and b.frames[0] is frame
-    assert write_to_many(frame, []) == 0
+    assert write_to_many(frame, {"1.1": a, "2.2": b}, "1.1") == 1
+    assert len(a.frames) == 1 and len(b.frames) == 2
+    assert write_to_many(frame, {}, None) == 0
+
+
+def test_hub_uses_the_writer_it_is_given() -> None:
+    calls: list[tuple[bytes, list[str], str | None]] = []
+
+    def writer(frame: bytes, subscribers: dict[str, FakeSubscriber], exclude: str | None) -> int:
+        calls.append((frame, list(subscribers), exclude))
+        return 7
+
+    hub = Hub(writer)  # type: ignore[arg-type]
+    hub.add("news", FakeSubscriber("1.1"))
+    assert hub.deliver("news", b"x", exclude="1.1") == 7
+    assert hub.deliver("empty", b"x") == 0
+    assert calls == [(b"x", ["1.1"], "1.1")]
 
 
 def test_add_and_remove_report_first_and_last() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tidings.protocol.frames import frame_payload, text_frame
+from tidings.protocol.frames import frame_payload, frame_payloads, text_frame
 
 
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 1000, 65535, 65536, 70000])
@@ -26,3 +26,11 @@ def test_frame_payload_of_literal_frames() -> None:
     assert frame_payload(b"\x81\x03abc") == b"abc"
     assert frame_payload(b"\x81\x7e\x00\x7e" + b"y" * 126) == b"y" * 126
     assert frame_payload(b"\x81\x7f" + (65536).to_bytes(8, "big") + b"z" * 65536) == b"z" * 65536
+
+
+def test_frame_payloads_splits_joined_frames() -> None:
+    messages = [b"a", b"y" * 126, b"z" * 70_000, b"{}"]
+    joined = b"".join(text_frame(m) for m in messages)
+    assert frame_payloads(joined) == messages
+    assert frame_payloads(text_frame(b"one")) == [b"one"]
+    assert frame_payloads(b"") == []

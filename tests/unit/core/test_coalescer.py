@@ -1,0 +1,114 @@
+"""core/hub.py ``Coalescer``: the publications of one loop tick, written together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tidings.core.hub import Coalescer, Hub
+
+
+@dataclass
+class Sub:
+    socket_id: str
+    writes: list[bytes] = field(default_factory=list)
+
+    def send(self, frame: bytes) -> None:
+        self.writes.append(frame)
+
+
+@dataclass
+class Counters:
+    deliveries: int = 0
+    bytes_out: int = 0
+
+
+class Ticks:
+    """A loop stand-in: callbacks scheduled now run at tick()."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+
+    def __call__(self, callback: Callable[[], None]) -> None:
+        self.callbacks.append(callback)
+
+    def tick(self) -> None:
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+def setup() -> tuple[Ticks, Coalescer, Hub, Sub, Sub, Counters]:
+    ticks = Ticks()
+    outgoing = Coalescer(ticks)
+    hub = Hub()
+    a, b = Sub("1.1"), Sub("2.2")
+    hub.add("news", a)
+    hub.add("news", b)
+    hub.add("sport", a)
+    return ticks, outgoing, hub, a, b, Counters()
+
+
+def test_one_write_per_socket_per_tick_and_channel() -> None:
+    ticks, outgoing, hub, a, b, counters = setup()
+    for frame in (b"1", b"2", b"3"):
+        outgoing.add(hub, "news", frame, None, counters)
+    assert a.writes == [] and bool(outgoing)
+    assert len(ticks.callbacks) == 1  # scheduled once
+    ticks.tick()
+    assert a.writes == [b"123"] and b.writes == [b"123"]
+    assert counters.deliveries == 6  # three frames to two sockets
+    assert counters.bytes_out == 6
+    assert not outgoing
+
+
+def test_only_consecutive_publications_to_one_target_are_joined() -> None:
+    ticks, outgoing, hub, a, b, counters = setup()
+    outgoing.add(hub, "news", b"n1", None, counters)
+    outgoing.add(hub, "sport", b"s1", None, counters)
+    outgoing.add(hub, "news", b"n2", None, counters)
+    outgoing.add(hub, "news", b"n3", "2.2", counters)  # another exclusion: not joined
+    ticks.tick()
+    assert a.writes == [b"n1", b"s1", b"n2", b"n3"]  # publication order kept
+    assert b.writes == [b"n1", b"n2"]
+    assert counters.deliveries == 6
+
+
+def test_flush_writes_now_and_the_tick_finds_nothing() -> None:
+    ticks, outgoing, hub, a, _, counters = setup()
+    outgoing.add(hub, "news", b"x", None, counters)
+    outgoing.flush()
+    assert a.writes == [b"x"]
+    ticks.tick()
+    assert a.writes == [b"x"]
+    outgoing.add(hub, "news", b"y", None, counters)  # a new tick is scheduled
+    assert len(ticks.callbacks) == 1
+    ticks.tick()
+    assert a.writes == [b"x", b"y"]
+
+
+def test_a_publication_to_nobody_counts_nothing() -> None:
+    ticks, outgoing, hub, _, _, counters = setup()
+    outgoing.add(hub, "empty", b"x", None, counters)
+    ticks.tick()
+    assert counters.deliveries == 0 and counters.bytes_out == 0
+
+
+def test_a_write_during_the_flush_does_not_flush_again() -> None:
+    ticks = Ticks()
+    outgoing = Coalescer(ticks)
+    hub = Hub()
+    seen: list[bytes] = []
+
+    class Direct(Sub):
+        def send(self, frame: bytes) -> None:
+            if outgoing:  # what a real connection does before a direct write
+                outgoing.flush()
+            seen.append(frame)
+
+    hub.add("news", Direct("1.1"))
+    counters = Counters()
+    outgoing.add(hub, "news", b"a", None, counters)
+    outgoing.add(hub, "news", b"b", None, counters)
+    ticks.tick()
+    assert seen == [b"ab"]
