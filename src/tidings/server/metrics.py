@@ -33,6 +33,8 @@ def public_url(url: str) -> str:
     """``url`` without user info, query or fragment: either may carry a credential."""
     parts = urlsplit(url)
     host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return f"{parts.scheme}://{host}{parts.path}"

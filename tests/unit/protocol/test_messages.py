@@ -182,3 +182,18 @@ def test_subscription_error_data_is_an_object() -> None:
 
 def test_dumps_is_compact() -> None:
     assert dumps({"a": [1, "é"], "b": None}) == '{"a":[1,"é"],"b":null}'
+
+
+def test_error_code_of_every_error_message() -> None:
+    from tidings.protocol import messages
+
+    limited = messages.error("slow down", ErrorCode.CLIENT_EVENT_RATE_LIMIT)
+    assert limited.startswith(messages.ERROR_PREFIX)
+    assert messages.error_code(limited) == 4301
+    codeless = messages.error("not JSON")
+    assert codeless.startswith(messages.ERROR_PREFIX)
+    assert messages.error_code(codeless) is None
+    # Other messages never look like errors, whatever their data says.
+    assert not messages.PONG.startswith(messages.ERROR_PREFIX)
+    tricky = messages.event("client-x", "c", '{"event":"pusher:error"}')
+    assert not tricky.startswith(messages.ERROR_PREFIX)
