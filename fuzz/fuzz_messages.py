@@ -111,11 +111,8 @@ def check_session(frames: list[bytes]) -> None:
 def check_signed(data: FuzzInput) -> None:
     """Subscribe and sign in with fuzzed channel_data / user_data, correctly signed."""
     session = Session(SOCKET_ID, POLICY, 0.0)
-    channel = data.text()
-    channel_data = data.text()
-    user_data = data.text()
-    event = data.text()
-    payload = data.text()
+    text = data.unicode_text if data.flag() else data.text
+    channel, channel_data, user_data, event, payload = (text() for _ in range(5))
     presence = channel_type(channel).is_presence
     to_sign = f"{SOCKET_ID}:{channel}" + (f":{channel_data}" if presence else "")
     subscribe: dict[str, Any] = {"channel": channel, "auth": f"{KEY}:{sign(SECRET, to_sign)}"}
@@ -145,17 +142,53 @@ def check_signed(data: FuzzInput) -> None:
     )
 
 
+def check_nested(data: FuzzInput) -> None:
+    """Client values nested up to ~500 levels deep: byte mutation alone rarely grows an input
+    that far, and JSON libraries limit depth differently when reading and writing."""
+    depth = data.byte() * 2
+    opener, closer = ((b"[", b"]"), (b'{"a":', b"}"))[data.choice(2)]
+    nested = opener * depth + (data.chunk() or b"1") + closer * depth
+    channel_data = b'{"user_id":"1","user_info":' + nested + b"}"
+    frames = [
+        b'{"event":"client-x","channel":"private-a","data":' + nested + b"}",
+        b'{"event":"pusher:subscribe","data":{"channel":"private-b","auth":' + nested + b"}}",
+        b'{"event":"pusher:signin","data":{"auth":"k:s","user_data":' + nested + b"}}",
+    ]
+    for frame in frames:
+        check_decode(frame)
+    session = Session(SOCKET_ID, POLICY, 0.0)
+    auth = f"{KEY}:{sign(SECRET, f'{SOCKET_ID}:private-a')}"
+    session.receive(
+        orjson.dumps({"event": "pusher:subscribe", "data": {"channel": "private-a", "auth": auth}}),
+        0.0,
+    )
+    for frame in frames:
+        check_actions(session.receive(frame, 1.0))
+    try:
+        text = channel_data.decode()
+    except UnicodeDecodeError:
+        return
+    signed = f"{KEY}:{sign(SECRET, f'{SOCKET_ID}:presence-p:{text}')}"
+    subscribe = {"channel": "presence-p", "auth": signed, "channel_data": text}
+    session = Session(SOCKET_ID, POLICY, 0.0)  # the signin above closed the other one
+    check_actions(
+        session.receive(orjson.dumps({"event": "pusher:subscribe", "data": subscribe}), 2.0)
+    )
+
+
 def TestOneInput(raw: bytes) -> None:  # noqa: N802 - the name atheris and libFuzzer use
     data = FuzzInput(raw)
-    match data.choice(4):
+    match data.choice(5):
         case 0:
             check_decode(data.rest())
         case 1:
             check_decode(data.rest().decode("utf-8", "replace"))
         case 2:
             check_session(data.rest().split(b"\n"))
-        case _:
+        case 3:
             check_signed(data)
+        case _:
+            check_nested(data)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,20 @@ def query_pairs(query_string: str) -> list[tuple[str, str]] | None:
 def check_arbitrary(data: FuzzInput) -> None:
     method = ("GET", "POST", "get")[data.choice(3)]
     path = data.text()
-    query = query_pairs(data.text())
+    query: list[tuple[str, str]] | None
+    if data.flag():
+        query = query_pairs(data.text())  # a raw query string, parsed as aiohttp parses it
+    else:
+        # The parameters every request needs, with fuzzed values: past the "missing" checks.
+        text = data.unicode_text
+        query = [
+            ("auth_key", text()),
+            ("auth_timestamp", text()),
+            ("auth_version", text() or "1.0"),
+            ("auth_signature", text()),
+        ]
+        for _ in range(data.choice(3)):
+            query.append((text(), text()))
     body = data.chunk()
     now = NOW + (data.byte() - 128) * 10.0
     if query is None:
@@ -65,7 +78,7 @@ def check_signed(data: FuzzInput) -> None:
     body = data.chunk() if method == "POST" else b""
     params: dict[str, str] = {}
     for _ in range(data.choice(4)):
-        key, value = data.text(), data.text()
+        key, value = data.unicode_text(), data.unicode_text()
         if key == key.lower() and key not in AUTH_PARAMS:
             params[key] = value
     params.update(

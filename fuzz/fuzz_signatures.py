@@ -47,7 +47,8 @@ def mutated(auth: str, position: int) -> str:
 
 
 def check_arbitrary(data: FuzzInput) -> None:
-    socket_id, channel, channel_data, user_data = data.text(), data.text(), data.text(), data.text()
+    text = data.unicode_text
+    socket_id, channel, channel_data, user_data = text(), text(), text(), text()
     auth = any_auth(data)
     for cd in (None, channel_data):
         ok = channel_auth_ok(KEY, SECRET, socket_id, channel, auth, cd)
@@ -66,7 +67,7 @@ def sdk_channel_auth(channel: str, socket_id: str, custom: Any) -> dict[str, str
 def check_signed(data: FuzzInput) -> None:
     socket_id = f"{data.byte() + 1}.{data.byte()}"
     channel = data.text()
-    user_info = data.text()
+    user_info = data.unicode_text()
     position = data.byte()
     custom = {"user_id": user_info or "u", "user_info": {"name": user_info}}
     presence = channel.startswith("presence-")

@@ -7,6 +7,21 @@ is total: once the bytes run out it returns zeros and empty strings, never raise
 
 from __future__ import annotations
 
+UNICODE = (
+    # Decimal digits of other scripts (str.isdigit and int() accept them), digits that are
+    # not decimal (isdigit accepts them, int() does not), other numbers.
+    "\u0660\u0663\u06f5\u0969\u0e53\uff10\uff19\U0001d7ce"
+    "\u00b2\u00b3\u00b9\u2070\u2074\u2460\u2776\u24ea"
+    "\u00bd\u2155\u216b\u3007\u4e09"
+    # Spaces, line breaks and invisible characters.
+    "\u00a0\u1680\u2000\u2007\u200b\u2028\u2029\u202f\u205f\u3000\ufeff\u0085"
+    # Case changes that change the length or leave ASCII.
+    "\u0130\u0131\u00df\ufb00\u212a\u017f\u1e9e\u0149\u01c5"
+    # Combining marks, right-to-left text, a non-BMP character, the replacement character.
+    "\u0301\u0308\u05d0\u0627\U0001f600\ufffd\uffff\u00e9\u4e2d"
+)
+UNICODE = (UNICODE * (128 // len(UNICODE) + 1))[:128]
+
 
 class FuzzInput:
     def __init__(self, data: bytes) -> None:
@@ -38,6 +53,13 @@ class FuzzInput:
     def text(self) -> str:
         """A chunk as text; the edges hand the core valid UTF-8 only (aiohttp decodes it)."""
         return self.chunk().decode("utf-8", "replace")
+
+    def unicode_text(self) -> str:
+        """A chunk as text over an alphabet that matters to parsers: ASCII for bytes below
+        0x80, and for the others one of :data:`UNICODE` (digits of other scripts, numbers
+        that are not digits, spaces, letters whose case changes their length). Random UTF-8
+        rarely lands on these, so the fuzzer gets them one byte each."""
+        return "".join(chr(b) if b < 0x80 else UNICODE[b & 0x7F] for b in self.chunk())
 
     def rest(self) -> bytes:
         out = self.data[self.pos :]

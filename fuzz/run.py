@@ -27,12 +27,17 @@ TARGETS = sorted(p.stem.removeprefix("fuzz_") for p in FUZZ.glob("fuzz_*.py"))
 ARTIFACT = re.compile(r"^(crash|timeout|oom|leak|slow-unit)-")
 
 
+def findings(target: str) -> list[Path]:
+    """The inputs libFuzzer left for ``target`` (crash-, timeout-, oom-...)."""
+    return [p for p in OUT.iterdir() if ARTIFACT.match(p.name.removeprefix(f"{target}-"))]
+
+
 def run_target(target: str, seconds: int, python: str) -> bool:
     """True when the target ran its time without a finding."""
     work = OUT / "corpus" / target
     work.mkdir(parents=True, exist_ok=True)
     log_path = OUT / f"{target}.log"
-    before = {p.name for p in OUT.iterdir() if ARTIFACT.match(p.name)}
+    before = set(findings(target))
     cmd = [
         python,
         str(FUZZ / f"fuzz_{target}.py"),
@@ -59,11 +64,7 @@ def run_target(target: str, seconds: int, python: str) -> bool:
             proc.wait()
             raise
     text = log_path.read_text(errors="replace")
-    found = sorted(
-        p
-        for p in OUT.iterdir()
-        if ARTIFACT.match(p.name.removeprefix(f"{target}-")) and p.name not in before
-    )
+    found = sorted(set(findings(target)) - before)
     runs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", text)
     cov = re.findall(r"cov: (\d+)", text)
     summary = f"{target}: {runs[-1] if runs else '?'} inputs in {time.monotonic() - started:.0f} s"

@@ -77,7 +77,8 @@ def rest_request_error(
     if params["auth_version"] != "1.0":
         return "auth_version must be 1.0"
     stamp = params["auth_timestamp"]
-    if not stamp.isdigit() or len(stamp) > 12:
+    # ASCII only: str.isdigit() also accepts digits int() cannot read ("²", "⓪").
+    if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
         return "auth_timestamp must be an integer"
     if abs(now - int(stamp)) > TIMESTAMP_WINDOW:
         return f"auth_timestamp is more than {int(TIMESTAMP_WINDOW)} s from the server time"

@@ -105,8 +105,13 @@ def decode(text: str | bytes) -> Command:
         channel = message.get("channel")
         if not isinstance(channel, str):
             raise ProtocolError(f"{event}: client events need a channel (a string)")
-        payload = raw if isinstance(raw, str) else dumps(raw)
-        return ClientEvent(event, channel, payload)
+        if isinstance(raw, str):
+            return ClientEvent(event, channel, raw)
+        try:
+            return ClientEvent(event, channel, dumps(raw))
+        except orjson.JSONEncodeError:
+            # orjson reads JSON nested up to 1024 levels deep but writes at most 254.
+            raise ProtocolError(f"{event}: data nested too deeply") from None
     if event.startswith("pusher:") or event.startswith("pusher_internal:"):
         raise ProtocolError(f"unsupported event {event}")
     raise ProtocolError(f"{event}: client events must be prefixed with client-")

@@ -265,8 +265,13 @@ class Session:
             limit = MAX_USER_ID_LENGTH
             return _refuse(channel, "LimitReached", f"user_id longer than {limit}", 4100)
         info = data.get("user_info")
-        if len(orjson.dumps(info)) > self.policy.max_presence_member_bytes:
-            limit = self.policy.max_presence_member_bytes
+        limit = self.policy.max_presence_member_bytes
+        try:
+            size = len(orjson.dumps(info))
+        except orjson.JSONEncodeError:
+            # orjson reads JSON nested up to 1024 levels deep but writes at most 254.
+            return _refuse(channel, "LimitReached", "user_info nested too deeply", 4100)
+        if size > limit:
             return _refuse(channel, "LimitReached", f"user_info larger than {limit} bytes", 4100)
         return Member(user_id, info)
 

@@ -146,6 +146,14 @@ def test_rest_timestamp_not_an_integer() -> None:
     assert error == "auth_timestamp must be an integer"
 
 
+def test_rest_timestamp_digits_int_cannot_read() -> None:
+    """str.isdigit() accepts "⓪" and "²", int() does not (found by fuzzing: a ValueError)."""
+    for stamp in ("\u24ea", "1353088179\u00b2", "\u0661\u0663"):
+        query = [(k, stamp if k == "auth_timestamp" else v) for k, v in rest_query()]
+        error = rest_request_error(SECRET, "POST", "/apps/3/events", query, REST_BODY, NOW)
+        assert error == "auth_timestamp must be an integer"
+
+
 def test_rest_timestamp_window_is_600_seconds() -> None:
     path, query = "/apps/3/events", rest_query()
     assert rest_request_error(SECRET, "POST", path, query, REST_BODY, NOW + 600) is None

@@ -132,6 +132,11 @@ def test_decode(frame: str | bytes, command: Command) -> None:
             "unsupported event pusher_internal:subscription_succeeded",
         ),
         ('{"event":"hello","channel":"a"}', "hello: client events must be prefixed with client-"),
+        # orjson reads 1024 levels but writes 254 (found by fuzzing: a TypeError escaped).
+        (
+            '{"event":"client-x","channel":"private-a","data":' + "[" * 300 + "]" * 300 + "}",
+            "client-x: data nested too deeply",
+        ),
     ],
 )
 def test_decode_errors(frame: str | bytes, message: str) -> None:

@@ -344,6 +344,13 @@ def test_presence_member_info_limit_counts_utf8_bytes() -> None:
     assert action == refused("presence-a", "LimitReached", "user_info larger than 20 bytes", 4100)
 
 
+def test_presence_member_info_nested_too_deeply() -> None:
+    """orjson reads 1024 levels but writes 254 (found by fuzzing: a TypeError escaped)."""
+    data = '{"user_id":"1","user_info":' + "[" * 300 + "]" * 300 + "}"
+    [action] = new().receive(subscribe("presence-a", data), T0)
+    assert action == refused("presence-a", "LimitReached", "user_info nested too deeply", 4100)
+
+
 def test_channel_limit() -> None:
     session = new(SessionPolicy(KEY, SECRET, max_channels_per_connection=2))
     assert session.receive(subscribe("a", signed=False), T0) == [Join("a", PUBLIC, None)]
