@@ -71,7 +71,7 @@ from procs import (
 )
 
 HANDSHAKES_IN_FLIGHT = 200
-BROADCASTS_IN_FLIGHT = 4
+BROADCASTS_IN_FLIGHT = 16
 WARMUP_CONNECTIONS = 50
 MAX_DELIVERIES_PER_S = 2_000_000  # sizes the pre-signed request supply; never the limit
 
@@ -101,9 +101,16 @@ class Plan:
         return 10.0 + n / 2500
 
     def estimate(self, server: str, n: int) -> float:
-        """Rough seconds for one measurement (start, warm-up, phases, stop)."""
-        setup = 2 * n / (1500 if server == "socketio" else 5000)
-        return 12 + setup + self.latency_seconds + self.sat_warm + self.sat_window + 4
+        """Rough seconds for one measurement (start, warm-up, phases, stop), from quick runs
+        here: Soketi subscribes in time ~N² (12 s at 10,000), python-socketio connects
+        ~800/s and falls behind in the latency and saturation phases (it waits for drains)."""
+        fixed = 16 + self.latency_seconds + self.sat_warm + self.sat_window
+        bound = self.setup_deadline(n)
+        if server == "soketi":
+            return fixed + n / 10_000 + min(bound, n * n / 8e6)
+        if server == "socketio":
+            return fixed + min(bound, n / 800) + n / 3000 + 2 * self.drain(n)
+        return fixed + n / 3000 + n / 20_000
 
 
 def client_session(
@@ -161,7 +168,8 @@ def client_session(
             f"    saturation: {sat['rate']:,.0f} deliveries/s, "
             f"{sat['server_cpu_ms_per_1k']:.2f} server CPU-ms per 1k; CPU server "
             f"{sat['server_cpu']:.0f}% client {sat['client_cpu']:.0f}%, core {SERVER_CORE} busy "
-            f"{sat['server_core']:.0f}%, core {CLIENT_CORE} busy {sat['client_core']:.0f}%; "
+            f"{sat['server_core']:.0f}%, core {CLIENT_CORE} busy {sat['client_core']:.0f}% "
+            f"({sat['deliveries_per_read']:.1f} deliveries per read); "
             f"other tenants' processes {sat['others_cpu']:.0f}%"
         )
     finally:
@@ -280,8 +288,15 @@ def phase_problems(record: dict[str, Any], n: int) -> list[str]:
 
 
 def validate(record: dict[str, Any], n: int) -> list[str] | bool:
-    """True, or the list of problems that make the record suspect (kept, flagged)."""
+    """True, or the list of problems that make the record suspect (kept, flagged).
+
+    A saturation phase that did not drain in time is only noted: the window was already
+    measured, and the client and server are thrown away after it (a slow peer, such as
+    python-socketio at 10,000, has 16·N deliveries queued when the window closes)."""
     problems = phase_problems(record, n)
+    if "saturation did not drain" in problems:
+        problems.remove("saturation did not drain")
+        record["notes"] = ["saturation backlog not drained within the deadline"]
     sat = record.get("saturate")
     if sat and sat["pub_errors"]:
         problems.append(f"{sat['pub_errors']} publish errors")
@@ -414,13 +429,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{len(bad)} of {len(records)} measurements failed or are suspect:")
         for r in bad:
             print(f"  {r['server']} N={r['n']:,} run {r['run'] + 1}: {r.get('error') or r['ok']}")
+    # A peer that cannot hold N or keep up is a result; Tidings failing, or any harness error
+    # (an exception, a silent client), makes the exit status 1.
+    failed = [r for r in bad if "error" in r or r["server"] == "tidings"]
     pyspy.print_profiles(records)
     for png in report.plots(records, args.n, args.servers, RESULTS / f"fanout-{stamp}", args.docs):
         print(f"plot: {png.relative_to(ROOT)}")
     print(f"\nresults: {out_path.relative_to(ROOT)}")
     if interrupted:
         return 130
-    return 0 if records and not bad else 1
+    return 0 if records and not failed else 1
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ static const char *g_sub_msg;
 static long g_established, g_subscribed, g_failed, g_closed_by_peer, g_inflight;
 static uint64_t g_last_event_ns;
 static uint64_t g_delivered;     /* deliveries of "seq" messages, all phases */
+static uint64_t g_reads, g_waits; /* read() calls on subscriber sockets, epoll_wait calls */
 static uint64_t g_unexpected;    /* other text frames on subscribed sockets */
 static long g_pub_errors, g_pub_done, g_pub_reconnects;
 static int g_close_codes[8];
@@ -464,6 +465,7 @@ static void on_event(Conn *c, uint32_t events) {
             return;
         }
         g_now = now_ns();
+        g_reads++;
         if (c->kind == K_SUB)
             handle_sub_data(c, g_rbuf, (size_t)r);
         else
@@ -476,6 +478,7 @@ static void on_event(Conn *c, uint32_t events) {
 static void pump(int timeout_ms) {
     static struct epoll_event evs[4096]; /* large batches: one epoll_wait per many reads */
     int n = epoll_wait(g_epfd, evs, 4096, timeout_ms);
+    g_waits++;
     if (n < 0) {
         if (errno == EINTR) return;
         die("epoll_wait");
@@ -689,7 +692,7 @@ static void cmd_saturate(int k, double warm_s, double window_s, double drain_s) 
     open_publishers();
     long subs = g_subscribed;
     uint64_t t0 = now_ns();
-    uint64_t wstart = 0, wend = 0, base = 0;
+    uint64_t wstart = 0, wend = 0, base = 0, reads0 = 0, waits0 = 0;
     uint64_t expected = 0, delivered0 = g_delivered;
     long sent = 0, errors0 = g_pub_errors;
     int exhausted = 0;
@@ -698,6 +701,8 @@ static void cmd_saturate(int k, double warm_s, double window_s, double drain_s) 
         if (!wstart && t >= t0 + (uint64_t)(warm_s * 1e9)) {
             wstart = t;
             base = g_delivered;
+            reads0 = g_reads;
+            waits0 = g_waits;
             printf("{\"phase\":\"sat_start\"}\n");
             fflush(stdout);
         }
@@ -719,15 +724,17 @@ static void cmd_saturate(int k, double warm_s, double window_s, double drain_s) 
         pump(5);
     }
     uint64_t counted = g_delivered - base;
+    uint64_t reads = g_reads - reads0, waits = g_waits - waits0;
     double secs = (double)(wend - wstart) / 1e9;
     /* drain so the next phase starts clean */
     uint64_t deadline = now_ns() + seconds_ns(drain_s);
     while (g_delivered - delivered0 < expected && now_ns() < deadline) pump(10);
     printf("{\"phase\":\"saturate\",\"k\":%d,\"window_s\":%.4f,\"deliveries\":%llu,"
            "\"rate\":%.1f,\"messages\":%ld,\"exhausted\":%d,\"drained\":%d,"
-           "\"phase_pub_errors\":%ld,",
+           "\"phase_pub_errors\":%ld,\"deliveries_per_read\":%.2f,\"reads_per_wait\":%.1f,",
            k, secs, (unsigned long long)counted, secs > 0 ? (double)counted / secs : 0.0, sent,
-           exhausted, g_delivered - delivered0 >= expected, g_pub_errors - errors0);
+           exhausted, g_delivered - delivered0 >= expected, g_pub_errors - errors0,
+           reads ? (double)counted / (double)reads : 0.0, waits ? (double)reads / (double)waits : 0.0);
     print_common();
 }
 
