@@ -8,7 +8,8 @@ auth endpoint would. Then, for ``--seconds``, every second:
 
 * ``--reconnect-fraction`` of the connections close and connect again (a new socket id, all
   subscriptions again);
-* ``--resubscribe-fraction`` of them leave their public channel and join another;
+* ``--resubscribe-fraction`` of them leave one of their channels and join another of the
+  same kind (public, private or presence);
 * ``--client-events`` client events are sent on private channels;
 * ``--publishes`` events are published through the REST API (one in ten as a batch of 3).
 
@@ -245,11 +246,18 @@ class Load:
             self.stats.reconnects += 1
 
     async def resubscribe(self, conn: Connection) -> None:
+        """Move the connection from one of its channels to another of the same kind:
+        public most often, else private, else (for presence members) presence."""
         o = self.options
-        public = [c for c in conn.channels if c.startswith("soak-")]
-        for channel in public:
+        roll = self.rng.random()
+        prefix, count = ("soak-", o.public_channels)
+        if roll > 0.85 and any(c.startswith("presence-") for c in conn.channels):
+            prefix, count = ("presence-soak-", o.presence_channels)
+        elif roll > 0.6:
+            prefix, count = ("private-soak-", o.private_channels)
+        for channel in [c for c in conn.channels if c.startswith(prefix)]:
             await conn.unsubscribe(channel)
-        await conn.subscribe(f"soak-{self.rng.randrange(o.public_channels)}")
+        await conn.subscribe(f"{prefix}{self.rng.randrange(count)}")
 
     async def client_event(self) -> None:
         candidates = [c for c in self.rng.sample(self.connections, 8) if c.open]
@@ -382,6 +390,7 @@ async def main_async(options: Options) -> None:
         try:
             await load.churn(options.seconds, started)
         finally:
+            load.report("stopping", started)
             await load.stop()
         load.report("done", started)
 
