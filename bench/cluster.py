@@ -38,12 +38,9 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,205 +49,17 @@ import redis
 
 import fanout
 import procs
-import report
+from cluster_nodes import Cluster, Layout, RedisServer, established, layout, start_cluster
+from cluster_report import LABELS, summarize, write_json
 from fanout import Plan
-from loadclient import PUBLISHER_CONNECTIONS, LoadClient, build_client, write_requests
+from loadclient import LoadClient, build_client, write_requests
 from procs import RESULTS, ROOT, log
-from servers import server_env, tidings_config
 
 CONFIGS = ("memory", "redis1", "redis2", "workers2")
-LABELS = {
-    "memory": "1 node, memory",
-    "redis1": "1 node, Redis",
-    "redis2": "2 nodes, Redis",
-    "workers2": "--workers 2, Redis",
-}
 BROADCASTS_IN_FLIGHT = fanout.BROADCASTS_IN_FLIGHT
 HANDSHAKES_IN_FLIGHT = fanout.HANDSHAKES_IN_FLIGHT
 WARMUP_CONNECTIONS = fanout.WARMUP_CONNECTIONS
 HEARTBEAT_S = 5.0  # node_ttl 15 s / 3: one EVALSHA per node every 5 s
-HARNESS_COMMANDS = ("cmdstat_config|resetstat", "cmdstat_info", "cmdstat_ping")
-
-
-# ---------------------------------------------------------------- Redis
-
-
-class RedisServer:
-    """A private redis-server on a free loopback port, no persistence."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = procs.free_port()
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        cmd += ["--save", "", "--appendonly", "no", "--logfile", str(workdir / "redis.log")]
-        self.proc = procs.start(cmd, workdir / "redis.err", stdout=subprocess.DEVNULL)
-        self.client = redis.Redis(port=self.port, decode_responses=True, socket_timeout=10)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.client.ping()
-                break
-            except redis.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start (see redis.log)") from None
-                time.sleep(0.05)
-        self.version = str(self.client.info("server")["redis_version"])
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def pin(self, cores: set[int]) -> None:
-        os.sched_setaffinity(self.pid, cores)
-
-    def snapshot(self) -> dict[str, Any]:
-        cpu = self.client.info("cpu")
-        stats = self.client.info("stats")
-        return {
-            "t": time.monotonic(),
-            "cpu_s": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
-            "net_in": int(stats["total_net_input_bytes"]),
-            "net_out": int(stats["total_net_output_bytes"]),
-        }
-
-    def commandstats(self) -> dict[str, dict[str, float]]:
-        raw: dict[str, dict[str, float]] = self.client.info("commandstats")
-        return {k: v for k, v in raw.items() if k not in HARNESS_COMMANDS}
-
-    def stop(self) -> None:
-        self.client.close()
-        procs.stop(self.proc, grace=5.0)
-
-
-# ---------------------------------------------------------------- layout and nodes
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Which cores each process may run on (taskset lists)."""
-
-    nodes: list[str]
-    client: str
-    redis: str
-
-
-def layout(config: str, cpus: list[int]) -> Layout:
-    c = [str(x) for x in cpus]
-    if len(c) >= 4:
-        return Layout([c[0], c[1]], c[2], c[3])
-    if len(c) < 2:
-        raise SystemExit("needs at least 2 cores")
-    both = f"{c[0]},{c[1]}"
-    if config in ("memory", "redis1"):
-        return Layout([c[0]], c[1], both)
-    return Layout([c[0], c[1]], both, both)
-
-
-@dataclass
-class Cluster:
-    """The Tidings processes of one configuration."""
-
-    config: str
-    prefix: str  # redis_prefix of this configuration's nodes
-    ports: list[int]  # WebSocket ports given to the client (1 or 2)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    node_pids: list[int] = field(
-        default_factory=list
-    )  # serving processes (workers, not supervisor)
-    logs: list[Path] = field(default_factory=list)
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            procs.stop(proc, grace=15.0)
-
-
-def node_config(
-    path: Path, log_level: str, redis_url: str | None, prefix: str, workers: int
-) -> Path:
-    tidings_config(path, log_level)
-    top = ""
-    if redis_url:
-        top += f'redis = "{redis_url}"\nredis_prefix = "{prefix}"\n'
-    if workers > 1:
-        top += f"workers = {workers}\n"
-    path.write_text(top + path.read_text())
-    return path
-
-
-def wait_healthy(port: int, timeout: float) -> dict[str, Any]:
-    """/ready answers 200 while Redis is unreachable too: wait for "degraded": false."""
-    deadline = time.monotonic() + timeout
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
-            body = json.loads(r.read())
-        if not body.get("degraded"):
-            return body
-        time.sleep(0.1)
-    raise RuntimeError(f"node on port {port} still degraded after {timeout} s: {body}")
-
-
-def listening(pid: int, port: int) -> bool:
-    conns = psutil.Process(pid).net_connections(kind="tcp")
-    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
-
-
-def established(pid: int, port: int) -> int:
-    conns = psutil.Process(pid).net_connections(kind="tcp")
-    return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
-
-
-def start_cluster(
-    config: str, lay: Layout, redis_url: str, prefix: str, workdir: Path, tag: str, log_level: str
-) -> Cluster:
-    env = server_env()
-    use_redis = config != "memory"
-    workers = 2 if config == "workers2" else 1
-    count = 2 if config == "redis2" else 1
-    cluster = Cluster(config, prefix, [])
-    for i in range(count):
-        port = procs.free_port()
-        conf = node_config(
-            workdir / f"tidings-{tag}-{i + 1}.toml",
-            log_level,
-            redis_url if use_redis else None,
-            prefix,
-            workers,
-        )
-        cores = ",".join(lay.nodes) if workers > 1 else lay.nodes[i]
-        cmd = ["taskset", "-c", cores, procs.PYTHON, "-m", "tidings", "serve"]
-        cmd += ["--host", "127.0.0.1", "--port", str(port), "--config", str(conf)]
-        node_log = workdir / f"server-{tag}-{i + 1}.log"
-        log(f"  node {i + 1}: {' '.join(cmd)}")
-        proc = procs.start(cmd, node_log, stdout=subprocess.DEVNULL, env=env)
-        cluster.procs.append(proc)
-        cluster.ports.append(port)
-        cluster.logs.append(node_log)
-    for proc, port, node_log in zip(cluster.procs, cluster.ports, cluster.logs, strict=True):
-        procs.wait_ready(port, proc, 30, node_log)
-        if use_redis:
-            wait_healthy(port, 15)
-    if workers == 1:
-        cluster.node_pids = [p.pid for p in cluster.procs]
-        return cluster
-    # --workers: both workers must listen before any connection (the kernel only spreads
-    # connections over listening sockets); then pin worker i to core i.
-    supervisor, port = cluster.procs[0], cluster.ports[0]
-    deadline = time.monotonic() + 30
-    while True:
-        kids = psutil.Process(supervisor.pid).children()
-        if len(kids) == workers and all(listening(k.pid, port) for k in kids):
-            break
-        if time.monotonic() > deadline or supervisor.poll() is not None:
-            raise RuntimeError(f"{workers} workers not listening on {port} after 30 s")
-        time.sleep(0.1)
-    cluster.node_pids = sorted(k.pid for k in kids)
-    for pid, core in zip(cluster.node_pids, lay.nodes, strict=True):
-        os.sched_setaffinity(pid, {int(core)})
-    return cluster
 
 
 # ---------------------------------------------------------------- one measurement
@@ -551,112 +360,6 @@ def measure(
         cluster.stop()
         record["server_exit"] = [p.returncode for p in cluster.procs]
     return record
-
-
-# ---------------------------------------------------------------- summary
-
-Getter = Callable[[dict[str, Any]], float | None]
-
-
-def sat(key: str) -> Getter:
-    return lambda r: r["saturate"].get(key)
-
-
-def per_publish(command: str) -> Getter:
-    return lambda r: r["redis"]["per_publish"].get(command, 0.0) if "redis" in r else None
-
-
-def redis_metric(key: str) -> Getter:
-    return lambda r: r["redis"][key] if "redis" in r else None
-
-
-METRICS: list[tuple[str, Getter, int]] = [
-    ("deliveries/s (saturation)", sat("rate"), 0),
-    ("deliveries per node CPU-s", sat("deliveries_per_node_cpu_s"), 0),
-    ("node 1 CPU %", sat("node1_cpu"), 0),
-    ("node 2 CPU %", sat("node2_cpu"), 0),
-    ("load client CPU %", sat("client_cpu"), 0),
-    ("redis-server CPU %", sat("redis_cpu"), 1),
-    ("other tenants' processes CPU % (≥)", sat("others_cpu_pct"), 0),
-    ("core 0 busy % (softirq incl.)", sat("core0_busy"), 0),
-    ("core 1 busy % (softirq incl.)", sat("core1_busy"), 0),
-    (
-        "softirq %, both cores",
-        lambda r: r["saturate"].get("core0_softirq", 0) + r["saturate"].get("core1_softirq", 0),
-        0,
-    ),
-    ("latency p50 ms", lambda r: r["latency"]["p50_ms"], 1),
-    ("latency p99 ms", lambda r: r["latency"]["p99_ms"], 1),
-    ("connections/s", lambda r: r["connect"]["rate"], 0),
-    ("subscriptions/s", lambda r: r["subscribe"]["rate"], 0),
-    ("degraded episodes while subscribing", lambda r: r.get("unreachable_in_subscribe"), 0),
-    ("wait until healthy + subscribed, s", lambda r: r.get("settle_s"), 1),
-    ("Redis PUBLISH / publish", per_publish("PUBLISH"), 2),
-    ("Redis INCRBY / publish", per_publish("INCRBY"), 2),
-    ("Redis EXPIRE / publish", per_publish("EXPIRE"), 2),
-    ("Redis EVALSHA / publish (heartbeats)", per_publish("EVALSHA"), 2),
-    ("Redis commands / publish (all)", redis_metric("commands_per_publish"), 2),
-    ("Redis command time µs / publish", redis_metric("command_us_per_publish"), 1),
-    ("Redis CPU µs / publish (incl. idle cron)", redis_metric("redis_cpu_us_per_publish"), 0),
-    ("Redis bytes out / publish", redis_metric("net_out_per_publish"), 0),
-]
-
-
-def spread(values: list[float], digits: int) -> str:
-    return report.spread(values, digits)
-
-
-def summarize(records: list[dict[str, Any]], configs: list[str]) -> tuple[str, dict[str, Any]]:
-    good = [r for r in records if "verify" in r]
-    head = " | ".join(LABELS[c] for c in configs)
-    lines = [f"| metric | {head} |", "|---|" + "---:|" * len(configs)]
-    data: dict[str, Any] = {}
-
-    def row(name: str, get: Getter, digits: int) -> None:
-        cells = []
-        for c in configs:
-            values = [v for r in good if r["config"] == c and (v := get(r)) is not None]
-            data.setdefault(name, {})[c] = values
-            cells.append(spread([float(v) for v in values], digits))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-
-    for name, get, digits in METRICS:
-        row(name, get, digits)
-        if name == "deliveries/s (saturation)":
-            base = {r["run"]: r["saturate"]["rate"] for r in good if r["config"] == "memory"}
-
-            def ratio(r: dict[str, Any], base: dict[int, float] = base) -> float | None:
-                b = base.get(r["run"])
-                return r["saturate"]["rate"] / b if b else None
-
-            row("÷ memory, same run", ratio, 2)
-    return "\n".join(lines), data
-
-
-def write_json(
-    path: Path,
-    info: dict[str, Any],
-    args: argparse.Namespace,
-    plan: Plan,
-    records: list[dict[str, Any]],
-    started: float,
-    summary: dict[str, Any] | None = None,
-) -> None:
-    doc = {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "command": " ".join(["bench/cluster.py", *sys.argv[1:]]),
-        "machine": info,
-        "options": {k: v for k, v in vars(args).items()},
-        "plan": plan.__dict__,
-        "constants": {
-            "handshakes_in_flight": HANDSHAKES_IN_FLIGHT,
-            "broadcasts_in_flight": BROADCASTS_IN_FLIGHT,
-            "publisher_connections": PUBLISHER_CONNECTIONS,
-        },
-        "records": records,
-        "summary": summary,
-    }
-    path.write_text(json.dumps(doc, indent=1, default=str))
 
 
 # ---------------------------------------------------------------- main

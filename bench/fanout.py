@@ -152,9 +152,12 @@ def client_session(
         drain = plan.drain(n)
         out["warm"] = client.command(f"warm 3 {drain}", 3 * drain + 30)
         rate = plan.latency_rate(n)
+        s0 = cpu_seconds(pid)
         lat = client.command(
             f"latency {rate} {plan.latency_seconds} {drain}", plan.latency_seconds + drain + 30
         )
+        # CPU per delivery at a moderate rate, where nothing coalesces (one send() each)
+        lat["server_cpu_ms_per_1k"] = 1e6 * (cpu_seconds(pid) - s0) / max(1, lat["received"])
         out["latency"] = lat
         log(
             f"    latency @{rate:g} msg/s: p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "

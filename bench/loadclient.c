@@ -18,6 +18,9 @@
  *                 id 0, answered by the ack 430[...]; broadcasts arrive as 42["e","<data>"];
  *                 the server's EIO ping "2" is answered with "3".
  *   -2 PORT2      every odd subscriber connects to PORT2 instead (two nodes, cluster.py)
+ *   -W SPIN_US    in the latency phase, poll epoll this long before sleeping in it (200;
+ *                 0 = always sleep): a wake-up per few sockets would add its delay to the
+ *                 measured latency (the saturation phase always sleeps: it reports CPU)
  *   -S SOURCES    spread subscribers over SOURCES loopback source addresses 127.0.0.1,
  *                 127.0.0.2, ... (bind with IP_BIND_ADDRESS_NO_PORT), since one source address
  *                 gives at most one connection per ephemeral port to one server port; the
@@ -83,6 +86,8 @@ static struct sockaddr_in g_addr2; /* -2: odd subscribers go here */
 static int g_port2;
 static int g_proto = P_PUSHER;
 static int g_nsrc; /* -S: loopback source addresses for subscribers (0 = auto) */
+static int g_spin_us = 200; /* -W: poll this long before sleeping in epoll_wait */
+static int g_spinning;      /* only in the latency phase: the saturation phase reports CPU */
 
 static Conn *g_subs;
 static Conn *g_pubs;
@@ -477,7 +482,25 @@ static void on_event(Conn *c, uint32_t events) {
 
 static void pump(int timeout_ms) {
     static struct epoll_event evs[4096]; /* large batches: one epoll_wait per many reads */
-    int n = epoll_wait(g_epfd, evs, 4096, timeout_ms);
+    /* Poll for up to g_spin_us before sleeping: while a broadcast is arriving, the next
+     * socket is usually ready within microseconds, and a sleep + wake-up per few sockets
+     * (a context switch, costly on a VM) would dominate the client's cost per read and add
+     * its wake-up delay to the measured latency. Bounded, so an idle client still sleeps. */
+    int n = epoll_wait(g_epfd, evs, 4096, 0);
+    if (n == 0 && timeout_ms > 0) {
+        uint64_t start = now_ns(), end = start + (uint64_t)timeout_ms * 1000000u;
+        uint64_t spin_end = start + (g_spinning ? (uint64_t)g_spin_us * 1000u : 0u);
+        if (spin_end > end) spin_end = end;
+        uint64_t t = start;
+        while (n == 0 && t < spin_end) {
+            n = epoll_wait(g_epfd, evs, 4096, 0);
+            t = now_ns();
+        }
+        if (n == 0 && t < end) { /* sleep the rest of the timeout, to the nanosecond */
+            struct timespec rest = {(time_t)((end - t) / 1000000000u), (long)((end - t) % 1000000000u)};
+            n = epoll_pwait2(g_epfd, evs, 4096, &rest, NULL);
+        }
+    }
     g_waits++;
     if (n < 0) {
         if (errno == EINTR) return;
@@ -642,6 +665,7 @@ static void cmd_latency(double rate, double secs, double drain_s) {
     g_lat_lo = g_next_seq;
     g_lat_hi = g_next_seq + nmsg;
     g_lat_on = 1;
+    g_spinning = 1;
     uint64_t period = (uint64_t)(1e9 / rate);
     uint64_t t0 = now_ns() + 10000000ull;
     long sent = 0;
@@ -665,6 +689,7 @@ static void cmd_latency(double rate, double secs, double drain_s) {
         pump(wait);
     }
     g_lat_on = 0;
+    g_spinning = 0;
     qsort(g_lat, g_lat_n, sizeof *g_lat, cmp_u32);
     double sum = 0;
     for (size_t i = 0; i < g_lat_n; i++) sum += g_lat[i];
@@ -785,14 +810,14 @@ static void load_requests(const char *path) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: loadclient [-P pusher|socketio] [-2 PORT2] [-S SOURCES] "
+    fprintf(stderr, "usage: loadclient [-P pusher|socketio] [-2 PORT2] [-S SOURCES] [-W SPIN_US] "
                     "HOST PORT APP_KEY N REQUEST_FILE N_PUBLISHERS\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     int opt;
-    while ((opt = getopt(argc, argv, "P:2:S:")) != -1) {
+    while ((opt = getopt(argc, argv, "P:2:S:W:")) != -1) {
         if (opt == 'P' && !strcmp(optarg, "pusher"))
             g_proto = P_PUSHER;
         else if (opt == 'P' && !strcmp(optarg, "socketio"))
@@ -801,6 +826,8 @@ int main(int argc, char **argv) {
             g_port2 = atoi(optarg);
         else if (opt == 'S')
             g_nsrc = atoi(optarg);
+        else if (opt == 'W')
+            g_spin_us = atoi(optarg);
         else
             usage();
     }

@@ -94,10 +94,13 @@ class LoadClient:
         protocol: str = "pusher",
         cores: str = CLIENT_CORE,
         port2: int | None = None,
+        spin_us: int | None = None,
     ) -> None:
         cmd = ["taskset", "-c", cores, str(binary), "-P", protocol, "-S", str(source_addresses(n))]
         if port2:
             cmd += ["-2", str(port2)]
+        if spin_us is not None:
+            cmd += ["-W", str(spin_us)]
         cmd += ["127.0.0.1", str(port), APP_KEY, str(n), str(requests), str(PUBLISHER_CONNECTIONS)]
         self.proc = start(cmd, log, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.log = log

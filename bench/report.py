@@ -49,6 +49,7 @@ METRICS: list[tuple[str, Getter, int]] = [
     ("latency p50 ms", lat("p50_ms"), 1),
     ("latency p99 ms", lat("p99_ms"), 1),
     ("latency max ms", lat("max_ms"), 1),
+    ("server CPU ms / 1k deliveries at that rate", lat("server_cpu_ms_per_1k"), 2),
     ("spread of one broadcast, median ms", lat("spread_p50_ms"), 1),
     ("spread of one broadcast, max ms", lat("spread_max_ms"), 1),
     ("RSS KiB / idle connection", lambda r: r.get("rss_conn_kib"), 1),
