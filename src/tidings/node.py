@@ -131,7 +131,9 @@ class _AppState:
     hub: Hub = field(default_factory=Hub)
     connections: dict[str, Connection] = field(default_factory=dict)
     users: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    watchers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # watched user -> watching socket -> what that socket was last told (True online, False
+    # offline, None nothing yet: its sign-in snapshot is still on its way)
+    watchers: dict[str, dict[str, bool | None]] = field(default_factory=dict)
     # presence channel -> socket id -> what that socket knows of the members
     views: dict[str, dict[str, PresenceView]] = field(default_factory=dict)
     # cache channel -> until when another miss is not announced (webhooks)
@@ -444,11 +446,21 @@ class Node:
         state.hub.add(user.channel, connection)
         await self.broker.subscribe(app.id, user.channel, socket_id)
         for watched in user.watchlist:
-            state.watchers[watched].add(socket_id)
+            state.watchers.setdefault(watched, {})[socket_id] = None
         if user.watchlist:
-            online = await self.broker.users_online(app.id, list(user.watchlist))
-            if online:
-                connection.send(_watchlist_frame("online", online))
+            online = set(await self.broker.users_online(app.id, list(user.watchlist)))
+            # Events that arrived while we asked are newer than this snapshot: a user they
+            # told about is left as they said (once, never twice).
+            told = []
+            for watched in user.watchlist:
+                sockets = state.watchers.get(watched)
+                if sockets is None or socket_id not in sockets or sockets[socket_id] is not None:
+                    continue
+                sockets[socket_id] = watched in online
+                if watched in online:
+                    told.append(watched)
+            if told:
+                connection.send(_watchlist_frame("online", told))
         if await self.broker.user_online(app.id, user.id, socket_id):
             await self.broker.control(app.id, ControlMessage("online", user.id))
 
@@ -458,7 +470,11 @@ class Node:
         socket_id = connection.socket_id
         _discard(state.users, user.id, socket_id)
         for watched in user.watchlist:
-            _discard(state.watchers, watched, socket_id)
+            sockets = state.watchers.get(watched)
+            if sockets is not None:
+                sockets.pop(socket_id, None)
+                if not sockets:
+                    del state.watchers[watched]
         self.outgoing.flush()
         state.hub.remove(user.channel, socket_id)
         await self.broker.unsubscribe(app.id, user.channel, socket_id)
@@ -553,10 +569,16 @@ class Node:
             if state.hub.count(message.channel):
                 self._count_changed(app, message.channel, ctype, local_only=True)
         elif message.kind in ("online", "offline"):
-            frame = _watchlist_frame(message.kind, [message.user_id])
-            for socket_id in state.watchers.get(message.user_id, ()):
+            online = message.kind == "online"
+            watching = state.watchers.get(message.user_id, {})
+            frame = None
+            for socket_id, known in watching.items():
                 connection = state.connections.get(socket_id)
-                if connection is not None:
+                if connection is None or known is online:
+                    continue
+                watching[socket_id] = online
+                if online or known:  # "offline" only to those told "online"
+                    frame = frame or _watchlist_frame(message.kind, [message.user_id])
                     connection.send(frame)
 
     # -- subscription_count ------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tidings.brokers.base import ControlMessage
 from tidings.brokers.memory import MemoryBroker
 from tidings.core.apps import App, AppRegistry
 from tidings.node import BackendRateLimited, Node, NodeSettings
@@ -641,6 +642,53 @@ async def test_watchlist_online_offline(node: Node) -> None:
 
     await node.detach(watcher)
     await node.detach(already)  # nobody watches any more: nothing to send, nothing raised
+
+
+class SlowSnapshotBroker(MemoryBroker):
+    """users_online answers only when released, as a Redis round trip might: cluster
+    events about the watched users can arrive in between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def users_online(self, app_id: str, user_ids: list[str]) -> list[str]:
+        answer = await super().users_online(app_id, user_ids)
+        self.asked.set()
+        await self.release.wait()
+        return answer
+
+
+async def test_watchlist_events_during_the_signin_snapshot_are_told_once(
+    clock: FakeClock,
+) -> None:
+    broker = SlowSnapshotBroker()
+    node = Node(AppRegistry.of([APP]), broker, clock=clock)
+    await node.start()
+    try:
+        for user in ("u1", "u2"):  # online before the watcher asks
+            await connect(node).signin(user)
+        watcher = connect(node)
+        watcher.take()
+        signin = asyncio.ensure_future(watcher.signin("w", watchlist=["u1", "u2", "u3"]))
+        await broker.asked.wait()
+        # While the snapshot (u1, u2 online) is on its way, other nodes report:
+        node._control(APP.id, ControlMessage("online", "u1"))  # already in the snapshot
+        node._control(APP.id, ControlMessage("offline", "u2"))  # newer than the snapshot
+        node._control(APP.id, ControlMessage("online", "u3"))  # newer than the snapshot
+        broker.release.set()
+        await signin
+        messages = [m for m in watcher.take() if m["event"] != "pusher:signin_success"]
+        assert messages == [
+            watchlist_event("online", ["u1"]),
+            watchlist_event("online", ["u3"]),
+        ]
+        node._control(APP.id, ControlMessage("offline", "u3"))
+        node._control(APP.id, ControlMessage("offline", "u2"))  # it was never told online
+        assert watcher.take() == [watchlist_event("offline", ["u3"])]
+    finally:
+        await node.close()
 
 
 async def test_watchlist_with_nobody_online_sends_nothing_at_signin(node: Node) -> None:
