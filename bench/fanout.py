@@ -74,6 +74,7 @@ HANDSHAKES_IN_FLIGHT = 200
 BROADCASTS_IN_FLIGHT = 16
 WARMUP_CONNECTIONS = 50
 MAX_DELIVERIES_PER_S = 2_000_000  # sizes the pre-signed request supply; never the limit
+MAX_WINDOW_S = 30.0  # the saturation window grows for slow servers up to this
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,9 @@ class Plan:
         if server == "soketi":
             return fixed + n / 10_000 + min(bound, n * n / 8e6)
         if server == "socketio":
-            return fixed + min(bound, n / 800) + n / 3000 + 2 * self.drain(n)
+            per_broadcast = n / 5000
+            window = min(MAX_WINDOW_S, 4 * per_broadcast) + 2 * per_broadcast
+            return fixed + min(bound, n / 800) + n / 3000 + 2 * self.drain(n) + window
         return fixed + n / 3000 + n / 20_000
 
 
@@ -164,7 +167,12 @@ def client_session(
             f"max {lat['max_ms']:.1f} ms, spread of one broadcast {lat['spread_p50_ms']:.1f} ms "
             f"({lat['received']:,}/{lat['expected']:,} deliveries)"
         )
-        out["saturate"] = saturate(client, pid, plan, tag, drain)
+        # A slow server must complete several broadcasts inside the window, or the window
+        # measures its burstiness: scale warm-up and window by one warm-up broadcast's time.
+        per_broadcast = out["warm"]["seconds"] / 3
+        warm_s = max(plan.sat_warm, 2 * per_broadcast)
+        window_s = max(plan.sat_window, min(MAX_WINDOW_S, 4 * per_broadcast))
+        out["saturate"] = saturate(client, pid, plan, tag, drain, warm_s, window_s)
         sat = out["saturate"]
         out["held"] = sat["established"] == n and not sat["closed_by_peer"]
         log(
@@ -181,14 +189,22 @@ def client_session(
     return out
 
 
-def saturate(client: LoadClient, pid: int, plan: Plan, tag: str, drain: float) -> dict[str, Any]:
-    client.send(f"saturate {BROADCASTS_IN_FLIGHT} {plan.sat_warm} {plan.sat_window} {drain}")
-    first = client.read(plan.sat_warm + 30)
+def saturate(
+    client: LoadClient,
+    pid: int,
+    plan: Plan,
+    tag: str,
+    drain: float,
+    warm_s: float,
+    window_s: float,
+) -> dict[str, Any]:
+    client.send(f"saturate {BROADCASTS_IN_FLIGHT} {warm_s:.2f} {window_s:.2f} {drain}")
+    first = client.read(warm_s + 30)
     assert first["phase"] == "sat_start", first
-    spy = pyspy.start_profiler(pid, plan.profile, tag, plan.sat_window) if plan.profile else None
+    spy = pyspy.start_profiler(pid, plan.profile, tag, window_s) if plan.profile else None
     a0 = {"t": time.monotonic(), "all": all_processes()}
     t0, s0, c0, k0 = time.monotonic(), cpu_seconds(pid), cpu_seconds(client.pid), core_times()
-    end = client.read(plan.sat_window + 30)
+    end = client.read(window_s + 30)
     t1, s1, c1, k1 = time.monotonic(), cpu_seconds(pid), cpu_seconds(client.pid), core_times()
     a1 = {"t": time.monotonic(), "all": all_processes()}
     assert end["phase"] == "sat_end", end
