@@ -14,7 +14,7 @@ run and each configuration (order alternating per run so drift hits all of them)
 
 it measures, with the C load client of bench/fanout.py (N subscribers of channel "bench"):
 connections/s, subscriptions/s, latency p50/p99 at a moderate open-loop rate, saturation
-deliveries/s (closed loop, 4 broadcasts in flight) with the CPU of every process and core,
+deliveries/s (closed loop, 16 broadcasts in flight) with the CPU of every process and core,
 then Redis commands per publish (CONFIG RESETSTAT, a fixed number of publishes one at a time,
 INFO commandstats / cpu / stats), and finally checks that every published seq reached every
 subscriber exactly once (no duplicate, no loss across nodes).

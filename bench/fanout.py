@@ -20,7 +20,7 @@ venv of its own, both under .cache/bench/), then for each run, each N and each s
 5. latency: open loop at a fixed rate (10 msg/s at N = 1,000, 1 msg/s above) through the
    publish endpoint; p50/p99/max over every delivery, counted from the scheduled send time,
    and the spread of each broadcast (first to last delivery of one message);
-6. saturation: closed loop, at most 4 broadcasts (4·N deliveries) in flight; deliveries/s
+6. saturation: closed loop, at most 16 broadcasts (16·N deliveries) in flight; deliveries/s
    over a fixed window, with server, client and per-core CPU sampled around the window;
 7. stops the client and the server (by PID; also on Ctrl-C or an error).
 
