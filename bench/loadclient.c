@@ -43,7 +43,9 @@
  *   saturate K WARM_S WINDOW_S [DRAIN 15]
  *                                  closed loop, <= K broadcasts in flight; prints a
  *                                  sat_start and a sat_end line around the measured window
- *   verify                         per published seq: did every subscriber get it once?
+ *   verify [SEQS]                  per published seq: did every subscriber get it once?
+ *                                  (with SEQS: seqs 0..SEQS-1, whoever published them:
+ *                                  another client process of bench/hold.py)
  *   quit                           close everything with SO_LINGER 0 (no TIME_WAIT) and exit
  */
 #define _GNU_SOURCE
@@ -764,11 +766,20 @@ static void cmd_saturate(int k, double warm_s, double window_s, double drain_s) 
 }
 
 /* Every published seq must reach every subscribed socket exactly once (cluster.py). */
-static void cmd_verify(void) {
+static void cmd_verify(long seqs) {
     long complete = 0, short_seqs = 0, over = 0, first_short = -1;
     unsigned long long missing = 0, extra = 0;
     uint32_t subs = (uint32_t)g_subscribed;
-    for (long s = 0; s < g_next_seq; s++) {
+    long upto = seqs > 0 ? (seqs < g_nreq ? seqs : g_nreq) : g_next_seq;
+    if (seqs > 0) { /* read what arrived while this client sat idle: until 0.5 s quiet */
+        uint64_t deadline = now_ns() + seconds_ns(30);
+        unsigned long long seen = (unsigned long long)-1;
+        while (seen != g_delivered && now_ns() < deadline) {
+            seen = g_delivered;
+            pump(500);
+        }
+    }
+    for (long s = 0; s < upto; s++) {
         uint32_t c = g_seq_count[s];
         if (c == subs) {
             complete++;
@@ -784,7 +795,7 @@ static void cmd_verify(void) {
     printf("{\"phase\":\"verify\",\"published\":%ld,\"complete\":%ld,\"short\":%ld,"
            "\"missing\":%llu,\"first_short\":%ld,\"over\":%ld,\"extra\":%llu,"
            "\"delivered\":%llu,",
-           g_next_seq, complete, short_seqs, missing, first_short, over, extra,
+           upto, complete, short_seqs, missing, first_short, over, extra,
            (unsigned long long)g_delivered);
     print_common();
 }
@@ -891,7 +902,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(cmd, "saturate")) {
             cmd_saturate((int)a, b, c, d > 0 ? d : 15);
         } else if (!strcmp(cmd, "verify")) {
-            cmd_verify();
+            cmd_verify(a > 0 ? (long)a : 0);
         } else if (!strcmp(cmd, "quit")) {
             break;
         } else {

@@ -95,8 +95,10 @@ class LoadClient:
         cores: str = CLIENT_CORE,
         port2: int | None = None,
         spin_us: int | None = None,
+        sources: int | None = None,
     ) -> None:
-        cmd = ["taskset", "-c", cores, str(binary), "-P", protocol, "-S", str(source_addresses(n))]
+        sources = sources or source_addresses(n)  # more when other clients share the ports
+        cmd = ["taskset", "-c", cores, str(binary), "-P", protocol, "-S", str(sources)]
         if port2:
             cmd += ["-2", str(port2)]
         if spin_us is not None:
