@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import socket
 import struct
+import time
 from typing import Any
 
-from pusher_helpers import TIMEOUT, eventually, rest_request, unique
+import aiohttp
+import psutil
+from pusher_helpers import (
+    APP_SECRET,
+    TIMEOUT,
+    eventually,
+    hmac_hex,
+    query_string,
+    rest_request,
+    unique,
+)
 
 APP_ID = "12345"
 APP_KEY = "app-key"
@@ -183,5 +195,83 @@ async def test_slow_consumer_sees_close_code_4100_when_it_reads_again(
         # server's grace period gets everything queued and then 4100.
         assert code == 4100, code
         assert "slow consumer" in server.logs()
+    finally:
+        slow.close()
+
+
+def _signed_batch_url(http_url: str, body: bytes) -> str:
+    query = {
+        "auth_key": APP_KEY,
+        "auth_timestamp": str(int(time.time())),
+        "auth_version": "1.0",
+        "body_md5": hashlib.md5(body).hexdigest(),
+    }
+    path = f"/apps/{APP_ID}/batch_events"
+    signature = hmac_hex(APP_SECRET, "\n".join(["POST", path, query_string(query)]))
+    return f"{http_url}{path}?{query_string(query)}&auth_signature={signature}"
+
+
+async def test_a_stalled_client_is_cut_off_while_another_gets_100k_messages_in_bounded_memory(
+    make_server: Any, open_socket: Any
+) -> None:
+    """Issue 7: 100,000 messages to a channel with one reader and one client that never reads.
+    The stalled one is closed once past the high-water mark; the reader gets every message in
+    order; the server's memory stays bounded (it never queues the stalled client's backlog)."""
+    total, batch, publishers = 100_000, 10, 4
+    pad = "x" * 500  # ~55 MB of frames in all: more than the bound below
+    app = {"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET}
+    app["max_backend_events_per_second"] = 1_000_000  # the flood is the point here
+    server = make_server(apps=[app], max_write_buffer=1 << 20)
+    channel = unique("hundred-k")
+    good = await open_socket(server.ws_url)
+    await good.subscribe(channel)
+    slow = await asyncio.to_thread(_slow_subscriber, server.port, channel)
+    process = psutil.Process(server.proc.pid)
+    rss_before = process.memory_info().rss
+    peak = rss_before
+    try:
+
+        async def publish(worker: int, http: aiohttp.ClientSession) -> None:
+            for start in range(worker * batch, total, publishers * batch):
+                events = [
+                    {"channel": channel, "name": "n", "data": f"{n} {pad}"}
+                    for n in range(start, start + batch)
+                ]
+                body = json.dumps({"batch": events}).encode()
+                url = _signed_batch_url(server.http_url, body)
+                headers = {"Content-Type": "application/json"}
+                async with http.post(url, data=body, headers=headers) as resp:
+                    assert resp.status == 200, await resp.text()
+
+        async def publish_all() -> None:
+            async with aiohttp.ClientSession() as http:
+                await asyncio.gather(*(publish(w, http) for w in range(publishers)))
+
+        publishing = asyncio.create_task(publish_all())
+        received: list[int] = []
+        while len(received) < total:
+            message = await good.recv(timeout=10 * TIMEOUT)
+            if message["event"] == "n":
+                received.append(int(message["data"].split(" ", 1)[0]))
+            if len(received) % 5_000 == 0:
+                peak = max(peak, process.memory_info().rss)
+        await publishing
+        peak = max(peak, process.memory_info().rss)
+        # Each batch is published in order, batches from 4 publishers interleave: per
+        # publisher the order holds, and nothing is missing or repeated.
+        assert sorted(received) == list(range(total))
+        for w in range(publishers):
+            mine = [n for n in received if (n // batch) % publishers == w]
+            assert mine == sorted(mine)
+
+        async def stalled_one_gone() -> bool:
+            count = await asyncio.to_thread(_subscription_count, server.http_url, channel)
+            return count == 1
+
+        await eventually(stalled_one_gone, timeout=2 * TIMEOUT)
+        assert "slow consumer" in server.logs()
+        # 100k messages (~55 MB of frames) went out; had the stalled client's backlog been
+        # kept, it alone would pass this bound (1 MiB high-water mark, then cut off).
+        assert peak - rss_before < 25 * 1024 * 1024, (rss_before, peak)
     finally:
         slow.close()
