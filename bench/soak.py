@@ -22,36 +22,42 @@ Stops every process it started, by PID (also on Ctrl-C or an error).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import resource
 import selectors
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 import psutil
-import redis
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable))
+from cluster_nodes import RedisServer
+from procs import (
+    CLIENT_CORE,
+    PYTHON,
+    RESULTS,
+    ROOT,
+    SERVER_CORE,
+    fd_limit,
+    free_port,
+    log,
+    on_signal,
+    raise_fd_limit,
+    start,
+    stop,
+    stop_all,
+    wait_ready,
+)
+from servers import server_env
 
 APP_ID = "soak"
 APP_KEY = "soak-key"
 APP_SECRET = "soak-secret"
-SERVER_CORE = "0"
-CLIENT_CORE = "1"
 SAMPLE_EVERY = 10.0
 # Verdict thresholds: RSS growing faster than this over the second half, or more fds at the
 # end of the run than at its start plus the reconnects that may be in flight, is a leak.
@@ -64,114 +70,6 @@ class Plan:
     minutes: float
     connections: int
     redis: bool
-
-
-STARTED: list[subprocess.Popen[bytes]] = []
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# ---------------------------------------------------------------- processes
-
-
-def raise_fd_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard one; children (server, load) inherit it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > 1_048_576:
-        hard = 1_048_576
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def start(cmd: list[str], log_path: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Start a child in its own process group, remembered so it is always stopped."""
-    with log_path.open("ab") as err:
-        proc = subprocess.Popen(cmd, stderr=err, start_new_session=True, cwd=ROOT, **kwargs)  # noqa: S603
-    STARTED.append(proc)
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGTERM, wait, then SIGKILL the child and the process group it leads."""
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        except ProcessLookupError:
-            pass
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if proc in STARTED:
-        STARTED.remove(proc)
-
-
-def on_signal(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float, log_path: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{tail}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return
-        time.sleep(0.1)
-    raise RuntimeError(f"server not ready on port {port} after {timeout} s")
-
-
-def server_env() -> dict[str, str]:
-    env = dict(os.environ)
-    src = str(ROOT / "src")
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
-class RedisServer:
-    """A private redis-server on a free loopback port, without persistence."""
-
-    def __init__(self, workdir: Path) -> None:
-        if shutil.which("redis-server") is None:
-            raise RuntimeError("--redis needs redis-server (make system-deps installs it)")
-        self.port = free_port()
-        cmd = ["taskset", "-c", CLIENT_CORE, "redis-server", "--port", str(self.port)]
-        cmd += ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        cmd += ["--logfile", str(workdir / "redis.log")]
-        self.proc = start(cmd, workdir / "redis.err", stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_timeout=5)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start (see redis.log)") from None
-                time.sleep(0.05)
-        client.close()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        stop(self.proc, grace=5.0)
 
 
 # ---------------------------------------------------------------- server and samples
@@ -418,6 +316,7 @@ def run(plan: Plan, workdir: Path, started: float) -> dict[str, Any]:
         cmd += ["--config", str(write_config(workdir / "tidings.toml", plan.connections))]
         if plan.redis:
             redis_server = RedisServer(workdir)
+            redis_server.pin({int(CLIENT_CORE)})
             redis_port = redis_server.port
             cmd += ["--redis", redis_server.url]
         server_log = workdir / "server.log"
@@ -487,7 +386,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = Plan(minutes=args.minutes, connections=args.connections, redis=args.redis)
-    limit = raise_fd_limit()
+    raise_fd_limit()
+    limit = fd_limit()
     if limit < plan.connections + 1000:
         log(f"RLIMIT_NOFILE is {limit}: too low for {plan.connections} connections")
         return 2
@@ -504,8 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted")
         return 130
     finally:
-        for proc in list(STARTED):
-            stop(proc, grace=3.0)
+        stop_all()
     result["plan"] = vars(plan)
     result["verdict"] = verdict(result["samples"], plan)
     result["client_final"] = result["client_reports"][-1] if result["client_reports"] else None
