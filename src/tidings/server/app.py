@@ -11,6 +11,7 @@ process exits 0. A second signal exits at once (status 1).
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -20,6 +21,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from tidings.brokers.base import Broker
 from tidings.brokers.latency import RoundTrips
@@ -53,12 +55,9 @@ class InFlight:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @web.middleware
-    async def middleware(
+    async def track(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if not request.path.startswith(("/apps/", "/users/")):
-            return await handler(request)
         self.count += 1
         self._idle.clear()
         try:
@@ -82,17 +81,31 @@ IN_FLIGHT = web.AppKey("in_flight", InFlight)
 FALLBACK = web.AppKey("fallback", HttpFallback)
 
 
-@web.middleware
-async def json_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """aiohttp's own 404/405/413 pages become JSON errors like every other."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(exc.status, exc.reason)
+REST_PATHS = ("/apps/", "/users/")  # the HTTP API (also the SDK's unprefixed terminate)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def edge_middleware(in_flight: InFlight, metrics: Metrics) -> Middleware:
+    """The one middleware: REST requests are tracked (so a stop can wait for them) and timed;
+    aiohttp's own 404/405/413 pages become JSON errors like every other.
+
+    One, not three: a WebSocket keeps its request's middleware frames for its whole life,
+    and every frame is memory per connection."""
+
+    @web.middleware
+    async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            if request.path.startswith(REST_PATHS):
+                timed = functools.partial(metrics.observe, handler=handler)
+                return await in_flight.track(request, timed)
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(exc.status, exc.reason)
+
+    return edge
 
 
 def build_application(
@@ -100,7 +113,7 @@ def build_application(
 ) -> web.Application:
     in_flight = InFlight()
     application = web.Application(
-        middlewares=[in_flight.middleware, json_errors, metrics.middleware],
+        middlewares=[edge_middleware(in_flight, metrics)],
         client_max_size=settings.max_request_body + 1,
     )
     application[IN_FLIGHT] = in_flight
