@@ -43,12 +43,23 @@ def writer(request: pytest.FixtureRequest) -> Writer:
     return WRITERS[request.param]
 
 
+WithPairs = Callable[[Callable[[list["Pair"]], Coroutine[Any, Any, None]]], None]
+
+
 @pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, None]], None]:
-    """Run a test body on asyncio's own loop or on uvloop (their transports differ)."""
-    if request.param == "uvloop":
-        return uvloop.run
-    return asyncio.run
+def with_pairs(request: pytest.FixtureRequest) -> WithPairs:
+    """Run ``body(pairs)`` on asyncio's own loop or on uvloop (their transports differ), with
+    six connected TCP sockets (see :func:`open_pairs`)."""
+    run = uvloop.run if request.param == "uvloop" else asyncio.run
+
+    def go(body: Callable[[list[Pair]], Coroutine[Any, Any, None]]) -> None:
+        async def main() -> None:
+            async with open_pairs() as pairs:
+                await body(pairs)
+
+        run(main())
+
+    return go
 
 
 @dataclass
@@ -136,183 +147,168 @@ def frame(seq: int, size: int) -> bytes:
     return body + bytes([65 + seq % 26]) * (size - len(body))
 
 
-def test_every_socket_gets_every_frame_in_order(
-    writer: Writer, run: Callable[[Coroutine[Any, Any, None]], None]
-) -> None:
+def test_every_socket_gets_every_frame_in_order(writer: Writer, with_pairs: WithPairs) -> None:
     """Frames big enough to fill kernel buffers, so some writes are short and the rest goes
     through the transport; direct transport writes in between (a reply to one socket):
     bytes on every socket stay in order and whole."""
 
-    async def body() -> None:
-        async with open_pairs() as pairs:
-            base, write_many = writer
-            sinks = make_sinks(base, pairs)
-            first = pairs[0].transport
-            expected = [bytearray() for _ in pairs]
-            for seq in range(400):
-                data = frame(seq, 1000 + (seq * 7919) % 30_000)
-                count, slow, failed = write_many(data, sinks, None)
-                assert (count, slow, failed) == (len(pairs), [], [])
-                for buf in expected:
-                    buf += data
-                if seq % 13 == 0:
-                    marker = b"<direct %d>" % seq
-                    first.write(marker)
-                    expected[0] += marker
-                if seq % 50 == 0:
-                    await asyncio.sleep(0)
-            for pair, want in zip(pairs, expected, strict=True):
-                got = await read_all(pair.client, len(want))
-                assert got == bytes(want)
+    async def body(pairs: list[Pair]) -> None:
+        base, write_many = writer
+        sinks = make_sinks(base, pairs)
+        first = pairs[0].transport
+        expected = [bytearray() for _ in pairs]
+        for seq in range(400):
+            data = frame(seq, 1000 + (seq * 7919) % 30_000)
+            count, slow, failed = write_many(data, sinks, None)
+            assert (count, slow, failed) == (len(pairs), [], [])
+            for buf in expected:
+                buf += data
+            if seq % 13 == 0:
+                marker = b"<direct %d>" % seq
+                first.write(marker)
+                expected[0] += marker
+            if seq % 50 == 0:
+                await asyncio.sleep(0)
+        for pair, want in zip(pairs, expected, strict=True):
+            got = await read_all(pair.client, len(want))
+            assert got == bytes(want)
 
-    run(body())
-
-
-def test_exclude_and_count(
-    writer: Writer, run: Callable[[Coroutine[Any, Any, None]], None]
-) -> None:
-    async def body() -> None:
-        async with open_pairs() as pairs:
-            base, write_many = writer
-            sinks = make_sinks(base, pairs)
-            count, slow, failed = write_many(b"hello", sinks, "2.2")
-            assert (count, slow, failed) == (len(pairs) - 1, [], [])
-            count, _, _ = write_many(b"hello", sinks, "no.such")
-            assert count == len(pairs)
-            for i, pair in enumerate(pairs):
-                want = b"hello" if i == 2 else b"hellohello"
-                assert await read_all(pair.client, len(want)) == want
-            assert nothing_waiting(pairs[2].client)
-
-    run(body())
+    with_pairs(body)
 
 
-def test_closing_sinks_are_never_written_to(
-    writer: Writer, run: Callable[[Coroutine[Any, Any, None]], None]
-) -> None:
-    async def body() -> None:
-        async with open_pairs() as pairs:
-            base, write_many = writer
-            sinks = make_sinks(base, pairs)
-            sinks["0.0"].closing = True  # the connection said it is closing
-            pairs[1].transport.close()  # the transport is closing: its fd may be reused
-            count, slow, failed = write_many(b"x", sinks, None)
-            assert (count, slow, failed) == (len(pairs) - 2, [], [])
-            await asyncio.sleep(0.05)
-            assert nothing_waiting(pairs[0].client)
-            assert pairs[1].client.recv(16) == b""  # closed, and nothing written before the FIN
-            for pair in pairs[2:]:
-                assert await read_all(pair.client, 1) == b"x"
+def test_exclude_and_count(writer: Writer, with_pairs: WithPairs) -> None:
+    async def body(pairs: list[Pair]) -> None:
+        base, write_many = writer
+        sinks = make_sinks(base, pairs)
+        count, slow, failed = write_many(b"hello", sinks, "2.2")
+        assert (count, slow, failed) == (len(pairs) - 1, [], [])
+        count, _, _ = write_many(b"hello", sinks, "no.such")
+        assert count == len(pairs)
+        for i, pair in enumerate(pairs):
+            want = b"hello" if i == 2 else b"hellohello"
+            assert await read_all(pair.client, len(want)) == want
+        assert nothing_waiting(pairs[2].client)
 
-    run(body())
+    with_pairs(body)
+
+
+def test_closing_sinks_are_never_written_to(writer: Writer, with_pairs: WithPairs) -> None:
+    async def body(pairs: list[Pair]) -> None:
+        base, write_many = writer
+        sinks = make_sinks(base, pairs)
+        sinks["0.0"].closing = True  # the connection said it is closing
+        pairs[1].transport.close()  # the transport is closing: its fd may be reused
+        count, slow, failed = write_many(b"x", sinks, None)
+        assert (count, slow, failed) == (len(pairs) - 2, [], [])
+        await asyncio.sleep(0.05)
+        assert nothing_waiting(pairs[0].client)
+        assert pairs[1].client.recv(16) == b""  # closed, and nothing written before the FIN
+        for pair in pairs[2:]:
+            assert await read_all(pair.client, 1) == b"x"
+
+    with_pairs(body)
 
 
 def test_tls_sinks_and_other_subscribers_get_their_methods(
-    writer: Writer, run: Callable[[Coroutine[Any, Any, None]], None]
+    writer: Writer, with_pairs: WithPairs
 ) -> None:
-    async def body() -> None:
-        async with open_pairs() as pairs:
-            base, write_many = writer
-            sinks = make_sinks(base, pairs[:2])
-            sinks["0.0"].fd = -1  # as for a TLS socket: the transport must encrypt
+    async def body(pairs: list[Pair]) -> None:
+        base, write_many = writer
+        sinks = make_sinks(base, pairs[:2])
+        sinks["0.0"].fd = -1  # as for a TLS socket: the transport must encrypt
 
-            class Other:
-                socket_id = "9.9"
+        class Other:
+            socket_id = "9.9"
 
-                def __init__(self) -> None:
-                    self.frames: list[bytes] = []
+            def __init__(self) -> None:
+                self.frames: list[bytes] = []
 
-                def send(self, data: bytes) -> None:
-                    self.frames.append(data)
+            def send(self, data: bytes) -> None:
+                self.frames.append(data)
 
-            other = Other()
-            subscribers: dict[str, Any] = {**sinks, "9.9": other}
-            count, _, _ = write_many(b"abc", subscribers, None)
-            assert count == 3
-            assert sinks["0.0"].delivered == 1 and sinks["1.1"].delivered == 0
-            assert other.frames == [b"abc"]
-            assert await read_all(pairs[0].client, 3) == b"abc"
-            assert await read_all(pairs[1].client, 3) == b"abc"
+        other = Other()
+        subscribers: dict[str, Any] = {**sinks, "9.9": other}
+        count, _, _ = write_many(b"abc", subscribers, None)
+        assert count == 3
+        assert sinks["0.0"].delivered == 1 and sinks["1.1"].delivered == 0
+        assert other.frames == [b"abc"]
+        assert await read_all(pairs[0].client, 3) == b"abc"
+        assert await read_all(pairs[1].client, 3) == b"abc"
 
-    run(body())
+    with_pairs(body)
 
 
-def test_a_failing_subscriber_never_stops_the_others(
-    writer: Writer, run: Callable[[Coroutine[Any, Any, None]], None]
-) -> None:
-    async def body() -> None:
-        async with open_pairs() as pairs:
-            base, write_many = writer
+def test_a_failing_subscriber_never_stops_the_others(writer: Writer, with_pairs: WithPairs) -> None:
+    async def body(pairs: list[Pair]) -> None:
+        base, write_many = writer
 
-            class Broken:
-                socket_id = "0.5"
+        class Broken:
+            socket_id = "0.5"
 
-                def send(self, data: bytes) -> None:
-                    raise RuntimeError("boom")
+            def send(self, data: bytes) -> None:
+                raise RuntimeError("boom")
 
-            sinks = make_sinks(base, pairs[:2])
-            subscribers: dict[str, Any] = {"0.5": Broken(), **sinks}
-            count, slow, failed = write_many(b"ok", subscribers, None)
-            assert count == 2 and slow == []
-            assert len(failed) == 1 and isinstance(failed[0][1], RuntimeError)
-            assert failed[0][0] is subscribers["0.5"]
-            for pair in pairs[:2]:
-                assert await read_all(pair.client, 2) == b"ok"
+        sinks = make_sinks(base, pairs[:2])
+        subscribers: dict[str, Any] = {"0.5": Broken(), **sinks}
+        count, slow, failed = write_many(b"ok", subscribers, None)
+        assert count == 2 and slow == []
+        assert len(failed) == 1 and isinstance(failed[0][1], RuntimeError)
+        assert failed[0][0] is subscribers["0.5"]
+        for pair in pairs[:2]:
+            assert await read_all(pair.client, 2) == b"ok"
 
-    run(body())
+    with_pairs(body)
 
 
 def test_a_socket_that_stops_reading_is_reported_slow(
-    writer: Writer, run: Callable[[Coroutine[Any, Any, None]], None]
+    writer: Writer, with_pairs: WithPairs
 ) -> None:
     """Nobody reads client 0; the others read as they go. Once client 0's transport holds
     more than the high-water mark it is reported, and only it."""
 
-    async def body() -> None:
-        async with open_pairs() as pairs:
-            base, write_many = writer
-            sinks = make_sinks(base, pairs[:3], high_water=256 * 1024)
-            pairs[0].client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            data = os.urandom(16 * 1024)
-            reported: list[Any] = []
-            for _ in range(400):
-                _, slow, failed = write_many(data, sinks, None)
-                assert failed == []
-                reported += slow
-                for pair in pairs[1:3]:
-                    await read_all(pair.client, len(data))
-                if reported:
-                    break
-            assert reported and all(s is sinks["0.0"] for s in reported)
+    async def body(pairs: list[Pair]) -> None:
+        base, write_many = writer
+        sinks = make_sinks(base, pairs[:3], high_water=256 * 1024)
+        pairs[0].client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        data = os.urandom(16 * 1024)
+        reported: list[Any] = []
+        for _ in range(400):
+            _, slow, failed = write_many(data, sinks, None)
+            assert failed == []
+            reported += slow
+            for pair in pairs[1:3]:
+                await read_all(pair.client, len(data))
+            if reported:
+                break
+        assert reported and all(s is sinks["0.0"] for s in reported)
 
-    run(body())
+    with_pairs(body)
 
 
 def test_write_many_calls_slow_consumer_and_logs_failures(
-    run: Callable[[Coroutine[Any, Any, None]], None], caplog: pytest.LogCaptureFixture
+    with_pairs: WithPairs, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The server-side wrapper: slow sinks get slow_consumer(), failures are logged."""
 
-    async def body() -> None:
-        async with open_pairs() as pairs:
-            base = fanout.Sink
-            sinks = make_sinks(base, pairs[:1], high_water=-1)  # any buffered byte is too many
+    async def body(pairs: list[Pair]) -> None:
+        base = fanout.Sink
+        sinks = make_sinks(base, pairs[:1], high_water=-1)  # any buffered byte is too many
 
-            class Broken:
-                socket_id = "7.7"
+        class Broken:
+            socket_id = "7.7"
 
-                def send(self, data: bytes) -> None:
-                    raise ValueError("nope")
+            def send(self, data: bytes) -> None:
+                raise ValueError("nope")
 
-            pairs[0].transport.pause_reading()
-            subscribers: dict[str, Any] = {**sinks, "7.7": Broken()}
-            # fill the kernel buffers so the transport has to buffer
-            with caplog.at_level(logging.ERROR, logger="tidings.fanout"):
-                for _ in range(200):
-                    fanout.write_many(os.urandom(64 * 1024), subscribers, None)
-                    if sinks["0.0"].slow:
-                        break
-            assert sinks["0.0"].slow
-            assert "writing to 7.7 failed" in caplog.text
+        pairs[0].transport.pause_reading()
+        subscribers: dict[str, Any] = {**sinks, "7.7": Broken()}
+        # fill the kernel buffers so the transport has to buffer
+        with caplog.at_level(logging.ERROR, logger="tidings.fanout"):
+            for _ in range(200):
+                fanout.write_many(os.urandom(64 * 1024), subscribers, None)
+                if sinks["0.0"].slow:
+                    break
+        assert sinks["0.0"].slow
+        assert "writing to 7.7 failed" in caplog.text
 
-    run(body())
+    with_pairs(body)
