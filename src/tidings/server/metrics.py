@@ -40,6 +40,18 @@ def public_url(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}"
 
 
+# Per-app totals of AppCounters exported as counters: (metric, help, AppCounters field).
+APP_COUNTERS = (
+    ("tidings_connections_opened", "Connections accepted", "connections_opened"),
+    ("tidings_messages_received", "Messages received from clients", "messages_in"),
+    ("tidings_publications", "Events published to channels", "publications"),
+    ("tidings_deliveries", "Messages written to subscribers", "deliveries"),
+    ("tidings_slow_consumer_closes", "Connections closed as slow consumers", "slow_consumers"),
+    ("tidings_received_bytes", "Bytes of the messages received from clients", "bytes_in"),
+    ("tidings_sent_bytes", "Bytes written to clients", "bytes_out"),
+)
+
+
 class NodeCollector(Collector):
     def __init__(
         self, node: Node, webhooks: WebhookSender | None, round_trips: RoundTrips | None
@@ -61,27 +73,10 @@ class NodeCollector(Collector):
         subscriptions = GaugeMetricFamily(
             "tidings_subscriptions", "Channel subscriptions on this node", labels=labels
         )
-        opened = CounterMetricFamily(
-            "tidings_connections_opened", "Connections accepted", labels=labels
-        )
-        received = CounterMetricFamily(
-            "tidings_messages_received", "Messages received from clients", labels=labels
-        )
-        published = CounterMetricFamily(
-            "tidings_publications", "Events published to channels", labels=labels
-        )
-        delivered = CounterMetricFamily(
-            "tidings_deliveries", "Messages written to subscribers", labels=labels
-        )
-        slow = CounterMetricFamily(
-            "tidings_slow_consumer_closes", "Connections closed as slow consumers", labels=labels
-        )
-        bytes_in = CounterMetricFamily(
-            "tidings_received_bytes", "Bytes of the messages received from clients", labels=labels
-        )
-        bytes_out = CounterMetricFamily(
-            "tidings_sent_bytes", "Bytes written to clients", labels=labels
-        )
+        counted = {
+            attr: CounterMetricFamily(name, help_, labels=labels)
+            for name, help_, attr in APP_COUNTERS
+        }
         hooks = {
             name: CounterMetricFamily(f"tidings_webhook_batches_{name}", help_, labels=labels)
             for name, help_ in (
@@ -98,29 +93,14 @@ class NodeCollector(Collector):
             connections.add_metric(value, n_connections)
             channels.add_metric(value, n_channels)
             subscriptions.add_metric(value, n_subscriptions)
-            opened.add_metric(value, counters.connections_opened)
-            received.add_metric(value, counters.messages_in)
-            published.add_metric(value, counters.publications)
-            delivered.add_metric(value, counters.deliveries)
-            slow.add_metric(value, counters.slow_consumers)
-            bytes_in.add_metric(value, counters.bytes_in)
-            bytes_out.add_metric(value, counters.bytes_out)
+            for attr, family in counted.items():
+                family.add_metric(value, getattr(counters, attr))
             if self.webhooks is not None:
                 stats = self.webhooks.stats[app.id]
                 for name, family in hooks.items():
                     family.add_metric(value, getattr(stats, name))
-        yield from (
-            connections,
-            channels,
-            subscriptions,
-            opened,
-            received,
-            published,
-            delivered,
-            slow,
-            bytes_in,
-            bytes_out,
-        )
+        yield from (connections, channels, subscriptions)
+        yield from counted.values()
         yield from self._refusals()
         if self.webhooks is not None:
             yield from hooks.values()
