@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import pusher
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -95,6 +96,22 @@ class HttpResponse:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+def sdk_client(
+    port: int, key: str = APP_KEY, secret: str = APP_SECRET, **options: Any
+) -> pusher.Pusher:
+    """The official Python server SDK (pusher-http-python) pointed at 127.0.0.1:``port``."""
+    return pusher.Pusher(
+        app_id=APP_ID,
+        key=key,
+        secret=secret,
+        host="127.0.0.1",
+        port=port,
+        ssl=False,
+        timeout=TIMEOUT,
+        **options,
+    )
 
 
 def query_string(params: dict[str, str]) -> str:

@@ -32,6 +32,7 @@ from pusher_helpers import (
     QUIET,
     TIMEOUT,
     channel_auth,
+    sdk_client,
     unique,
     user_auth,
 )
@@ -227,20 +228,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def rest(server: Any) -> pusher.Pusher:
-    return sdk(server.port)
-
-
-def sdk(port: int) -> pusher.Pusher:
-    """The official Python server SDK."""
-    return pusher.Pusher(
-        app_id=APP_ID,
-        key=APP_KEY,
-        secret=APP_SECRET,
-        host="127.0.0.1",
-        port=port,
-        ssl=False,
-        timeout=TIMEOUT,
-    )
+    return sdk_client(server.port)
 
 
 def assert_json_error(reply: Reply, status: int) -> None:
@@ -634,7 +622,7 @@ async def test_session_expires_without_a_receive_request(
     http: aiohttp.ClientSession, make_server: ServerFactory
 ) -> None:
     srv = make_server(http_session_timeout=1)
-    rest = sdk(srv.port)
+    rest = sdk_client(srv.port)
     channel = unique("public")
     session = FallbackSession(http, srv.http_url)
     await session.open_polling()
@@ -672,7 +660,7 @@ async def test_slow_http_consumer_is_closed_with_4100(
     http: aiohttp.ClientSession, make_server: ServerFactory
 ) -> None:
     srv = make_server(max_write_buffer=4096)
-    rest = sdk(srv.port)
+    rest = sdk_client(srv.port)
     channel = unique("public")
     session = FallbackSession(http, srv.http_url)
     await session.open_polling()

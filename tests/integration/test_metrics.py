@@ -6,7 +6,6 @@ import asyncio
 import json
 from typing import Any
 
-import pusher
 from prometheus_client.parser import text_string_to_metric_families
 from pusher_helpers import (
     APP_ID,
@@ -17,6 +16,7 @@ from pusher_helpers import (
     eventually,
     raw_http,
     rest_request,
+    sdk_client,
     unique,
 )
 
@@ -44,14 +44,7 @@ async def test_metrics_count_connections_deliveries_and_rest(
     b = await open_socket(server.ws_url)
     await a.subscribe(channel)
     await b.subscribe(channel)
-    client = pusher.Pusher(
-        app_id="12345",
-        key="app-key",
-        secret="app-secret",
-        host="127.0.0.1",
-        port=server.port,
-        ssl=False,
-    )
+    client = sdk_client(server.port)
     await asyncio.to_thread(client.trigger, channel, "tick", {"n": 1})
     await a.expect("tick")
     await b.expect("tick")

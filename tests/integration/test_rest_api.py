@@ -33,6 +33,7 @@ from pusher_helpers import (
     query_string,
     raw_http,
     rest_request,
+    sdk_client,
     unique,
 )
 
@@ -42,16 +43,7 @@ MASTER_KEY = base64.b64encode(b"k" * 32).decode()
 
 
 def make_client(port: int, key: str = APP_KEY, secret: str = APP_SECRET) -> pusher.Pusher:
-    return pusher.Pusher(
-        app_id=APP_ID,
-        key=key,
-        secret=secret,
-        host="127.0.0.1",
-        port=port,
-        ssl=False,
-        timeout=TIMEOUT,
-        encryption_master_key_base64=MASTER_KEY,
-    )
+    return sdk_client(port, key, secret, encryption_master_key_base64=MASTER_KEY)
 
 
 def close_client(client: pusher.Pusher) -> None:
