@@ -157,10 +157,10 @@ class Node:
         self.settings = settings or NodeSettings()
         self.clock = clock  # timers and expiry
         self.wall_clock = wall_clock  # per-second rate windows shared by every node
-        self._states = {app.id: _AppState(app, hub=Hub(write)) for app in apps}
         # Publications are written at the end of the loop tick, several at once; connections
-        # flush it before any direct write (see Coalescer).
+        # flush it before any direct write, hubs before any subscription change (Coalescer).
         self.outgoing = Coalescer(_call_soon)
+        self._states = {app.id: _AppState(app, hub=Hub(write, self.outgoing.flush)) for app in apps}
         self._policies = {
             app.id: app.session_policy(self.settings.activity_timeout, self.settings.pong_timeout)
             for app in apps
@@ -366,7 +366,6 @@ class Node:
         if connection.session.closed or socket_id not in state.connections:
             return  # the connection went away while we waited on the broker
         if not again:
-            self.outgoing.flush()
             state.hub.add(channel, connection)
         connection.send(
             text_frame(messages.event("pusher_internal:subscription_succeeded", channel, data))
@@ -407,7 +406,6 @@ class Node:
         app = connection.app
         socket_id = connection.socket_id
         state = self._states[app.id]
-        self.outgoing.flush()
         state.hub.remove(channel, socket_id)
         vacated = await self.broker.unsubscribe(app.id, channel, socket_id) == 0
         if ctype.is_presence and member is not None:
@@ -442,7 +440,6 @@ class Node:
         state = self._states[app.id]
         socket_id = connection.socket_id
         state.users[user.id].add(socket_id)
-        self.outgoing.flush()
         state.hub.add(user.channel, connection)
         await self.broker.subscribe(app.id, user.channel, socket_id)
         for watched in user.watchlist:
@@ -475,7 +472,6 @@ class Node:
                 sockets.pop(socket_id, None)
                 if not sockets:
                     del state.watchers[watched]
-        self.outgoing.flush()
         state.hub.remove(user.channel, socket_id)
         await self.broker.unsubscribe(app.id, user.channel, socket_id)
         if await self.broker.user_offline(app.id, user.id, socket_id):

@@ -41,14 +41,21 @@ def write_to_many(frame: bytes, subscribers: dict[str, Subscriber], exclude: str
 class Hub:
     """Local subscribers of one app's channels, keyed by socket id within a channel."""
 
-    __slots__ = ("_channels", "_write")
+    __slots__ = ("_channels", "_write", "_before_change")
 
-    def __init__(self, write: Writer = write_to_many) -> None:
+    def __init__(
+        self, write: Writer = write_to_many, before_change: Callable[[], None] | None = None
+    ) -> None:
         self._channels: dict[str, dict[str, Subscriber]] = {}
         self._write = write
+        # Called before anyone is added or removed: the node's Coalescer.flush, so that
+        # publications made before a subscription change reach exactly the old subscribers.
+        self._before_change = before_change
 
     def add(self, channel: str, subscriber: Subscriber) -> bool:
         """Add a subscriber; True when it is the channel's first local subscriber."""
+        if self._before_change is not None:
+            self._before_change()
         subscribers = self._channels.get(channel)
         if subscribers is None:
             self._channels[channel] = {subscriber.socket_id: subscriber}
@@ -58,6 +65,8 @@ class Hub:
 
     def remove(self, channel: str, socket_id: str) -> bool:
         """Remove a subscriber; True when the channel has no local subscriber left."""
+        if self._before_change is not None:
+            self._before_change()
         subscribers = self._channels.get(channel)
         if subscribers is None:
             return False

@@ -93,3 +93,11 @@ def test_subscribers_is_a_snapshot() -> None:
         hub.remove("x", subscriber.socket_id)  # removing while iterating is safe
         seen.append(subscriber.socket_id)
     assert seen == ["1.1", "2.2"]
+
+
+def test_before_change_runs_before_every_add_and_remove() -> None:
+    seen: list[tuple[str, int]] = []
+    hub = Hub(before_change=lambda: seen.append(("change", hub.count("news"))))
+    hub.add("news", FakeSubscriber("1.1"))
+    hub.remove("news", "1.1")
+    assert seen == [("change", 0), ("change", 1)]  # called before the change is made
