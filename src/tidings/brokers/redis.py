@@ -30,9 +30,9 @@ from importlib import resources
 import orjson
 from redis import asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from tidings.brokers.base import (
     CachedEvent,
@@ -183,7 +183,7 @@ class RedisBroker:
                 await self._reap(self._node_id, "stopped")
         if self._pubsub is not None:
             with contextlib.suppress(*FAILURES):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self._pubsub.aclose()
         with contextlib.suppress(*FAILURES):
             # The pool was passed in, so the client does not close it by itself.
             await self._redis.aclose(close_connection_pool=True)
@@ -225,7 +225,7 @@ class RedisBroker:
             finally:
                 if self._pubsub is not None:
                     with contextlib.suppress(*FAILURES):
-                        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await self._pubsub.aclose()
                     self._pubsub = None
             if not self._closing:
                 await asyncio.sleep(backoff)
