@@ -4,12 +4,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 E2E := tests/e2e
+# Every Python package comes from uv.lock (`uv sync --locked`), uv itself from the hashed
+# tools/uv-requirements.txt; npm packages from package-lock.json files (`npm ci`).
+UV_HOME := .cache/uv
+UV := $(UV_HOME)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install system-deps run test lint typecheck pytest bench bench-quick bench-cluster fuzz soak clean
+.PHONY: install system-deps check-lock lock test-lowest run test lint typecheck pytest bench bench-quick bench-cluster fuzz soak clean
 
-install: system-deps $(VENV)/.installed $(E2E)/node_modules/.installed conformance-deps
+install: system-deps check-lock $(VENV)/.installed $(E2E)/node_modules/.installed conformance-deps
 
 # redis-server for the Redis broker's tests (each test run starts its own on a free port) and
 # Debian's chromium for the browser tests (driven by Playwright; never `playwright install`).
@@ -21,10 +26,25 @@ system-deps:
 		echo "installing chromium with apt-get (browser tests)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-$(VENV)/.installed: pyproject.toml src/tidings/_fanout.c
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(UV): tools/uv-requirements.txt
+	$(PYTHON) -m venv --clear $(UV_HOME)
+	$(UV_HOME)/bin/pip install --quiet --quiet --require-hashes --no-deps -r tools/uv-requirements.txt
+	touch $@
+
+# Fails, and says what to do, when pyproject.toml changed without `make lock`.
+check-lock: $(UV)
+	@$(UV) lock --check --quiet 2>/dev/null || { \
+		echo >&2 "uv.lock does not match pyproject.toml: run 'make lock' and commit uv.lock with the change."; \
+		exit 1; }
+
+# After changing a dependency range in pyproject.toml: resolve again and write uv.lock.
+lock: $(UV)
+	$(UV) lock
+
+# Exactly the locked versions (--locked refuses to resolve anew); the package is installed
+# editable and rebuilt here, so a change to _fanout.c reaches the venv.
+$(VENV)/.installed: pyproject.toml uv.lock src/tidings/_fanout.c $(UV)
+	$(UV) sync --quiet --locked --extra dev --python $(PYTHON) --reinstall-package tidings
 	touch $@
 
 # The Autobahn Testsuite (Python 2.7 only) in .cache/ab27; idempotent. Without Python 2.7 it
@@ -37,7 +57,7 @@ $(E2E)/node_modules/.installed: $(E2E)/package.json $(E2E)/package-lock.json
 	cd $(E2E) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-run: $(VENV)/.installed
+run: check-lock $(VENV)/.installed
 	$(BIN)/tidings serve
 
 lint: $(VENV)/.installed
@@ -52,6 +72,15 @@ pytest: install
 
 test: install lint typecheck pytest
 
+# The lower bounds of pyproject.toml's ranges, tested: a venv of its own with the lowest
+# versions they allow (resolved anew, not from uv.lock, by design), then the unit and
+# integration tests.
+LOWEST := .cache/venv-lowest
+test-lowest: system-deps $(UV)
+	$(UV) venv --quiet --clear --python $(PYTHON) $(LOWEST)
+	VIRTUAL_ENV=$(LOWEST) $(UV) pip install --quiet --resolution lowest-direct -e '.[dev]'
+	$(LOWEST)/bin/pytest tests/unit tests/integration
+
 # Every Autobahn case against `tidings serve --conformance`; HTML in test-artifacts/autobahn.
 conformance: $(VENV)/.installed conformance-deps
 	$(BIN)/python tests/conformance/autobahn.py --all --outdir test-artifacts/autobahn
@@ -63,15 +92,15 @@ conformance: $(VENV)/.installed conformance-deps
 # docs/img/. `make bench-quick`: 1 run, N = 1,000, short phases (~3 min). Last, bench/hold.py
 # holds 50,000 connections with 4 workers on Redis (one process may not hold 20,000 here).
 BENCH_ARGS ?=
-MATPLOTLIB := matplotlib==3.11.2
+BENCH_DEPS = $(UV) sync --quiet --locked --inexact --extra dev --group bench --python $(PYTHON)
 bench: install
-	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet '$(MATPLOTLIB)'
+	$(BENCH_DEPS)
 	$(BIN)/python bench/fanout.py $(BENCH_ARGS); a=$$?; \
 	$(BIN)/python bench/cluster.py --configs memory,redis2; b=$$?; \
 	$(BIN)/python bench/hold.py; c=$$?; exit $$((a || b || c))
 
 bench-quick: install
-	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet '$(MATPLOTLIB)'
+	$(BENCH_DEPS)
 	$(BIN)/python bench/fanout.py --quick $(BENCH_ARGS); a=$$?; \
 	$(BIN)/python bench/cluster.py --quick --configs memory,redis2; b=$$?; exit $$((a || b))
 
@@ -79,26 +108,25 @@ bench-cluster: $(VENV)/.installed system-deps
 	$(BIN)/python bench/cluster.py
 
 # Fuzzing with atheris (libFuzzer for Python), FUZZ_SECONDS per target; docs/testing.md.
-# atheris is installed here, not as a package dependency. 3.0.0, the newest release the
-# index has, ships a manylinux wheel for CPython 3.11; without a wheel it builds from
-# source, which needs clang and compiler-rt's libFuzzer: apt-get installs them only then.
+# atheris is the `fuzz` group of uv.lock, not a package dependency. 3.0.0 ships a manylinux
+# wheel for CPython 3.11; without a wheel uv builds it from source, which needs clang and
+# compiler-rt's libFuzzer: apt-get installs them only then.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
-ATHERIS := atheris==3.0.0
+FUZZ_DEPS = $(UV) sync --quiet --locked --inexact --extra dev --group fuzz --python $(PYTHON)
 fuzz: $(VENV)/.installed
-	@$(BIN)/python -c 'import atheris' 2>/dev/null || \
-		$(BIN)/pip install --quiet --only-binary=atheris '$(ATHERIS)' 2>/dev/null || { \
+	@$(FUZZ_DEPS) --no-build-package atheris 2>/dev/null || { \
 		echo "no atheris wheel for this Python: building it with clang"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang-14 libclang-rt-14-dev >/dev/null && \
-		CLANG_BIN=clang-14 $(BIN)/pip install --quiet --no-binary=atheris '$(ATHERIS)'; }
+		CLANG_BIN=clang-14 $(FUZZ_DEPS); }
 	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # Soak benchmark (10 min, 10,000 connections; SOAK_ARGS=--quick for 1 min, --redis for the
 # Redis broker): RSS and fds sampled and plotted; docs/soak.md. matplotlib only for the plot.
 SOAK_ARGS ?=
 soak: $(VENV)/.installed
-	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet matplotlib
+	$(BENCH_DEPS)
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(E2E)/node_modules .pytest_cache .mypy_cache .ruff_cache .cache/ab27
+	rm -rf $(VENV) $(E2E)/node_modules .pytest_cache .mypy_cache .ruff_cache .cache/ab27 $(UV_HOME)

@@ -87,7 +87,7 @@ def install_socketio() -> None:
     log(f"installing python-socketio into {VENV.relative_to(ROOT)}")
     subprocess.run([PYTHON, "-m", "venv", "--clear", str(VENV)], check=True)
     pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "-r", str(SOCKETIO_REQUIREMENTS)], check=True)
+    subprocess.run([*pip, "--require-hashes", "-r", str(SOCKETIO_REQUIREMENTS)], check=True)
     stamp.write_text(digest)
 
 

@@ -20,10 +20,33 @@ if _TESTS_DIR not in sys.path:  # --import-mode=importlib does not add tests/ it
     sys.path.insert(0, _TESTS_DIR)
 
 from server_process import ServerProcess, free_port, toml_value  # noqa: E402
+from working_tree import untracked  # noqa: E402
 
 # Servers started by tests stop at once: the pause for load balancers on SIGTERM
 # (shutdown_ready_delay) is tested where a test sets it explicitly.
 os.environ.setdefault("TIDINGS_SHUTDOWN_READY_DELAY", "0")
+
+_UNTRACKED_AT_START: set[str] | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _UNTRACKED_AT_START
+    _UNTRACKED_AT_START = untracked()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when it left files in the working tree (they belong under a tmp dir)."""
+    if _UNTRACKED_AT_START is None:
+        return
+    left = sorted((untracked() or set()) - _UNTRACKED_AT_START)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "the test run left files in the working tree: " + ", ".join(left)
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 APP_ID = "12345"
 APP_KEY = "app-key"

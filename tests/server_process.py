@@ -47,7 +47,8 @@ def toml_value(value: Any) -> str:
 class ServerProcess:
     """A `tidings serve` child process listening on 127.0.0.1:port, logs appended to log_path.
 
-    ``cwd``: the directory it runs in (default: the test run's)."""
+    ``cwd``: the directory it runs in (default: the config file's, a temporary directory, so
+    that nothing the server writes with a relative path lands in the working tree)."""
 
     port: int
     config: Path
@@ -86,7 +87,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=self.cwd,
+                cwd=self.cwd or self.config.parent,
             )
 
     def is_ready(self) -> bool:

@@ -56,11 +56,11 @@ if [ -z "${AB27_DIR:-}" ] && [ ! -f "$root/.cache/.gitignore" ]; then
     echo '*' >"$root/.cache/.gitignore"  # a cache of tools, never committed
 fi
 # virtualenv goes into a --target directory so nothing is added to the pyenv installation;
-# 20.22 dropped Python 2 support. -qq: the machine's pip config names absent local indexes
+# 20.15.1 is the newest that installs on Python 2. -qq: the machine's pip config names absent local indexes
 # and Python 2's pip warns about each of them.
-"$python2" -m pip install -qq --disable-pip-version-check --target "$boot" 'virtualenv<20.22'
+"$python2" -m pip install -qq --disable-pip-version-check --target "$boot" 'virtualenv==20.15.1'
 PYTHONPATH="$boot" "$python2" -m virtualenv --quiet "$dest"
-"$dest/bin/pip" install -qq --disable-pip-version-check -r "$requirements"
+"$dest/bin/pip" install -qq --disable-pip-version-check --no-deps -r "$requirements"
 "$dest/bin/wstest" --help >/dev/null
 rm -rf "$boot"
 echo "$want" >"$stamp"

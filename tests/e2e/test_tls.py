@@ -104,6 +104,7 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        cwd=tmp_path,
     )
     log.close()
     context = ssl.create_default_context(cafile=str(cert))

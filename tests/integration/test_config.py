@@ -61,7 +61,9 @@ def running(args: list[str], env: dict[str, str], port: int, tmp: Path) -> Itera
     """Start `tidings serve`, wait for /ready on ``port``, stop it with SIGTERM afterwards."""
     output = tmp / "output.log"
     with output.open("wb") as log:
-        proc = subprocess.Popen(serve_command(*args), stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            serve_command(*args), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp
+        )
     try:
         deadline = time.monotonic() + 4 * TIMEOUT
         while True:
