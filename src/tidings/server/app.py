@@ -243,13 +243,17 @@ async def serve(settings: Settings) -> int:
     metrics = Metrics(node, webhooks, broker_round_trips(node.broker))
     application = build_application(node, settings, health, metrics)
     await application[FALLBACK].start()
-    runner = web.AppRunner(application, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        application,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
     await runner.setup()
     site = web.TCPSite(
         runner,
         settings.host,
         settings.port,
-        shutdown_timeout=settings.shutdown_timeout,
         backlog=1024,
         reuse_port=settings.reuse_port or None,
         ssl_context=tls_context(settings),
