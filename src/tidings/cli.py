@@ -73,6 +73,42 @@ def main() -> None:
     help="Bytes unsent to one socket before it is closed as a slow consumer [1048576].",
 )
 @click.option("--max-request-body", default=None, help="REST body limit in bytes [262144].")
+@click.option(
+    "--request-header-timeout",
+    default=None,
+    help="Seconds from accept until a request's headers are complete [20].",
+)
+@click.option(
+    "--request-body-timeout",
+    default=None,
+    help="Seconds from the headers until a request's body is complete [30].",
+)
+@click.option(
+    "--keepalive-timeout",
+    default=None,
+    help="Seconds an HTTP keep-alive connection may wait for its next request [75].",
+)
+@click.option(
+    "--max-pending-connections",
+    default=None,
+    help="Connections still sending their request; past it the oldest is closed [4096].",
+)
+@click.option(
+    "--max-connections-per-ip",
+    default=None,
+    help="Open connections per client address, 0 for no limit [0].",
+)
+@click.option(
+    "--trusted-proxies",
+    default=None,
+    metavar="CIDR,...",
+    help="Proxies whose --client-ip-header names the client (comma-separated) [none].",
+)
+@click.option(
+    "--client-ip-header",
+    default=None,
+    help="Header naming the client behind a trusted proxy [X-Forwarded-For].",
+)
 @click.option("--shutdown-timeout", default=None, help="Seconds to finish requests on stop [10].")
 @click.option(
     "--shutdown-ready-delay",

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from tidings.core.apps import App
+from tidings.core.client_address import parse_networks
 from tidings.core.webhooks import EVENT_TYPES, WebhookTarget
 
 DEV_APP = {"id": "12345", "key": "app-key", "secret": "app-secret"}
@@ -116,6 +117,16 @@ class Settings(BaseModel):
     max_write_buffer: int = Field(1024 * 1024, ge=1024)
     max_request_body: int = Field(262144, ge=1024)
     shutdown_timeout: float = Field(10.0, ge=0)
+    # Slow clients (README "Server settings"): a request's headers must be complete
+    # within request_header_timeout of the accept, its body within request_body_timeout
+    # of the headers; at most max_pending_connections wait on their request at once.
+    request_header_timeout: float = Field(20.0, gt=0, le=3600)
+    request_body_timeout: float = Field(30.0, gt=0, le=3600)
+    keepalive_timeout: float = Field(75.0, gt=0, le=3600)
+    max_pending_connections: int = Field(4096, ge=1)
+    max_connections_per_ip: int = Field(0, ge=0)  # 0: no limit
+    trusted_proxies: tuple[str, ...] = ()  # addresses or CIDR blocks
+    client_ip_header: str = Field("X-Forwarded-For", pattern=r"^[A-Za-z0-9\-]{1,64}$")
     shutdown_ready_delay: float = Field(2.0, ge=0, le=300)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "text"] = "auto"
@@ -138,6 +149,20 @@ class Settings(BaseModel):
     # (docs/conformance.md); never in production.
     conformance: bool = False
     apps: tuple[AppSettings, ...] = ()
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # TIDINGS_TRUSTED_PROXIES and --trusted-proxies give one string: "10.0.0.0/8,::1".
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
+        parse_networks(proxies)  # raises ValueError naming the bad entry
+        return proxies
 
     @field_validator("apps")
     @classmethod

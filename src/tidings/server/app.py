@@ -31,6 +31,7 @@ from tidings.core.apps import AppRegistry
 from tidings.node import Node, NodeSettings
 from tidings.protocol.errors import ErrorCode
 from tidings.server import fanout
+from tidings.server.connection_guard import ConnectionGuard, GuardSettings
 from tidings.server.fallback import FallbackSettings, HttpFallback
 from tidings.server.health import Health
 from tidings.server.metrics import Metrics
@@ -85,10 +86,14 @@ REST_PATHS = ("/apps/", "/users/")  # the HTTP API (also the SDK's unprefixed te
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+CLIENT_GONE = 499  # nginx's status for "client closed request"
+
 
 def edge_middleware(in_flight: InFlight, metrics: Metrics) -> Middleware:
     """The one middleware: REST requests are tracked (so a stop can wait for them) and timed;
-    aiohttp's own 404/405/413 pages become JSON errors like every other.
+    aiohttp's own 404/405/413 pages become JSON errors like every other; a client that
+    goes away mid-request (an aborted upload) is a debug line, not an error with a
+    traceback.
 
     One, not three: a WebSocket keeps its request's middleware frames for its whole life,
     and every frame is memory per connection."""
@@ -104,6 +109,14 @@ def edge_middleware(in_flight: InFlight, metrics: Metrics) -> Middleware:
             if exc.status < 400:
                 raise
             return error_response(exc.status, exc.reason)
+        except ConnectionError:
+            if request.transport is not None and not request.transport.is_closing():
+                raise  # not this client's connection: a real error
+            log.debug(
+                "client %s went away during %s %s", request.remote, request.method, request.path
+            )
+            # Never written: aiohttp finds the connection closed and drops the response.
+            return web.Response(status=CLIENT_GONE)
 
     return edge
 
@@ -181,6 +194,19 @@ def make_broker(settings: Settings) -> Broker:
     )
 
 
+def make_guard(settings: Settings) -> ConnectionGuard:
+    return ConnectionGuard(
+        GuardSettings(
+            header_timeout=settings.request_header_timeout,
+            body_timeout=settings.request_body_timeout,
+            max_pending=settings.max_pending_connections,
+            max_per_address=settings.max_connections_per_ip,
+            trusted_proxies=settings.trusted_proxies,
+            client_ip_header=settings.client_ip_header,
+        )
+    )
+
+
 def tune_garbage_collector() -> None:
     """Keep full collections rare and short.
 
@@ -240,14 +266,16 @@ async def serve(settings: Settings) -> int:
         await webhooks.start()
     await node.start()
     health = Health(node.broker, "redis" if settings.redis else "memory")
-    metrics = Metrics(node, webhooks, broker_round_trips(node.broker))
+    guard = make_guard(settings)
+    metrics = Metrics(node, webhooks, broker_round_trips(node.broker), guard.admission)
     application = build_application(node, settings, health, metrics)
     await application[FALLBACK].start()
-    runner = web.AppRunner(
+    runner = guard.runner(
         application,
         handle_signals=False,
         access_log=None,
         shutdown_timeout=settings.shutdown_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
     )
     await runner.setup()
     site = web.TCPSite(
@@ -259,6 +287,7 @@ async def serve(settings: Settings) -> int:
         ssl_context=tls_context(settings),
     )
     await site.start()
+    guard.start()
     for sock in getattr(site._server, "sockets", None) or ():  # noqa: SLF001
         host, port = sock.getsockname()[:2]
         family = "IPv6" if sock.family == socket.AF_INET6 else "IPv4"
@@ -300,6 +329,7 @@ async def serve(settings: Settings) -> int:
     if not await application[IN_FLIGHT].wait(settings.shutdown_timeout):
         log.warning("REST requests still running after %g s", settings.shutdown_timeout)
     await runner.cleanup()
+    guard.close()
     if webhooks is not None:
         await webhooks.close()  # pending events go to the durable queue first
     await node.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from tidings.brokers.latency import RoundTrips
+from tidings.core.admission import Admission, Cut
 from tidings.node import AppCounters, Node
 from tidings.protocol.errors import ErrorCode
 from tidings.server.webhooks import WebhookSender
@@ -54,11 +56,16 @@ APP_COUNTERS = (
 
 class NodeCollector(Collector):
     def __init__(
-        self, node: Node, webhooks: WebhookSender | None, round_trips: RoundTrips | None
+        self,
+        node: Node,
+        webhooks: WebhookSender | None,
+        round_trips: RoundTrips | None,
+        admission: Admission[Any] | None,
     ) -> None:
         self.node = node
         self.webhooks = webhooks
         self.round_trips = round_trips
+        self.admission = admission
         # Refreshed by the /metrics handler before each scrape (reading it needs I/O).
         self.queue_depths: dict[tuple[str, str], int] = {}
 
@@ -102,6 +109,8 @@ class NodeCollector(Collector):
         yield from (connections, channels, subscriptions)
         yield from counted.values()
         yield from self._refusals()
+        if self.admission is not None:
+            yield from self._http_cuts(self.admission)
         if self.webhooks is not None:
             yield from hooks.values()
             depth = GaugeMetricFamily(
@@ -154,6 +163,23 @@ class NodeCollector(Collector):
                 rate.add_metric([app_id], counters.connection_rate_refusals)
         yield from (errors, closes, rate)
 
+    @staticmethod
+    def _http_cuts(admission: Admission[Any]) -> Iterator[Metric]:
+        """Connections closed before completing a request (server/connection_guard.py)."""
+        cuts = CounterMetricFamily(
+            "tidings_http_cuts",
+            "HTTP connections closed before completing a request, by reason",
+            labels=["reason"],
+        )
+        for reason in Cut:
+            cuts.add_metric([reason.value], admission.cuts[reason])
+        yield cuts
+        yield GaugeMetricFamily(
+            "tidings_http_pending_connections",
+            "HTTP connections still sending their request (headers or body)",
+            value=admission.pending,
+        )
+
 
 class Metrics:
     def __init__(
@@ -161,11 +187,12 @@ class Metrics:
         node: Node,
         webhooks: WebhookSender | None,
         round_trips: RoundTrips | None = None,
+        admission: Admission[Any] | None = None,
     ) -> None:
         self.node = node
         self.webhooks = webhooks
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = NodeCollector(node, webhooks, round_trips)
+        self.collector = NodeCollector(node, webhooks, round_trips, admission)
         self.registry.register(self.collector)
         self.rest_latency = Histogram(
             "tidings_rest_request_seconds",
@@ -205,6 +232,10 @@ class Metrics:
             status = response.status
         except web.HTTPException as exc:  # 404/405 from the router; json_errors answers
             status = exc.status
+            raise
+        except ConnectionError:
+            if request.transport is None:  # the client went away mid-request
+                status = 499  # nginx's "client closed request"
             raise
         finally:
             route = request.match_info.route.resource

@@ -1,0 +1,196 @@
+"""Slow and greedy HTTP clients, cut at the connection level (core/admission.py decides).
+
+aiohttp bounds neither the time a client takes to send its headers nor its body: a
+client that sends a header line every 20 s holds a connection (and a file descriptor)
+for as long as it likes. This edge feeds aiohttp's connection events into
+:class:`~tidings.core.admission.Admission` and closes what it returns:
+
+- accept: ``GuardedServer.connection_made`` (per-address limit, pending cap);
+- headers complete: the request handler wrapper, before the application sees the request;
+- body complete: the body stream's end-of-file callback;
+- closed: ``GuardedServer.connection_lost``;
+- deadlines: one periodic sweep for all connections, not a timer per connection.
+
+An established WebSocket never passes through here again: its frames go straight to
+aiohttp's WebSocket reader, untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from tidings.core.admission import Admission, AdmissionLimits, Cut
+from tidings.core.client_address import TrustedProxies, normalize, parse_networks
+from tidings.server.rest import error_response
+
+log = logging.getLogger("tidings.server.guard")
+
+AppHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    header_timeout: float = 20.0
+    body_timeout: float = 30.0
+    max_pending: int = 4096
+    max_per_address: int = 0  # 0: no limit
+    trusted_proxies: tuple[str, ...] = ()
+    client_ip_header: str = "X-Forwarded-For"
+
+
+class ConnectionGuard:
+    """Tracks this process's HTTP connections until their first request is complete."""
+
+    def __init__(self, settings: GuardSettings) -> None:
+        self.settings = settings
+        self.admission: Admission[RequestHandler] = Admission(
+            AdmissionLimits(
+                header_timeout=settings.header_timeout,
+                body_timeout=settings.body_timeout,
+                max_pending=settings.max_pending,
+                max_per_address=settings.max_per_address,
+            )
+        )
+        self.proxies = TrustedProxies(parse_networks(settings.trusted_proxies))
+        # Connections from a trusted proxy, counted under the client each request names.
+        # Only filled when there is a per-address limit to count for.
+        self._proxied: dict[RequestHandler, str] = {}
+        # A deadline is checked at most this late: a quarter of the shorter timeout, and
+        # at least once a second.
+        self.sweep_interval = min(1.0, settings.header_timeout / 4, settings.body_timeout / 4)
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def runner(self, application: web.Application, **kwargs: object) -> web.AppRunner:
+        """An AppRunner whose connections go through this guard."""
+        return GuardedRunner(application, self, **kwargs)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._sweeper = self._loop.call_later(self.sweep_interval, self._sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    # -- aiohttp's connection events ------------------------------------------------------
+
+    def accepted(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        peer = transport.get_extra_info("peername")
+        address = normalize(peer[0]) if isinstance(peer, tuple) and peer else None
+        counted = address
+        if address is not None and self.proxies and self.proxies.trusts(address):
+            counted = None  # its clients are counted when their requests name them
+            if self.admission.limits.max_per_address:
+                self._proxied[handler] = address
+        for conn, reason in self.admission.accepted(handler, counted, self._now()):
+            self._cut(conn, reason)
+
+    def lost(self, handler: RequestHandler) -> None:
+        self.admission.lost(handler)
+        self._proxied.pop(handler, None)
+
+    def wrap(self, handle: AppHandler) -> AppHandler:
+        """The application's request handler, told first that a request's headers are
+        complete. A plain function returning the application's coroutine: no frame of
+        its own stays on a WebSocket's stack for the life of the connection."""
+
+        def guarded(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+            protocol = request.protocol
+            body = request.content
+            complete = body.is_eof()
+            self.admission.request_started(protocol, self._now(), complete)
+            if not complete:
+                body.on_eof(functools.partial(self.admission.body_complete, protocol))
+            proxy = self._proxied.get(protocol)
+            if proxy is not None and not self._admit_forwarded(request, protocol, proxy):
+                return self._too_many()
+            return handle(request)
+
+        return guarded
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _admit_forwarded(
+        self, request: web.BaseRequest, protocol: RequestHandler, proxy: str
+    ) -> bool:
+        forwarded = ",".join(request.headers.getall(self.settings.client_ip_header, ()))
+        client = self.proxies.client(proxy, forwarded)
+        if self.admission.readdress(protocol, client):
+            return True
+        del self._proxied[protocol]  # answered and closed: counted under nobody
+        log.debug("HTTP connection refused: %s is over max_connections_per_ip", client)
+        return False
+
+    async def _too_many(self) -> web.StreamResponse:
+        # Pusher's HTTP API answers rate limits with 429 and a JSON error; so does this,
+        # before any upgrade, and the connection is closed after it.
+        response = error_response(429, "too many connections from this address")
+        response.force_close()
+        return response
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else asyncio.get_running_loop().time()
+
+    def _sweep(self) -> None:
+        assert self._loop is not None
+        try:
+            for conn, reason in self.admission.expired(self._loop.time()):
+                self._cut(conn, reason)
+        finally:
+            self._sweeper = self._loop.call_later(self.sweep_interval, self._sweep)
+
+    def _cut(self, handler: RequestHandler, reason: Cut) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            peer = handler.transport.get_extra_info("peername") if handler.transport else None
+            log.debug("HTTP connection from %s closed: %s", peer[0] if peer else "?", reason)
+        try:
+            handler.force_close()
+        except Exception:  # one connection's failure never stops the sweep
+            log.exception("closing a connection (%s) failed", reason)
+
+
+class GuardedServer(web.Server):
+    """aiohttp's low-level server, reporting accepts and closes to the guard."""
+
+    def __init__(self, made: web.Server, guard: ConnectionGuard) -> None:
+        super().__init__(
+            guard.wrap(made.request_handler),
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            **made._kwargs,  # noqa: SLF001 - the keyword arguments AppRunner gave it
+        )
+        self.guard = guard
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.guard.accepted(handler, transport)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self.guard.lost(handler)
+
+
+class GuardedRunner(web.AppRunner):
+    """AppRunner serving through a :class:`GuardedServer`."""
+
+    __slots__ = ("_guard",)
+
+    def __init__(
+        self, application: web.Application, guard: ConnectionGuard, **kwargs: object
+    ) -> None:
+        super().__init__(application, **kwargs)  # type: ignore[arg-type]
+        self._guard = guard
+
+    async def _make_server(self) -> web.Server:
+        # AppRunner starts the application up and builds aiohttp's server; rebuild it with
+        # the same arguments as a GuardedServer.
+        return GuardedServer(await super()._make_server(), self._guard)
