@@ -122,6 +122,12 @@ def test_parse_app_spec() -> None:
         ({"TIDINGS_MAX_REQUEST_BODY": "1.5"}, "max_request_body", "'1.5'"),
         ({"TIDINGS_SHUTDOWN_TIMEOUT": "-3"}, "shutdown_timeout", "'-3'"),
         ({"TIDINGS_LOG_LEVEL": "loud"}, "log_level", "'loud'"),
+        ({"TIDINGS_REQUEST_HEADER_TIMEOUT": "0"}, "request_header_timeout", "'0'"),
+        ({"TIDINGS_REQUEST_BODY_TIMEOUT": "-1"}, "request_body_timeout", "'-1'"),
+        ({"TIDINGS_KEEPALIVE_TIMEOUT": "0"}, "keepalive_timeout", "'0'"),
+        ({"TIDINGS_MAX_PENDING_CONNECTIONS": "0"}, "max_pending_connections", "'0'"),
+        ({"TIDINGS_MAX_CONNECTIONS_PER_IP": "-1"}, "max_connections_per_ip", "'-1'"),
+        ({"TIDINGS_CLIENT_IP_HEADER": "X Forwarded"}, "client_ip_header", "'X Forwarded'"),
     ],
 )
 def test_bad_env_values(env: dict[str, str], setting: str, value: str) -> None:
@@ -142,6 +148,28 @@ def test_bad_env_values(env: dict[str, str], setting: str, value: str) -> None:
 def test_bad_flag_values(flags: dict[str, Any], setting: str, value: str) -> None:
     message = config_error(flags=flags)
     assert f"setting {setting}:" in message and f"(got {value})" in message
+
+
+def test_slow_client_defaults() -> None:
+    settings = load_settings(None, {})
+    assert (settings.request_header_timeout, settings.request_body_timeout) == (20.0, 30.0)
+    assert (settings.keepalive_timeout, settings.max_pending_connections) == (75.0, 4096)
+    assert (settings.max_connections_per_ip, settings.trusted_proxies) == (0, ())
+    assert settings.client_ip_header == "X-Forwarded-For"
+
+
+def test_trusted_proxies_from_env_flag_and_file(tmp_path: Path) -> None:
+    env = {"TIDINGS_TRUSTED_PROXIES": "10.0.0.0/8, ::1,"}
+    assert load_settings(None, env).trusted_proxies == ("10.0.0.0/8", "::1")
+    flags = {"trusted_proxies": "192.168.0.1"}
+    assert load_settings(None, env, flags).trusted_proxies == ("192.168.0.1",)
+    path = write(tmp_path, 'trusted_proxies = ["172.16.0.0/12"]\n')
+    assert load_settings(path, {}).trusted_proxies == ("172.16.0.0/12",)
+
+
+def test_bad_trusted_proxy_is_named() -> None:
+    message = config_error(env={"TIDINGS_TRUSTED_PROXIES": "10.0.0.1,proxy.local"})
+    assert "setting trusted_proxies:" in message and "'proxy.local'" in message
 
 
 def test_bad_file_values(tmp_path: Path) -> None:
