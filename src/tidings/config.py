@@ -117,9 +117,15 @@ class Settings(BaseModel):
     max_write_buffer: int = Field(1024 * 1024, ge=1024)
     max_request_body: int = Field(262144, ge=1024)
     shutdown_timeout: float = Field(10.0, ge=0)
-    # Slow clients (README "Server settings"): a request's headers must be complete
-    # within request_header_timeout of the accept, its body within request_body_timeout
-    # of the headers; at most max_pending_connections wait on their request at once.
+    # Slow clients (server/connection_guard.py). A request's headers must be complete
+    # within request_header_timeout of the accept (20 s: clients send them in one packet
+    # right after connecting; nginx allows 60 s, Apache's mod_reqtimeout 20-40 s), its
+    # body within request_body_timeout of the headers (30 s: max_request_body, 256 KiB,
+    # at under 10 KiB/s). keepalive_timeout outlasts the 60 s idle timeout of common load
+    # balancers, so they, not we, close idle pooled connections. max_pending_connections
+    # caps the connections still sending their request (a slowloris holds thousands);
+    # legitimate clients are pending for one round trip, so 4096 leaves room for a
+    # reconnect storm at max_connection_rate.
     request_header_timeout: float = Field(20.0, gt=0, le=3600)
     request_body_timeout: float = Field(30.0, gt=0, le=3600)
     keepalive_timeout: float = Field(75.0, gt=0, le=3600)

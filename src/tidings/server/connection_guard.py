@@ -37,12 +37,16 @@ AppHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True, slots=True)
 class GuardSettings:
-    header_timeout: float = 20.0
-    body_timeout: float = 30.0
-    max_pending: int = 4096
-    max_per_address: int = 0  # 0: no limit
-    trusted_proxies: tuple[str, ...] = ()
-    client_ip_header: str = "X-Forwarded-For"
+    """From config.Settings (``request_header_timeout``, ``request_body_timeout``,
+    ``max_pending_connections``, ``max_connections_per_ip``, ``trusted_proxies``,
+    ``client_ip_header``), where the defaults and their reasons are."""
+
+    header_timeout: float
+    body_timeout: float
+    max_pending: int
+    max_per_address: int  # 0: no limit
+    trusted_proxies: tuple[str, ...]
+    client_ip_header: str
 
 
 class ConnectionGuard:
@@ -151,7 +155,8 @@ class ConnectionGuard:
     def _cut(self, handler: RequestHandler, reason: Cut) -> None:
         if log.isEnabledFor(logging.DEBUG):
             peer = handler.transport.get_extra_info("peername") if handler.transport else None
-            log.debug("HTTP connection from %s closed: %s", peer[0] if peer else "?", reason)
+            address = peer[0] if isinstance(peer, tuple) and peer else "?"
+            log.debug("HTTP connection from %s closed: %s", address, reason)
         try:
             handler.force_close()
         except Exception:  # one connection's failure never stops the sweep
