@@ -34,7 +34,7 @@ from tidings.server import fanout
 from tidings.server.connection_guard import ConnectionGuard, GuardSettings
 from tidings.server.fallback import FallbackSettings, HttpFallback
 from tidings.server.health import Health
-from tidings.server.metrics import Metrics
+from tidings.server.metrics import CLIENT_CLOSED_REQUEST, Metrics
 from tidings.server.rest import RestApi, error_response
 from tidings.server.webhook_queue import RedisQueue, SqliteQueue, WebhookQueue
 from tidings.server.webhooks import QueueLock, WebhookSender, WebhookSettings
@@ -86,8 +86,6 @@ REST_PATHS = ("/apps/", "/users/")  # the HTTP API (also the SDK's unprefixed te
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-CLIENT_GONE = 499  # nginx's status for "client closed request"
-
 
 def edge_middleware(in_flight: InFlight, metrics: Metrics) -> Middleware:
     """The one middleware: REST requests are tracked (so a stop can wait for them) and timed;
@@ -116,7 +114,7 @@ def edge_middleware(in_flight: InFlight, metrics: Metrics) -> Middleware:
                 "client %s went away during %s %s", request.remote, request.method, request.path
             )
             # Never written: aiohttp finds the connection closed and drops the response.
-            return web.Response(status=CLIENT_GONE)
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
 
     return edge
 

@@ -28,6 +28,8 @@ from tidings.node import AppCounters, Node
 from tidings.protocol.errors import ErrorCode
 from tidings.server.webhooks import WebhookSender
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left mid-request
+
 NO_APP = ""  # the app label of refusals of connections that named no known app
 
 
@@ -235,7 +237,7 @@ class Metrics:
             raise
         except ConnectionError:
             if request.transport is None:  # the client went away mid-request
-                status = 499  # nginx's "client closed request"
+                status = CLIENT_CLOSED_REQUEST
             raise
         finally:
             route = request.match_info.route.resource
