@@ -130,6 +130,22 @@ def main() -> None:
     help="Seconds an HTTP fallback session lives without a request [10].",
 )
 @click.option(
+    "--http-unconfirmed-timeout",
+    default=None,
+    help="Seconds an HTTP fallback session waits for its first receive request [5].",
+)
+@click.option(
+    "--http-max-unconfirmed",
+    default=None,
+    help="HTTP fallback sessions per node opened but not yet received from [10000].",
+)
+@click.option(
+    "--http-bind-ip",
+    default=None,
+    is_flag=True,
+    help="Refuse HTTP fallback requests from another address than the session's opener.",
+)
+@click.option(
     "--redis",
     default=None,
     metavar="URL",

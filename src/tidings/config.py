@@ -140,6 +140,9 @@ class Settings(BaseModel):
     tls_key: str | None = Field(None, min_length=1)
     http_path: str = Field("/pusher", pattern=r"^/[A-Za-z0-9_\-./]*$")
     http_session_timeout: float = Field(10.0, gt=0, le=3600)
+    http_unconfirmed_timeout: float = Field(5.0, gt=0, le=3600)
+    http_max_unconfirmed: int = Field(10_000, ge=1)
+    http_bind_ip: bool = False
     redis: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
     redis_prefix: str = Field("tidings", pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
     redis_sharded: bool = False

@@ -11,9 +11,15 @@ newline-terminated frames whose first character is the type (pusher-js
 
 The client sends with ``xhr_send``: a JSON array of strings, each one Pusher message;
 ``[]`` is its activity ping.
+
+A session is named by the client: ``{server}/{session}``, pusher-js picks a random integer
+0-999 and 8 random base-32 characters (``http_socket.ts``). The name is the session's only
+credential, so anything of another shape is refused before it reaches a session table.
 """
 
 from __future__ import annotations
+
+import re
 
 import orjson
 
@@ -26,6 +32,15 @@ HEARTBEAT = b"h\n"
 PRELUDE = b"h" * 2048 + b"\n"
 MAX_SEND_MESSAGES = 100
 
+# SockJS's answer to a second receive request on a session that already has one. pusher-js
+# reads any c[...] as a clean close; a code below 4000 other than 1002-1004 means "reconnect
+# (new session) in a second" and costs the transport none of its lives.
+ANOTHER_RECEIVER_CODE = 2010
+ANOTHER_RECEIVER_REASON = "Another connection still open"
+
+SERVER_ID = re.compile(r"[0-9]{1,3}")
+SESSION_ID = re.compile(r"[0-9A-Za-z]{8,32}")  # pusher-js: 8; short ones are guessable
+
 
 def messages_frame(messages: list[bytes]) -> bytes:
     """``a[...]`` carrying each JSON message as a string."""
@@ -34,6 +49,15 @@ def messages_frame(messages: list[bytes]) -> bytes:
 
 def close_frame(code: int, reason: str) -> bytes:
     return b"c" + orjson.dumps([code, reason]) + b"\n"
+
+
+def session_name_error(server: str, session: str) -> str | None:
+    """Why ``{server}/{session}`` cannot be a pusher-js session name, or None."""
+    if not SERVER_ID.fullmatch(server):
+        return "the server id of a session must be 1 to 3 digits"
+    if not SESSION_ID.fullmatch(session):
+        return "the session id must be 8 to 32 letters or digits"
+    return None
 
 
 def parse_send(body: bytes) -> list[str]:

@@ -141,6 +141,9 @@ def build_application(
             poll_timeout=min(25.0, settings.activity_timeout),
             heartbeat_interval=min(25.0, settings.activity_timeout),
             max_queue_bytes=settings.max_write_buffer,
+            unconfirmed_timeout=settings.http_unconfirmed_timeout,
+            max_unconfirmed=settings.http_max_unconfirmed,
+            bind_ip=settings.http_bind_ip,
         ),
     )
     application[FALLBACK] = fallback

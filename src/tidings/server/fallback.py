@@ -17,6 +17,13 @@ sends are forwarded as they are; a receive request becomes a *relay*: the owner 
 exactly as a local one (it alone decides when a poll is answered, so no batch is taken from
 the queue for a receiver that already gave up) and sends the bytes to the relaying node,
 which writes them into its HTTP response.
+
+A session belongs to the client that opened it. Its name is chosen by the client and is the
+only secret, so the server also holds it to what it saw at open: one receive request at a
+time (a second one is answered ``c[2010,...]``, as SockJS does), the same ``Origin`` header
+on every request and, with ``bind_ip``, the same client address. A session opened but never
+received from (a first poll answers only ``o``) is *unconfirmed*: it is not yet a connection
+(no socket id announced, no quota taken) and is forgotten after ``unconfirmed_timeout``.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from tidings.core.hub import Coalescer
 from tidings.core.outbox import Outbox
 from tidings.node import AppCounters, Node
 from tidings.protocol import sockjs
-from tidings.protocol.errors import ErrorCode, ProtocolError
+from tidings.protocol.errors import MESSAGES, ErrorCode, ProtocolError
 from tidings.protocol.frames import frame_payloads
 from tidings.protocol.session import Session
 from tidings.server.rest import error_response, read_body
@@ -49,6 +56,12 @@ RELAY_GRACE = 10.0  # seconds a relay waits past the owner's deadline before giv
 
 
 CHECK_INTERVAL = 1.0  # seconds between checks that a waiting client is still there
+
+# How long a second receive request waits for the first one's client to turn out gone.
+# pusher-js aborts its stream and opens a new one on the same session when the response
+# passes 256 KiB (http_request.ts, buffer_too_long); the server notices the abort within
+# CHECK_INTERVAL locally, a relaying node within CHECK_INTERVAL plus a broker hop.
+TAKEOVER_WAIT = 3 * CHECK_INTERVAL
 
 
 class Sink(Protocol):
@@ -92,43 +105,119 @@ class FallbackSettings:
     poll_timeout: float = 25.0  # a long poll answers "h" after this long with nothing to send
     heartbeat_interval: float = 25.0  # "h" on a quiet streaming response
     max_queue_bytes: int = 1024 * 1024  # unsent bytes per session before it is closed (4100)
+    # seconds an opened session waits for its first receive request before it is forgotten
+    unconfirmed_timeout: float = 5.0
+    # unconfirmed sessions per node; past it a new session is answered 503 (retry later)
+    max_unconfirmed: int = 10_000
+    bind_ip: bool = False  # every request of a session must come from the opener's address
+
+
+@dataclass(frozen=True, slots=True)
+class ClientBinding:
+    """What the opener of a session showed: its ``Origin`` header and, when sessions are
+    bound to addresses, its IP. Every later request must show the same."""
+
+    origin: str | None
+    ip: str | None  # None: not bound to an address
+
+    def admits(self, origin: str | None, ip: str | None) -> bool:
+        return origin == self.origin and (self.ip is None or ip == self.ip)
 
 
 class HttpSession:
-    """One pusher-js HTTP session; implements the node's ``Connection``."""
+    """One pusher-js HTTP session; implements the node's ``Connection`` once confirmed."""
 
     __slots__ = (
         "socket_id",
         "session",
         "app",
         "key",
+        "binding",
         "outbox",
         "closing",
         "close_frame",
         "detached_at",
-        "receivers",
+        "confirmed",
+        "receiver",
+        "waiting",
+        "_released",
+        "_released_gone",
         "_wake",
         "_outgoing",
-        "opened",
         "counters",
     )
 
     def __init__(
-        self, key: str, session: Session, app: App, max_queue_bytes: int, outgoing: Coalescer
+        self,
+        key: str,
+        session: Session,
+        app: App,
+        binding: ClientBinding,
+        max_queue_bytes: int,
+        outgoing: Coalescer,
     ) -> None:
         self.key = key
         self.socket_id = session.socket_id
         self.session = session
         self.app = app
+        self.binding = binding
         self.outbox = Outbox(max_queue_bytes)
         self.closing = False
         self.close_frame: bytes | None = None
         self.detached_at: float | None = time.monotonic()
-        self.receivers = 0
-        self.opened = False
+        self.confirmed = False  # a receive request has attached: the node knows it
+        self.receiver: Sink | None = None  # the one receive request attached, if any
+        self.waiting = False  # a second receive request waits for the first to go
+        self._released = asyncio.Event()
+        self._released_gone = False
         self._wake = asyncio.Event()
         self._outgoing = outgoing
         self.counters: AppCounters | None = None
+
+    # -- the one receiver ----------------------------------------------------------------
+
+    async def take_receiver(self, sink: Sink) -> bool:
+        """Attach ``sink`` as the receiver, or False: another one is attached.
+
+        One may wait (TAKEOVER_WAIT) for the attached one to be released because its client
+        went away: pusher-js's own stream reconnect. A receiver that ends normally (a poll
+        answered) does not hand over, or a request parked on someone else's session would
+        take every other batch."""
+        if self.receiver is None:
+            self._attach(sink)
+            return True
+        if self.waiting:
+            return False
+        self.waiting = True
+        self._released.clear()
+        self._wake.set()  # the attached receiver checks its client at once
+        try:
+            async with asyncio.timeout(TAKEOVER_WAIT):
+                while True:
+                    await self._released.wait()
+                    self._released.clear()
+                    if self.receiver is None and self._released_gone:
+                        self._attach(sink)
+                        return True
+                    if self.receiver is None:
+                        return False
+        except TimeoutError:
+            return False
+        finally:
+            self.waiting = False
+
+    def _attach(self, sink: Sink) -> None:
+        self.receiver = sink
+        self.detached_at = None
+
+    def release(self, sink: Sink, gone: bool) -> None:
+        """``sink`` is done (``gone``: its client went away); no-op if it is not attached."""
+        if self.receiver is not sink:
+            return
+        self.receiver = None
+        self.detached_at = time.monotonic()
+        self._released_gone = gone
+        self._released.set()
 
     def send(self, frame: bytes) -> None:
         """One or more frames (the fan-out joins those of one loop tick)."""
@@ -179,12 +268,13 @@ class HttpSession:
 
 
 def _cors(request: web.Request, app: App | None) -> dict[str, str]:
+    # No Access-Control-Allow-Credentials: the protocol uses no cookies and pusher-js sets
+    # no withCredentials; the session name in the URL is the only credential.
     origin = request.headers.get("Origin")
     if app is not None and not app.origin_allowed(origin):
         return {}
     return {
         "Access-Control-Allow-Origin": origin or "*",
-        "Access-Control-Allow-Credentials": "true" if origin else "false",
         "Access-Control-Allow-Headers": "Content-Type",
         "Access-Control-Allow-Methods": "POST, OPTIONS",
         "Access-Control-Max-Age": "86400",
@@ -192,12 +282,21 @@ def _cors(request: web.Request, app: App | None) -> dict[str, str]:
     }
 
 
+def _another_receiver() -> bytes:
+    return sockjs.close_frame(sockjs.ANOTHER_RECEIVER_CODE, sockjs.ANOTHER_RECEIVER_REASON)
+
+
+NOT_YOURS = "this session belongs to another client"
+
+
 class HttpFallback:
     def __init__(self, node: Node, settings: FallbackSettings) -> None:
         self.node = node
         self.settings = settings
         self.sessions: dict[str, HttpSession] = {}
-        self.relays: dict[str, asyncio.Queue[tuple[bytes, bool]]] = {}
+        # Keys of sessions no receive request has attached to yet (bounded: max_unconfirmed).
+        self.unconfirmed: set[str] = set()
+        self.relays: dict[str, asyncio.Queue[tuple[bytes, bool, int]]] = {}
         self.remote_receivers: dict[str, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         node.broker.on_node_message(self.on_node_message)
@@ -225,6 +324,9 @@ class HttpFallback:
     # -- requests ----------------------------------------------------------------------------
 
     async def preflight(self, request: web.Request) -> web.Response:
+        bad_name = self._bad_name(request)
+        if bad_name is not None:
+            return bad_name
         app = self.node.apps.by_key(request.match_info["key"])
         return web.Response(status=204, headers=_cors(request, app))
 
@@ -235,9 +337,15 @@ class HttpFallback:
         return await self._receive(request, streaming=False)
 
     async def send(self, request: web.Request) -> web.StreamResponse:
+        bad_name = self._bad_name(request)
+        if bad_name is not None:
+            return bad_name
         app = self.node.apps.by_key(request.match_info["key"])
         if app is None:
             return error_response(404, "unknown session")
+        origin = request.headers.get("Origin")
+        if not app.origin_allowed(origin):
+            return error_response(403, "Origin not allowed")
         headers = _cors(request, app)
         key = self._key(request)
         body = await read_body(request, app.max_message_bytes * 4)
@@ -248,13 +356,22 @@ class HttpFallback:
         except ProtocolError as exc:
             return error_response(400, exc.message)
         http_session = self.sessions.get(key)
-        if http_session is not None and http_session.app is app:
+        if http_session is not None:
+            if not http_session.binding.admits(origin, request.remote):
+                return error_response(403, NOT_YOURS)
+            if not http_session.confirmed:
+                # pusher-js sends nothing before connection_established, which only a
+                # receive request brings; the node does not know this session yet.
+                return error_response(404, "unknown session")
             await self._deliver_sent(http_session, texts)
             return web.Response(status=204, headers=headers)
         owner = await self.node.broker.claim(key, self._claim_ttl)
         if owner == self.node.broker.node_id:
             return error_response(404, "unknown session")  # nobody had it: just claimed it
-        await self._to(owner, {"t": "send", "k": key, "m": texts})
+        # The owner checks the binding and drops a send that fails it (fire and forget:
+        # pusher-js reads no xhr_send answer).
+        message = {"t": "send", "k": key, "m": texts, "o": origin, "ip": request.remote}
+        await self._to(owner, message)
         return web.Response(status=204, headers=headers)
 
     async def _deliver_sent(self, http_session: HttpSession, texts: list[str]) -> None:
@@ -267,6 +384,9 @@ class HttpFallback:
             await self.node.receive(http_session, text)
 
     async def _receive(self, request: web.Request, streaming: bool) -> web.StreamResponse:
+        bad_name = self._bad_name(request)
+        if bad_name is not None:
+            return bad_name
         app = self.node.apps.by_key(request.match_info["key"])
         headers = {
             **_cors(request, app),
@@ -282,43 +402,58 @@ class HttpFallback:
             response.force_close()
         key = self._key(request)
         http_session = self.sessions.get(key)
-        refusal: tuple[ErrorCode, str] | None = None
-        owner: str | None = None
-        if http_session is None or http_session.app is not app:
+        if http_session is None:
             refusal = self._refusal(request, app)
-            if refusal is None:
-                assert app is not None
-                owner = await self.node.broker.claim(key, self._claim_ttl)
-                if owner == self.node.broker.node_id:
-                    # A new session, as a WebSocket upgrade is: over the rate, 503 before
-                    # anything is written. (The claim expires with its TTL.)
-                    if not self.node.take_connection_slot(app):
-                        return connection_rate_exceeded()
-                    http_session = self._open(key, app)
-        await response.prepare(request)
-        if streaming:
-            await response.write(sockjs.PRELUDE)
-        if refusal is not None:
-            code, text = refusal
-            self.node.counters_for(app).count_close(code)  # no pusher:error here: c[code]
-            await response.write(sockjs.OPEN + sockjs.close_frame(int(code), text))
-            await response.write_eof()
-            return response
-        if owner is not None and owner != self.node.broker.node_id:
-            await self._relay(key, owner, request, response, streaming)
-            return response
-        assert http_session is not None
-        if owner is not None:  # opened by this request
-            await response.write(sockjs.OPEN)
-            if not streaming:
-                await response.write_eof()  # SockJS: the first poll only opens the session
+            if refusal is not None:
+                code, text = refusal
+                self.node.counters_for(app).count_close(code)  # no pusher:error here: c[code]
+                await self._start(request, response, streaming)
+                await response.write(sockjs.OPEN + sockjs.close_frame(int(code), text))
+                await response.write_eof()
                 return response
+            assert app is not None
+            owner = await self.node.broker.claim(key, self._claim_ttl)
+            if owner != self.node.broker.node_id:
+                return await self._relay(key, owner, request, response, streaming)
+            # A request for the same new session may have opened it while we asked.
+            http_session = self.sessions.get(key)
+            if http_session is None:
+                # A new session, as a WebSocket upgrade is: over the rate, 503 before
+                # anything is written. (The claim expires with its TTL.)
+                if len(self.unconfirmed) >= self.settings.max_unconfirmed:
+                    self.node.counters(app).connection_rate_refusals += 1
+                    return connection_rate_exceeded()
+                if not self.node.take_connection_slot(app):
+                    return connection_rate_exceeded()
+                http_session = self._open(key, app, self._binding(request))
+                await self._start(request, response, streaming)
+                await response.write(sockjs.OPEN)
+                if not streaming:
+                    await response.write_eof()  # SockJS: the first poll only opens the session
+                    return response
+                await self._serve(http_session, ResponseSink(request, response), streaming)
+                return response
+        if not http_session.binding.admits(request.headers.get("Origin"), request.remote):
+            return error_response(403, NOT_YOURS)
+        await self._start(request, response, streaming)
         await self._serve(http_session, ResponseSink(request, response), streaming)
         return response
 
+    async def _start(
+        self, request: web.Request, response: web.StreamResponse, streaming: bool
+    ) -> None:
+        await response.prepare(request)
+        if streaming:
+            await response.write(sockjs.PRELUDE)
+
     async def _serve(self, http_session: HttpSession, sink: Sink, streaming: bool) -> None:
-        http_session.receivers += 1
-        http_session.detached_at = None
+        if not await http_session.take_receiver(sink):
+            with contextlib.suppress(ConnectionResetError):
+                await sink.write(_another_receiver())
+                await sink.end()
+            return
+        if not http_session.confirmed:
+            self._confirm(http_session)
         quiet_limit = self.settings.heartbeat_interval if streaming else self.settings.poll_timeout
         loop = asyncio.get_running_loop()
         try:
@@ -339,15 +474,28 @@ class HttpFallback:
                 # A poll answers once; a stream goes on until the session closes.
                 if not streaming or http_session.close_frame is not None:
                     break
+            # Everything taken is written: the client's next request may attach at once.
+            http_session.release(sink, gone=False)
             await sink.end()
         except (ConnectionResetError, asyncio.CancelledError):
             pass  # the client went away; the session waits for its next request
         finally:
-            http_session.receivers -= 1
-            if http_session.receivers == 0:
-                http_session.detached_at = time.monotonic()
+            http_session.release(sink, gone=True)
             if http_session.close_frame is not None and not len(http_session.outbox):
                 await self._forget(http_session)
+
+    def _confirm(self, http_session: HttpSession) -> None:
+        """The first receive request attached: the session becomes a connection, counted
+        against the quotas now (a session that is only opened takes none)."""
+        self.unconfirmed.discard(http_session.key)
+        app = http_session.app
+        code = self.node.refusal(app)
+        if code is not None:
+            self.node.counters(app).count_close(code)
+            http_session.close(int(code), MESSAGES[code])
+            return
+        http_session.confirmed = True
+        self.node.attach(http_session)  # queues pusher:connection_established
 
     # -- relaying to the owner of a session (another process or machine) --------------------
 
@@ -362,9 +510,11 @@ class HttpFallback:
         request: web.Request,
         response: web.StreamResponse,
         streaming: bool,
-    ) -> None:
+    ) -> web.StreamResponse:
+        """Serve a receive request from the session's owner. The owner answers first with
+        an HTTP status (403 for a request that is not the session's client), then bytes."""
         relay_id = secrets.token_hex(8)
-        queue: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[bytes, bool, int]] = asyncio.Queue()
         self.relays[relay_id] = queue
         me = self.node.broker.node_id
         patience = (
@@ -373,20 +523,36 @@ class HttpFallback:
         loop = asyncio.get_running_loop()
         ended = False
         try:
-            await self._to(owner, {"t": "attach", "k": key, "r": relay_id, "n": me, "s": streaming})
+            await self._to(
+                owner,
+                {
+                    "t": "attach",
+                    "k": key,
+                    "r": relay_id,
+                    "n": me,
+                    "s": streaming,
+                    "o": request.headers.get("Origin"),
+                    "ip": request.remote,
+                },
+            )
             heard_at = loop.time()
             while not ended:
+                status = 200
                 try:
-                    data, ended = await asyncio.wait_for(queue.get(), CHECK_INTERVAL)
+                    data, ended, status = await asyncio.wait_for(queue.get(), CHECK_INTERVAL)
                     heard_at = loop.time()
                 except TimeoutError:
                     if _client_gone(request):
-                        return
+                        return response
                     if loop.time() - heard_at < patience:
                         continue
                     # The owner is gone: tell pusher-js to reconnect with a new session.
                     data = sockjs.close_frame(int(ErrorCode.RECONNECT), "Session lost")
                     ended = True
+                if status != 200:
+                    return error_response(status, data.decode())
+                if not response.prepared:
+                    await self._start(request, response, streaming)
                 if data:
                     await response.write(data)
             await response.write_eof()
@@ -396,6 +562,7 @@ class HttpFallback:
             del self.relays[relay_id]
             if not ended:
                 await self._to(owner, {"t": "detach", "k": key, "r": relay_id})
+        return response
 
     async def _to(self, node_id: str, message: dict[str, Any]) -> None:
         await self.node.broker.to_node(node_id, orjson.dumps(message))
@@ -410,17 +577,25 @@ class HttpFallback:
         if kind == "out":
             queue = self.relays.get(message["r"])
             if queue is not None:
-                queue.put_nowait((message["d"].encode(), bool(message["e"])))
+                status = int(message.get("s", 200))
+                queue.put_nowait((message["d"].encode(), bool(message["e"]), status))
             return
         http_session = self.sessions.get(message["k"])
         if kind == "send":
-            if http_session is not None:
+            if (
+                http_session is not None
+                and http_session.confirmed
+                and http_session.binding.admits(message.get("o"), message.get("ip"))
+            ):
                 await self._deliver_sent(http_session, message["m"])
         elif kind == "attach":
             sink = RelaySink(self, message["n"], message["r"])
             if http_session is None:
                 await sink.write(sockjs.close_frame(int(ErrorCode.RECONNECT), "Session expired"))
                 await sink.end()
+                return
+            if not http_session.binding.admits(message.get("o"), message.get("ip")):
+                await sink.refuse(403, NOT_YOURS)
                 return
             relay_id = message["r"]
             task = asyncio.create_task(self._serve(http_session, sink, bool(message["s"])))
@@ -431,25 +606,40 @@ class HttpFallback:
             if receiver is not None:
                 receiver.cancel()
 
-    def _open(self, key: str, app: App) -> HttpSession:
+    def _open(self, key: str, app: App, binding: ClientBinding) -> HttpSession:
+        """A new session, unconfirmed: the node learns of it when a receive request
+        attaches (:meth:`_confirm`)."""
         session = self.node.new_session(app)
         http_session = HttpSession(
-            key, session, app, self.settings.max_queue_bytes, self.node.outgoing
+            key, session, app, binding, self.settings.max_queue_bytes, self.node.outgoing
         )
         http_session.counters = self.node.counters(app)
         self.sessions[key] = http_session
-        self.node.attach(http_session)  # queues pusher:connection_established
+        self.unconfirmed.add(key)
         return http_session
 
     async def _forget(self, http_session: HttpSession) -> None:
-        if self.sessions.get(http_session.key) is http_session:
-            del self.sessions[http_session.key]
+        if self.sessions.get(http_session.key) is not http_session:
+            return
+        del self.sessions[http_session.key]
+        self.unconfirmed.discard(http_session.key)
         http_session.close(int(ErrorCode.RECONNECT), "Session ended")
-        await self.node.detach(http_session)
+        if http_session.confirmed:  # else the node never knew it (socket ids may repeat)
+            await self.node.detach(http_session)
 
     def _key(self, request: web.Request) -> str:
         info = request.match_info
         return f"{info['key']}/{info['server']}/{info['session']}"
+
+    def _bad_name(self, request: web.Request) -> web.Response | None:
+        """400 for a session name pusher-js could not have made (see protocol/sockjs.py)."""
+        info = request.match_info
+        problem = sockjs.session_name_error(info["server"], info["session"])
+        return None if problem is None else error_response(400, problem)
+
+    def _binding(self, request: web.Request) -> ClientBinding:
+        ip = request.remote if self.settings.bind_ip else None
+        return ClientBinding(request.headers.get("Origin"), ip)
 
     def _refusal(self, request: web.Request, app: App | None) -> tuple[ErrorCode, str] | None:
         return self.node.admission(
@@ -459,17 +649,22 @@ class HttpFallback:
     # -- expiry ------------------------------------------------------------------------------
 
     async def _sweep_forever(self) -> None:
-        interval = max(0.1, min(1.0, self.settings.session_timeout / 4))
+        settings = self.settings
+        unconfirmed_timeout = min(settings.unconfirmed_timeout, settings.session_timeout)
+        interval = max(0.1, min(1.0, unconfirmed_timeout / 4))
         last_refresh = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            if now - last_refresh >= self.settings.session_timeout / 2:
+            if now - last_refresh >= settings.session_timeout / 2:
                 last_refresh = now
                 await self.node.broker.refresh_claims(list(self.sessions), self._claim_ttl)
             for http_session in list(self.sessions.values()):
                 detached = http_session.detached_at
-                if detached is not None and now - detached >= self.settings.session_timeout:
+                timeout = settings.session_timeout
+                if not http_session.confirmed:
+                    timeout = unconfirmed_timeout
+                if detached is not None and now - detached >= timeout:
                     await self._forget(http_session)
 
 
@@ -486,9 +681,15 @@ class RelaySink:
         self.relay_id = relay_id
 
     async def write(self, data: bytes) -> None:
-        await self.fallback._to(
-            self.node_id, {"t": "out", "r": self.relay_id, "d": data.decode(), "e": False}
-        )
+        await self._out(data.decode(), False)
 
     async def end(self) -> None:
-        await self.fallback._to(self.node_id, {"t": "out", "r": self.relay_id, "d": "", "e": True})
+        await self._out("", True)
+
+    async def refuse(self, status: int, message: str) -> None:
+        """Answer the relaying node's client with an HTTP error instead."""
+        await self._out(message, True, status)
+
+    async def _out(self, data: str, ended: bool, status: int = 200) -> None:
+        message = {"t": "out", "r": self.relay_id, "d": data, "e": ended, "s": status}
+        await self.fallback._to(self.node_id, message)
