@@ -401,8 +401,11 @@ class HttpFallback:
             # (or SO_REUSEPORT) can send to a node that is not going away.
             response.force_close()
         key = self._key(request)
+        origin = request.headers.get("Origin")
         http_session = self.sessions.get(key)
-        if http_session is None:
+        # An origin the app refuses is answered as at open, on every node and whether or
+        # not the session exists (Pusher: 4009, final).
+        if http_session is None or not http_session.app.origin_allowed(origin):
             refusal = self._refusal(request, app)
             if refusal is not None:
                 code, text = refusal
@@ -411,6 +414,7 @@ class HttpFallback:
                 await response.write(sockjs.OPEN + sockjs.close_frame(int(code), text))
                 await response.write_eof()
                 return response
+        if http_session is None:
             assert app is not None
             owner = await self.node.broker.claim(key, self._claim_ttl)
             if owner != self.node.broker.node_id:
@@ -433,7 +437,7 @@ class HttpFallback:
                     return response
                 await self._serve(http_session, ResponseSink(request, response), streaming)
                 return response
-        if not http_session.binding.admits(request.headers.get("Origin"), request.remote):
+        if not http_session.binding.admits(origin, request.remote):
             return error_response(403, NOT_YOURS)
         await self._start(request, response, streaming)
         await self._serve(http_session, ResponseSink(request, response), streaming)
