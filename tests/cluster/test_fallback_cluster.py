@@ -12,6 +12,9 @@ from typing import Any
 
 import aiohttp
 import pusher
+from fallback_helpers import PING, PRELUDE, FallbackSession, assert_json_error
+
+ANOTHER_RECEIVER = "Another connection still open"
 
 TIMEOUT = 5.0 * float(os.environ.get("TIDINGS_TEST_TIMEOUT_SCALE", "1"))
 APP_ID, APP_KEY, APP_SECRET = "12345", "app-key", "app-secret"
@@ -108,3 +111,35 @@ async def test_workers_spread_polls_and_deliver_exactly_once(
                 nodes.add((await r.json())["node"])
         assert len(nodes) == 2, f"requests reached only {nodes}"
         await exchange([server.http_url], [server.port], http)
+
+
+async def test_a_session_belongs_to_its_client_on_every_node(make_cluster: Any) -> None:
+    """Through a node that does not own the session: a second receiver is refused with
+    2010, another Origin with 403 (its sends are dropped by the owner), and the client's
+    own stream reopened there takes over (pusher-js's reconnect after 256 KiB)."""
+    a, b = make_cluster(2)
+    channel = f"owned-{secrets.token_hex(4)}"
+    async with aiohttp.ClientSession() as http:
+        owner = FallbackSession(http, a.http_url)
+        via_b = FallbackSession(http, b.http_url, path=owner.path)
+        stranger = FallbackSession(http, b.http_url, path=owner.path, origin="https://x.example")
+        async with owner.stream() as stream:
+            await owner.open_stream(stream)
+            await via_b.subscribe(channel)  # the owner's own send, relayed
+            succeeded, *_ = await stream.messages()
+            assert succeeded["event"] == "pusher_internal:subscription_succeeded"
+
+            async with asyncio.timeout(4 * TIMEOUT):
+                assert await via_b.poll_frames() == [("c", [2010, ANOTHER_RECEIVER])]
+            assert_json_error(await stranger.poll(), 403)
+            assert (await stranger.send_raw(json.dumps([json.dumps(PING)]).encode())).status == 204
+            await asyncio.to_thread(trigger, b.port, channel, 1)
+            seen: list[str] = []
+            while "tick" not in seen:
+                seen += [m["event"] for m in await stream.messages()]
+            assert "pusher:pong" not in seen, seen  # the stranger's ping was dropped
+            stream.response.close()  # the client aborts its stream ...
+        async with via_b.stream() as stream:  # ... and opens the next one through b
+            assert await stream.line() == PRELUDE
+            await via_b.send(PING)
+            assert await stream.messages() == [{"event": "pusher:pong", "data": "{}"}]

@@ -176,8 +176,11 @@ async def test_hundreds_of_concurrent_receivers_attach_one_and_count_one(
         async with owner.stream() as stream:
             await streaming_subscriber(owner, stream, channel)
             kinds = ["xhr_streaming", "xhr"] * (crowd // 2)
-            refusals = await asyncio.gather(*(refused_receive(intruder, k) for k in kinds))
-            assert refusals == [[ANOTHER_RECEIVER]] * crowd
+            results = await asyncio.gather(
+                *(refused_receive(intruder, k) for k in kinds), return_exceptions=True
+            )
+            attached = [r for r in results if r != [ANOTHER_RECEIVER]]
+            assert not attached, f"{len(attached)} of {crowd} not refused: {attached[0]!r}"
             assert connections_gauge(srv.http_url) == 1
             rest.trigger(channel, "tick", {"n": 7})
             assert await ticks(stream, 1) == [7]

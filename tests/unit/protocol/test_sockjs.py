@@ -83,3 +83,38 @@ def test_parse_send_bounds_the_number_of_messages() -> None:
     over = json.dumps(["{}"] * (sockjs.MAX_SEND_MESSAGES + 1)).encode()
     with pytest.raises(ProtocolError):
         sockjs.parse_send(over)
+
+
+@pytest.mark.parametrize(
+    ("server", "session"),
+    [("0", "0h237q10"), ("775", "0h237q10"), ("999", "vvvvvvvv"), ("1", "A" * 32)],
+)
+def test_session_names_pusher_js_makes_are_plausible(server: str, session: str) -> None:
+    """pusher-js: a random 0-999 and 8 base-32 characters (http_socket.ts)."""
+    assert sockjs.session_name_error(server, session) is None
+
+
+@pytest.mark.parametrize(
+    ("server", "session", "part"),
+    [
+        ("", "0h237q10", "server"),
+        ("1000", "0h237q10", "server"),
+        ("-1", "0h237q10", "server"),
+        ("\u0661", "0h237q10", "server"),  # an Arabic-Indic digit: not [0-9]
+        ("1", "0", "session"),
+        ("12", "Ab3", "session"),
+        ("1", "a" * 33, "session"),
+        ("1", "abcd-efgh", "session"),
+        ("1", "abcd efgh", "session"),
+        ("1", "abcd\u00e9fgh", "session"),
+        ("1", "abcdefgh\n", "session"),
+    ],
+)
+def test_implausible_session_names(server: str, session: str, part: str) -> None:
+    error = sockjs.session_name_error(server, session)
+    assert error is not None and part in error
+
+
+def test_the_second_receiver_close_frame_is_sockjs_2010() -> None:
+    frame = sockjs.close_frame(sockjs.ANOTHER_RECEIVER_CODE, sockjs.ANOTHER_RECEIVER_REASON)
+    assert frame == b'c[2010,"Another connection still open"]\n'
