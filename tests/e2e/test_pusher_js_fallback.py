@@ -8,10 +8,12 @@ speak the protocol of test_pusher_js.py: ``{"step": ...}`` lines answered by ``g
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 from scenario import SOCKET_ID, TIMEOUT, Scenario, ScenarioFactory, rest_client, unique
 
@@ -110,6 +112,35 @@ def test_presence_member_added_and_removed(
     assert result["member_removed_frames"] == [{"user_id": bob}] * 2
     # Session expiry: at least http_session_timeout after the client left, and not much more.
     assert 1000 <= result["removed_after_disconnect_ms"] < 1000 + TIMEOUT * 1000
+
+
+async def open_unconfirmed(http_url: str, count: int) -> None:
+    """``count`` sessions opened (first poll: ``o``) and never received from."""
+    in_flight = asyncio.Semaphore(32)
+
+    async def open_one(n: int) -> None:
+        url = f"{http_url}/pusher/app/app-key/{n % 1000}/flood{n:08d}/xhr?protocol=7"
+        async with in_flight, http.post(url) as resp:
+            assert resp.status == 200 and (await resp.read()).startswith(b"o\n")
+
+    async with aiohttp.ClientSession() as http:
+        async with asyncio.timeout(20 * TIMEOUT):
+            await asyncio.gather(*(open_one(n) for n in range(count)))
+
+
+def test_connects_after_a_flood_of_unconfirmed_sessions(
+    scenario: ScenarioFactory, make_server: ServerFactory, transport: str
+) -> None:
+    """Sessions that were only opened take none of the app's quota of 2 connections."""
+    app = {"id": "12345", "key": "app-key", "secret": "app-secret", "max_connections": 2}
+    srv = make_server(apps=[app])
+    asyncio.run(open_unconfirmed(srv.http_url, 1000))
+    result = scenario("connect", srv.port, TRANSPORT=transport).result()
+
+    assert result["states"] == [["connecting", "connected"]]
+    assert result["transports"] == [transport]
+    assert result["errors"] == []
+    assert result["closes"] == []
 
 
 def sorted_members(*members: dict[str, Any]) -> list[dict[str, Any]]:
