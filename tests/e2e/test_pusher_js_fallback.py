@@ -143,6 +143,37 @@ def test_connects_after_a_flood_of_unconfirmed_sessions(
     assert result["closes"] == []
 
 
+def test_a_stream_past_256_kib_reopens_on_its_session(
+    scenario: ScenarioFactory, server: Any, transport: str
+) -> None:
+    """pusher-js aborts a streaming response past 256 KiB and opens the next one on the
+    same session (``buffer_too_long``): the server lets it take over (no 2010 refusal, no
+    new socket id) and every event arrives once, in order."""
+    public = unique("public-")
+    private = unique("private-")
+    rest = rest_client(server.port)
+    run = scenario(
+        "channels",
+        server.port,
+        TRANSPORT=transport,
+        PUBLIC_CHANNEL=public,
+        PRIVATE_CHANNEL=private,
+        EVENTS="40",
+    )
+    run.wait_step("subscribed")
+    pad = "x" * 9000
+    for i in range(40):  # 40 x 9 KB: one stream reopened at least once
+        rest.trigger(public, "big", {"n": i, "pad": pad})
+    rest.trigger(private, "end", "done")
+    run.go()
+    result = run.result()
+
+    assert [e["data"]["n"] for e in result["events"] if e["event"] == "big"] == list(range(40))
+    assert len(result["socket_ids"]) == 1
+    assert result["closes"] == []
+    assert result["state"] == "connected"
+
+
 def sorted_members(*members: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(members, key=lambda m: str(m["id"]))
 
