@@ -30,72 +30,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from tidings.core.apps import App
-from tidings.core.hub import Coalescer
-from tidings.core.outbox import Outbox
-from tidings.node import AppCounters, Node
+from tidings.node import Node
 from tidings.protocol import sockjs
 from tidings.protocol.errors import MESSAGES, ErrorCode, ProtocolError
-from tidings.protocol.frames import frame_payloads
-from tidings.protocol.session import Session
+from tidings.server.http_session import (
+    CHECK_INTERVAL,
+    ClientBinding,
+    HttpSession,
+    ResponseSink,
+    Sink,
+    client_gone,
+)
 from tidings.server.rest import error_response, read_body
 from tidings.server.websocket import connection_rate_exceeded
 
-log = logging.getLogger("tidings.fallback")
-
 RELAY_GRACE = 10.0  # seconds a relay waits past the owner's deadline before giving up
-
-
-CHECK_INTERVAL = 1.0  # seconds between checks that a waiting client is still there
-
-# How long a second receive request waits for the first one's client to turn out gone.
-# pusher-js aborts its stream and opens a new one on the same session when the response
-# passes 256 KiB (http_request.ts, buffer_too_long); the server notices the abort within
-# CHECK_INTERVAL locally, a relaying node within CHECK_INTERVAL plus a broker hop.
-TAKEOVER_WAIT = 3 * CHECK_INTERVAL
-
-
-class Sink(Protocol):
-    """Where a receive request's bytes go: a local HTTP response or a relaying node."""
-
-    @property
-    def gone(self) -> bool:
-        """The client went away (pusher-js aborted the request or the connection dropped)."""
-        ...
-
-    async def write(self, data: bytes) -> None: ...
-
-    async def end(self) -> None: ...
-
-
-def _client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
-class ResponseSink:
-    def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
-        self.request = request
-        self.response = response
-
-    @property
-    def gone(self) -> bool:
-        return _client_gone(self.request)
-
-    async def write(self, data: bytes) -> None:
-        await self.response.write(data)
-
-    async def end(self) -> None:
-        await self.response.write_eof()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,161 +68,6 @@ class FallbackSettings:
     # unconfirmed sessions per node; past it a new session is answered 503 (retry later)
     max_unconfirmed: int = 10_000
     bind_ip: bool = False  # every request of a session must come from the opener's address
-
-
-@dataclass(frozen=True, slots=True)
-class ClientBinding:
-    """What the opener of a session showed: its ``Origin`` header and, when sessions are
-    bound to addresses, its IP. Every later request must show the same."""
-
-    origin: str | None
-    ip: str | None  # None: not bound to an address
-
-    def admits(self, origin: str | None, ip: str | None) -> bool:
-        return origin == self.origin and (self.ip is None or ip == self.ip)
-
-
-class HttpSession:
-    """One pusher-js HTTP session; implements the node's ``Connection`` once confirmed."""
-
-    __slots__ = (
-        "socket_id",
-        "session",
-        "app",
-        "key",
-        "binding",
-        "outbox",
-        "closing",
-        "close_frame",
-        "detached_at",
-        "confirmed",
-        "receiver",
-        "waiting",
-        "_released",
-        "_released_gone",
-        "_wake",
-        "_outgoing",
-        "counters",
-    )
-
-    def __init__(
-        self,
-        key: str,
-        session: Session,
-        app: App,
-        binding: ClientBinding,
-        max_queue_bytes: int,
-        outgoing: Coalescer,
-    ) -> None:
-        self.key = key
-        self.socket_id = session.socket_id
-        self.session = session
-        self.app = app
-        self.binding = binding
-        self.outbox = Outbox(max_queue_bytes)
-        self.closing = False
-        self.close_frame: bytes | None = None
-        self.detached_at: float | None = time.monotonic()
-        self.confirmed = False  # a receive request has attached: the node knows it
-        self.receiver: Sink | None = None  # the one receive request attached, if any
-        self.waiting = False  # a second receive request waits for the first to go
-        self._released = asyncio.Event()
-        self._released_gone = False
-        self._wake = asyncio.Event()
-        self._outgoing = outgoing
-        self.counters: AppCounters | None = None
-
-    # -- the one receiver ----------------------------------------------------------------
-
-    async def take_receiver(self, sink: Sink) -> bool:
-        """Attach ``sink`` as the receiver, or False: another one is attached.
-
-        One may wait (TAKEOVER_WAIT) for the attached one to be released because its client
-        went away: pusher-js's own stream reconnect. A receiver that ends normally (a poll
-        answered) does not hand over, or a request parked on someone else's session would
-        take every other batch."""
-        if self.receiver is None:
-            self._attach(sink)
-            return True
-        if self.waiting:
-            return False
-        self.waiting = True
-        self._released.clear()
-        self._wake.set()  # the attached receiver checks its client at once
-        try:
-            async with asyncio.timeout(TAKEOVER_WAIT):
-                while True:
-                    await self._released.wait()
-                    self._released.clear()
-                    if self.receiver is None and self._released_gone:
-                        self._attach(sink)
-                        return True
-                    if self.receiver is None:
-                        return False
-        except TimeoutError:
-            return False
-        finally:
-            self.waiting = False
-
-    def _attach(self, sink: Sink) -> None:
-        self.receiver = sink
-        self.detached_at = None
-
-    def release(self, sink: Sink, gone: bool) -> None:
-        """``sink`` is done (``gone``: its client went away); no-op if it is not attached."""
-        if self.receiver is not sink:
-            return
-        self.receiver = None
-        self.detached_at = time.monotonic()
-        self._released_gone = gone
-        self._released.set()
-
-    def send(self, frame: bytes) -> None:
-        """One or more frames (the fan-out joins those of one loop tick)."""
-        if self.closing:
-            return
-        if self._outgoing:
-            self._outgoing.flush()  # publications made before this frame go first
-        for payload in frame_payloads(frame):
-            if not self.outbox.push(payload):
-                self._overflow()
-                return
-        self._wake.set()
-
-    def _overflow(self) -> None:
-        # The client stopped polling or reading: a slow consumer, as on WebSocket.
-        log.warning("closed slow HTTP session %s (app %s)", self.socket_id, self.app.id)
-        if self.counters is not None:
-            self.counters.slow_consumers += 1
-        self.outbox.drain()
-        self.close(int(ErrorCode.OVER_CAPACITY), "Slow consumer")
-
-    def close(self, code: int, reason: str) -> None:
-        if self.closing:
-            return
-        if self._outgoing:
-            self._outgoing.flush()
-        self.closing = True
-        self.session.closed = True
-        self.close_frame = sockjs.close_frame(code, reason)
-        self._wake.set()
-
-    async def wait(self, timeout: float) -> None:
-        """Until there is something to send or ``timeout`` passes."""
-        if len(self.outbox) or self.close_frame is not None:
-            return
-        self._wake.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
-
-    def take(self) -> bytes:
-        """The frames to write now: queued messages, then the close frame if any."""
-        out = b""
-        if len(self.outbox):
-            out += sockjs.messages_frame(self.outbox.drain())
-        if self.close_frame is not None:
-            out += self.close_frame
-        return out
 
 
 def _cors(request: web.Request, app: App | None) -> dict[str, str]:
@@ -546,7 +349,7 @@ class HttpFallback:
                     data, ended, status = await asyncio.wait_for(queue.get(), CHECK_INTERVAL)
                     heard_at = loop.time()
                 except TimeoutError:
-                    if _client_gone(request):
+                    if client_gone(request):
                         return response
                     if loop.time() - heard_at < patience:
                         continue
