@@ -404,6 +404,7 @@ class HttpFallback:
             if not http_session.binding.admits(message.get("o"), message.get("ip")):
                 await sink.refuse(403, NOT_YOURS)
                 return
+            await sink.accept()  # the relaying node starts its response (and a stream's prelude)
             relay_id = message["r"]
             task = asyncio.create_task(self._serve(http_session, sink, bool(message["s"])))
             self.remote_receivers[relay_id] = task
@@ -492,6 +493,10 @@ class RelaySink:
 
     async def end(self) -> None:
         await self._out("", True)
+
+    async def accept(self) -> None:
+        """Let the relaying node answer 200 now, before the first bytes."""
+        await self._out("", False)
 
     async def refuse(self, status: int, message: str) -> None:
         """Answer the relaying node's client with an HTTP error instead."""
