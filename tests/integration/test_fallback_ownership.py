@@ -163,6 +163,39 @@ async def test_a_stream_reopened_by_its_client_takes_over_at_once(
         assert await ticks(stream, 1) == [1]
 
 
+async def test_past_256_kib_a_stream_holds_the_queue_for_the_clients_next_stream(
+    http: aiohttp.ClientSession, server: Any
+) -> None:
+    """pusher-js aborts its stream once it has read more than 256 Ki characters (it checks
+    after each complete frame) and opens the next one: whatever the server wrote to the
+    old one after that point would be lost, so it waits for the next stream."""
+    rest = sdk_client(server.port)
+    channel = unique("public")
+    owner = FallbackSession(http, server.http_url)
+    pad = "x" * 9000  # ASCII: characters and bytes are the same count
+    async with owner.stream() as stream:
+        await streaming_subscriber(owner, stream, channel)
+        read = len(PRELUDE) + len(b"o\n")
+        n = 0
+        while read <= 256 * 1024:
+            rest.trigger(channel, "big", {"n": n, "pad": pad})
+            n += 1
+            while True:  # frames up to this event's
+                line = await stream.line()
+                read += len(line)
+                if b'"big' in line:
+                    break
+        read_so_far = read
+        rest.trigger(channel, "tick", {"n": n})
+        with pytest.raises(TimeoutError):  # held for the next stream, not written here
+            await stream.line(timeout=QUIET)
+        assert read_so_far > 256 * 1024
+        stream.response.close()
+    async with owner.stream() as stream:
+        assert await stream.line() == PRELUDE
+        assert await ticks(stream, 1) == [n]
+
+
 async def test_hundreds_of_concurrent_receivers_attach_one_and_count_one(
     make_server: ServerFactory,
 ) -> None:

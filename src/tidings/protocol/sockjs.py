@@ -38,6 +38,11 @@ MAX_SEND_MESSAGES = 100
 ANOTHER_RECEIVER_CODE = 2010
 ANOTHER_RECEIVER_REASON = "Another connection still open"
 
+# pusher-js aborts a streaming response and opens the next one on the same session once the
+# response text is longer than this (http_request.ts MAX_BUFFER_LENGTH, in JavaScript string
+# length: UTF-16 code units) and ends on a frame boundary.
+CLIENT_BUFFER_LIMIT = 256 * 1024
+
 SERVER_ID = re.compile(r"[0-9]{1,3}")
 SESSION_ID = re.compile(r"[0-9A-Za-z]{8,32}")  # pusher-js: 8; short ones are guessable
 
@@ -58,6 +63,13 @@ def session_name_error(server: str, session: str) -> str | None:
     if not SESSION_ID.fullmatch(session):
         return "the session id must be 8 to 32 letters or digits"
     return None
+
+
+def text_length(data: bytes) -> int:
+    """How long ``data`` (UTF-8) is as a JavaScript string: pusher-js's buffer measure."""
+    if data.isascii():
+        return len(data)
+    return len(data.decode("utf-8", errors="replace").encode("utf-16-le")) // 2
 
 
 def parse_send(body: bytes) -> list[str]:

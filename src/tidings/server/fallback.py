@@ -85,6 +85,9 @@ def _cors(request: web.Request, app: App | None) -> dict[str, str]:
     }
 
 
+_PRELUDE = len(sockjs.PRELUDE)
+
+
 def _another_receiver() -> bytes:
     return sockjs.close_frame(sockjs.ANOTHER_RECEIVER_CODE, sockjs.ANOTHER_RECEIVER_REASON)
 
@@ -238,12 +241,14 @@ class HttpFallback:
                 if not streaming:
                     await response.write_eof()  # SockJS: the first poll only opens the session
                     return response
-                await self._serve(http_session, ResponseSink(request, response), streaming)
+                sink = ResponseSink(request, response)
+                await self._serve(http_session, sink, streaming, _PRELUDE + len(sockjs.OPEN))
                 return response
         if not http_session.binding.admits(origin, request.remote):
             return error_response(403, NOT_YOURS)
         await self._start(request, response, streaming)
-        await self._serve(http_session, ResponseSink(request, response), streaming)
+        sink = ResponseSink(request, response)
+        await self._serve(http_session, sink, streaming, _PRELUDE if streaming else 0)
         return response
 
     async def _start(
@@ -253,7 +258,12 @@ class HttpFallback:
         if streaming:
             await response.write(sockjs.PRELUDE)
 
-    async def _serve(self, http_session: HttpSession, sink: Sink, streaming: bool) -> None:
+    async def _serve(
+        self, http_session: HttpSession, sink: Sink, streaming: bool, written: int
+    ) -> None:
+        """Attach ``sink`` as the session's receiver and write to it: a poll's one answer,
+        or a stream until the session closes. ``written``: the response's length so far
+        (pusher-js's measure, :func:`sockjs.text_length`)."""
         if not await http_session.take_receiver(sink):
             with contextlib.suppress(ConnectionResetError):
                 await sink.write(_another_receiver())
@@ -266,6 +276,14 @@ class HttpFallback:
         try:
             quiet_since = loop.time()
             while True:
+                if streaming and written > sockjs.CLIENT_BUFFER_LIMIT:
+                    # pusher-js has read past its buffer limit: it aborts this response
+                    # and opens the next one. Anything written now would be lost; the
+                    # queue waits for that next stream.
+                    await http_session.wait_for_nudge(CHECK_INTERVAL)
+                    if sink.gone:
+                        return
+                    continue
                 # Wait in short slices so a client that went away is noticed at once
                 # (its session then starts counting towards session_timeout).
                 await http_session.wait(min(CHECK_INTERVAL, quiet_limit))
@@ -277,6 +295,7 @@ class HttpFallback:
                         continue
                     out = sockjs.HEARTBEAT
                 await sink.write(out)
+                written += sockjs.text_length(out)
                 quiet_since = loop.time()
                 # A poll answers once; a stream goes on until the session closes.
                 if not streaming or http_session.close_frame is not None:
@@ -406,7 +425,9 @@ class HttpFallback:
                 return
             await sink.accept()  # the relaying node starts its response (and a stream's prelude)
             relay_id = message["r"]
-            task = asyncio.create_task(self._serve(http_session, sink, bool(message["s"])))
+            streaming = bool(message["s"])
+            written = _PRELUDE if streaming else 0  # the relaying node wrote it
+            task = asyncio.create_task(self._serve(http_session, sink, streaming, written))
             self.remote_receivers[relay_id] = task
             task.add_done_callback(lambda _: self._receiver_done(relay_id))
         elif kind == "detach":

@@ -103,6 +103,7 @@ class HttpSession:
         "_released",
         "_released_gone",
         "_wake",
+        "_nudged",
         "_outgoing",
         "counters",
     )
@@ -131,6 +132,7 @@ class HttpSession:
         self._released = asyncio.Event()
         self._released_gone = False
         self._wake = asyncio.Event()
+        self._nudged = asyncio.Event()  # a second receive request is waiting
         self._outgoing = outgoing
         self.counters: AppCounters | None = None
 
@@ -151,6 +153,7 @@ class HttpSession:
         self.waiting = True
         self._released.clear()
         self._wake.set()  # the attached receiver checks its client at once
+        self._nudged.set()
         try:
             async with asyncio.timeout(TAKEOVER_WAIT):
                 while True:
@@ -208,6 +211,12 @@ class HttpSession:
         self.session.closed = True
         self.close_frame = sockjs.close_frame(code, reason)
         self._wake.set()
+
+    async def wait_for_nudge(self, timeout: float) -> None:
+        """Until another receive request waits for this session, or ``timeout`` passes."""
+        self._nudged.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._nudged.wait(), timeout)
 
     async def wait(self, timeout: float) -> None:
         """Until there is something to send or ``timeout`` passes."""

@@ -118,3 +118,12 @@ def test_implausible_session_names(server: str, session: str, part: str) -> None
 def test_the_second_receiver_close_frame_is_sockjs_2010() -> None:
     frame = sockjs.close_frame(sockjs.ANOTHER_RECEIVER_CODE, sockjs.ANOTHER_RECEIVER_REASON)
     assert frame == b'c[2010,"Another connection still open"]\n'
+
+
+def test_text_length_is_javascript_string_length() -> None:
+    """pusher-js measures its buffer in UTF-16 code units (responseText.length)."""
+    assert sockjs.text_length(b"a[]\n") == 4
+    assert sockjs.text_length("é".encode()) == 1  # 2 bytes, 1 unit
+    assert sockjs.text_length("✓".encode()) == 1  # 3 bytes, 1 unit
+    assert sockjs.text_length("😀".encode()) == 2  # 4 bytes, a surrogate pair
+    assert sockjs.text_length(sockjs.PRELUDE) == 2049
