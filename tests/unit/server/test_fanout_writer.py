@@ -50,14 +50,17 @@ WithPairs = Callable[[Callable[[list["Pair"]], Coroutine[Any, Any, None]]], None
 def with_pairs(request: pytest.FixtureRequest) -> WithPairs:
     """Run ``body(pairs)`` on asyncio's own loop or on uvloop (their transports differ), with
     six connected TCP sockets (see :func:`open_pairs`)."""
-    run = uvloop.run if request.param == "uvloop" else asyncio.run
+    # A loop factory keeps the Runner from replacing the thread's current event loop, which
+    # asyncio.run does: the loop pytest-asyncio left there would then be dropped unclosed.
+    new_loop = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
 
     def go(body: Callable[[list[Pair]], Coroutine[Any, Any, None]]) -> None:
         async def main() -> None:
             async with open_pairs() as pairs:
                 await body(pairs)
 
-        run(main())
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            runner.run(main())
 
     return go
 
