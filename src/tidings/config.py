@@ -9,10 +9,12 @@ the value.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -26,7 +28,10 @@ from pydantic import (
 from tidings.core.apps import App
 from tidings.core.client_address import parse_networks
 from tidings.core.webhooks import EVENT_TYPES, WebhookTarget
+from tidings.redaction import UNPARSABLE, public_url
 
+# RFC 9110 field names ("token").
+HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
 DEV_APP = {"id": "12345", "key": "app-key", "secret": "app-secret"}
 
 
@@ -50,6 +55,38 @@ class AppWebhookSettings(BaseModel):
     event_types: tuple[str, ...] = ()
     filter: WebhookFilter = WebhookFilter()
     headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _parsable(cls, url: str) -> str:
+        # Caught here rather than at the first delivery, where the HTTP client's error
+        # would be the only trace of it.
+        if public_url(url) == UNPARSABLE or not urlsplit(url).hostname:
+            raise ValueError("not a valid http(s)://host[:port]/path URL")
+        return url
+
+    @field_validator("headers")
+    @classmethod
+    def _plain_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        # Named, never quoted: header values are usually credentials.
+        for name, value in headers.items():
+            if not HEADER_NAME.fullmatch(name):
+                raise ValueError("a header name may hold only letters, digits and !#$%&'*+-.^_`|~")
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"the value of header {name} holds a line break")
+        return headers
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> AppWebhookSettings:
+        # aiohttp refuses to send a request with both, so no batch would ever be delivered.
+        parts = urlsplit(self.url)
+        has_header = any(name.lower() == "authorization" for name in self.headers)
+        if has_header and (parts.username or parts.password):
+            raise ValueError(
+                "credentials in the url and an Authorization header cannot go together: "
+                "keep one of them"
+            )
+        return self
 
     @field_validator("event_types")
     @classmethod
@@ -266,6 +303,38 @@ def load_settings(
         raise ConfigError(_describe(exc, raw)) from None
 
 
+# Fields whose value an error may quote, URLs without user info, query or fragment. Never
+# quoted: secrets, webhook headers (credentials are their usual content), unknown fields (a
+# misspelt "secret"), list items and whole tables.
+URL_FIELDS = frozenset({"url", "redis"})
+HIDDEN_FIELDS = frozenset({"secret", "headers"})
+QUOTABLE_FIELDS = (
+    (
+        frozenset(Settings.model_fields)
+        | frozenset(AppSettings.model_fields)
+        | frozenset(AppWebhookSettings.model_fields)
+        | frozenset(WebhookFilter.model_fields)
+    )
+    - HIDDEN_FIELDS
+    - {"apps", "webhooks", "filter"}
+)
+
+
+def _shown_value(loc: tuple[int | str, ...], kind: str, value: object) -> str:
+    """How an error shows the value it refused: never anything that may be a credential."""
+    if not loc:
+        return ""  # a rule across settings: its message names what it needs to
+    field = loc[-1]
+    if kind == "extra_forbidden" or any(part in HIDDEN_FIELDS for part in loc):
+        return " (value not shown)"
+    if field in URL_FIELDS and isinstance(value, str):
+        shown = public_url(value)
+        return " (value not shown)" if shown == UNPARSABLE else f" (got {shown!r})"
+    if field in QUOTABLE_FIELDS and isinstance(value, str | int | float | bool):
+        return f" (got {value!r})"
+    return " (value not shown)"
+
+
 def _describe(exc: ValidationError, raw: Mapping[str, Any]) -> str:
     lines = []
     for error in exc.errors():
@@ -276,17 +345,12 @@ def _describe(exc: ValidationError, raw: Mapping[str, Any]) -> str:
             if isinstance(index, int) and index < len(apps) and isinstance(apps[index], dict):
                 app_id = apps[index].get("id", index)
                 location = f"apps[{app_id}]." + ".".join(str(p) for p in error["loc"][2:])
-        value = error.get("input")
-        if location.endswith("secret") or (location.startswith("apps") and "]." not in location):
-            shown = " (value not shown)"
-        elif isinstance(value, str | int | float | bool):
-            shown = f" (got {value!r})"
-        else:
-            shown = ""
+        shown = _shown_value(error["loc"], error["type"], error.get("input"))
         if not location:  # a rule across settings; its message names them
             lines.append(str(error["msg"]).removeprefix("Value error, "))
         elif error["type"] == "missing":
             lines.append(f"setting {location}: required but missing")
         else:
-            lines.append(f"setting {location}: {error['msg']}{shown}")
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"setting {location}: {message}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

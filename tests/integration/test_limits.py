@@ -229,6 +229,89 @@ async def test_presence_members_per_channel_and_member_size(
         assert (await sock.expect("to-members", channel))["data"] == "hi"
 
 
+# A presence channel as big as the amplification report's: 200 members of ~450 bytes each,
+# so every roster is about 100 KB.
+CROWD = 200
+CROWDED = {**LIMITED, "id": "400", "key": "crowded-key", "max_presence_members": CROWD + 2}
+CROWDED["max_presence_member_bytes"] = 1024
+CROWD_INFO = {"bio": "b" * 400}
+
+
+async def test_duplicate_subscribe_gets_an_error_not_the_roster(
+    tmp_path: Any, open_socket: SocketOpener
+) -> None:
+    """Pusher answers a subscribe to a channel the socket is already on with pusher:error
+    "Existing subscription to channel ..." (code null). Tidings used to resend
+    subscription_succeeded, with the whole roster on presence channels: ~100 KB out for each
+    ~1 KB in."""
+    srv = start_server(tmp_path, {}, [CROWDED])
+    key, secret = CROWDED["key"], CROWDED["secret"]
+    channel = unique("presence-crowd")
+    opened: list[PusherSocket] = []
+
+    async def join(user_id: str) -> PusherSocket:
+        sock = await open_socket(srv.ws_url, key)
+        opened.append(sock)
+        data = json.dumps({"user_id": user_id, "user_info": CROWD_INFO})
+        auth = channel_auth(sock.socket_id, channel, data, key=key, secret=secret)
+        await sock.subscribe(channel, auth, data)
+        return sock
+
+    try:
+        for start in range(0, CROWD, 20):
+            await asyncio.gather(*(join(f"user-{i}") for i in range(start, start + 20)))
+        sock = await open_socket(srv.ws_url, key)
+        opened.append(sock)
+        data = json.dumps({"user_id": "repeater", "user_info": CROWD_INFO})
+        auth = channel_auth(sock.socket_id, channel, data, key=key, secret=secret)
+        request = json.dumps(
+            {
+                "event": "pusher:subscribe",
+                "data": {"channel": channel, "auth": auth, "channel_data": data},
+            }
+        )
+        await sock.send_raw(request)
+        first = await sock.expect("pusher_internal:subscription_succeeded", channel)
+        roster_bytes = len(json.dumps(first).encode())
+        assert json.loads(first["data"])["presence"]["count"] == CROWD + 1
+
+        duplicates = 100
+        for _ in range(duplicates):
+            await sock.send_raw(request)
+        await sock.send_event("pusher:ping", {})
+        replies: list[dict[str, Any]] = []
+        returned = 0
+        async with asyncio.timeout(4 * TIMEOUT):
+            while True:
+                frame = await sock.ws.recv()
+                assert isinstance(frame, str)
+                message = json.loads(frame)
+                if message["event"] == "pusher:pong":
+                    break
+                returned += len(frame.encode())
+                replies.append(message)
+        sent = duplicates * len(request.encode())
+        print(
+            f"\n{duplicates} duplicate subscribes to a {CROWD + 1}-member channel: "
+            f"{sent} bytes sent, {returned} bytes returned (one roster: {roster_bytes} bytes)"
+        )
+        events = [m["event"] for m in replies]
+        assert "pusher_internal:subscription_succeeded" not in events, (returned, events[:3])
+        expected = {"code": None, "message": f"Existing subscription to channel {channel}"}
+        assert [m["data"] for m in replies] == [expected] * duplicates, replies[:3]
+        assert returned < sent  # nothing to amplify
+        # Still a member, once: the roster seen by a newcomer counts it once.
+        newcomer = await open_socket(srv.ws_url, key)
+        data = json.dumps({"user_id": "newcomer"})
+        auth = channel_auth(newcomer.socket_id, channel, data, key=key, secret=secret)
+        roster = await newcomer.subscribe(channel, auth, data)
+        assert json.loads(roster["data"])["presence"]["count"] == CROWD + 2
+    finally:
+        # Close while the server still answers: each close would otherwise wait TIMEOUT.
+        await asyncio.gather(*(s.close() for s in opened))
+        srv.stop()
+
+
 async def test_client_events_per_second_4301(srv: ServerProcess, open_socket: SocketOpener) -> None:
     channel = unique("private-chat")
     noisy = await open_socket(srv.ws_url, LIMITED["key"])

@@ -128,9 +128,10 @@ async def test_metrics_after_errors_closes_bytes_refusals_and_webhooks(
     assert (await big.wait_closed()).code == 1009
     stranger = await open_socket(srv.ws_url, "no-such-key", handshake=False)
     assert (await stranger.wait_closed()).code == 4001
-    # REST by status: a bad signature (401) and an unknown app (404, no made-up app label).
+    # REST by status: a bad signature (401) and an unknown app (401 too, so app ids cannot be
+    # probed; no made-up app label).
     assert rest_request(srv.http_url, "GET", f"/apps/{APP_ID}/channels", secret="x").status == 401
-    assert rest_request(srv.http_url, "GET", "/apps/999999/channels").status == 404
+    assert rest_request(srv.http_url, "GET", "/apps/999999/channels").status == 401
 
     async def settled() -> bool:
         _, found = scrape(srv.http_url)
@@ -170,7 +171,7 @@ async def test_metrics_after_errors_closes_bytes_refusals_and_webhooks(
             "tidings_rest_request_seconds_count",
             app="",
             endpoint="/apps/{app_id}/channels",
-            status="404",
+            status="401",
         )
         == 1
     )

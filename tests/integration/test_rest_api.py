@@ -440,8 +440,66 @@ def test_signature_over_another_method_is_401(server: Any) -> None:
     assert_error_response(resp, 401)
 
 
-def test_unknown_app_is_404(server: Any) -> None:
-    assert_error_response(post(server.http_url, events_path("99999"), event("c")), 404)
+UNKNOWN_APP_ID = "99999"
+# Every endpoint under /apps/{id}, signed with a configured app's real key and secret.
+APP_ENDPOINTS = [
+    ("POST", "/events", {"name": "e", "channel": "c", "data": "d"}),
+    ("POST", "/batch_events", {"batch": [{"name": "e", "channel": "c", "data": "d"}]}),
+    ("GET", "/channels", None),
+    ("GET", "/channels/presence-c", None),
+    ("GET", "/channels/presence-c/users", None),
+    ("POST", "/users/u1/terminate_connections", None),
+]
+
+
+@pytest.mark.parametrize(("method", "tail", "payload"), APP_ENDPOINTS)
+def test_unknown_app_id_is_401_like_a_bad_key(
+    server: Any, method: str, tail: str, payload: Any
+) -> None:
+    """An unknown app id is answered exactly as a known id with a wrong key, so probing ids
+    (404 for unknown, 401 for known) tells nothing."""
+
+    def send(app_id: str, **creds: Any) -> HttpResponse:
+        return rest_request(
+            server.http_url, method, f"/apps/{app_id}{tail}", json_body=payload, **creds
+        )
+
+    unknown_id = send(UNKNOWN_APP_ID)
+    assert_error_response(unknown_id, 401)
+    for creds in (
+        {"key": "no-such-key"},
+        {"key": DISABLED_KEY, "secret": DISABLED_SECRET},  # another app's own credentials
+    ):
+        bad_key = send(APP_ID, **creds)
+        assert (bad_key.status, bad_key.json()) == (unknown_id.status, unknown_id.json())
+        # An unknown id answers the same whatever key it is sent with.
+        other = send(UNKNOWN_APP_ID, **creds)
+        assert (other.status, other.json()) == (unknown_id.status, unknown_id.json())
+    assert "99999" not in unknown_id.body.decode()
+
+
+def test_unknown_app_id_with_the_sdk_is_bad_auth(server: Any) -> None:
+    """The Python SDK raises PusherBadAuth (401) for an unknown id, as for a wrong key."""
+    bodies = []
+    for app_id, key in ((UNKNOWN_APP_ID, APP_KEY), (APP_ID, "no-such-key")):
+        client = pusher.Pusher(
+            app_id=app_id,
+            key=key,
+            secret=APP_SECRET,
+            host="127.0.0.1",
+            port=server.port,
+            ssl=False,
+            timeout=TIMEOUT,
+        )
+        try:
+            with pytest.raises(pusher.errors.PusherBadAuth) as raised:
+                client.trigger("c", "e", "d")
+            bodies.append(str(raised.value))
+            with pytest.raises(pusher.errors.PusherBadAuth):
+                client.channels_info()
+        finally:
+            close_client(client)
+    assert bodies[0] == bodies[1], bodies
 
 
 def test_disabled_app_is_403(server: Any) -> None:

@@ -366,8 +366,14 @@ async def test_presence_roster_and_member_events(server: Any, open_socket: Socke
     # A second socket of the same user is not a new member.
     roster = await bob_again.subscribe_presence(channel, "bob", {"name": "Bob"})
     assert roster["count"] == 2, roster
-    # Subscribing twice answers subscription_succeeded again, without another member_added.
-    await alice.subscribe_presence(channel, "alice", {"name": "Alice"})
+    # Subscribing twice gets Pusher's pusher:error (no second roster), and no member_added.
+    member = json.dumps({"user_id": "alice", "user_info": {"name": "Alice"}})
+    await alice.send_subscribe(channel, channel_auth(alice.socket_id, channel, member), member)
+    error = await alice.expect("pusher:error")
+    assert error["data"] == {
+        "code": None,
+        "message": f"Existing subscription to channel {channel}",
+    }, error
     await alice.assert_silent()
     await bob.assert_silent()
 
@@ -570,6 +576,35 @@ async def test_client_events_refused(server: Any, open_socket: SocketOpener) -> 
     # Still usable, and a payload under max_event_payload_bytes goes through.
     await sender.send_event("client-ok", "y" * 10000, private)
     assert (await receiver.expect("client-ok", private))["data"] == "y" * 10000
+
+
+@pytest.mark.parametrize("prefix", ["private-encrypted-", "private-encrypted-cache-"])
+async def test_client_event_on_encrypted_channel_is_refused(
+    server: Any, open_socket: SocketOpener, prefix: str
+) -> None:
+    """Pusher's client libraries refuse client events on encrypted channels; the server
+    refuses a client that sends one anyway, instead of relaying plaintext to the peers."""
+    channel = unique(prefix + "chat")
+    sender = await open_socket(server.ws_url)
+    receiver = await open_socket(server.ws_url)
+    for sock in (sender, receiver):
+        await sock.subscribe_private(channel)
+        if "cache" in prefix:
+            await sock.expect("pusher:cache_miss", channel)
+
+    for data in ({"secret": "plaintext"}, {"nonce": "bm9uY2U=", "ciphertext": "Y2lwaGVy"}):
+        await sender.send_event("client-typing", data, channel)
+        error = await sender.expect("pusher:error")
+        assert error["data"] == {
+            "code": None,
+            "message": "Client events are not supported on encrypted channels",
+        }, error
+    await receiver.assert_silent()
+    await assert_usable(sender)
+    # Events from the server still reach both.
+    trigger(server.http_url, channel, "server-event", "ciphertext")
+    for sock in (sender, receiver):
+        assert (await sock.expect("server-event", channel))["data"] == "ciphertext"
 
 
 async def test_client_events_disabled(make_server: Any, open_socket: SocketOpener) -> None:

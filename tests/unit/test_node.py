@@ -159,6 +159,12 @@ def succeeded(channel: str, data: str = "{}") -> dict[str, Any]:
     return {"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": data}
 
 
+EXISTING_NEWS = {
+    "event": "pusher:error",
+    "data": {"code": None, "message": "Existing subscription to channel news"},
+}
+
+
 def presence_data(members: dict[str, Any]) -> dict[str, Any]:
     return {"presence": {"ids": list(members), "hash": members, "count": len(members)}}
 
@@ -285,12 +291,12 @@ async def test_unsubscribe(node: Node) -> None:
     assert b.take()[-1] == {"event": "e", "channel": "news", "data": "d"}
 
 
-async def test_resubscribe_answers_again_without_a_second_subscriber(node: Node) -> None:
+async def test_resubscribe_is_an_error_without_a_second_subscriber(node: Node) -> None:
     connection = connect(node)
     connection.take()
     await connection.subscribe("news")
     await connection.subscribe("news")
-    assert connection.take() == [succeeded("news"), succeeded("news")]
+    assert connection.take() == [succeeded("news"), EXISTING_NEWS]
     assert await node.channels(APP) == {"news": 1}
     await node.trigger(APP, Trigger("e", "d", ("news",), None, ()))
     assert len(connection.take()) == 1
@@ -372,7 +378,13 @@ async def test_presence_resubscribe_no_second_member_added(node: Node) -> None:
     a.take()
     b.take()
     await b.join_presence("presence-room", "bob")
-    assert [m["event"] for m in b.take()] == ["pusher_internal:subscription_succeeded"]
+    # Pusher's answer to a duplicate subscribe; no second roster.
+    assert b.take() == [
+        {
+            "event": "pusher:error",
+            "data": {"code": None, "message": "Existing subscription to channel presence-room"},
+        }
+    ]
     assert a.take() == []
 
 

@@ -179,8 +179,9 @@ def test_bad_file_values(tmp_path: Path) -> None:
 
 
 def test_unknown_top_level_setting(tmp_path: Path) -> None:
+    # Named, but its value not shown: an unknown setting may be a misspelt secret.
     message = config_error(write(tmp_path, "prot = 6001\n"))
-    assert "setting prot:" in message and "(got 6001)" in message
+    assert "setting prot:" in message and "(value not shown)" in message
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -215,7 +216,8 @@ def app_file(tmp_path: Path, extra: str, secret: str = SECRET, second: str = "")
         ),
         ('client_events = "sometimes"', "apps[app1].client_events", "(got 'sometimes')"),
         ("max_presence_members = 0", "apps[app1].max_presence_members", "(got 0)"),
-        ("colour = 1", "apps[app1].colour", "(got 1)"),
+        ("colour = 1", "apps[app1].colour", "(value not shown)"),
+        (f'secrte = "{SECRET}"', "apps[app1].secrte", "(value not shown)"),
     ],
 )
 def test_bad_app_values(tmp_path: Path, extra: str, location: str, shown: str) -> None:
@@ -303,3 +305,61 @@ def test_settings_are_frozen() -> None:
     with pytest.raises(ValueError):
         settings.port = 1  # type: ignore[misc]
     assert isinstance(settings, Settings)
+
+
+# -- values that may hold credentials are never quoted ------------------------------------
+
+HOOK = "https://hook-user:hook-pass@example.com/hook?token=hook-token#hook-fragment"
+HOOK_SECRETS = ("hook-user", "hook-pass", "hook-token", "hook-fragment", "Bearer")
+
+
+def webhook_file(tmp_path: Path, webhook: str) -> Path:
+    return app_file(tmp_path, f"[[apps.webhooks]]\n{webhook}")
+
+
+@pytest.mark.parametrize(
+    ("webhook", "location", "shown"),
+    [
+        # A bad field next to the URL: the URL is not quoted at all.
+        (f'url = "{HOOK}"\nevent_types = ["nope"]', "webhooks.0.event_types", "nope"),
+        (f'url = "{HOOK}"\nretries = "hook-token"', "webhooks.0.retries", "(value not shown)"),
+        # A bad URL is quoted without user info, query or fragment.
+        (
+            'url = "ftp://hook-user:hook-pass@example.com/hook?token=hook-token"',
+            "webhooks.0.url",
+            "(got 'ftp://example.com/hook')",
+        ),
+        (
+            'url = "http://hook-user:hook-pass@example.com:99999/hook?token=hook-token"',
+            "webhooks.0.url",
+            "(value not shown)",
+        ),
+        (f'url = "{HOOK}"\nheaders = "Authorization: Bearer x"', "webhooks.0.headers", "not shown"),
+        (
+            f'url = "{HOOK}"\nheaders = {{ Authorization = ["Bearer x"] }}',
+            "webhooks.0.headers.Authorization",
+            "(value not shown)",
+        ),
+    ],
+)
+def test_webhook_errors_never_quote_credentials(
+    tmp_path: Path, webhook: str, location: str, shown: str
+) -> None:
+    message = config_error(webhook_file(tmp_path, webhook))
+    assert f"setting apps[app1].{location}:" in message and shown in message, message
+    for secret in (*HOOK_SECRETS, SECRET):
+        assert secret not in message, (secret, message)
+
+
+def test_webhook_url_must_parse(tmp_path: Path) -> None:
+    for url in ("http://[::1/hook", "https:///hook", "http://example.com:port/x"):
+        message = config_error(webhook_file(tmp_path, f'url = "{url}"'))
+        assert "setting apps[app1].webhooks.0.url: not a valid" in message, message
+
+
+def test_bad_redis_url_is_quoted_without_its_password(tmp_path: Path) -> None:
+    message = config_error(write(tmp_path, 'redis = "http://:redis-pass@127.0.0.1:6379/0"\n'))
+    assert "setting redis:" in message and "(got 'http://127.0.0.1:6379/0')" in message
+    assert "redis-pass" not in message
+    message = config_error(flags={"redis": "tcp://user:redis-pass@h/0"})
+    assert "setting redis:" in message and "redis-pass" not in message

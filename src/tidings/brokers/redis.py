@@ -46,6 +46,7 @@ from tidings.brokers.base import (
 from tidings.brokers.latency import RoundTrips
 from tidings.protocol import messages
 from tidings.protocol.session import Member
+from tidings.redaction import scrub
 
 log = logging.getLogger("tidings.redis")
 
@@ -192,7 +193,10 @@ class RedisBroker:
 
     def _failed(self, exc: BaseException) -> None:
         if not self._degraded:
-            log.warning("redis unreachable (%s): serving local clients only", exc)
+            # scrub: the URL's password must not reach the log if a message ever quotes it.
+            log.warning(
+                "redis unreachable (%s): serving local clients only", scrub(str(exc), self._url)
+            )
         self._degraded = True
         self._connected.clear()
         # Commands failed: the listener must reconnect and resync even if its own

@@ -37,8 +37,13 @@ class ChannelType:
 
     @property
     def accepts_client_events(self) -> bool:
-        """Pusher: client events only on private and presence channels (encrypted included)."""
-        return self.needs_auth
+        """Pusher: client events only on private and presence channels.
+
+        Not on ``private-encrypted-`` ones: the Pusher client libraries refuse to send them
+        ("Client events are not supported on encrypted channels"), so a plaintext
+        ``client-*`` event there can only come from a client that bypassed its library.
+        """
+        return self.kind in (ChannelKind.PRIVATE, ChannelKind.PRESENCE)
 
 
 def channel_type(name: str) -> ChannelType:

@@ -22,6 +22,8 @@ from tidings.protocol.errors import ErrorCode, ProtocolError
 # Pusher: "The user id ... at most 128 characters"; "watchlist ... up to 100 user ids".
 MAX_USER_ID_LENGTH = 128
 MAX_WATCHLIST = 100
+# The wording of Pusher's client libraries, which refuse these events themselves.
+ENCRYPTED_CLIENT_EVENTS = "Client events are not supported on encrypted channels"
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +219,11 @@ class Session:
             return _refuse(channel, "InvalidChannel", problem, 400)
         ctype = channel_type(channel)
         if channel in self.subscriptions:
-            # Subscribing again answers subscription_succeeded again, with no new member.
-            return [Join(channel, ctype, self.subscriptions[channel])]
+            # Pusher answers a subscribe to a channel the socket is already on with this
+            # pusher:error (code null) and keeps the subscription. Answering with another
+            # subscription_succeeded would resend a presence roster (up to 100 KB) for each
+            # 100-byte request. pusher-js never sends one: it resubscribes on a new socket.
+            return [Send(messages.error(f"Existing subscription to channel {channel}"))]
         if len(self.subscriptions) >= policy.max_channels_per_connection:
             limit = policy.max_channels_per_connection
             return _refuse(channel, "LimitReached", f"more than {limit} channels", 4100)
@@ -326,7 +331,13 @@ class Session:
         channel = command.channel
         if not policy.client_events:
             return [Send(messages.error("client events are not enabled for this app"))]
-        if not channel_type(channel).accepts_client_events:
+        ctype = channel_type(channel)
+        if ctype.kind is ChannelKind.ENCRYPTED:
+            # The server cannot read or check an encrypted channel's events, and Pusher's
+            # client libraries never send client events there: refuse rather than relay
+            # plaintext to peers that expect ciphertext.
+            return [Send(messages.error(ENCRYPTED_CLIENT_EVENTS))]
+        if not ctype.accepts_client_events:
             return [
                 Send(
                     messages.error(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -26,22 +25,12 @@ from tidings.brokers.latency import RoundTrips
 from tidings.core.admission import Admission, Cut
 from tidings.node import AppCounters, Node
 from tidings.protocol.errors import ErrorCode
+from tidings.redaction import public_url
 from tidings.server.webhooks import WebhookSender
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left mid-request
 
 NO_APP = ""  # the app label of refusals of connections that named no known app
-
-
-def public_url(url: str) -> str:
-    """``url`` without user info, query or fragment: either may carry a credential."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"  # IPv6
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
 
 
 # Per-app totals of AppCounters exported as counters: (metric, help, AppCounters field).

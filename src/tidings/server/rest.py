@@ -22,6 +22,8 @@ from tidings.protocol.rest import parse_trigger as parse_trigger_body
 
 Handler = Callable[[web.Request, App, bytes], Awaitable[Any]]
 
+UNKNOWN_APP_OR_KEY = "unknown app id or auth_key"
+
 
 def _json(body: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
@@ -102,14 +104,12 @@ class RestApi:
         key = request.query.get("auth_key")
         if app_id is not None:
             app = self.node.apps.by_id(app_id)
-            if app is None:
-                raise RestError(404, f"unknown app {app_id}")
         else:
             app = self.node.apps.by_key(key) if key else None
-            if app is None:
-                raise RestError(401, "unknown auth_key")
-        if key != app.key:
-            raise RestError(401, "auth_key does not match the app")
+        if app is None or key != app.key:
+            # One answer whether the id or the key is wrong: a 404 for unknown ids would let
+            # anyone list the app ids a server holds.
+            raise RestError(401, UNKNOWN_APP_OR_KEY)
         query = list(request.query.items())
         problem = rest_request_error(
             app.secret, request.method, request.path, query, body, time.time()

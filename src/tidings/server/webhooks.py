@@ -24,6 +24,7 @@ from redis import asyncio as aioredis
 
 from tidings.core.apps import App, AppRegistry
 from tidings.core.webhooks import Batcher, Delayer, Event, backoff, body, signature
+from tidings.redaction import public_url, scrub
 from tidings.server.webhook_queue import WebhookQueue
 
 log = logging.getLogger("tidings.webhooks")
@@ -233,6 +234,7 @@ class WebhookSender:
 
     async def _deliver_queue(self, key: str) -> None:
         app_id, _, url = key.partition("|")
+        shown = public_url(url)  # the URL's user info, query and fragment are never logged
         app = self.apps.by_id(app_id)
         target = next((t for t in app.webhooks if t.url == url), None) if app else None
         attempt = 0
@@ -246,7 +248,11 @@ class WebhookSender:
             batch_id, raw = head
             batch = orjson.loads(raw)
             if app is None or target is None:
-                log.warning("dropping webhooks for %s: app or URL no longer configured", key)
+                log.warning(
+                    "dropping webhooks for %s (app %s): app or URL no longer configured",
+                    public_url(url),
+                    app_id,
+                )
                 await self.queue.ack(key, batch_id)
                 continue
             stats = self.stats[app.id]
@@ -257,19 +263,19 @@ class WebhookSender:
                 attempt = 0
                 if key in self._failing:
                     self._failing.discard(key)
-                    log.info("webhook %s (app %s) delivers again", url, app.id)
+                    log.info("webhook %s (app %s) delivers again", shown, app.id)
                 continue
             attempt += 1
             if key not in self._failing:  # once per outage, not per attempt
                 self._failing.add(key)
-                log.warning("webhook %s (app %s) failed: %s; retrying", url, app.id, problem)
+                log.warning("webhook %s (app %s) failed: %s; retrying", shown, app.id, problem)
             age = time.time() - batch["created"] / 1000
             if age > self.settings.retry_for:
                 await self.queue.ack(key, batch_id)
                 stats.failed += 1
                 log.error(
                     "webhook %s (app %s): dropped a batch of %d event(s) after %.0f s",
-                    url,
+                    shown,
                     app.id,
                     len(batch["events"]),
                     age,
@@ -281,7 +287,7 @@ class WebhookSender:
     async def _post(
         self, app: App, url: str, headers: dict[str, str], events: list[Event]
     ) -> str | None:
-        """Send one batch; None on a 2xx, else why it failed."""
+        """Send one batch; None on a 2xx, else why it failed (safe to log)."""
         assert self._http is not None
         # time_ms is set at each attempt: receivers refuse bodies older than 5 minutes.
         raw = body(events, int(time.time() * 1000))
@@ -301,5 +307,8 @@ class WebhookSender:
                 if 200 <= response.status < 300:
                     return None
                 return f"HTTP {response.status}"
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            # ValueError: aiohttp refuses some URL and header combinations before sending.
+            # It quotes the URL in some errors (InvalidURL, connection timeouts).
+            message = scrub(str(exc), url, headers.values())
+            return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

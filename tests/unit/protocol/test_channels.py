@@ -32,20 +32,23 @@ def test_channel_type(name: str, kind: ChannelKind, cache: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "needs_auth", "is_presence"),
+    ("kind", "needs_auth", "is_presence", "client_events"),
     [
-        (ChannelKind.PUBLIC, False, False),
-        (ChannelKind.PRIVATE, True, False),
-        (ChannelKind.ENCRYPTED, True, False),
-        (ChannelKind.PRESENCE, True, True),
-        (ChannelKind.USER, False, False),
+        (ChannelKind.PUBLIC, False, False, False),
+        (ChannelKind.PRIVATE, True, False, True),
+        # Pusher's client libraries refuse client events on encrypted channels.
+        (ChannelKind.ENCRYPTED, True, False, False),
+        (ChannelKind.PRESENCE, True, True, True),
+        (ChannelKind.USER, False, False, False),
     ],
 )
-def test_channel_type_properties(kind: ChannelKind, needs_auth: bool, is_presence: bool) -> None:
+def test_channel_type_properties(
+    kind: ChannelKind, needs_auth: bool, is_presence: bool, client_events: bool
+) -> None:
     ctype = ChannelType(kind, cache=False)
     assert ctype.needs_auth is needs_auth
     assert ctype.is_presence is is_presence
-    assert ctype.accepts_client_events is needs_auth
+    assert ctype.accepts_client_events is client_events
 
 
 @pytest.mark.parametrize(

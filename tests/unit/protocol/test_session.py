@@ -351,6 +351,10 @@ def test_presence_member_info_nested_too_deeply() -> None:
     assert action == refused("presence-a", "LimitReached", "user_info nested too deeply", 4100)
 
 
+def existing(channel: str) -> Send:
+    return error(f"Existing subscription to channel {channel}")
+
+
 def test_channel_limit() -> None:
     session = new(SessionPolicy(KEY, SECRET, max_channels_per_connection=2))
     assert session.receive(subscribe("a", signed=False), T0) == [Join("a", PUBLIC, None)]
@@ -359,19 +363,59 @@ def test_channel_limit() -> None:
         refused("c", "LimitReached", "more than 2 channels", 4100)
     ]
     # Resubscribing to a channel already held is not a new channel.
-    assert session.receive(subscribe("a", signed=False), T0) == [Join("a", PUBLIC, None)]
+    assert session.receive(subscribe("a", signed=False), T0) == [existing("a")]
     session.receive(frame("pusher:unsubscribe", {"channel": "b"}), T0)
     assert session.receive(subscribe("c", signed=False), T0) == [Join("c", PUBLIC, None)]
 
 
-def test_resubscribe_answers_join_again_with_the_same_member() -> None:
+def test_resubscribe_is_an_error_without_a_join() -> None:
+    """Pusher: a duplicate subscribe gets pusher:error "Existing subscription to channel"
+    (code null). No Join, so no second roster: the reply is smaller than the request."""
     session = new()
     data = '{"user_id":"u1"}'
     first = session.receive(subscribe("presence-room", data), T0)
-    # The second subscribe need not even be signed: the member stays the first one.
-    again = session.receive(subscribe("presence-room", '{"user_id":"u2"}', signed=False), T0)
-    assert first == again == [Join("presence-room", PRESENCE, Member("u1"))]
+    assert first == [Join("presence-room", PRESENCE, Member("u1"))]
+    for again in (
+        subscribe("presence-room", data),
+        # Unsigned, or as another member: the subscription held is kept, never replaced.
+        subscribe("presence-room", '{"user_id":"u2"}', signed=False),
+    ):
+        assert session.receive(again, T0) == [existing("presence-room")]
     assert session.subscriptions == {"presence-room": Member("u1")}
+    assert not session.closed
+
+
+@pytest.mark.parametrize("channel", ["news", "private-a", "private-encrypted-a", "cache-a"])
+def test_resubscribe_to_other_kinds_is_an_error_too(channel: str) -> None:
+    session = new()
+    [join] = session.receive(subscribe(channel), T0)
+    assert isinstance(join, Join)
+    assert session.receive(subscribe(channel), T0) == [existing(channel)]
+
+
+def test_resubscribe_after_unsubscribe_or_refusal_joins_again() -> None:
+    session = new()
+    session.receive(subscribe("presence-room", '{"user_id":"u1"}'), T0)
+    session.receive(frame("pusher:unsubscribe", {"channel": "presence-room"}), T0)
+    assert session.receive(subscribe("presence-room", '{"user_id":"u2"}'), T0) == [
+        Join("presence-room", PRESENCE, Member("u2"))
+    ]
+    # The node refused the Join (a full presence channel): the next subscribe is a new one.
+    session.forget("presence-room")
+    assert session.receive(subscribe("presence-room", '{"user_id":"u2"}'), T0) == [
+        Join("presence-room", PRESENCE, Member("u2"))
+    ]
+
+
+def test_resubscribe_to_the_user_channel_is_an_error() -> None:
+    session = new()
+    session.receive(signin('{"id":"u1"}'), T0)
+    assert session.receive(subscribe("#server-to-user-u1", signed=False), T0) == [
+        Join("#server-to-user-u1", USER, None)
+    ]
+    assert session.receive(subscribe("#server-to-user-u1", signed=False), T0) == [
+        existing("#server-to-user-u1")
+    ]
 
 
 def test_unsubscribe() -> None:
@@ -561,10 +605,27 @@ def test_client_event_on_private_channel() -> None:
 
 def test_client_event_string_data_kept_as_is() -> None:
     session = new()
-    session.receive(subscribe("private-encrypted-a"), T0)
-    assert session.receive(client_event("private-encrypted-a", "cipher"), T0) == [
-        Broadcast("private-encrypted-a", "client-typing", "cipher", None)
+    session.receive(subscribe("private-a"), T0)
+    assert session.receive(client_event("private-a", "cipher"), T0) == [
+        Broadcast("private-a", "client-typing", "cipher", None)
     ]
+
+
+@pytest.mark.parametrize("channel", ["private-encrypted-a", "private-encrypted-cache-a"])
+@pytest.mark.parametrize("data", [{"t": 1}, {"nonce": "bm9uY2U=", "ciphertext": "Y2lwaGVy"}])
+def test_client_event_on_encrypted_channel_is_refused(channel: str, data: object) -> None:
+    """Pusher's client libraries never send these ("Client events are not supported on
+    encrypted channels"); one that does is refused, plaintext or not, and nothing is relayed."""
+    session = new()
+    session.receive(subscribe(channel), T0)
+    assert session.receive(client_event(channel, data), T0) == [
+        error("Client events are not supported on encrypted channels")
+    ]
+    assert not session.closed
+    # The refusal does not use up the client event rate of the connection.
+    session.receive(subscribe("private-b"), T0)
+    for _ in range(POLICY.max_client_events_per_second):
+        assert isinstance(session.receive(client_event("private-b"), T0)[0], Broadcast)
 
 
 def test_client_event_on_presence_carries_user_id() -> None:
