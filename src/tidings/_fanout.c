@@ -10,7 +10,7 @@
  *
  *   1. skips it if it is closing (its own flag, or transport.is_closing(): once a transport
  *      is closing its descriptor may be closed and reused by another connection, so it is
- *      never written to directly again);
+ *      never written to directly again; the Sink is then marked closing for good);
  *   2. when the transport has nothing buffered, sends the frame straight to the descriptor
  *      (non-blocking); whatever the kernel does not take, and any error, is handed to
  *      transport.write(), which buffers it or meets the error and closes itself, exactly as
@@ -144,8 +144,12 @@ write_sink(SinkObject *sink, PyObject *frame, const char *buf, Py_ssize_t len)
         return WRITTEN;
     }
     Py_ssize_t closing = call_size(transport, str_is_closing);
-    if (closing != 0)
-        return closing < 0 ? FAILED : SKIPPED;
+    if (closing < 0)
+        return FAILED;
+    if (closing) {
+        sink->closing = 1; /* the peer is gone: never write to it again */
+        return SKIPPED;
+    }
     Py_ssize_t pending = call_size(transport, str_get_write_buffer_size);
     if (pending < 0)
         return FAILED;

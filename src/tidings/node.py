@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,6 +78,20 @@ class NodeSettings:
 
 def _call_soon(callback: Callable[[], None]) -> None:
     asyncio.get_running_loop().call_soon(callback)
+
+
+@contextlib.contextmanager
+def _isolated(what: str, *args: object) -> Iterator[None]:
+    """One item of a loop over connections, channels or messages: if it fails, the failure
+    is logged once (``what % args``, with the traceback) and the loop goes on.
+
+    One bad socket must never stop a broadcast, a timer sweep or a detach; cancellation
+    still goes through (it is not an ``Exception``).
+    """
+    try:
+        yield
+    except Exception:
+        log.exception(what, *args)
 
 
 class WebhookEvents(Protocol):
@@ -282,18 +296,26 @@ class Node:
             await self._run(connection, actions)
 
     async def detach(self, connection: Connection) -> None:
-        """Forget a closed connection: leave its channels, sign it out."""
+        """Forget a closed connection: leave its channels, sign it out.
+
+        Never raises. Each channel left and the sign-out is a step of its own: a step that
+        fails is logged and the others still run, so a closed connection never stays behind
+        as a member, subscriber or online user (a ghost).
+        """
         state = self._states[connection.app.id]
-        if state.connections.pop(connection.socket_id, None) is None:
+        socket_id = connection.socket_id
+        if state.connections.pop(socket_id, None) is None:
             return
         self._connection_count -= 1
         session = connection.session
         session.closed = True
         for channel, member in list(session.subscriptions.items()):
-            await self._leave(connection, channel, channel_type(channel), member)
+            with _isolated("leaving %s for closed connection %s failed", channel, socket_id):
+                await self._leave(connection, channel, channel_type(channel), member)
         session.subscriptions.clear()
         if session.user is not None:
-            await self._sign_out(connection, session.user)
+            with _isolated("signing out closed connection %s failed", socket_id):
+                await self._sign_out(connection, session.user)
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -407,17 +429,30 @@ class Node:
         socket_id = connection.socket_id
         state = self._states[app.id]
         state.hub.remove(channel, socket_id)
-        vacated = await self.broker.unsubscribe(app.id, channel, socket_id) == 0
-        if ctype.is_presence and member is not None:
+        presence = ctype.is_presence and member is not None
+        if presence:
             self._drop_view(state, channel, socket_id)
-            if await self.broker.presence_leave(app.id, channel, socket_id, member.user_id):
-                removed = ControlMessage("member_removed", member.user_id, channel)
-                await self.broker.control(app.id, removed)
-                event = {"name": "member_removed", "channel": channel, "user_id": member.user_id}
-                self._hold(app, ("removed", channel, member.user_id), event)
-        if vacated:
+        # Each step below runs whatever the one before it did: a subscription left behind
+        # must not keep the member too, nor a failed fan-out swallow a webhook.
+        left: int | None = None
+        with _isolated("unsubscribing %s from %s failed", socket_id, channel):
+            left = await self.broker.unsubscribe(app.id, channel, socket_id)
+        if presence and member is not None:
+            with _isolated("%s leaving presence channel %s failed", socket_id, channel):
+                await self._member_left(app, channel, socket_id, member)
+        if left == 0:
             self._hold(app, ("vacated", channel), {"name": "channel_vacated", "channel": channel})
         self._count_changed(app, channel, ctype)
+
+    async def _member_left(self, app: App, channel: str, socket_id: str, member: Member) -> None:
+        """Pusher: member_removed when a user's last connection leaves a presence channel."""
+        if not await self.broker.presence_leave(app.id, channel, socket_id, member.user_id):
+            return
+        # Held before the members are told: the webhook is owed whatever the fan-out does.
+        event = {"name": "member_removed", "channel": channel, "user_id": member.user_id}
+        self._hold(app, ("removed", channel, member.user_id), event)
+        removed = ControlMessage("member_removed", member.user_id, channel)
+        await self.broker.control(app.id, removed)
 
     async def _client_event(self, connection: Connection, event: Broadcast) -> None:
         self._states[connection.app.id].counters.publications += 1
@@ -473,7 +508,9 @@ class Node:
                 if not sockets:
                     del state.watchers[watched]
         state.hub.remove(user.channel, socket_id)
-        await self.broker.unsubscribe(app.id, user.channel, socket_id)
+        # Still signed out (and announced offline) if the user channel's unsubscribe fails.
+        with _isolated("unsubscribing %s from %s failed", socket_id, user.channel):
+            await self.broker.unsubscribe(app.id, user.channel, socket_id)
         if await self.broker.user_offline(app.id, user.id, socket_id):
             await self.broker.control(app.id, ControlMessage("offline", user.id))
 
@@ -539,10 +576,15 @@ class Node:
         state = self._states.get(app_id)
         if state is None:
             return
+        # Every loop below isolates its recipients: a socket that cannot be written to (its
+        # peer vanished a moment ago) never keeps the event from the others, nor raises into
+        # whoever sent the message (a detach announcing member_removed).
         if message.kind == "terminate":
             for socket_id in list(state.users.get(message.user_id, ())):
                 connection = state.connections.get(socket_id)
-                if connection is not None:
+                if connection is None:
+                    continue
+                with _isolated("terminating %s failed", socket_id):
                     actions = connection.session.close(
                         ErrorCode.UNAUTHORIZED, "Connection terminated by the app"
                     )
@@ -554,11 +596,12 @@ class Node:
             info = orjson.loads(message.data) if added and message.data else None
             event = MemberEvent(added, message.user_id, info)
             frame: bytes | None = None
-            for socket_id, view in state.views.get(message.channel, {}).items():
+            for socket_id, view in list(state.views.get(message.channel, {}).items()):
                 connection = state.connections.get(socket_id)
                 if connection is not None and view.offer(event):
                     frame = frame or _member_frame(message.channel, event)
-                    connection.send(frame)
+                    with _isolated("%s to %s failed", message.kind, socket_id):
+                        connection.send(frame)
         elif message.kind == "recount":
             app = state.app
             ctype = channel_type(message.channel)
@@ -568,14 +611,15 @@ class Node:
             online = message.kind == "online"
             watching = state.watchers.get(message.user_id, {})
             frame = None
-            for socket_id, known in watching.items():
+            for socket_id, known in list(watching.items()):
                 connection = state.connections.get(socket_id)
                 if connection is None or known is online:
                     continue
                 watching[socket_id] = online
                 if online or known:  # "offline" only to those told "online"
                     frame = frame or _watchlist_frame(message.kind, [message.user_id])
-                    connection.send(frame)
+                    with _isolated("watchlist %s to %s failed", message.kind, socket_id):
+                        connection.send(frame)
 
     # -- subscription_count ------------------------------------------------------------------
 
@@ -599,19 +643,21 @@ class Node:
         await asyncio.sleep(0.05)
         dirty, self._dirty_counts = self._dirty_counts, {}
         for (app_id, channel), local_only in dirty.items():
-            count = await self.broker.subscription_count(app_id, channel)
-            state = self._states[app_id]
-            if not local_only:
-                self._count_webhook(state, channel, count)
-            if count:
-                data = messages.dumps({"subscription_count": count})
-                frame = text_frame(
-                    messages.event("pusher_internal:subscription_count", channel, data)
-                )
-                if local_only:
-                    self._deliver(app_id, channel, frame, None)
-                else:
-                    await self.broker.publish(app_id, channel, frame, None)
+            with _isolated("subscription_count of %s failed", channel):
+                await self._flush_count(app_id, channel, local_only)
+
+    async def _flush_count(self, app_id: str, channel: str, local_only: bool) -> None:
+        count = await self.broker.subscription_count(app_id, channel)
+        state = self._states[app_id]
+        if not local_only:
+            self._count_webhook(state, channel, count)
+        if count:
+            data = messages.dumps({"subscription_count": count})
+            frame = text_frame(messages.event("pusher_internal:subscription_count", channel, data))
+            if local_only:
+                self._deliver(app_id, channel, frame, None)
+            else:
+                await self.broker.publish(app_id, channel, frame, None)
 
     def _count_webhook(self, state: _AppState, channel: str, count: int) -> None:
         app = state.app
@@ -639,12 +685,11 @@ class Node:
             await asyncio.sleep(interval)
             now = self.clock()
             for connection in self.connections():
-                actions = connection.session.tick(now)
-                if actions:
-                    try:
+                # One connection's failure must not stop the timers of the others.
+                with _isolated("timer actions failed for %s", connection.socket_id):
+                    actions = connection.session.tick(now)
+                    if actions:
                         await self._run(connection, actions)
-                    except Exception:  # one connection's failure must not stop the timers
-                        log.exception("timer actions failed for %s", connection.socket_id)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -699,8 +744,9 @@ class Node:
         """Refuse new connections and close every one with ``code`` (4200: reconnect)."""
         self.draining = True
         for connection in self.connections():
-            self._states[connection.app.id].counters.count_close(int(code))
-            connection.close(int(code), "Server shutting down")
+            with _isolated("closing %s to drain failed", connection.socket_id):
+                self._states[connection.app.id].counters.count_close(int(code))
+                connection.close(int(code), "Server shutting down")
 
 
 def _discard(index: dict[str, set[str]], key: str, socket_id: str) -> None:

@@ -5,6 +5,7 @@
 - ``rest_request``: an HTTP API request signed like the Pusher SDKs sign it, with knobs to
   break each part of the signature on purpose.
 - ``channel_auth`` / ``user_auth``: the subscription and signin signatures.
+- ``scrape`` / ``value``: ``GET /metrics`` parsed, one sample by name and labels.
 
 Every wait is bounded by a multiple of ``TIMEOUT``, scaled like tests/conftest.py.
 """
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import pusher
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -184,6 +186,27 @@ def raw_http(
         return HttpResponse(resp.status, resp.read(), dict(resp.getheaders()))
     finally:
         conn.close()
+
+
+# /metrics samples by name and full label set
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(http_url: str) -> tuple[str, Samples]:
+    """``GET /metrics``: the text and every sample by name and full label set."""
+    resp = raw_http(http_url, "GET", "/metrics")
+    assert resp.status == 200, resp
+    text = resp.body.decode()
+    found: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return text, found
+
+
+def value(found: Samples, name: str, **labels: str) -> float:
+    """The sample ``name`` with exactly these labels (0 when absent)."""
+    return found.get((name, frozenset(labels.items())), 0.0)
 
 
 def assert_error_response(resp: HttpResponse, status: int) -> None:

@@ -16,8 +16,10 @@ from pusher_helpers import (
     eventually,
     raw_http,
     rest_request,
+    scrape,
     sdk_client,
     unique,
+    value,
 )
 
 
@@ -67,24 +69,6 @@ async def test_metrics_count_connections_deliveries_and_rest(
 
 WEBHOOK_TOKEN = "hook-token-do-not-show"
 HOOK_URL = f"http://hook-user:{WEBHOOK_TOKEN}@127.0.0.1:9/hooks?token={WEBHOOK_TOKEN}"
-
-
-def scrape(http_url: str) -> tuple[str, dict[tuple[str, frozenset[tuple[str, str]]], float]]:
-    """The /metrics text and every sample by name and full label set."""
-    resp = raw_http(http_url, "GET", "/metrics")
-    assert resp.status == 200, resp
-    text = resp.body.decode()
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return text, found
-
-
-def value(
-    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
-    return found.get((name, frozenset(labels.items())), 0.0)
 
 
 async def test_metrics_after_errors_closes_bytes_refusals_and_webhooks(

@@ -9,8 +9,11 @@ here calls each subscriber's ``send``; the server passes the native writer from
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Protocol
+
+log = logging.getLogger("tidings.hub")
 
 
 class Subscriber(Protocol):
@@ -24,17 +27,26 @@ class Subscriber(Protocol):
         ...
 
 
-# (frame, subscribers by socket id, socket id to leave out) -> how many were written to
+# (frame, subscribers by socket id, socket id to leave out) -> how many were written to.
+# A writer never raises for one subscriber: it logs the failure and writes to the others.
 Writer = Callable[[bytes, dict[str, Subscriber], str | None], int]
 
 
 def write_to_many(frame: bytes, subscribers: dict[str, Subscriber], exclude: str | None) -> int:
-    """Write one frame to every subscriber but ``exclude``; returns how many were written to."""
+    """Write one frame to every subscriber but ``exclude``; returns how many were written to.
+
+    One subscriber whose ``send`` raises is logged and skipped: it never keeps the frame
+    from the others (a :data:`Writer` never raises for a subscriber)."""
     n = 0
     for socket_id, subscriber in list(subscribers.items()):
-        if socket_id != exclude:
+        if socket_id == exclude:
+            continue
+        try:
             subscriber.send(frame)
-            n += 1
+        except Exception:
+            log.exception("writing to %s failed", socket_id)
+            continue
+        n += 1
     return n
 
 

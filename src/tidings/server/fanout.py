@@ -12,12 +12,13 @@ The contract, for both:
 - a sink with no usable descriptor (``fd`` -1: TLS) gets ``deliver(frame)``, and any other
   subscriber ``send(frame)``;
 - a frame is never written to a closing sink (its descriptor may already serve another
-  connection);
+  connection); a sink whose transport is closing is marked ``closing`` and skipped;
 - bytes on one socket keep their order: once a transport holds buffered bytes, the frame
   goes through the transport too;
 - a sink whose transport buffer passes ``high_water`` is handed to its ``slow_consumer()``
   after the loop, and only then, so a slow client never delays the others;
-- an exception for one subscriber is logged and skipped: the others still get the frame.
+- an exception for one subscriber (its write or its ``slow_consumer()``) is logged and
+  skipped: the others still get the frame. ``write_many`` never raises for a subscriber.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def _py_write_many(
                 if target.fd < 0:
                     target.deliver(frame)  # type: ignore[attr-defined]
                 elif transport.is_closing():
+                    target.closing = True  # the peer is gone: never write to it again
                     continue
                 else:
                     transport.write(frame)
@@ -93,7 +95,10 @@ def write_many(frame: bytes, subscribers: dict[str, Subscriber], exclude: str | 
     """A :data:`tidings.core.hub.Writer`: returns how many subscribers were written to."""
     count, slow, failed = _write_many(frame, subscribers, exclude)
     for sink in slow:
-        sink.slow_consumer()  # type: ignore[attr-defined]
+        try:
+            sink.slow_consumer()  # type: ignore[attr-defined]
+        except Exception as error:  # the next slow sink still gets its 4100
+            failed.append((sink, error))
     for target, exc in failed:
         log.error("writing to %s failed", getattr(target, "socket_id", target), exc_info=exc)
     return count

@@ -72,12 +72,29 @@ class WebSocketConnection(Sink):
 
     def deliver(self, frame: bytes) -> None:
         """A publication, from the fan-out writer (when it cannot write to ``fd`` itself)."""
-        if self.closing:
+        if self.closing or not self._write(frame):
             return
-        transport = self.transport
-        transport.write(frame)
-        if transport.get_write_buffer_size() > self.high_water:
+        if self.transport.get_write_buffer_size() > self.high_water:
             self.slow_consumer()
+
+    def _write(self, data: bytes) -> bool:
+        """Write to the transport unless it is closing; if it is, mark this connection
+        closing (nothing more is written to it) and return False.
+
+        The peer can vanish before aiohttp tells the handler: when a client process dies,
+        every one of its sockets is closed in the same loop tick, and a member event for one
+        is written to the others before any of them is detached. uvloop raises on a write to
+        a closed transport; that must never climb out of a fan-out (and abort a detach).
+        """
+        transport = self.transport
+        if not transport.is_closing():
+            try:
+                transport.write(data)
+                return True
+            except (RuntimeError, OSError):  # closed under us (uvloop: "handler is closed")
+                pass
+        self.closing = True
+        return False
 
     def close(self, code: int, reason: str) -> None:
         if self.closing:
@@ -103,10 +120,11 @@ class WebSocketConnection(Sink):
         self.session.closed = True
         if self.counters is not None:
             self.counters.slow_consumers += 1
-        transport = self.transport
-        transport.write(close_frame(ErrorCode.OVER_CAPACITY, "Slow consumer"))
-        transport.close()
-        asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, transport.abort)
+        # The 4100 is the last frame this socket gets (``_write`` ignores ``closing``).
+        if self._write(close_frame(ErrorCode.OVER_CAPACITY, "Slow consumer")):
+            transport = self.transport
+            transport.close()
+            asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, transport.abort)
         log.warning("closed slow consumer %s (app %s)", self.socket_id, self.app.id)
 
 
