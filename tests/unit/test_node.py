@@ -18,6 +18,7 @@ import pytest
 from tidings.brokers.base import ControlMessage
 from tidings.brokers.memory import MemoryBroker
 from tidings.core.apps import App, AppRegistry
+from tidings.core.webhooks import WebhookTarget
 from tidings.node import BackendRateLimited, Node, NodeSettings
 from tidings.protocol.auth import sign
 from tidings.protocol.errors import ErrorCode
@@ -819,3 +820,221 @@ async def test_frames_after_detach_do_nothing(node: Node) -> None:
     await connection.subscribe("news")
     assert connection.take() == []
     assert await node.channels(APP) == {}
+
+
+# -- isolation: one failing socket or step never stops the others --------------------------
+# (issue #11: a write to a closed transport climbed out of a member_removed fan-out and
+# aborted the detach; the crowd it belonged to stayed behind as ghost members.)
+
+HOOKED = App(
+    "56789",
+    "hooked-key",
+    "hooked-secret",
+    subscription_count=True,
+    webhooks=(WebhookTarget("http://127.0.0.1:9/hooks"),),
+)
+ROOM = "presence-room"
+
+
+class HeldWebhooks:
+    """``node.webhooks`` stand-in: what was emitted, and what is held back by key."""
+
+    def __init__(self) -> None:
+        self.emitted: list[dict[str, Any]] = []
+        self.held: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def wants(self, app: App, name: str) -> bool:
+        return True
+
+    def emit(self, app: App, event: dict[str, Any]) -> None:
+        self.emitted.append(event)
+
+    def defer(self, app: App, key: tuple[str, ...], event: dict[str, Any]) -> None:
+        self.held[key] = event
+
+    def cancel(self, app: App, key: tuple[str, ...]) -> bool:
+        return self.held.pop(key, None) is not None
+
+
+class FlakyBroker(MemoryBroker):
+    """The memory broker, but unsubscribe and subscription_count raise for some channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing: set[str] = set()
+
+    async def unsubscribe(self, app_id: str, channel: str, socket_id: str) -> int:
+        if channel in self.failing:
+            raise RuntimeError(f"unsubscribe {channel} failed")
+        return await super().unsubscribe(app_id, channel, socket_id)
+
+    async def subscription_count(self, app_id: str, channel: str) -> int:
+        if channel in self.failing:
+            raise RuntimeError(f"subscription_count {channel} failed")
+        return await super().subscription_count(app_id, channel)
+
+
+class VanishedConnection(FakeConnection):
+    """A socket whose peer is gone before the node knows: once ``gone``, every write
+    raises as uvloop's closed transports do."""
+
+    gone = False
+
+    def send(self, frame: bytes) -> None:
+        if self.gone:
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+        super().send(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        if self.gone:
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+        super().close(code, reason)
+
+
+@pytest.fixture
+async def hooked(clock: FakeClock) -> AsyncIterator[tuple[Node, FlakyBroker, HeldWebhooks]]:
+    broker = FlakyBroker()
+    node = Node(AppRegistry.of([HOOKED]), broker, clock=clock)
+    webhooks = HeldWebhooks()
+    node.webhooks = webhooks
+    await node.start()
+    yield node, broker, webhooks
+    await node.close()
+
+
+def vanishing(node: Node) -> VanishedConnection:
+    connection = VanishedConnection(node, HOOKED)
+    node.attach(connection)
+    return connection
+
+
+def member_removed(user_id: str) -> dict[str, Any]:
+    data = json.dumps({"user_id": user_id}, separators=(",", ":"))
+    return {"event": "pusher_internal:member_removed", "channel": ROOM, "data": data}
+
+
+async def test_a_raising_recipient_never_stops_a_control_fanout(
+    hooked: tuple[Node, FlakyBroker, HeldWebhooks], caplog: pytest.LogCaptureFixture
+) -> None:
+    """member_removed and watchlist "offline" reach every other socket, the leaver's detach
+    completes, and its member_removed webhook is held."""
+    node, _, webhooks = hooked
+    first, middle, last = connect(node, HOOKED), vanishing(node), connect(node, HOOKED)
+    leaver = connect(node, HOOKED)
+    for name, c in (("first", first), ("middle", middle), ("last", last)):
+        await c.signin(name, watchlist=["leaver"])
+        await c.join_presence(ROOM, name)
+    await leaver.signin("leaver")
+    await leaver.join_presence(ROOM, "leaver")
+    for c in (first, middle, last, leaver):
+        c.take()
+    middle.gone = True  # its transport closed a moment ago; the node does not know yet
+
+    await node.detach(leaver)
+
+    for c in (first, last):
+        assert c.take() == [member_removed("leaver"), watchlist_event("offline", ["leaver"])]
+    assert [m.user_id for m in await node.members(HOOKED, ROOM)] == ["first", "middle", "last"]
+    assert await node.broker.users_online(HOOKED.id, ["leaver"]) == []
+    assert ("removed", ROOM, "leaver") in webhooks.held
+    assert caplog.text.count(f"member_removed to {middle.socket_id} failed") == 1
+    assert caplog.text.count(f"watchlist offline to {middle.socket_id} failed") == 1
+
+    await node.detach(middle)  # and the broken one is forgotten like any other
+    assert first.take() == [member_removed("middle")]
+    assert [m.user_id for m in await node.members(HOOKED, ROOM)] == ["first", "last"]
+
+
+async def test_terminate_and_drain_go_on_past_a_raising_connection(
+    hooked: tuple[Node, FlakyBroker, HeldWebhooks],
+) -> None:
+    node, _, _ = hooked
+    broken, healthy = vanishing(node), connect(node, HOOKED)
+    await broken.signin("u1")
+    await healthy.signin("u1")
+    broken.gone = True
+    await node.terminate_user(HOOKED, "u1")
+    assert healthy.closed == (4009, "Connection terminated by the app")
+
+    other = connect(node, HOOKED)
+    await node.drain()
+    assert other.closed == (4200, "Server shutting down")
+
+
+async def test_detach_goes_on_when_one_channel_fails(
+    hooked: tuple[Node, FlakyBroker, HeldWebhooks],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Leaving "broken" raises: the other channels are still left, the user signed out,
+    and the held webhooks (member_removed, channel_vacated) still run."""
+    node, _, webhooks = hooked
+    connection, observer = connect(node, HOOKED), connect(node, HOOKED)
+    await observer.signin("observer", watchlist=["u1"])
+    await observer.join_presence(ROOM, "observer")
+    await connection.signin("u1")
+    for channel in ("broken", ROOM, "news"):
+        if channel == ROOM:
+            await connection.join_presence(ROOM, "u1")
+        else:
+            await connection.subscribe(channel)
+    observer.take()
+    leave = node._leave
+
+    async def failing_leave(c: Any, channel: str, ctype: Any, member: Member | None) -> None:
+        if channel == "broken":
+            raise RuntimeError("leaving broken failed")
+        await leave(c, channel, ctype, member)
+
+    monkeypatch.setattr(node, "_leave", failing_leave)
+
+    await node.detach(connection)
+
+    assert await node.channels(HOOKED) == {"broken": 1, ROOM: 1}  # only the failed step stays
+    assert [m.user_id for m in await node.members(HOOKED, ROOM)] == ["observer"]
+    assert await node.broker.users_online(HOOKED.id, ["u1"]) == []
+    assert observer.take() == [member_removed("u1"), watchlist_event("offline", ["u1"])]
+    assert ("removed", ROOM, "u1") in webhooks.held
+    assert ("vacated", "news") in webhooks.held
+    assert f"leaving broken for closed connection {connection.socket_id} failed" in caplog.text
+    assert node.connection_count == 1 and connection.session.subscriptions == {}
+
+
+async def test_a_failing_broker_step_never_keeps_a_ghost_member(
+    hooked: tuple[Node, FlakyBroker, HeldWebhooks],
+) -> None:
+    """The presence channel's unsubscribe and the user channel's fail: the member still
+    leaves (and is announced), the user is still signed out."""
+    node, broker, webhooks = hooked
+    connection, observer = connect(node, HOOKED), connect(node, HOOKED)
+    await observer.join_presence(ROOM, "observer")
+    await connection.signin("u1")
+    await connection.join_presence(ROOM, "u1")
+    observer.take()
+    broker.failing |= {ROOM, "#server-to-user-u1"}
+
+    await node.detach(connection)
+
+    assert [m.user_id for m in await node.members(HOOKED, ROOM)] == ["observer"]
+    assert observer.take() == [member_removed("u1")]
+    assert ("removed", ROOM, "u1") in webhooks.held
+    assert await node.broker.users_online(HOOKED.id, ["u1"]) == []
+
+
+async def test_one_failing_subscription_count_never_stops_the_others(
+    hooked: tuple[Node, FlakyBroker, HeldWebhooks],
+) -> None:
+    node, broker, _ = hooked
+    broker.failing.add("a")
+    connection = connect(node, HOOKED)
+    await connection.subscribe("a")
+    await connection.subscribe("b")
+    await eventually(lambda: b"subscription_count" in b"".join(connection.frames))
+    counts = [m for m in connection.take() if m["event"] == "pusher_internal:subscription_count"]
+    assert counts == [
+        {
+            "event": "pusher_internal:subscription_count",
+            "channel": "b",
+            "data": '{"subscription_count":1}',
+        }
+    ]

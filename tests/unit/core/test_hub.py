@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tidings.core.hub import Hub, write_to_many
+import pytest
+
+from tidings.core.hub import Hub, Subscriber, write_to_many
 
 
 @dataclass
@@ -101,3 +103,17 @@ def test_before_change_runs_before_every_add_and_remove() -> None:
     hub.add("news", FakeSubscriber("1.1"))
     hub.remove("news", "1.1")
     assert seen == [("change", 0), ("change", 1)]  # called before the change is made
+
+
+def test_write_to_many_goes_on_past_a_raising_subscriber(caplog: pytest.LogCaptureFixture) -> None:
+    class Vanished:
+        socket_id = "2.2"
+
+        def send(self, frame: bytes) -> None:
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+    a, c = FakeSubscriber("1.1"), FakeSubscriber("3.3")
+    subscribers: dict[str, Subscriber] = {"1.1": a, "2.2": Vanished(), "3.3": c}
+    assert write_to_many(b"x", subscribers, None) == 2
+    assert a.frames == [b"x"] and c.frames == [b"x"]
+    assert caplog.text.count("writing to 2.2 failed") == 1

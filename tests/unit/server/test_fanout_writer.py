@@ -92,14 +92,16 @@ async def open_pairs() -> AsyncIterator[list[Pair]]:
         clients.append(client)
     while len(transports) < len(clients):
         await asyncio.sleep(0.01)
-    # accept order is connect order on one listening socket
-    yield [Pair(t, c) for t, c in zip(transports, clients, strict=True)]
-    for t in transports:
-        t.abort()
-    for c in clients:
-        c.close()
-    server.close()
-    await server.wait_closed()
+    try:
+        # accept order is connect order on one listening socket
+        yield [Pair(t, c) for t, c in zip(transports, clients, strict=True)]
+    finally:  # a failed test must still free its sockets (or uvloop never stops)
+        for t in transports:
+            t.abort()
+        for c in clients:
+            c.close()
+        server.close()
+        await server.wait_closed()
 
 
 def make_sinks(base: type[Any], pairs: list[Pair], high_water: int = 1 << 30) -> dict[str, Any]:
@@ -315,3 +317,46 @@ def test_write_many_calls_slow_consumer_and_logs_failures(
         assert "writing to 7.7 failed" in caplog.text
 
     with_pairs(body)
+
+
+def test_a_sink_whose_transport_closed_is_marked_closing(
+    writer: Writer, with_pairs: WithPairs
+) -> None:
+    """The peer vanished (the transport closed, fully on uvloop) before anyone set the
+    sink's flag: the write is skipped and the sink marked closing for good."""
+
+    async def body(pairs: list[Pair]) -> None:
+        base, write_many = writer
+        sinks = make_sinks(base, pairs[:3])
+        pairs[1].transport.abort()
+        await asyncio.sleep(0.05)  # uvloop closes the handle on a later loop iteration
+        assert write_many(b"x", sinks, None) == (2, [], [])
+        assert sinks["1.1"].closing and not sinks["0.0"].closing
+        assert write_many(b"y", sinks, None) == (2, [], [])
+
+    with_pairs(body)
+
+
+def test_write_many_goes_on_past_a_raising_slow_consumer(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server-side wrapper: every slow sink gets its slow_consumer(), even after one
+    raised (the failure is logged)."""
+
+    class Slow:
+        def __init__(self, socket_id: str, fails: bool) -> None:
+            self.socket_id = socket_id
+            self.fails = fails
+            self.told = False
+
+        def slow_consumer(self) -> None:
+            self.told = True
+            if self.fails:
+                raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+    first, second = Slow("0.0", fails=True), Slow("1.1", fails=False)
+    monkeypatch.setattr(fanout, "_write_many", lambda *_: (2, [first, second], []))
+    with caplog.at_level(logging.ERROR, logger="tidings.fanout"):
+        assert fanout.write_many(b"x", {}, None) == 2
+    assert first.told and second.told
+    assert caplog.text.count("writing to 0.0 failed") == 1
