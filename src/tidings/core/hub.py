@@ -166,7 +166,11 @@ class Coalescer:
                 end += 1
             if end - start > 1:
                 frame = b"".join(p[2] for p in pending[start:end])
-            written = hub.deliver(channel, frame, exclude)
+            try:
+                written = hub.deliver(channel, frame, exclude)
+            except Exception:  # a writer that broke its contract: the next channels still go
+                log.exception("delivering to %s failed", channel)
+                written = 0
             counters.deliveries += written * (end - start)
             counters.bytes_out += written * len(frame)
             start = end

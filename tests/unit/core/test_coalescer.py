@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from tidings.core.hub import Coalescer, Hub
+import pytest
+
+from tidings.core.hub import Coalescer, Hub, write_to_many
 
 
 @dataclass
@@ -112,3 +115,26 @@ def test_a_write_during_the_flush_does_not_flush_again() -> None:
     outgoing.add(hub, "news", b"b", None, counters)
     ticks.tick()
     assert seen == [b"ab"]
+
+
+def test_a_raising_writer_never_loses_the_other_channels(caplog: pytest.LogCaptureFixture) -> None:
+    """Writers never raise for a subscriber; if one breaks that contract for one channel,
+    the tick's other publications are still written."""
+
+    def writer(frame: bytes, subscribers: dict[str, Any], exclude: str | None) -> int:
+        if b"bad" in frame:
+            raise RuntimeError("broken writer")
+        return write_to_many(frame, subscribers, exclude)
+
+    ticks, counters = Ticks(), Counters()
+    hub = Hub(writer)
+    sub = Sub("1.1")
+    hub.add("bad", sub)
+    hub.add("good", sub)
+    coalescer = Coalescer(ticks)
+    coalescer.add(hub, "bad", b"bad", None, counters)
+    coalescer.add(hub, "good", b"good", None, counters)
+    ticks.tick()
+    assert sub.writes == [b"good"]
+    assert counters.deliveries == 1
+    assert "delivering to bad failed" in caplog.text
