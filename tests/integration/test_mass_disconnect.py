@@ -218,4 +218,6 @@ async def test_a_killed_crowd_leaves_no_ghosts(
         return gauges(server) == (0, 0)
 
     await eventually(nobody_left)
-    assert "unable to perform operation" not in server.logs()
+    # Writes to the vanished sockets were skipped, not failed (uvloop raised on them before).
+    errors = [line for line in server.logs().splitlines() if '"level":"error"' in line]
+    assert errors == [], errors
