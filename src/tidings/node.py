@@ -429,17 +429,17 @@ class Node:
         socket_id = connection.socket_id
         state = self._states[app.id]
         state.hub.remove(channel, socket_id)
-        presence = ctype.is_presence and member is not None
-        if presence:
+        presence_member = member if ctype.is_presence else None
+        if presence_member is not None:
             self._drop_view(state, channel, socket_id)
         # Each step below runs whatever the one before it did: a subscription left behind
         # must not keep the member too, nor a failed fan-out swallow a webhook.
         left: int | None = None
         with _isolated("unsubscribing %s from %s failed", socket_id, channel):
             left = await self.broker.unsubscribe(app.id, channel, socket_id)
-        if presence and member is not None:
+        if presence_member is not None:
             with _isolated("%s leaving presence channel %s failed", socket_id, channel):
-                await self._member_left(app, channel, socket_id, member)
+                await self._member_left(app, channel, socket_id, presence_member)
         if left == 0:
             self._hold(app, ("vacated", channel), {"name": "channel_vacated", "channel": channel})
         self._count_changed(app, channel, ctype)
