@@ -2,9 +2,10 @@
 
 A child process (``presence_crowd.py``) holds CROWD connections to a real ``tidings serve``,
 each signed in as its own user, a member of one presence channel and a subscriber of one
-public channel; an observer connection in this process shares both channels and watches
-every crowd user. Then the child is SIGKILLed: every crowd socket closes in the same instant,
-so the server detaches each one while the others' transports are already closed.
+public channel; an observer connection in this process joins both channels after them and
+watches every crowd user. Then the child is SIGKILLed: every crowd socket closes in the same
+instant, so the server detaches each one while the others' transports are already closed (and
+a member event for one reaches the other crowd sockets before the observer's).
 
 Every one of them must be forgotten: REST rosters and counts, ``/metrics`` gauges, one
 ``member_removed`` per user to the observer, watchlist ``offline`` events, held webhooks,
@@ -96,27 +97,33 @@ async def start_crowd(
     return proc
 
 
-async def members_events(observer: PusherSocket, kind: str, channel: str) -> set[str]:
-    """Read until the observer has one ``pusher_internal:member_<kind>`` per crowd user
-    and ``kind``'s watchlist event for each; the user ids of the member events."""
+async def watchlist_events(observer: PusherSocket) -> list[dict[str, Any]]:
+    """The next ``pusher_internal:watchlist_events``: its events."""
+    message = await observer.expect("pusher_internal:watchlist_events")
+    events: list[dict[str, Any]] = json.loads(message["data"])["events"]
+    return events
+
+
+async def departures(observer: PusherSocket, channel: str) -> set[str]:
+    """Read until the observer has one ``pusher_internal:member_removed`` per crowd user
+    and a watchlist ``offline`` for each; the user ids of the member events."""
     members: list[str] = []
     watched: list[str] = []
-    status = "online" if kind == "added" else "offline"
     while len(members) < CROWD or len(watched) < CROWD:
         try:
             message = await observer.recv()
         except TimeoutError:
             raise AssertionError(
-                f"the observer got {len(members)} member_{kind} and {len(watched)} {status}"
+                f"the observer got {len(members)} member_removed and {len(watched)} offline"
                 f" of {CROWD}: {sorted(members)}"
             ) from None
         data = json.loads(message["data"])
-        if message["event"] == f"pusher_internal:member_{kind}":
+        if message["event"] == "pusher_internal:member_removed":
             assert message["channel"] == channel, message
             members.append(data["user_id"])
         elif message["event"] == "pusher_internal:watchlist_events":
             for event in data["events"]:
-                assert event["name"] == status, message
+                assert event["name"] == "offline", message
                 watched.extend(event["user_ids"])
         else:
             raise AssertionError(f"unexpected {message}")
@@ -171,13 +178,14 @@ async def test_a_killed_crowd_leaves_no_ghosts(
 ) -> None:
     presence, public = unique("presence-crowd"), unique("crowd")
     everyone = {crowd_user(i) for i in range(CROWD)}
+    child = await start_crowd(crowd, server.ws_url, presence, public)
     observer = await open_socket(server.ws_url)
     await observer.signin({"id": OBSERVER, "watchlist": sorted(everyone)})
-    await observer.subscribe_presence(presence, OBSERVER)
+    [online] = await watchlist_events(observer)
+    assert online["name"] == "online" and set(online["user_ids"]) == everyone, online
+    roster = await observer.subscribe_presence(presence, OBSERVER)
+    assert set(roster["ids"]) == everyone | {OBSERVER}, roster
     await observer.subscribe(public)
-
-    child = await start_crowd(crowd, server.ws_url, presence, public)
-    assert await members_events(observer, "added", presence) == everyone
     assert users(server, presence) == sorted(everyone | {OBSERVER})
     assert channel_info(server, public)["subscription_count"] == CROWD + 1
     assert gauges(server) == (CROWD + 1, 2 * (CROWD + 1))
@@ -186,7 +194,7 @@ async def test_a_killed_crowd_leaves_no_ghosts(
     child.wait(timeout=TIMEOUT)
 
     # Every crowd member is announced gone, once, with its watchlist "offline".
-    assert await members_events(observer, "removed", presence) == everyone
+    assert await departures(observer, presence) == everyone
     assert users(server, presence) == [OBSERVER]
     assert presence_user_count(server, presence) == 1
 
