@@ -41,6 +41,7 @@ from tidings.protocol.session import (
     SignIn,
     User,
 )
+from tidings.tasks import report_failure, spawn
 
 log = logging.getLogger("tidings.node")
 
@@ -113,6 +114,18 @@ SUBSCRIPTION_COUNT_INTERVAL = 5.0
 
 class BackendRateLimited(Exception):
     """An app published more than max_backend_events_per_second (HTTP 429)."""
+
+
+class ClusterUnavailable(Exception):
+    """The broker cannot reach the other nodes (a Redis outage): a REST publish would reach
+    this node's subscribers only, so it is refused (HTTP 503) for the publisher to retry."""
+
+
+# Sent to a socket whose client event reached only this node's subscribers (code null:
+# pusher-js emits an ``error`` event and keeps the connection).
+UNDELIVERED_CLIENT_EVENT = (
+    "Client event not delivered to other nodes: the cluster backend is unreachable"
+)
 
 
 @dataclass(slots=True)
@@ -193,8 +206,9 @@ class Node:
 
     async def start(self) -> None:
         self.broker.on_reaped(self.on_reaped)
+        self.broker.on_recovered(self.recheck_presence)
         await self.broker.start(self._deliver, self._control)
-        self._ticker = asyncio.create_task(self._tick_forever())
+        self._ticker = spawn(self._tick_forever(), "node timers")
 
     async def close(self) -> None:
         if self._ticker is not None:
@@ -458,7 +472,10 @@ class Node:
         self._states[connection.app.id].counters.publications += 1
         # Pusher: client events are never echoed to the sender.
         frame = text_frame(messages.event(event.event, event.channel, event.data, event.user_id))
-        await self.broker.publish(connection.app.id, event.channel, frame, connection.socket_id)
+        if not await self.broker.publish(
+            connection.app.id, event.channel, frame, connection.socket_id
+        ):
+            self._undelivered(connection)
         hook: dict[str, Any] = {
             "name": "client_event",
             "channel": event.channel,
@@ -469,6 +486,11 @@ class Node:
         if event.user_id is not None:
             hook["user_id"] = event.user_id
         self._webhook(connection.app, hook)
+
+    def _undelivered(self, connection: Connection) -> None:
+        """A client event reached this node's subscribers only: tell the sender, who may
+        send it again (at most once delivery, so nothing is retried for it)."""
+        self._answer(connection, Send(messages.error(UNDELIVERED_CLIENT_EVENT, None)))
 
     async def _sign_in(self, connection: Connection, user: User) -> None:
         app = connection.app
@@ -695,6 +717,42 @@ class Node:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(report_failure)
+
+    # -- after a broker outage ---------------------------------------------------------------
+
+    async def recheck_presence(self) -> None:
+        """Bring every socket's presence roster back to the cluster's (broker recovered).
+
+        Member events published while this node could not hear them are lost, and members
+        that joined or left meanwhile were only announced on their own node. The broker's
+        roster is the truth again: each socket is sent the member_added / member_removed
+        that separate what it was told from it."""
+        for state in list(self._states.values()):
+            for channel in list(state.views):
+                if self.broker.degraded:
+                    return  # out again: the next recovery rechecks
+                try:
+                    await self._recheck_channel(state, channel)
+                except Exception:  # one channel's failure must not stop the others
+                    log.exception("presence recheck of %s failed", channel)
+
+    async def _recheck_channel(self, state: _AppState, channel: str) -> None:
+        for view in state.views.get(channel, {}).values():
+            view.begin_recheck()
+        members = await self.broker.presence_members(state.app.id, channel)
+        # Degraded: the roster came from this node's mirror and says nothing of the others.
+        trusted = not self.broker.degraded
+        for socket_id, view in list(state.views.get(channel, {}).items()):
+            events = view.recheck(members) if trusted else view.cancel_recheck()
+            connection = state.connections.get(socket_id)
+            if connection is None:
+                continue
+            for event in events:
+                try:
+                    connection.send(_member_frame(channel, event))
+                except Exception:  # one socket's failure must not stop the others
+                    log.exception("could not send a member event to %s", socket_id)
 
     # -- the server API (REST and embedding) -------------------------------------------------
 
@@ -708,7 +766,13 @@ class Node:
             )
 
     async def trigger(self, app: App, trigger: Trigger) -> None:
-        """Publish one event to its channels: encoded once per channel, written once per socket."""
+        """Publish one event to its channels: encoded once per channel, written once per socket.
+
+        Raises :class:`ClusterUnavailable` when the other nodes cannot be reached: before
+        anything is published if the broker is known to be degraded (a retry then delivers
+        it once), else after the failed channel (its own subscribers may have it)."""
+        if self.broker.degraded:
+            raise ClusterUnavailable("the cluster backend is unreachable")
         self._states[app.id].counters.publications += len(trigger.channels)
         for channel in trigger.channels:
             message = messages.event(trigger.name, channel, trigger.data)
@@ -717,7 +781,10 @@ class Node:
                 now = self.clock()
                 cached = CachedEvent(message, now + app.cache_ttl)
                 await self.broker.cache_set(app.id, channel, cached, now)
-            await self.broker.publish(app.id, channel, text_frame(message), trigger.socket_id)
+            if not await self.broker.publish(
+                app.id, channel, text_frame(message), trigger.socket_id
+            ):
+                raise ClusterUnavailable("the cluster backend stopped answering")
 
     async def channels(self, app: App, prefix: str = "") -> dict[str, int]:
         """Occupied channels with their subscription counts (user channels are internal)."""

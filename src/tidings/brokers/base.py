@@ -27,6 +27,9 @@ Reaped = Callable[[str, str, str, str], None]
 NodeHandler = Callable[[bytes], Awaitable[None]]
 """``handler(payload)``: a message sent to this node alone (see :meth:`Broker.to_node`)."""
 
+Recovered = Callable[[], Awaitable[None]]
+"""``recovered()``: the shared backend is back after an outage (see :meth:`Broker.on_recovered`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ControlMessage:
@@ -78,11 +81,13 @@ class Broker(Protocol):
 
     async def close(self) -> None: ...
 
-    async def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+    async def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> bool:
         """Deliver ``frame`` to every subscriber of ``channel`` on every node but ``exclude``.
 
         Ordering: frames published by one node to one channel arrive in publish order.
         Delivery: at most once; a subscriber that is gone or too slow misses it.
+        Failure: this node's subscribers always get it; returns False when the other nodes
+        could not be reached (degraded), True when it was handed to every node.
         """
         ...
 
@@ -144,6 +149,12 @@ class Broker(Protocol):
 
     def on_reaped(self, handler: Reaped) -> None:
         """Be told, on the reaping node only, what a dead node's departure changed."""
+        ...
+
+    def on_recovered(self, handler: Recovered) -> None:
+        """Be told when the shared backend is back after an outage and every node has had
+        time to write its state back: member events published meanwhile were lost, so the
+        handler re-reads what it shows clients. Never called by a broker without outages."""
         ...
 
     def on_node_message(self, handler: NodeHandler) -> None:

@@ -17,6 +17,7 @@ from tidings.brokers.base import (
     NodeHandler,
     PresenceJoin,
     Reaped,
+    Recovered,
 )
 from tidings.core.presence import PresenceChannel
 from tidings.protocol.session import Member
@@ -46,9 +47,10 @@ class MemoryBroker:
         self._deliver = None
         self._control = None
 
-    async def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+    async def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> bool:
         if self._deliver is not None:
             self._deliver(app_id, channel, frame, exclude)
+        return True
 
     async def control(self, app_id: str, message: ControlMessage) -> None:
         if self._control is not None:
@@ -159,6 +161,9 @@ class MemoryBroker:
 
     def on_reaped(self, handler: Reaped) -> None:
         return None  # one process: nothing is ever reaped
+
+    def on_recovered(self, handler: Recovered) -> None:
+        return None  # nothing shared, so no outage to recover from
 
     def on_node_message(self, handler: NodeHandler) -> None:
         self._node_handler = handler

@@ -13,7 +13,15 @@ presence and channel counts, and the survivors announce ``member_removed``).
 
 Outage: the node also keeps a mirror of its own sockets. While Redis is unreachable it
 serves its local clients from the mirror (``degraded``); when Redis returns it re-subscribes
-its channels and writes the mirror back, removing what changed while it was away.
+its channels and writes the mirror back, removing what changed while it was away. Once
+every node has had time to do the same (``recovery_settle``), the node is told to re-read
+the rosters it shows (:meth:`RedisBroker.on_recovered`): member events published while it
+could not hear them are gone, Redis pub/sub keeps nothing.
+
+Bus hygiene: every message the listener reads is decoded by ``bus.py`` and handled on its
+own; one that is not what a node writes, or whose handler raises, is dropped and counted
+(``bus``) and the listener reads on. If the listener task dies anyway, the node is marked
+degraded and a new listener started (which resyncs, as after an outage).
 """
 
 from __future__ import annotations
@@ -42,11 +50,21 @@ from tidings.brokers.base import (
     NodeHandler,
     PresenceJoin,
     Reaped,
+    Recovered,
+)
+from tidings.brokers.bus import (
+    BusStats,
+    Dropped,
+    decode_control,
+    decode_publication,
+    encode_control,
+    encode_publication,
 )
 from tidings.brokers.latency import RoundTrips
 from tidings.protocol import messages
 from tidings.protocol.session import Member
 from tidings.redaction import scrub
+from tidings.tasks import spawn
 
 log = logging.getLogger("tidings.redis")
 
@@ -55,6 +73,10 @@ RECONNECT_BACKOFF_MAX = 2.0
 COMMAND_TIMEOUT = 2.0
 POOL_SIZE = 32  # connections to Redis per node, one of them held by pub/sub
 FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+LISTENER_RESTART_DELAY = 0.5  # seconds before a listener that died is started again
+# After Redis returns, how long every node gets to reconnect (backoff up to 2 s) and write
+# its sockets back before this node re-reads the presence rosters its sockets were shown.
+RECOVERY_SETTLE = RECONNECT_BACKOFF_MAX + 1.0
 
 _SCRIPTS = (
     "subscribe",
@@ -89,6 +111,7 @@ class RedisBroker:
         node_id: str | None = None,
         sharded: bool = False,
         node_ttl: float = 15.0,
+        recovery_settle: float = RECOVERY_SETTLE,
     ) -> None:
         if not prefix or "#" in prefix or ":" in prefix:
             raise ValueError("redis prefix must be non-empty without '#' or ':'")
@@ -97,6 +120,7 @@ class RedisBroker:
         self._node_id = node_id or secrets.token_hex(6)
         self._sharded = sharded
         self._node_ttl = node_ttl
+        self._recovery_settle = recovery_settle
         # A burst of commands (a reconnect storm subscribing thousands of sockets) waits for
         # a pooled connection instead of failing: a full pool is load, not an outage.
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -116,6 +140,10 @@ class RedisBroker:
         self._degraded = True  # until the first successful connection
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._listener: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._recovered: Recovered | None = None
+        self._synced_once = False
         self._resync_lock = asyncio.Lock()
         self._connected = asyncio.Event()
         # The mirror of this node's own sockets: authoritative for what this node holds.
@@ -128,6 +156,7 @@ class RedisBroker:
         self._reaped: Reaped | None = None
         self._resync_needed = False
         self.round_trips = RoundTrips()  # state scripts and heartbeats, never publishes
+        self.bus = BusStats()  # dropped bus messages and listener restarts, for /metrics
 
     # -- identity and keys -------------------------------------------------------------------
 
@@ -163,19 +192,18 @@ class RedisBroker:
     async def start(self, deliver: Deliver, control: Control) -> None:
         self._deliver = deliver
         self._control = control
-        self._tasks = [
-            asyncio.create_task(self._listen_forever()),
-            asyncio.create_task(self._heartbeat_forever()),
-        ]
+        self._start_listener()
+        self._tasks = [spawn(self._heartbeat_forever(), "redis heartbeat")]
         # Give Redis a moment so a healthy start is not reported degraded; never block on it.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._connected.wait(), COMMAND_TIMEOUT)
 
     async def close(self) -> None:
         self._closing = True
-        for task in self._tasks:
+        tasks = [t for t in (*self._tasks, self._listener, self._recovery) if t is not None]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, *FAILURES):
                 await task
         if not self._degraded:
@@ -208,6 +236,25 @@ class RedisBroker:
 
     # -- pub/sub -----------------------------------------------------------------------------
 
+    def _start_listener(self) -> None:
+        self._listener = spawn(self._listen_forever(), "redis listener")
+        self._listener.add_done_callback(self._listener_ended)
+
+    def _listener_ended(self, task: asyncio.Task[None]) -> None:
+        """The listener only ends when the broker closes; if it died (spawn logged why),
+        the node cannot hear other nodes: say so (degraded) and start a new one, which
+        reconnects and resyncs as after an outage."""
+        if self._closing or task is not self._listener:
+            return
+        self.bus.listener_restarts += 1
+        self._failed(RuntimeError("the redis listener stopped"))
+        log.error("redis listener stopped; starting a new one")
+        asyncio.get_running_loop().call_later(LISTENER_RESTART_DELAY, self._restart_listener)
+
+    def _restart_listener(self) -> None:
+        if not self._closing:
+            self._start_listener()
+
     async def _listen_forever(self) -> None:
         backoff = 0.1
         while not self._closing:
@@ -225,6 +272,9 @@ class RedisBroker:
                 backoff = 0.1
                 await self._read(pubsub)
             except FAILURES as exc:
+                self._failed(exc)
+            except Exception as exc:  # a bug, or state in Redis no node wrote: retry anyway
+                log.exception("redis listener failed; reconnecting")
                 self._failed(exc)
             finally:
                 if self._pubsub is not None:
@@ -246,28 +296,36 @@ class RedisBroker:
                 continue
             topic: bytes = message["channel"]
             data: bytes = message["data"]
-            if topic == control_topic:
-                await self._on_control(data)
-            elif topic == node_topic:
-                if self._node_handler is not None:
-                    await self._node_handler(data)
-            else:
-                self._on_publication(topic, data)
+            # One message per try: whatever it holds, the listener reads on.
+            try:
+                if topic == control_topic:
+                    await self._on_control(data)
+                elif topic == node_topic:
+                    if self._node_handler is not None:
+                        await self._node_handler(data)
+                else:
+                    self._on_publication(topic, data)
+            except Dropped as exc:
+                self.bus.drop(exc.reason, topic, len(data), exc.detail)
+            except Exception as exc:
+                self.bus.drop("handler_error", topic, len(data), exc)
 
     def _on_publication(self, topic: bytes, data: bytes) -> None:
-        origin, _, rest = data.partition(b"\x00")
-        if origin.decode() == self._node_id or self._deliver is None:
+        if data.startswith(self._own_origin) or self._deliver is None:
             return  # delivered locally when it was published
-        exclude, _, frame = rest.partition(b"\x00")
+        publication = decode_publication(data)
         _, app_id, channel = topic.decode().split("#", 2)
-        self._deliver(app_id, channel, frame, exclude.decode() or None)
+        self._deliver(app_id, channel, publication.frame, publication.exclude)
+
+    @property
+    def _own_origin(self) -> bytes:
+        return self._node_id.encode() + b"\x00"
 
     async def _on_control(self, data: bytes) -> None:
-        body = orjson.loads(data)
-        if body.get("o") == self._node_id:
+        envelope = decode_control(data)
+        if envelope.origin == self._node_id:
             return
-        message = ControlMessage(body["k"], body["u"], body.get("c", ""), body.get("d", ""))
-        await self._run_control(body["a"], message)
+        await self._run_control(envelope.app_id, envelope.message)
 
     async def _run_control(self, app_id: str, message: ControlMessage) -> None:
         if self._control is not None:
@@ -275,14 +333,12 @@ class RedisBroker:
             if inspect.isawaitable(result):
                 await result
 
-    async def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+    async def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> bool:
         if self._deliver is not None:
             self._deliver(app_id, channel, frame, exclude)
         if self._degraded:
-            return  # at most once: other nodes miss what is published during an outage
-        payload = b"".join(
-            (self._node_id.encode(), b"\x00", (exclude or "").encode(), b"\x00", frame)
-        )
+            return False  # at most once: other nodes miss what is published during an outage
+        payload = encode_publication(self._node_id, exclude, frame)
         try:
             if self._sharded:
                 await self._redis.spublish(self._topic(app_id, channel), payload)
@@ -290,14 +346,17 @@ class RedisBroker:
                 await self._redis.publish(self._topic(app_id, channel), payload)
         except FAILURES as exc:
             self._failed(exc)
+            return False
+        return True
 
     async def control(self, app_id: str, message: ControlMessage) -> None:
         await self._run_control(app_id, message)
         if self._degraded:
             return
-        body = _control_body(self._node_id, app_id, message)
         try:
-            await self._redis.publish(self._control_topic, orjson.dumps(body))
+            await self._redis.publish(
+                self._control_topic, encode_control(self._node_id, app_id, message)
+            )
         except FAILURES as exc:
             self._failed(exc)
 
@@ -565,6 +624,9 @@ class RedisBroker:
     def on_node_message(self, handler: NodeHandler) -> None:
         self._node_handler = handler
 
+    def on_recovered(self, handler: Recovered) -> None:
+        self._recovered = handler
+
     async def to_node(self, node_id: str, payload: bytes) -> None:
         if node_id == self._node_id:
             if self._node_handler is not None:
@@ -610,6 +672,9 @@ class RedisBroker:
                 await self._heartbeat()
             except FAILURES as exc:
                 self._failed(exc)
+            except Exception as exc:  # never let liveness stop: the cluster would reap us
+                log.exception("redis heartbeat failed")
+                self._failed(exc)
 
     async def _heartbeat(self) -> None:
         started = time.perf_counter()
@@ -622,6 +687,7 @@ class RedisBroker:
             # Another node reaped us (we were silent too long): write our state back.
             log.warning("node %s was declared dead by the cluster; re-announcing", self._node_id)
             await self._resync()
+            self._schedule_recovered()  # the reap told every node our members left
         for raw in dead:
             node_id = raw.decode()
             if node_id != self._node_id:
@@ -685,6 +751,21 @@ class RedisBroker:
             self._connected.set()
             if was_degraded:
                 log.info("redis connected (node %s)", self._node_id)
+                if self._synced_once:
+                    self._schedule_recovered()
+            self._synced_once = True
+
+    def _schedule_recovered(self) -> None:
+        """Call the recovered handler once every node had ``recovery_settle`` seconds to
+        write its state back (a later recovery starts the wait again)."""
+        if self._recovery is not None:
+            self._recovery.cancel()
+        self._recovery = spawn(self._announce_recovered(), "redis recovered")
+
+    async def _announce_recovered(self) -> None:
+        await asyncio.sleep(self._recovery_settle)
+        if self._recovered is not None and not self._degraded:
+            await self._recovered()
 
     async def _resync_once(self) -> None:
         node = self._node_id
@@ -746,16 +827,6 @@ class RedisBroker:
                 await self._publish_control_remote(app, ControlMessage("online", user))
 
     async def _publish_control_remote(self, app_id: str, message: ControlMessage) -> None:
-        body = _control_body(self._node_id, app_id, message)
-        await self._redis.publish(self._control_topic, orjson.dumps(body))
-
-
-def _control_body(node_id: str, app_id: str, message: ControlMessage) -> dict[str, str]:
-    return {
-        "o": node_id,
-        "a": app_id,
-        "k": message.kind,
-        "u": message.user_id,
-        "c": message.channel,
-        "d": message.data,
-    }
+        await self._redis.publish(
+            self._control_topic, encode_control(self._node_id, app_id, message)
+        )

@@ -83,17 +83,52 @@ class PresenceView:
     subscription). The view makes the events a socket sees consistent with its snapshot:
     an event is passed on only when it changes what the socket knows, and events that
     arrive while the snapshot is being taken are held and replayed against it.
+
+    After a broker outage the view is rechecked against the cluster roster
+    (:meth:`begin_recheck`, then :meth:`recheck`); a user whose event arrives while that
+    roster is read is left as the event said, as the event may be the newer of the two.
     """
 
     known: set[str] | None = None  # None until the snapshot is taken
     pending: list[MemberEvent] = field(default_factory=list)
+    touched: set[str] | None = None  # users with an event since begin_recheck()
 
     def offer(self, event: MemberEvent) -> bool:
         """Whether to send ``event`` to the socket now (held while the snapshot is pending)."""
+        if self.touched is not None:
+            self.touched.add(event.user_id)
         if self.known is None:
             self.pending.append(event)
             return False
         return self._apply(event)
+
+    def begin_recheck(self) -> None:
+        """The cluster roster is about to be read: note the users events arrive for. A
+        socket whose snapshot is still pending is skipped (its snapshot will be current)."""
+        self.touched = set() if self.known is not None else None
+
+    def cancel_recheck(self) -> list[MemberEvent]:
+        """The roster could not be trusted after all; nothing to send."""
+        self.touched = None
+        return []
+
+    def recheck(self, members: list[Member]) -> list[MemberEvent]:
+        """The events that bring what the socket knows to ``members`` (read after
+        :meth:`begin_recheck`): removals first, then additions in roster order."""
+        touched, self.touched = self.touched, None
+        if touched is None or self.known is None:
+            return []  # not begun (the snapshot was pending)
+        roster = {m.user_id: m.user_info for m in members}
+        gone = sorted(self.known - roster.keys() - touched)
+        events = [MemberEvent(False, user_id) for user_id in gone]
+        events += [
+            MemberEvent(True, user_id, info)
+            for user_id, info in roster.items()
+            if user_id not in self.known and user_id not in touched
+        ]
+        for event in events:
+            self._apply(event)
+        return events
 
     def snapshot(self, user_ids: list[str]) -> list[MemberEvent]:
         """Take the roster sent in subscription_succeeded; returns the held events to send

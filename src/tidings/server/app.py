@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from tidings.brokers.base import Broker
+from tidings.brokers.bus import BusStats
 from tidings.brokers.latency import RoundTrips
 from tidings.brokers.memory import MemoryBroker
 from tidings.config import Settings
@@ -182,6 +183,13 @@ def broker_round_trips(broker: Broker) -> RoundTrips | None:
     return broker.round_trips if isinstance(broker, RedisBroker) else None
 
 
+def broker_bus_stats(broker: Broker) -> BusStats | None:
+    """The Redis broker's dropped-message and listener counters (none for memory)."""
+    from tidings.brokers.redis import RedisBroker
+
+    return broker.bus if isinstance(broker, RedisBroker) else None
+
+
 def make_broker(settings: Settings) -> Broker:
     if settings.redis is None:
         return MemoryBroker()
@@ -268,7 +276,13 @@ async def serve(settings: Settings) -> int:
     await node.start()
     health = Health(node.broker, "redis" if settings.redis else "memory")
     guard = make_guard(settings)
-    metrics = Metrics(node, webhooks, broker_round_trips(node.broker), guard.admission)
+    metrics = Metrics(
+        node,
+        webhooks,
+        broker_round_trips(node.broker),
+        guard.admission,
+        broker_bus_stats(node.broker),
+    )
     application = build_application(node, settings, health, metrics)
     await application[FALLBACK].start()
     runner = guard.runner(

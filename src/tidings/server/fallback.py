@@ -52,6 +52,7 @@ from tidings.server.http_session import (
 )
 from tidings.server.rest import error_response, read_body
 from tidings.server.websocket import connection_rate_exceeded
+from tidings.tasks import spawn
 
 RELAY_GRACE = 10.0  # seconds a relay waits past the owner's deadline before giving up
 
@@ -117,7 +118,7 @@ class HttpFallback:
         ]
 
     async def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._sweeper = spawn(self._sweep_forever(), "fallback session sweeper")
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -427,7 +428,7 @@ class HttpFallback:
             relay_id = message["r"]
             streaming = bool(message["s"])
             written = _PRELUDE if streaming else 0  # the relaying node wrote it
-            task = asyncio.create_task(self._serve(http_session, sink, streaming, written))
+            task = spawn(self._serve(http_session, sink, streaming, written), "fallback relay")
             self.remote_receivers[relay_id] = task
             task.add_done_callback(lambda _: self._receiver_done(relay_id))
         elif kind == "detach":

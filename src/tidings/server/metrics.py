@@ -21,6 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from tidings.brokers.bus import BusStats
 from tidings.brokers.latency import RoundTrips
 from tidings.core.admission import Admission, Cut
 from tidings.node import AppCounters, Node
@@ -52,11 +53,13 @@ class NodeCollector(Collector):
         webhooks: WebhookSender | None,
         round_trips: RoundTrips | None,
         admission: Admission[Any] | None,
+        bus: BusStats | None = None,
     ) -> None:
         self.node = node
         self.webhooks = webhooks
         self.round_trips = round_trips
         self.admission = admission
+        self.bus = bus
         # Refreshed by the /metrics handler before each scrape (reading it needs I/O).
         self.queue_depths: dict[tuple[str, str], int] = {}
 
@@ -119,6 +122,25 @@ class NodeCollector(Collector):
             )
             trips.add_metric([], self.round_trips.cumulative(), self.round_trips.total)
             yield trips
+        if self.bus is not None:
+            yield from self._bus()
+
+    def _bus(self) -> Iterator[Metric]:
+        """What the Redis listener refused or survived (the Redis broker only)."""
+        assert self.bus is not None
+        dropped = CounterMetricFamily(
+            "tidings_redis_dropped_messages",
+            "Messages on the Redis bus that no Tidings node wrote, or whose handler failed",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self.bus.dropped.items()):
+            dropped.add_metric([reason], n)
+        restarts = CounterMetricFamily(
+            "tidings_redis_listener_restarts",
+            "Times the Redis listener task died and was started again",
+        )
+        restarts.add_metric([], self.bus.listener_restarts)
+        yield from (dropped, restarts)
 
     def _refusals(self) -> Iterator[Metric]:
         """Errors and close codes sent, and connection-rate refusals, by app and code."""
@@ -179,11 +201,12 @@ class Metrics:
         webhooks: WebhookSender | None,
         round_trips: RoundTrips | None = None,
         admission: Admission[Any] | None = None,
+        bus: BusStats | None = None,
     ) -> None:
         self.node = node
         self.webhooks = webhooks
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = NodeCollector(node, webhooks, round_trips, admission)
+        self.collector = NodeCollector(node, webhooks, round_trips, admission, bus)
         self.registry.register(self.collector)
         self.rest_latency = Histogram(
             "tidings_rest_request_seconds",

@@ -2,6 +2,10 @@
 
 Every request is authenticated as Pusher signs it (see ``protocol/auth.py``); every
 error is a JSON body ``{"error": ...}`` with the status Pusher uses, never a 200.
+
+A publish while the Redis broker cannot reach Redis is answered 503 (with ``Retry-After``)
+rather than 200: the event would reach this node's subscribers only, and the SDKs raise on
+a 503 so the publisher can retry (docs/redis.md).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from tidings.core.apps import App
-from tidings.node import BackendRateLimited, Node
+from tidings.node import BackendRateLimited, ClusterUnavailable, Node
 from tidings.protocol.auth import rest_request_error
 from tidings.protocol.channels import channel_type, name_error
 from tidings.protocol.rest import RestError, RestLimits, Trigger, parse_batch, parse_info
@@ -23,6 +27,7 @@ from tidings.protocol.rest import parse_trigger as parse_trigger_body
 Handler = Callable[[web.Request, App, bytes], Awaitable[Any]]
 
 UNKNOWN_APP_OR_KEY = "unknown app id or auth_key"
+RETRY_AFTER = "1"  # seconds: the broker retries Redis at least this often
 
 
 def _json(body: object, status: int = 200) -> web.Response:
@@ -89,6 +94,10 @@ class RestApi:
                 return error_response(exc.status, exc.message)
             except BackendRateLimited as exc:
                 return error_response(429, str(exc))
+            except ClusterUnavailable as exc:
+                response = error_response(503, f"{exc}: event not published, retry later")
+                response.headers["Retry-After"] = RETRY_AFTER
+                return response
             return result if isinstance(result, web.StreamResponse) else _json(result)
 
         return endpoint

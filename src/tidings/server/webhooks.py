@@ -26,6 +26,7 @@ from tidings.core.apps import App, AppRegistry
 from tidings.core.webhooks import Batcher, Delayer, Event, backoff, body, signature
 from tidings.redaction import public_url, scrub
 from tidings.server.webhook_queue import WebhookQueue
+from tidings.tasks import spawn
 
 log = logging.getLogger("tidings.webhooks")
 
@@ -163,8 +164,8 @@ class WebhookSender:
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout)
         )
         self._tasks = [
-            asyncio.create_task(self._flush_forever()),
-            asyncio.create_task(self._rescan_forever()),
+            spawn(self._flush_forever(), "webhook batching"),
+            spawn(self._rescan_forever(), "webhook queue scan"),
         ]
 
     async def close(self) -> None:
@@ -226,7 +227,7 @@ class WebhookSender:
     def _ensure_worker(self, key: str) -> None:
         if self._closing or key in self._workers:
             return
-        task = asyncio.create_task(self._deliver_queue(key))
+        task = spawn(self._deliver_queue(key), "webhook delivery")
         self._workers[key] = task
         task.add_done_callback(lambda _: self._workers.pop(key, None))
 

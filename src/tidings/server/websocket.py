@@ -21,6 +21,7 @@ from tidings.protocol.errors import MESSAGES, ErrorCode
 from tidings.protocol.frames import close_frame, close_reason, text_frame
 from tidings.protocol.session import Session
 from tidings.server.fanout import Sink, socket_fd
+from tidings.tasks import report_failure
 
 log = logging.getLogger("tidings.websocket")
 
@@ -105,6 +106,7 @@ class WebSocketConnection(Sink):
         task = asyncio.ensure_future(self._close(code, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(report_failure)
 
     async def _close(self, code: int, reason: str) -> None:
         try:

@@ -1,0 +1,180 @@
+"""What Tidings nodes write on the Redis bus, and how a node refuses everything else.
+
+Anyone who can reach Redis can PUBLISH on the channels a node listens to. A message this
+module cannot decode into what a node itself would have written is dropped and counted by
+reason, never acted on and never allowed to stop the listener: one bad message must not
+deafen a node.
+
+Publications (``{prefix}#{app}#{channel}``): ``origin NUL exclude NUL frame``, where the
+frame is one unmasked, final WebSocket text frame (RFC 6455 5.2) carrying a Pusher event
+(a JSON object with an ``event`` name). The frame goes to sockets as it is, so a frame that
+is not exactly that would corrupt every subscriber's stream (and the HTTP fallbacks, which
+split joined frames by their headers): it is checked before anything is written.
+
+Control messages (``{prefix}#control``): a JSON object ``{"o": origin, "a": app id, "k":
+kind, "u": user id, "c": channel, "d": data}`` of one of the :data:`CONTROL_KINDS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from tidings.brokers.base import ControlMessage
+
+log = logging.getLogger("tidings.redis")
+
+DropReason = Literal["malformed", "bad_frame", "unknown_kind", "handler_error"]
+"""Why a bus message was dropped (the ``reason`` label of the drop counter):
+``malformed`` (not the envelope Tidings writes), ``bad_frame`` (a publication whose frame is
+not one text frame carrying a Pusher event), ``unknown_kind`` (a control message of a kind
+no Tidings node sends), ``handler_error`` (decoded, but acting on it raised)."""
+
+DROP_REASONS: tuple[DropReason, ...] = ("malformed", "bad_frame", "unknown_kind", "handler_error")
+
+CONTROL_KINDS = frozenset(
+    {"terminate", "online", "offline", "member_added", "member_removed", "recount"}
+)
+
+LOG_INTERVAL = 60.0  # seconds between two log lines about drops of one reason
+
+
+class Dropped(Exception):
+    """A bus message this node will not act on."""
+
+    def __init__(self, reason: DropReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    origin: str  # the publishing node's id
+    exclude: str | None  # Pusher: the socket_id that must not receive it
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ControlEnvelope:
+    origin: str
+    app_id: str
+    message: ControlMessage
+
+
+def encode_publication(origin: str, exclude: str | None, frame: bytes) -> bytes:
+    return b"".join((origin.encode(), b"\x00", (exclude or "").encode(), b"\x00", frame))
+
+
+def decode_publication(data: bytes) -> Publication:
+    origin, _, rest = data.partition(b"\x00")
+    exclude, found, frame = rest.partition(b"\x00")
+    if not found or not origin:
+        raise Dropped("malformed", "no origin/exclude header")
+    try:
+        origin_text, exclude_text = origin.decode("ascii"), exclude.decode("ascii")
+    except UnicodeDecodeError:
+        raise Dropped("malformed", "origin or exclude is not ASCII") from None
+    check_frame(frame)
+    return Publication(origin_text, exclude_text or None, frame)
+
+
+def check_frame(frame: bytes) -> None:
+    """Raise :class:`Dropped` unless ``frame`` is what ``text_frame(messages.event(...))``
+    builds: one unmasked FIN text frame whose length is the rest of the bytes, carrying a
+    JSON object with an ``event`` name."""
+    if len(frame) < 2 or frame[0] != 0x81 or frame[1] & 0x80:
+        raise Dropped("bad_frame", "not an unmasked final text frame")
+    length = frame[1]
+    offset = 2
+    if length == 126:
+        offset, length = 4, int.from_bytes(frame[2:4], "big")
+    elif length == 127:
+        offset, length = 10, int.from_bytes(frame[2:10], "big")
+    if len(frame) != offset + length:
+        raise Dropped("bad_frame", f"frame header says {length} bytes, {len(frame)} given")
+    try:
+        body = orjson.loads(memoryview(frame)[offset:])
+    except orjson.JSONDecodeError:
+        raise Dropped("bad_frame", "frame payload is not JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("event"), str):
+        raise Dropped("bad_frame", "frame payload is not a Pusher event")
+
+
+def encode_control(origin: str, app_id: str, message: ControlMessage) -> bytes:
+    return orjson.dumps(
+        {
+            "o": origin,
+            "a": app_id,
+            "k": message.kind,
+            "u": message.user_id,
+            "c": message.channel,
+            "d": message.data,
+        }
+    )
+
+
+def decode_control(data: bytes) -> ControlEnvelope:
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise Dropped("malformed", "control message is not JSON") from None
+    if not isinstance(body, dict):
+        raise Dropped("malformed", "control message is not a JSON object")
+    fields = {name: body.get(name, "") for name in "oakucd"}
+    if not all(isinstance(value, str) for value in fields.values()):
+        raise Dropped("malformed", "a control message field is not a string")
+    if not fields["o"] or not fields["a"]:
+        raise Dropped("malformed", "control message without origin or app")
+    kind = fields["k"]
+    if kind not in CONTROL_KINDS:
+        raise Dropped("unknown_kind", f"control message of unknown kind {kind[:40]!r}")
+    if kind == "member_added" and fields["d"]:
+        try:
+            orjson.loads(fields["d"])
+        except orjson.JSONDecodeError:
+            raise Dropped("malformed", "member_added user_info is not JSON") from None
+    message = ControlMessage(kind, fields["u"], fields["c"], fields["d"])
+    return ControlEnvelope(fields["o"], fields["a"], message)
+
+
+@dataclass(slots=True)
+class BusStats:
+    """What the listener refused or survived, for ``/metrics`` (plain ints: cheap).
+
+    Each drop reason is logged at most once per ``interval`` seconds, with the number of
+    drops not logged since, so a flood of garbage costs one log line a minute."""
+
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    listener_restarts: int = 0
+    interval: float = LOG_INTERVAL
+    clock: Callable[[], float] = time.monotonic
+    _next_log: dict[str, float] = field(default_factory=dict)
+    _unlogged: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: DropReason, topic: bytes, size: int, why: Any) -> None:
+        """Count a dropped message; log it unless this reason was logged recently.
+
+        The message itself is never logged (it may carry anything), only where it came
+        from, its size and why it was refused."""
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        now = self.clock()
+        if now < self._next_log.get(reason, 0.0):
+            self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
+            return
+        self._next_log[reason] = now + self.interval
+        unlogged = self._unlogged.pop(reason, 0)
+        log.warning(
+            "dropped a bus message on %s (%d bytes, %s): %s%s",
+            topic[:120].decode(errors="replace"),
+            size,
+            reason,
+            why,
+            f" ({unlogged} more dropped for this reason since the last report)" if unlogged else "",
+            exc_info=why if isinstance(why, BaseException) and reason == "handler_error" else None,
+        )
