@@ -53,19 +53,24 @@ async def eventually(condition: Callable[[], bool], what: str, timeout: float = 
         await asyncio.sleep(0.005)
 
 
+def event_frame(event: str, data: str = "") -> bytes:
+    """What the node publishes: one text frame carrying a Pusher event (brokers/bus.py)."""
+    return text_frame(json.dumps({"event": event, "data": data}).encode())
+
+
 # Frames are whole WebSocket frames (protocol/frames.py): binary headers whose length bytes
 # hold NULs, any size up to the 8-byte length form, and payloads with separators and UTF-8.
 ODD_FRAMES = [
     text_frame('{"event":"é🚀","data":"a\\nb | c:d # \\u0000"}'.encode()),
-    text_frame(b"x" * 256),  # 2-byte length 0x0100
-    text_frame(b"y" * 70_000),  # 8-byte length
-    b"\x00\x00|:#\n\t\xff\x00",
-    b"",
+    event_frame("x", "x" * 230),  # 2-byte length 0x0100
+    event_frame("y", "y" * 70_000),  # 8-byte length
+    event_frame("\x00|:#\n\t", "é☃ \x00"),
+    event_frame(""),
 ]
 
 
 def marker() -> bytes:
-    return f'{{"event":"marker","data":"{uuid4().hex}"}}'.encode()
+    return event_frame("marker", uuid4().hex)
 
 
 @dataclass
@@ -192,14 +197,14 @@ async def test_identity_after_start(make_broker: BrokerFactory) -> None:
 async def test_publish_delivered_once_with_exclude(make_broker: BrokerFactory) -> None:
     node = await make_broker()
     await node.broker.subscribe(APP, "c", "1.1")
-    await node.broker.publish(APP, "c", b'{"event":"one"}', None)
-    await node.broker.publish(APP, "c", b'{"event":"two"}', "1.1")
+    await node.broker.publish(APP, "c", event_frame("one"), None)
+    await node.broker.publish(APP, "c", event_frame("two"), "1.1")
     end = marker()
     await node.broker.publish(APP, "c", end, None)
     await node.wait_frame(APP, "c", end)
     assert node.deliveries == [
-        (APP, "c", b'{"event":"one"}', None),
-        (APP, "c", b'{"event":"two"}', "1.1"),
+        (APP, "c", event_frame("one"), None),
+        (APP, "c", event_frame("two"), "1.1"),
         (APP, "c", end, None),
     ]
 
@@ -207,9 +212,7 @@ async def test_publish_delivered_once_with_exclude(make_broker: BrokerFactory) -
 async def test_hundred_publishes_arrive_in_order(make_broker: BrokerFactory) -> None:
     node = await make_broker()
     await node.broker.subscribe(APP, "c", "1.1")
-    sent = [
-        (f'{{"event":"e","data":"{i}"}}'.encode(), "1.1" if i % 3 else None) for i in range(100)
-    ]
+    sent = [(event_frame("e", str(i)), "1.1" if i % 3 else None) for i in range(100)]
     for frame, exclude in sent:
         await node.broker.publish(APP, "c", frame, exclude)
     end = marker()
@@ -236,12 +239,12 @@ async def test_publish_keeps_apps_apart(make_broker: BrokerFactory) -> None:
     node = await make_broker()
     await node.broker.subscribe(APP, "c", "1.1")
     await node.broker.subscribe(OTHER_APP, "c", "2.1")
-    await node.broker.publish(OTHER_APP, "c", b"other", None)
-    await node.broker.publish(APP, "c", b"mine", None)
-    await node.wait_frame(APP, "c", b"mine")
-    await node.wait_frame(OTHER_APP, "c", b"other")
-    assert node.frames(APP, "c") == [b"mine"]
-    assert node.frames(OTHER_APP, "c") == [b"other"]
+    await node.broker.publish(OTHER_APP, "c", event_frame("other"), None)
+    await node.broker.publish(APP, "c", event_frame("mine"), None)
+    await node.wait_frame(APP, "c", event_frame("mine"))
+    await node.wait_frame(OTHER_APP, "c", event_frame("other"))
+    assert node.frames(APP, "c") == [event_frame("mine")]
+    assert node.frames(OTHER_APP, "c") == [event_frame("other")]
 
 
 async def test_a_burst_of_subscriptions_is_load_not_an_outage(
@@ -463,7 +466,7 @@ async def test_publish_reaches_other_node_once_and_own_node_once(
     a, b = await make_broker("a"), await make_broker("b")
     await a.broker.subscribe(APP, "c", "1.1")
     await b.broker.subscribe(APP, "c", "2.1")
-    await a.broker.publish(APP, "c", b"m1", "1.1")
+    await a.broker.publish(APP, "c", event_frame("m1"), "1.1")
     end_a = marker()
     await a.broker.publish(APP, "c", end_a, None)
     await b.wait_frame(APP, "c", end_a)
@@ -473,7 +476,7 @@ async def test_publish_reaches_other_node_once_and_own_node_once(
     await b.broker.publish(APP, "c", end_b, None)
     await a.wait_frame(APP, "c", end_b)
     await b.wait_frame(APP, "c", end_b)
-    expected = [(APP, "c", b"m1", "1.1"), (APP, "c", end_a, None), (APP, "c", end_b, None)]
+    expected = [(APP, "c", event_frame("m1"), "1.1"), (APP, "c", end_a, None), (APP, "c", end_b, None)]
     assert a.deliveries == expected
     assert b.deliveries == expected
 
@@ -501,9 +504,7 @@ async def test_hundred_publishes_arrive_in_order_on_another_node(
 ) -> None:
     a, b = await make_broker("a"), await make_broker("b")
     await b.broker.subscribe(APP, "c", "2.1")
-    sent = [
-        (f'{{"event":"e","data":"{i}"}}'.encode(), "1.1" if i % 2 else None) for i in range(100)
-    ]
+    sent = [(event_frame("e", str(i)), "1.1" if i % 2 else None) for i in range(100)]
     for frame, exclude in sent:
         await a.broker.publish(APP, "c", frame, exclude)
     end = marker()
@@ -517,13 +518,15 @@ async def test_node_without_subscriber_gets_nothing(make_broker: BrokerFactory) 
     a, b = await make_broker("a"), await make_broker("b")
     await a.broker.subscribe(APP, "c", "1.1")  # only A has a subscriber for "c"
     await b.broker.subscribe(APP, "d", "2.1")
-    await a.broker.publish(APP, "c", b"not-for-b", None)
-    await a.broker.publish(OTHER_APP, "d", b"other-app", None)  # same channel, other app
+    await a.broker.publish(APP, "c", event_frame("not-for-b"), None)
+    await a.broker.publish(
+        OTHER_APP, "d", event_frame("other-app"), None
+    )  # same channel, other app
     end = marker()
     await a.broker.publish(APP, "d", end, None)
     await b.wait_frame(APP, "d", end)
     assert b.deliveries == [(APP, "d", end, None)]
-    await a.wait_frame(APP, "c", b"not-for-b")
+    await a.wait_frame(APP, "c", event_frame("not-for-b"))
 
 
 @cluster
@@ -534,17 +537,17 @@ async def test_node_stops_receiving_after_its_last_unsubscribe(
     await b.broker.subscribe(APP, "c", "2.1")
     await b.broker.subscribe(APP, "c", "2.2")
     await b.broker.subscribe(APP, "d", "2.1")
-    await a.broker.publish(APP, "c", b"before", None)
-    await b.wait_frame(APP, "c", b"before")
+    await a.broker.publish(APP, "c", event_frame("before"), None)
+    await b.wait_frame(APP, "c", event_frame("before"))
     await b.broker.unsubscribe(APP, "c", "2.1")
-    await a.broker.publish(APP, "c", b"one-left", None)  # B still has socket 2.2
-    await b.wait_frame(APP, "c", b"one-left")
+    await a.broker.publish(APP, "c", event_frame("one-left"), None)  # B still has socket 2.2
+    await b.wait_frame(APP, "c", event_frame("one-left"))
     await b.broker.unsubscribe(APP, "c", "2.2")
-    await a.broker.publish(APP, "c", b"after", None)
+    await a.broker.publish(APP, "c", event_frame("after"), None)
     end = marker()
     await a.broker.publish(APP, "d", end, None)
     await b.wait_frame(APP, "d", end)
-    assert b.frames(APP, "c") == [b"before", b"one-left"]
+    assert b.frames(APP, "c") == [event_frame("before"), event_frame("one-left")]
 
 
 @cluster
@@ -553,9 +556,9 @@ async def test_closed_node_receives_nothing(make_broker: BrokerFactory) -> None:
     await b.broker.subscribe(APP, "x", "2.1")
     await c.broker.subscribe(APP, "x", "3.1")
     await make_broker.close_node(b)
-    await a.broker.publish(APP, "x", b"after-close", None)
+    await a.broker.publish(APP, "x", event_frame("after-close"), None)
     await a.broker.control(APP, ControlMessage("terminate", "u1"))
-    await c.wait_frame(APP, "x", b"after-close")
+    await c.wait_frame(APP, "x", event_frame("after-close"))
     await c.wait_control(APP, ControlMessage("terminate", "u1"))
     assert b.deliveries == []
     assert b.controls == []
@@ -693,7 +696,7 @@ async def test_nodes_with_another_prefix_share_nothing(make_broker: BrokerFactor
     assert (joined.accepted, joined.first, joined.members) == (True, True, [Member("u2")])
     assert await a.broker.user_online(APP, "u1", "1.1") is True
     assert await elsewhere.broker.user_online(APP, "u1", "2.1") is True
-    await a.broker.publish(APP, "c", b"not-for-elsewhere", None)
+    await a.broker.publish(APP, "c", event_frame("not-for-elsewhere"), None)
     await a.broker.control(APP, ControlMessage("terminate", "u1"))
     # Markers through Redis from a neighbour of "elsewhere", sent after A's were executed.
     neighbour = await make_broker("c", prefix=f"{make_broker.prefix}x")
