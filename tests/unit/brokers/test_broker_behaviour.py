@@ -476,7 +476,8 @@ async def test_publish_reaches_other_node_once_and_own_node_once(
     await b.broker.publish(APP, "c", end_b, None)
     await a.wait_frame(APP, "c", end_b)
     await b.wait_frame(APP, "c", end_b)
-    expected = [(APP, "c", event_frame("m1"), "1.1"), (APP, "c", end_a, None), (APP, "c", end_b, None)]
+    m1 = event_frame("m1")
+    expected = [(APP, "c", m1, "1.1"), (APP, "c", end_a, None), (APP, "c", end_b, None)]
     assert a.deliveries == expected
     assert b.deliveries == expected
 
@@ -803,3 +804,46 @@ async def test_survivors_reap_a_node_that_stopped_heartbeating(
     assert await b.broker.subscription_count(APP, "presence-p") == 2
     assert await b.broker.presence_members(APP, "presence-p") == [Member("u1")]
     assert await a.broker.users_online(APP, ["u9"]) == []
+
+
+@cluster
+async def test_garbage_on_the_bus_is_dropped_and_counted_and_delivery_goes_on(
+    make_broker: BrokerFactory,
+) -> None:
+    from redis import asyncio as aioredis
+
+    from tidings.brokers.redis import RedisBroker
+
+    a, b = await make_broker("a"), await make_broker("b")
+    await b.broker.subscribe(APP, "c", "2.1")
+    assert isinstance(b.broker, RedisBroker) and make_broker.redis_url is not None
+    prefix = make_broker.prefix
+    garbage = [
+        (f"{prefix}#{APP}#c", b"\xff\x00\x00garbage"),
+        (f"{prefix}#{APP}#c", b"a\x00\x00" + event_frame("e")[:-1]),
+        (f"{prefix}#control", b'{"o":"x","a":"12345","k":"terminate","u":'),
+        (f"{prefix}#control", b'{"o":"x","a":"12345","k":"explode","u":"u"}'),
+    ]
+    client = aioredis.Redis.from_url(make_broker.redis_url)
+    try:
+        for topic, data in garbage:
+            if make_broker.kind == "redis-sharded" and "#control" not in topic:
+                await client.spublish(topic, data)
+            else:
+                await client.publish(topic, data)
+    finally:
+        await client.aclose()
+    end = marker()
+    assert await a.broker.publish(APP, "c", end, None) is True
+    await a.broker.control(APP, ControlMessage("terminate", "end-marker"))
+    await b.wait_frame(APP, "c", end)
+    await b.wait_control(APP, ControlMessage("terminate", "end-marker"))
+    assert b.deliveries == [(APP, "c", end, None)]
+    assert b.controls == [(APP, ControlMessage("terminate", "end-marker"))]
+    assert b.broker.bus.dropped == {
+        "malformed": 2,
+        "bad_frame": 1,
+        "unknown_kind": 1,
+        "handler_error": 0,
+    }
+    assert b.broker.degraded is False

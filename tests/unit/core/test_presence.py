@@ -66,3 +66,41 @@ def test_view_passes_each_change_once() -> None:
     assert view.offer(MemberEvent(False, "u1")) is True
     assert view.offer(MemberEvent(False, "u1")) is False
     assert view.offer(MemberEvent(False, "never-joined")) is False
+
+
+def test_recheck_sends_what_separates_the_view_from_the_cluster_roster() -> None:
+    view = PresenceView()
+    view.snapshot(["me", "left-during-outage", "stays"])
+    view.begin_recheck()
+    roster = [Member("me"), Member("stays"), Member("joined-elsewhere", {"n": 1})]
+    assert view.recheck(roster) == [
+        MemberEvent(False, "left-during-outage"),
+        MemberEvent(True, "joined-elsewhere", {"n": 1}),
+    ]
+    assert view.known == {"me", "stays", "joined-elsewhere"}
+    # Done: a second recheck without begin_recheck sends nothing.
+    assert view.recheck([Member("me")]) == []
+
+
+def test_recheck_leaves_users_whose_events_arrived_meanwhile_as_the_event_said() -> None:
+    view = PresenceView()
+    view.snapshot(["me", "u1"])
+    view.begin_recheck()
+    # While the roster was read: u1 left and u2 joined (the read may predate either).
+    assert view.offer(MemberEvent(False, "u1")) is True
+    assert view.offer(MemberEvent(True, "u2")) is True
+    assert view.recheck([Member("me"), Member("u1")]) == []
+    assert view.known == {"me", "u2"}
+
+
+def test_recheck_skips_a_view_whose_snapshot_is_pending_or_untrusted() -> None:
+    pending = PresenceView()
+    pending.begin_recheck()
+    pending.snapshot(["me"])  # taken while the roster was read: as fresh as the roster
+    assert pending.recheck([Member("me"), Member("other")]) == []
+    view = PresenceView()
+    view.snapshot(["me", "u1"])
+    view.begin_recheck()
+    assert view.cancel_recheck() == []  # the roster came from a degraded broker
+    assert view.recheck([Member("me")]) == []
+    assert view.known == {"me", "u1"}

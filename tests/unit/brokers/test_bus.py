@@ -1,0 +1,126 @@
+"""brokers/bus.py: what a node accepts from the Redis bus, byte for byte."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tidings.brokers.base import ControlMessage
+from tidings.brokers.bus import (
+    BusStats,
+    Dropped,
+    Publication,
+    decode_control,
+    decode_publication,
+    encode_control,
+    encode_publication,
+)
+from tidings.protocol.frames import text_frame
+
+EVENT = text_frame(b'{"event":"e","channel":"c","data":"{}"}')
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536])
+def test_publications_round_trip_with_every_length_form(size: int) -> None:
+    frame = text_frame(b'{"event":"e","data":"' + b"x" * size + b'"}')
+    data = encode_publication("node-1", "1.2", frame)
+    assert decode_publication(data) == Publication("node-1", "1.2", frame)
+    assert decode_publication(encode_publication("n", None, EVENT)).exclude is None
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "malformed"),
+        (b"no separators", "malformed"),
+        (b"origin\x00only one separator", "malformed"),
+        (b"\x00\x00" + EVENT, "malformed"),  # no origin
+        (b"\xff\xfe\x00\x00" + EVENT, "malformed"),
+        (b"n\x00\xff\x00" + EVENT, "malformed"),
+        (b"n\x00\x00", "bad_frame"),
+        (b'n\x00\x00{"event":"e"}', "bad_frame"),  # no frame header
+        (b"n\x00\x00\x82\x02{}", "bad_frame"),  # binary opcode
+        (b"n\x00\x00\x01\x02{}", "bad_frame"),  # not final
+        (b"n\x00\x00\x81\x82\x00\x00\x00\x00{}", "bad_frame"),  # masked
+        (b"n\x00\x00" + EVENT[:-1], "bad_frame"),  # shorter than its header says
+        (b"n\x00\x00" + EVENT + b"\x81\x02{}", "bad_frame"),  # a second frame behind it
+        (b"n\x00\x00" + text_frame(b'{"event":"trunc'), "bad_frame"),
+        (b"n\x00\x00" + text_frame(b"[1,2]"), "bad_frame"),
+        (b"n\x00\x00" + text_frame(b'{"event":1}'), "bad_frame"),
+        (b"n\x00\x00" + text_frame(b"\xff\xfe"), "bad_frame"),
+    ],
+)
+def test_publications_tidings_did_not_write_are_dropped(data: bytes, reason: str) -> None:
+    with pytest.raises(Dropped) as dropped:
+        decode_publication(data)
+    assert dropped.value.reason == reason
+
+
+def test_control_messages_round_trip() -> None:
+    message = ControlMessage("member_added", "u1", "presence-p", '{"name":"A"}')
+    envelope = decode_control(encode_control("node-1", "app", message))
+    assert (envelope.origin, envelope.app_id, envelope.message) == ("node-1", "app", message)
+    terminate = decode_control(b'{"o":"n","a":"app","k":"terminate","u":"u1"}')
+    assert terminate.message == ControlMessage("terminate", "u1")
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\xff\xfe", "malformed"),
+        (b'{"o":"n","a":"app","k":"terminate","u":"u', "malformed"),  # truncated
+        (b"[1, 2]", "malformed"),
+        (b'"text"', "malformed"),
+        (b'{"o":"n","a":"app","k":"terminate","u":1}', "malformed"),
+        (b'{"a":"app","k":"terminate","u":"u1"}', "malformed"),  # no origin
+        (b'{"o":"n","k":"terminate","u":"u1"}', "malformed"),  # no app
+        (b'{"o":"n","a":"app","k":"member_added","u":"u1","d":"{no"}', "malformed"),
+        (b'{"o":"n","a":"app","k":"explode","u":"u1"}', "unknown_kind"),
+        (b'{"o":"n","a":"app","u":"u1"}', "unknown_kind"),
+    ],
+)
+def test_control_messages_tidings_did_not_write_are_dropped(data: bytes, reason: str) -> None:
+    with pytest.raises(Dropped) as dropped:
+        decode_control(data)
+    assert dropped.value.reason == reason
+
+
+def test_drops_are_counted_each_time_and_logged_once_a_minute_per_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    stats = BusStats(clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, "tidings.redis")
+    for _ in range(1000):
+        stats.drop("malformed", b"p#control", 5, "control message is not JSON")
+    stats.drop("unknown_kind", b"p#control", 9, "unknown kind")
+    assert stats.dropped == {
+        "malformed": 1000,
+        "bad_frame": 0,
+        "unknown_kind": 1,
+        "handler_error": 0,
+    }
+    assert [r.getMessage() for r in caplog.records] == [
+        "dropped a bus message on p#control (5 bytes, malformed): control message is not JSON",
+        "dropped a bus message on p#control (9 bytes, unknown_kind): unknown kind",
+    ]
+    caplog.clear()
+    now[0] += 60
+    stats.drop("malformed", b"p#control", 5, "again")
+    assert [r.getMessage() for r in caplog.records] == [
+        "dropped a bus message on p#control (5 bytes, malformed): again "
+        "(999 more dropped for this reason since the last report)"
+    ]
+
+
+def test_a_handler_error_is_logged_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    stats = BusStats()
+    caplog.set_level(logging.WARNING, "tidings.redis")
+    try:
+        raise KeyError("k")
+    except KeyError as exc:
+        stats.drop("handler_error", b"p#node#n1", 12, exc)
+    (record,) = caplog.records
+    assert record.exc_info is not None and record.exc_info[0] is KeyError
+    assert stats.dropped["handler_error"] == 1
