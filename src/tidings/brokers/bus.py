@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -53,8 +53,9 @@ class Dropped(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class Publication:
+class Publication(NamedTuple):
+    """A publication from another node (a tuple: decoded once per publication per node)."""
+
     origin: str  # the publishing node's id
     exclude: str | None  # Pusher: the socket_id that must not receive it
     frame: bytes
@@ -74,20 +75,17 @@ def encode_publication(origin: str, exclude: str | None, frame: bytes) -> bytes:
 def decode_publication(data: bytes) -> Publication:
     origin, _, rest = data.partition(b"\x00")
     exclude, found, frame = rest.partition(b"\x00")
-    if not found or not origin:
-        raise Dropped("malformed", "no origin/exclude header")
-    try:
-        origin_text, exclude_text = origin.decode("ascii"), exclude.decode("ascii")
-    except UnicodeDecodeError:
-        raise Dropped("malformed", "origin or exclude is not ASCII") from None
+    if not found or not origin or not origin.isascii() or not exclude.isascii():
+        raise Dropped("malformed", "no ASCII origin/exclude header")
     check_frame(frame)
-    return Publication(origin_text, exclude_text or None, frame)
+    return Publication(origin.decode(), exclude.decode() or None, frame)
 
 
 def check_frame(frame: bytes) -> None:
     """Raise :class:`Dropped` unless ``frame`` is what ``text_frame(messages.event(...))``
     builds: one unmasked FIN text frame whose length is the rest of the bytes, carrying a
-    JSON object with an ``event`` name."""
+    JSON object with an ``event`` name (so valid UTF-8, which a browser requires of a text
+    frame, RFC 6455 8.1)."""
     if len(frame) < 2 or frame[0] != 0x81 or frame[1] & 0x80:
         raise Dropped("bad_frame", "not an unmasked final text frame")
     length = frame[1]
@@ -99,10 +97,10 @@ def check_frame(frame: bytes) -> None:
     if len(frame) != offset + length:
         raise Dropped("bad_frame", f"frame header says {length} bytes, {len(frame)} given")
     try:
-        body = orjson.loads(memoryview(frame)[offset:])
+        body = orjson.loads(frame[offset:])
     except orjson.JSONDecodeError:
         raise Dropped("bad_frame", "frame payload is not JSON") from None
-    if not isinstance(body, dict) or not isinstance(body.get("event"), str):
+    if type(body) is not dict or type(body.get("event")) is not str:
         raise Dropped("bad_frame", "frame payload is not a Pusher event")
 
 

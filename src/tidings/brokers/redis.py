@@ -204,7 +204,8 @@ class RedisBroker:
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, *FAILURES):
+            # A task that failed was logged when it ended (tasks.spawn): just stop.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if not self._degraded:
             # A clean stop: remove what is left of this node now rather than after node_ttl.
