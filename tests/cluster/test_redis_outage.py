@@ -160,10 +160,12 @@ async def test_presence_rosters_agree_again_after_a_redis_outage(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["pause", "restart_empty"])
 async def test_publishing_while_redis_is_unreachable_is_refused_not_lost(
     make_cluster: Callable[..., list[Any]],
     open_socket: SocketOpener,
     own_redis: RedisServer,
+    kind: str,
 ) -> None:
     node_a, node_b = make_cluster(2, redis_url=own_redis.url)
     channel = unique("private")
@@ -176,7 +178,8 @@ async def test_publishing_while_redis_is_unreachable_is_refused_not_lost(
     for sock in (sender, local, remote):
         await sock.expect("before", channel)
 
-    own_redis.kill()
+    begin, end = outage(kind, own_redis)
+    begin()
     try:
         await wait_degraded([node_a], True, 4 * TIMEOUT)
         # The official SDK raises on the 503: the publisher knows to retry.
@@ -203,7 +206,7 @@ async def test_publishing_while_redis_is_unreachable_is_refused_not_lost(
         assert json.loads((await local.expect("client-during", channel))["data"]) == {"n": 1}
         await sender.ping()
     finally:
-        own_redis.start()
+        end()
 
     await wait_degraded([node_a, node_b], False, 6 * TIMEOUT)
     await asyncio.to_thread(client.trigger, channel, "after", {})
