@@ -143,7 +143,9 @@ async def node_in_this_process(redis_url: str, prefix: str) -> AsyncIterator[tup
     )
     node = make_node(settings)
     await node.start()
-    metrics = Metrics(node, None, broker_round_trips(node.broker), broker_bus_stats(node.broker))
+    metrics = Metrics(
+        node, None, broker_round_trips(node.broker), bus=broker_bus_stats(node.broker)
+    )
     application = build_application(node, settings, Health(node.broker, "redis"), metrics)
     runner = web.AppRunner(application, handle_signals=False, access_log=None)
     await runner.setup()
