@@ -732,10 +732,8 @@ class Node:
             for channel in list(state.views):
                 if self.broker.degraded:
                     return  # out again: the next recovery rechecks
-                try:
+                with _isolated("presence recheck of %s failed", channel):
                     await self._recheck_channel(state, channel)
-                except Exception:  # one channel's failure must not stop the others
-                    log.exception("presence recheck of %s failed", channel)
 
     async def _recheck_channel(self, state: _AppState, channel: str) -> None:
         for view in state.views.get(channel, {}).values():
@@ -748,11 +746,9 @@ class Node:
             connection = state.connections.get(socket_id)
             if connection is None:
                 continue
-            for event in events:
-                try:
+            with _isolated("presence recheck of %s for %s failed", channel, socket_id):
+                for event in events:
                     connection.send(_member_frame(channel, event))
-                except Exception:  # one socket's failure must not stop the others
-                    log.exception("could not send a member event to %s", socket_id)
 
     # -- the server API (REST and embedding) -------------------------------------------------
 
