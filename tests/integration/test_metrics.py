@@ -118,10 +118,13 @@ async def test_metrics_after_errors_closes_bytes_refusals_and_webhooks(
     assert rest_request(srv.http_url, "GET", "/apps/999999/channels").status == 401
 
     async def settled() -> bool:
+        # A batch waits in the queue, and its first delivery attempt (to a closed port) has
+        # failed: the two happen in that order, a moment apart on a busy machine.
         _, found = scrape(srv.http_url)
+        url = "http://127.0.0.1:9/hooks"
         return (
-            value(found, "tidings_webhook_queue_depth", app=APP_ID, url="http://127.0.0.1:9/hooks")
-            >= 1
+            value(found, "tidings_webhook_queue_depth", app=APP_ID, url=url) >= 1
+            and value(found, "tidings_webhook_batches_retried_total", app=APP_ID) >= 1
         )
 
     await eventually(settled)
