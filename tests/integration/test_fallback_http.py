@@ -556,6 +556,26 @@ async def test_sigterm_closes_streaming_sessions_with_4200(
     assert srv.proc.wait(timeout=3 * TIMEOUT) == 0
 
 
+async def test_sigterm_between_two_polls_hands_the_4200_to_the_next_poll(
+    http: aiohttp.ClientSession, make_server: ServerFactory
+) -> None:
+    # A polling client has no request open for a moment after each answer. A drain in that
+    # moment queues the 4200; the next poll, on the keep-alive connection, must collect it
+    # instead of finding the connection reset (pusher-js: 1006, not "reconnect now").
+    srv = make_server()
+    session = FallbackSession(http, srv.http_url)
+    await session.open_polling()  # answered: no request open now, the connection kept alive
+    srv.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 2 * TIMEOUT
+    while "draining" not in srv.logs():
+        assert time.monotonic() < deadline, srv.logs()
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)  # the drain has queued the close frame by now
+    frames = await session.poll_frames()
+    assert frames[-1][0] == "c" and frames[-1][1][0] == 4200, frames
+    assert srv.proc.wait(timeout=3 * TIMEOUT) == 0
+
+
 async def test_a_poll_with_nothing_queued_keeps_waiting(
     http: aiohttp.ClientSession, server: Any
 ) -> None:

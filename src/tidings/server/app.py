@@ -3,7 +3,8 @@
 SIGTERM or SIGINT drains, in this order: ``/ready`` turns 503 while everything else keeps
 working for ``shutdown_ready_delay`` seconds, so load balancers stop routing here first;
 then every socket and HTTP fallback session is closed with 4200 (clients reconnect, now
-elsewhere), the listener closes and in-flight REST requests finish (up to
+elsewhere; a polling client between two polls has up to CLOSE_HANDOVER seconds to collect
+it on its keep-alive connection), the listener closes and in-flight REST requests finish (up to
 ``shutdown_timeout``), pending webhooks are written to their durable queue, and the
 process exits 0. A second signal exits at once (status 1).
 """
@@ -42,6 +43,10 @@ from tidings.server.webhooks import QueueLock, WebhookSender, WebhookSettings
 from tidings.server.websocket import WebSocketEndpoint
 
 log = logging.getLogger("tidings.server")
+
+# How long a drain waits for polling clients, between two polls, to collect their 4200: a
+# client re-polls within a round trip of its last answer, so 2 s covers a slow network.
+CLOSE_HANDOVER = 2.0
 
 
 class InFlight:
@@ -340,6 +345,7 @@ async def serve(settings: Settings) -> int:
     await site.stop()  # no new connections: reconnecting clients go to another node
     await node.drain(ErrorCode.RECONNECT)
     await application[WEBSOCKET].close()
+    await application[FALLBACK].hand_over_closes(min(CLOSE_HANDOVER, settings.shutdown_timeout))
     await application[FALLBACK].close()
     if not await application[IN_FLIGHT].wait(settings.shutdown_timeout):
         log.warning("REST requests still running after %g s", settings.shutdown_timeout)

@@ -120,6 +120,19 @@ class HttpFallback:
     async def start(self) -> None:
         self._sweeper = spawn(self._sweep_forever(), "fallback session sweeper")
 
+    async def hand_over_closes(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for clients to collect their close frames (4200).
+
+        A polling client has no request open for a moment after each answer. A drain in that
+        moment can only queue its close frame; the client's next poll comes on the keep-alive
+        connection, which stays open until the runner's cleanup. Without this wait, that
+        client would see its connection reset (a 1006 for pusher-js) instead of being told
+        to reconnect."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while loop.time() < deadline and any(s.owes_close for s in self.sessions.values()):
+            await asyncio.sleep(0.02)
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()

@@ -96,6 +96,7 @@ class HttpSession:
         "outbox",
         "closing",
         "close_frame",
+        "close_taken",
         "detached_at",
         "confirmed",
         "receiver",
@@ -125,6 +126,7 @@ class HttpSession:
         self.outbox = Outbox(max_queue_bytes)
         self.closing = False
         self.close_frame: bytes | None = None
+        self.close_taken = False  # the close frame went out in a receive request's answer
         self.detached_at: float | None = time.monotonic()
         self.confirmed = False  # a receive request has attached: the node knows it
         self.receiver: Sink | None = None  # the one receive request attached, if any
@@ -233,4 +235,10 @@ class HttpSession:
             out += sockjs.messages_frame(self.outbox.drain())
         if self.close_frame is not None:
             out += self.close_frame
+            self.close_taken = True
         return out
+
+    @property
+    def owes_close(self) -> bool:
+        """Closed, but its client has not collected the close frame yet."""
+        return self.close_frame is not None and not self.close_taken
