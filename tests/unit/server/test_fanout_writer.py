@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvloop
 
+from event_loops import LOOPS, run_on
 from tidings.server import fanout
 
 WRITERS: dict[str, tuple[type[Any], Callable[..., Any]]] = {
@@ -46,21 +46,17 @@ def writer(request: pytest.FixtureRequest) -> Writer:
 WithPairs = Callable[[Callable[[list["Pair"]], Coroutine[Any, Any, None]]], None]
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
+@pytest.fixture(params=LOOPS)
 def with_pairs(request: pytest.FixtureRequest) -> WithPairs:
     """Run ``body(pairs)`` on asyncio's own loop or on uvloop (their transports differ), with
     six connected TCP sockets (see :func:`open_pairs`)."""
-    # A loop factory keeps the Runner from replacing the thread's current event loop, which
-    # asyncio.run does: the loop pytest-asyncio left there would then be dropped unclosed.
-    new_loop = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
 
     def go(body: Callable[[list[Pair]], Coroutine[Any, Any, None]]) -> None:
         async def main() -> None:
             async with open_pairs() as pairs:
                 await body(pairs)
 
-        with asyncio.Runner(loop_factory=new_loop) as runner:
-            runner.run(main())
+        run_on(request.param, main())
 
     return go
 

@@ -7,15 +7,16 @@ raise on write, where asyncio's only log).
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pytest
-import uvloop
 from aiohttp import web
 
+from event_loops import LOOPS, run_on
 from tidings.brokers.memory import MemoryBroker
 from tidings.core.apps import App, AppRegistry
 from tidings.core.hub import Coalescer
@@ -27,9 +28,9 @@ APP = App("12345", "app-key", "app-secret")
 Run = Callable[[Coroutine[Any, Any, None]], None]
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
+@pytest.fixture(params=LOOPS)
 def run(request: pytest.FixtureRequest) -> Run:
-    return cast(Run, uvloop.run if request.param == "uvloop" else asyncio.run)
+    return functools.partial(run_on, request.param)
 
 
 @asynccontextmanager
