@@ -16,12 +16,16 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 install: system-deps check-lock $(VENV)/.installed $(E2E)/node_modules/.installed conformance-deps
 
-# redis-server for the Redis broker's tests (each test run starts its own on a free port) and
-# Debian's chromium for the browser tests (driven by Playwright; never `playwright install`).
+# redis-server for the Redis broker's tests (each test run starts its own on a free port),
+# Debian's chromium for the browser tests (driven by Playwright; never `playwright install`)
+# and systemd-analyze for the unit file's test.
 system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "installing redis-server with apt-get"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+		echo "installing systemd with apt-get (systemd-analyze checks deploy/tidings.service)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null; }
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing chromium with apt-get (browser tests)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
