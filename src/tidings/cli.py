@@ -29,6 +29,9 @@ DEV_WARNING = """
 
 def _setup_logging(settings: Settings) -> None:
     logs.setup(settings.log_level, settings.log_format)
+    if settings.debug:
+        # Our own debug lines only, not those of asyncio, aiohttp or redis-py.
+        logging.getLogger("tidings").setLevel(logging.DEBUG)
 
 
 def _fail(message: str) -> None:
@@ -116,6 +119,12 @@ def main() -> None:
     help="Seconds /ready answers 503 on stop before sockets are closed [2].",
 )
 @click.option("--log-level", default=None, help="debug, info, warning or error [info].")
+@click.option(
+    "--debug",
+    is_flag=True,
+    default=None,
+    help="Log every connection, subscription, client event and REST call (env TIDINGS_DEBUG).",
+)
 @click.option(
     "--tls-cert", default=None, help="PEM certificate (chain): serve wss:// and https://."
 )

@@ -172,6 +172,9 @@ class Settings(BaseModel):
     client_ip_header: str = Field("X-Forwarded-For", pattern=r"^[A-Za-z0-9\-]{1,64}$")
     shutdown_ready_delay: float = Field(2.0, ge=0, le=300)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Log every connection, subscription, client event and REST call (logger tidings.debug),
+    # whatever log_level says for the rest.
+    debug: bool = False
     log_format: Literal["auto", "json", "text"] = "auto"
     tls_cert: str | None = Field(None, min_length=1)
     tls_key: str | None = Field(None, min_length=1)

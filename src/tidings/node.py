@@ -44,6 +44,9 @@ from tidings.protocol.session import (
 from tidings.tasks import report_failure, spawn
 
 log = logging.getLogger("tidings.node")
+# What clients and the REST API do, line by line (`tidings serve --debug`, or
+# log_level = "debug"): the text counterpart of Pusher's debug console.
+trace = logging.getLogger("tidings.debug")
 
 SUPPORTED_PROTOCOLS = range(5, 8)  # Pusher protocol versions accepted (pusher-js sends 7)
 
@@ -295,6 +298,13 @@ class Node:
         state.counters.connections_opened += 1
         self._connection_count += 1
         connection.send(text_frame(connection.session.greeting()))
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug(
+                "connection %s opened (app %s, %s)",
+                connection.socket_id,
+                connection.app.id,
+                type(connection).__name__,
+            )
 
     async def receive(self, connection: Connection, text: str | bytes) -> None:
         """Handle one frame from ``connection``, in arrival order."""
@@ -323,6 +333,13 @@ class Node:
         self._connection_count -= 1
         session = connection.session
         session.closed = True
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug(
+                "connection %s closed (app %s), leaving %d channel(s)",
+                socket_id,
+                connection.app.id,
+                len(session.subscriptions),
+            )
         for channel, member in list(session.subscriptions.items()):
             with _isolated("leaving %s for closed connection %s failed", channel, socket_id):
                 await self._leave(connection, channel, channel_type(channel), member)
@@ -353,10 +370,21 @@ class Node:
         if isinstance(action, Send):
             if action.message.startswith(messages.ERROR_PREFIX):
                 counters.count_error(messages.error_code(action.message))
+                self._trace_refusal(connection, action.message)
+            elif action.message.startswith(messages.SUBSCRIPTION_ERROR_PREFIX):
+                self._trace_refusal(connection, action.message)
             connection.send(text_frame(action.message))
         else:
             counters.count_close(action.code)
+            trace.debug("closing %s with %d (%s)", connection.socket_id, action.code, action.reason)
             connection.close(action.code, action.reason)
+
+    @staticmethod
+    def _trace_refusal(connection: Connection, message: bytes) -> None:
+        # Errors and refused subscriptions carry their reason (a bad signature names the
+        # string it expected to be signed).
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("to %s: %s", connection.socket_id, message.decode(errors="replace"))
 
     async def _join(self, connection: Connection, join: Join) -> None:
         app = connection.app
@@ -380,6 +408,7 @@ class Node:
                     self._drop_view(state, channel, socket_id)
                     connection.session.forget(channel)
                     limit = app.max_presence_members
+                    trace.debug("%s refused %s: presence channel full", socket_id, channel)
                     connection.send(
                         text_frame(
                             messages.subscription_error(
@@ -406,6 +435,9 @@ class Node:
         connection.send(
             text_frame(messages.event("pusher_internal:subscription_succeeded", channel, data))
         )
+        if trace.isEnabledFor(logging.DEBUG):
+            who = f" as user {member.user_id}" if member is not None else ""
+            trace.debug("%s subscribed to %s%s", socket_id, channel, who)
         if joined is not None:
             for event in view.snapshot([m.user_id for m in joined.members]):
                 connection.send(_member_frame(channel, event))
@@ -470,6 +502,9 @@ class Node:
 
     async def _client_event(self, connection: Connection, event: Broadcast) -> None:
         self._states[connection.app.id].counters.publications += 1
+        trace.debug(
+            "client event %s on %s from %s", event.event, event.channel, connection.socket_id
+        )
         # Pusher: client events are never echoed to the sender.
         frame = text_frame(messages.event(event.event, event.channel, event.data, event.user_id))
         if not await self.broker.publish(

@@ -146,6 +146,7 @@ def error(message: str, code: ErrorCode | None = None) -> bytes:
 
 # What every message built by error() starts with (orjson keeps the keys in order).
 ERROR_PREFIX = b'{"event":"pusher:error"'
+SUBSCRIPTION_ERROR_PREFIX = b'{"event":"pusher:subscription_error"'
 
 
 def error_code(message: bytes) -> int | None:

@@ -43,6 +43,7 @@ from tidings.server.webhooks import QueueLock, WebhookSender, WebhookSettings
 from tidings.server.websocket import WebSocketEndpoint
 
 log = logging.getLogger("tidings.server")
+trace = logging.getLogger("tidings.debug")  # what clients do (`--debug`), see node.py
 
 # How long a drain waits for polling clients, between two polls, to collect their 4200: a
 # client re-polls within a round trip of its last answer, so 2 s covers a slow network.
@@ -107,7 +108,17 @@ def edge_middleware(in_flight: InFlight, metrics: Metrics) -> Middleware:
         try:
             if request.path.startswith(REST_PATHS):
                 timed = functools.partial(metrics.observe, handler=handler)
-                return await in_flight.track(request, timed)
+                response = await in_flight.track(request, timed)
+                if trace.isEnabledFor(logging.DEBUG):
+                    trace.debug(
+                        "REST %s %s from %s: %d %s",
+                        request.method,
+                        request.path,
+                        request.remote,
+                        response.status,
+                        _error_text(response),
+                    )
+                return response
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
@@ -123,6 +134,14 @@ def edge_middleware(in_flight: InFlight, metrics: Metrics) -> Middleware:
             return web.Response(status=CLIENT_CLOSED_REQUEST)
 
     return edge
+
+
+def _error_text(response: web.StreamResponse) -> str:
+    """A REST error's JSON body, for the debug line (a 401 names the string to sign)."""
+    if response.status < 400 or not isinstance(response, web.Response):
+        return ""
+    body = response.body
+    return body.decode(errors="replace") if isinstance(body, bytes) else ""
 
 
 def build_application(

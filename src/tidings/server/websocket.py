@@ -24,6 +24,7 @@ from tidings.server.fanout import Sink, socket_fd
 from tidings.tasks import report_failure
 
 log = logging.getLogger("tidings.websocket")
+trace = logging.getLogger("tidings.debug")  # what clients do (`--debug`), see node.py
 
 CLOSE_HANDSHAKE_TIMEOUT = 2.0
 SLOW_CONSUMER_GRACE = 5.0  # seconds to read what is queued (and the 4100) before the drop
@@ -215,6 +216,7 @@ class WebSocketEndpoint:
         except Exception:
             log.exception("connection %s failed", connection.socket_id)
         finally:
+            trace.debug("connection %s ended: close code %s", connection.socket_id, ws.close_code)
             await self.node.detach(connection)
         return ws
 
