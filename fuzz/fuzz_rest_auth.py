@@ -103,8 +103,8 @@ def check_signed(data: FuzzInput) -> None:
     position = data.choice(len(signature))
     flipped = "0" if signature[position] != "0" else "1"
     mutated = signature[:position] + flipped + signature[position + 1 :]
-    assert error(mutated, body, NOW) == "invalid signature"
-    assert error(signature[:-1], body, NOW) == "invalid signature"
+    assert (error(mutated, body, NOW) or "").startswith("Invalid signature: ")
+    assert (error(signature[:-1], body, NOW) or "").startswith("Invalid signature: ")
     assert error(signature, body + b"x", NOW) == "body_md5 does not match the request body"
 
 

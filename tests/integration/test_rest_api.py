@@ -272,6 +272,67 @@ async def test_channel_info_counts(
     assert info["occupied"] is False, info
 
 
+async def test_presence_channel_info_gives_user_and_subscription_counts(
+    server: Any, client: pusher.Pusher, open_socket: SocketOpener
+) -> None:
+    # Pusher answers both on a presence channel: user_count counts users, subscription_count
+    # sockets (one user on two sockets is one user, two subscriptions).
+    presence = unique("presence-both")
+    socks = [await open_socket(server.ws_url) for _ in range(3)]
+    await socks[0].subscribe_presence(presence, "u1")
+    await socks[1].subscribe_presence(presence, "u2")
+    await socks[2].subscribe_presence(presence, "u2")
+
+    info = client.channel_info(presence, ["user_count", "subscription_count"])
+    assert info == {"occupied": True, "user_count": 2, "subscription_count": 3}, info
+
+    path = f"/apps/{APP_ID}/channels/{presence}"
+    resp = rest_request(server.http_url, "GET", path, params={"info": "subscription_count"})
+    assert resp.status == 200, resp
+    assert resp.json() == {"occupied": True, "subscription_count": 3}
+
+    resp = post(
+        server.http_url,
+        events_path(),
+        {"name": "e", "channel": presence, "data": "d", "info": "user_count,subscription_count"},
+    )
+    assert resp.status == 200, resp
+    assert resp.json() == {"channels": {presence: {"user_count": 2, "subscription_count": 3}}}
+
+    resp = rest_request(
+        server.http_url,
+        "GET",
+        f"/apps/{APP_ID}/channels",
+        params={"filter_by_prefix": presence, "info": "user_count,subscription_count"},
+    )
+    assert resp.status == 200, resp
+    assert resp.json() == {"channels": {presence: {"user_count": 2, "subscription_count": 3}}}
+
+
+def test_bad_signature_401_names_the_string_to_sign(server: Any) -> None:
+    # Pusher's 401 body says what the server signed, so a client can find its mistake.
+    stamp = int(time.time())
+    resp = rest_request(
+        server.http_url,
+        "GET",
+        f"/apps/{APP_ID}/channels",
+        params={"info": "user_count", "filter_by_prefix": "presence-"},
+        timestamp=stamp,
+        signature="0" * 64,
+    )
+    assert_error_response(resp, 401)
+    signed = (
+        f"GET\n/apps/{APP_ID}/channels\nauth_key={APP_KEY}&auth_timestamp={stamp}"
+        "&auth_version=1.0&filter_by_prefix=presence-&info=user_count"
+    )
+    assert resp.json() == {
+        "error": f"Invalid signature: you should have sent HmacSHA256Hex({json.dumps(signed)},"
+        f' your_secret_key), but you sent "{"0" * 64}"'
+    }
+    assert APP_SECRET not in resp.body.decode()
+    assert hmac_hex(APP_SECRET, signed) not in resp.body.decode()
+
+
 async def test_users_info(server: Any, client: pusher.Pusher, open_socket: SocketOpener) -> None:
     channel = unique("presence-users")
     socks = [await open_socket(server.ws_url) for _ in range(3)]

@@ -271,7 +271,12 @@ async def test_subscription_error_keeps_the_connection(node: Node) -> None:
         {
             "event": "pusher:subscription_error",
             "channel": "private-a",
-            "data": {"type": "AuthError", "error": "Invalid signature", "status": 401},
+            "data": {
+                "type": "AuthError",
+                "error": f"Invalid signature: expected 'app-key:' and the HMAC SHA256"
+                f" hex digest of '{connection.socket_id}:private-a', but got 'app-key:00'",
+                "status": 401,
+            },
         }
     ]
     assert await node.channels(APP) == {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterable
 
 # Pusher HTTP API: "auth_timestamp ... within 600 seconds of the current time".
@@ -31,14 +32,44 @@ def _matches(key: str, secret: str, message: str, auth: object) -> bool:
     return key_ok and sig_ok
 
 
+def channel_string_to_sign(socket_id: str, channel: str, channel_data: str | None) -> str:
+    """``socket_id:channel``, plus ``:channel_data`` when the subscribe carries one."""
+    message = f"{socket_id}:{channel}"
+    if channel_data is not None:
+        message = f"{message}:{channel_data}"
+    return message
+
+
 def channel_auth_ok(
     key: str, secret: str, socket_id: str, channel: str, auth: object, channel_data: str | None
 ) -> bool:
     """Private channels sign ``socket_id:channel``; presence adds ``:channel_data``."""
-    message = f"{socket_id}:{channel}"
-    if channel_data is not None:
-        message = f"{message}:{channel_data}"
-    return _matches(key, secret, message, auth)
+    return _matches(key, secret, channel_string_to_sign(socket_id, channel, channel_data), auth)
+
+
+# The client's auth string is quoted back in the refusal; this bounds the echo.
+MAX_ECHOED_AUTH = 100
+
+
+def channel_auth_error(
+    key: str, secret: str, socket_id: str, channel: str, auth: object, channel_data: str | None
+) -> str | None:
+    """Why a channel signature is refused, or None when it is valid.
+
+    Like Pusher's "Invalid signature: Expected HMAC SHA256 hex digest of ...", the message
+    names the string the server signed, so a developer can compare it with what the auth
+    endpoint signed. It never contains the secret or the expected HMAC.
+    """
+    message = channel_string_to_sign(socket_id, channel, channel_data)
+    if _matches(key, secret, message, auth):
+        return None
+    given = auth if isinstance(auth, str) else repr(auth)
+    if len(given) > MAX_ECHOED_AUTH:
+        given = given[:MAX_ECHOED_AUTH] + "..."
+    return (
+        f"Invalid signature: expected '{key}:' and the HMAC SHA256 hex digest of "
+        f"'{message}', but got '{given}'"
+    )
 
 
 def user_auth_ok(key: str, secret: str, socket_id: str, user_data: str, auth: object) -> bool:
@@ -86,7 +117,15 @@ def rest_request_error(
         actual = hashlib.md5(body).hexdigest()
         if not hmac.compare_digest(params.get("body_md5", "").encode(), actual.encode()):
             return "body_md5 does not match the request body"
-    expected = sign(secret, rest_string_to_sign(method, path, query))
-    if not hmac.compare_digest(params["auth_signature"].encode(), expected.encode()):
-        return "invalid signature"
+    string_to_sign = rest_string_to_sign(method, path, query)
+    given = params["auth_signature"]
+    if not hmac.compare_digest(given.encode(), sign(secret, string_to_sign).encode()):
+        # Pusher's 401 body spells out the string it signed (JSON-quoted, so the newlines
+        # show as \n). The string holds only request parameters, never the secret.
+        if len(given) > MAX_ECHOED_AUTH:
+            given = given[:MAX_ECHOED_AUTH] + "..."
+        return (
+            f"Invalid signature: you should have sent HmacSHA256Hex({json.dumps(string_to_sign)},"
+            f" your_secret_key), but you sent {json.dumps(given)}"
+        )
     return None

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from tidings.protocol import messages
-from tidings.protocol.auth import channel_auth_ok, user_auth_ok
+from tidings.protocol.auth import channel_auth_error, user_auth_ok
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
 from tidings.protocol.channels import name_error as channel_name_error
 from tidings.protocol.errors import ErrorCode, ProtocolError
@@ -231,23 +231,30 @@ class Session:
         if ctype.kind is ChannelKind.USER:
             if self.user is None or channel != self.user.channel:
                 return _refuse(channel, "AuthError", "only the signed-in user may subscribe", 401)
-        elif ctype.is_presence:
-            data = command.channel_data
-            if not isinstance(data, str):
-                return _refuse(channel, "AuthError", "presence channels need channel_data", 401)
-            if not channel_auth_ok(
-                policy.key, policy.secret, self.socket_id, channel, command.auth, data
-            ):
-                return _refuse(channel, "AuthError", "Invalid signature", 401)
-            member_or_refusal = self._member(channel, data)
-            if not isinstance(member_or_refusal, Member):
-                return member_or_refusal
-            member = member_or_refusal
         elif ctype.needs_auth:
-            if not channel_auth_ok(
-                policy.key, policy.secret, self.socket_id, channel, command.auth, None
-            ):
-                return _refuse(channel, "AuthError", "Invalid signature", 401)
+            data = command.channel_data
+            if ctype.is_presence and not isinstance(data, str):
+                return _refuse(channel, "AuthError", "presence channels need channel_data", 401)
+            if not command.auth:
+                # pusher-js sends auth "" when its auth endpoint gave none; say so rather than
+                # report a signature mismatch.
+                return _refuse(channel, "AuthError", f"Missing auth for channel {channel}", 401)
+            # A private channel's subscribe may carry channel_data that the auth endpoint
+            # signed too (Laravel Reverb, or the pusher SDKs' authenticate() given
+            # custom_data): then the signature covers socket_id:channel:channel_data.
+            # Either way it needs the secret. Only presence channels use the data.
+            signed = data if isinstance(data, str) else None
+            if (
+                problem := channel_auth_error(
+                    policy.key, policy.secret, self.socket_id, channel, command.auth, signed
+                )
+            ) is not None:
+                return _refuse(channel, "AuthError", problem, 401)
+            if ctype.is_presence and isinstance(data, str):
+                member_or_refusal = self._member(channel, data)
+                if not isinstance(member_or_refusal, Member):
+                    return member_or_refusal
+                member = member_or_refusal
         if ctype.needs_auth:
             self.authorized = True
         self.subscriptions[channel] = member

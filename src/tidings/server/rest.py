@@ -178,10 +178,9 @@ class RestApi:
             elif strict:
                 raise RestError(400, "user_count is available only for presence channels")
         if "subscription_count" in info:
-            if not presence:
-                result["subscription_count"] = await self.node.subscription_count(app, channel)
-            elif strict:
-                raise RestError(400, "subscription_count is not available for presence channels")
+            # Pusher counts subscriptions on every channel kind, presence included (its SDKs
+            # ask for user_count and subscription_count together on presence channels).
+            result["subscription_count"] = await self.node.subscription_count(app, channel)
         return result
 
     async def channels(self, request: web.Request, app: App, body: bytes) -> object:
@@ -195,7 +194,7 @@ class RestApi:
             attributes: dict[str, Any] = {}
             if "user_count" in info and channel_type(name).is_presence:
                 attributes["user_count"] = len(await self.node.members(app, name))
-            if "subscription_count" in info and not channel_type(name).is_presence:
+            if "subscription_count" in info:
                 attributes["subscription_count"] = count
             result[name] = attributes
         return {"channels": result}

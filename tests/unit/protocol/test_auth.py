@@ -114,7 +114,15 @@ def test_rest_bad_signature() -> None:
     error = rest_request_error(
         SECRET, "POST", "/apps/3/events", rest_query("0" * 64), REST_BODY, NOW
     )
-    assert error == "invalid signature"
+    # Pusher's wording: the string it signed, JSON-quoted; never the secret or the HMAC.
+    assert error == (
+        'Invalid signature: you should have sent HmacSHA256Hex("POST\\n/apps/3/events\\n'
+        "auth_key=278d425bdf160c739803&auth_timestamp=1353088179&auth_version=1.0&"
+        'body_md5=ec365a775a4cd0599faeb73354201b6f", your_secret_key), but you sent "'
+        + "0" * 64
+        + '"'
+    )
+    assert SECRET not in error
 
 
 def test_rest_signature_covers_method_and_path() -> None:
@@ -124,7 +132,8 @@ def test_rest_signature_covers_method_and_path() -> None:
 
 def test_rest_wrong_secret() -> None:
     error = rest_request_error("other", "POST", "/apps/3/events", rest_query(), REST_BODY, NOW)
-    assert error == "invalid signature"
+    assert error is not None
+    assert error.startswith("Invalid signature: you should have sent HmacSHA256Hex(")
 
 
 def test_rest_missing_parameters() -> None:

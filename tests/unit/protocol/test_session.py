@@ -165,36 +165,89 @@ def test_subscribe_encrypted() -> None:
     ]
 
 
-def test_subscribe_private_without_auth() -> None:
+def bad_signature(channel: str, signed: str, given: str) -> Send:
+    """The refusal naming the string the server signed (and never the expected HMAC)."""
+    message = (
+        f"Invalid signature: expected '{KEY}:' and the HMAC SHA256 hex digest of "
+        f"'{signed}', but got '{given}'"
+    )
+    return refused(channel, "AuthError", message, 401)
+
+
+@pytest.mark.parametrize("missing", [{}, {"auth": ""}, {"auth": None}])
+def test_subscribe_private_without_auth_says_auth_is_missing(missing: dict[str, object]) -> None:
     session = new()
-    assert session.receive(subscribe("private-a", signed=False), T0) == [
-        refused("private-a", "AuthError", "Invalid signature", 401)
+    text = frame("pusher:subscribe", {"channel": "private-a", **missing})
+    assert session.receive(text, T0) == [
+        refused("private-a", "AuthError", "Missing auth for channel private-a", 401)
     ]
     assert session.subscriptions == {}
     assert not session.authorized
 
 
 def test_subscribe_private_bad_signature() -> None:
-    text = frame("pusher:subscribe", {"channel": "private-a", "auth": f"{KEY}:{'0' * 64}"})
-    assert new().receive(text, T0) == [refused("private-a", "AuthError", "Invalid signature", 401)]
+    given = f"{KEY}:{'0' * 64}"
+    text = frame("pusher:subscribe", {"channel": "private-a", "auth": given})
+    refusal = new().receive(text, T0)
+    assert refusal == [bad_signature("private-a", f"{SOCKET}:private-a", given)]
+    # The refusal teaches the string to sign; it never gives away the right answer.
+    assert sign(SECRET, f"{SOCKET}:private-a") not in str(refusal)
+    assert SECRET not in str(refusal)
 
 
 def test_subscribe_private_signature_for_another_channel() -> None:
-    text = frame("pusher:subscribe", {"channel": "private-a", "auth": auth(f"{SOCKET}:private-b")})
-    assert new().receive(text, T0) == [refused("private-a", "AuthError", "Invalid signature", 401)]
+    given = auth(f"{SOCKET}:private-b")
+    text = frame("pusher:subscribe", {"channel": "private-a", "auth": given})
+    assert new().receive(text, T0) == [bad_signature("private-a", f"{SOCKET}:private-a", given)]
 
 
 def test_subscribe_private_wrong_key_in_auth() -> None:
+    given = auth(f"{SOCKET}:private-a", key="other-key")
+    text = frame("pusher:subscribe", {"channel": "private-a", "auth": given})
+    assert new().receive(text, T0) == [bad_signature("private-a", f"{SOCKET}:private-a", given)]
+
+
+def test_subscribe_private_echoes_at_most_100_characters_of_auth() -> None:
+    given = "x" * 5000
+    text = frame("pusher:subscribe", {"channel": "private-a", "auth": given})
+    expected = bad_signature("private-a", f"{SOCKET}:private-a", "x" * 100 + "...")
+    assert new().receive(text, T0) == [expected]
+
+
+def test_subscribe_private_with_signed_channel_data() -> None:
+    # Laravel Reverb, and pusher SDKs' authenticate(custom_data=...), sign channel_data on
+    # private channels too: socket_id:channel:channel_data.
+    session = new()
+    assert session.receive(subscribe("private-a", '{"user_id":"u1"}'), T0) == [
+        Join("private-a", PRIVATE, None)
+    ]
+    assert session.authorized
+
+
+def test_subscribe_private_channel_data_must_be_signed_when_sent() -> None:
+    given = auth(f"{SOCKET}:private-a")  # signed without the channel_data it sends
     text = frame(
         "pusher:subscribe",
-        {"channel": "private-a", "auth": auth(f"{SOCKET}:private-a", key="other-key")},
+        {"channel": "private-a", "auth": given, "channel_data": '{"user_id":"u1"}'},
     )
-    assert new().receive(text, T0) == [refused("private-a", "AuthError", "Invalid signature", 401)]
+    signed = f'{SOCKET}:private-a:{{"user_id":"u1"}}'
+    assert new().receive(text, T0) == [bad_signature("private-a", signed, given)]
 
 
-def test_subscribe_encrypted_bad_auth() -> None:
+def test_subscribe_private_channel_data_signature_needs_the_secret() -> None:
+    data = '{"user_id":"u1"}'
+    given = f"{KEY}:{sign('not-the-secret', f'{SOCKET}:private-a:{data}')}"
+    text = frame("pusher:subscribe", {"channel": "private-a", "auth": given, "channel_data": data})
+    assert new().receive(text, T0) == [
+        bad_signature("private-a", f"{SOCKET}:private-a:{data}", given)
+    ]
+
+
+def test_subscribe_encrypted_without_auth() -> None:
     assert new().receive(subscribe("private-encrypted-a", signed=False), T0) == [
-        refused("private-encrypted-a", "AuthError", "Invalid signature", 401)
+        refused(
+            "private-encrypted-a", "AuthError", "Missing auth for channel private-encrypted-a", 401
+        )
     ]
 
 
@@ -266,17 +319,13 @@ def test_presence_channel_data_not_a_string() -> None:
 
 
 def test_presence_bad_signature() -> None:
+    given = auth(f"{SOCKET}:presence-room")  # signed without channel_data
     text = frame(
         "pusher:subscribe",
-        {
-            "channel": "presence-room",
-            "auth": auth(f"{SOCKET}:presence-room"),  # signed without channel_data
-            "channel_data": '{"user_id":"u1"}',
-        },
+        {"channel": "presence-room", "auth": given, "channel_data": '{"user_id":"u1"}'},
     )
-    assert new().receive(text, T0) == [
-        refused("presence-room", "AuthError", "Invalid signature", 401)
-    ]
+    signed = f'{SOCKET}:presence-room:{{"user_id":"u1"}}'
+    assert new().receive(text, T0) == [bad_signature("presence-room", signed, given)]
 
 
 def test_presence_channel_data_tampered() -> None:
@@ -285,9 +334,8 @@ def test_presence_channel_data_tampered() -> None:
         "pusher:subscribe",
         {"channel": "presence-room", "auth": signed, "channel_data": '{"user_id":"admin"}'},
     )
-    assert new().receive(text, T0) == [
-        refused("presence-room", "AuthError", "Invalid signature", 401)
-    ]
+    signed_for = f'{SOCKET}:presence-room:{{"user_id":"admin"}}'
+    assert new().receive(text, T0) == [bad_signature("presence-room", signed_for, signed)]
 
 
 @pytest.mark.parametrize(
