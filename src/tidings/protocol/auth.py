@@ -51,24 +51,35 @@ def channel_auth_ok(
 MAX_ECHOED_AUTH = 100
 
 
+def _echo(value: object) -> str:
+    """A client-sent value for an error message, cut to MAX_ECHOED_AUTH characters."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= MAX_ECHOED_AUTH else text[:MAX_ECHOED_AUTH] + "..."
+
+
 def channel_auth_error(
     key: str, secret: str, socket_id: str, channel: str, auth: object, channel_data: str | None
 ) -> str | None:
     """Why a channel signature is refused, or None when it is valid.
 
-    Like Pusher's "Invalid signature: Expected HMAC SHA256 hex digest of ...", the message
-    names the string the server signed, so a developer can compare it with what the auth
-    endpoint signed. It never contains the secret or the expected HMAC.
+    The wording is the hosted Pusher service's ("Invalid signature: Expected HMAC SHA256
+    hex digest of <string>, but got <signature>"), which its troubleshooting pages explain.
+    Naming the string the server signed lets a developer compare it with what the auth
+    endpoint signed; the message never contains the secret or the expected HMAC.
     """
     message = channel_string_to_sign(socket_id, channel, channel_data)
     if _matches(key, secret, message, auth):
         return None
-    given = auth if isinstance(auth, str) else repr(auth)
-    if len(given) > MAX_ECHOED_AUTH:
-        given = given[:MAX_ECHOED_AUTH] + "..."
+    given_key, sep, signature = auth.partition(":") if isinstance(auth, str) else ("", "", "")
+    if not sep or given_key != key:
+        # The app key is public (every client connects with it); naming it is no leak.
+        return (
+            f"Invalid key in subscription auth data: '{_echo(given_key or auth)}'; "
+            f"auth must be '{key}:' and the HMAC SHA256 hex digest of {message}"
+        )
     return (
-        f"Invalid signature: expected '{key}:' and the HMAC SHA256 hex digest of "
-        f"'{message}', but got '{given}'"
+        f"Invalid signature: Expected HMAC SHA256 hex digest of {message}, "
+        f"but got {_echo(signature)}"
     )
 
 
@@ -122,10 +133,8 @@ def rest_request_error(
     if not hmac.compare_digest(given.encode(), sign(secret, string_to_sign).encode()):
         # Pusher's 401 body spells out the string it signed (JSON-quoted, so the newlines
         # show as \n). The string holds only request parameters, never the secret.
-        if len(given) > MAX_ECHOED_AUTH:
-            given = given[:MAX_ECHOED_AUTH] + "..."
         return (
             f"Invalid signature: you should have sent HmacSHA256Hex({json.dumps(string_to_sign)},"
-            f" your_secret_key), but you sent {json.dumps(given)}"
+            f" your_secret_key), but you sent {json.dumps(_echo(given))}"
         )
     return None

@@ -166,11 +166,10 @@ def test_subscribe_encrypted() -> None:
 
 
 def bad_signature(channel: str, signed: str, given: str) -> Send:
-    """The refusal naming the string the server signed (and never the expected HMAC)."""
-    message = (
-        f"Invalid signature: expected '{KEY}:' and the HMAC SHA256 hex digest of "
-        f"'{signed}', but got '{given}'"
-    )
+    """The refusal naming the string the server signed (and never the expected HMAC);
+    ``given`` is the client's whole ``key:signature``."""
+    signature = given.partition(":")[2]
+    message = f"Invalid signature: Expected HMAC SHA256 hex digest of {signed}, but got {signature}"
     return refused(channel, "AuthError", message, 401)
 
 
@@ -186,10 +185,9 @@ def test_subscribe_private_without_auth_says_auth_is_missing(missing: dict[str, 
 
 
 def test_subscribe_private_bad_signature() -> None:
-    given = f"{KEY}:{'0' * 64}"
-    text = frame("pusher:subscribe", {"channel": "private-a", "auth": given})
+    text = frame("pusher:subscribe", {"channel": "private-a", "auth": f"{KEY}:{'0' * 64}"})
     refusal = new().receive(text, T0)
-    assert refusal == [bad_signature("private-a", f"{SOCKET}:private-a", given)]
+    assert refusal == [bad_signature("private-a", f"{SOCKET}:private-a", f"{KEY}:{'0' * 64}")]
     # The refusal teaches the string to sign; it never gives away the right answer.
     assert sign(SECRET, f"{SOCKET}:private-a") not in str(refusal)
     assert SECRET not in str(refusal)
@@ -198,20 +196,27 @@ def test_subscribe_private_bad_signature() -> None:
 def test_subscribe_private_signature_for_another_channel() -> None:
     given = auth(f"{SOCKET}:private-b")
     text = frame("pusher:subscribe", {"channel": "private-a", "auth": given})
-    assert new().receive(text, T0) == [bad_signature("private-a", f"{SOCKET}:private-a", given)]
+    expected = bad_signature("private-a", f"{SOCKET}:private-a", given)
+    assert new().receive(text, T0) == [expected]
 
 
 def test_subscribe_private_wrong_key_in_auth() -> None:
     given = auth(f"{SOCKET}:private-a", key="other-key")
     text = frame("pusher:subscribe", {"channel": "private-a", "auth": given})
-    assert new().receive(text, T0) == [bad_signature("private-a", f"{SOCKET}:private-a", given)]
+    message = (
+        "Invalid key in subscription auth data: 'other-key'; auth must be 'app-key:' and the"
+        f" HMAC SHA256 hex digest of {SOCKET}:private-a"
+    )
+    assert new().receive(text, T0) == [refused("private-a", "AuthError", message, 401)]
 
 
-def test_subscribe_private_echoes_at_most_100_characters_of_auth() -> None:
-    given = "x" * 5000
+@pytest.mark.parametrize("given", ["x" * 5000, f"{KEY}:{'x' * 5000}"])
+def test_subscribe_private_echoes_at_most_100_characters_of_auth(given: str) -> None:
     text = frame("pusher:subscribe", {"channel": "private-a", "auth": given})
-    expected = bad_signature("private-a", f"{SOCKET}:private-a", "x" * 100 + "...")
-    assert new().receive(text, T0) == [expected]
+    [refusal] = new().receive(text, T0)
+    assert isinstance(refusal, Send)
+    assert "x" * 100 + "..." in refusal.message.decode()
+    assert "x" * 101 not in refusal.message.decode()
 
 
 def test_subscribe_private_with_signed_channel_data() -> None:
