@@ -232,13 +232,14 @@ class Session:
             if self.user is None or channel != self.user.channel:
                 return _refuse(channel, "AuthError", "only the signed-in user may subscribe", 401)
         elif ctype.needs_auth:
+            if not command.auth:
+                # Say so rather than report a signature mismatch: the usual cause is a client
+                # with no auth endpoint configured. Same status as a bad signature (Soketi's
+                # AuthError 401), which pusher-js reports on the channel.
+                return _refuse(channel, "AuthError", f"Missing auth for channel {channel}", 401)
             data = command.channel_data
             if ctype.is_presence and not isinstance(data, str):
                 return _refuse(channel, "AuthError", "presence channels need channel_data", 401)
-            if not command.auth:
-                # pusher-js sends auth "" when its auth endpoint gave none; say so rather than
-                # report a signature mismatch.
-                return _refuse(channel, "AuthError", f"Missing auth for channel {channel}", 401)
             # A private channel's subscribe may carry channel_data that the auth endpoint
             # signed too (Laravel Reverb, or the pusher SDKs' authenticate() given
             # custom_data): then the signature covers socket_id:channel:channel_data.

@@ -248,6 +248,13 @@ def test_subscribe_private_channel_data_signature_needs_the_secret() -> None:
     ]
 
 
+def test_subscribe_presence_without_auth_says_auth_is_missing() -> None:
+    text = frame("pusher:subscribe", {"channel": "presence-room", "auth": ""})
+    assert new().receive(text, T0) == [
+        refused("presence-room", "AuthError", "Missing auth for channel presence-room", 401)
+    ]
+
+
 def test_subscribe_encrypted_without_auth() -> None:
     assert new().receive(subscribe("private-encrypted-a", signed=False), T0) == [
         refused(
