@@ -187,7 +187,12 @@ def serve(config: Path | None, **flags: Any) -> None:
     _setup_logging(settings)
     if settings.uses_dev_app:
         log.warning(DEV_WARNING)
-    sys.exit(run(settings))
+    try:
+        code = run(settings)
+    except ConfigError as exc:  # found only while starting, e.g. the port is taken
+        _fail(str(exc))
+        return
+    sys.exit(code)
 
 
 @main.command("check-config")
@@ -207,10 +212,16 @@ def worker() -> None:
     """One process of `serve --workers N` (settings come from the supervisor)."""
     settings = Settings.model_validate_json(os.environ.pop(WORKER_SETTINGS_ENV))
     _setup_logging(settings)
-    sys.exit(run(settings))
+    try:
+        code = run(settings, supervised=True)
+    except ConfigError as exc:  # the supervisor stops on status 2 instead of restarting
+        _fail(str(exc))
+        return
+    sys.exit(code)
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, *, supervised: bool = False) -> int:
+    """Serve until stopped; raises ConfigError if it cannot start (e.g. the port is taken)."""
     if settings.workers > 1:
         from tidings.server.workers import supervise
 
@@ -220,5 +231,5 @@ def run(settings: Settings) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        return asyncio.run(serve_forever(settings))
-    return uvloop.run(serve_forever(settings))
+        return asyncio.run(serve_forever(settings, supervised=supervised))
+    return uvloop.run(serve_forever(settings, supervised=supervised))

@@ -22,6 +22,8 @@ import pusher
 import pytest
 from pusher_helpers import TIMEOUT, SocketOpener
 
+from redis_server import RedisServer
+
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
 
 
@@ -162,6 +164,33 @@ def test_bad_value_exits_2_naming_setting_and_value(case: str, tmp_path: Path) -
     for word in bad.mentions:
         assert word in stderr, f"{word!r} not named in stderr: {result.stderr}"
     assert "traceback" not in stderr, result.stderr
+
+
+# --- a port already taken is a configuration error too ----------------------------------
+
+
+@contextmanager
+def occupied_port() -> Iterator[int]:
+    """A 127.0.0.1 port with another process's listener on it (plain, no SO_REUSEPORT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield int(taken.getsockname()[1])
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["single", "workers"])
+def test_port_in_use_exits_2_with_one_line(
+    workers: list[str], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    with occupied_port() as port:
+        args = ["--port", str(port), "--redis", redis_server.url, "--app", "1:key:secret"]
+        result = run_to_exit([*args, *workers], clean_env(TIDINGS_LOG_LEVEL="warning"))
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tidings: "), result.stderr
+    assert f"127.0.0.1:{port}" in lines[0], result.stderr
+    assert "--port" in lines[0] and "TIDINGS_PORT" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
 
 
 # --- each configuration source works -----------------------------------------------------

@@ -36,6 +36,7 @@ from tidings.server import fanout
 from tidings.server.connection_guard import ConnectionGuard, GuardSettings
 from tidings.server.fallback import FallbackSettings, HttpFallback
 from tidings.server.health import Health
+from tidings.server.listening import listen_error
 from tidings.server.metrics import CLIENT_CLOSED_REQUEST, Metrics
 from tidings.server.rest import RestApi, error_response
 from tidings.server.webhook_queue import RedisQueue, SqliteQueue, WebhookQueue
@@ -290,8 +291,12 @@ def make_webhooks(settings: Settings, node: Node) -> WebhookSender | None:
     )
 
 
-async def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT, then drain and return the exit code."""
+async def serve(settings: Settings, *, supervised: bool = False) -> int:
+    """Run until SIGTERM/SIGINT, then drain and return the exit code.
+
+    ``supervised`` is set in the workers of ``--workers N``: they ignore any signal after the
+    first, which is a copy of the same stop (see ``server/workers.py``).
+    """
     node = make_node(settings)
     webhooks = make_webhooks(settings, node)
     if webhooks is not None:
@@ -325,7 +330,15 @@ async def serve(settings: Settings) -> int:
         reuse_port=settings.reuse_port or None,
         ssl_context=tls_context(settings),
     )
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        await application[FALLBACK].close()
+        if webhooks is not None:
+            await webhooks.close()
+        await node.close()
+        raise listen_error(settings.host, settings.port, exc) from None
     guard.start()
     for sock in getattr(site._server, "sockets", None) or ():  # noqa: SLF001
         host, port = sock.getsockname()[:2]
@@ -345,6 +358,11 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
+        if stop.is_set() and supervised:
+            # A worker gets one stop twice (from the terminal or process group, and from
+            # the supervisor); the supervisor alone decides when to cut a drain short.
+            log.debug("received %s again: already draining", signal.Signals(signum).name)
+            return
         if stop.is_set():
             log.warning("second signal: exiting now")
             os._exit(1)

@@ -4,6 +4,13 @@ The kernel spreads new connections over the workers; they share state through th
 broker (the configuration refuses workers without it). This supervisor forwards SIGTERM
 and SIGINT to every worker (each drains on its own), restarts a worker that crashes, and
 exits when all have stopped. A second signal kills the workers at once.
+
+A worker often gets one stop twice: Ctrl-C reaches the whole foreground process group,
+and systemd (``KillMode=control-group``) or ``kill -- -PGID`` signal every process, so the
+copy forwarded here arrives after the original. Workers therefore ignore every signal after
+their first and drain; cutting a drain short is this supervisor's job, on its own second
+signal. A worker that exits with status 2 (a configuration error found while starting,
+such as the port being taken) stops the node instead of being restarted.
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ import time
 from types import FrameType
 
 from tidings.config import Settings
+from tidings.server.listening import check_can_listen
 
 log = logging.getLogger("tidings.workers")
 
 WORKER_SETTINGS_ENV = "TIDINGS_WORKER_SETTINGS"
 RESTART_DELAY = 1.0
+CONFIG_ERROR = 2  # the exit status of `tidings serve` and `tidings worker` for bad settings
 
 
 def _free_port(host: str) -> int:
@@ -33,6 +42,10 @@ def _free_port(host: str) -> int:
 
 
 def supervise(settings: Settings) -> int:
+    """Run ``settings.workers`` workers until stopped; raises ConfigError if the port is taken."""
+    if settings.port:
+        # Said once here rather than once per worker.
+        check_can_listen(settings.host, settings.port)
     # With port 0 every worker would get a port of its own: choose one for all of them.
     port = settings.port or _free_port(settings.host)
     worker_settings = settings.model_copy(update={"workers": 1, "port": port, "reuse_port": True})
@@ -50,6 +63,7 @@ def supervise(settings: Settings) -> int:
         ", ".join(str(w.pid) for w in workers),
     )
     stopping = False
+    status: int | None = None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -71,6 +85,12 @@ def supervise(settings: Settings) -> int:
             code = w.poll()
             if code is None:
                 alive = True
+            elif code == CONFIG_ERROR and not stopping:
+                # Restarting would fail the same way (the worker has said why on stderr).
+                stopping, status = True, CONFIG_ERROR
+                for other in workers:
+                    if other.poll() is None:
+                        other.terminate()
             elif not stopping:
                 log.error("worker %d exited with %s; restarting it", w.pid, code)
                 time.sleep(RESTART_DELAY)
@@ -79,5 +99,7 @@ def supervise(settings: Settings) -> int:
         if not alive:
             break
         time.sleep(0.2)
+    if status is not None:
+        return status
     codes = [w.returncode for w in workers]
     return max(codes, key=abs) if codes else 0
