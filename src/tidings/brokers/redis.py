@@ -63,7 +63,7 @@ from tidings.brokers.bus import (
 from tidings.brokers.latency import RoundTrips
 from tidings.protocol import messages
 from tidings.protocol.session import Member
-from tidings.redaction import scrub
+from tidings.redaction import public_url, scrub
 from tidings.tasks import spawn
 
 log = logging.getLogger("tidings.redis")
@@ -74,6 +74,9 @@ COMMAND_TIMEOUT = 2.0
 POOL_SIZE = 32  # connections to Redis per node, one of them held by pub/sub
 FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 LISTENER_RESTART_DELAY = 0.5  # seconds before a listener that died is started again
+# While Redis stays unreachable, a reminder this often: the first error scrolls away, and
+# an operator reading the log later must still see that this node serves only its own clients.
+UNREACHABLE_REPORT_INTERVAL = 30.0
 # After Redis returns, how long every node gets to reconnect (backoff up to 2 s) and write
 # its sockets back before this node re-reads the presence rosters its sockets were shown.
 RECOVERY_SETTLE = RECONNECT_BACKOFF_MAX + 1.0
@@ -112,6 +115,7 @@ class RedisBroker:
         sharded: bool = False,
         node_ttl: float = 15.0,
         recovery_settle: float = RECOVERY_SETTLE,
+        unreachable_report_interval: float = UNREACHABLE_REPORT_INTERVAL,
     ) -> None:
         if not prefix or "#" in prefix or ":" in prefix:
             raise ValueError("redis prefix must be non-empty without '#' or ':'")
@@ -121,6 +125,9 @@ class RedisBroker:
         self._sharded = sharded
         self._node_ttl = node_ttl
         self._recovery_settle = recovery_settle
+        self._report_interval = unreachable_report_interval
+        self._unreachable_since: float | None = None  # monotonic; None while connected
+        self._last_report = 0.0
         # A burst of commands (a reconnect storm subscribing thousands of sockets) waits for
         # a pooled connection instead of failing: a full pool is load, not an outage.
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -221,16 +228,42 @@ class RedisBroker:
         self._control = None
 
     def _failed(self, exc: BaseException) -> None:
-        if not self._degraded:
-            # scrub: the URL's password must not reach the log if a message ever quotes it.
-            log.warning(
-                "redis unreachable (%s): serving local clients only", scrub(str(exc), self._url)
-            )
+        self._report_unreachable(exc)
         self._degraded = True
         self._connected.clear()
         # Commands failed: the listener must reconnect and resync even if its own
         # connection still looks healthy.
         self._resync_needed = True
+
+    def _report_unreachable(self, exc: BaseException) -> None:
+        """Log an outage once when it starts (an error if Redis was never reached: likely a
+        wrong URL), then a warning every ``unreachable_report_interval`` seconds while it
+        lasts. The URL is shown without its password; ``scrub`` keeps it out of the reason
+        too, should a message ever quote the URL."""
+        now = time.monotonic()
+        where = public_url(self._url)
+        reason = scrub(str(exc), self._url)
+        since = self._unreachable_since
+        if since is None:
+            self._unreachable_since = self._last_report = now
+            if not self._synced_once:
+                log.error(
+                    "cannot reach Redis at %s (%s): serving local clients only, retrying",
+                    where,
+                    reason,
+                )
+            elif not self._degraded:
+                log.warning(
+                    "redis unreachable at %s (%s): serving local clients only", where, reason
+                )
+        elif now - self._last_report >= self._report_interval:
+            self._last_report = now
+            log.warning(
+                "redis at %s still unreachable after %.0f s (%s): serving local clients only",
+                where,
+                now - since,
+                reason,
+            )
 
     def _changed(self) -> None:
         self._mirror_version += 1
@@ -751,7 +784,17 @@ class RedisBroker:
             self._resync_needed = False
             self._connected.set()
             if was_degraded:
-                log.info("redis connected (node %s)", self._node_id)
+                since, self._unreachable_since = self._unreachable_since, None
+                where = public_url(self._url)
+                if since is None:
+                    log.info("redis connected at %s (node %s)", where, self._node_id)
+                else:
+                    log.info(
+                        "redis connected at %s after %.0f s unreachable (node %s)",
+                        where,
+                        time.monotonic() - since,
+                        self._node_id,
+                    )
                 if self._synced_once:
                     self._schedule_recovered()
             self._synced_once = True

@@ -6,7 +6,8 @@ then every socket and HTTP fallback session is closed with 4200 (clients reconne
 elsewhere; a polling client between two polls has up to CLOSE_HANDOVER seconds to collect
 it on its keep-alive connection), the listener closes and in-flight REST requests finish (up to
 ``shutdown_timeout``), pending webhooks are written to their durable queue, and the
-process exits 0. A second signal exits at once (status 1).
+process exits 0. A second signal exits at once (status 1), except in a ``--workers`` worker,
+where it is a copy of the same stop (``server/workers.py``).
 """
 
 from __future__ import annotations
