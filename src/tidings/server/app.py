@@ -323,6 +323,26 @@ async def serve(settings: Settings, *, supervised: bool = False) -> int:
         keepalive_timeout=settings.keepalive_timeout,
     )
     await runner.setup()
+    # Before the listener opens and says so: a stop that comes right after "listening on"
+    # must drain, not meet Python's default handler (KeyboardInterrupt, a traceback).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set() and supervised:
+            # A worker gets one stop twice (from the terminal or process group, and from
+            # the supervisor); the supervisor alone decides when to cut a drain short.
+            log.debug("received %s again: already draining", signal.Signals(signum).name)
+            return
+        if stop.is_set():
+            log.warning("second signal: exiting now")
+            os._exit(1)
+        log.info("received %s: draining", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
     site = web.TCPSite(
         runner,
         settings.host,
@@ -355,24 +375,6 @@ async def serve(settings: Settings, *, supervised: bool = False) -> int:
     log.info("fan-out writer: %s", fanout.describe())
 
     tune_garbage_collector()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set() and supervised:
-            # A worker gets one stop twice (from the terminal or process group, and from
-            # the supervisor); the supervisor alone decides when to cut a drain short.
-            log.debug("received %s again: already draining", signal.Signals(signum).name)
-            return
-        if stop.is_set():
-            log.warning("second signal: exiting now")
-            os._exit(1)
-        log.info("received %s: draining", signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-
     await stop.wait()
     # Load balancers poll /ready: give them time to take this node out before its clients
     # are told to reconnect, or the reconnects would land here again.
