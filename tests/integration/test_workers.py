@@ -133,3 +133,17 @@ async def test_a_stop_every_worker_gets_twice_drains_once(
     assert code == 0, text
     assert "second signal" not in text, text
     assert text.count('"message":"stopped"') == WORKERS, text  # each worker finished its drain
+
+
+async def test_a_second_signal_to_the_supervisor_exits_at_once(
+    redis_server: RedisServer, redis_prefix: str, tmp_path: Path, open_socket: SocketOpener
+) -> None:
+    with workers_group(redis_server, redis_prefix, tmp_path) as (proc, log, port):
+        sock = await open_socket(f"ws://127.0.0.1:{port}")
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        await wait_for(log, "draining", WORKERS)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C again: do not wait for the drain
+        code = await asyncio.to_thread(proc.wait, 3 * TIMEOUT)
+        closed = await sock.wait_closed()
+    assert code == 1, log.read_text()
+    assert closed.code != RECONNECT  # killed during the ready delay, before any 4200

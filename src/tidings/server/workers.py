@@ -66,8 +66,10 @@ def supervise(settings: Settings) -> int:
     status: int | None = None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
+        nonlocal stopping, status
         if stopping:
+            # The second signal: exit at once, with the status a single process exits with.
+            status = 1
             for w in workers:
                 if w.poll() is None:
                     w.kill()
