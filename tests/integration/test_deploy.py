@@ -155,7 +155,7 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
         line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#"
     )
     # The drain gets its time (shutdown_ready_delay + shutdown_timeout = 12 s by default),
-    # and SIGTERM reaches only the main process, so --workers are stopped once.
+    # and SIGTERM reaches the main process, which forwards it to any --workers.
     assert settings["KillSignal"] == "SIGTERM"
     assert settings["KillMode"] == "mixed"
     assert int(settings["TimeoutStopSec"]) >= 12
