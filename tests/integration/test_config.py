@@ -7,6 +7,7 @@ TIDINGS_* variables) so that only the configuration under test applies.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -265,3 +266,38 @@ async def test_no_apps_warns_loudly_about_the_dev_app(
     for needle in ("12345", "app-key", "app-secret"):
         assert needle in output, output
     assert "warn" in output.lower(), output
+
+
+# --- the start-up banner -------------------------------------------------------------------
+
+PUSHER_HINT = re.compile(
+    r"stop with Ctrl-C.*new Pusher\('(?P<key>[^']*)', \{wsHost: '(?P<host>[^']*)', "
+    r"wsPort: (?P<port>\d+), forceTLS: false"
+)
+
+
+async def test_banner_says_how_to_stop_and_where_pusher_js_connects(
+    tmp_path: Path, open_socket: SocketOpener
+) -> None:
+    port = free_port()
+    args = ["--host", "127.0.0.1", "--port", str(port), "--app", "31:banner-key:banner-secret"]
+    with running(args, clean_env(), port, tmp_path) as srv:
+        output = srv.text()
+        hint = PUSHER_HINT.search(output)
+        assert hint is not None, output
+        # What the banner says is enough to connect.
+        ws_url = f"ws://{hint['host']}:{hint['port']}"
+        await assert_app_connects(open_socket, ws_url, hint["key"])
+    assert hint["key"] == "banner-key"
+    assert int(hint["port"]) == port
+    assert "banner-secret" not in output
+
+
+async def test_banner_names_no_key_when_there_are_several_apps(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["--host", "127.0.0.1", "--port", str(port), "--app", "1:k1:s1", "--app", "2:k2:s2"]
+    with running(args, clean_env(), port, tmp_path) as srv:
+        output = srv.text()
+    hint = PUSHER_HINT.search(output)
+    assert hint is not None, output
+    assert hint["key"] == "<app key>"
