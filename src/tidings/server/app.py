@@ -343,7 +343,10 @@ async def serve(settings: Settings) -> int:
     if sockets:
         port = sockets[0].getsockname()[1]
         keys = [app.key for app in node.apps]
-        log.info("%s", client_hint(settings.host, port, bool(settings.tls_cert), keys))
+        log.info(
+            "%s",
+            client_hint(settings.host, port, bool(settings.tls_cert), keys, settings.http_path),
+        )
     log.info("fan-out writer: %s", fanout.describe())
 
     tune_garbage_collector()

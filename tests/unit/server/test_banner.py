@@ -11,6 +11,13 @@ def test_one_app_names_its_key_and_the_address() -> None:
     assert "new Pusher('my-key', {wsHost: '127.0.0.1', wsPort: 6001, forceTLS: false" in hint
 
 
+def test_the_http_fallback_comes_here_too() -> None:
+    hint = client_hint("127.0.0.1", 6001, False, ["k"])
+    assert "httpHost: '127.0.0.1', httpPort: 6001" in hint
+    assert "httpPath" not in hint  # pusher-js's default
+    assert "httpPath: '/rt'" in client_hint("127.0.0.1", 6001, False, ["k"], "/rt")
+
+
 def test_several_apps_name_no_key() -> None:
     assert "new Pusher('<app key>'" in client_hint("127.0.0.1", 6001, False, ["a", "b"])
 
