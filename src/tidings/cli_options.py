@@ -147,7 +147,8 @@ def setting_options(command: F) -> F:
             metavar="ID:KEY:SECRET",
             envvar="TIDINGS_APPS",
             show_envvar=True,
-            help="An app (repeatable; env: comma-separated); replaces the file's apps.",
+            help="An app (repeatable); replaces the apps of the file and of TIDINGS_APPS "
+            "(there: comma-separated).",
         ),
     ]
     for name, info in Settings.model_fields.items():
