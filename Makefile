@@ -1,5 +1,6 @@
-# Two commands: `make run` (install + start on embedded defaults) and `make test`
-# (install everything + lint + type-check + the whole suite).
+# Two commands: `make run` (install the runtime dependencies + start on embedded defaults;
+# ARGS="..." passes flags) and `make test` (install everything + lint + type-check + the
+# whole suite).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -49,6 +50,14 @@ lock: $(UV)
 # editable and rebuilt here, so a change to _fanout.c reaches the venv.
 $(VENV)/.installed: pyproject.toml uv.lock src/tidings/_fanout.c $(UV)
 	$(UV) sync --quiet --locked --extra dev --python $(PYTHON) --reinstall-package tidings
+	touch $@ $(VENV)/.installed-run
+
+# `make run` needs the runtime dependencies only, not the test and lint tools of the dev
+# extra (Playwright, mypy, ruff: most of a fresh install's time). --inexact adds what is
+# missing and removes nothing, so `make run` after `make test` keeps the dev tools; a dev
+# install above stamps this one too, since it is a superset.
+$(VENV)/.installed-run: pyproject.toml uv.lock src/tidings/_fanout.c $(UV)
+	$(UV) sync --quiet --locked --inexact --python $(PYTHON) --reinstall-package tidings
 	touch $@
 
 # The Autobahn Testsuite (Python 2.7 only) in .cache/ab27; idempotent. Without Python 2.7 it
@@ -61,8 +70,10 @@ $(E2E)/node_modules/.installed: $(E2E)/package.json $(E2E)/package-lock.json
 	cd $(E2E) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-run: check-lock $(VENV)/.installed
-	$(BIN)/tidings serve
+# Flags for `tidings serve`: make run ARGS="--config tidings.toml --port 6002".
+ARGS ?=
+run: check-lock $(VENV)/.installed-run
+	$(BIN)/tidings serve $(ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests $(wildcard bench) $(wildcard fuzz)

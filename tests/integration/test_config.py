@@ -6,7 +6,9 @@ TIDINGS_* variables) so that only the configuration under test applies.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,7 +22,16 @@ from pathlib import Path
 
 import pusher
 import pytest
-from pusher_helpers import TIMEOUT, SocketOpener
+from pusher_helpers import TIMEOUT, SocketOpener, unique
+from webhook_helpers import (
+    APP_KEY,
+    Receiver,
+    app_config,
+    webhook_settings,
+    write_webhook_config,
+)
+
+from tidings.config import INTERNAL_FIELDS, Settings
 
 from redis_server import RedisServer
 
@@ -294,3 +305,93 @@ async def test_no_apps_warns_loudly_about_the_dev_app(
     for needle in ("12345", "app-key", "app-secret"):
         assert needle in output, output
     assert "warn" in output.lower(), output
+
+
+# --- the start-up banner -------------------------------------------------------------------
+
+PUSHER_HINT = re.compile(
+    r"stop with Ctrl-C.*new Pusher\('(?P<key>[^']*)', \{wsHost: '(?P<host>[^']*)', "
+    r"wsPort: (?P<port>\d+), forceTLS: false"
+)
+
+
+async def test_banner_says_how_to_stop_and_where_pusher_js_connects(
+    tmp_path: Path, open_socket: SocketOpener
+) -> None:
+    port = free_port()
+    args = ["--host", "127.0.0.1", "--port", str(port), "--app", "31:banner-key:banner-secret"]
+    with running(args, clean_env(), port, tmp_path) as srv:
+        output = srv.text()
+        hint = PUSHER_HINT.search(output)
+        assert hint is not None, output
+        # What the banner says is enough to connect.
+        ws_url = f"ws://{hint['host']}:{hint['port']}"
+        await assert_app_connects(open_socket, ws_url, hint["key"])
+    assert hint["key"] == "banner-key"
+    assert int(hint["port"]) == port
+    assert "banner-secret" not in output
+
+
+async def test_banner_names_no_key_when_there_are_several_apps(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["--host", "127.0.0.1", "--port", str(port), "--app", "1:k1:s1", "--app", "2:k2:s2"]
+    with running(args, clean_env(), port, tmp_path) as srv:
+        output = srv.text()
+    hint = PUSHER_HINT.search(output)
+    assert hint is not None, output
+    assert hint["key"] == "<app key>"
+
+
+# --- every setting is a flag ---------------------------------------------------------------
+
+
+def help_entry(help_text: str, flag: str, env: str) -> re.Match[str] | None:
+    """``--flag [METAVAR] description [env var: ENV]`` in whitespace-normalised help."""
+    not_next_env = r"(?:(?!\[env var:).)*?"
+    pattern = rf"{re.escape(flag)}(?: (?P<metavar>[A-Z|a-z,.:]+))?\s{not_next_env}"
+    return re.search(pattern + rf"\[env var: {re.escape(env)}\]", help_text)
+
+
+def test_serve_help_lists_every_setting_with_its_variable_and_type() -> None:
+    result = subprocess.run(
+        serve_command("--help"), capture_output=True, text=True, env=clean_env(), timeout=TIMEOUT
+    )
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    for name, info in Settings.model_fields.items():
+        if name in INTERNAL_FIELDS or name == "conformance":
+            continue
+        flag = "--app" if name == "apps" else "--" + name.replace("_", "-")
+        entry = help_entry(text, flag, f"TIDINGS_{name.upper()}")
+        assert entry is not None, f"{flag} or TIDINGS_{name.upper()} missing:\n{result.stdout}"
+        if info.annotation is not bool:
+            assert entry["metavar"], f"{flag} shows no type:\n{result.stdout}"
+        if info.annotation is float:
+            assert entry["metavar"] == "SECONDS", entry.group(0)
+
+
+async def test_webhook_timeout_flag_overrides_the_file(
+    tmp_path: Path, open_socket: SocketOpener
+) -> None:
+    # The file allows 300 s per webhook request, the flag 0.5 s: a receiver that never
+    # answers in time is given up on (and logged as failing) only if the flag took effect.
+    receiver = Receiver(delay=12 * TIMEOUT)
+    receiver.start()
+    try:
+        port = free_port()
+        config = write_webhook_config(
+            tmp_path / "tidings.toml",
+            webhook_settings(tmp_path, host="127.0.0.1", port=port, webhook_timeout=300),
+            [app_config({"url": receiver.url(), "event_types": ["channel_occupied"]})],
+        )
+        args = ["--config", str(config), "--webhook-timeout", "0.5"]
+        with running(args, clean_env(), port, tmp_path) as srv:
+            sock = await open_socket(srv.ws_url, APP_KEY)
+            await sock.subscribe(unique("occupied"))
+            deadline = time.monotonic() + 4 * TIMEOUT
+            while not re.search(r"webhook .* failed: .*retrying", srv.text()):
+                assert time.monotonic() < deadline, f"no webhook timeout:\n{srv.text()}"
+                await asyncio.sleep(0.05)
+        assert receiver.requests >= 1
+    finally:
+        receiver.stop()

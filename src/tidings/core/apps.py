@@ -11,7 +11,7 @@ from tidings.protocol.session import SessionPolicy
 
 @dataclass(frozen=True, slots=True)
 class App:
-    """One Pusher app. Every limit has the default documented in docs/configuration.md."""
+    """One Pusher app. The defaults of its limits are in config.AppSettings and the README."""
 
     id: str
     key: str

@@ -34,6 +34,7 @@ from tidings.core.apps import AppRegistry
 from tidings.node import Node, NodeSettings
 from tidings.protocol.errors import ErrorCode
 from tidings.server import fanout
+from tidings.server.banner import client_hint
 from tidings.server.connection_guard import ConnectionGuard, GuardSettings
 from tidings.server.fallback import FallbackSettings, HttpFallback
 from tidings.server.health import Health
@@ -361,7 +362,8 @@ async def serve(settings: Settings, *, supervised: bool = False) -> int:
         await node.close()
         raise listen_error(settings.host, settings.port, exc) from None
     guard.start()
-    for sock in getattr(site._server, "sockets", None) or ():  # noqa: SLF001
+    sockets = getattr(site._server, "sockets", None) or ()  # noqa: SLF001
+    for sock in sockets:
         host, port = sock.getsockname()[:2]
         family = "IPv6" if sock.family == socket.AF_INET6 else "IPv4"
         log.info(
@@ -371,6 +373,13 @@ async def serve(settings: Settings, *, supervised: bool = False) -> int:
             port,
             family,
             len(list(node.apps)),
+        )
+    if sockets:
+        port = sockets[0].getsockname()[1]
+        keys = [app.key for app in node.apps]
+        log.info(
+            "%s",
+            client_hint(settings.host, port, bool(settings.tls_cert), keys, settings.http_path),
         )
     log.info("fan-out writer: %s", fanout.describe())
 
