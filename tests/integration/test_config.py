@@ -31,9 +31,8 @@ from webhook_helpers import (
     write_webhook_config,
 )
 
-from tidings.config import INTERNAL_FIELDS, Settings
-
 from redis_server import RedisServer
+from tidings.config import INTERNAL_FIELDS, Settings
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
 
