@@ -54,21 +54,29 @@ def test_connect(scenario: ScenarioFactory, server: Any, transport: str) -> None
     assert result["closes"] == []
 
 
-def test_public_and_private_events_in_order(
-    scenario: ScenarioFactory, server: Any, transport: str
-) -> None:
+def subscribed_to_channels(
+    scenario: ScenarioFactory, server: Any, transport: str, events: int
+) -> tuple[Any, Any, str, str]:
+    """The "channels" scenario, subscribed to a new public and a new private channel and
+    waiting for ``events`` public events: (run, REST client, public, private)."""
     public = unique("public-")
     private = unique("private-")
-    rest = rest_client(server.port)
     run = scenario(
         "channels",
         server.port,
         TRANSPORT=transport,
         PUBLIC_CHANNEL=public,
         PRIVATE_CHANNEL=private,
-        EVENTS="20",
+        EVENTS=str(events),
     )
     run.wait_step("subscribed")
+    return run, rest_client(server.port), public, private
+
+
+def test_public_and_private_events_in_order(
+    scenario: ScenarioFactory, server: Any, transport: str
+) -> None:
+    run, rest, public, private = subscribed_to_channels(scenario, server, transport, 20)
     for i in range(20):
         rest.trigger(public, f"event-{i}", {"n": i, "text": "héllo ✓", "list": [i, None]})
     rest.trigger(private, "secret", "a plain string")
@@ -149,18 +157,7 @@ def test_a_stream_past_256_kib_reopens_on_its_session(
     """pusher-js aborts a streaming response past 256 KiB and opens the next one on the
     same session (``buffer_too_long``): the server lets it take over (no 2010 refusal, no
     new socket id) and every event arrives once, in order."""
-    public = unique("public-")
-    private = unique("private-")
-    rest = rest_client(server.port)
-    run = scenario(
-        "channels",
-        server.port,
-        TRANSPORT=transport,
-        PUBLIC_CHANNEL=public,
-        PRIVATE_CHANNEL=private,
-        EVENTS="40",
-    )
-    run.wait_step("subscribed")
+    run, rest, public, private = subscribed_to_channels(scenario, server, transport, 40)
     pad = "x" * 9000
     for i in range(40):  # 40 x 9 KB: one stream reopened at least once
         rest.trigger(public, "big", {"n": i, "pad": pad})
