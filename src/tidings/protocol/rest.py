@@ -124,3 +124,21 @@ def parse_batch(body: bytes, limits: RestLimits) -> list[Trigger]:
             raise RestError(400, "every batch entry must be an object")
         triggers.append(_trigger(entry, limits, batch=True))
     return triggers
+
+
+def check_trigger(
+    channels: tuple[str, ...],
+    name: str,
+    data: str,
+    socket_id: str | None,
+    info: tuple[str, ...],
+    limits: RestLimits,
+) -> Trigger:
+    """A trigger made in Python (``Realtime.trigger``, a publish-only client), checked
+    exactly as ``POST /events`` checks its body, with the same errors."""
+    entry: dict[str, Any] = {"name": name, "data": data, "channels": list(channels)}
+    if socket_id is not None:
+        entry["socket_id"] = socket_id
+    if info:
+        entry["info"] = ",".join(info)
+    return _trigger(entry, limits, batch=False)
