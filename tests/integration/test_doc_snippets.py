@@ -1,28 +1,46 @@
 """The code blocks of README.md and docs/*.md run as written.
 
-Every fenced block whose language is ``python``, ``js``, ``toml`` or ``json`` is checked, each
-as far as this machine allows:
+Every fenced block must say what it holds (```` ```sh ````, ```` ```text ````, ...): an untyped
+fence fails. Blocks are checked by language, each as far as this machine allows:
 
 - ``python``: compiled; then run in a subprocess against a real ``tidings serve`` (the port
   ``6001`` in the text becomes the test server's port, nothing else changes);
 - ``js``: ``node --check``; a pusher-js block (``new Pusher(``) also runs in Node with the real
   pusher-js against the test server, and must connect;
 - ``toml``: ``tidings check-config`` accepts it;
-- ``json``: parses.
+- ``json``: parses;
+- ``sh`` (also ``bash``, ``shell``, ``console``): each command runs in a temporary directory
+  that holds a ``tidings.toml`` with the docs' apps, with the venv's ``tidings`` first on
+  PATH. ``tidings serve ...`` is started in a process group of its own, must answer
+  ``/ready`` and log ``listening on`` once per worker, then gets SIGTERM and must exit 0.
+  Other ``tidings`` commands must exit 0. Any other program fails the test until this file
+  learns how to run it here (or the block is marked, below). What changes in the text, and
+  nothing else: ``6001`` becomes a free port, ``0.0.0.0`` becomes ``127.0.0.1`` (tests bind
+  loopback only), and ``redis://HOST:6379`` becomes the test's redis-server. A server
+  started without ``--port`` gets its free port from ``TIDINGS_PORT``;
+- ``text``, ``nginx``: shown, not run (output samples, listings, other programs' config).
 
-A block that cannot run here (it needs Flask, Django, FastAPI or Laravel Echo, or it is a
-fragment) is marked in the Markdown, on the line before its fence, with
+A block that cannot run here is marked in the Markdown, on the line before its fence, with
 ``<!-- snippet: no-run (the reason) -->``; it is still compiled or syntax-checked where the
-language allows. Shell blocks are commands for a person, not checked here.
+language allows. The reason is required and must say what stops it (needs Flask, needs root,
+takes 40 minutes...). A marked shell block must hold at least one command this file cannot
+run (not ``tidings``): one whose commands all run here loses its marker. To add a doc: tag
+every fence; run this file; mark what cannot run, with its reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +48,20 @@ from pathlib import Path
 import pytest
 from pusher_helpers import TIMEOUT
 
+from redis_server import RedisServer
 from server_process import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E = ROOT / "tests" / "e2e"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 CHECKED = ("python", "js", "toml", "json")
-NO_RUN = re.compile(r"<!--\s*snippet:\s*no-run\b.*-->")
+SHELL = ("sh", "bash", "shell", "console")
+SHOWN = ("text", "nginx")
+NO_RUN = re.compile(r"<!--\s*snippet:\s*no-run\b\s*(?:\((?P<reason>.*)\))?\s*-->")
+FENCE = re.compile(r"^```(\S*)\s*$")
+# The programs a shell block may run here; a marked block made only of these is not honest.
+RUNNABLE = ("tidings",)
+DOCS_APPS = (("1", "my-key", "my-secret"), ("12345", "app-key", "app-secret"))
 
 
 @dataclass(frozen=True)
@@ -45,7 +70,11 @@ class Snippet:
     line: int  # of the opening fence, 1-based
     language: str
     code: str
-    runs: bool
+    reason: str | None  # why it is marked no-run; None when it runs
+
+    @property
+    def runs(self) -> bool:
+        return self.reason is None
 
     def __str__(self) -> str:
         return f"{self.path.relative_to(ROOT)}:{self.line}"
@@ -57,18 +86,17 @@ def snippets() -> list[Snippet]:
         lines = path.read_text().splitlines()
         i = 0
         while i < len(lines):
-            fence = re.match(r"^```(\w+)\s*$", lines[i])
+            fence = FENCE.match(lines[i])
             if fence is None:
                 i += 1
                 continue
             end = i + 1
             while end < len(lines) and lines[end] != "```":
                 end += 1
-            language = fence[1]
-            if language in CHECKED:
-                marked = i > 0 and NO_RUN.search(lines[i - 1]) is not None
-                code = "\n".join(lines[i + 1 : end]) + "\n"
-                found.append(Snippet(path, i + 1, language, code, not marked))
+            marker = NO_RUN.search(lines[i - 1]) if i > 0 else None
+            reason = None if marker is None else (marker["reason"] or "").strip()
+            code = "\n".join(lines[i + 1 : end]) + "\n"
+            found.append(Snippet(path, i + 1, fence[1], code, reason))
             i = end + 1
     return found
 
@@ -76,26 +104,27 @@ def snippets() -> list[Snippet]:
 SNIPPETS = snippets()
 
 
-def by_language(language: str) -> list[Snippet]:
-    return [s for s in SNIPPETS if s.language == language]
+def by_language(*languages: str) -> list[Snippet]:
+    return [s for s in SNIPPETS if s.language in languages]
+
+
+def docs_config(directory: Path) -> Path:
+    """A tidings.toml with every app the docs use (their ids, keys and secrets)."""
+    config = directory / "tidings.toml"
+    config.write_text(
+        "".join(
+            f'[[apps]]\nid = "{i}"\nkey = "{k}"\nsecret = "{s}"\nclient_events = true\n\n'
+            for i, k, s in DOCS_APPS
+        )
+    )
+    return config
 
 
 @pytest.fixture(scope="module")
 def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server with every app the docs use (their ids, keys and secrets)."""
+    """A server with every app the docs use."""
     d = tmp_path_factory.mktemp("docs")
-    apps = {
-        ("1", "my-key", "my-secret"),
-        ("12345", "app-key", "app-secret"),
-    }
-    config = d / "tidings.toml"
-    config.write_text(
-        "".join(
-            f'[[apps]]\nid = "{i}"\nkey = "{k}"\nsecret = "{s}"\nclient_events = true\n\n'
-            for i, k, s in sorted(apps)
-        )
-    )
-    srv = ServerProcess(free_port(), config, d / "server.log")
+    srv = ServerProcess(free_port(), docs_config(d), d / "server.log")
     srv.start()
     yield srv
     srv.stop()
@@ -103,8 +132,42 @@ def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 
 def test_the_docs_have_snippets_of_each_kind() -> None:
     # Guards the extraction itself: a broken parser would make every test below vacuous.
-    assert {s.language for s in SNIPPETS} == set(CHECKED), SNIPPETS
+    assert set(CHECKED) | {"sh"} <= {s.language for s in SNIPPETS}, SNIPPETS
     assert any(s.runs for s in by_language("python"))
+    assert any(s.runs for s in by_language(*SHELL))
+    assert any(not s.runs for s in by_language(*SHELL))
+
+
+def test_every_fence_says_what_it_holds() -> None:
+    known = {*CHECKED, *SHELL, *SHOWN}
+    untyped = [
+        f"{s}: tag it (sh for commands, text for output)" for s in SNIPPETS if not s.language
+    ]
+    unknown = [
+        f"{s}: ```{s.language} is not checked here" for s in SNIPPETS if s.language not in known
+    ]
+    assert not untyped + unknown, "\n".join(untyped + unknown)
+
+
+def test_every_no_run_marker_gives_its_reason_before_a_fence() -> None:
+    problems = [f"{s}: no-run needs a (reason)" for s in SNIPPETS if s.reason == ""]
+    for path in DOCS:
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines[:-1]):
+            if NO_RUN.search(line) and FENCE.match(lines[i + 1]) is None:
+                problems.append(
+                    f"{path.relative_to(ROOT)}:{i + 1}: marker not right before a fence"
+                )
+    assert not problems, "\n".join(problems)
+
+
+def test_marked_shell_blocks_hold_something_that_cannot_run_here() -> None:
+    runnable_only = [
+        f"{s}: marked no-run ({s.reason}) but every command runs here: drop the marker"
+        for s in by_language(*SHELL)
+        if not s.runs and all(c[0] in RUNNABLE for c in commands(s.code))
+    ]
+    assert not runnable_only, "\n".join(runnable_only)
 
 
 @pytest.mark.parametrize("snippet", by_language("python"), ids=str)
@@ -188,3 +251,87 @@ def test_toml_snippet(snippet: Snippet, tmp_path: Path) -> None:
 def test_json_snippet(snippet: Snippet) -> None:
     if snippet.runs:
         json.loads(snippet.code)
+
+
+def commands(code: str) -> list[list[str]]:
+    """The commands of a shell block: one per line (a trailing backslash joins lines),
+    comments dropped."""
+    joined = re.sub(r"\\\n", " ", code)
+    return [argv for line in joined.splitlines() if (argv := shlex.split(line, comments=True))]
+
+
+def substituted(argv: list[str], port: int, redis_port: int) -> list[str]:
+    """The command as written, pointed at this test's ports (see the module docstring)."""
+    out = []
+    for arg in argv:
+        arg = arg.replace("6001", str(port)).replace("0.0.0.0", "127.0.0.1")
+        out.append(re.sub(r"redis://[^/\s:]+:6379", f"redis://127.0.0.1:{redis_port}", arg))
+    return out
+
+
+def ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def serve(argv: list[str], env: dict[str, str], cwd: Path, port: int, label: str) -> None:
+    """Start a `tidings serve` command, wait until every worker listens and /ready answers,
+    then stop it as a terminal's Ctrl-C or `kill -- -PGID` would; it must exit 0."""
+    workers = int(argv[argv.index("--workers") + 1]) if "--workers" in argv else 1
+    log = cwd / f"serve-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 6 * TIMEOUT
+        while log.read_text(errors="replace").count("listening on ") < workers or not ready(port):
+            assert proc.poll() is None, f"{label}: exited {proc.returncode}\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"{label}: never listened\n{log.read_text()}"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=4 * TIMEOUT)
+        assert code == 0, f"{label}: SIGTERM gave exit {code}\n{log.read_text()}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the group: a worker may outlive its parent
+        proc.wait(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("snippet", by_language(*SHELL), ids=str)
+def test_shell_snippet(
+    snippet: Snippet,
+    docs_server: ServerProcess,
+    redis_server: RedisServer,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> None:
+    argvs = commands(snippet.code)
+    assert argvs, f"{snippet}: no command in a shell block: tag it text"
+    if not snippet.runs:
+        return
+    docs_config(tmp_path)
+    venv_bin = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+    env.update(
+        PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+        TIDINGS_REDIS_PREFIX=redis_prefix,
+        TIDINGS_SHUTDOWN_READY_DELAY="0",
+    )
+    for written in argvs:
+        label = f"{snippet}: {shlex.join(written)}"
+        assert written[0] in RUNNABLE, f"{label}\n{written[0]} cannot run here: mark the block"
+        if written[1:2] == ["serve"]:
+            port = free_port()
+            argv = substituted(written, port, redis_server.port)
+            serve(argv, {**env, "TIDINGS_PORT": str(port)}, tmp_path, port, label)
+            continue
+        argv = substituted(written, docs_server.port, redis_server.port)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=6 * TIMEOUT
+        )
+        assert done.returncode == 0, f"{label}\n{done.stdout}{done.stderr}"
