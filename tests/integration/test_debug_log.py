@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -84,6 +85,7 @@ async def test_debug_logs_connections_subscriptions_client_events_and_rest(
         assert f"REST POST /apps/{APP_ID}/events from 127.0.0.1: 200" in text, text
         assert f"REST GET /apps/{APP_ID}/channels from 127.0.0.1: 401" in text, text
         assert f"connection {socket_id} closed" in text, text
+        assert f"connection {socket_id} ended: closed by the client, code 1000" in text
         assert 'level":"debug"' in text
         # Only our own debug lines: the rest of the log stays at its level.
         assert not [line for line in srv.logs().splitlines() if '"asyncio"' in line]
@@ -99,3 +101,30 @@ async def test_without_debug_there_are_no_debug_lines(
     await exercise(srv, open_socket)
     await asyncio.sleep(0.2)
     assert debug_lines(srv) == []
+
+
+async def test_a_connection_the_server_closes_logs_why(
+    make_server: ServerFactory, open_socket: SocketOpener
+) -> None:
+    """A refused sign-in closes the socket; the debug line carries the reason the server
+    gave, which names the string it signed."""
+    srv = make_server(debug=True)
+    sock = await open_socket(srv.ws_url, APP_KEY)
+    user_data = '{"id":"u1"}'
+    await sock.send_event(
+        "pusher:signin", {"user_data": user_data, "auth": f"{APP_KEY}:{'0' * 64}"}
+    )
+    await sock.wait_closed()
+    signed = f"{sock.socket_id}::user::{user_data}"
+
+    async def ended() -> bool:
+        return any(f"connection {sock.socket_id} ended" in line for line in debug_lines(srv))
+
+    await eventually(ended)
+    line = next(x for x in debug_lines(srv) if f"connection {sock.socket_id} ended" in x)
+    message = json.loads(line)["message"]
+    assert message == (
+        f"connection {sock.socket_id} ended: closed by the server, code 4009 (Invalid "
+        f"signature: Expected "
+        f"HMAC SHA256 hex digest of {signed}, but got {'0' * 64})"
+    )

@@ -88,6 +88,31 @@ def user_auth_ok(key: str, secret: str, socket_id: str, user_data: str, auth: ob
     return _matches(key, secret, f"{socket_id}::user::{user_data}", auth)
 
 
+def user_auth_error(
+    key: str, secret: str, socket_id: str, user_data: str, auth: object
+) -> str | None:
+    """Why a ``pusher:signin`` signature is refused, or None when it is valid.
+
+    Worded like :func:`channel_auth_error`: the string the server signed, never the secret
+    or the expected HMAC, so that a developer can compare it with what the user
+    authentication endpoint signed (a missing ``::user::`` is the usual mistake)."""
+    message = f"{socket_id}::user::{user_data}"
+    if _matches(key, secret, message, auth):
+        return None
+    if not isinstance(auth, str) or not auth:
+        return f"signin needs auth: '{key}:' and the HMAC SHA256 hex digest of {message}"
+    given_key, sep, signature = auth.partition(":")
+    if not sep or given_key != key:
+        return (
+            f"Invalid key in signin auth: '{_echo(given_key or auth)}'; "
+            f"auth must be '{key}:' and the HMAC SHA256 hex digest of {message}"
+        )
+    return (
+        f"Invalid signature: Expected HMAC SHA256 hex digest of {message}, "
+        f"but got {_echo(signature)}"
+    )
+
+
 def rest_string_to_sign(method: str, path: str, query: Iterable[tuple[str, str]]) -> str:
     """METHOD\\nPATH\\nQS: every parameter but auth_signature, keys lower-cased and sorted,
     joined as ``k=v`` with ``&`` and not URL-escaped (pusher-http-* sign it this way)."""

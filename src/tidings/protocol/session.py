@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from tidings.protocol import messages
-from tidings.protocol.auth import channel_auth_error, user_auth_ok
+from tidings.protocol.auth import channel_auth_error, user_auth_error
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
 from tidings.protocol.channels import name_error as channel_name_error
 from tidings.protocol.errors import ErrorCode, ProtocolError
@@ -295,8 +295,11 @@ class Session:
         user_data = command.user_data
         if not isinstance(user_data, str):
             return self.close(ErrorCode.UNAUTHORIZED, "signin needs user_data (a JSON string)")
-        if not user_auth_ok(policy.key, policy.secret, self.socket_id, user_data, command.auth):
-            return self.close(ErrorCode.UNAUTHORIZED, "Invalid signature")
+        problem = user_auth_error(
+            policy.key, policy.secret, self.socket_id, user_data, command.auth
+        )
+        if problem is not None:
+            return self.close(ErrorCode.UNAUTHORIZED, problem)
         try:
             data = orjson.loads(user_data)
         except orjson.JSONDecodeError:

@@ -38,7 +38,16 @@ class WebSocketConnection(Sink):
     no Python call at all.
     """
 
-    __slots__ = ("counters", "socket_id", "session", "app", "_ws", "_tasks", "_outgoing")
+    __slots__ = (
+        "counters",
+        "socket_id",
+        "session",
+        "app",
+        "closed_with",
+        "_ws",
+        "_tasks",
+        "_outgoing",
+    )
 
     def __init__(
         self,
@@ -61,6 +70,8 @@ class WebSocketConnection(Sink):
         self._tasks = tasks
         self._outgoing = outgoing
         self.counters: AppCounters | None = None
+        # The code and reason the server closed it with, for the debug log (None: it did not).
+        self.closed_with: tuple[int, str] | None = None
 
     def send(self, frame: bytes) -> None:
         """A frame for this socket alone (replies, errors, member events)."""
@@ -104,6 +115,7 @@ class WebSocketConnection(Sink):
         if self._outgoing:
             self._outgoing.flush()
         self.closing = True
+        self.closed_with = (code, reason)
         task = asyncio.ensure_future(self._close(code, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -121,6 +133,7 @@ class WebSocketConnection(Sink):
             return
         self.closing = True
         self.session.closed = True
+        self.closed_with = (int(ErrorCode.OVER_CAPACITY), "Slow consumer")
         if self.counters is not None:
             self.counters.slow_consumers += 1
         # The 4100 is the last frame this socket gets (``_write`` ignores ``closing``).
@@ -216,7 +229,21 @@ class WebSocketEndpoint:
         except Exception:
             log.exception("connection %s failed", connection.socket_id)
         finally:
-            trace.debug("connection %s ended: close code %s", connection.socket_id, ws.close_code)
+            if trace.isEnabledFor(logging.DEBUG):
+                if connection.closed_with is not None:
+                    sent, why = connection.closed_with
+                    trace.debug(
+                        "connection %s ended: closed by the server, code %s (%s)",
+                        connection.socket_id,
+                        sent,
+                        why,
+                    )
+                else:
+                    trace.debug(
+                        "connection %s ended: closed by the client, code %s",
+                        connection.socket_id,
+                        ws.close_code,
+                    )
             await self.node.detach(connection)
         return ws
 

@@ -542,11 +542,15 @@ def test_signin_data_as_json_string() -> None:
     assert actions[-1] == SignIn(User("u1", user_data))
 
 
-def test_signin_bad_signature_closes_4009() -> None:
+def test_signin_bad_signature_closes_4009_naming_the_string_to_sign() -> None:
     session = new()
+    problem = (
+        f"Invalid signature: Expected HMAC SHA256 hex digest of "
+        f'{SOCKET}::user::{{"id":"u1"}}, but got {"0" * 64}'
+    )
     assert session.receive(signin('{"id":"u1"}', f"{KEY}:{'0' * 64}"), T0) == [
-        error("Invalid signature", 4009),
-        Close(4009, "Invalid signature"),
+        error(problem, 4009),
+        Close(4009, problem),
     ]
     assert session.closed and session.user is None
     assert session.receive('{"event":"pusher:ping"}', T0) == []  # nothing after close
@@ -555,9 +559,24 @@ def test_signin_bad_signature_closes_4009() -> None:
 def test_signin_wrong_key_closes_4009() -> None:
     user_data = '{"id":"u1"}'
     wrong = auth(f"{SOCKET}::user::{user_data}", key="other")
+    problem = (
+        f"Invalid key in signin auth: 'other'; auth must be '{KEY}:' and the HMAC SHA256 "
+        f"hex digest of {SOCKET}::user::{user_data}"
+    )
     assert new().receive(signin(user_data, wrong), T0) == [
-        error("Invalid signature", 4009),
-        Close(4009, "Invalid signature"),
+        error(problem, 4009),
+        Close(4009, problem),
+    ]
+
+
+def test_signin_without_auth_says_it_is_missing() -> None:
+    user_data = '{"id":"u1"}'
+    problem = (
+        f"signin needs auth: '{KEY}:' and the HMAC SHA256 hex digest of {SOCKET}::user::{user_data}"
+    )
+    assert new().receive(frame("pusher:signin", {"user_data": user_data}), T0) == [
+        error(problem, 4009),
+        Close(4009, problem),
     ]
 
 
