@@ -620,10 +620,14 @@ async def test_signin_bad_signature_closes_4009(node: Node) -> None:
     await connection.send_json(
         {"event": "pusher:signin", "data": {"auth": "app-key:00", "user_data": '{"id":"u1"}'}}
     )
+    problem = (
+        "Invalid signature: Expected HMAC SHA256 hex digest of "
+        f'{connection.socket_id}::user::{{"id":"u1"}}, but got 00'
+    )
     assert connection.take() == [
-        {"event": "pusher:error", "data": {"code": 4009, "message": "Invalid signature"}}
+        {"event": "pusher:error", "data": {"code": 4009, "message": problem}}
     ]
-    assert connection.closed == (4009, "Invalid signature")
+    assert connection.closed == (4009, problem)
 
 
 def watchlist_event(name: str, user_ids: list[str]) -> dict[str, Any]:
