@@ -27,16 +27,18 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from tidings.api import EmbeddedBackend
 from tidings.backends import Backend, Event
-from tidings.config import AppSettings, ConfigError, Settings, load_settings, validate_settings
-from tidings.core.apps import App
-from tidings.lifecycle import Lifecycle
-from tidings.node import Node
+
+if TYPE_CHECKING:  # the embedded parts are imported when used: a client needs none of them
+    from tidings.api import EmbeddedBackend
+    from tidings.config import Settings
+    from tidings.core.apps import App
+    from tidings.lifecycle import Lifecycle
+    from tidings.node import Node
 
 T = TypeVar("T")
 
@@ -45,7 +47,6 @@ NOT_STARTED = (
     "`await rt.start()` (or `async with rt:`), serve `rt.asgi()` under an ASGI server, or run "
     "`tidings serve`"
 )
-APP_FIELDS = frozenset(AppSettings.model_fields) - frozenset(Settings.model_fields)
 BATCH_KEYS = frozenset({"channel", "name", "data", "socket_id", "info"})
 
 
@@ -164,12 +165,15 @@ class Realtime:
         ``redis://…`` to share channels with other processes and machines. Other keyword
         arguments are :class:`tidings.config.Settings` fields (``activity_timeout=60``), or
         limits of the app (``max_event_payload_bytes=20480``)."""
+        from tidings.config import AppSettings, Settings, validate_settings
+
         if "apps" in settings:
             raise TypeError("Realtime() serves one app: give app_id, key and secret")
         app: dict[str, Any] = {"id": app_id, "key": key, "secret": secret}
         server: dict[str, Any] = {}
         for name, value in settings.items():
-            (app if name in APP_FIELDS else server)[name] = value
+            app_only = name in AppSettings.model_fields and name not in Settings.model_fields
+            (app if app_only else server)[name] = value
         if broker is not None:
             server["redis"] = broker
         self._embed(validate_settings({**server, "apps": [app]}), app_id)
@@ -185,11 +189,15 @@ class Realtime:
     def from_config(cls, path: str | Path, app_id: str | None = None) -> Realtime:
         """Embedded, with the settings ``tidings serve --config path`` would use (the file,
         then ``TIDINGS_*`` variables over it)."""
+        from tidings.config import load_settings
+
         return cls.from_settings(load_settings(Path(path)), app_id)
 
     @classmethod
     def from_env(cls, app_id: str | None = None) -> Realtime:
         """Embedded, with the settings ``tidings serve`` would use from ``TIDINGS_*``."""
+        from tidings.config import load_settings
+
         return cls.from_settings(load_settings(), app_id)
 
     @classmethod
@@ -221,6 +229,10 @@ class Realtime:
         return realtime
 
     def _embed(self, settings: Settings, app_id: str | None) -> None:
+        from tidings.api import EmbeddedBackend
+        from tidings.config import ConfigError
+        from tidings.lifecycle import Lifecycle
+
         self._settings = settings
         self._lifecycle = Lifecycle(settings)
         apps = list(self._lifecycle.node.apps)
