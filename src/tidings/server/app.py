@@ -242,12 +242,18 @@ class AiohttpServer:
             keepalive_timeout=settings.keepalive_timeout,
         )
         self.site: web.TCPSite | None = None
+        self.sockets: list[socket.socket] = []  # once listening
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one the OS chose for ``port = 0``)."""
+        return int(self.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
         await self.application[FALLBACK].start()
         await self.runner.setup()
 
-    async def listen(self) -> list[socket.socket]:
+    async def listen(self) -> None:
         """Open the listener; raises ConfigError when it cannot (the port is taken)."""
         settings = self.settings
         site = web.TCPSite(
@@ -264,7 +270,7 @@ class AiohttpServer:
             raise listen_error(settings.host, settings.port, exc) from None
         self.site = site
         self.guard.start()
-        return list(getattr(site._server, "sockets", None) or ())  # noqa: SLF001
+        self.sockets = list(getattr(site._server, "sockets", None) or ())  # noqa: SLF001
 
     async def stop_accepting(self) -> None:
         if self.site is not None:
@@ -296,12 +302,7 @@ async def serve(settings: Settings, *, supervised: bool = False) -> int:
 
 async def serve_realtime(realtime: Realtime, *, supervised: bool = False) -> int:
     """``Realtime.serve``: its lifecycle, with this listener and the signals that stop it."""
-    settings = realtime.settings
-    await realtime.start()
-    lifecycle = realtime.lifecycle
-    server = AiohttpServer(lifecycle, make_guard(settings))
-    await lifecycle.add(server)
-    # Before the listener opens and says so: a stop that comes right after "listening on"
+    # Before anything starts: a stop that comes right after "listening on" (or before it)
     # must drain, not meet Python's default handler (KeyboardInterrupt, a traceback).
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -321,12 +322,14 @@ async def serve_realtime(realtime: Realtime, *, supervised: bool = False) -> int
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
 
+    await realtime.start()
     try:
-        sockets = await server.listen()
+        server = await listen(realtime)
     except ConfigError:
-        await lifecycle.stop()
+        await realtime.lifecycle.stop()
         raise
-    _log_listening(settings, sockets, [app.key for app in lifecycle.node.apps])
+    settings = realtime.settings
+    _log_listening(settings, server.sockets, [app.key for app in realtime.node.apps])
     log.info("fan-out writer: %s", fanout.describe())
 
     tune_garbage_collector()
@@ -334,6 +337,16 @@ async def serve_realtime(realtime: Realtime, *, supervised: bool = False) -> int
     await realtime.stop()
     log.info("stopped")
     return 0
+
+
+async def listen(realtime: Realtime) -> AiohttpServer:
+    """Serve a started Realtime's clients on ``settings.host:port`` (WebSocket, REST,
+    fallbacks, health, metrics): ``tidings serve`` without its signals. ``rt.stop()`` drains
+    and closes it. Raises ConfigError when the port cannot be bound."""
+    server = AiohttpServer(realtime.lifecycle, make_guard(realtime.settings))
+    await realtime.lifecycle.add(server)
+    await server.listen()
+    return server
 
 
 def _log_listening(settings: Settings, sockets: list[socket.socket], keys: list[str]) -> None:
