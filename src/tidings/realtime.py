@@ -350,7 +350,12 @@ class Realtime:
         never if it rolls back; returns None."""
         message = _event(channels, event, data, socket_id, info)
         if on_commit:
-            _on_django_commit(functools.partial(self._sync, _trigger(message)))
+
+            def publish_on_commit() -> None:
+                # A function, not a partial: Django names it (__qualname__) when it fails.
+                self._sync(_trigger(message))
+
+            _on_django_commit(publish_on_commit)
             return None
         return self._sync(_trigger(message))
 
