@@ -128,16 +128,20 @@ class _ThreadHome:
     async def backend(self) -> Backend:
         """The backend, started once; a start that failed is tried again by the next call."""
         starting = self._starting
-        if starting is None or (starting.done() and starting.exception() is not None):
+        if starting is None or (
+            starting.done() and (starting.cancelled() or starting.exception() is not None)
+        ):
             starting = self._starting = asyncio.ensure_future(self._backend.start())
         await asyncio.shield(starting)
         return self._backend
 
     async def stop(self) -> None:
-        """Close the backend (on the home loop); :meth:`stop_thread` then ends the loop."""
+        """Close the backend (on the home loop); :meth:`stop_thread` then ends the loop. A
+        later call starts afresh, with a new backend."""
         if self._starting is not None:
             self._starting = None
             await self._backend.close()
+            self._backend = self._open()
 
     def stop_thread(self) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,10 +23,12 @@ from pusher_helpers import (
     TIMEOUT,
     HttpResponse,
     SocketOpener,
+    eventually,
     rest_request,
     unique,
 )
 
+from redis_server import RedisServer
 from tidings import PublishError, Realtime
 from tidings.server.app import listen
 
@@ -156,6 +159,35 @@ async def test_backend_rate_limit_is_429(serve: Starter) -> None:
     with pytest.raises(PublishError) as caught:
         await rt.atrigger_batch([{"channel": "a", "name": "e", "data": 1}] * 2)
     assert caught.value.status == 429
+
+
+async def test_cluster_unreachable_is_503(tmp_path: Path) -> None:
+    """Redis gone: a publish would reach this node's subscribers only, so it is refused."""
+    with RedisServer(tmp_path / "redis") as redis:
+        rt = Realtime(
+            app_id=APP_ID,
+            key=APP_KEY,
+            secret=APP_SECRET,
+            broker=redis.url,
+            port=0,
+            shutdown_ready_delay=0,
+        )
+        await rt.start()
+        try:
+            assert await rt.atrigger("a", "e", "x") == {}
+            redis.stop()
+
+            async def refused() -> bool:
+                try:
+                    await rt.atrigger("a", "e", "x")
+                except PublishError as exc:
+                    assert exc.status == 503 and "retry later" in exc.message
+                    return True
+                return False
+
+            await eventually(refused)
+        finally:
+            await rt.stop()
 
 
 async def test_disabled_app_is_403(serve: Starter) -> None:
