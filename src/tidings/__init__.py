@@ -1,3 +1,29 @@
 """Tidings: real-time web for Python, speaking the Pusher Channels protocol."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from tidings.backends import Backend, Event, PublishError
+    from tidings.realtime import Realtime
+
+__all__ = ["Backend", "Event", "PublishError", "Realtime", "__version__"]
+
+_HOMES = {
+    "Backend": "tidings.backends",
+    "Event": "tidings.backends",
+    "PublishError": "tidings.backends",
+    "Realtime": "tidings.realtime",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Imported on first use: ``tidings.__version__`` (read by the server) costs nothing."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'tidings' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -300,6 +300,12 @@ def load_settings(
             raw[name] = value
     if not raw.get("apps"):
         raw["apps"] = [DEV_APP]
+    return validate_settings(raw)
+
+
+def validate_settings(raw: Mapping[str, Any]) -> Settings:
+    """:class:`Settings` from plain values (``Realtime(...)``'s keyword arguments, a merged
+    file): a bad value raises :class:`ConfigError` naming it."""
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:

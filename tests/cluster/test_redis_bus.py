@@ -32,14 +32,9 @@ from pusher_helpers import (
 
 from redis_server import RedisServer
 from tidings.config import AppSettings, Settings
+from tidings.lifecycle import broker_bus_stats, broker_round_trips, make_node
 from tidings.protocol.frames import text_frame
-from tidings.server.app import (
-    WEBSOCKET,
-    broker_bus_stats,
-    broker_round_trips,
-    build_application,
-    make_node,
-)
+from tidings.server.app import WEBSOCKET, build_application
 from tidings.server.health import Health
 from tidings.server.metrics import Metrics
 

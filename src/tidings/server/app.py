@@ -1,4 +1,5 @@
-"""Wiring and lifecycle: one aiohttp server on one port for WebSocket, REST and health.
+"""The aiohttp edge: one server on one port for WebSocket, REST, fallbacks and health, and
+``tidings serve``'s listener and signals around the one lifecycle (``tidings/lifecycle.py``).
 
 SIGTERM or SIGINT drains, in this order: ``/ready`` turns 503 while everything else keeps
 working for ``shutdown_ready_delay`` seconds, so load balancers stop routing here first;
@@ -21,18 +22,14 @@ import signal
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from tidings.brokers.base import Broker
-from tidings.brokers.bus import BusStats
-from tidings.brokers.latency import RoundTrips
-from tidings.brokers.memory import MemoryBroker
-from tidings.config import Settings
-from tidings.core.apps import AppRegistry
-from tidings.node import Node, NodeSettings
-from tidings.protocol.errors import ErrorCode
+from tidings.config import ConfigError, Settings
+from tidings.lifecycle import Lifecycle
+from tidings.node import Node
 from tidings.server import fanout
 from tidings.server.banner import client_hint
 from tidings.server.connection_guard import ConnectionGuard, GuardSettings
@@ -41,16 +38,13 @@ from tidings.server.health import Health
 from tidings.server.listening import listen_error
 from tidings.server.metrics import CLIENT_CLOSED_REQUEST, Metrics
 from tidings.server.rest import RestApi, error_response
-from tidings.server.webhook_queue import RedisQueue, SqliteQueue, WebhookQueue
-from tidings.server.webhooks import QueueLock, WebhookSender, WebhookSettings
 from tidings.server.websocket import WebSocketEndpoint
+
+if TYPE_CHECKING:
+    from tidings.realtime import Realtime
 
 log = logging.getLogger("tidings.server")
 trace = logging.getLogger("tidings.debug")  # what clients do (`--debug`), see node.py
-
-# How long a drain waits for polling clients, between two polls, to collect their 4200: a
-# client re-polls within a round trip of its last answer, so 2 s covers a slow network.
-CLOSE_HANDOVER = 2.0
 
 
 class InFlight:
@@ -192,44 +186,6 @@ def build_application(
     return application
 
 
-def make_node(settings: Settings) -> Node:
-    apps = AppRegistry.of(app.to_app() for app in settings.apps)
-    node_settings = NodeSettings(
-        activity_timeout=settings.activity_timeout,
-        pong_timeout=settings.pong_timeout,
-        max_connections=settings.max_connections,
-        max_connection_rate=settings.max_connection_rate,
-    )
-    return Node(apps, make_broker(settings), node_settings, write=fanout.write_many)
-
-
-def broker_round_trips(broker: Broker) -> RoundTrips | None:
-    """The Redis broker's round-trip histogram (the memory broker has no round trips)."""
-    from tidings.brokers.redis import RedisBroker
-
-    return broker.round_trips if isinstance(broker, RedisBroker) else None
-
-
-def broker_bus_stats(broker: Broker) -> BusStats | None:
-    """The Redis broker's dropped-message and listener counters (none for memory)."""
-    from tidings.brokers.redis import RedisBroker
-
-    return broker.bus if isinstance(broker, RedisBroker) else None
-
-
-def make_broker(settings: Settings) -> Broker:
-    if settings.redis is None:
-        return MemoryBroker()
-    from tidings.brokers.redis import RedisBroker
-
-    return RedisBroker(
-        settings.redis,
-        prefix=settings.redis_prefix,
-        sharded=settings.redis_sharded,
-        node_ttl=settings.node_ttl,
-    )
-
-
 def make_guard(settings: Settings) -> ConnectionGuard:
     return ConnectionGuard(
         GuardSettings(
@@ -267,30 +223,70 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def make_webhooks(settings: Settings, node: Node) -> WebhookSender | None:
-    """The webhook sender, when any app has webhooks; its queue is durable either way."""
-    if not any(app.webhooks for app in node.apps):
-        return None
-    queue: WebhookQueue
-    client = None
-    if settings.redis:
-        from redis import asyncio as aioredis
+class AiohttpServer:
+    """The aiohttp edge (:class:`tidings.lifecycle.Edge`): WebSocket, HTTP fallback, REST,
+    health and metrics on one listener, guarded against slow clients."""
 
-        client = aioredis.Redis.from_url(settings.redis)
-        queue = RedisQueue(client, settings.redis_prefix)
-    else:
-        queue = SqliteQueue(settings.webhook_queue)
-    return WebhookSender(
-        node.apps,
-        queue,
-        WebhookSettings(
-            timeout=settings.webhook_timeout,
-            retry_for=settings.webhook_retry_for,
-            batch_delay=settings.webhook_batch_delay,
-            vacated_delay=settings.webhook_vacated_delay,
-        ),
-        QueueLock(client, settings.redis_prefix, node.broker.node_id),
-    )
+    def __init__(self, lifecycle: Lifecycle, guard: ConnectionGuard) -> None:
+        settings = lifecycle.settings
+        self.settings = settings
+        self.guard = guard
+        self.application = build_application(
+            lifecycle.node, settings, lifecycle.health, lifecycle.metrics(guard.admission)
+        )
+        self.runner = guard.runner(
+            self.application,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=settings.shutdown_timeout,
+            keepalive_timeout=settings.keepalive_timeout,
+        )
+        self.site: web.TCPSite | None = None
+        self.sockets: list[socket.socket] = []  # once listening
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one the OS chose for ``port = 0``)."""
+        return int(self.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        await self.application[FALLBACK].start()
+        await self.runner.setup()
+
+    async def listen(self) -> None:
+        """Open the listener; raises ConfigError when it cannot (the port is taken)."""
+        settings = self.settings
+        site = web.TCPSite(
+            self.runner,
+            settings.host,
+            settings.port,
+            backlog=1024,
+            reuse_port=settings.reuse_port or None,
+            ssl_context=tls_context(settings),
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            raise listen_error(settings.host, settings.port, exc) from None
+        self.site = site
+        self.guard.start()
+        self.sockets = list(getattr(site._server, "sockets", None) or ())  # noqa: SLF001
+
+    async def stop_accepting(self) -> None:
+        if self.site is not None:
+            await self.site.stop()  # no new connections: reconnecting clients go elsewhere
+
+    async def drain(self, grace: float) -> None:
+        await self.application[WEBSOCKET].close()
+        await self.application[FALLBACK].hand_over_closes(grace)
+
+    async def close(self) -> None:
+        await self.application[FALLBACK].close()
+        timeout = self.settings.shutdown_timeout
+        if not await self.application[IN_FLIGHT].wait(timeout):
+            log.warning("REST requests still running after %g s", timeout)
+        await self.runner.cleanup()
+        self.guard.close()
 
 
 async def serve(settings: Settings, *, supervised: bool = False) -> int:
@@ -299,32 +295,14 @@ async def serve(settings: Settings, *, supervised: bool = False) -> int:
     ``supervised`` is set in the workers of ``--workers N``: they ignore any signal after the
     first, which is a copy of the same stop (see ``server/workers.py``).
     """
-    node = make_node(settings)
-    webhooks = make_webhooks(settings, node)
-    if webhooks is not None:
-        node.webhooks = webhooks
-        await webhooks.start()
-    await node.start()
-    health = Health(node.broker, "redis" if settings.redis else "memory")
-    guard = make_guard(settings)
-    metrics = Metrics(
-        node,
-        webhooks,
-        broker_round_trips(node.broker),
-        guard.admission,
-        broker_bus_stats(node.broker),
-    )
-    application = build_application(node, settings, health, metrics)
-    await application[FALLBACK].start()
-    runner = guard.runner(
-        application,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=settings.shutdown_timeout,
-        keepalive_timeout=settings.keepalive_timeout,
-    )
-    await runner.setup()
-    # Before the listener opens and says so: a stop that comes right after "listening on"
+    from tidings.realtime import Realtime
+
+    return await Realtime.from_settings(settings).serve(supervised=supervised)
+
+
+async def serve_realtime(realtime: Realtime, *, supervised: bool = False) -> int:
+    """``Realtime.serve``: its lifecycle, with this listener and the signals that stop it."""
+    # Before anything starts: a stop that comes right after "listening on" (or before it)
     # must drain, not meet Python's default handler (KeyboardInterrupt, a traceback).
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -344,25 +322,34 @@ async def serve(settings: Settings, *, supervised: bool = False) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
 
-    site = web.TCPSite(
-        runner,
-        settings.host,
-        settings.port,
-        backlog=1024,
-        reuse_port=settings.reuse_port or None,
-        ssl_context=tls_context(settings),
-    )
+    await realtime.start()
     try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        await application[FALLBACK].close()
-        if webhooks is not None:
-            await webhooks.close()
-        await node.close()
-        raise listen_error(settings.host, settings.port, exc) from None
-    guard.start()
-    sockets = getattr(site._server, "sockets", None) or ()  # noqa: SLF001
+        server = await listen(realtime)
+    except ConfigError:
+        await realtime.lifecycle.stop()
+        raise
+    settings = realtime.settings
+    _log_listening(settings, server.sockets, [app.key for app in realtime.node.apps])
+    log.info("fan-out writer: %s", fanout.describe())
+
+    tune_garbage_collector()
+    await stop.wait()
+    await realtime.stop()
+    log.info("stopped")
+    return 0
+
+
+async def listen(realtime: Realtime) -> AiohttpServer:
+    """Serve a started Realtime's clients on ``settings.host:port`` (WebSocket, REST,
+    fallbacks, health, metrics): ``tidings serve`` without its signals. ``rt.stop()`` drains
+    and closes it. Raises ConfigError when the port cannot be bound."""
+    server = AiohttpServer(realtime.lifecycle, make_guard(realtime.settings))
+    await realtime.lifecycle.add(server)
+    await server.listen()
+    return server
+
+
+def _log_listening(settings: Settings, sockets: list[socket.socket], keys: list[str]) -> None:
     for sock in sockets:
         host, port = sock.getsockname()[:2]
         family = "IPv6" if sock.family == socket.AF_INET6 else "IPv4"
@@ -372,36 +359,11 @@ async def serve(settings: Settings, *, supervised: bool = False) -> int:
             host,
             port,
             family,
-            len(list(node.apps)),
+            len(keys),
         )
     if sockets:
         port = sockets[0].getsockname()[1]
-        keys = [app.key for app in node.apps]
         log.info(
             "%s",
             client_hint(settings.host, port, bool(settings.tls_cert), keys, settings.http_path),
         )
-    log.info("fan-out writer: %s", fanout.describe())
-
-    tune_garbage_collector()
-    await stop.wait()
-    # Load balancers poll /ready: give them time to take this node out before its clients
-    # are told to reconnect, or the reconnects would land here again.
-    health.draining = True
-    if settings.shutdown_ready_delay:
-        log.info("/ready answers 503; closing connections in %g s", settings.shutdown_ready_delay)
-        await asyncio.sleep(settings.shutdown_ready_delay)
-    await site.stop()  # no new connections: reconnecting clients go to another node
-    await node.drain(ErrorCode.RECONNECT)
-    await application[WEBSOCKET].close()
-    await application[FALLBACK].hand_over_closes(min(CLOSE_HANDOVER, settings.shutdown_timeout))
-    await application[FALLBACK].close()
-    if not await application[IN_FLIGHT].wait(settings.shutdown_timeout):
-        log.warning("REST requests still running after %g s", settings.shutdown_timeout)
-    await runner.cleanup()
-    guard.close()
-    if webhooks is not None:
-        await webhooks.close()  # pending events go to the durable queue first
-    await node.close()
-    log.info("stopped")
-    return 0

@@ -1,0 +1,561 @@
+"""``Realtime``: publish to Pusher clients from Python, from any thread or event loop.
+
+Two kinds, one set of methods:
+
+- embedded (``Realtime(app_id=..., key=..., secret=...)``, ``from_config``, ``from_env``):
+  this process serves the sockets. Its operations run on the node's event loop, the one
+  ``await rt.start()`` (or ``tidings serve``, or an ASGI server) ran it on.
+- publish-only (``Realtime.client(url)``): a :class:`tidings.backends.Backend` reaching a
+  cluster over Redis or HTTP, run on a private event loop in a daemon thread, started on
+  first use and started afresh in a forked child (gunicorn ``--preload``).
+
+Each operation is a coroutine of the backend, bound to its home loop. ``trigger`` and the
+other plain methods block the calling thread until it is done (WSGI views, Celery tasks,
+threads: no event loop needed); ``atrigger`` and the other ``a…`` methods await it from any
+event loop, with no hop when already on the home loop. A plain method called on the home
+loop's own thread would wait for itself forever, so it raises instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import importlib
+import os
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+
+from tidings.backends import Backend, Event
+
+if TYPE_CHECKING:  # the embedded parts are imported when used: a client needs none of them
+    from tidings.api import EmbeddedBackend
+    from tidings.config import Settings
+    from tidings.core.apps import App
+    from tidings.lifecycle import Lifecycle
+    from tidings.node import Node
+
+T = TypeVar("T")
+
+NOT_STARTED = (
+    "this Realtime serves sockets in this process and is not running: start it first with "
+    "`await rt.start()` (or `async with rt:`), serve `rt.asgi()` under an ASGI server, or run "
+    "`tidings serve`"
+)
+BATCH_KEYS = frozenset({"channel", "name", "data", "socket_id", "info"})
+
+
+class _LoopThread:
+    """A private event loop running forever in a daemon thread (publish-only clients)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="tidings-client", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+class _NodeHome:
+    """Embedded: the backend's coroutines run on the loop the lifecycle was started on."""
+
+    def __init__(self, backend: EmbeddedBackend, lifecycle: Lifecycle) -> None:
+        self._backend = backend
+        self.lifecycle = lifecycle
+        self.started_on: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.started_on is not None and self.lifecycle.running
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self.started_on is None or not self.lifecycle.running:
+            raise RuntimeError(NOT_STARTED)
+        return self.started_on
+
+    async def stop(self) -> None:
+        await self.lifecycle.drain()
+        await self.lifecycle.stop()
+
+    async def backend(self) -> Backend:
+        return self._backend
+
+
+class _ThreadHome:
+    """Publish-only: the backend's coroutines run on a loop thread; both are made on first
+    use in each process.
+
+    After a fork the parent's thread does not exist in the child and the backend's sockets
+    are the parent's: the child makes its own, and never closes the parent's."""
+
+    def __init__(self, open_backend: Callable[[], Backend]) -> None:
+        self._open = open_backend
+        self._backend = open_backend()  # a bad URL fails here, not at the first publish
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._thread: _LoopThread | None = None
+        self._starting: asyncio.Future[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._pid == os.getpid()
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._pid != os.getpid():
+            # A lock held by a parent thread at the fork would stay held in the child.
+            self._lock = threading.Lock()
+            self._backend = self._open()
+            self._thread = None
+            self._starting = None
+            self._pid = os.getpid()
+        with self._lock:
+            if self._thread is None:
+                self._thread = _LoopThread()
+            return self._thread.loop
+
+    async def backend(self) -> Backend:
+        """The backend, started once; a start that failed is tried again by the next call."""
+        starting = self._starting
+        if starting is None or (
+            starting.done() and (starting.cancelled() or starting.exception() is not None)
+        ):
+            starting = self._starting = asyncio.ensure_future(self._backend.start())
+        await asyncio.shield(starting)
+        return self._backend
+
+    async def stop(self) -> None:
+        """Close the backend (on the home loop); :meth:`stop_thread` then ends the loop. A
+        later call starts afresh, with a new backend."""
+        if self._starting is not None:
+            self._starting = None
+            await self._backend.close()
+            self._backend = self._open()
+
+    def stop_thread(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and self._pid == os.getpid():
+            thread.stop()
+
+
+class Realtime:
+    """Publish events, read channel state and sign users out, as the Pusher HTTP API does.
+
+    Refusals raise :class:`tidings.backends.PublishError` with the HTTP status the REST API
+    answers for the same call. Plain methods wait at most :attr:`timeout` seconds."""
+
+    timeout: float = 30.0
+    _settings: Settings | None
+    _lifecycle: Lifecycle | None
+    _app: App | None
+    _home: _NodeHome | _ThreadHome
+
+    def __init__(
+        self, app_id: str, key: str, secret: str, broker: str | None = None, **settings: Any
+    ) -> None:
+        """One app, served by this process. ``broker``: None for memory (one process), or
+        ``redis://…`` to share channels with other processes and machines. Other keyword
+        arguments are :class:`tidings.config.Settings` fields (``activity_timeout=60``), or
+        limits of the app (``max_event_payload_bytes=20480``)."""
+        from tidings.config import AppSettings, Settings, validate_settings
+
+        if "apps" in settings:
+            raise TypeError("Realtime() serves one app: give app_id, key and secret")
+        app: dict[str, Any] = {"id": app_id, "key": key, "secret": secret}
+        server: dict[str, Any] = {}
+        for name, value in settings.items():
+            app_only = name in AppSettings.model_fields and name not in Settings.model_fields
+            (app if app_only else server)[name] = value
+        if broker is not None:
+            server["redis"] = broker
+        self._embed(validate_settings({**server, "apps": [app]}), app_id)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, app_id: str | None = None) -> Realtime:
+        """Embedded, from validated settings; publishes to ``app_id`` (default: the first app)."""
+        realtime = cls.__new__(cls)
+        realtime._embed(settings, app_id)
+        return realtime
+
+    @classmethod
+    def from_config(cls, path: str | Path, app_id: str | None = None) -> Realtime:
+        """Embedded, with the settings ``tidings serve --config path`` would use (the file,
+        then ``TIDINGS_*`` variables over it)."""
+        from tidings.config import load_settings
+
+        return cls.from_settings(load_settings(Path(path)), app_id)
+
+    @classmethod
+    def from_env(cls, app_id: str | None = None) -> Realtime:
+        """Embedded, with the settings ``tidings serve`` would use from ``TIDINGS_*``."""
+        from tidings.config import load_settings
+
+        return cls.from_settings(load_settings(), app_id)
+
+    @classmethod
+    def client(
+        cls,
+        url: str,
+        app_id: str | None = None,
+        key: str | None = None,
+        secret: str | None = None,
+    ) -> Realtime:
+        """Publish-only: ``redis://…`` into a Tidings cluster, ``http(s)://key:secret@host/apps/ID``
+        to any Pusher-protocol server."""
+        # Imported when used: the clients pull in redis-py or an HTTP client.
+        open_backend: Callable[..., Backend] = importlib.import_module(
+            "tidings.clients"
+        ).open_backend
+        return cls.from_backend(
+            functools.partial(open_backend, url, app_id=app_id, key=key, secret=secret)
+        )
+
+    @classmethod
+    def from_backend(cls, open_backend: Callable[[], Backend]) -> Realtime:
+        """Publish-only, through the backends ``open_backend()`` makes (one per process)."""
+        realtime = cls.__new__(cls)
+        realtime._settings = None
+        realtime._lifecycle = None
+        realtime._app = None
+        realtime._home = _ThreadHome(open_backend)
+        return realtime
+
+    def _embed(self, settings: Settings, app_id: str | None) -> None:
+        from tidings.api import EmbeddedBackend
+        from tidings.config import ConfigError
+        from tidings.lifecycle import Lifecycle
+
+        self._settings = settings
+        self._lifecycle = Lifecycle(settings)
+        apps = list(self._lifecycle.node.apps)
+        if app_id is None:
+            self._app = apps[0]
+        else:
+            found = self._lifecycle.node.apps.by_id(app_id)
+            if found is None:
+                known = ", ".join(app.id for app in apps)
+                raise ConfigError(f"no app with id {app_id!r} in the configuration ({known})")
+            self._app = found
+        self._home = _NodeHome(EmbeddedBackend(self._lifecycle.node, self._app), self._lifecycle)
+
+    # -- what others build on --------------------------------------------------------------
+
+    @property
+    def embedded(self) -> bool:
+        return self._lifecycle is not None
+
+    @property
+    def settings(self) -> Settings:
+        return self._embedded_part(self._settings)
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return self._embedded_part(self._lifecycle)
+
+    @property
+    def node(self) -> Node:
+        return self.lifecycle.node
+
+    @property
+    def app(self) -> App:
+        return self._embedded_part(self._app)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the operations run on: the node's once started, the client's thread's
+        once used; None before."""
+        return self._home.loop() if self.running else None
+
+    @property
+    def running(self) -> bool:
+        return self._home.running
+
+    def _embedded_part(self, value: T | None) -> T:
+        if value is None:
+            raise AttributeError("a publish-only Realtime.client() has no node, app or settings")
+        return value
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Embedded: start the node (broker, webhooks) on the running loop, with no listener:
+        an ASGI server or ``tidings serve`` adds one. Publish-only: connect the backend."""
+        if isinstance(self._home, _ThreadHome):
+            await self._call(lambda backend: _done())
+            return
+        if self._home.started_on is not None:
+            raise RuntimeError("this Realtime was already started (it starts once)")
+        self._home.started_on = asyncio.get_running_loop()
+        await self._home.lifecycle.start()
+
+    async def stop(self) -> None:
+        """Embedded: drain (clients told to reconnect elsewhere) and stop. Publish-only: close
+        the backend and its loop thread. Nothing to do when not running."""
+        if self.running:
+            home = self._home
+            await self._call(lambda backend: home.stop())
+            if isinstance(home, _ThreadHome):
+                home.stop_thread()
+
+    def close(self) -> None:
+        """:meth:`stop`, from code with no event loop (an ``atexit`` handler, a worker's exit)."""
+        if self.running:
+            home = self._home
+            self._sync(lambda backend: home.stop())
+            if isinstance(home, _ThreadHome):
+                home.stop_thread()
+
+    async def serve(self, *, supervised: bool = False) -> int:
+        """What ``tidings serve`` runs: start, listen on ``settings.host:port`` until SIGTERM
+        or SIGINT, drain, stop; returns the exit status."""
+        from tidings.server.app import serve_realtime
+
+        return await serve_realtime(self, supervised=supervised)
+
+    async def __aenter__(self) -> Realtime:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- the operations ------------------------------------------------------------------
+
+    def trigger(
+        self,
+        channels: str | Sequence[str],
+        event: str,
+        data: Any,
+        socket_id: str | None = None,
+        *,
+        info: Sequence[str] = (),
+        on_commit: bool = False,
+    ) -> dict[str, Any] | None:
+        """Publish ``event`` to ``channels``, except to the connection ``socket_id``; returns
+        what ``POST /events`` answers. ``data``: a ``str`` is sent as is, anything else as
+        JSON. ``on_commit=True`` (Django): publish when the current transaction commits,
+        never if it rolls back; returns None."""
+        message = _event(channels, event, data, socket_id, info)
+        if on_commit:
+
+            def publish_on_commit() -> None:
+                # A function, not a partial: Django names it (__qualname__) when it fails.
+                self._sync(_trigger(message))
+
+            _on_django_commit(publish_on_commit)
+            return None
+        return self._sync(_trigger(message))
+
+    async def atrigger(
+        self,
+        channels: str | Sequence[str],
+        event: str,
+        data: Any,
+        socket_id: str | None = None,
+        *,
+        info: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        return await self._call(_trigger(_event(channels, event, data, socket_id, info)))
+
+    def trigger_batch(self, batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Several events at once, each ``{"channel", "name", "data"[, "socket_id", "info"]}``;
+        returns what ``POST /batch_events`` answers."""
+        events = _batch(batch)
+        return self._sync(lambda backend: backend.trigger_batch(events))
+
+    async def atrigger_batch(self, batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        events = _batch(batch)
+        return await self._call(lambda backend: backend.trigger_batch(events))
+
+    def send_to_user(self, user_id: str, event: str, data: Any) -> None:
+        """An event for every connection signed in as ``user_id``."""
+        user, encoded = _text("user_id", user_id), _encode(data)
+        self._sync(lambda backend: backend.send_to_user(user, event, encoded))
+
+    async def asend_to_user(self, user_id: str, event: str, data: Any) -> None:
+        user, encoded = _text("user_id", user_id), _encode(data)
+        await self._call(lambda backend: backend.send_to_user(user, event, encoded))
+
+    def terminate_user(self, user_id: str) -> None:
+        """Close every connection signed in as ``user_id``, on every node."""
+        user = _text("user_id", user_id)
+        self._sync(lambda backend: backend.terminate_user(user))
+
+    async def aterminate_user(self, user_id: str) -> None:
+        user = _text("user_id", user_id)
+        await self._call(lambda backend: backend.terminate_user(user))
+
+    def channels(self, prefix: str = "", info: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+        """Occupied channels whose name starts with ``prefix``, with the attributes asked for
+        (``subscription_count``; ``user_count`` with a ``presence-`` prefix)."""
+        start, names = _text("prefix", prefix), _names(info)
+        return self._sync(lambda backend: backend.channels(start, names))
+
+    async def achannels(
+        self, prefix: str = "", info: Sequence[str] = ()
+    ) -> dict[str, dict[str, Any]]:
+        start, names = _text("prefix", prefix), _names(info)
+        return await self._call(lambda backend: backend.channels(start, names))
+
+    def channel(self, name: str, info: Sequence[str] = ()) -> dict[str, Any]:
+        """``{"occupied": bool}`` plus the attributes asked for (``user_count``,
+        ``subscription_count``, ``cache``)."""
+        channel, names = _text("name", name), _names(info)
+        return self._sync(lambda backend: backend.channel(channel, names))
+
+    async def achannel(self, name: str, info: Sequence[str] = ()) -> dict[str, Any]:
+        channel, names = _text("name", name), _names(info)
+        return await self._call(lambda backend: backend.channel(channel, names))
+
+    def users(self, channel: str) -> list[str]:
+        """The user ids of a presence channel's members."""
+        name = _text("channel", channel)
+        return self._sync(lambda backend: backend.users(name))
+
+    async def ausers(self, channel: str) -> list[str]:
+        name = _text("channel", channel)
+        return await self._call(lambda backend: backend.users(name))
+
+    # -- the bridge to the home loop -------------------------------------------------------
+
+    def _on_home(
+        self, operation: Callable[[Backend], Awaitable[T]]
+    ) -> Callable[[], Coroutine[Any, Any, T]]:
+        """A coroutine function running ``operation`` once the backend is ready."""
+
+        async def run() -> T:
+            return await operation(await self._home.backend())
+
+        return run
+
+    async def _call(self, operation: Callable[[Backend], Awaitable[T]]) -> T:
+        """Await ``operation`` on the home loop, from whatever loop is running."""
+        loop = self._home.loop()
+        run = self._on_home(operation)
+        if asyncio.get_running_loop() is loop:
+            return await run()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), loop))
+
+    def _sync(self, operation: Callable[[Backend], Awaitable[T]]) -> T:
+        """Run ``operation`` on the home loop and wait for it, from a thread that is not it."""
+        loop = self._home.loop()
+        if _running_loop() is loop:
+            raise RuntimeError(
+                "a plain Realtime method was called on the event loop it runs on, where it "
+                "would wait for itself: use the async form, e.g. `await rt.atrigger(...)`"
+            )
+        future = asyncio.run_coroutine_threadsafe(self._on_home(operation)(), loop)
+        try:
+            return future.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"no answer within {self.timeout:g} s") from None
+
+
+async def _done() -> None:
+    """Nothing more than getting the backend ready (``start`` of a publish-only client)."""
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _trigger(event: Event) -> Callable[[Backend], Awaitable[dict[str, Any]]]:
+    return lambda backend: backend.trigger(event)
+
+
+def _encode(data: Any) -> str:
+    """A ``str`` as is; anything else JSON-encoded once, as the pusher SDKs do."""
+    if isinstance(data, str):
+        return data
+    try:
+        return orjson.dumps(data).decode()
+    except TypeError as exc:
+        raise TypeError(f"event data must be a str or JSON-serialisable: {exc}") from None
+
+
+def _text(what: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    return value
+
+
+def _names(value: str | Iterable[str]) -> tuple[str, ...]:
+    """Channel names or info attributes: one ``str`` (comma-separated for info) or several."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    names = tuple(value)
+    for name in names:
+        _text("each name", name)
+    return names
+
+
+def _event(
+    channels: str | Sequence[str],
+    name: str,
+    data: Any,
+    socket_id: str | None,
+    info: str | Sequence[str],
+) -> Event:
+    targets = (channels,) if isinstance(channels, str) else _names(channels)
+    if socket_id is not None:
+        _text("socket_id", socket_id)
+    return Event(targets, _text("event", name), _encode(data), socket_id, _names(info))
+
+
+def _batch(batch: Sequence[Mapping[str, Any]]) -> list[Event]:
+    events = []
+    for index, entry in enumerate(batch):
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"batch entry {index} must be a dict, not {type(entry).__name__}")
+        missing = {"channel", "name", "data"} - entry.keys()
+        unknown = entry.keys() - BATCH_KEYS
+        if missing or unknown:
+            problem = f"lacks {sorted(missing)}" if missing else f"has unknown {sorted(unknown)}"
+            raise ValueError(f"batch entry {index} {problem}")
+        channel = _text("channel", entry["channel"])
+        events.append(
+            _event(
+                channel, entry["name"], entry["data"], entry.get("socket_id"), entry.get("info", ())
+            )
+        )
+    return events
+
+
+def _on_django_commit(publish: Callable[[], object]) -> None:
+    """Run ``publish`` when Django's current transaction commits (at once outside one).
+
+    ``robust=True``: the commit has happened whatever the publish does, so a refused
+    publish (a 429, the cluster down) is logged by Django and does not stop the other
+    on-commit callbacks of the transaction, nor raise out of the code that committed."""
+    try:
+        django_settings = importlib.import_module("django.conf").settings
+        transaction = importlib.import_module("django.db.transaction")
+    except ImportError:
+        raise RuntimeError("on_commit=True needs Django: pip install 'tidings[django]'") from None
+    if not django_settings.configured:
+        raise RuntimeError(
+            "on_commit=True needs Django's settings: set DJANGO_SETTINGS_MODULE or call "
+            "settings.configure() first"
+        )
+    transaction.on_commit(publish, robust=True)
