@@ -115,6 +115,16 @@ STOPS = {
 }
 
 
+def test_the_start_banner_says_how_to_connect_once(
+    redis_server: RedisServer, redis_prefix: str, tmp_path: Path
+) -> None:
+    with workers_group(redis_server, redis_prefix, tmp_path) as (_, log, port):
+        text = log.read_text(errors="replace")
+    assert listening_workers(log) == WORKERS
+    assert text.count("stop with Ctrl-C") == 1, text
+    assert f"wsPort: {port}" in text, text
+
+
 @pytest.mark.parametrize("how", list(STOPS))
 async def test_a_stop_every_worker_gets_twice_drains_once(
     how: str,

@@ -329,7 +329,8 @@ async def serve_realtime(realtime: Realtime, *, supervised: bool = False) -> int
         await realtime.lifecycle.stop()
         raise
     settings = realtime.settings
-    _log_listening(settings, server.sockets, [app.key for app in realtime.node.apps])
+    keys = [app.key for app in realtime.node.apps]
+    _log_listening(settings, server.sockets, keys, hint=not supervised)
     log.info("fan-out writer: %s", fanout.describe())
 
     tune_garbage_collector()
@@ -349,7 +350,11 @@ async def listen(realtime: Realtime) -> AiohttpServer:
     return server
 
 
-def _log_listening(settings: Settings, sockets: list[socket.socket], keys: list[str]) -> None:
+def _log_listening(
+    settings: Settings, sockets: list[socket.socket], keys: list[str], hint: bool
+) -> None:
+    """The addresses listened on, and (``hint``) how to stop and how pusher-js connects:
+    with --workers, the supervisor gives the hint once instead of each worker."""
     for sock in sockets:
         host, port = sock.getsockname()[:2]
         family = "IPv6" if sock.family == socket.AF_INET6 else "IPv4"
@@ -361,7 +366,7 @@ def _log_listening(settings: Settings, sockets: list[socket.socket], keys: list[
             family,
             len(keys),
         )
-    if sockets:
+    if sockets and hint:
         port = sockets[0].getsockname()[1]
         log.info(
             "%s",

@@ -25,6 +25,7 @@ import time
 from types import FrameType
 
 from tidings.config import Settings
+from tidings.server.banner import client_hint
 from tidings.server.listening import check_can_listen
 
 log = logging.getLogger("tidings.workers")
@@ -61,6 +62,10 @@ def supervise(settings: Settings) -> int:
         len(workers),
         port,
         ", ".join(str(w.pid) for w in workers),
+    )
+    keys = [app.key for app in settings.apps]
+    log.info(
+        "%s", client_hint(settings.host, port, bool(settings.tls_cert), keys, settings.http_path)
     )
     stopping = False
     status: int | None = None
