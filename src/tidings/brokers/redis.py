@@ -105,6 +105,12 @@ def _decode_members(flat: list[bytes]) -> list[Member]:
     return [Member(flat[i].decode(), orjson.loads(flat[i + 1])) for i in range(0, len(flat), 2)]
 
 
+def check_prefix(prefix: str) -> None:
+    """Keys are ``prefix:…`` and topics ``prefix#…``: neither separator may be in it."""
+    if not prefix or "#" in prefix or ":" in prefix:
+        raise ValueError("redis prefix must be non-empty without '#' or ':'")
+
+
 class ClusterRedis:
     """The keys and bus of one Tidings cluster in one Redis, as every writer uses them.
 
@@ -116,8 +122,7 @@ class ClusterRedis:
     """
 
     def __init__(self, redis: aioredis.Redis, prefix: str, sharded: bool) -> None:
-        if not prefix or "#" in prefix or ":" in prefix:
-            raise ValueError("redis prefix must be non-empty without '#' or ':'")
+        check_prefix(prefix)
         self.redis = redis
         self.prefix = prefix
         self.sharded = sharded
