@@ -168,6 +168,11 @@ class HttpClient:
             raise PublishError(502, "the server's answer is not JSON") from None
         if not isinstance(answer, dict):
             raise PublishError(502, "the server's answer is not a JSON object")
+        refused = answer.get("code")
+        if isinstance(refused, int) and refused >= 400 and isinstance(answer.get("error"), str):
+            # Soketi 1.6 sends some refusals (a bad signature) with status 200 and the real
+            # status in the body: {"error": "...", "code": 401}.
+            raise PublishError(refused, answer["error"])
         return answer
 
 
