@@ -16,6 +16,14 @@ Order: calls are written to Redis one after the other, in the order they were ma
 client's loop, so events published in order arrive in order. Redis unreachable: every call
 raises ``PublishError(503)``, as the REST API answers while its node cannot reach Redis
 (a node would reach its own sockets; a client has none, so nothing was published).
+
+What only a node can do, and this client therefore does not:
+
+- refuse an unknown or disabled app (401, 403): the apps are in the nodes' configuration,
+  not in Redis. Events for an app id no node serves are published and heard by nobody;
+- its own bookkeeping: the ``publications`` counter of ``/metrics``, and forgetting that
+  it announced a cache channel's ``cache_miss`` webhook (a node announces one per channel
+  per ``cache_ttl``; after a client trigger the next miss may wait out that window).
 """
 
 from __future__ import annotations
