@@ -7,15 +7,18 @@ the servers' refusals come back as PublishError with their status.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pusher_helpers import (
@@ -233,6 +236,29 @@ async def test_trigger_info_on_tidings(
     assert answer == {"channels": {channel: {"subscription_count": 1}}}
     batch = [Event((channel,), "e", "{}", info=("subscription_count",))]
     assert await client.trigger_batch(batch) == {"batch": [{"subscription_count": 1}]}
+
+
+def test_runs_on_a_loop_in_another_thread(target: Target) -> None:
+    """As Realtime drives it: a private loop thread (the session is created on it), calls
+    submitted from this thread."""
+    loop = asyncio.new_event_loop()
+    worker = threading.Thread(target=loop.run_forever, daemon=True)
+    worker.start()
+    backend = open_backend(target.client_url())
+    channel = unique("threads")
+
+    def call(coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=3 * TIMEOUT)
+
+    try:
+        call(backend.start())
+        call(backend.trigger(Event((channel,), "e", "{}")))
+        assert call(backend.channel(channel, []))["occupied"] is False
+        call(backend.close())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        worker.join(timeout=TIMEOUT)
+        loop.close()
 
 
 async def test_unreachable_server_is_503() -> None:

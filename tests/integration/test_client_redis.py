@@ -98,11 +98,20 @@ async def test_trigger_reaches_subscribers_in_order_with_rest_triggers(
         else:
             body = {"name": "tick", "channels": [channel, other], "data": data}
             assert await arest(node, "POST", "/events", json_body=body) == {}
-    got = await sock.recv_n(12)
+    batch = [
+        Event((other,), "last", '"b1"', info=("subscription_count",)),
+        Event((channel,), "last", '"b2"'),
+    ]
+    assert await client.trigger_batch(batch) == {"batch": [{"subscription_count": 1}, {}]}
+    got = await sock.recv_n(14)
     assert got == [
-        {"event": "tick", "channel": ch, "data": json.dumps({"n": i})}
-        for i in range(6)
-        for ch in (channel, other)
+        *(
+            {"event": "tick", "channel": ch, "data": json.dumps({"n": i})}
+            for i in range(6)
+            for ch in (channel, other)
+        ),
+        {"event": "last", "channel": other, "data": '"b1"'},
+        {"event": "last", "channel": channel, "data": '"b2"'},
     ]
 
 
