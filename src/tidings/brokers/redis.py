@@ -105,6 +105,93 @@ def _decode_members(flat: list[bytes]) -> list[Member]:
     return [Member(flat[i].decode(), orjson.loads(flat[i + 1])) for i in range(0, len(flat), 2)]
 
 
+def check_prefix(prefix: str) -> None:
+    """Keys are ``prefix:…`` and topics ``prefix#…``: neither separator may be in it."""
+    if not prefix or "#" in prefix or ":" in prefix:
+        raise ValueError("redis prefix must be non-empty without '#' or ':'")
+
+
+class ClusterRedis:
+    """The keys and bus of one Tidings cluster in one Redis, as every writer uses them.
+
+    Shared by :class:`RedisBroker` (every node) and the publish-only
+    :class:`tidings.clients.redis.RedisClient`, so that a publication, a cached event or a
+    backend-event count written by either is byte for byte what the other writes and reads.
+    Every method raises what redis-py raises (see ``FAILURES``): each caller decides what an
+    unreachable Redis means to it (a node serves its local clients, a client refuses).
+    """
+
+    def __init__(self, redis: aioredis.Redis, prefix: str, sharded: bool) -> None:
+        check_prefix(prefix)
+        self.redis = redis
+        self.prefix = prefix
+        self.sharded = sharded
+
+    def key(self, app_id: str, *parts: str) -> str:
+        return ":".join((self.prefix, app_id, *parts))
+
+    def topic(self, app_id: str, channel: str) -> bytes:
+        return f"{self.prefix}#{app_id}#{channel}".encode()
+
+    @property
+    def control_topic(self) -> bytes:
+        return f"{self.prefix}#control".encode()
+
+    async def publish(
+        self, origin: str, app_id: str, channel: str, frame: bytes, exclude: str | None
+    ) -> None:
+        """``frame`` to every node subscribed to ``channel`` (nodes skip their own origin)."""
+        payload = encode_publication(origin, exclude, frame)
+        if self.sharded:
+            await self.redis.spublish(self.topic(app_id, channel), payload)
+        else:
+            await self.redis.publish(self.topic(app_id, channel), payload)
+
+    async def control(self, origin: str, app_id: str, message: ControlMessage) -> None:
+        """``message`` to every node but ``origin``."""
+        await self.redis.publish(self.control_topic, encode_control(origin, app_id, message))
+
+    async def cache_set(self, app_id: str, channel: str, message: bytes, ttl: float) -> None:
+        """The last event of a cache channel (the Pusher message), kept ``ttl`` seconds."""
+        ttl_ms = max(1, int(ttl * 1000))
+        await self.redis.set(self.key(app_id, "cache", channel), message, px=ttl_ms)
+
+    async def cache_get(self, app_id: str, channel: str) -> tuple[bytes, float] | None:
+        """The cached message and the seconds it has left, or None."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.key(app_id, "cache", channel))
+            pipe.pttl(self.key(app_id, "cache", channel))
+            message, ttl_ms = await pipe.execute()
+        if message is None or ttl_ms is None or ttl_ms <= 0:
+            return None
+        return bytes(message), ttl_ms / 1000
+
+    async def count_backend_events(self, app_id: str, events: int, second: int) -> int:
+        """Add ``events`` to the cluster-wide count of ``second``; the new total."""
+        key = self.key(app_id, "rate", str(second))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incrby(key, events)
+            pipe.expire(key, 2)
+            total, _ = await pipe.execute()
+        return int(total)
+
+    async def subscription_count(self, app_id: str, channel: str) -> int:
+        return int(await self.redis.scard(self.key(app_id, "subs", channel)))
+
+    async def channels(self, app_id: str) -> dict[str, int]:
+        """Every channel with at least one subscriber, and its subscription count."""
+        names = [_text(n) for n in await self.redis.smembers(self.key(app_id, "channels"))]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.scard(self.key(app_id, "subs", name))
+            counts = await pipe.execute()
+        return {name: int(count) for name, count in zip(names, counts, strict=True) if count}
+
+    async def presence_members(self, app_id: str, channel: str) -> list[Member]:
+        members = await self.redis.hgetall(self.key(app_id, "members", channel))
+        return [Member(_text(k), orjson.loads(v)) for k, v in members.items()]
+
+
 class RedisBroker:
     def __init__(
         self,
@@ -117,8 +204,6 @@ class RedisBroker:
         recovery_settle: float = RECOVERY_SETTLE,
         unreachable_report_interval: float = UNREACHABLE_REPORT_INTERVAL,
     ) -> None:
-        if not prefix or "#" in prefix or ":" in prefix:
-            raise ValueError("redis prefix must be non-empty without '#' or ':'")
         self._url = url
         self._prefix = prefix
         self._node_id = node_id or secrets.token_hex(6)
@@ -140,6 +225,7 @@ class RedisBroker:
             health_check_interval=0,
         )
         self._redis = aioredis.Redis(connection_pool=pool)
+        self._cluster = ClusterRedis(self._redis, prefix, sharded)
         self._scripts = {name: self._redis.register_script(_load_script(name)) for name in _SCRIPTS}
         self._deliver: Deliver | None = None
         self._control: Control | None = None
@@ -176,7 +262,7 @@ class RedisBroker:
         return self._degraded
 
     def _key(self, app_id: str, *parts: str) -> str:
-        return ":".join((self._prefix, app_id, *parts))
+        return self._cluster.key(app_id, *parts)
 
     def _node_key(self, kind: str, node_id: str | None = None) -> str:
         return f"{self._prefix}:node:{node_id or self._node_id}:{kind}"
@@ -185,11 +271,11 @@ class RedisBroker:
         return f"{self._node_id}/{socket_id}"
 
     def _topic(self, app_id: str, channel: str) -> bytes:
-        return f"{self._prefix}#{app_id}#{channel}".encode()
+        return self._cluster.topic(app_id, channel)
 
     @property
     def _control_topic(self) -> bytes:
-        return f"{self._prefix}#control".encode()
+        return self._cluster.control_topic
 
     def _node_topic(self, node_id: str) -> bytes:
         return f"{self._prefix}#node#{node_id}".encode()
@@ -372,12 +458,8 @@ class RedisBroker:
             self._deliver(app_id, channel, frame, exclude)
         if self._degraded:
             return False  # at most once: other nodes miss what is published during an outage
-        payload = encode_publication(self._node_id, exclude, frame)
         try:
-            if self._sharded:
-                await self._redis.spublish(self._topic(app_id, channel), payload)
-            else:
-                await self._redis.publish(self._topic(app_id, channel), payload)
+            await self._cluster.publish(self._node_id, app_id, channel, frame, exclude)
         except FAILURES as exc:
             self._failed(exc)
             return False
@@ -388,9 +470,7 @@ class RedisBroker:
         if self._degraded:
             return
         try:
-            await self._redis.publish(
-                self._control_topic, encode_control(self._node_id, app_id, message)
-            )
+            await self._cluster.control(self._node_id, app_id, message)
         except FAILURES as exc:
             self._failed(exc)
 
@@ -457,7 +537,7 @@ class RedisBroker:
         if self._degraded:
             return local
         try:
-            return int(await self._redis.scard(self._key(app_id, "subs", channel)))
+            return await self._cluster.subscription_count(app_id, channel)
         except FAILURES as exc:
             self._failed(exc)
             return local
@@ -467,15 +547,10 @@ class RedisBroker:
         if self._degraded:
             return local
         try:
-            names = [_text(n) for n in await self._redis.smembers(self._key(app_id, "channels"))]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.scard(self._key(app_id, "subs", name))
-                counts = await pipe.execute()
+            return await self._cluster.channels(app_id)
         except FAILURES as exc:
             self._failed(exc)
             return local
-        return {name: int(count) for name, count in zip(names, counts, strict=True) if count}
 
     # -- presence ----------------------------------------------------------------------------
 
@@ -539,11 +614,10 @@ class RedisBroker:
         if self._degraded:
             return self._local_roster(app_id, channel)
         try:
-            members = await self._redis.hgetall(self._key(app_id, "members", channel))
+            return await self._cluster.presence_members(app_id, channel)
         except FAILURES as exc:
             self._failed(exc)
             return self._local_roster(app_id, channel)
-        return [Member(_text(k), orjson.loads(v)) for k, v in members.items()]
 
     # -- users -------------------------------------------------------------------------------
 
@@ -584,11 +658,10 @@ class RedisBroker:
     # -- cache channels and rate limits ------------------------------------------------------
 
     async def cache_set(self, app_id: str, channel: str, event: CachedEvent, now: float) -> None:
-        ttl_ms = max(1, int((event.expires_at - now) * 1000))
         if self._degraded:
             return
         try:
-            await self._redis.set(self._key(app_id, "cache", channel), event.message, px=ttl_ms)
+            await self._cluster.cache_set(app_id, channel, event.message, event.expires_at - now)
         except FAILURES as exc:
             self._failed(exc)
 
@@ -596,16 +669,14 @@ class RedisBroker:
         if self._degraded:
             return None
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.get(self._key(app_id, "cache", channel))
-                pipe.pttl(self._key(app_id, "cache", channel))
-                message, ttl_ms = await pipe.execute()
+            cached = await self._cluster.cache_get(app_id, channel)
         except FAILURES as exc:
             self._failed(exc)
             return None
-        if message is None or ttl_ms is None or ttl_ms <= 0:
+        if cached is None:
             return None
-        return CachedEvent(bytes(message), now + ttl_ms / 1000)
+        message, ttl = cached
+        return CachedEvent(message, now + ttl)
 
     async def count_backend_events(self, app_id: str, events: int, now: float) -> int:
         second = int(now)
@@ -614,16 +685,11 @@ class RedisBroker:
         self._rate[app_id] = (second, local)
         if self._degraded:
             return local
-        key = self._key(app_id, "rate", str(second))
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.incrby(key, events)
-                pipe.expire(key, 2)
-                total, _ = await pipe.execute()
+            return await self._cluster.count_backend_events(app_id, events, second)
         except FAILURES as exc:
             self._failed(exc)
             return local
-        return int(total)
 
     # -- node-to-node (HTTP fallback sessions) -----------------------------------------------
 
@@ -871,6 +937,4 @@ class RedisBroker:
                 await self._publish_control_remote(app, ControlMessage("online", user))
 
     async def _publish_control_remote(self, app_id: str, message: ControlMessage) -> None:
-        await self._redis.publish(
-            self._control_topic, encode_control(self._node_id, app_id, message)
-        )
+        await self._cluster.control(self._node_id, app_id, message)

@@ -1,0 +1,281 @@
+"""Publish straight into a Tidings cluster through its Redis: no HTTP hop, no node.
+
+A :class:`RedisClient` does what ``POST /events`` does on a node of the cluster, with the
+node's own code for everything that reaches Redis (:class:`~tidings.brokers.redis.ClusterRedis`):
+
+- the same checks (:func:`~tidings.protocol.rest.check_trigger`) and errors;
+- the same cluster-wide count of backend events per second (``max_backend_events_per_second``);
+- for a cache channel, the same cached message, so a later subscriber gets it and
+  ``info=cache`` shows it;
+- then the same bytes a node PUBLISHes (or SPUBLISHes) on ``{prefix}#{app}#{channel}``.
+
+The client has no app configuration: the limits are options whose defaults are the server's,
+and ``redis_prefix`` / ``redis_sharded`` must match the cluster's settings.
+
+Order: calls are written to Redis one after the other, in the order they were made on the
+client's loop, so events published in order arrive in order. Redis unreachable: every call
+raises ``PublishError(503)``, as the REST API answers while its node cannot reach Redis
+(a node would reach its own sockets; a client has none, so nothing was published).
+
+What only a node can do, and this client therefore does not:
+
+- refuse an unknown or disabled app (401, 403): the apps are in the nodes' configuration,
+  not in Redis. Events for an app id no node serves are published and heard by nobody;
+- its own bookkeeping: the ``publications`` counter of ``/metrics``, and forgetting that
+  it announced a cache channel's ``cache_miss`` webhook (a node announces one per channel
+  per ``cache_ttl``; after a client trigger the next miss may wait out that window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from tidings.backends import Event, PublishError
+from tidings.brokers.base import ControlMessage
+from tidings.brokers.redis import COMMAND_TIMEOUT, FAILURES, ClusterRedis, check_prefix
+from tidings.protocol import messages
+from tidings.protocol.channels import USER_CHANNEL_PREFIX, channel_type, name_error
+from tidings.protocol.frames import text_frame
+from tidings.protocol.rest import RestError, RestLimits, Trigger, check_trigger, parse_info
+from tidings.protocol.session import Member
+from tidings.redaction import public_url, scrub
+
+POOL_SIZE = 8  # publishes are serialised; the rest are reads
+
+
+class RedisClient:
+    """The :class:`~tidings.backends.Backend` of ``Realtime.client("redis://…")``.
+
+    ``max_backend_events_per_second`` and ``cache_ttl`` are the app's settings in the
+    cluster's configuration (same names, same defaults): the count is shared with the
+    cluster's nodes, so give the value they use.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        app_id: str,
+        *,
+        redis_prefix: str = "tidings",
+        redis_sharded: bool = False,
+        limits: RestLimits | None = None,
+        max_backend_events_per_second: int = 10000,
+        cache_ttl: float = 1800.0,
+    ) -> None:
+        if not app_id:
+            raise ValueError("a Redis client needs the app_id of the app it publishes to")
+        check_prefix(redis_prefix)
+        self._url = url
+        self._app_id = app_id
+        self._prefix = redis_prefix
+        self._sharded = redis_sharded
+        self._limits = limits or RestLimits()
+        self._max_events = max_backend_events_per_second
+        self._cache_ttl = cache_ttl
+        # Publications carry a node id so a node can skip its own; a client's is its own.
+        self._origin = f"client-{secrets.token_hex(6)}"
+        self._cluster: ClusterRedis | None = None
+        self._lock = asyncio.Lock()  # bound to a loop only when first contended
+
+    def __repr__(self) -> str:
+        return f"RedisClient({public_url(self._url)!r}, app_id={self._app_id!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the Redis connection pool on the running loop (it is bound to it)."""
+        if self._cluster is not None:
+            return
+        redis = aioredis.Redis.from_url(
+            self._url,
+            max_connections=POOL_SIZE,
+            socket_timeout=COMMAND_TIMEOUT,
+            socket_connect_timeout=COMMAND_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._cluster = ClusterRedis(redis, self._prefix, self._sharded)
+
+    async def close(self) -> None:
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            await cluster.redis.aclose(close_connection_pool=True)
+
+    async def _redis(self) -> ClusterRedis:
+        await self.start()
+        assert self._cluster is not None
+        return self._cluster
+
+    @contextlib.contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """A Redis failure in the block becomes PublishError(503), its URL's password hidden."""
+        try:
+            yield
+        except FAILURES as exc:
+            reason = scrub(str(exc) or type(exc).__name__, self._url)
+            raise PublishError(
+                503,
+                f"the cluster backend is unreachable ({public_url(self._url)}: {reason}): "
+                "not done, retry later",
+            ) from None
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def trigger(self, event: Event) -> dict[str, Any]:
+        trigger = self._check(event)
+        await self._publish([trigger])
+        if not trigger.info:
+            return {}
+        return {"channels": {c: await self._attributes(c, trigger.info) for c in trigger.channels}}
+
+    async def trigger_batch(self, events: Sequence[Event]) -> dict[str, Any]:
+        if not events:
+            raise PublishError(400, "batch must be a non-empty list")
+        if len(events) > self._limits.max_batch_size:
+            raise PublishError(400, f"more than {self._limits.max_batch_size} events in a batch")
+        if any(len(e.channels) != 1 for e in events):
+            raise PublishError(400, "every batch event has exactly one channel")
+        triggers = [self._check(event) for event in events]
+        await self._publish(triggers)
+        if not any(t.info for t in triggers):
+            return {}
+        return {"batch": [await self._attributes(t.channels[0], t.info) for t in triggers]}
+
+    async def send_to_user(self, user_id: str, name: str, data: str) -> None:
+        """An event on the user's ``#server-to-user-`` channel: every socket signed in as
+        ``user_id``, on every node, gets it (Pusher's ``sendToUser``)."""
+        await self.trigger(Event((USER_CHANNEL_PREFIX + user_id,), name, data))
+
+    def _check(self, event: Event) -> Trigger:
+        try:
+            return check_trigger(
+                event.channels, event.name, event.data, event.socket_id, event.info, self._limits
+            )
+        except RestError as exc:
+            raise PublishError(exc.status, exc.message) from None
+
+    async def _publish(self, triggers: list[Trigger]) -> None:
+        """Count the events against the rate limit, then cache and publish them in order.
+
+        Refused events still count, as on a node (a client hammering the API keeps paying).
+        The lock keeps the order of calls: another call's commands cannot come in between.
+        """
+        cluster = await self._redis()
+        async with self._lock:
+            with self._reachable():
+                second = int(time.time())
+                total = await cluster.count_backend_events(self._app_id, len(triggers), second)
+                if total > self._max_events:
+                    raise PublishError(429, f"more than {self._max_events} events per second")
+                for trigger in triggers:
+                    for channel in trigger.channels:
+                        await self._publish_one(cluster, trigger, channel)
+
+    async def _publish_one(self, cluster: ClusterRedis, trigger: Trigger, channel: str) -> None:
+        message = messages.event(trigger.name, channel, trigger.data)
+        if channel_type(channel).cache:
+            await cluster.cache_set(self._app_id, channel, message, self._cache_ttl)
+        await cluster.publish(
+            self._origin, self._app_id, channel, text_frame(message), trigger.socket_id
+        )
+
+    async def terminate_user(self, user_id: str) -> None:
+        """Every node closes the sockets signed in as ``user_id`` (the control message a
+        node sends for ``POST /users/{id}/terminate_connections``)."""
+        if not user_id:
+            raise PublishError(400, "user id missing")
+        cluster = await self._redis()
+        with self._reachable():
+            await cluster.control(self._origin, self._app_id, ControlMessage("terminate", user_id))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def channels(self, prefix: str, info: Sequence[str]) -> dict[str, dict[str, Any]]:
+        attributes = self._info(info)
+        if "user_count" in attributes and not prefix.startswith("presence-"):
+            raise PublishError(400, "info=user_count needs filter_by_prefix=presence-")
+        cluster = await self._redis()
+        with self._reachable():
+            counts = await cluster.channels(self._app_id)
+        result: dict[str, dict[str, Any]] = {}
+        for name, count in sorted(counts.items()):
+            if not name.startswith(prefix) or name.startswith(USER_CHANNEL_PREFIX):
+                continue
+            found: dict[str, Any] = {}
+            if "user_count" in attributes and channel_type(name).is_presence:
+                found["user_count"] = len(await self._members(name))
+            if "subscription_count" in attributes:
+                found["subscription_count"] = count
+            result[name] = found
+        return result
+
+    async def channel(self, name: str, info: Sequence[str]) -> dict[str, Any]:
+        self._check_name(name)
+        attributes = self._info(info)
+        ctype = channel_type(name)
+        if "user_count" in attributes and not ctype.is_presence:
+            raise PublishError(400, "user_count is available only for presence channels")
+        if "cache" in attributes and not ctype.cache:
+            raise PublishError(400, "cache is available only for cache channels")
+        cluster = await self._redis()
+        with self._reachable():
+            count = await cluster.subscription_count(self._app_id, name)
+            cached = await cluster.cache_get(self._app_id, name) if "cache" in attributes else None
+        result: dict[str, Any] = {"occupied": count > 0}
+        result.update(await self._attributes(name, attributes, count))
+        if "cache" in attributes:
+            if cached is not None:
+                message = orjson.loads(cached[0])
+                result["cache"] = {
+                    "event": message.get("event"),
+                    "data": message.get("data"),
+                    "ttl": max(0, int(cached[1])),
+                }
+        return result
+
+    async def users(self, channel: str) -> list[str]:
+        self._check_name(channel)
+        if not channel_type(channel).is_presence:
+            raise PublishError(400, "users are available only for presence channels")
+        return [member.user_id for member in await self._members(channel)]
+
+    async def _members(self, channel: str) -> list[Member]:
+        cluster = await self._redis()
+        with self._reachable():
+            return await cluster.presence_members(self._app_id, channel)
+
+    async def _attributes(
+        self, channel: str, info: Sequence[str], count: int | None = None
+    ) -> dict[str, Any]:
+        """``user_count`` (presence channels) and ``subscription_count``, as REST gives them
+        after a trigger (``info`` on ``POST /events``) and for one channel."""
+        result: dict[str, Any] = {}
+        if "user_count" in info and channel_type(channel).is_presence:
+            result["user_count"] = len(await self._members(channel))
+        if "subscription_count" in info:
+            if count is None:
+                cluster = await self._redis()
+                with self._reachable():
+                    count = await cluster.subscription_count(self._app_id, channel)
+            result["subscription_count"] = count
+        return result
+
+    def _info(self, info: Sequence[str]) -> tuple[str, ...]:
+        try:
+            return parse_info(",".join(info))
+        except RestError as exc:
+            raise PublishError(exc.status, exc.message) from None
+
+    def _check_name(self, name: str) -> None:
+        problem = name_error(name, self._limits.max_channel_name_length)
+        if problem is not None:
+            raise PublishError(400, f"invalid channel: {problem}")

@@ -1,0 +1,335 @@
+"""The publish-only Redis client against a real ``tidings serve --redis`` and a real Redis.
+
+Subscribers are raw Pusher WebSockets on the node; the client never talks to the node, only
+to Redis. What it does must be indistinguishable from a REST trigger on a node: the frames,
+their order, the cache channel, the limits and the shared backend rate limit, and the
+answers of channels/channel/users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from pusher_helpers import (
+    APP_ID,
+    APP_KEY,
+    APP_SECRET,
+    SocketOpener,
+    channel_auth,
+    rest_request,
+    unique,
+)
+
+from redis_server import free_port
+from server_process import ServerProcess
+from tidings.backends import Event, PublishError
+from tidings.clients import RedisClient, open_backend
+
+RATE_APP = {"id": "777", "key": "rate-key", "secret": "rate-secret"}
+RATE_LIMIT = 4
+
+
+@pytest.fixture(params=[False, True], ids=["publish", "spublish"])
+def sharded(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+@pytest.fixture
+def node(
+    make_server: Callable[..., ServerProcess], redis_server: Any, redis_prefix: str, sharded: bool
+) -> ServerProcess:
+    apps = [
+        {"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET, "subscription_count": True},
+        {**RATE_APP, "max_backend_events_per_second": RATE_LIMIT},
+    ]
+    return make_server(
+        apps=apps, redis=redis_server.url, redis_prefix=redis_prefix, redis_sharded=sharded
+    )
+
+
+@pytest.fixture
+async def client(redis_server: Any, redis_prefix: str, sharded: bool) -> AsyncIterator[Any]:
+    backend = open_backend(
+        redis_server.url,
+        app_id=APP_ID,
+        key=APP_KEY,
+        secret=APP_SECRET,
+        redis_prefix=redis_prefix,
+        redis_sharded=sharded,
+    )
+    await backend.start()
+    yield backend
+    await backend.close()
+
+
+def rest(node: ServerProcess, method: str, path: str, **kwargs: Any) -> Any:
+    """A signed REST call to the node; its JSON answer (asserting a 200)."""
+    resp = rest_request(node.http_url, method, f"/apps/{APP_ID}{path}", **kwargs)
+    assert resp.status == 200, resp
+    return resp.json()
+
+
+async def arest(node: ServerProcess, method: str, path: str, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(rest, node, method, path, **kwargs)
+
+
+def event(channel: str, name: str, data: str, **kwargs: Any) -> Event:
+    return Event((channel,), name, data, **kwargs)
+
+
+async def test_trigger_reaches_subscribers_in_order_with_rest_triggers(
+    node: ServerProcess, client: RedisClient, open_socket: SocketOpener
+) -> None:
+    channel = unique("orders")
+    other = unique("other")
+    sock = await open_socket(node.ws_url)
+    await sock.subscribe(channel)
+    await sock.subscribe(other)
+    for i in range(6):
+        data = json.dumps({"n": i})
+        if i % 2:
+            assert await client.trigger(Event((channel, other), "tick", data)) == {}
+        else:
+            body = {"name": "tick", "channels": [channel, other], "data": data}
+            assert await arest(node, "POST", "/events", json_body=body) == {}
+    batch = [
+        Event((other,), "last", '"b1"', info=("subscription_count",)),
+        Event((channel,), "last", '"b2"'),
+    ]
+    assert await client.trigger_batch(batch) == {"batch": [{"subscription_count": 1}, {}]}
+    got = await sock.recv_n(14)
+    assert got == [
+        *(
+            {"event": "tick", "channel": ch, "data": json.dumps({"n": i})}
+            for i in range(6)
+            for ch in (channel, other)
+        ),
+        {"event": "last", "channel": other, "data": '"b1"'},
+        {"event": "last", "channel": channel, "data": '"b2"'},
+    ]
+
+
+async def test_socket_id_excludes_the_sender(
+    node: ServerProcess, client: RedisClient, open_socket: SocketOpener
+) -> None:
+    channel = unique("chat")
+    sender = await open_socket(node.ws_url)
+    reader = await open_socket(node.ws_url)
+    for sock in (sender, reader):
+        await sock.subscribe(channel)
+    await client.trigger(event(channel, "said", '"hi"', socket_id=sender.socket_id))
+    await client.trigger(event(channel, "said", '"all"'))
+    assert [m["data"] for m in await reader.recv_n(2)] == ['"hi"', '"all"']
+    # The sender's first event is the second trigger: the first skipped it.
+    assert (await sender.recv())["data"] == '"all"'
+
+
+async def test_limits_are_the_rest_apis(client: RedisClient) -> None:
+    with pytest.raises(PublishError) as too_large:
+        await client.trigger(event("big", "e", "x" * 10241))
+    assert too_large.value.status == 413
+    for bad in (
+        event("bad channel!", "e", "{}"),
+        event("ok", "", "{}"),
+        event("ok", "e", "{}", socket_id="nope"),
+        Event(tuple(f"c{i}" for i in range(101)), "e", "{}"),
+    ):
+        with pytest.raises(PublishError) as invalid:
+            await client.trigger(bad)
+        assert invalid.value.status == 400, bad
+    batch = [event(f"c{i}", "e", "{}") for i in range(11)]
+    with pytest.raises(PublishError) as too_many:
+        await client.trigger_batch(batch)
+    assert too_many.value.status == 400
+
+
+async def test_backend_rate_limit_is_shared_with_rest_triggers(
+    node: ServerProcess, redis_server: Any, redis_prefix: str, sharded: bool
+) -> None:
+    """4 events a second for the app, on the node and in the client: 3 through REST and
+    1 through the client pass, the next client event and the next REST event are refused.
+    Counts are per wall-clock second: a run that straddles two seconds is done again."""
+    client = RedisClient(
+        redis_server.url,
+        RATE_APP["id"],
+        redis_prefix=redis_prefix,
+        redis_sharded=sharded,
+        max_backend_events_per_second=RATE_LIMIT,
+    )
+    channel = unique("rate")
+    one = {"name": "e", "channel": channel, "data": "{}"}
+
+    def post(path: str, body: dict[str, Any]) -> int:
+        resp = rest_request(
+            node.http_url,
+            "POST",
+            f"/apps/{RATE_APP['id']}{path}",
+            json_body=body,
+            key=RATE_APP["key"],
+            secret=RATE_APP["secret"],
+        )
+        return resp.status
+
+    async def client_status() -> int:
+        try:
+            await client.trigger(event(channel, "e", "{}"))
+        except PublishError as exc:
+            return exc.status
+        return 200
+
+    try:
+        for _ in range(5):
+            second = int(time.time())
+            statuses = [
+                await asyncio.to_thread(post, "/batch_events", {"batch": [one] * 3}),
+                await client_status(),
+                await client_status(),
+                await asyncio.to_thread(post, "/events", one),
+            ]
+            if int(time.time()) == second:
+                break
+        else:
+            pytest.fail("no run fitted in one wall-clock second")
+    finally:
+        await client.close()
+    assert statuses == [200, 200, 429, 429]
+
+
+async def test_cache_channel_is_written_as_a_node_writes_it(
+    node: ServerProcess, client: RedisClient, open_socket: SocketOpener
+) -> None:
+    channel = unique("cache-scores")
+    early = await open_socket(node.ws_url)
+    await early.subscribe(channel)
+    await early.expect("pusher:cache_miss", channel)
+    await client.trigger(event(channel, "score", '"1-0"'))
+    await client.trigger(event(channel, "score", '"2-0"'))
+    assert [m["data"] for m in await early.recv_n(2)] == ['"1-0"', '"2-0"']
+
+    late = await open_socket(node.ws_url)
+    await late.subscribe(channel)
+    assert await late.recv() == {"event": "score", "channel": channel, "data": '"2-0"'}
+
+    rest_info = await arest(node, "GET", f"/channels/{channel}", params={"info": "cache"})
+    mine = await client.channel(channel, ["cache"])
+    assert rest_info["cache"]["data"] == mine["cache"]["data"] == '"2-0"'
+    assert rest_info["cache"]["event"] == mine["cache"]["event"] == "score"
+    assert mine["occupied"] is rest_info["occupied"] is True
+    assert 0 < mine["cache"]["ttl"] <= 1800
+
+
+async def test_channels_channel_and_users_answer_as_rest_does(
+    node: ServerProcess, client: RedisClient, open_socket: SocketOpener
+) -> None:
+    public = unique("lobby")
+    room = unique("presence-room")
+    a = await open_socket(node.ws_url)
+    b = await open_socket(node.ws_url)
+    await a.subscribe(public)
+    await b.subscribe(public)
+    await a.subscribe_presence(room, "alice", {"name": "A"})
+    await b.subscribe_presence(room, "bob")
+    await client.send_to_user("nobody", "n", "{}")  # a user channel never shows in channels
+
+    both = ["user_count", "subscription_count"]
+    for prefix, info in (("", ["subscription_count"]), ("presence-", both)):
+        params = {"info": ",".join(info)}
+        if prefix:
+            params["filter_by_prefix"] = prefix
+        expected = (await arest(node, "GET", "/channels", params=params))["channels"]
+        assert await client.channels(prefix, info) == expected
+    assert (await client.channels("presence-", both))[room] == {
+        "user_count": 2,
+        "subscription_count": 2,
+    }
+    for name, info in ((public, ["subscription_count"]), (room, both), (unique("empty"), [])):
+        query = {"params": {"info": ",".join(info)}} if info else {}
+        assert await client.channel(name, info) == await arest(
+            node, "GET", f"/channels/{name}", **query
+        )
+    rest_users = await arest(node, "GET", f"/channels/{room}/users")
+    assert sorted(await client.users(room)) == sorted(u["id"] for u in rest_users["users"])
+    assert sorted(await client.users(room)) == ["alice", "bob"]
+
+    for call in (
+        client.channels("", ["user_count"]),
+        client.channel(public, ["user_count"]),
+        client.channel(public, ["cache"]),
+        client.channel(public, ["bogus"]),
+        client.users(public),
+    ):
+        with pytest.raises(PublishError) as refused:
+            await call
+        assert refused.value.status == 400
+
+
+async def test_terminate_user_and_send_to_user(
+    node: ServerProcess, client: RedisClient, open_socket: SocketOpener
+) -> None:
+    user = unique("user")
+    sock = await open_socket(node.ws_url)
+    await sock.signin({"id": user})
+    bystander = await open_socket(node.ws_url)
+    channel = unique("private-x")
+    await bystander.subscribe(channel, channel_auth(bystander.socket_id, channel))
+
+    await client.send_to_user(user, "notice", '{"n":1}')
+    message = await sock.recv()
+    assert message["event"] == "notice" and message["data"] == '{"n":1}', message
+
+    await client.terminate_user(user)
+    closed = await sock.wait_closed()
+    assert closed.code == 4009, closed
+    await bystander.ping()  # other users keep their connection
+
+
+def test_unreachable_redis_is_503_without_the_password(
+    redis_prefix: str,
+) -> None:
+    url = f"redis://:hunter22pw@127.0.0.1:{free_port()}/0"
+
+    async def publish() -> PublishError:
+        client = RedisClient(url, APP_ID, redis_prefix=redis_prefix)
+        try:
+            with pytest.raises(PublishError) as refused:
+                await client.trigger(event("orders", "e", "{}"))
+            return refused.value
+        finally:
+            await client.close()
+
+    error = asyncio.run(publish())
+    assert error.status == 503
+    assert "hunter22pw" not in error.message
+    assert "127.0.0.1" in error.message
+
+
+def test_runs_on_a_loop_in_another_thread(
+    node: ServerProcess, redis_server: Any, redis_prefix: str, sharded: bool
+) -> None:
+    """As Realtime drives it: a private loop thread, calls submitted from this thread."""
+    loop = asyncio.new_event_loop()
+    worker = threading.Thread(target=loop.run_forever, daemon=True)
+    worker.start()
+    client = RedisClient(redis_server.url, APP_ID, redis_prefix=redis_prefix, redis_sharded=sharded)
+    channel = unique("threads")
+
+    def call(coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=10)
+
+    try:
+        call(client.start())
+        answer = call(client.trigger(Event((channel,), "e", "{}", info=("subscription_count",))))
+        assert answer == {"channels": {channel: {"subscription_count": 0}}}
+        expected = rest(node, "GET", f"/channels/{channel}", params={"info": "subscription_count"})
+        assert call(client.channel(channel, ["subscription_count"])) == expected
+        call(client.close())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        worker.join(timeout=10)
+        loop.close()
