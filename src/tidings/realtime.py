@@ -211,15 +211,16 @@ class Realtime:
         app_id: str | None = None,
         key: str | None = None,
         secret: str | None = None,
+        **options: Any,
     ) -> Realtime:
         """Publish-only: ``redis://…`` into a Tidings cluster, ``http(s)://key:secret@host/apps/ID``
-        to any Pusher-protocol server."""
+        to any Pusher-protocol server. ``options`` go to the client (``tidings.clients``:
+        for Redis, ``redis_prefix`` and ``redis_sharded`` must match the servers')."""
         # Imported when used: the clients pull in redis-py or an HTTP client.
-        open_backend: Callable[..., Backend] = importlib.import_module(
-            "tidings.clients"
-        ).open_backend
+        from tidings.clients import open_backend
+
         return cls.from_backend(
-            functools.partial(open_backend, url, app_id=app_id, key=key, secret=secret)
+            functools.partial(open_backend, url, app_id=app_id, key=key, secret=secret, **options)
         )
 
     @classmethod
