@@ -42,16 +42,15 @@ from tidings.core.apps import App
 from tidings.node import Node
 from tidings.protocol import sockjs
 from tidings.protocol.errors import MESSAGES, ErrorCode, ProtocolError
-from tidings.server.http_session import (
-    CHECK_INTERVAL,
-    ClientBinding,
-    HttpSession,
-    ResponseSink,
-    Sink,
-    client_gone,
+from tidings.server.http_edge import (
+    HttpRequest,
+    HttpResponse,
+    Responder,
+    Route,
+    aiohttp_routes,
+    json_error,
 )
-from tidings.server.rest import error_response, read_body
-from tidings.server.websocket import connection_rate_exceeded
+from tidings.server.http_session import CHECK_INTERVAL, ClientBinding, HttpSession, Sink
 from tidings.tasks import spawn
 
 RELAY_GRACE = 10.0  # seconds a relay waits past the owner's deadline before giving up
@@ -71,7 +70,7 @@ class FallbackSettings:
     bind_ip: bool = False  # every request of a session must come from the opener's address
 
 
-def _cors(request: web.Request, app: App | None) -> dict[str, str]:
+def _cors(request: HttpRequest, app: App | None) -> dict[str, str]:
     # No Access-Control-Allow-Credentials: the protocol uses no cookies and pusher-js sets
     # no withCredentials; the session name in the URL is the only credential.
     origin = request.headers.get("Origin")
@@ -87,6 +86,29 @@ def _cors(request: web.Request, app: App | None) -> dict[str, str]:
 
 
 _PRELUDE = len(sockjs.PRELUDE)
+
+
+def connection_rate_exceeded() -> HttpResponse:
+    """503 before anything is written, as for a WebSocket upgrade over max_connection_rate
+    (the same bytes as ``server/websocket.py``'s answer)."""
+    body = b'{"error": "Too many new connections; retry in a second"}'
+    headers = {"Content-Type": "application/json; charset=utf-8", "Retry-After": "1"}
+    return HttpResponse(503, body, content_type=None, headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    """How a receive request's response starts, decided before anything is written."""
+
+    responder: Responder
+    streaming: bool
+    headers: dict[str, str]
+    close: bool
+
+    async def start(self) -> None:
+        await self.responder.start(200, self.headers, chunked=self.streaming, close=self.close)
+        if self.streaming:
+            await self.responder.write(sockjs.PRELUDE)
 
 
 def _another_receiver() -> bytes:
@@ -108,14 +130,18 @@ class HttpFallback:
         self._sweeper: asyncio.Task[None] | None = None
         node.broker.on_node_message(self.on_node_message)
 
-    def routes(self) -> list[web.RouteDef]:
+    def endpoints(self) -> list[Route]:
+        """The fallback's routes, for any server (see ``server/http_edge.py``)."""
         base = self.settings.path.rstrip("/") + "/app/{key}/{server}/{session}"
         return [
-            web.post(base + "/xhr_streaming", self.streaming),
-            web.post(base + "/xhr", self.polling),
-            web.post(base + "/xhr_send", self.send),
-            web.options(base + "/{kind}", self.preflight),
+            Route("POST", base + "/xhr_streaming", self.streaming),
+            Route("POST", base + "/xhr", self.polling),
+            Route("POST", base + "/xhr_send", self.send),
+            Route("OPTIONS", base + "/{kind}", self.preflight),
         ]
+
+    def routes(self) -> list[web.RouteDef]:
+        return aiohttp_routes(self.endpoints())
 
     async def start(self) -> None:
         self._sweeper = spawn(self._sweep_forever(), "fallback session sweeper")
@@ -143,56 +169,59 @@ class HttpFallback:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def preflight(self, request: web.Request) -> web.Response:
+    async def preflight(self, request: HttpRequest, responder: Responder) -> None:
+        bad_name = self._bad_name(request)
+        if bad_name is not None:
+            return await responder.respond(bad_name)
+        app = self.node.apps.by_key(request.params["key"])
+        await responder.respond(HttpResponse(204, content_type=None, headers=_cors(request, app)))
+
+    async def streaming(self, request: HttpRequest, responder: Responder) -> None:
+        await self._receive(request, responder, streaming=True)
+
+    async def polling(self, request: HttpRequest, responder: Responder) -> None:
+        await self._receive(request, responder, streaming=False)
+
+    async def send(self, request: HttpRequest, responder: Responder) -> None:
+        await responder.respond(await self._send(request))
+
+    async def _send(self, request: HttpRequest) -> HttpResponse:
         bad_name = self._bad_name(request)
         if bad_name is not None:
             return bad_name
-        app = self.node.apps.by_key(request.match_info["key"])
-        return web.Response(status=204, headers=_cors(request, app))
-
-    async def streaming(self, request: web.Request) -> web.StreamResponse:
-        return await self._receive(request, streaming=True)
-
-    async def polling(self, request: web.Request) -> web.StreamResponse:
-        return await self._receive(request, streaming=False)
-
-    async def send(self, request: web.Request) -> web.StreamResponse:
-        bad_name = self._bad_name(request)
-        if bad_name is not None:
-            return bad_name
-        app = self.node.apps.by_key(request.match_info["key"])
+        app = self.node.apps.by_key(request.params["key"])
         if app is None:
-            return error_response(404, "unknown session")
+            return json_error(404, "unknown session")
         origin = request.headers.get("Origin")
         if not app.origin_allowed(origin):
-            return error_response(403, "Origin not allowed")
-        headers = _cors(request, app)
+            return json_error(403, "Origin not allowed")
+        accepted = HttpResponse(204, content_type=None, headers=_cors(request, app))
         key = self._key(request)
-        body = await read_body(request, app.max_message_bytes * 4)
+        body = await request.read_body(app.max_message_bytes * 4)
         if body is None:
-            return error_response(413, "xhr_send body too large")
+            return json_error(413, "xhr_send body too large")
         try:
             texts = sockjs.parse_send(body)
         except ProtocolError as exc:
-            return error_response(400, exc.message)
+            return json_error(400, exc.message)
         http_session = self.sessions.get(key)
         if http_session is not None:
             if not http_session.binding.admits(origin, request.remote):
-                return error_response(403, NOT_YOURS)
+                return json_error(403, NOT_YOURS)
             if not http_session.confirmed:
                 # pusher-js sends nothing before connection_established, which only a
                 # receive request brings; the node does not know this session yet.
-                return error_response(404, "unknown session")
+                return json_error(404, "unknown session")
             await self._deliver_sent(http_session, texts)
-            return web.Response(status=204, headers=headers)
+            return accepted
         owner = await self.node.broker.claim(key, self._claim_ttl)
         if owner == self.node.broker.node_id:
-            return error_response(404, "unknown session")  # nobody had it: just claimed it
+            return json_error(404, "unknown session")  # nobody had it: just claimed it
         # The owner checks the binding and drops a send that fails it (fire and forget:
         # pusher-js reads no xhr_send answer).
         message = {"t": "send", "k": key, "m": texts, "o": origin, "ip": request.remote}
         await self._to(owner, message)
-        return web.Response(status=204, headers=headers)
+        return accepted
 
     async def _deliver_sent(self, http_session: HttpSession, texts: list[str]) -> None:
         http_session.session.touch(self.node.clock())
@@ -203,23 +232,23 @@ class HttpFallback:
                 break
             await self.node.receive(http_session, text)
 
-    async def _receive(self, request: web.Request, streaming: bool) -> web.StreamResponse:
+    async def _receive(self, request: HttpRequest, responder: Responder, streaming: bool) -> None:
         bad_name = self._bad_name(request)
         if bad_name is not None:
-            return bad_name
-        app = self.node.apps.by_key(request.match_info["key"])
-        headers = {
-            **_cors(request, app),
-            "Content-Type": "application/javascript; charset=UTF-8",
-            "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
-        }
-        response = web.StreamResponse(status=200, headers=headers)
-        if streaming:
-            response.enable_chunked_encoding()
-        if self.node.draining:
+            return await responder.respond(bad_name)
+        app = self.node.apps.by_key(request.params["key"])
+        stream = _Stream(
+            responder,
+            streaming,
+            headers={
+                **_cors(request, app),
+                "Content-Type": "application/javascript; charset=UTF-8",
+                "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+            },
             # Make the client's next request open a new connection, which a load balancer
             # (or SO_REUSEPORT) can send to a node that is not going away.
-            response.force_close()
+            close=self.node.draining,
+        )
         key = self._key(request)
         origin = request.headers.get("Origin")
         http_session = self.sessions.get(key)
@@ -230,15 +259,14 @@ class HttpFallback:
             if refusal is not None:
                 code, text = refusal
                 self.node.counters_for(app).count_close(code)  # no pusher:error here: c[code]
-                await self._start(request, response, streaming)
-                await response.write(sockjs.OPEN + sockjs.close_frame(int(code), text))
-                await response.write_eof()
-                return response
+                await stream.start()
+                await responder.write(sockjs.OPEN + sockjs.close_frame(int(code), text))
+                return await responder.end()
         if http_session is None:
             assert app is not None
             owner = await self.node.broker.claim(key, self._claim_ttl)
             if owner != self.node.broker.node_id:
-                return await self._relay(key, owner, request, response, streaming)
+                return await self._relay(key, owner, request, stream)
             # A request for the same new session may have opened it while we asked.
             http_session = self.sessions.get(key)
             if http_session is None:
@@ -246,31 +274,21 @@ class HttpFallback:
                 # anything is written. (The claim expires with its TTL.)
                 if len(self.unconfirmed) >= self.settings.max_unconfirmed:
                     self.node.counters(app).connection_rate_refusals += 1
-                    return connection_rate_exceeded()
+                    return await responder.respond(connection_rate_exceeded())
                 if not self.node.take_connection_slot(app):
-                    return connection_rate_exceeded()
+                    return await responder.respond(connection_rate_exceeded())
                 http_session = self._open(key, app, self._binding(request))
-                await self._start(request, response, streaming)
-                await response.write(sockjs.OPEN)
+                await stream.start()
+                await responder.write(sockjs.OPEN)
                 if not streaming:
-                    await response.write_eof()  # SockJS: the first poll only opens the session
-                    return response
-                sink = ResponseSink(request, response)
-                await self._serve(http_session, sink, streaming, _PRELUDE + len(sockjs.OPEN))
-                return response
+                    return await responder.end()  # SockJS: the first poll only opens it
+                await self._serve(http_session, responder, streaming, _PRELUDE + len(sockjs.OPEN))
+                return None
         if not http_session.binding.admits(origin, request.remote):
-            return error_response(403, NOT_YOURS)
-        await self._start(request, response, streaming)
-        sink = ResponseSink(request, response)
-        await self._serve(http_session, sink, streaming, _PRELUDE if streaming else 0)
-        return response
-
-    async def _start(
-        self, request: web.Request, response: web.StreamResponse, streaming: bool
-    ) -> None:
-        await response.prepare(request)
-        if streaming:
-            await response.write(sockjs.PRELUDE)
+            return await responder.respond(json_error(403, NOT_YOURS))
+        await stream.start()
+        await self._serve(http_session, responder, streaming, _PRELUDE if streaming else 0)
+        return None
 
     async def _serve(
         self, http_session: HttpSession, sink: Sink, streaming: bool, written: int
@@ -343,22 +361,16 @@ class HttpFallback:
     def _claim_ttl(self) -> float:
         return self.settings.session_timeout + 30.0
 
-    async def _relay(
-        self,
-        key: str,
-        owner: str,
-        request: web.Request,
-        response: web.StreamResponse,
-        streaming: bool,
-    ) -> web.StreamResponse:
+    async def _relay(self, key: str, owner: str, request: HttpRequest, stream: _Stream) -> None:
         """Serve a receive request from the session's owner. The owner answers first with
         an HTTP status (403 for a request that is not the session's client), then bytes."""
         relay_id = secrets.token_hex(8)
         queue: asyncio.Queue[tuple[bytes, bool, int]] = asyncio.Queue()
         self.relays[relay_id] = queue
         me = self.node.broker.node_id
+        responder = stream.responder
         patience = (
-            self.settings.heartbeat_interval if streaming else self.settings.poll_timeout
+            self.settings.heartbeat_interval if stream.streaming else self.settings.poll_timeout
         ) + RELAY_GRACE
         loop = asyncio.get_running_loop()
         ended = False
@@ -370,7 +382,7 @@ class HttpFallback:
                     "k": key,
                     "r": relay_id,
                     "n": me,
-                    "s": streaming,
+                    "s": stream.streaming,
                     "o": request.headers.get("Origin"),
                     "ip": request.remote,
                 },
@@ -382,27 +394,26 @@ class HttpFallback:
                     data, ended, status = await asyncio.wait_for(queue.get(), CHECK_INTERVAL)
                     heard_at = loop.time()
                 except TimeoutError:
-                    if client_gone(request):
-                        return response
+                    if responder.gone:
+                        return
                     if loop.time() - heard_at < patience:
                         continue
                     # The owner is gone: tell pusher-js to reconnect with a new session.
                     data = sockjs.close_frame(int(ErrorCode.RECONNECT), "Session lost")
                     ended = True
                 if status != 200:
-                    return error_response(status, data.decode())
-                if not response.prepared:
-                    await self._start(request, response, streaming)
+                    return await responder.respond(json_error(status, data.decode()))
+                if not responder.started:
+                    await stream.start()
                 if data:
-                    await response.write(data)
-            await response.write_eof()
+                    await responder.write(data)
+            await responder.end()
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             del self.relays[relay_id]
             if not ended:
                 await self._to(owner, {"t": "detach", "k": key, "r": relay_id})
-        return response
 
     async def _to(self, node_id: str, message: dict[str, Any]) -> None:
         await self.node.broker.to_node(node_id, orjson.dumps(message))
@@ -470,21 +481,21 @@ class HttpFallback:
         if http_session.confirmed:  # else the node never knew it (socket ids may repeat)
             await self.node.detach(http_session)
 
-    def _key(self, request: web.Request) -> str:
-        info = request.match_info
+    def _key(self, request: HttpRequest) -> str:
+        info = request.params
         return f"{info['key']}/{info['server']}/{info['session']}"
 
-    def _bad_name(self, request: web.Request) -> web.Response | None:
+    def _bad_name(self, request: HttpRequest) -> HttpResponse | None:
         """400 for a session name pusher-js could not have made (see protocol/sockjs.py)."""
-        info = request.match_info
+        info = request.params
         problem = sockjs.session_name_error(info["server"], info["session"])
-        return None if problem is None else error_response(400, problem)
+        return None if problem is None else json_error(400, problem)
 
-    def _binding(self, request: web.Request) -> ClientBinding:
+    def _binding(self, request: HttpRequest) -> ClientBinding:
         ip = request.remote if self.settings.bind_ip else None
         return ClientBinding(request.headers.get("Origin"), ip)
 
-    def _refusal(self, request: web.Request, app: App | None) -> tuple[ErrorCode, str] | None:
+    def _refusal(self, request: HttpRequest, app: App | None) -> tuple[ErrorCode, str] | None:
         return self.node.admission(
             app, request.query.get("protocol"), request.headers.get("Origin")
         )

@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiohttp import web
-
 from tidings.core.apps import App
 from tidings.core.hub import Coalescer
 from tidings.core.outbox import Outbox
@@ -39,7 +37,8 @@ TAKEOVER_WAIT = 3 * CHECK_INTERVAL
 
 
 class Sink(Protocol):
-    """Where a receive request's bytes go: a local HTTP response or a relaying node."""
+    """Where a receive request's bytes go: a local HTTP response (a started
+    ``http_edge.Responder``) or a relaying node."""
 
     @property
     def gone(self) -> bool:
@@ -49,27 +48,6 @@ class Sink(Protocol):
     async def write(self, data: bytes) -> None: ...
 
     async def end(self) -> None: ...
-
-
-def client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
-class ResponseSink:
-    def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
-        self.request = request
-        self.response = response
-
-    @property
-    def gone(self) -> bool:
-        return client_gone(self.request)
-
-    async def write(self, data: bytes) -> None:
-        await self.response.write(data)
-
-    async def end(self) -> None:
-        await self.response.write_eof()
 
 
 @dataclass(frozen=True, slots=True)

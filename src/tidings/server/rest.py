@@ -23,36 +23,27 @@ from tidings.protocol.auth import rest_request_error
 from tidings.protocol.channels import channel_type, name_error
 from tidings.protocol.rest import RestError, RestLimits, Trigger, parse_batch, parse_info
 from tidings.protocol.rest import parse_trigger as parse_trigger_body
+from tidings.server.http_edge import (
+    Endpoint,
+    HttpRequest,
+    HttpResponse,
+    Responder,
+    Route,
+    aiohttp_response,
+    aiohttp_routes,
+    json_error,
+    json_response,
+)
 
-Handler = Callable[[web.Request, App, bytes], Awaitable[Any]]
+Handler = Callable[[HttpRequest, App, bytes], Awaitable[object]]
 
 UNKNOWN_APP_OR_KEY = "unknown app id or auth_key"
 RETRY_AFTER = "1"  # seconds: the broker retries Redis at least this often
 
 
-def _json(body: object, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
 def error_response(status: int, message: str) -> web.Response:
-    return _json({"error": message}, status)
-
-
-async def read_body(request: web.Request, limit: int) -> bytes | None:
-    """The whole request body, or None as soon as it is known to pass ``limit`` bytes.
-
-    (``StreamReader.read(n)`` returns what has arrived so far, not ``n`` bytes.)
-    """
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(65536):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """A JSON error as an aiohttp response (for aiohttp's own 404/405/413 and refusals)."""
+    return aiohttp_response(json_error(status, message))
 
 
 def _limits(app: App) -> RestLimits:
@@ -70,46 +61,54 @@ class RestApi:
         self.node = node
         self.max_request_body = max_request_body
 
-    def routes(self) -> list[web.RouteDef]:
+    def endpoints(self) -> list[Route]:
+        """The API's routes, for any server (see ``server/http_edge.py``)."""
         return [
-            web.post("/apps/{app_id}/events", self._wrap(self.events)),
-            web.post("/apps/{app_id}/batch_events", self._wrap(self.batch_events)),
-            web.get("/apps/{app_id}/channels", self._wrap(self.channels)),
-            web.get("/apps/{app_id}/channels/{channel}", self._wrap(self.channel)),
-            web.get("/apps/{app_id}/channels/{channel}/users", self._wrap(self.users)),
-            web.post(
-                "/apps/{app_id}/users/{user_id}/terminate_connections", self._wrap(self.terminate)
+            Route("POST", "/apps/{app_id}/events", self._wrap(self.events)),
+            Route("POST", "/apps/{app_id}/batch_events", self._wrap(self.batch_events)),
+            Route("GET", "/apps/{app_id}/channels", self._wrap(self.channels)),
+            Route("GET", "/apps/{app_id}/channels/{channel}", self._wrap(self.channel)),
+            Route("GET", "/apps/{app_id}/channels/{channel}/users", self._wrap(self.users)),
+            Route(
+                "POST",
+                "/apps/{app_id}/users/{user_id}/terminate_connections",
+                self._wrap(self.terminate),
             ),
             # pusher-http-python posts here, without /apps/{id}; the app comes from auth_key.
-            web.post("/users/{user_id}/terminate_connections", self._wrap(self.terminate)),
+            Route("POST", "/users/{user_id}/terminate_connections", self._wrap(self.terminate)),
         ]
 
-    def _wrap(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def endpoint(request: web.Request) -> web.StreamResponse:
-            try:
-                body = await self._body(request)
-                app = self._authenticate(request, body)
-                result = await handler(request, app, body)
-            except RestError as exc:
-                return error_response(exc.status, exc.message)
-            except BackendRateLimited as exc:
-                return error_response(429, str(exc))
-            except ClusterUnavailable as exc:
-                response = error_response(503, f"{exc}: event not published, retry later")
-                response.headers["Retry-After"] = RETRY_AFTER
-                return response
-            return result if isinstance(result, web.StreamResponse) else _json(result)
+    def routes(self) -> list[web.RouteDef]:
+        return aiohttp_routes(self.endpoints())
+
+    def _wrap(self, handler: Handler) -> Endpoint:
+        async def endpoint(request: HttpRequest, responder: Responder) -> None:
+            await responder.respond(await self._answer(request, handler))
 
         return endpoint
 
-    async def _body(self, request: web.Request) -> bytes:
-        body = await read_body(request, self.max_request_body)
+    async def _answer(self, request: HttpRequest, handler: Handler) -> HttpResponse:
+        try:
+            body = await self._body(request)
+            app = self._authenticate(request, body)
+            result = await handler(request, app, body)
+        except RestError as exc:
+            return json_error(exc.status, exc.message)
+        except BackendRateLimited as exc:
+            return json_error(429, str(exc))
+        except ClusterUnavailable as exc:
+            error = json_error(503, f"{exc}: event not published, retry later")
+            return HttpResponse(error.status, error.body, headers={"Retry-After": RETRY_AFTER})
+        return json_response(result)
+
+    async def _body(self, request: HttpRequest) -> bytes:
+        body = await request.read_body(self.max_request_body)
         if body is None:
             raise RestError(413, f"request body larger than {self.max_request_body} bytes")
         return body
 
-    def _authenticate(self, request: web.Request, body: bytes) -> App:
-        app_id = request.match_info.get("app_id")
+    def _authenticate(self, request: HttpRequest, body: bytes) -> App:
+        app_id = request.params.get("app_id")
         key = request.query.get("auth_key")
         if app_id is not None:
             app = self.node.apps.by_id(app_id)
@@ -119,18 +118,13 @@ class RestApi:
             # One answer whether the id or the key is wrong: a 404 for unknown ids would let
             # anyone list the app ids a server holds.
             raise RestError(401, UNKNOWN_APP_OR_KEY)
-        query = list(request.query.items())
+        query = request.query_items
         problem = rest_request_error(
             app.secret, request.method, request.path, query, body, time.time()
         )
-        if problem is not None and request.raw_path.split("?", 1)[0] != request.path:
+        if problem is not None and request.raw_path != request.path:
             problem = rest_request_error(
-                app.secret,
-                request.method,
-                request.raw_path.split("?", 1)[0],
-                query,
-                body,
-                time.time(),
+                app.secret, request.method, request.raw_path, query, body, time.time()
             )
         if problem is not None:
             raise RestError(401, problem)
@@ -140,13 +134,13 @@ class RestApi:
 
     # -- handlers ----------------------------------------------------------------------------
 
-    async def events(self, request: web.Request, app: App, body: bytes) -> object:
+    async def events(self, request: HttpRequest, app: App, body: bytes) -> object:
         trigger = parse_trigger_body(body, _limits(app))
         await self.node.check_backend_rate(app, 1)
         await self.node.trigger(app, trigger)
         return await self._trigger_info(app, trigger)
 
-    async def batch_events(self, request: web.Request, app: App, body: bytes) -> object:
+    async def batch_events(self, request: HttpRequest, app: App, body: bytes) -> object:
         triggers = parse_batch(body, _limits(app))
         await self.node.check_backend_rate(app, len(triggers))
         for trigger in triggers:
@@ -183,7 +177,7 @@ class RestApi:
             result["subscription_count"] = await self.node.subscription_count(app, channel)
         return result
 
-    async def channels(self, request: web.Request, app: App, body: bytes) -> object:
+    async def channels(self, request: HttpRequest, app: App, body: bytes) -> object:
         prefix = request.query.get("filter_by_prefix", "")
         info = parse_info(request.query.get("info"))
         if "user_count" in info and not prefix.startswith("presence-"):
@@ -199,7 +193,7 @@ class RestApi:
             result[name] = attributes
         return {"channels": result}
 
-    async def channel(self, request: web.Request, app: App, body: bytes) -> object:
+    async def channel(self, request: HttpRequest, app: App, body: bytes) -> object:
         channel = self._channel_name(request, app)
         info = parse_info(request.query.get("info"))
         count = await self.node.subscription_count(app, channel)
@@ -219,21 +213,21 @@ class RestApi:
                 }
         return result
 
-    async def users(self, request: web.Request, app: App, body: bytes) -> object:
+    async def users(self, request: HttpRequest, app: App, body: bytes) -> object:
         channel = self._channel_name(request, app)
         if not channel_type(channel).is_presence:
             raise RestError(400, "users are available only for presence channels")
         return {"users": [{"id": m.user_id} for m in await self.node.members(app, channel)]}
 
-    async def terminate(self, request: web.Request, app: App, body: bytes) -> object:
-        user_id = request.match_info["user_id"]
+    async def terminate(self, request: HttpRequest, app: App, body: bytes) -> object:
+        user_id = request.params["user_id"]
         if not user_id:
             raise RestError(400, "user id missing")
         await self.node.terminate_user(app, user_id)
         return {}
 
-    def _channel_name(self, request: web.Request, app: App) -> str:
-        channel = request.match_info["channel"]
+    def _channel_name(self, request: HttpRequest, app: App) -> str:
+        channel = request.params["channel"]
         problem = name_error(channel, app.max_channel_name_length)
         if problem is not None:
             raise RestError(400, f"invalid channel: {problem}")
