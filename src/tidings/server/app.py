@@ -22,7 +22,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -46,13 +46,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("tidings.server")
 trace = logging.getLogger("tidings.debug")  # what clients do (`--debug`), see node.py
 
+R = TypeVar("R")
+T = TypeVar("T")
+
 
 class InFlight:
     """REST requests being handled, so that a stop can wait for them to finish.
 
     aiohttp's own shutdown stops reading from every connection, so a request whose body is
     still arriving would never complete: the stop closes the listener, waits here, and
-    only then lets aiohttp shut down.
+    only then lets aiohttp shut down. (The ASGI edge tracks its REST requests here too.)
     """
 
     def __init__(self) -> None:
@@ -60,9 +63,7 @@ class InFlight:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def track(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
+    async def track(self, request: R, handler: Callable[[R], Awaitable[T]]) -> T:
         self.count += 1
         self._idle.clear()
         try:
@@ -155,19 +156,7 @@ def build_application(
     application[WEBSOCKET] = websocket
     application.add_routes(health.routes())
     application.add_routes(RestApi(node, settings.max_request_body).routes())
-    fallback = HttpFallback(
-        node,
-        FallbackSettings(
-            path=settings.http_path,
-            session_timeout=settings.http_session_timeout,
-            poll_timeout=min(25.0, settings.activity_timeout),
-            heartbeat_interval=min(25.0, settings.activity_timeout),
-            max_queue_bytes=settings.max_write_buffer,
-            unconfirmed_timeout=settings.http_unconfirmed_timeout,
-            max_unconfirmed=settings.http_max_unconfirmed,
-            bind_ip=settings.http_bind_ip,
-        ),
-    )
+    fallback = HttpFallback(node, FallbackSettings.of(settings))
     application[FALLBACK] = fallback
     application.add_routes(fallback.routes())
     application.add_routes(

@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tidings.config import Settings
 from tidings.core.apps import App
 from tidings.node import Node
 from tidings.protocol import sockjs
@@ -68,6 +69,20 @@ class FallbackSettings:
     # unconfirmed sessions per node; past it a new session is answered 503 (retry later)
     max_unconfirmed: int = 10_000
     bind_ip: bool = False  # every request of a session must come from the opener's address
+
+    @classmethod
+    def of(cls, settings: Settings) -> FallbackSettings:
+        """The fallback's part of the server's settings (one mapping for every edge)."""
+        return cls(
+            path=settings.http_path,
+            session_timeout=settings.http_session_timeout,
+            poll_timeout=min(25.0, settings.activity_timeout),
+            heartbeat_interval=min(25.0, settings.activity_timeout),
+            max_queue_bytes=settings.max_write_buffer,
+            unconfirmed_timeout=settings.http_unconfirmed_timeout,
+            max_unconfirmed=settings.http_max_unconfirmed,
+            bind_ip=settings.http_bind_ip,
+        )
 
 
 def _cors(request: HttpRequest, app: App | None) -> dict[str, str]:
