@@ -8,16 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,11 +30,10 @@ from pusher_helpers import (
     value,
 )
 
-from server_process import free_port, toml_value
+from asgi_process import Uvicorn, start_uvicorn
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
 
-HERE = Path(__file__).resolve().parent
 MAX_REQUEST_BODY = 4096
 MAX_MESSAGE_BYTES = 1024  # an xhr_send body may hold four times this
 APP = {
@@ -56,91 +46,11 @@ APP = {
 }
 
 
-@dataclass
-class Uvicorn:
-    """uvicorn serving ``asgi_http_app:create_app`` on 127.0.0.1:port, logs in log_path."""
-
-    port: int
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self) -> None:
-        """Until uvicorn answers (only after lifespan startup, which starts the node)."""
-        deadline = time.monotonic() + 4 * TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited early:\n{self.logs()}")
-            try:
-                urllib.request.urlopen(f"{self.http_url}/", timeout=1)
-            except urllib.error.HTTPError as exc:
-                if exc.code == 404:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start:\n{self.logs()}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=3 * TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=TIMEOUT)
-
-
-def start_uvicorn(directory: Path, **settings: Any) -> Uvicorn:
-    lines = [f"{k} = {toml_value(v)}" for k, v in settings.items()]
-    lines += ["[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in APP.items())]
-    config = directory / "tidings.toml"
-    config.write_text("\n".join(lines) + "\n")
-    port = free_port()
-    log_path = directory / "uvicorn.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "asgi_http_app:create_app",
-                "--app-dir",
-                str(HERE),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--ws-per-message-deflate",
-                "false",
-                "--lifespan",
-                "on",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "TIDINGS_CONFIG": str(config)},
-            cwd=directory,
-        )
-    server = Uvicorn(port, proc, log_path)
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
 @pytest.fixture(scope="module")
 def asgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Uvicorn]:
-    server = start_uvicorn(tmp_path_factory.mktemp("asgi"), max_request_body=MAX_REQUEST_BODY)
+    server = start_uvicorn(
+        tmp_path_factory.mktemp("asgi"), [APP], max_request_body=MAX_REQUEST_BODY
+    )
     yield server
     server.stop()
 
@@ -150,7 +60,7 @@ def make_asgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...
     started: list[Uvicorn] = []
 
     def factory(**settings: Any) -> Uvicorn:
-        server = start_uvicorn(tmp_path_factory.mktemp("asgi"), **settings)
+        server = start_uvicorn(tmp_path_factory.mktemp("asgi"), [APP], **settings)
         started.append(server)
         return server
 

@@ -1,0 +1,105 @@
+"""A real uvicorn serving ``tests/integration/asgi_http_app.py``: Tidings' HTTP edge
+(``tidings.asgi.http.AsgiHttp``) inside an ASGI app, for tests/integration/test_asgi_http.py and
+tests/browser/test_asgi_fallback.py. Waits are multiples of ``TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server_process import TIMEOUT, free_port, toml_value
+
+APP_DIR = Path(__file__).resolve().parent / "integration"
+
+
+@dataclass
+class Uvicorn:
+    """uvicorn serving ``asgi_http_app:create_app`` on 127.0.0.1:port, logs in log_path."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self) -> None:
+        """Until uvicorn answers (only after lifespan startup, which starts the node)."""
+        deadline = time.monotonic() + 4 * TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited early:\n{self.logs()}")
+            try:
+                urllib.request.urlopen(f"{self.http_url}/", timeout=1)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start:\n{self.logs()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=3 * TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=TIMEOUT)
+
+
+def start_uvicorn(directory: Path, apps: list[dict[str, Any]], **settings: Any) -> Uvicorn:
+    """uvicorn with these Tidings settings and apps, once it answers."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in settings.items()]
+    for app in apps:
+        lines += ["[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in app.items())]
+    config = directory / "tidings.toml"
+    config.write_text("\n".join(lines) + "\n")
+    port = free_port()
+    log_path = directory / "uvicorn.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "asgi_http_app:create_app",
+                "--app-dir",
+                str(APP_DIR),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--ws-per-message-deflate",
+                "false",
+                "--lifespan",
+                "on",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "TIDINGS_CONFIG": str(config)},
+            cwd=directory,
+        )
+    server = Uvicorn(port, proc, log_path)
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
