@@ -63,8 +63,11 @@ class Uvicorn:
                 self.proc.wait(timeout=TIMEOUT)
 
 
-def start_uvicorn(directory: Path, apps: list[dict[str, Any]], **settings: Any) -> Uvicorn:
-    """uvicorn with these Tidings settings and apps, once it answers."""
+def start_uvicorn(
+    directory: Path, apps: list[dict[str, Any]], factory: str = "create_app", **settings: Any
+) -> Uvicorn:
+    """uvicorn with these Tidings settings and apps, once it answers. ``factory``: a
+    function of asgi_http_app.py."""
     lines = [f"{k} = {toml_value(v)}" for k, v in settings.items()]
     for app in apps:
         lines += ["[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in app.items())]
@@ -79,7 +82,7 @@ def start_uvicorn(directory: Path, apps: list[dict[str, Any]], **settings: Any) 
                 "-m",
                 "uvicorn",
                 "--factory",
-                "asgi_http_app:create_app",
+                f"asgi_http_app:{factory}",
                 "--app-dir",
                 str(APP_DIR),
                 "--host",

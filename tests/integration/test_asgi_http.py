@@ -7,7 +7,9 @@ test_rest_api.py and test_fallback_http.py.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -23,6 +25,8 @@ from pusher_helpers import (
     TIMEOUT,
     assert_error_response,
     channel_auth,
+    hmac_hex,
+    query_string,
     rest_request,
     scrape,
     sdk_client,
@@ -267,3 +271,48 @@ async def test_a_streaming_client_that_goes_away_frees_its_session(
         while (await session.send_raw(b"[]")).status != 404:
             await asyncio.sleep(0.1)
     assert rest.channel_info(channel)["occupied"] is False
+
+
+# --- mounted under a path -----------------------------------------------------------------
+
+
+async def test_mounted_in_starlette_under_a_path(
+    http: aiohttp.ClientSession, make_asgi: Callable[..., Uvicorn]
+) -> None:
+    """``Mount("/rt", ...)``: the fallback lives under /rt/pusher, and REST accepts a request
+    signed over the whole path (a client that knows the mount point) as well as one signed
+    over the path below it (one behind a proxy that strips the prefix)."""
+    server = make_asgi(factory="create_mounted_app")
+    mounted = f"{server.http_url}/rt"
+    channel = unique("mounted")
+    session = FallbackSession(http, mounted)
+    async with session.stream() as stream:
+        await session.open_stream(stream)
+        await session.subscribe(channel)
+        messages = await stream.messages()
+        assert messages[0]["event"] == "pusher_internal:subscription_succeeded"
+
+        event = {"name": "whole", "channel": channel, "data": "1"}
+        path = f"/rt/apps/{APP_ID}/events"
+        reply = rest_request(server.http_url, "POST", path, json_body=event)
+        assert (reply.status, reply.json()) == (200, {})
+        assert [m["event"] for m in await stream.messages()] == ["whole"]
+
+        # Signed over /apps/...: what a client sees behind a proxy that strips /rt.
+        event = {"name": "below", "channel": channel, "data": "2"}
+        timestamp = int(time.time())
+        params = {
+            "auth_key": APP_KEY,
+            "auth_timestamp": str(timestamp),
+            "auth_version": "1.0",
+            "body_md5": hashlib.md5(json.dumps(event).encode()).hexdigest(),
+        }
+        below = f"/apps/{APP_ID}/events"
+        signature = hmac_hex(APP_SECRET, f"POST\n{below}\n{query_string(params)}")
+        reply = rest_request(
+            server.http_url, "POST", path, json_body=event, timestamp=timestamp, signature=signature
+        )
+        assert (reply.status, reply.json()) == (200, {})
+        assert [m["event"] for m in await stream.messages()] == ["below"]
+
+    assert_error_response(rest_request(server.http_url, "GET", f"/rt/apps/{APP_ID}/events"), 405)

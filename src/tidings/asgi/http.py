@@ -110,14 +110,13 @@ class AsgiRequest:
 
 
 def _raw_path(scope: Scope, path: str) -> str:
-    """The path as sent (still percent-encoded), below the mount point like ``path``."""
+    """The path as the client sent it (still percent-encoded), mount prefix included: a
+    client that knows the mount point signs the whole path, one that goes through a proxy
+    stripping it signs ``path`` (REST accepts either, see ``server/rest.py``)."""
     raw = scope.get("raw_path")
     if not raw:
-        return path
+        return scope.get("root_path", "") + path
     text: str = raw.decode("latin-1").split("?", 1)[0]
-    root: str = scope.get("root_path", "")
-    if root and text.startswith(root):
-        text = text[len(root) :] or "/"
     return text
 
 

@@ -55,7 +55,8 @@ class HttpRequest(Protocol):
 
     @property
     def raw_path(self) -> str:
-        """As the client sent it (still percent-encoded), without the query string."""
+        """As the client sent it (still percent-encoded, and under ASGI with any mount
+        prefix), without the query string."""
         ...
 
     @property
