@@ -113,11 +113,11 @@ def _raw_path(scope: Scope, path: str) -> str:
     """The path as the client sent it (still percent-encoded), mount prefix included: a
     client that knows the mount point signs the whole path, one that goes through a proxy
     stripping it signs ``path`` (REST accepts either, see ``server/rest.py``)."""
-    raw = scope.get("raw_path")
+    raw: bytes | None = scope.get("raw_path")
     if not raw:
-        return scope.get("root_path", "") + path
-    text: str = raw.decode("latin-1").split("?", 1)[0]
-    return text
+        root: str = scope.get("root_path", "")
+        return root + path
+    return raw.decode("latin-1").split("?", 1)[0]
 
 
 class AsgiResponder:
