@@ -1,4 +1,4 @@
-"""A real uvicorn serving ``tests/integration/asgi_http_app.py``: Tidings' HTTP edge
+"""A real ASGI server (uvicorn or hypercorn) serving ``tests/integration/asgi_http_app.py``:
 (``tidings.asgi.http.AsgiHttp``) inside an ASGI app, for tests/integration/test_asgi_http.py and
 tests/browser/test_asgi_fallback.py. Waits are multiples of ``TIMEOUT``.
 """
@@ -22,8 +22,9 @@ APP_DIR = Path(__file__).resolve().parent / "integration"
 
 
 @dataclass
-class Uvicorn:
-    """uvicorn serving ``asgi_http_app:create_app`` on 127.0.0.1:port, logs in log_path."""
+class AsgiServer:
+    """An ASGI server (uvicorn, hypercorn) serving asgi_http_app.py on 127.0.0.1:port, its
+    logs in log_path."""
 
     port: int
     proc: subprocess.Popen[bytes]
@@ -37,11 +38,11 @@ class Uvicorn:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self) -> None:
-        """Until uvicorn answers (only after lifespan startup, which starts the node)."""
+        """Until the server answers (only after lifespan startup, which starts the node)."""
         deadline = time.monotonic() + 4 * TIMEOUT
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited early:\n{self.logs()}")
+                raise RuntimeError(f"the ASGI server exited early:\n{self.logs()}")
             try:
                 urllib.request.urlopen(f"{self.http_url}/", timeout=1)
             except urllib.error.HTTPError as exc:
@@ -50,7 +51,7 @@ class Uvicorn:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start:\n{self.logs()}")
+                raise RuntimeError(f"the ASGI server did not start:\n{self.logs()}")
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -63,46 +64,65 @@ class Uvicorn:
                 self.proc.wait(timeout=TIMEOUT)
 
 
-def start_uvicorn(
-    directory: Path, apps: list[dict[str, Any]], factory: str = "create_app", **settings: Any
-) -> Uvicorn:
-    """uvicorn with these Tidings settings and apps, once it answers. ``factory``: a
-    function of asgi_http_app.py."""
+def start_asgi(
+    directory: Path,
+    apps: list[dict[str, Any]],
+    factory: str = "create_app",
+    server: str = "uvicorn",
+    **settings: Any,
+) -> AsgiServer:
+    """An ASGI server with these Tidings settings and apps, once it answers. ``factory``: a
+    function of asgi_http_app.py; ``server``: "uvicorn" or "hypercorn"."""
     lines = [f"{k} = {toml_value(v)}" for k, v in settings.items()]
     for app in apps:
         lines += ["[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in app.items())]
     config = directory / "tidings.toml"
     config.write_text("\n".join(lines) + "\n")
     port = free_port()
-    log_path = directory / "uvicorn.log"
+    log_path = directory / f"{server}.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                f"asgi_http_app:{factory}",
-                "--app-dir",
-                str(APP_DIR),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--ws-per-message-deflate",
-                "false",
-                "--lifespan",
-                "on",
-            ],
+            [sys.executable, "-m", *_command(server, factory, port)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "TIDINGS_CONFIG": str(config)},
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(APP_DIR), os.getenv("PYTHONPATH")])
+                ),
+                "TIDINGS_CONFIG": str(config),
+            },
             cwd=directory,
         )
-    server = Uvicorn(port, proc, log_path)
+    started = AsgiServer(port, proc, log_path)
     try:
-        server.wait_ready()
+        started.wait_ready()
     except BaseException:
-        server.stop()
+        started.stop()
         raise
-    return server
+    return started
+
+
+def _command(server: str, factory: str, port: int) -> list[str]:
+    if server == "hypercorn":
+        return [
+            "hypercorn",
+            f"asgi_http_app:{factory}()",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ]
+    assert server == "uvicorn", server
+    return [
+        "uvicorn",
+        "--factory",
+        f"asgi_http_app:{factory}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ws-per-message-deflate",
+        "false",
+        "--lifespan",
+        "on",
+    ]

@@ -31,7 +31,7 @@ from test_chromium_fallback import (  # noqa: E402
     wait_events,
 )
 
-from asgi_process import Uvicorn, start_uvicorn  # noqa: E402
+from asgi_process import AsgiServer, start_asgi  # noqa: E402
 
 pytestmark = pytest.mark.node
 
@@ -39,16 +39,16 @@ __all__ = ["browser", "open_page", "page_origin"]  # fixtures this module uses b
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Uvicorn]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsgiServer]:
     """uvicorn with Tidings' HTTP edge, in place of ``tidings serve`` for ``open_page``."""
     app = {"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET}
-    server = start_uvicorn(tmp_path_factory.mktemp("asgi-browser"), [app])
+    server = start_asgi(tmp_path_factory.mktemp("asgi-browser"), [app])
     yield server
     server.stop()
 
 
 @pytest.fixture
-def rest(server: Uvicorn) -> pusher.Pusher:
+def rest(server: AsgiServer) -> pusher.Pusher:
     return pusher.Pusher(
         app_id=APP_ID,
         key=APP_KEY,
@@ -68,7 +68,7 @@ def rest(server: Uvicorn) -> pusher.Pusher:
 def test_pusher_js_without_websocket_falls_back_over_asgi(
     open_page: PageFactory,
     rest: pusher.Pusher,
-    server: Uvicorn,
+    server: AsgiServer,
     transports: list[str] | None,
     expected: str,
 ) -> None:

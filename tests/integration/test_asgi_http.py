@@ -1,5 +1,5 @@
 """The REST API and the HTTP fallbacks served through ASGI: ``tidings.asgi.http.AsgiHttp`` in a
-real uvicorn (``asgi_http_app.py``), driven by the official ``pusher`` SDK and by a hand-driven
+real uvicorn and a real hypercorn (``asgi_http_app.py``), driven by the official ``pusher`` SDK and by a hand-driven
 pusher-js fallback session (``fallback_helpers.py``), as ``tidings serve`` is in
 test_rest_api.py and test_fallback_http.py.
 """
@@ -34,7 +34,7 @@ from pusher_helpers import (
     value,
 )
 
-from asgi_process import Uvicorn, start_uvicorn
+from asgi_process import AsgiServer, start_asgi
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
 
@@ -50,21 +50,33 @@ APP = {
 }
 
 
+@pytest.fixture(scope="module", params=["uvicorn", "hypercorn"])
+def server_name(request: pytest.FixtureRequest) -> str:
+    """Every test runs under both ASGI servers."""
+    name: str = request.param
+    return name
+
+
 @pytest.fixture(scope="module")
-def asgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Uvicorn]:
-    server = start_uvicorn(
-        tmp_path_factory.mktemp("asgi"), [APP], max_request_body=MAX_REQUEST_BODY
+def asgi(tmp_path_factory: pytest.TempPathFactory, server_name: str) -> Iterator[AsgiServer]:
+    server = start_asgi(
+        tmp_path_factory.mktemp("asgi"),
+        [APP],
+        server=server_name,
+        max_request_body=MAX_REQUEST_BODY,
     )
     yield server
     server.stop()
 
 
 @pytest.fixture
-def make_asgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Uvicorn]]:
-    started: list[Uvicorn] = []
+def make_asgi(
+    tmp_path_factory: pytest.TempPathFactory, server_name: str
+) -> Iterator[Callable[..., AsgiServer]]:
+    started: list[AsgiServer] = []
 
-    def factory(**settings: Any) -> Uvicorn:
-        server = start_uvicorn(tmp_path_factory.mktemp("asgi"), [APP], **settings)
+    def factory(**settings: Any) -> AsgiServer:
+        server = start_asgi(tmp_path_factory.mktemp("asgi"), [APP], server=server_name, **settings)
         started.append(server)
         return server
 
@@ -74,7 +86,7 @@ def make_asgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...
 
 
 @pytest.fixture
-def rest(asgi: Uvicorn) -> Iterator[pusher.Pusher]:
+def rest(asgi: AsgiServer) -> Iterator[pusher.Pusher]:
     client = sdk_client(asgi.port)
     yield client
     client._pusher_client.http.session.close()
@@ -101,7 +113,7 @@ async def subscribed(session: FallbackSession, channel: str, auth: str | None = 
 
 
 async def test_sdk_trigger_reaches_a_streaming_session(
-    http: aiohttp.ClientSession, asgi: Uvicorn, rest: pusher.Pusher
+    http: aiohttp.ClientSession, asgi: AsgiServer, rest: pusher.Pusher
 ) -> None:
     channel = unique("news")
     session = FallbackSession(http, asgi.http_url)
@@ -130,7 +142,7 @@ async def test_sdk_trigger_reaches_a_streaming_session(
 
 
 async def test_sdk_queries_channels_channel_and_users(
-    http: aiohttp.ClientSession, asgi: Uvicorn, rest: pusher.Pusher
+    http: aiohttp.ClientSession, asgi: AsgiServer, rest: pusher.Pusher
 ) -> None:
     public = unique("lobby")
     presence = unique("presence-room")
@@ -163,7 +175,7 @@ async def test_sdk_queries_channels_channel_and_users(
     assert rest.users_info(presence) == {"users": [{"id": "u1"}]}
 
 
-def test_a_bad_signature_is_401_json(asgi: Uvicorn) -> None:
+def test_a_bad_signature_is_401_json(asgi: AsgiServer) -> None:
     wrong = sdk_client(asgi.port, secret="not-the-secret")
     with pytest.raises(pusher.errors.PusherBadAuth):
         wrong.trigger(unique("news"), "e", "d")
@@ -174,14 +186,14 @@ def test_a_bad_signature_is_401_json(asgi: Uvicorn) -> None:
     assert "signature" in reply.json()["error"]
 
 
-def test_a_body_over_max_request_body_is_413_json(asgi: Uvicorn) -> None:
+def test_a_body_over_max_request_body_is_413_json(asgi: AsgiServer) -> None:
     payload = {"name": "e", "channel": "big", "data": "x" * MAX_REQUEST_BODY}
     reply = rest_request(asgi.http_url, "POST", f"/apps/{APP_ID}/events", json_body=payload)
     assert_error_response(reply, 413)
     assert str(MAX_REQUEST_BODY) in reply.json()["error"]
 
 
-def test_unknown_app_wrong_method_and_trigger_errors_are_json(asgi: Uvicorn) -> None:
+def test_unknown_app_wrong_method_and_trigger_errors_are_json(asgi: AsgiServer) -> None:
     path = f"/apps/{APP_ID}/events"
     assert_error_response(rest_request(asgi.http_url, "POST", "/apps/999/events"), 401)
     assert_error_response(rest_request(asgi.http_url, "GET", path), 405)
@@ -190,7 +202,7 @@ def test_unknown_app_wrong_method_and_trigger_errors_are_json(asgi: Uvicorn) -> 
 
 
 def test_rest_requests_are_timed_by_app_endpoint_and_status(
-    asgi: Uvicorn, rest: pusher.Pusher
+    asgi: AsgiServer, rest: pusher.Pusher
 ) -> None:
     name = "tidings_rest_request_seconds_count"
     endpoint = "/apps/{app_id}/events"
@@ -207,7 +219,7 @@ def test_rest_requests_are_timed_by_app_endpoint_and_status(
 
 
 async def test_polling_session_subscribes_receives_and_sends_client_events(
-    http: aiohttp.ClientSession, asgi: Uvicorn, rest: pusher.Pusher
+    http: aiohttp.ClientSession, asgi: AsgiServer, rest: pusher.Pusher
 ) -> None:
     channel = unique("private-chat")
     sender = FallbackSession(http, asgi.http_url)
@@ -232,7 +244,7 @@ async def test_polling_session_subscribes_receives_and_sends_client_events(
 
 
 async def test_xhr_send_over_its_limit_is_413_and_bad_names_400(
-    http: aiohttp.ClientSession, asgi: Uvicorn
+    http: aiohttp.ClientSession, asgi: AsgiServer
 ) -> None:
     session = FallbackSession(http, asgi.http_url)
     await session.open_polling()
@@ -243,7 +255,7 @@ async def test_xhr_send_over_its_limit_is_413_and_bad_names_400(
     assert_json_error(await bad.poll(), 400)
 
 
-async def test_preflight_answers_cors(http: aiohttp.ClientSession, asgi: Uvicorn) -> None:
+async def test_preflight_answers_cors(http: aiohttp.ClientSession, asgi: AsgiServer) -> None:
     session = FallbackSession(http, asgi.http_url)
     origin = "http://page.example"
     async with http.options(session.url("xhr_streaming"), headers={"Origin": origin}) as response:
@@ -253,7 +265,7 @@ async def test_preflight_answers_cors(http: aiohttp.ClientSession, asgi: Uvicorn
 
 
 async def test_a_streaming_client_that_goes_away_frees_its_session(
-    http: aiohttp.ClientSession, make_asgi: Callable[..., Uvicorn]
+    http: aiohttp.ClientSession, make_asgi: Callable[..., AsgiServer]
 ) -> None:
     server = make_asgi(http_session_timeout=1)
     rest = sdk_client(server.port)
@@ -277,7 +289,7 @@ async def test_a_streaming_client_that_goes_away_frees_its_session(
 
 
 async def test_mounted_in_starlette_under_a_path(
-    http: aiohttp.ClientSession, make_asgi: Callable[..., Uvicorn]
+    http: aiohttp.ClientSession, make_asgi: Callable[..., AsgiServer]
 ) -> None:
     """``Mount("/rt", ...)``: the fallback lives under /rt/pusher, and REST accepts a request
     signed over the whole path (a client that knows the mount point) as well as one signed
