@@ -1,7 +1,7 @@
-"""The REST API and the HTTP fallbacks served through ASGI: ``tidings.asgi.http.AsgiHttp`` in a
-real uvicorn and a real hypercorn (``asgi_http_app.py``), driven by the official ``pusher`` SDK and by a hand-driven
-pusher-js fallback session (``fallback_helpers.py``), as ``tidings serve`` is in
-test_rest_api.py and test_fallback_http.py.
+"""The REST API and the HTTP fallbacks served through ASGI: ``tidings.asgi.http.AsgiHttp`` in
+a real uvicorn and a real hypercorn (``asgi_http_app.py``), driven by the official ``pusher``
+SDK and by a hand-driven pusher-js fallback session (``fallback_helpers.py``), as
+``tidings serve`` is in test_rest_api.py and test_fallback_http.py.
 """
 
 from __future__ import annotations
