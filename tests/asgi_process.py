@@ -1,6 +1,7 @@
-"""A real ASGI server (uvicorn or hypercorn) serving ``tests/integration/asgi_http_app.py``,
-Tidings' HTTP edge (``tidings.asgi.http.AsgiHttp``) inside an ASGI app, for tests/integration/test_asgi_http.py and
-tests/browser/test_asgi_fallback.py. Waits are multiples of ``TIMEOUT``.
+"""A real ASGI server (uvicorn or hypercorn) serving ``tests/integration/asgi_http_app.py``:
+Tidings' HTTP edge (``tidings.asgi.http.AsgiHttp``) inside an ASGI app, for
+tests/integration/test_asgi_http.py and tests/browser/test_asgi_fallback.py. Waits are
+multiples of ``TIMEOUT``.
 """
 
 from __future__ import annotations

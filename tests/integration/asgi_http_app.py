@@ -10,6 +10,7 @@ these keep the tests independent of it.)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from tidings import logs
 from tidings.asgi.http import AsgiHttp, Receive, Scope, Send, route_path
 from tidings.config import load_settings
 from tidings.protocol.errors import ErrorCode
@@ -32,6 +34,9 @@ class EdgeApp:
 
     def __init__(self) -> None:
         self.settings = load_settings()
+        if self.settings.debug:  # as `tidings serve --debug`: Tidings' own debug lines
+            logs.setup(self.settings.log_level, "text")
+            logging.getLogger("tidings").setLevel(logging.DEBUG)
         self.node = make_node(self.settings)
         self.metrics = Metrics(self.node, None)
         self.edge = AsgiHttp(self.node, self.settings, self.metrics)

@@ -215,6 +215,18 @@ def test_rest_requests_are_timed_by_app_endpoint_and_status(
         assert value(after, name, **labels) == value(before, name, **labels) + 1
 
 
+def test_rest_requests_are_traced_with_debug(make_asgi: Callable[..., AsgiServer]) -> None:
+    server = make_asgi(debug=True)
+    rest_request(server.http_url, "POST", f"/apps/{APP_ID}/events", json_body={}, secret="x")
+    rest_request(server.http_url, "GET", f"/apps/{APP_ID}/channels")
+    server.stop()  # the log is complete
+    text = server.logs()
+    # A 401 names the string to sign, as under aiohttp.
+    failed = f'REST POST /apps/{APP_ID}/events from 127.0.0.1: 401 {{"error":"Invalid signature'
+    assert failed in text, text
+    assert f"REST GET /apps/{APP_ID}/channels from 127.0.0.1: 200 \n" in text, text
+
+
 # --- the HTTP fallbacks -------------------------------------------------------------------
 
 
