@@ -13,7 +13,7 @@ aiohttp routes them itself, ASGI through :class:`Router`.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -180,7 +180,7 @@ class Router:
         """Some route has this path, whatever its method."""
         return any(regex.match(path) for _, regex in self._routes)
 
-    def match(self, method: str, path: str) -> Match | None | Sequence[str]:
+    def match(self, method: str, path: str) -> Match | list[str]:
         """The route for this request; else the methods the path allows (405), empty if
         none (404)."""
         allowed: list[str] = []
