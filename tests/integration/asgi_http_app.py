@@ -1,11 +1,11 @@
 """The smallest ASGI apps around ``tidings.asgi.http.AsgiHttp``, run by uvicorn for
 tests/integration/test_asgi_http.py and tests/browser/test_asgi_fallback.py.
 
-A node (the settings of ``TIDINGS_CONFIG``, memory broker) and the HTTP edge start in lifespan
-and drain at shutdown; Tidings' paths go to the edge, ``/metrics`` shows the REST histogram
-the edge fills, anything else is a plain 404. ``create_app`` serves them at the root,
-``create_mounted_app`` inside Starlette under ``/rt``. (``rt.asgi()`` is the real dispatcher;
-these keep the tests independent of it.)
+A ``Lifecycle`` (the settings of ``TIDINGS_CONFIG``, memory broker) with the HTTP edge added
+starts in lifespan and drains at shutdown. Tidings' paths go to the edge, ``/metrics`` shows
+the REST histogram the edge fills, anything else is a plain 404. ``create_app`` serves them at
+the root, ``create_mounted_app`` inside Starlette under ``/rt``. (``rt.asgi()`` is the real
+dispatcher; these keep the tests independent of it.)
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from starlette.routing import Mount
 from tidings import logs
 from tidings.asgi.http import AsgiHttp, Receive, Scope, Send, route_path
 from tidings.config import load_settings
-from tidings.protocol.errors import ErrorCode
-from tidings.server.app import make_node
+from tidings.lifecycle import Lifecycle
 from tidings.server.metrics import Metrics
 
 MOUNT = "/rt"
@@ -37,22 +36,23 @@ class EdgeApp:
         if self.settings.debug:  # as `tidings serve --debug`: Tidings' own debug lines
             logs.setup(self.settings.log_level, "text")
             logging.getLogger("tidings").setLevel(logging.DEBUG)
-        self.node = make_node(self.settings)
-        self.metrics = Metrics(self.node, None)
-        self.edge = AsgiHttp(self.node, self.settings, self.metrics)
+        self.lifecycle = Lifecycle(self.settings)
+        self.metrics: Metrics | None = None
+        self.edge: AsgiHttp | None = None
 
     @asynccontextmanager
     async def running(self, _: Any = None) -> AsyncIterator[None]:
-        await self.node.start()
-        await self.edge.start()
+        await self.lifecycle.start()
+        self.metrics = self.lifecycle.metrics()
+        self.edge = AsgiHttp(self.lifecycle.node, self.settings, self.metrics)
+        await self.lifecycle.add(self.edge)
         yield
-        await self.node.drain(ErrorCode.RECONNECT)
-        await self.edge.drain(self.settings.shutdown_timeout)
-        await self.edge.close()
-        await self.node.close()
+        await self.lifecycle.drain()
+        await self.lifecycle.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http", scope["type"]
+        assert self.edge is not None and self.metrics is not None, "lifespan did not run"
         path = route_path(scope)
         if self.edge.handles(path):
             await self.edge(scope, receive, send)

@@ -24,7 +24,6 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from tidings.config import Settings
 from tidings.node import Node
-from tidings.lifecycle import CLOSE_HANDOVER
 from tidings.server.app import REST_PATHS, InFlight
 from tidings.server.fallback import FallbackSettings, HttpFallback
 from tidings.server.http_edge import HttpResponse, Match, Router, json_error, read_limited
@@ -194,12 +193,12 @@ class AsgiResponder:
 
 class AsgiHttp:
     """Tidings' HTTP paths (REST, ``{http_path}/app/...`` fallbacks) as an ASGI app for
-    ``http`` scopes. :meth:`start` before the first request, :meth:`drain` after the node
-    drained, :meth:`close` last."""
+    ``http`` scopes, and a ``lifecycle.Edge``: add it to the node's ``Lifecycle``."""
 
     def __init__(self, node: Node, settings: Settings, metrics: Metrics | None = None) -> None:
         self.node = node
         self.metrics = metrics
+        self.shutdown_timeout = settings.shutdown_timeout
         self.in_flight = InFlight()
         self.fallback = HttpFallback(node, FallbackSettings.of(settings))
         rest = RestApi(node, settings.max_request_body)
@@ -208,14 +207,19 @@ class AsgiHttp:
     async def start(self) -> None:
         await self.fallback.start()
 
-    async def drain(self, timeout: float) -> bool:
-        """After ``node.drain``: let polling clients collect their close frames, then wait
-        for REST requests in flight; False if some still ran after ``timeout``."""
-        await self.fallback.hand_over_closes(min(CLOSE_HANDOVER, timeout))
-        return await self.in_flight.wait(timeout)
+    async def stop_accepting(self) -> None:
+        """Nothing here: the ASGI server owns the listener."""
+
+    async def drain(self, grace: float) -> None:
+        """After ``node.drain``: polling clients get ``grace`` seconds to collect their
+        close frames (streams got theirs at once)."""
+        await self.fallback.hand_over_closes(grace)
 
     async def close(self) -> None:
+        """Forget every session, then let REST requests in flight finish."""
         await self.fallback.close()
+        if not await self.in_flight.wait(self.shutdown_timeout):
+            log.warning("REST requests still running after %g s", self.shutdown_timeout)
 
     def handles(self, path: str) -> bool:
         """``path`` (below any mount point) is one of Tidings' HTTP routes."""
