@@ -135,9 +135,14 @@ class AsgiResponder:
 
     @property
     def gone(self) -> bool:
+        self._watch_client()
+        return self._gone
+
+    def _watch_client(self) -> None:
+        """From now on ``receive`` is only read for ``http.disconnect`` (the body, if
+        wanted, has been read)."""
         if self._watch is None:
             self._watch = spawn(self._until_disconnect(), "ASGI client watch")
-        return self._gone
 
     async def _until_disconnect(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
@@ -158,13 +163,12 @@ class AsgiResponder:
     async def start(
         self, status: int, headers: Mapping[str, str], *, chunked: bool, close: bool
     ) -> None:
-        # No content-length: the server sends the body chunked (``chunked`` is implied).
+        # No content-length either way: the server frames the body (chunked, in HTTP/1.1).
         encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         if close:
             encoded.append((b"connection", b"close"))
         await self._start(status, encoded)
-        if self._watch is None:
-            self._watch = spawn(self._until_disconnect(), "ASGI client watch")
+        self._watch_client()
 
     async def _start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
