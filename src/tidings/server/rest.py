@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import orjson
 from aiohttp import web
 
+from tidings import api
 from tidings.core.apps import App
 from tidings.node import BackendRateLimited, ClusterUnavailable, Node
 from tidings.protocol.auth import rest_request_error
-from tidings.protocol.channels import channel_type, name_error
-from tidings.protocol.rest import RestError, RestLimits, Trigger, parse_batch, parse_info
+from tidings.protocol.rest import RestError, parse_batch, parse_info
 from tidings.protocol.rest import parse_trigger as parse_trigger_body
 from tidings.server.http_edge import (
     Endpoint,
@@ -44,16 +42,6 @@ RETRY_AFTER = "1"  # seconds: the broker retries Redis at least this often
 def error_response(status: int, message: str) -> web.Response:
     """A JSON error as an aiohttp response (for aiohttp's own 404/405/413 and refusals)."""
     return aiohttp_response(json_error(status, message))
-
-
-def _limits(app: App) -> RestLimits:
-    return RestLimits(
-        max_event_payload_bytes=app.max_event_payload_bytes,
-        max_event_name_length=app.max_event_name_length,
-        max_channel_name_length=app.max_channel_name_length,
-        max_channels_per_event=app.max_channels_per_event,
-        max_batch_size=app.max_batch_size,
-    )
 
 
 class RestApi:
@@ -135,100 +123,28 @@ class RestApi:
     # -- handlers ----------------------------------------------------------------------------
 
     async def events(self, request: HttpRequest, app: App, body: bytes) -> object:
-        trigger = parse_trigger_body(body, _limits(app))
-        await self.node.check_backend_rate(app, 1)
-        await self.node.trigger(app, trigger)
-        return await self._trigger_info(app, trigger)
+        trigger = parse_trigger_body(body, api.rest_limits(app))
+        await api.publish(self.node, app, [trigger])
+        return await api.trigger_info(self.node, app, trigger)
 
     async def batch_events(self, request: HttpRequest, app: App, body: bytes) -> object:
-        triggers = parse_batch(body, _limits(app))
-        await self.node.check_backend_rate(app, len(triggers))
-        for trigger in triggers:
-            await self.node.trigger(app, trigger)
-        if not any(t.info for t in triggers):
-            return {}
-        infos = []
-        for trigger in triggers:
-            info = await self._trigger_info(app, trigger)
-            infos.append(info.get("channels", {}).get(trigger.channels[0], {}))
-        return {"batch": infos}
-
-    async def _trigger_info(self, app: App, trigger: Trigger) -> dict[str, Any]:
-        if not trigger.info:
-            return {}
-        channels: dict[str, dict[str, int]] = {}
-        for channel in trigger.channels:
-            channels[channel] = await self._attributes(app, channel, trigger.info, strict=False)
-        return {"channels": channels}
-
-    async def _attributes(
-        self, app: App, channel: str, info: tuple[str, ...], strict: bool
-    ) -> dict[str, Any]:
-        presence = channel_type(channel).is_presence
-        result: dict[str, Any] = {}
-        if "user_count" in info:
-            if presence:
-                result["user_count"] = len(await self.node.members(app, channel))
-            elif strict:
-                raise RestError(400, "user_count is available only for presence channels")
-        if "subscription_count" in info:
-            # Pusher counts subscriptions on every channel kind, presence included (its SDKs
-            # ask for user_count and subscription_count together on presence channels).
-            result["subscription_count"] = await self.node.subscription_count(app, channel)
-        return result
+        triggers = parse_batch(body, api.rest_limits(app))
+        await api.publish(self.node, app, triggers)
+        return await api.batch_info(self.node, app, triggers)
 
     async def channels(self, request: HttpRequest, app: App, body: bytes) -> object:
         prefix = request.query.get("filter_by_prefix", "")
         info = parse_info(request.query.get("info"))
-        if "user_count" in info and not prefix.startswith("presence-"):
-            raise RestError(400, "info=user_count needs filter_by_prefix=presence-")
-        channels = await self.node.channels(app, prefix)
-        result: dict[str, dict[str, Any]] = {}
-        for name, count in sorted(channels.items()):
-            attributes: dict[str, Any] = {}
-            if "user_count" in info and channel_type(name).is_presence:
-                attributes["user_count"] = len(await self.node.members(app, name))
-            if "subscription_count" in info:
-                attributes["subscription_count"] = count
-            result[name] = attributes
-        return {"channels": result}
+        return {"channels": await api.channels_info(self.node, app, prefix, info)}
 
     async def channel(self, request: HttpRequest, app: App, body: bytes) -> object:
-        channel = self._channel_name(request, app)
         info = parse_info(request.query.get("info"))
-        count = await self.node.subscription_count(app, channel)
-        result: dict[str, Any] = {"occupied": count > 0}
-        result.update(await self._attributes(app, channel, info, strict=True))
-        if "cache" in info:
-            if not channel_type(channel).cache:
-                raise RestError(400, "cache is available only for cache channels")
-            cached = await self.node.cached(app, channel)
-            if cached is not None:
-                message = orjson.loads(cached.message)
-                ttl = max(0, int(cached.expires_at - self.node.clock()))
-                result["cache"] = {
-                    "event": message.get("event"),
-                    "data": message.get("data"),
-                    "ttl": ttl,
-                }
-        return result
+        return await api.channel_info(self.node, app, request.params["channel"], info)
 
     async def users(self, request: HttpRequest, app: App, body: bytes) -> object:
-        channel = self._channel_name(request, app)
-        if not channel_type(channel).is_presence:
-            raise RestError(400, "users are available only for presence channels")
-        return {"users": [{"id": m.user_id} for m in await self.node.members(app, channel)]}
+        ids = await api.user_ids(self.node, app, request.params["channel"])
+        return {"users": [{"id": user_id} for user_id in ids]}
 
     async def terminate(self, request: HttpRequest, app: App, body: bytes) -> object:
-        user_id = request.params["user_id"]
-        if not user_id:
-            raise RestError(400, "user id missing")
-        await self.node.terminate_user(app, user_id)
+        await api.terminate_user(self.node, app, request.params["user_id"])
         return {}
-
-    def _channel_name(self, request: HttpRequest, app: App) -> str:
-        channel = request.params["channel"]
-        problem = name_error(channel, app.max_channel_name_length)
-        if problem is not None:
-            raise RestError(400, f"invalid channel: {problem}")
-        return channel
