@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -99,7 +100,11 @@ def _isolated(what: str, *args: object) -> Iterator[None]:
 
 
 class WebhookEvents(Protocol):
-    """Where the node sends webhook events (``server/webhooks.py``)."""
+    """Where the node sends webhook events (``server/webhooks.py``, ``hooks.py``)."""
+
+    def active(self, app: App) -> bool:
+        """Whether any event of ``app`` goes anywhere (the node builds none otherwise)."""
+        ...
 
     def wants(self, app: App, name: str) -> bool: ...
 
@@ -204,6 +209,9 @@ class Node:
         self._ticker: asyncio.Task[None] | None = None
         self.draining = False
         self.webhooks: WebhookEvents | None = None
+        # Embedded apps' ``before`` hooks: the data to publish for a client event, or None.
+        self.client_event_filter: Callable[[App, Broadcast, str], Awaitable[str | None]] | None
+        self.client_event_filter = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -501,6 +509,11 @@ class Node:
         await self.broker.control(app.id, removed)
 
     async def _client_event(self, connection: Connection, event: Broadcast) -> None:
+        if self.client_event_filter is not None:
+            data = await self.client_event_filter(connection.app, event, connection.socket_id)
+            if data is None:
+                return
+            event = dataclasses.replace(event, data=data)
         self._states[connection.app.id].counters.publications += 1
         trace.debug(
             "client event %s on %s from %s", event.event, event.channel, connection.socket_id
@@ -574,26 +587,26 @@ class Node:
     # -- webhooks ----------------------------------------------------------------------------
 
     def _webhook(self, app: App, event: dict[str, Any]) -> None:
-        if self.webhooks is not None and app.webhooks:
+        if self.webhooks is not None and self.webhooks.active(app):
             self.webhooks.emit(app, event)
 
     def _hold(self, app: App, key: tuple[str, ...], event: dict[str, Any]) -> None:
         """channel_vacated / member_removed wait, in case the client comes straight back."""
-        if self.webhooks is not None and app.webhooks:
+        if self.webhooks is not None and self.webhooks.active(app):
             self.webhooks.defer(app, key, event)
 
     def _transition(
         self, app: App, undoes: tuple[str, ...], name: str, channel: str, **fields: str
     ) -> None:
         """channel_occupied / member_added, unless it cancels a held vacancy or removal."""
-        if self.webhooks is None or not app.webhooks:
+        if self.webhooks is None or not self.webhooks.active(app):
             return
         if not self.webhooks.cancel(app, undoes):
             self.webhooks.emit(app, {"name": name, "channel": channel, **fields})
 
     def _cache_missed(self, app: App, channel: str) -> None:
         """Pusher: cache_miss is sent once per empty channel, not once per subscriber."""
-        if self.webhooks is None or not app.webhooks:
+        if self.webhooks is None or not self.webhooks.active(app):
             return
         missed = self._states[app.id].cache_missed
         now = self.clock()

@@ -123,6 +123,9 @@ class WebhookSender:
 
     # -- the node's side: events in ----------------------------------------------------------
 
+    def active(self, app: App) -> bool:
+        return bool(app.webhooks)
+
     def wants(self, app: App, name: str) -> bool:
         """Whether any webhook of ``app`` takes events called ``name``."""
         return any(not t.event_types or name in t.event_types for t in app.webhooks)

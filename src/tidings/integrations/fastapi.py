@@ -1,0 +1,67 @@
+"""FastAPI: ``app.include_router(router(rt, user=Depends(current_user)))``.
+
+``user`` is a dependency giving the signed-in user, or None (the request is then refused
+with 403). Add ``app.include_router(webhook(rt))`` to serve the ``@rt.on`` handlers as the
+app's webhook URL (``/pusher/webhook``) when Tidings runs standalone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from tidings.authorization import AuthRefused
+from tidings.hooks import WebhookRefused, verify_webhook
+from tidings.integrations import Integrated, auth_fields, error_body
+
+
+def router(rt: Integrated, user: Any) -> APIRouter:
+    """``POST /pusher/auth`` and ``POST /pusher/user-auth`` for pusher-js; ``user`` is a
+    ``Depends(...)``."""
+    routes = APIRouter()
+
+    async def channel_auth(request: Request, current: Any = user) -> JSONResponse:
+        try:
+            fields = auth_fields(request.headers.get("content-type"), await request.body())
+            answer = await rt.authorizer.aauthenticate_channel(
+                current, fields.get("socket_id"), fields.get("channel_name")
+            )
+        except AuthRefused as refused:
+            return JSONResponse(error_body(refused.message), refused.status)
+        return JSONResponse(answer)
+
+    async def user_auth(request: Request, current: Any = user) -> JSONResponse:
+        try:
+            fields = auth_fields(request.headers.get("content-type"), await request.body())
+            answer = await rt.authorizer.aauthenticate_user(current, fields.get("socket_id"))
+        except AuthRefused as refused:
+            return JSONResponse(error_body(refused.message), refused.status)
+        return JSONResponse(answer)
+
+    routes.add_api_route("/pusher/auth", channel_auth, methods=["POST"])
+    routes.add_api_route("/pusher/user-auth", user_auth, methods=["POST"])
+    return routes
+
+
+def webhook(rt: Integrated, path: str = "/pusher/webhook") -> APIRouter:
+    """``POST path``: a signed Pusher webhook, its events run by the ``@rt.on`` handlers."""
+    routes = APIRouter()
+
+    async def receive(request: Request) -> JSONResponse:
+        try:
+            events = verify_webhook(
+                rt.app,
+                request.headers.get("x-pusher-key"),
+                request.headers.get("x-pusher-signature"),
+                await request.body(),
+            )
+        except WebhookRefused as refused:
+            return JSONResponse(error_body(refused.message), refused.status)
+        for event in events:
+            await rt.hooks.run(event)
+        return JSONResponse({})
+
+    routes.add_api_route(path, receive, methods=["POST"])
+    return routes

@@ -1,0 +1,68 @@
+"""Flask: ``app.register_blueprint(blueprint(rt, user=lambda: current_user))``.
+
+``user()`` returns the signed-in user, or None (the request is then refused with 403). Add
+``app.register_blueprint(webhook(rt))`` to serve the ``@rt.on`` handlers as the app's
+webhook URL (``/pusher/webhook``) when Tidings runs standalone. Async handlers run to
+completion in the request's thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Blueprint, Response, jsonify, request
+
+from tidings.authorization import AuthRefused
+from tidings.hooks import WebhookRefused, verify_webhook
+from tidings.integrations import Integrated, auth_fields, error_body
+
+
+def blueprint(rt: Integrated, user: Callable[[], object], name: str = "tidings_auth") -> Blueprint:
+    """``POST /pusher/auth`` and ``POST /pusher/user-auth`` for pusher-js."""
+    routes = Blueprint(name, __name__)
+
+    @routes.post("/pusher/auth")
+    def channel_auth() -> tuple[Response, int]:
+        try:
+            fields = auth_fields(request.content_type, request.get_data())
+            answer = rt.authorizer.authenticate_channel(
+                user(), fields.get("socket_id"), fields.get("channel_name")
+            )
+        except AuthRefused as refused:
+            return jsonify(error_body(refused.message)), refused.status
+        return jsonify(answer), 200
+
+    @routes.post("/pusher/user-auth")
+    def user_auth() -> tuple[Response, int]:
+        try:
+            fields = auth_fields(request.content_type, request.get_data())
+            answer = rt.authorizer.authenticate_user(user(), fields.get("socket_id"))
+        except AuthRefused as refused:
+            return jsonify(error_body(refused.message)), refused.status
+        return jsonify(answer), 200
+
+    return routes
+
+
+def webhook(
+    rt: Integrated, path: str = "/pusher/webhook", name: str = "tidings_webhook"
+) -> Blueprint:
+    """``POST path``: a signed Pusher webhook, its events run by the ``@rt.on`` handlers."""
+    routes = Blueprint(name, __name__)
+
+    @routes.post(path)
+    def receive() -> tuple[Response, int]:
+        try:
+            events = verify_webhook(
+                rt.app,
+                request.headers.get("X-Pusher-Key"),
+                request.headers.get("X-Pusher-Signature"),
+                request.get_data(),
+            )
+        except WebhookRefused as refused:
+            return jsonify(error_body(refused.message)), refused.status
+        for event in events:
+            rt.hooks.run_sync(event)
+        return jsonify({}), 200
+
+    return routes
