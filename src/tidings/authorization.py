@@ -77,13 +77,16 @@ class ChannelPattern:
     regex: re.Pattern[str]
 
     @classmethod
-    def compile(cls, text: str) -> ChannelPattern:
+    def compile(cls, text: str, reserved: str = "") -> ChannelPattern:
+        """``reserved``: the handler's positional parameter, which no placeholder may name."""
         parts: list[str] = []
         names: list[str] = []
         position = 0
         for found in _PLACEHOLDER.finditer(text):
             parts.append(_literal(text, text[position : found.start()]))
             name = found.group(1)
+            if name == reserved:
+                raise ValueError(f"channel pattern {text!r}: {{{name}}} would hide the {name}")
             if name in names:
                 raise ValueError(f"channel pattern {text!r} names {{{name}}} twice")
             names.append(name)
@@ -132,7 +135,7 @@ class Authorizer:
     def authorize(self, pattern: str) -> Callable[[Handler], Handler]:
         """Register ``f(user, **placeholders) -> bool`` for ``private-`` channels matching
         ``pattern`` (``private-encrypted-`` ones too, given an encryption master key)."""
-        compiled = ChannelPattern.compile(pattern)
+        compiled = ChannelPattern.compile(pattern, reserved="user")
         if not pattern.startswith("private-"):
             raise ValueError(
                 f"@authorize({pattern!r}): private channels only (their names start with "
@@ -157,7 +160,7 @@ class Authorizer:
         just the user id (a ``str`` or ``int``) for a member without info. None or False
         refuses.
         """
-        compiled = ChannelPattern.compile(pattern)
+        compiled = ChannelPattern.compile(pattern, reserved="user")
         if not pattern.startswith("presence-"):
             raise ValueError(f"@presence({pattern!r}): presence channels only (presence-...)")
 

@@ -131,7 +131,7 @@ class Hooks:
         """Register ``f(event, **placeholders)`` for webhook events called ``name``."""
         if name not in EVENT_TYPES:
             raise ValueError(f"@on({name!r}): not a webhook event; one of {sorted(EVENT_TYPES)}")
-        pattern = ChannelPattern.compile(channel) if channel is not None else None
+        pattern = ChannelPattern.compile(channel, reserved="event") if channel else None
 
         def register(handler: Handler) -> Handler:
             self._on.append(_On(name, pattern, handler))
@@ -145,7 +145,7 @@ class Hooks:
         if not event.startswith("client-"):
             raise ValueError(f"@before({event!r}): client events only (client-...)")
         regex = re.compile(".*".join(re.escape(piece) for piece in event.split("*")))
-        pattern = ChannelPattern.compile(channel) if channel is not None else None
+        pattern = ChannelPattern.compile(channel, reserved="event") if channel else None
 
         def register(handler: Handler) -> Handler:
             self._before.append(_Before(regex, pattern, handler))

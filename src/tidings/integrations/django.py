@@ -35,6 +35,14 @@ def _user(request: HttpRequest) -> object:
     return user if user is not None and user.is_authenticated else None
 
 
+def _fields(request: HttpRequest) -> dict[str, str]:
+    """The auth request's fields. Django parses forms itself (its CSRF check reads them
+    first, so the raw body is gone by then); JSON is read here."""
+    if request.content_type == "application/json":
+        return auth_fields(request.content_type, request.body)
+    return {key: request.POST[key] for key in request.POST}
+
+
 def _posted(view: View) -> View:
     """A POST-only view under Django's CSRF protection, whatever MIDDLEWARE holds."""
     protected: View = csrf_protect(require_POST(view))
@@ -46,7 +54,7 @@ def urls(rt: Integrated) -> list[URLPattern]:
 
     def channel_auth(request: HttpRequest) -> HttpResponse:
         try:
-            fields = auth_fields(request.content_type, request.body)
+            fields = _fields(request)
             answer = rt.authorizer.authenticate_channel(
                 _user(request), fields.get("socket_id"), fields.get("channel_name")
             )
@@ -56,7 +64,7 @@ def urls(rt: Integrated) -> list[URLPattern]:
 
     def user_auth(request: HttpRequest) -> HttpResponse:
         try:
-            fields = auth_fields(request.content_type, request.body)
+            fields = _fields(request)
             answer = rt.authorizer.authenticate_user(_user(request), fields.get("socket_id"))
         except AuthRefused as refused:
             return JsonResponse(error_body(refused.message), status=refused.status)
