@@ -852,6 +852,9 @@ class HeldWebhooks:
         self.emitted: list[dict[str, Any]] = []
         self.held: dict[tuple[str, ...], dict[str, Any]] = {}
 
+    def active(self, app: App) -> bool:
+        return bool(app.webhooks)
+
     def wants(self, app: App, name: str) -> bool:
         return True
 
