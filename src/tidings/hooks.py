@@ -42,7 +42,7 @@ import inspect
 import logging
 import re
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import orjson
@@ -112,18 +112,24 @@ def _placeholders(pattern: ChannelPattern | None, channel: object) -> dict[str, 
     return pattern.match(channel) if isinstance(channel, str) else None
 
 
-@dataclass(slots=True)
 class Hooks:
-    """The ``on`` and ``before`` handlers of one Realtime, and the workers that run them."""
+    """The ``on`` and ``before`` handlers of one Realtime, and the workers that run them.
 
-    queue_size: int = 10_000
-    workers: int = 4
-    before_timeout: float = 1.0
-    dropped: int = 0  # events not run because the queue was full
-    _on: list[_On] = field(default_factory=list)
-    _before: list[_Before] = field(default_factory=list)
-    _queue: asyncio.Queue[Event] | None = None
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    ``queue_size`` bounds the events waiting for ``workers`` tasks; ``before_timeout`` is
+    how long a ``before`` hook may take before its event is dropped.
+    """
+
+    def __init__(
+        self, queue_size: int = 10_000, workers: int = 4, before_timeout: float = 1.0
+    ) -> None:
+        self.queue_size = queue_size
+        self.workers = workers
+        self.before_timeout = before_timeout
+        self.dropped = 0  # events not run because the queue was full
+        self._on: list[_On] = []
+        self._before: list[_Before] = []
+        self._queue: asyncio.Queue[Event] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- declaring ---------------------------------------------------------------------------
 
@@ -247,6 +253,8 @@ class Hooks:
         """The data to publish for ``event`` after the ``before`` hooks, or None to drop it.
 
         The node awaits this where a client event is about to be published."""
+        if not self._before:
+            return event.data
         current = ClientEvent(event.channel, event.event, event.data, socket_id, event.user_id)
         for hook in self._before:
             if not hook.event.fullmatch(event.event):
@@ -258,7 +266,9 @@ class Hooks:
             if data is None:
                 return None
             current = replace(current, data=data)
-        if len(current.data.encode()) > app.max_event_payload_bytes:
+        if current.data is not event.data and (
+            len(current.data.encode()) > app.max_event_payload_bytes
+        ):
             log.warning(
                 "before hook made %s on %s larger than %d bytes: dropped",
                 event.event,

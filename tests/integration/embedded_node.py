@@ -55,6 +55,7 @@ async def embedded(
         await node.drain(ErrorCode.RECONNECT)
         await endpoint.close()
         await runner.cleanup()
+        sink.release()
         await hooks.close()
         if sender is not None:
             await sender.close()
