@@ -323,25 +323,34 @@ def _name(handler: Callable[..., Any]) -> str:
 
 
 class HookSink:
-    """The node's webhook events, fed to the ``on`` handlers in process (``WebhookEvents``).
+    """The node's events for one app, fed to the ``on`` and ``before`` hooks in process.
 
-    Holds ``channel_vacated`` and ``member_removed`` for ``delay`` seconds as the HTTP sender
-    does, so the same quick reconnect makes no flapping pair here either."""
+    It is the node's ``WebhookEvents`` (alone, or in a :class:`WebhookTee` with the HTTP
+    sender) and its ``client_event_filter``. It holds ``channel_vacated`` and
+    ``member_removed`` for ``delay`` seconds as the HTTP sender does, so the same quick
+    reconnect makes no flapping pair here either. Other apps of the node pass through."""
 
-    def __init__(self, hooks: Hooks, delay: float = 3.0) -> None:
+    def __init__(self, hooks: Hooks, app_id: str, delay: float = 3.0) -> None:
         self.hooks = hooks
+        self.app_id = app_id
         self.delay = delay
         self._held = Delayer()
         self._timer: asyncio.TimerHandle | None = None
 
     def active(self, app: App) -> bool:
-        return self.hooks.listening
+        return app.id == self.app_id and self.hooks.listening
 
     def wants(self, app: App, name: str) -> bool:
-        return self.hooks.wants(name)
+        return app.id == self.app_id and self.hooks.wants(name)
 
     def emit(self, app: App, event: Event) -> None:
-        self.hooks.submit(event)
+        if app.id == self.app_id:
+            self.hooks.submit(event)
+
+    async def filter_client_event(self, app: App, event: Broadcast, socket_id: str) -> str | None:
+        if app.id != self.app_id:
+            return event.data
+        return await self.hooks.filter_client_event(app, event, socket_id)
 
     def defer(self, app: App, key: Hashable, event: Event) -> None:
         loop = asyncio.get_running_loop()
@@ -353,6 +362,9 @@ class HookSink:
 
     def release(self) -> None:
         """Hand every held event to the handlers now (at shutdown)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for event in self._held.due(float("inf")):
             self.hooks.submit(event)
 

@@ -34,9 +34,9 @@ async def embedded(
     app: App, hooks: Hooks, *, vacated_delay: float = 0.3, sender: WebhookSender | None = None
 ) -> AsyncIterator[Embedded]:
     node = Node(AppRegistry.of([app]), MemoryBroker())
-    sink = HookSink(hooks, vacated_delay)
+    sink = HookSink(hooks, app.id, vacated_delay)
     node.webhooks = WebhookTee(sender, sink) if sender is not None else sink
-    node.client_event_filter = hooks.filter_client_event
+    node.client_event_filter = sink.filter_client_event
     if sender is not None:
         await sender.start()
     await node.start()
