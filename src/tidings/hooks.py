@@ -50,7 +50,7 @@ import orjson
 from tidings.authorization import ChannelPattern
 from tidings.core.apps import App
 from tidings.core.webhooks import EVENT_TYPES, Delayer, Event, signature
-from tidings.node import WebhookEvents
+from tidings.node import Node, WebhookEvents
 from tidings.protocol import messages
 from tidings.protocol.session import Broadcast
 from tidings.tasks import spawn
@@ -435,3 +435,30 @@ def verify_webhook(app: App, key: str | None, signed: str | None, body: bytes) -
     ):
         raise WebhookRefused("webhook events must be objects with a name", 400)
     return events
+
+
+class EmbeddedHooks:
+    """The hooks of an embedded Realtime as one of its lifecycle's edges (``lifecycle.Edge``):
+    wired into the node when it starts, tee'd with the HTTP webhook sender the node already
+    has, and run dry when it stops (held events released, the queue run)."""
+
+    def __init__(self, node: Node, hooks: Hooks, app_id: str, delay: float) -> None:
+        self.node = node
+        self.hooks = hooks
+        self.sink = HookSink(hooks, app_id, delay)
+
+    async def start(self) -> None:
+        node = self.node
+        node.webhooks = self.sink if node.webhooks is None else WebhookTee(node.webhooks, self.sink)
+        node.client_event_filter = self.sink.filter_client_event
+        await self.hooks.start()
+
+    async def stop_accepting(self) -> None:
+        """Nothing to refuse: events keep coming while the sockets close."""
+
+    async def drain(self, grace: float) -> None:
+        """Nothing to wait for: the closing sockets' last events are queued as they come."""
+
+    async def close(self) -> None:
+        self.sink.release()
+        await self.hooks.close()

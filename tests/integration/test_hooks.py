@@ -19,7 +19,7 @@ from webhook_helpers import Receiver, TidingsProcess, app_config, receiver_fixtu
 
 from tidings.core.apps import App, AppRegistry
 from tidings.core.webhooks import EVENT_TYPES, WebhookTarget, signature
-from tidings.hooks import ClientEvent, Hooks
+from tidings.hooks import ClientEvent, Hooks, HookSink, WebhookRefused, WebhookTee, verify_webhook
 from tidings.server.webhook_queue import SqliteQueue
 from tidings.server.webhooks import QueueLock, WebhookSender, WebhookSettings
 
@@ -358,3 +358,57 @@ def test_a_badly_signed_webhook_is_refused_with_401(
     response = httpx.post(f"{url}/pusher/webhook", content=body, headers=good)
     assert response.status_code == 200
     assert seen == [({"name": "channel_occupied", "channel": "hooked-x"}, {"name": "x"})]
+
+
+class HeldEvents:
+    """A second ``WebhookEvents`` sink for the tee: records, holds by key."""
+
+    def __init__(self) -> None:
+        self.emitted: list[Event] = []
+        self.held: dict[tuple[str, ...], Event] = {}
+
+    def active(self, app: App) -> bool:
+        return True
+
+    def wants(self, app: App, name: str) -> bool:
+        return name == "channel_occupied"
+
+    def emit(self, app: App, event: Event) -> None:
+        self.emitted.append(event)
+
+    def defer(self, app: App, key: tuple[str, ...], event: Event) -> None:
+        self.held[key] = event
+
+    def cancel(self, app: App, key: tuple[str, ...]) -> bool:
+        return self.held.pop(key, None) is not None
+
+
+async def test_the_tee_undoes_a_transition_only_where_every_sink_still_held_it() -> None:
+    app, other = counted_app(), App("2", "k2", "s2")
+    hooks = Hooks()
+    hooks.on("channel_vacated")(lambda event: None)
+    sink = HookSink(hooks, app.id, delay=60.0)
+    held = HeldEvents()
+    tee = WebhookTee(held, sink)
+    vacated = {"name": "channel_vacated", "channel": "c"}
+    assert (
+        tee.active(app) and tee.wants(app, "channel_vacated") and tee.wants(app, "channel_occupied")
+    )
+    assert not sink.active(other) and not sink.wants(other, "channel_vacated")
+    tee.defer(app, ("vacated", "c"), vacated)
+    assert tee.cancel(app, ("vacated", "c"))  # both held it: the pair is undone
+    tee.defer(app, ("vacated", "c"), vacated)
+    held.held.clear()  # one sink already sent its vacancy
+    assert not tee.cancel(app, ("vacated", "c"))  # so channel_occupied goes to both
+    sink.release()
+
+
+def test_a_signed_body_that_is_no_webhook_is_400() -> None:
+    app = counted_app()
+    for body in (b"[]", b"{}", b'{"events": [1]}', b"not json"):
+        with pytest.raises(WebhookRefused) as refused:
+            verify_webhook(app, app.key, signature(app.secret, body), body)
+        assert refused.value.status == 400
+    body = b'{"events": [{"name": "channel_occupied", "channel": "c"}]}'
+    events = verify_webhook(app, app.key, signature(app.secret, body), body)
+    assert events == [{"name": "channel_occupied", "channel": "c"}]
