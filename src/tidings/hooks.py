@@ -12,12 +12,17 @@ as keyword arguments::
 
 The same handlers run either way Tidings is deployed:
 
-- embedded, the node feeds them in process through :class:`HookSink`, which implements the
-  node's ``WebhookEvents``: ``channel_vacated`` and ``member_removed`` are held
-  ``vacated_delay`` seconds and dropped if the client comes straight back, as for HTTP
-  webhooks; with HTTP webhooks configured too, :class:`WebhookTee` feeds both;
+- embedded, :class:`EmbeddedHooks` gives the node a :class:`HookSink` as its
+  ``WebhookEvents``: ``channel_vacated`` and ``member_removed`` are held ``vacated_delay``
+  seconds and dropped if the client comes straight back, as for HTTP webhooks; with HTTP
+  webhooks configured too, a :class:`WebhookTee` feeds both;
 - standalone, a signed webhook endpoint (``tidings.integrations.*.webhook(rt)``) checks
-  ``X-Pusher-Key`` / ``X-Pusher-Signature`` with :func:`verify_webhook` and calls them.
+  ``X-Pusher-Key`` / ``X-Pusher-Signature`` with :func:`verify_webhook` and runs them before
+  answering. It answers 200 even when a handler failed (logged): a retried batch would run
+  the handlers that succeeded a second time.
+
+Each handler gets its own copy of the event dict, so one handler's changes never reach the
+next.
 
 Hooks never block fan-out: embedded, events wait in one bounded queue, run by a few worker
 tasks (sync handlers in threads); when the queue is full an event is dropped and counted in
@@ -228,9 +233,9 @@ class Hooks:
         for hook, params in self._matching(event):
             try:
                 if inspect.iscoroutinefunction(hook.handler):
-                    await hook.handler(event, **params)
+                    await hook.handler(dict(event), **params)
                 else:
-                    result = await asyncio.to_thread(hook.handler, event, **params)
+                    result = await asyncio.to_thread(hook.handler, dict(event), **params)
                     if inspect.isawaitable(result):
                         await result
             except Exception:
@@ -241,7 +246,7 @@ class Hooks:
         async handlers run to completion with :func:`asyncio.run`."""
         for hook, params in self._matching(event):
             try:
-                result = hook.handler(event, **params)
+                result = hook.handler(dict(event), **params)
                 if inspect.isawaitable(result):
                     asyncio.run(_await(result))
             except Exception:
