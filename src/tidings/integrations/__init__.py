@@ -20,17 +20,14 @@ from urllib.parse import parse_qs
 import orjson
 
 from tidings.authorization import Authorizer, AuthRefused
-from tidings.core.apps import App
 from tidings.hooks import Hooks
 
 MAX_AUTH_BODY = 64 * 1024  # an auth request holds a socket id and a channel name
 
 
 class Integrated(Protocol):
-    """What the integrations use of a :class:`tidings.Realtime`."""
-
-    @property
-    def app(self) -> App: ...
+    """What the integrations use of a :class:`tidings.Realtime`: its auth rules (which
+    hold the app's key and secret) and its hooks."""
 
     @property
     def authorizer(self) -> Authorizer: ...

@@ -82,7 +82,7 @@ def webhook(rt: Integrated, route: str = "pusher/webhook") -> list[URLPattern]:
     def receive(request: HttpRequest) -> HttpResponse:
         try:
             events = verify_webhook(
-                rt.app,
+                rt.authorizer.app,
                 request.headers.get("X-Pusher-Key"),
                 request.headers.get("X-Pusher-Signature"),
                 request.body,

@@ -52,7 +52,7 @@ def webhook(rt: Integrated, path: str = "/pusher/webhook") -> APIRouter:
     async def receive(request: Request) -> JSONResponse:
         try:
             events = verify_webhook(
-                rt.app,
+                rt.authorizer.app,
                 request.headers.get("x-pusher-key"),
                 request.headers.get("x-pusher-signature"),
                 await request.body(),

@@ -54,7 +54,7 @@ def webhook(
     def receive() -> tuple[Response, int]:
         try:
             events = verify_webhook(
-                rt.app,
+                rt.authorizer.app,
                 request.headers.get("X-Pusher-Key"),
                 request.headers.get("X-Pusher-Signature"),
                 request.get_data(),
