@@ -37,7 +37,19 @@ pytestmark = pytest.mark.timeout(12 * TIMEOUT)
 
 SOCKET_ID = "123.456"
 FORM = "application/x-www-form-urlencoded"
-SDK = pusher.Pusher(app_id="12345", key=APP_KEY, secret=APP_SECRET)
+
+
+def sdk_authenticate(channel: str, **options: Any) -> dict[str, Any]:
+    """What the pusher SDK's ``authenticate`` answers for ``channel`` and SOCKET_ID."""
+    client = pusher.Pusher(app_id="12345", key=APP_KEY, secret=APP_SECRET, **options)
+    try:
+        answer: dict[str, Any] = client.authenticate(channel, SOCKET_ID)
+        return answer
+    finally:  # its HTTP sessions are opened with it; never used here
+        client._pusher_client.http.session.close()
+        client._authentication_client.http.session.close()
+
+
 Post = Callable[..., tuple[int, Any]]
 
 
@@ -106,7 +118,7 @@ def test_malformed_requests_are_400(socket_id: Any, channel: str, status: int) -
 def test_answers_are_the_pusher_sdks() -> None:
     authorizer = rules()
     private = authorizer.authenticate_channel("alice", SOCKET_ID, "private-orders.42")
-    assert private == SDK.authenticate("private-orders.42", SOCKET_ID)
+    assert private == sdk_authenticate("private-orders.42")
     presence = authorizer.authenticate_channel("bob", SOCKET_ID, "presence-room.lobby")
     member = {"user_id": "bob", "user_info": {"name": "Bob", "room": "lobby"}}
     assert json.loads(presence["channel_data"]) == member
@@ -137,14 +149,11 @@ def test_encrypted_channels_get_the_sdks_shared_secret_and_need_a_master_key() -
     def own(user: str, owner: str) -> bool:
         return owner == user
 
-    sdk = pusher.Pusher(
-        app_id="1",
-        key=APP_KEY,
-        secret=APP_SECRET,
+    answer = authorizer.authenticate_channel("ann", SOCKET_ID, "private-encrypted-inbox.ann")
+    expected = sdk_authenticate(
+        "private-encrypted-inbox.ann",
         encryption_master_key_base64=base64.b64encode(master).decode(),
     )
-    answer = authorizer.authenticate_channel("ann", SOCKET_ID, "private-encrypted-inbox.ann")
-    expected = sdk.authenticate("private-encrypted-inbox.ann", SOCKET_ID)
     assert answer["auth"] == expected["auth"]
     assert answer["shared_secret"] == expected["shared_secret"].decode()
     with pytest.raises(ValueError, match="encryption master key"):
@@ -235,7 +244,7 @@ def test_channel_auth_over_http(post: Post, body: str) -> None:
 
     assert ask("alice", "private-orders.42") == (
         200,
-        SDK.authenticate("private-orders.42", SOCKET_ID),
+        sdk_authenticate("private-orders.42"),
     )
     status, refusal = ask("alice", "private-orders.43")
     assert (status, sorted(refusal)) == (403, ["error"])
@@ -269,7 +278,7 @@ def test_django_keeps_csrf_protection_on(django_client: Any) -> None:
         "/pusher/auth", urlencode(fields), FORM, headers={"X-User": "alice", "X-CSRFToken": token}
     )
     assert allowed.status_code == 200
-    assert allowed.json() == SDK.authenticate("private-orders.42", SOCKET_ID)
+    assert allowed.json() == sdk_authenticate("private-orders.42")
 
 
 # -- pusher-js ---------------------------------------------------------------------------------
