@@ -35,12 +35,15 @@ from tidings.backends import Backend, Event
 
 if TYPE_CHECKING:  # the embedded parts are imported when used: a client needs none of them
     from tidings.api import EmbeddedBackend
+    from tidings.authorization import Authorizer
     from tidings.config import Settings
     from tidings.core.apps import App
+    from tidings.hooks import Hooks
     from tidings.lifecycle import Lifecycle
     from tidings.node import Node
 
 T = TypeVar("T")
+H = TypeVar("H", bound=Callable[..., Any])
 
 NOT_STARTED = (
     "this Realtime serves sockets in this process and is not running: start it first with "
@@ -161,6 +164,7 @@ class Realtime:
     _lifecycle: Lifecycle | None
     _app: App | None
     _home: _NodeHome | _ThreadHome
+    _signing: App | None = None  # a publish-only client's key and secret, for auth helpers
 
     def __init__(
         self, app_id: str, key: str, secret: str, broker: str | None = None, **settings: Any
@@ -219,9 +223,11 @@ class Realtime:
         # Imported when used: the clients pull in redis-py or an HTTP client.
         from tidings.clients import open_backend
 
-        return cls.from_backend(
+        realtime = cls.from_backend(
             functools.partial(open_backend, url, app_id=app_id, key=key, secret=secret, **options)
         )
+        realtime._signing = _credentials(url, app_id, key, secret)
+        return realtime
 
     @classmethod
     def from_backend(cls, open_backend: Callable[[], Backend]) -> Realtime:
@@ -300,6 +306,10 @@ class Realtime:
             raise RuntimeError("this Realtime was already started (it starts once)")
         self._home.started_on = asyncio.get_running_loop()
         await self._home.lifecycle.start()
+        from tidings.hooks import EmbeddedHooks
+
+        delay = self.settings.webhook_vacated_delay
+        await self._home.lifecycle.add(EmbeddedHooks(self.node, self.hooks, self.app.id, delay))
 
     async def stop(self) -> None:
         """Embedded: drain (clients told to reconnect elsewhere) and stop. Publish-only: close
@@ -434,6 +444,71 @@ class Realtime:
         name = _text("channel", channel)
         return await self._call(lambda backend: backend.users(name))
 
+    # -- auth rules and hooks (tidings.authorization, tidings.hooks) ------------------------
+
+    @functools.cached_property
+    def authorizer(self) -> Authorizer:
+        """The ``@authorize``, ``@presence`` and ``@user`` rules, signed with the app's key
+        and secret; ``tidings.integrations.*`` serve them."""
+        from tidings.authorization import Authorizer
+
+        app = self._app or self._signing
+        if app is None:
+            raise AttributeError(
+                "auth helpers sign with the app's key and secret: give them to "
+                "Realtime.client(url, key=..., secret=...)"
+            )
+        return Authorizer(app)
+
+    @functools.cached_property
+    def hooks(self) -> Hooks:
+        """The ``@on`` and ``@before`` handlers."""
+        from tidings.hooks import Hooks
+
+        return Hooks()
+
+    def authorize(self, pattern: str) -> Callable[[H], H]:
+        """``@rt.authorize("private-orders.{order_id}")`` on ``f(user, order_id) -> bool``."""
+        return self.authorizer.authorize(pattern)
+
+    def presence(self, pattern: str) -> Callable[[H], H]:
+        """``@rt.presence("presence-room.{room}")`` on ``f(user, room) -> member | None``."""
+        return self.authorizer.presence(pattern)
+
+    def user(self, handler: H) -> H:
+        """``@rt.user`` on ``f(user) -> {"id": ..., "user_info": ...} | None`` (sign-in)."""
+        return self.authorizer.user(handler)
+
+    def authenticate_channel(self, user: object, socket_id: str, channel: str) -> dict[str, str]:
+        """The auth response pusher-js expects for a subscription (sync views)."""
+        return self.authorizer.authenticate_channel(user, socket_id, channel)
+
+    async def aauthenticate_channel(
+        self, user: object, socket_id: str, channel: str
+    ) -> dict[str, str]:
+        return await self.authorizer.aauthenticate_channel(user, socket_id, channel)
+
+    def authenticate_user(self, user: object, socket_id: str) -> dict[str, str]:
+        """The sign-in response pusher-js expects (sync views)."""
+        return self.authorizer.authenticate_user(user, socket_id)
+
+    async def aauthenticate_user(self, user: object, socket_id: str) -> dict[str, str]:
+        return await self.authorizer.aauthenticate_user(user, socket_id)
+
+    def on(self, name: str, channel: str | None = None) -> Callable[[H], H]:
+        """``@rt.on("member_added", channel="presence-room.{room}")``: webhook events, in
+        process when embedded, else through ``tidings.integrations.*.webhook(rt)``."""
+        return self.hooks.on(name, channel)
+
+    def before(self, event: str, channel: str | None = None) -> Callable[[H], H]:
+        """``@rt.before("client-*", channel=...)``: rewrite or drop client events (embedded)."""
+        if not self.embedded:
+            raise RuntimeError(
+                "@before hooks see client events as this process receives them: only an "
+                "embedded Realtime has them (use @on('client_event') with a webhook instead)"
+            )
+        return self.hooks.before(event, channel)
+
     # -- the bridge to the home loop -------------------------------------------------------
 
     def _on_home(
@@ -468,6 +543,22 @@ class Realtime:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise TimeoutError(f"no answer within {self.timeout:g} s") from None
+
+
+def _credentials(url: str, app_id: str | None, key: str | None, secret: str | None) -> App | None:
+    """What a publish-only client's auth helpers sign with: ``key`` and ``secret``, or those
+    of an ``http(s)://key:secret@…`` URL (a Redis URL's user info is Redis's own)."""
+    from urllib.parse import unquote, urlsplit
+
+    from tidings.core.apps import App
+
+    parts = urlsplit(url)
+    if parts.scheme.lower() in ("http", "https"):
+        key = key or (unquote(parts.username) if parts.username else None)
+        secret = secret or (unquote(parts.password) if parts.password else None)
+    if not key or not secret:
+        return None
+    return App(app_id or "", key, secret)
 
 
 async def _done() -> None:

@@ -1,60 +1,44 @@
-"""A node served in the test's own event loop, with hooks wired as an embedded app has them.
+"""An embedded ``Realtime`` serving real WebSocket clients from the test's own event loop.
 
-``embedded(app, hooks)`` starts a Node (memory broker) with its WebSocket endpoint on a free
-port of 127.0.0.1 and the hooks attached by ``EmbeddedHooks`` (tee'd with an HTTP
-``WebhookSender`` when ``sender`` is given); everything is stopped on exit, in a lifecycle's
-order: drain the sockets, close the hooks, then the sender and the node.
+``embedded_realtime(**settings)`` is a Realtime for the test app (12345 / app-key /
+app-secret, client events and subscription counts on); register hooks on it, then
+``async with serving(rt) as ws_url`` starts it with its listener on a free port of
+127.0.0.1 and stops it (drain, hooks run dry, node closed) on exit.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from typing import Any
 
-from aiohttp import web
+from tidings import Realtime
+from tidings.server.app import listen
 
-from tidings.brokers.memory import MemoryBroker
-from tidings.core.apps import App, AppRegistry
-from tidings.hooks import EmbeddedHooks, Hooks
-from tidings.node import Node
-from tidings.protocol.errors import ErrorCode
-from tidings.server.webhooks import WebhookSender
-from tidings.server.websocket import WebSocketEndpoint
+APP_ID = "12345"
+APP_KEY = "app-key"
+APP_SECRET = "app-secret"
 
 
-@dataclass
-class Embedded:
-    node: Node
-    ws_url: str  # ws://127.0.0.1:port, as the PusherSocket opener takes it
+DEFAULTS: dict[str, Any] = {
+    "port": 0,
+    "shutdown_ready_delay": 0,
+    "client_events": True,
+    "subscription_count": True,
+    "webhook_vacated_delay": 0.3,
+}
+
+
+def embedded_realtime(**settings: Any) -> Realtime:
+    return Realtime(app_id=APP_ID, key=APP_KEY, secret=APP_SECRET, **{**DEFAULTS, **settings})
 
 
 @asynccontextmanager
-async def embedded(
-    app: App, hooks: Hooks, *, vacated_delay: float = 0.3, sender: WebhookSender | None = None
-) -> AsyncIterator[Embedded]:
-    node = Node(AppRegistry.of([app]), MemoryBroker())
-    if sender is not None:
-        node.webhooks = sender
-        await sender.start()
-    await node.start()
-    attached = EmbeddedHooks(node, hooks, app.id, vacated_delay)
-    await attached.start()
-    endpoint = WebSocketEndpoint(node, 1 << 20)
-    application = web.Application()
-    application.add_routes([web.get("/app/{key}", endpoint.handle)])
-    runner = web.AppRunner(application, handle_signals=False, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+async def serving(rt: Realtime) -> AsyncIterator[str]:
+    """Start ``rt`` and listen; yields ``ws://127.0.0.1:port`` (what ``open_socket`` takes)."""
+    await rt.start()
     try:
-        yield Embedded(node, f"ws://127.0.0.1:{port}")
+        port = (await listen(rt)).port
+        yield f"ws://127.0.0.1:{port}"
     finally:
-        await node.drain(ErrorCode.RECONNECT)
-        await endpoint.close()
-        await runner.cleanup()
-        await attached.close()
-        if sender is not None:
-            await sender.close()
-        await node.close()
+        await rt.stop()

@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import uvicorn
@@ -26,9 +25,7 @@ from flask import Flask, request
 from werkzeug.serving import make_server
 
 from server_process import TIMEOUT, free_port
-from tidings.authorization import Authorizer
-from tidings.core.apps import App
-from tidings.hooks import Hooks
+from tidings import Realtime
 from tidings.integrations import fastapi as tidings_fastapi
 from tidings.integrations import flask as tidings_flask
 
@@ -38,27 +35,27 @@ APP_SECRET = "app-secret"
 ORDERS = {"alice": {"42"}}
 
 
-def make_rt(app: App | None = None) -> Any:
-    """The object the integrations are given, with the rules above."""
-    app = app or App(APP_ID, APP_KEY, APP_SECRET)
-    rt = SimpleNamespace(app=app, authorizer=Authorizer(app), hooks=Hooks())
+def make_rt(**settings: Any) -> Realtime:
+    """An embedded Realtime (not started: the auth endpoints need no node) with the rules
+    above; ``settings`` go to ``Realtime``."""
+    rt = Realtime(app_id=APP_ID, key=APP_KEY, secret=APP_SECRET, **settings)
 
-    @rt.authorizer.authorize("private-orders.{order_id}")
+    @rt.authorize("private-orders.{order_id}")
     def can_see(user: object, order_id: str) -> bool:
         return order_id in ORDERS.get(str(user), set())
 
-    @rt.authorizer.presence("presence-room.{room}")
+    @rt.presence("presence-room.{room}")
     async def member(user: object, room: str) -> dict[str, Any]:
         return {"user_id": str(user), "user_info": {"name": str(user).title(), "room": room}}
 
-    @rt.authorizer.user
+    @rt.user
     def signin(user: object) -> dict[str, Any]:
         return {"id": str(user), "user_info": {"name": str(user).title()}}
 
     return rt
 
 
-def flask_app(rt: Any) -> Flask:
+def flask_app(rt: Realtime) -> Flask:
     app = Flask("tidings-test")
     app.register_blueprint(tidings_flask.blueprint(rt, user=lambda: request.headers.get("X-User")))
     app.register_blueprint(tidings_flask.webhook(rt))
@@ -69,7 +66,7 @@ def current_user(x_user: str | None = Header(default=None)) -> str | None:
     return x_user
 
 
-def fastapi_app(rt: Any) -> FastAPI:
+def fastapi_app(rt: Realtime) -> FastAPI:
     app = FastAPI()
     app.include_router(tidings_fastapi.router(rt, user=Depends(current_user)))
     app.include_router(tidings_fastapi.webhook(rt))

@@ -77,8 +77,7 @@ def test_star_matches_any_run_and_several_placeholders_fill_in_order() -> None:
 
 
 def rules() -> Authorizer:
-    authorizer: Authorizer = make_rt().authorizer
-    return authorizer
+    return make_rt().authorizer
 
 
 def test_no_matching_rule_refuses_and_the_first_matching_rule_decides() -> None:

@@ -12,16 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
-from embedded_node import embedded
-from framework_apps import fastapi_app, flask_app, make_rt, serve_asgi, serve_wsgi
+from embedded_node import embedded_realtime, serving
+from framework_apps import fastapi_app, flask_app, serve_asgi, serve_wsgi
 from pusher_helpers import TIMEOUT, SocketOpener, unique
 from webhook_helpers import Receiver, TidingsProcess, app_config, receiver_fixture, webhook_config
 
-from tidings.core.apps import App, AppRegistry
-from tidings.core.webhooks import EVENT_TYPES, WebhookTarget, signature
+from tidings import Realtime
+from tidings.core.apps import App
+from tidings.core.webhooks import EVENT_TYPES, signature
 from tidings.hooks import ClientEvent, Hooks, HookSink, WebhookRefused, WebhookTee, verify_webhook
-from tidings.server.webhook_queue import SqliteQueue
-from tidings.server.webhooks import QueueLock, WebhookSender, WebhookSettings
 
 __all__ = ["receiver_fixture"]  # the ``receiver`` fixture
 
@@ -74,23 +73,20 @@ async def test_handlers_get_the_webhook_payloads_in_process(
 ) -> None:
     """Every event type, through a tee that feeds both the hooks and an HTTP webhook: the
     handlers see exactly the events the webhook carries."""
-    app = counted_app(webhooks=(WebhookTarget(receiver.url("/all")),))
-    sender = WebhookSender(
-        AppRegistry.of([app]),
-        SqliteQueue(tmp_path / "webhooks.sqlite3"),
-        WebhookSettings(batch_delay=0.05, vacated_delay=0.3),
-        QueueLock(None, "test", "node"),
+    rt = embedded_realtime(
+        webhooks=[{"url": receiver.url("/all")}],
+        webhook_queue=str(tmp_path / "webhooks.sqlite3"),
+        webhook_batch_delay=0.05,
     )
-    hooks = Hooks()
     everything = Recorder()
     rooms = Recorder()
     for name in EVENT_TYPES:
-        hooks.on(name)(everything.record)
-    hooks.on("member_added", channel="presence-room.{room}")(rooms.record)
+        rt.on(name)(everything.record)
+    rt.on("member_added", channel="presence-room.{room}")(rooms.record)
 
-    async with embedded(app, hooks, vacated_delay=0.3, sender=sender) as node:
-        a = await open_socket(node.ws_url)
-        b = await open_socket(node.ws_url)
+    async with serving(rt) as ws_url:
+        a = await open_socket(ws_url)
+        b = await open_socket(ws_url)
         room = unique("r")
         presence, counted, cached = f"presence-room.{room}", unique("counted"), unique("cache-x")
         await a.subscribe_presence(presence, "alice", {"name": "Alice"})
@@ -126,7 +122,8 @@ async def test_handlers_get_the_webhook_payloads_in_process(
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
 async def test_a_slow_hook_never_delays_fan_out(open_socket: SocketOpener, kind: str) -> None:
-    hooks = Hooks(workers=1)
+    rt = embedded_realtime()
+    rt.hooks.workers = 1
     started = threading.Event()
     release = threading.Event()  # for the sync hook, blocked in its thread
     release_async = asyncio.Event()  # for the async one, blocked on the loop's I/O
@@ -134,7 +131,7 @@ async def test_a_slow_hook_never_delays_fan_out(open_socket: SocketOpener, kind:
 
     if kind == "async":
 
-        @hooks.on("client_event")
+        @rt.on("client_event")
         async def slow(event: Event) -> None:
             started.set()
             await release_async.wait()
@@ -142,15 +139,15 @@ async def test_a_slow_hook_never_delays_fan_out(open_socket: SocketOpener, kind:
 
     else:
 
-        @hooks.on("client_event")
+        @rt.on("client_event")
         def slow_sync(event: Event) -> None:
             started.set()
             release.wait(4 * TIMEOUT)
             ran.record(event)
 
-    async with embedded(counted_app(), hooks) as node:
-        a = await open_socket(node.ws_url)
-        b = await open_socket(node.ws_url)
+    async with serving(rt) as ws_url:
+        a = await open_socket(ws_url)
+        b = await open_socket(ws_url)
         channel = unique("private-chat")
         await a.subscribe_private(channel)
         await b.subscribe_private(channel)
@@ -167,16 +164,16 @@ async def test_a_slow_hook_never_delays_fan_out(open_socket: SocketOpener, kind:
 async def test_a_raising_hook_is_logged_and_the_others_still_run(
     open_socket: SocketOpener, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hooks = Hooks()
+    rt = embedded_realtime()
     after = Recorder()
 
-    @hooks.on("channel_occupied")
+    @rt.on("channel_occupied")
     def broken(event: Event) -> None:
         raise RuntimeError("boom")
 
-    hooks.on("channel_occupied")(after.record)
-    async with embedded(counted_app(), hooks) as node:
-        a = await open_socket(node.ws_url)
+    rt.on("channel_occupied")(after.record)
+    async with serving(rt) as ws_url:
+        a = await open_socket(ws_url)
         channel = unique("news")
         await a.subscribe(channel)
         await after.until("the second hook", has("channel_occupied", channel))
@@ -189,35 +186,36 @@ async def test_a_raising_hook_is_logged_and_the_others_still_run(
 async def test_before_hooks_rewrite_drop_and_time_out(
     open_socket: SocketOpener, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hooks = Hooks(before_timeout=0.2)
+    rt = embedded_realtime()
+    rt.hooks.before_timeout = 0.2
     published = Recorder()
-    hooks.on("client_event")(published.record)
+    rt.on("client_event")(published.record)
     never = asyncio.Event()
 
-    @hooks.before("client-typing", channel="private-chat.{room}")
+    @rt.before("client-typing", channel="private-chat.{room}")
     def shout(event: ClientEvent, room: str) -> dict[str, Any]:
         return {"text": event.payload["text"].upper(), "room": room}
 
-    @hooks.before("client-secret*")
+    @rt.before("client-secret*")
     async def censor(event: ClientEvent) -> None:
         return None
 
-    @hooks.before("client-raw")
+    @rt.before("client-raw")
     async def raw(event: ClientEvent) -> str:
         return '{"loud":true}'
 
-    @hooks.before("client-slow")
+    @rt.before("client-slow")
     async def slow(event: ClientEvent) -> str:
         await never.wait()
         return event.data
 
-    @hooks.before("client-boom")
+    @rt.before("client-boom")
     def boom(event: ClientEvent) -> str:
         raise ValueError("bad filter")
 
-    async with embedded(counted_app(), hooks) as node:
-        a = await open_socket(node.ws_url)
-        b = await open_socket(node.ws_url)
+    async with serving(rt) as ws_url:
+        a = await open_socket(ws_url)
+        b = await open_socket(ws_url)
         channel = "private-chat." + unique("room")
         await a.subscribe_private(channel)
         await b.subscribe_private(channel)
@@ -263,12 +261,13 @@ async def test_a_full_queue_drops_and_counts() -> None:
 async def test_held_vacancies_are_dropped_when_the_client_comes_straight_back(
     open_socket: SocketOpener,
 ) -> None:
-    hooks = Hooks(workers=1)  # events run in the order they were released
+    rt = embedded_realtime(webhook_vacated_delay=0.5)
+    rt.hooks.workers = 1  # events run in the order they were released
     seen = Recorder()
     for name in ("channel_occupied", "channel_vacated"):
-        hooks.on(name)(seen.record)
-    async with embedded(counted_app(), hooks, vacated_delay=0.5) as node:
-        a = await open_socket(node.ws_url)
+        rt.on(name)(seen.record)
+    async with serving(rt) as ws_url:
+        a = await open_socket(ws_url)
         channel, sentinel = unique("flap"), unique("sentinel")
         await a.subscribe(channel)
         await a.send_event("pusher:unsubscribe", {"channel": channel})
@@ -288,14 +287,16 @@ def webhook_app(
     request: pytest.FixtureRequest,
 ) -> Iterator[tuple[str, list[tuple[Event, dict[str, str]]]]]:
     """A framework app whose ``@on`` handlers append to a list; (its URL, the list)."""
-    rt = make_rt()
+    # Standalone: a publish-only Realtime (never used to publish here); its URL's key and
+    # secret check the webhooks' signature.
+    rt = Realtime.client("http://app-key:app-secret@127.0.0.1:9/apps/12345")
     seen: list[tuple[Event, dict[str, str]]] = []
 
-    @rt.hooks.on("channel_occupied", channel="hooked-{name}")
+    @rt.on("channel_occupied", channel="hooked-{name}")
     def occupied(event: Event, name: str) -> None:
         seen.append((event, {"name": name}))
 
-    @rt.hooks.on("client_event")
+    @rt.on("client_event")
     async def client_event(event: Event) -> None:
         seen.append((event, {}))
 
