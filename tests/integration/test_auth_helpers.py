@@ -27,6 +27,7 @@ from framework_apps import (
 )
 from pusher_helpers import TIMEOUT, channel_auth, user_auth
 
+from tidings import Realtime
 from tidings.authorization import Authorizer, AuthRefused, ChannelPattern
 from tidings.core.apps import App
 
@@ -314,3 +315,19 @@ def test_pusher_js_authorizes_through_the_endpoints(
     ]
     assert result["me"] == {"id": "alice", "info": {"name": "Alice", "room": name}}
     assert result["user_data"] == {"id": "alice", "user_info": {"name": "Alice"}}
+
+
+def test_a_publish_only_realtime_signs_with_its_urls_key_and_secret() -> None:
+    rt = Realtime.client("http://app-key:app-secret@127.0.0.1:9/apps/12345")
+
+    @rt.authorize("private-orders.{order_id}")
+    def anyone(user: object, order_id: str) -> bool:
+        return True
+
+    answer = rt.authenticate_channel("alice", SOCKET_ID, "private-orders.42")
+    assert answer == sdk_authenticate("private-orders.42")
+    with pytest.raises(RuntimeError, match="embedded"):
+        rt.before("client-*")
+    redis_client = Realtime.client("redis://127.0.0.1:9/0", app_id="12345")
+    with pytest.raises(AttributeError, match="key and secret"):
+        redis_client.authorize("private-x")
