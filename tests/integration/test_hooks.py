@@ -413,3 +413,28 @@ def test_a_signed_body_that_is_no_webhook_is_400() -> None:
     body = b'{"events": [{"name": "channel_occupied", "channel": "c"}]}'
     events = verify_webhook(app, app.key, signature(app.secret, body), body)
     assert events == [{"name": "channel_occupied", "channel": "c"}]
+
+
+def test_the_django_webhook_view_runs_the_handlers_of_a_signed_post_only() -> None:
+    import django_site
+    from django.test import Client
+
+    rt = Realtime.client("http://app-key:app-secret@127.0.0.1:9/apps/12345")
+    seen: list[tuple[Event, str]] = []
+
+    @rt.on("member_added", channel="presence-room.{room}")
+    def joined(event: Event, room: str) -> None:
+        seen.append((event, room))
+
+    django_site.configure(rt)
+    client = Client(enforce_csrf_checks=True)  # signed, not CSRF-protected: no token needed
+    event = {"name": "member_added", "channel": "presence-room.7", "user_id": "ann"}
+    body = json.dumps({"time_ms": 1, "events": [event]}).encode()
+    signed = {"X-Pusher-Key": "app-key", "X-Pusher-Signature": signature("app-secret", body)}
+    forged = {**signed, "X-Pusher-Signature": signature("not-the-secret", body)}
+    refused = client.post("/pusher/webhook", body, "application/json", headers=forged)
+    assert (refused.status_code, refused.json()) == (401, {"error": "invalid webhook signature"})
+    assert seen == []
+    accepted = client.post("/pusher/webhook", body, "application/json", headers=signed)
+    assert accepted.status_code == 200
+    assert seen == [(event, "7")]
