@@ -308,10 +308,23 @@ def _member(verdict: object, channel: str) -> dict[str, Any]:
 
 
 def _call_sync(handler: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    if inspect.iscoroutinefunction(handler) and _loop_running():
+        raise RuntimeError(
+            f"{handler.__qualname__} is async and this thread runs an event loop: call the "
+            "async form (aauthenticate_channel, aauthenticate_user)"
+        )
     result = handler(*args, **kwargs)
     if inspect.isawaitable(result):
         return asyncio.run(_await(result))
     return result
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _await(awaitable: Any) -> Any:

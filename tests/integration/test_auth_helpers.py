@@ -331,3 +331,11 @@ def test_a_publish_only_realtime_signs_with_its_urls_key_and_secret() -> None:
     redis_client = Realtime.client("redis://127.0.0.1:9/0", app_id="12345")
     with pytest.raises(AttributeError, match="key and secret"):
         redis_client.authorize("private-x")
+
+
+async def test_an_async_rule_asks_for_the_async_form_on_a_running_loop() -> None:
+    authorizer = rules()  # its presence rule is async
+    with pytest.raises(RuntimeError, match="aauthenticate_channel"):
+        authorizer.authenticate_channel("bob", SOCKET_ID, "presence-room.lobby")
+    answer = await authorizer.aauthenticate_channel("bob", SOCKET_ID, "presence-room.lobby")
+    assert json.loads(answer["channel_data"])["user_id"] == "bob"
