@@ -35,7 +35,7 @@ JSON-encoded) or None to drop the event. Hooks matching one event run in registr
 each seeing the data the one before returned. The sender's later messages wait for it (their
 order is kept), other sockets never do. A ``before`` hook that raises or takes longer than
 ``before_timeout`` drops the event: a filter that could not decide must not let through what
-it exists to stop.
+it exists to stop. (A sync hook runs in a thread, which keeps running until it returns.)
 """
 
 from __future__ import annotations
