@@ -1,0 +1,271 @@
+"""One ASGI app for Tidings' paths, in front of (or without) the developer's own app.
+
+:class:`TidingsASGI` takes the Pusher paths and hands everything else to the wrapped app:
+
+- a WebSocket on ``/app/{key}`` (any WebSocket under ``/app``) is a Pusher socket;
+- HTTP under ``/apps/`` and ``/users/`` (the REST API) and under ``http_path`` (the HTTP
+  fallbacks) goes to the HTTP edge (:func:`tidings_http_path` decides);
+- any other scope goes to the wrapped app, or is answered 404 when there is none.
+
+Lifespan is Tidings' first: on startup Tidings starts, then the wrapped app; on shutdown
+the wrapped app stops, then Tidings drains and stops. Where no lifespan comes (Django's
+``get_asgi_application()``, a mounted app, ``--lifespan off``), Tidings starts on the first
+scope, once.
+
+Paths are read relative to the mount point: ``app.mount("/rt", rt.asgi())`` in Starlette
+serves pusher-js configured with ``wsPath: "/rt"`` and ``httpPath: "/rt"``.
+
+Serve with ``--ws-per-message-deflate false`` (uvicorn): browsers offer compression, and
+with it every recipient compresses the same message again, which doubles the cost of each
+delivery. Several worker processes need a shared broker (``broker="redis://…"``): in memory
+each worker would be a separate server whose clients never see the others' events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+
+from tidings.asgi.websocket import Message, Receive, Scope, Send, WebSocketEndpoint
+from tidings.config import Settings
+from tidings.node import Node
+
+log = logging.getLogger("tidings.asgi")
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+REST_PREFIXES = ("/apps/", "/users/")  # the HTTP API (and the SDKs' unprefixed terminate)
+SOCKET_PATH = "/app"
+
+
+class Runtime(Protocol):
+    """What the ASGI app needs of the Tidings it serves (a :class:`tidings.Realtime`).
+
+    ``node`` is read only after ``start()`` returned; it must be built with the ASGI writer
+    (``tidings.asgi.write_to_asgi``), as ASGI sockets have no file descriptor for the
+    standalone server's native writer. ``stop()`` drains (every socket gets 4200) and stops.
+    """
+
+    @property
+    def node(self) -> Node: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def sub_path(scope: Scope) -> str:
+    """The path below the mount point.
+
+    Servers and Starlette's ``Mount`` put the mount point in ``root_path``. Starlette
+    before 0.33 also cut it off ``path``; since then ``path`` is the full path, as the
+    ASGI spec says. Both are read here: the prefix is cut only when it is there.
+    """
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root) :] or "/"
+    return path
+
+
+def socket_key(path: str) -> str | None:
+    """The app key of ``/app/{key}``, or None for any other path under /app."""
+    key = path[len(SOCKET_PATH) + 1 :] if path.startswith(SOCKET_PATH + "/") else ""
+    return key if key and "/" not in key else None
+
+
+def is_socket_path(path: str) -> bool:
+    return path == SOCKET_PATH or path.startswith(SOCKET_PATH + "/")
+
+
+def tidings_http_path(path: str, http_path: str) -> bool:
+    """Whether an HTTP request to ``path`` (below the mount point) is Tidings'."""
+    return (
+        path.startswith(REST_PREFIXES)
+        or path == http_path
+        or path.startswith(http_path.rstrip("/") + "/")
+    )
+
+
+class MultipleWorkersError(RuntimeError):
+    """Several worker processes with the in-memory broker: each would be a separate server."""
+
+
+def memory_workers() -> int:
+    """How many worker processes this process is one of, as far as can be told.
+
+    Read from ``WEB_CONCURRENCY`` (uvicorn's and gunicorn's default worker count) and from
+    the command line of the parent process (``uvicorn --workers N``, ``gunicorn -w N``,
+    ``hypercorn -w N``), which is the workers' supervisor. A count set in a config file
+    (gunicorn.conf.py) cannot be seen: 1 then.
+    """
+    counts = [_count(os.environ.get("WEB_CONCURRENCY", ""))]
+    try:
+        args = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")
+    except OSError:  # not Linux, or no parent to read
+        args = []
+    if "--reload" not in args:  # uvicorn's reloader runs one worker whatever --workers says
+        for at, arg in enumerate(args):
+            if arg in ("--workers", "-w") and at + 1 < len(args):
+                counts.append(_count(args[at + 1]))
+            elif arg.startswith("--workers="):
+                counts.append(_count(arg.partition("=")[2]))
+    return max(counts)
+
+
+def _count(text: str) -> int:
+    return int(text) if text.isdigit() else 1
+
+
+def check_workers(settings: Settings) -> None:
+    """Refuse to start in memory mode in one of several workers."""
+    if settings.redis is not None:
+        return
+    workers = memory_workers()
+    if workers > 1:
+        raise MultipleWorkersError(
+            f"{workers} worker processes need a shared broker: in memory each worker is a "
+            "separate server whose clients never see the others' events. Pass "
+            'broker="redis://HOST:PORT/0", or run one worker.'
+        )
+
+
+class TidingsASGI:
+    """An ASGI 3 app: Tidings' paths, and ``other`` (if any) for everything else."""
+
+    def __init__(self, runtime: Runtime, other: ASGIApp | None = None) -> None:
+        self.runtime = runtime
+        self.other = other
+        self._http_path = runtime.settings.http_path
+        self._websocket: WebSocketEndpoint | None = None
+        self._start_lock = asyncio.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        websocket = self._websocket or await self._start_once()
+        path = sub_path(scope)
+        if kind == "websocket" and is_socket_path(path):
+            await websocket(scope, receive, send, socket_key(path))
+        elif kind == "http" and tidings_http_path(path, self._http_path):
+            await _not_found(scope, send)  # the HTTP edge plugs in here
+        elif self.other is not None:
+            await self.other(scope, receive, send)
+        else:
+            await _not_found(scope, send)
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    async def _start_once(self) -> WebSocketEndpoint:
+        """Start Tidings unless it runs already (a lock keeps concurrent scopes to one)."""
+        async with self._start_lock:
+            if self._websocket is None:
+                check_workers(self.runtime.settings)
+                await self.runtime.start()
+                self._websocket = WebSocketEndpoint(
+                    self.runtime.node, self.runtime.settings.max_write_buffer
+                )
+            return self._websocket
+
+    async def _stop(self) -> None:
+        websocket, self._websocket = self._websocket, None
+        if websocket is None:
+            return
+        await self.runtime.stop()
+        await websocket.close()
+
+    # -- lifespan ----------------------------------------------------------------------------
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.other is None:
+            await self._own_lifespan(receive, send)
+            return
+        forwarded = _ForwardedLifespan(self, receive, send)
+        try:
+            await self.other(scope, forwarded.receive, forwarded.send)
+        except Exception:
+            if forwarded.started:
+                raise
+            log.debug("the wrapped app does not do lifespan: Tidings handles it alone")
+        if not forwarded.started:
+            await self._own_lifespan(receive, send)
+
+    async def _own_lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._start_once()
+                except Exception as exc:
+                    log.exception("Tidings failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+class _ForwardedLifespan:
+    """The lifespan of the wrapped app, with Tidings' start before it and stop after it.
+
+    Tidings starts when the server's ``lifespan.startup`` is received, before the wrapped
+    app sees it; if it fails, the wrapped app's ``startup.complete`` is turned into
+    ``startup.failed`` (the server then exits). Tidings stops when the wrapped app reports
+    its shutdown done (or failed), before the server hears of it.
+    """
+
+    def __init__(self, tidings: TidingsASGI, receive: Receive, send: Send) -> None:
+        self._tidings = tidings
+        self._receive = receive
+        self._send = send
+        self.started = False  # whether the wrapped app received lifespan.startup
+        self._failure: Exception | None = None
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "lifespan.startup":
+            self.started = True
+            try:
+                await self._tidings._start_once()  # noqa: SLF001
+            except Exception as exc:
+                log.exception("Tidings failed to start")
+                self._failure = exc
+        return message
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "lifespan.startup.complete" and self._failure is not None:
+            message = {"type": "lifespan.startup.failed", "message": str(self._failure)}
+        elif kind == "lifespan.startup.failed":
+            await self._tidings._stop()  # noqa: SLF001  no shutdown will come
+        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            await self._tidings._stop()  # noqa: SLF001
+        await self._send(message)
+
+
+async def _not_found(scope: Scope, send: Send) -> None:
+    """404 with a JSON error; a WebSocket is refused (403) unless the server can answer it
+    with HTTP (the ASGI ``websocket.http.response`` extension)."""
+    body = orjson.dumps({"error": "Not found"})
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 404, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": 404, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1000})

@@ -1,0 +1,392 @@
+"""The WebSocket edge under ASGI: ``/app/{key}``, messages in, node, messages out.
+
+The node hands every subscriber of a publication the same pre-built WebSocket frame
+(``bytes``). ASGI wants ``str`` text instead, so :class:`TextMessages` takes the payloads
+out of a frame once per publication, not once per recipient, and every connection sends
+the same message objects.
+
+Each socket's ASGI ``send`` is driven by hand: called, and stepped once. Servers complete
+it without suspending while the socket keeps up (uvicorn only suspends while its transport
+is paused), so a delivery costs one call and no task. Only a send that suspends is parked
+in a task; the messages that follow wait behind it in a bounded deque, and when the deque
+holds more than ``max_write_buffer`` bytes the client is a slow consumer, closed with 4100.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from tidings.core.apps import App
+from tidings.core.hub import Coalescer, Subscriber
+from tidings.node import AppCounters, Node
+from tidings.protocol import messages
+from tidings.protocol.errors import MESSAGES, ErrorCode
+from tidings.protocol.frames import close_reason, frame_payloads, text_frame
+from tidings.protocol.session import Session
+from tidings.tasks import report_failure
+
+log = logging.getLogger("tidings.asgi")
+trace = logging.getLogger("tidings.debug")  # what clients do (`--debug`), see node.py
+
+Message = MutableMapping[str, Any]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+CLOSE_WAIT = 2.0  # seconds a stop waits for parked sends (the last 4200s) to go out
+
+
+class TextMessages:
+    """Pre-built frames as ASGI ``websocket.send`` messages, converted once per frame.
+
+    The hub writes one ``bytes`` object to every subscriber, so the last conversion is
+    kept by identity: the first recipient of a publication pays for it, the others reuse
+    it. A coalesced frame holds several WebSocket frames back to back: each becomes its
+    own message, in order. The messages are shared by every recipient, so a server or
+    middleware must not change them (none does: they only read ``text``).
+    """
+
+    __slots__ = ("_frame", "_messages")
+
+    def __init__(self) -> None:
+        self._frame = b""
+        self._messages: tuple[Message, ...] = ()
+
+    def of(self, frame: bytes) -> tuple[Message, ...]:
+        if frame is not self._frame:
+            # Keeping a reference to the frame keeps its identity from being reused.
+            self._messages = tuple(
+                {"type": "websocket.send", "text": payload.decode()}
+                for payload in frame_payloads(frame)
+            )
+            self._frame = frame
+        return self._messages
+
+
+def write_to_asgi(frame: bytes, subscribers: dict[str, Subscriber], exclude: str | None) -> int:
+    """The :data:`tidings.core.hub.Writer` of a node served under ASGI.
+
+    An :class:`AsgiConnection` gets the publication through ``deliver``: the Coalescer
+    counts publications itself, and ``send`` (a frame for one socket) would count its bytes
+    a second time. Any other subscriber (an HTTP fallback session) gets ``send``. As every
+    writer, it never raises for one subscriber: the failure is logged, the others still
+    get the frame. ASGI connections have no file descriptor, so the native writer of the
+    standalone server (``tidings.server.fanout``) cannot serve them.
+    """
+    n = 0
+    for socket_id, subscriber in list(subscribers.items()):
+        if socket_id == exclude:
+            continue
+        try:
+            if type(subscriber) is AsgiConnection:
+                subscriber.deliver(frame)
+            else:
+                subscriber.send(frame)
+        except Exception:
+            log.exception("writing to %s failed", socket_id)
+            continue
+        n += 1
+    return n
+
+
+class _Resumed:
+    """Awaiting this resumes ``coroutine`` where it first suspended (on ``signal``).
+
+    A coroutine stepped by hand cannot be handed to a task as it is: its first suspension
+    already happened outside any task. This passes that suspension, then every later one,
+    on to the task that awaits it, and the task's answers back in.
+    """
+
+    __slots__ = ("_coroutine", "_signal")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, None], signal: Any) -> None:
+        self._coroutine = coroutine
+        self._signal = signal
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coroutine, signal = self._coroutine, self._signal
+        while True:
+            try:
+                answer = yield signal
+            except BaseException as exc:  # cancellation included: the coroutine decides
+                try:
+                    signal = coroutine.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    signal = coroutine.send(answer)
+                except StopIteration:
+                    return
+
+
+class AsgiConnection:
+    """One client socket served through ASGI; implements the node's ``Connection``.
+
+    ``send`` is a frame for this socket alone, ``deliver`` a publication from the hub's
+    writer. Either becomes ASGI messages, sent in order; nothing is written after
+    ``close`` or once the socket is known to be gone.
+    """
+
+    __slots__ = (
+        "socket_id",
+        "session",
+        "app",
+        "closing",
+        "_send",
+        "_messages",
+        "_outgoing",
+        "_counters",
+        "_max_backlog",
+        "_backlog",
+        "_backlog_size",
+        "_parked",
+        "_on_slow",
+    )
+
+    def __init__(
+        self,
+        session: Session,
+        app: App,
+        send: Send,
+        texts: TextMessages,
+        outgoing: Coalescer,
+        counters: AppCounters,
+        max_backlog: int,
+        on_slow: Callable[[AsgiConnection], None],
+    ) -> None:
+        self.socket_id = session.socket_id
+        self.session = session
+        self.app = app
+        self.closing = False
+        self._send = send
+        self._messages = texts
+        self._outgoing = outgoing
+        self._counters = counters
+        self._max_backlog = max_backlog
+        self._backlog: deque[Message] = deque()
+        self._backlog_size = 0  # characters of text waiting in the backlog
+        self._parked: asyncio.Task[None] | None = None
+        self._on_slow = on_slow  # the edge forgets a slow consumer at once
+
+    def send(self, frame: bytes) -> None:
+        """A frame for this socket alone (replies, errors, member events)."""
+        if self.closing:
+            return
+        if self._outgoing:
+            self._outgoing.flush()  # publications made before this frame go first
+        self._counters.bytes_out += len(frame)
+        self.deliver(frame)
+
+    def deliver(self, frame: bytes) -> None:
+        """A publication, from :func:`write_to_asgi`."""
+        for message in self._messages.of(frame):
+            if self.closing:
+                return
+            self._push(message)
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after everything sent so far; once."""
+        if self.closing:
+            return
+        if self._outgoing:
+            self._outgoing.flush()
+        self.closing = True
+        self._push(
+            {"type": "websocket.close", "code": code, "reason": close_reason(reason).decode()}
+        )
+
+    @property
+    def sending(self) -> asyncio.Task[None] | None:
+        """The task of a send that suspended, while it and the backlog behind it run."""
+        return self._parked
+
+    def _push(self, message: Message) -> None:
+        if self._parked is not None:
+            self._backlog.append(message)
+            self._backlog_size += len(message.get("text", ""))
+            if self._backlog_size > self._max_backlog:
+                self._slow_consumer()
+            return
+        try:
+            awaitable = self._send(message)
+            if not isinstance(awaitable, Coroutine):
+                self._park(awaitable)
+                return
+            signal = awaitable.send(None)
+        except StopIteration:
+            return  # sent without suspending: the common case
+        except Exception as exc:
+            self._gone(exc)
+            return
+        self._park(_Resumed(awaitable, signal))
+
+    def _park(self, suspended: Awaitable[None]) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._send_backlog(suspended), name=f"asgi send {self.socket_id}"
+        )
+        task.add_done_callback(report_failure)
+        self._parked = task
+
+    async def _send_backlog(self, suspended: Awaitable[None]) -> None:
+        try:
+            await suspended
+            while self._backlog:
+                message = self._backlog.popleft()
+                self._backlog_size -= len(message.get("text", ""))
+                await self._send(message)
+        except Exception as exc:
+            self._gone(exc)
+        finally:
+            self._parked = None
+
+    def _gone(self, exc: Exception) -> None:
+        """The server refused a send (the peer went away): never write to it again."""
+        log.debug("sending to %s failed: %r", self.socket_id, exc)
+        self.closing = True
+        self._backlog.clear()
+        self._backlog_size = 0
+
+    def _slow_consumer(self) -> None:
+        """The client stopped reading: drop what waits, and say 4100 once it reads again."""
+        self.closing = True
+        self.session.closed = True
+        self._counters.slow_consumers += 1
+        self._backlog.clear()
+        self._backlog_size = 0
+        reason = close_reason("Slow consumer").decode()
+        self._backlog.append({"type": "websocket.close", "code": 4100, "reason": reason})
+        log.warning("closed slow consumer %s (app %s)", self.socket_id, self.app.id)
+        self._on_slow(self)
+
+
+class WebSocketEndpoint:
+    """Admission, then the receive loop of one ``/app/{key}`` socket at a time."""
+
+    def __init__(self, node: Node, max_write_buffer: int) -> None:
+        self.node = node
+        self.max_write_buffer = max_write_buffer
+        self.messages = TextMessages()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, key: str | None) -> None:
+        """Serve one WebSocket scope; ``key`` is None for a path under /app that is not
+        ``/app/{key}`` (Pusher: 4005, path not found)."""
+        if (await receive())["type"] != "websocket.connect":
+            return  # the client left before the handshake
+        node = self.node
+        app = node.apps.by_key(key) if key is not None else None
+        if not node.take_connection_slot(app):
+            await _connection_rate_exceeded(scope, send)
+            return
+        await send({"type": "websocket.accept"})
+        refusal: tuple[ErrorCode, str] | None
+        if key is None:
+            refusal = ErrorCode.PATH_NOT_FOUND, MESSAGES[ErrorCode.PATH_NOT_FOUND]
+        else:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            protocol = query.get("protocol", [None])[0]
+            refusal = node.admission(app, protocol, _header(scope, b"origin"))
+        if refusal is not None or app is None:
+            code, text = refusal or (ErrorCode.APP_NOT_FOUND, MESSAGES[ErrorCode.APP_NOT_FOUND])
+            await _refuse(send, node.counters_for(app), code, text)
+            return
+        await self._serve(app, receive, send)
+
+    async def _serve(self, app: App, receive: Receive, send: Send) -> None:
+        node = self.node
+        counters = node.counters(app)
+        connection = AsgiConnection(
+            node.new_session(app),
+            app,
+            send,
+            self.messages,
+            node.outgoing,
+            counters,
+            self.max_write_buffer,
+            self._forget,
+        )
+        node.attach(connection)
+        limit = app.max_message_bytes
+        try:
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.disconnect":
+                    trace.debug(
+                        "connection %s ended: close code %s",
+                        connection.socket_id,
+                        message.get("code"),
+                    )
+                    break
+                if kind != "websocket.receive" or connection.closing:
+                    continue  # closing: wait for the server's disconnect, read nothing more
+                text = message.get("text")
+                if text is None:
+                    # Pusher: "Binary WebSocket frames are not supported."
+                    counters.count_error(None)
+                    connection.send(text_frame(messages.error("binary frames are not supported")))
+                elif len(text) > limit and (text.isascii() or len(text.encode()) > limit):
+                    # RFC 6455 7.4.1: 1009, a message too big to process.
+                    counters.count_close(1009)
+                    connection.close(1009, "Message too big")
+                else:
+                    await node.receive(connection, text)
+        except Exception:
+            log.exception("connection %s failed", connection.socket_id)
+        finally:
+            await node.detach(connection)
+            parked = connection.sending
+            if parked is not None:
+                parked.cancel()  # the socket is gone: nothing it waits for will come
+
+    def _forget(self, connection: AsgiConnection) -> None:
+        """A slow consumer leaves its channels now, not when its client next reads."""
+        task = asyncio.ensure_future(self.node.detach(connection))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(report_failure)
+
+    async def close(self) -> None:
+        """After a drain: let the detaches of slow consumers finish."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=CLOSE_WAIT)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _refuse(send: Send, counters: AppCounters, code: ErrorCode, text: str) -> None:
+    """As the aiohttp edge: pusher:error with the code, then close with it."""
+    counters.count_error(code)
+    counters.count_close(code)
+    await send({"type": "websocket.send", "text": messages.error(text, code).decode()})
+    reason = close_reason(text).decode()
+    await send({"type": "websocket.close", "code": int(code), "reason": reason})
+
+
+async def _connection_rate_exceeded(scope: Scope, send: Send) -> None:
+    """503 before any upgrade (``max_connection_rate``), where the server can answer HTTP
+    to a WebSocket request (the ASGI ``websocket.http.response`` extension); else the
+    handshake is refused (403)."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1013})
+        return
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": 503,
+            "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")],
+        }
+    )
+    body = b'{"error":"Too many new connections; retry in a second"}'
+    await send({"type": "websocket.http.response.body", "body": body})
