@@ -116,6 +116,13 @@ async def test_binary_frames_are_an_error_and_oversized_messages_close_1009(
     await sock.send_raw(json.dumps({"event": "pusher:ping", "data": "x" * 40_000}))
     closed = await sock.wait_closed()
     assert closed.code == 1009, closed
+    # The limit (32768) is in bytes: 20,000 characters of two bytes each are over it.
+    sock = await open_socket(server.ws_url)
+    await sock.send_raw(
+        json.dumps({"event": "pusher:ping", "data": "é" * 20_000}, ensure_ascii=False)
+    )
+    closed = await sock.wait_closed()
+    assert closed.code == 1009, closed
 
 
 async def test_a_client_that_stops_reading_is_closed_4100_and_the_others_get_everything(
@@ -202,6 +209,17 @@ async def test_mounted_under_a_path_in_starlette(serve: Any, open_socket: Socket
     assert (status, body) == (404, {"error": "Not found"})
     status, body = await asyncio.to_thread(server.request, "GET", "/hello")
     assert (status, body) == (200, {"hello": "starlette"})
+
+
+async def test_mounted_with_the_path_cut_off_as_starlette_did_before_0_33(
+    serve: Any, open_socket: SocketOpener
+) -> None:
+    server = serve("legacy_mount")
+    sock = await open_socket(server.ws_url, path="/rt/app/app-key?protocol=7")
+    channel = unique("legacy")
+    await sock.subscribe(channel)
+    await publish(server, channel, 2)
+    assert await ticks(sock, 2) == [0, 1]
 
 
 async def test_under_hypercorn(serve: Any, open_socket: SocketOpener) -> None:

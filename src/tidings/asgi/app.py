@@ -182,8 +182,8 @@ class TidingsASGI:
         websocket, self._websocket = self._websocket, None
         if websocket is None:
             return
-        await self.runtime.stop()
         await websocket.close()
+        await self.runtime.stop()
 
     # -- lifespan ----------------------------------------------------------------------------
 

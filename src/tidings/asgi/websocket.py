@@ -18,7 +18,8 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, MutableMapping
-from typing import Any
+from types import CoroutineType
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from tidings.core.apps import App
@@ -38,7 +39,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-CLOSE_WAIT = 2.0  # seconds a stop waits for parked sends (the last 4200s) to go out
+CLOSE_WAIT = 2.0  # seconds a stop waits for the detaches of slow consumers
 
 
 class TextMessages:
@@ -215,16 +216,17 @@ class AsgiConnection:
             return
         try:
             awaitable = self._send(message)
-            if not isinstance(awaitable, Coroutine):
+            if type(awaitable) is not CoroutineType:  # an awaitable that is no coroutine
                 self._park(awaitable)
                 return
-            signal = awaitable.send(None)
+            coroutine = cast(Coroutine[Any, Any, None], awaitable)
+            signal = coroutine.send(None)
         except StopIteration:
             return  # sent without suspending: the common case
         except Exception as exc:
             self._gone(exc)
             return
-        self._park(_Resumed(awaitable, signal))
+        self._park(_Resumed(coroutine, signal))
 
     def _park(self, suspended: Awaitable[None]) -> None:
         task = asyncio.get_running_loop().create_task(
@@ -289,7 +291,7 @@ class WebSocketEndpoint:
         if key is None:
             refusal = ErrorCode.PATH_NOT_FOUND, MESSAGES[ErrorCode.PATH_NOT_FOUND]
         else:
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"), True)
             protocol = query.get("protocol", [None])[0]
             refusal = node.admission(app, protocol, _header(scope, b"origin"))
         if refusal is not None or app is None:
@@ -331,7 +333,7 @@ class WebSocketEndpoint:
                     # Pusher: "Binary WebSocket frames are not supported."
                     counters.count_error(None)
                     connection.send(text_frame(messages.error("binary frames are not supported")))
-                elif len(text) > limit and (text.isascii() or len(text.encode()) > limit):
+                elif len(text) > limit or (not text.isascii() and len(text.encode()) > limit):
                     # RFC 6455 7.4.1: 1009, a message too big to process.
                     counters.count_close(1009)
                     connection.close(1009, "Message too big")
@@ -353,7 +355,7 @@ class WebSocketEndpoint:
         task.add_done_callback(report_failure)
 
     async def close(self) -> None:
-        """After a drain: let the detaches of slow consumers finish."""
+        """Before the node stops: let the detaches of slow consumers finish."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=CLOSE_WAIT)
 

@@ -6,6 +6,7 @@ with real uvicorn and hypercorn processes. ``TIDINGS_TEST_ASGI_APP`` picks one:
 - ``fastapi``: a FastAPI app wrapped by Tidings (``TidingsASGI(runtime, fastapi_app)``), its
   lifespan recorded;
 - ``mounted``: Tidings mounted under ``/rt`` in a Starlette app (no lifespan reaches it);
+- ``legacy_mount``: mounted under ``/rt`` the way Starlette did before 0.33;
 - ``django``: Django's ``get_asgi_application()`` wrapped by Tidings.
 
 ``TIDINGS_TEST_EVENTS`` names a file where the lifecycle is recorded, one line per event
@@ -172,6 +173,25 @@ def mounted() -> Any:
     )
 
 
+def legacy_mount() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """Tidings under ``/rt`` as Starlette mounted apps before 0.33: ``root_path`` holds the
+    mount point and ``path`` is what is left of the path below it."""
+    runtime = make_runtime()
+    tidings = TidingsASGI(runtime)
+
+    async def router(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path == "/test/publish":
+            request = json.loads(await read_body(receive))
+            await send_json(send, 200, await publish(runtime, request))
+        elif path.startswith("/rt/"):
+            await tidings({**scope, "root_path": "/rt", "path": path[3:]}, receive, send)
+        else:
+            await tidings(scope, receive, send)
+
+    return router
+
+
 def django() -> TidingsASGI:
     from django.conf import settings
 
@@ -206,6 +226,11 @@ def django() -> TidingsASGI:
 
 
 urlpatterns: list[Any] = []
-application = {"plain": plain, "fastapi": fastapi, "mounted": mounted, "django": django}[
-    os.environ.get("TIDINGS_TEST_ASGI_APP", "plain")
-]()
+APPS = {
+    "plain": plain,
+    "fastapi": fastapi,
+    "mounted": mounted,
+    "legacy_mount": legacy_mount,
+    "django": django,
+}
+application = APPS[os.environ.get("TIDINGS_TEST_ASGI_APP", "plain")]()
