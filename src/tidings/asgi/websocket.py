@@ -139,6 +139,7 @@ class AsgiConnection:
         "session",
         "app",
         "closing",
+        "closed_with",
         "_send",
         "_messages",
         "_outgoing",
@@ -165,6 +166,8 @@ class AsgiConnection:
         self.session = session
         self.app = app
         self.closing = False
+        # The code and reason the server closed it with, for the debug log (None: it did not).
+        self.closed_with: tuple[int, str] | None = None
         self._send = send
         self._messages = texts
         self._outgoing = outgoing
@@ -198,6 +201,7 @@ class AsgiConnection:
         if self._outgoing:
             self._outgoing.flush()
         self.closing = True
+        self.closed_with = (code, reason)
         self._push(
             {"type": "websocket.close", "code": code, "reason": close_reason(reason).decode()}
         )
@@ -257,12 +261,14 @@ class AsgiConnection:
     def _slow_consumer(self) -> None:
         """The client stopped reading: drop what waits, and say 4100 once it reads again."""
         self.closing = True
+        self.closed_with = (int(ErrorCode.OVER_CAPACITY), "Slow consumer")
         self.session.closed = True
         self._counters.slow_consumers += 1
         self._backlog.clear()
         self._backlog_size = 0
         reason = close_reason("Slow consumer").decode()
-        self._backlog.append({"type": "websocket.close", "code": 4100, "reason": reason})
+        code = int(ErrorCode.OVER_CAPACITY)
+        self._backlog.append({"type": "websocket.close", "code": code, "reason": reason})
         log.warning("closed slow consumer %s (app %s)", self.socket_id, self.app.id)
         self._on_slow(self)
 
@@ -315,16 +321,13 @@ class WebSocketEndpoint:
         )
         node.attach(connection)
         limit = app.max_message_bytes
+        client_code = None
         try:
             while True:
                 message = await receive()
                 kind = message["type"]
                 if kind == "websocket.disconnect":
-                    trace.debug(
-                        "connection %s ended: close code %s",
-                        connection.socket_id,
-                        message.get("code"),
-                    )
+                    client_code = message.get("code")
                     break
                 if kind != "websocket.receive" or connection.closing:
                     continue  # closing: wait for the server's disconnect, read nothing more
@@ -342,6 +345,8 @@ class WebSocketEndpoint:
         except Exception:
             log.exception("connection %s failed", connection.socket_id)
         finally:
+            if trace.isEnabledFor(logging.DEBUG):
+                _trace_end(connection, client_code)
             await node.detach(connection)
             parked = connection.sending
             if parked is not None:
@@ -358,6 +363,25 @@ class WebSocketEndpoint:
         """Before the node stops: let the detaches of slow consumers finish."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=CLOSE_WAIT)
+
+
+def _trace_end(connection: AsgiConnection, client_code: int | None) -> None:
+    """The debug line of a socket that ended, saying which side closed it (as the aiohttp
+    edge does)."""
+    if connection.closed_with is not None:
+        code, why = connection.closed_with
+        trace.debug(
+            "connection %s ended: closed by the server, code %s (%s)",
+            connection.socket_id,
+            code,
+            why,
+        )
+    else:
+        trace.debug(
+            "connection %s ended: closed by the client, code %s",
+            connection.socket_id,
+            client_code,
+        )
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
