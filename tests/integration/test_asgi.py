@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener, eventually, unique
+from test_limits import upgrade
 from test_slow_consumer import _read_frame, _slow_subscriber
 
 APPS_DIR = str(Path(__file__).resolve().parent / "asgi_apps")
@@ -102,6 +103,21 @@ async def test_admission_errors_are_sent_then_the_socket_is_closed_with_the_code
         assert closed.code == code, (path, closed)
         assert [m["event"] for m in closed.messages] == ["pusher:error"], closed
         assert closed.messages[0]["data"]["code"] == code, closed
+
+
+async def test_over_max_connection_rate_new_sockets_are_answered_503(
+    serve: Any, open_socket: SocketOpener
+) -> None:
+    server = serve("plain", env={"TIDINGS_TEST_MAX_CONNECTION_RATE": "5"})
+    target = "/app/app-key?protocol=7&client=js&version=8.6.0"
+    answers = await asyncio.gather(*(upgrade(server.port, target) for _ in range(15)))
+    statuses = sorted(status for status, _, _ in answers)
+    # At most one second of burst (5) passes; the rest is refused before the upgrade.
+    assert 1 <= statuses.count(101) <= 6 and statuses.count(503) >= 9, statuses
+    for status, headers, body in answers:
+        if status == 503:
+            assert headers["retry-after"] == "1", headers
+            assert isinstance(json.loads(body)["error"], str), body
 
 
 async def test_binary_frames_are_an_error_and_oversized_messages_close_1009(
@@ -237,11 +253,12 @@ async def test_under_hypercorn(serve: Any, open_socket: SocketOpener) -> None:
     assert server.events() == ["tidings started", "tidings stopped"]
 
 
-async def test_django_wrapped_starts_tidings_on_the_first_scope(
-    serve: Any, open_socket: SocketOpener
-) -> None:
-    server = serve("django", args=("--lifespan", "off"))
-    # The server's readiness probe was the first scope, a 404 from Django.
+@pytest.mark.parametrize("lifespan", ["off", "auto"])
+async def test_django_wrapped(serve: Any, open_socket: SocketOpener, lifespan: str) -> None:
+    """Django does no lifespan: with none (``off``), Tidings starts on the first scope (the
+    readiness probe, a 404 from Django) and nothing stops it; when the server offers one
+    (``auto``), Django refuses it and Tidings takes it alone, start and stop."""
+    server = serve("django", args=("--lifespan", lifespan))
     assert server.events() == ["tidings started"]
     sock = await open_socket(server.ws_url)
     status, body = await asyncio.to_thread(server.request, "GET", "/django/hello")
@@ -250,6 +267,10 @@ async def test_django_wrapped_starts_tidings_on_the_first_scope(
     await sock.subscribe(channel)
     await publish(server, channel, 3)  # a Django view, publishing through the node
     assert await ticks(sock, 3) == [0, 1, 2]
+    await sock.close()
+    assert server.stop() in STOPPED, server.logs()
+    stopped = ["tidings stopped"] if lifespan == "auto" else []
+    assert server.events() == ["tidings started", *stopped]
 
 
 async def test_several_workers_in_memory_mode_are_refused(tmp_path: Path) -> None:

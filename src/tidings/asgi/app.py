@@ -50,6 +50,8 @@ class Runtime(Protocol):
     ``node`` is read only after ``start()`` returned; it must be built with the ASGI writer
     (``tidings.asgi.write_to_asgi``), as ASGI sockets have no file descriptor for the
     standalone server's native writer. ``stop()`` drains (every socket gets 4200) and stops.
+    ``start()`` runs on the server's event loop (the loop the node serves sockets on); both
+    must be idempotent, as two ASGI apps may share one runtime (``rt.asgi()`` twice).
     """
 
     @property

@@ -11,7 +11,8 @@ with real uvicorn and hypercorn processes. ``TIDINGS_TEST_ASGI_APP`` picks one:
 
 ``TIDINGS_TEST_EVENTS`` names a file where the lifecycle is recorded, one line per event
 ("tidings started", "app startup", ...); ``TIDINGS_TEST_MAX_WRITE_BUFFER`` sets
-max_write_buffer; ``TIDINGS_TEST_BROKEN_START`` makes the runtime's start fail. The runtime
+max_write_buffer, ``TIDINGS_TEST_MAX_CONNECTION_RATE`` max_connection_rate;
+``TIDINGS_TEST_BROKEN_START`` makes the runtime's start fail. The runtime
 is a stand-in for ``tidings.Realtime``: the node of ``tidings serve``, built with the ASGI
 writer, started and drained the same way.
 """
@@ -62,7 +63,9 @@ class NodeRuntime:
         settings = self.settings
         apps = AppRegistry.of(app.to_app() for app in settings.apps)
         node_settings = NodeSettings(
-            activity_timeout=settings.activity_timeout, pong_timeout=settings.pong_timeout
+            activity_timeout=settings.activity_timeout,
+            pong_timeout=settings.pong_timeout,
+            max_connection_rate=settings.max_connection_rate,
         )
         self._node = Node(apps, make_broker(settings), node_settings, write=write_to_asgi)
         await self._node.start()
@@ -79,6 +82,7 @@ def make_runtime() -> NodeRuntime:
         Settings(
             apps=(AppSettings(id="12345", key="app-key", secret="app-secret"),),
             max_write_buffer=int(os.environ.get("TIDINGS_TEST_MAX_WRITE_BUFFER", 1024 * 1024)),
+            max_connection_rate=int(os.environ.get("TIDINGS_TEST_MAX_CONNECTION_RATE", 10_000)),
         )
     )
 
