@@ -17,8 +17,14 @@ serves pusher-js configured with ``wsPath: "/rt"`` and ``httpPath: "/rt"``.
 
 Serve with ``--ws-per-message-deflate false`` (uvicorn): browsers offer compression, and
 with it every recipient compresses the same message again, which doubles the cost of each
-delivery. Several worker processes need a shared broker (``broker="redis://…"``): in memory
-each worker would be a separate server whose clients never see the others' events.
+delivery (hypercorn accepts compression whenever a client offers it, with no switch).
+
+Several worker processes need a shared broker (``broker="redis://…"``): in memory each
+worker would be a separate server whose clients never see the others' events. Tidings
+refuses to start in memory mode when it can tell it is one of several workers
+(:func:`check_workers`). The native fan-out writer is the standalone server's only
+(``tidings serve``): ASGI sockets have no file descriptor, so every delivery goes through
+the server's ``send``.
 """
 
 from __future__ import annotations
