@@ -19,7 +19,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, MutableMapping
 from types import CoroutineType
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs
 
 from tidings.core.apps import App
@@ -219,11 +219,10 @@ class AsgiConnection:
                 self._slow_consumer()
             return
         try:
-            awaitable = self._send(message)
-            if type(awaitable) is not CoroutineType:  # an awaitable that is no coroutine
-                self._park(awaitable)
+            coroutine = self._send(message)
+            if not isinstance(coroutine, CoroutineType):  # an awaitable that is no coroutine
+                self._park(coroutine)
                 return
-            coroutine = cast(Coroutine[Any, Any, None], awaitable)
             signal = coroutine.send(None)
         except StopIteration:
             return  # sent without suspending: the common case
