@@ -173,7 +173,9 @@ class AsgiConnection:
         self._outgoing = outgoing
         self._counters = counters
         self._max_backlog = max_backlog
-        self._backlog: deque[Message] = deque()
+        # Messages waiting behind a parked send; None while nothing is parked (no queue per
+        # connection otherwise).
+        self._backlog: deque[Message] | None = None
         self._backlog_size = 0  # characters of text waiting in the backlog
         self._parked: asyncio.Task[None] | None = None
         self._on_slow = on_slow  # the edge forgets a slow consumer at once
@@ -212,11 +214,12 @@ class AsgiConnection:
         return self._parked
 
     def _push(self, message: Message) -> None:
-        if self._parked is not None:
-            self._backlog.append(message)
+        backlog = self._backlog
+        if backlog is not None:  # a send is parked: wait behind it
+            backlog.append(message)
             self._backlog_size += len(message.get("text", ""))
             if self._backlog_size > self._max_backlog:
-                self._slow_consumer()
+                self._slow_consumer(backlog)
             return
         try:
             coroutine = self._send(message)
@@ -232,42 +235,44 @@ class AsgiConnection:
         self._park(_Resumed(coroutine, signal))
 
     def _park(self, suspended: Awaitable[None]) -> None:
+        backlog: deque[Message] = deque()
+        self._backlog = backlog
         task = asyncio.get_running_loop().create_task(
-            self._send_backlog(suspended), name=f"asgi send {self.socket_id}"
+            self._send_backlog(suspended, backlog), name=f"asgi send {self.socket_id}"
         )
         task.add_done_callback(report_failure)
         self._parked = task
 
-    async def _send_backlog(self, suspended: Awaitable[None]) -> None:
+    async def _send_backlog(self, suspended: Awaitable[None], backlog: deque[Message]) -> None:
         try:
             await suspended
-            while self._backlog:
-                message = self._backlog.popleft()
+            while backlog:
+                message = backlog.popleft()
                 self._backlog_size -= len(message.get("text", ""))
                 await self._send(message)
         except Exception as exc:
-            self._gone(exc)
+            self._gone(exc)  # what still waits is dropped below
         finally:
             self._parked = None
+            self._backlog = None
+            self._backlog_size = 0
 
     def _gone(self, exc: Exception) -> None:
         """The server refused a send (the peer went away): never write to it again."""
         log.debug("sending to %s failed: %r", self.socket_id, exc)
         self.closing = True
-        self._backlog.clear()
-        self._backlog_size = 0
 
-    def _slow_consumer(self) -> None:
+    def _slow_consumer(self, backlog: deque[Message]) -> None:
         """The client stopped reading: drop what waits, and say 4100 once it reads again."""
         self.closing = True
         self.closed_with = (int(ErrorCode.OVER_CAPACITY), "Slow consumer")
         self.session.closed = True
         self._counters.slow_consumers += 1
-        self._backlog.clear()
+        backlog.clear()
         self._backlog_size = 0
         reason = close_reason("Slow consumer").decode()
         code = int(ErrorCode.OVER_CAPACITY)
-        self._backlog.append({"type": "websocket.close", "code": code, "reason": reason})
+        backlog.append({"type": "websocket.close", "code": code, "reason": reason})
         log.warning("closed slow consumer %s (app %s)", self.socket_id, self.app.id)
         self._on_slow(self)
 
