@@ -1,5 +1,5 @@
-"""pusher-js in Node against Tidings' ASGI app under uvicorn: Tidings alone, and mounted
-under ``/rt`` in Starlette (pusher-js's ``wsPath``).
+"""pusher-js in Node against Tidings' ASGI app under uvicorn: Tidings alone, wrapping a
+FastAPI app, and mounted under ``/rt`` in Starlette (pusher-js's ``wsPath``).
 
 The apps and the server process are those of tests/integration/test_asgi.py
 (tests/integration/asgi_apps); events are published through the served node.
@@ -29,7 +29,7 @@ def scenarios() -> Iterator[list[Scenario]]:
         run.close()
 
 
-@pytest.mark.parametrize(("app", "ws_path"), [("plain", ""), ("mounted", "/rt")])
+@pytest.mark.parametrize(("app", "ws_path"), [("plain", ""), ("fastapi", ""), ("mounted", "/rt")])
 def test_pusher_js_subscribes_and_receives_through_uvicorn(
     tmp_path: Path, scenarios: list[Scenario], app: str, ws_path: str
 ) -> None:
