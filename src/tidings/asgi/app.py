@@ -22,9 +22,9 @@ delivery (hypercorn accepts compression whenever a client offers it, with no swi
 Several worker processes need a shared broker (``broker="redis://…"``): in memory each
 worker would be a separate server whose clients never see the others' events. Tidings
 refuses to start in memory mode when it can tell it is one of several workers
-(:func:`check_workers`). The native fan-out writer is the standalone server's only
-(``tidings serve``): ASGI sockets have no file descriptor, so every delivery goes through
-the server's ``send``.
+(:func:`check_workers`). The native fan-out writer sends straight to the sockets of the
+standalone server (``tidings serve``) only: ASGI sockets have no file descriptor, so every
+delivery goes through the ASGI server's ``send``.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ SOCKET_PATH = "/app"
 class Runtime(Protocol):
     """What the ASGI app needs of the Tidings it serves (a :class:`tidings.Realtime`).
 
-    ``node`` is read only after ``start()`` returned; it must be built with the ASGI writer
-    (``tidings.asgi.write_to_asgi``), as ASGI sockets have no file descriptor for the
-    standalone server's native writer. ``stop()`` drains (every socket gets 4200) and stops.
+    ``node`` is read only after ``start()`` returned; any writer serves ASGI sockets (see
+    :class:`~tidings.asgi.websocket.AsgiConnection`). ``stop()`` drains (every socket gets
+    4200) and stops.
     ``start()`` runs on the server's event loop (the loop the node serves sockets on); both
     must be idempotent, as two ASGI apps may share one runtime (``rt.asgi()`` twice).
     """

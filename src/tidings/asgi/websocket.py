@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tidings.core.apps import App
-from tidings.core.hub import Coalescer, Subscriber
+from tidings.core.hub import Coalescer
 from tidings.node import AppCounters, Node
 from tidings.protocol import messages
 from tidings.protocol.errors import MESSAGES, ErrorCode
@@ -69,32 +69,6 @@ class TextMessages:
         return self._messages
 
 
-def write_to_asgi(frame: bytes, subscribers: dict[str, Subscriber], exclude: str | None) -> int:
-    """The :data:`tidings.core.hub.Writer` of a node served under ASGI.
-
-    An :class:`AsgiConnection` gets the publication through ``deliver``: the Coalescer
-    counts publications itself, and ``send`` (a frame for one socket) would count its bytes
-    a second time. Any other subscriber (an HTTP fallback session) gets ``send``. As every
-    writer, it never raises for one subscriber: the failure is logged, the others still
-    get the frame. ASGI connections have no file descriptor, so the native writer of the
-    standalone server (``tidings.server.fanout``) cannot serve them.
-    """
-    n = 0
-    for socket_id, subscriber in list(subscribers.items()):
-        if socket_id == exclude:
-            continue
-        try:
-            if type(subscriber) is AsgiConnection:
-                subscriber.deliver(frame)
-            else:
-                subscriber.send(frame)
-        except Exception:
-            log.exception("writing to %s failed", socket_id)
-            continue
-        n += 1
-    return n
-
-
 class _Resumed:
     """Awaiting this resumes ``coroutine`` where it first suspended (on ``signal``).
 
@@ -127,11 +101,17 @@ class _Resumed:
 
 
 class AsgiConnection:
-    """One client socket served through ASGI; implements the node's ``Connection``.
+    """One client socket served through ASGI; implements the node's ``Connection`` (and the
+    hub's ``Subscriber``).
 
-    ``send`` is a frame for this socket alone, ``deliver`` a publication from the hub's
-    writer. Either becomes ASGI messages, sent in order; nothing is written after
+    ``send`` takes every frame: a publication from the hub's writer, or a frame for this
+    socket alone. Each becomes ASGI messages, sent in order; nothing is written after
     ``close`` or once the socket is known to be gone.
+
+    Any writer serves it: ``write_to_many``, or the native writer of ``tidings serve`` when
+    one node serves both (it hands what is not a file descriptor ``send``). As neither
+    tells a publication from a direct frame, ``send`` counts no bytes: the Coalescer
+    counts publications, and direct frames go uncounted, as for the HTTP fallback sessions.
     """
 
     __slots__ = (
@@ -181,16 +161,13 @@ class AsgiConnection:
         self._on_slow = on_slow  # the edge forgets a slow consumer at once
 
     def send(self, frame: bytes) -> None:
-        """A frame for this socket alone (replies, errors, member events)."""
+        """Write a pre-built frame (one or several WebSocket frames back to back)."""
         if self.closing:
             return
         if self._outgoing:
-            self._outgoing.flush()  # publications made before this frame go first
-        self._counters.bytes_out += len(frame)
-        self.deliver(frame)
-
-    def deliver(self, frame: bytes) -> None:
-        """A publication, from :func:`write_to_asgi`."""
+            # A direct frame: publications made before it go first. (Within a publication
+            # the Coalescer has already taken what was pending: nothing to flush.)
+            self._outgoing.flush()
         for message in self._messages.of(frame):
             if self.closing:
                 return

@@ -12,9 +12,8 @@ with real uvicorn and hypercorn processes. ``TIDINGS_TEST_ASGI_APP`` picks one:
 ``TIDINGS_TEST_EVENTS`` names a file where the lifecycle is recorded, one line per event
 ("tidings started", "app startup", ...); ``TIDINGS_TEST_MAX_WRITE_BUFFER`` sets
 max_write_buffer, ``TIDINGS_TEST_MAX_CONNECTION_RATE`` max_connection_rate;
-``TIDINGS_TEST_BROKEN_START`` makes the runtime's start fail. The runtime
-is a stand-in for ``tidings.Realtime``: the node of ``tidings serve``, built with the ASGI
-writer, started and drained the same way.
+``TIDINGS_TEST_BROKEN_START`` makes the runtime's start fail. The runtime is a
+``tidings.Realtime`` (one app: 12345, app-key, app-secret) that records its start and stop.
 """
 
 from __future__ import annotations
@@ -25,12 +24,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from tidings.asgi import TidingsASGI, write_to_asgi
-from tidings.config import AppSettings, Settings
-from tidings.core.apps import AppRegistry
-from tidings.node import Node, NodeSettings
-from tidings.protocol.rest import Trigger
-from tidings.server.app import make_broker
+from tidings import Realtime
+from tidings.asgi import TidingsASGI
+from tidings.config import Settings
+from tidings.node import Node
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -45,58 +42,52 @@ def record(event: str) -> None:
             f.write(event + "\n")
 
 
-class NodeRuntime:
-    """What ``TidingsASGI`` needs of a ``tidings.Realtime``: node, settings, start, stop."""
+class RecordedRealtime:
+    """A ``tidings.Realtime`` whose start and stop are recorded (``TIDINGS_TEST_EVENTS``),
+    and whose start fails when ``TIDINGS_TEST_BROKEN_START`` is set."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._node: Node | None = None
+    def __init__(self, realtime: Realtime) -> None:
+        self.realtime = realtime
 
     @property
     def node(self) -> Node:
-        assert self._node is not None, "read before start()"
-        return self._node
+        return self.realtime.node
+
+    @property
+    def settings(self) -> Settings:
+        return self.realtime.settings
 
     async def start(self) -> None:
         if os.environ.get("TIDINGS_TEST_BROKEN_START"):
             raise RuntimeError("the broker is unreachable (TIDINGS_TEST_BROKEN_START)")
-        settings = self.settings
-        apps = AppRegistry.of(app.to_app() for app in settings.apps)
-        node_settings = NodeSettings(
-            activity_timeout=settings.activity_timeout,
-            pong_timeout=settings.pong_timeout,
-            max_connection_rate=settings.max_connection_rate,
-        )
-        self._node = Node(apps, make_broker(settings), node_settings, write=write_to_asgi)
-        await self._node.start()
+        await self.realtime.start()
         record("tidings started")
 
     async def stop(self) -> None:
-        await self.node.drain()
-        await self.node.close()
+        await self.realtime.stop()
         record("tidings stopped")
 
 
-def make_runtime() -> NodeRuntime:
-    return NodeRuntime(
-        Settings(
-            apps=(AppSettings(id="12345", key="app-key", secret="app-secret"),),
+def make_runtime() -> RecordedRealtime:
+    return RecordedRealtime(
+        Realtime(
+            app_id="12345",
+            key="app-key",
+            secret="app-secret",
             max_write_buffer=int(os.environ.get("TIDINGS_TEST_MAX_WRITE_BUFFER", 1024 * 1024)),
             max_connection_rate=int(os.environ.get("TIDINGS_TEST_MAX_CONNECTION_RATE", 10_000)),
+            shutdown_ready_delay=0,
         )
     )
 
 
-async def publish(runtime: NodeRuntime, request: dict[str, Any]) -> dict[str, Any]:
-    """``count`` events named ``tick`` on ``channel``, each ``[n, padding]``, through the node."""
-    node = runtime.node
-    app = node.apps.by_key("app-key")
-    assert app is not None
+async def publish(runtime: RecordedRealtime, request: dict[str, Any]) -> dict[str, Any]:
+    """``count`` events named ``tick`` on ``channel``, each ``[n, padding]``, published with
+    ``rt.atrigger`` (the embedded node's API, on the server's loop)."""
     pad = "x" * int(request.get("size", 0))
     start = int(request.get("start", 0))
     for n in range(start, start + int(request["count"])):
-        data = json.dumps([n, pad])
-        await node.trigger(app, Trigger("tick", data, (request["channel"],), None, ()))
+        await runtime.realtime.atrigger(request["channel"], "tick", [n, pad])
     return {"published": int(request["count"])}
 
 

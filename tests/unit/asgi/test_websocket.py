@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tidings.asgi.websocket import AsgiConnection, TextMessages, write_to_asgi
+import pytest
+
+from tidings.asgi.websocket import AsgiConnection, TextMessages
 from tidings.core.apps import App
-from tidings.core.hub import Coalescer, Hub
+from tidings.core.hub import Coalescer, Hub, Writer, write_to_many
 from tidings.node import AppCounters
 from tidings.protocol.frames import text_frame
 from tidings.protocol.session import Session
+from tidings.server import fanout
 
 APP = App(id="1", key="key", secret="secret")
 
@@ -74,11 +77,19 @@ async def test_a_send_that_does_not_suspend_is_sent_at_once_without_a_task() -> 
     assert connection.sending is None
 
 
-async def test_a_coalesced_frame_is_one_message_per_event_shared_by_every_recipient() -> None:
+# Both writers a node may have: the core's, and the native one of `tidings serve` (which
+# hands anything that is not a file descriptor to ``send``).
+WRITERS = pytest.mark.parametrize("writer", [write_to_many, fanout.write_many])
+
+
+@WRITERS
+async def test_a_coalesced_frame_is_one_message_per_event_shared_by_every_recipient(
+    writer: Writer,
+) -> None:
     harness = Harness()
     (one, server_one), (two, server_two) = harness.connect("1.1"), harness.connect("2.2")
     joined = frame('{"event":"a"}') + frame('{"event":"b"}') + frame("é" * 200)
-    assert write_to_asgi(joined, {"1.1": one, "2.2": two}, None) == 2
+    assert writer(joined, {"1.1": one, "2.2": two}, None) == 2
     assert server_one.texts() == ['{"event":"a"}', '{"event":"b"}', "é" * 200]
     assert all(a is b for a, b in zip(server_one.sent, server_two.sent, strict=True))
     # A publication is counted by the Coalescer, not by the connection.
@@ -89,14 +100,14 @@ async def test_a_suspended_send_is_parked_and_what_follows_keeps_its_order() -> 
     connection, server = Harness().connect()
     server.writable.clear()
     for n in range(5):
-        connection.deliver(frame(f"[{n}]"))
+        connection.send(frame(f"[{n}]"))
     parked = connection.sending
     assert parked is not None and server.sent == []
     server.writable.set()
     await parked
     assert server.texts() == [f"[{n}]" for n in range(5)]
     assert connection.sending is None
-    connection.deliver(frame("[5]"))  # sent at once again
+    connection.send(frame("[5]"))  # sent at once again
     assert server.texts()[-1] == "[5]"
 
 
@@ -104,10 +115,10 @@ async def test_a_backlog_over_the_limit_closes_4100_and_drops_what_waits() -> No
     harness = Harness(max_backlog=1000)
     connection, server = harness.connect()
     server.writable.clear()
-    connection.deliver(frame("x" * 600))  # suspends: parked
-    connection.deliver(frame("y" * 600))  # waits: 600
+    connection.send(frame("x" * 600))  # suspends: parked
+    connection.send(frame("y" * 600))  # waits: 600
     assert not connection.closing
-    connection.deliver(frame("z" * 600))  # 1200 > 1000: slow consumer
+    connection.send(frame("z" * 600))  # 1200 > 1000: slow consumer
     assert connection.closing and connection.session.closed
     assert harness.slow == [connection] and harness.counters.slow_consumers == 1
     connection.send(frame("after"))  # nothing more is written
@@ -131,16 +142,19 @@ async def test_close_is_sent_once_after_what_was_sent_before() -> None:
     ]
 
 
-async def test_publications_pending_in_the_coalescer_go_before_a_direct_frame() -> None:
+@WRITERS
+async def test_publications_pending_in_the_coalescer_go_before_a_direct_frame(
+    writer: Writer,
+) -> None:
     harness = Harness()
     connection, server = harness.connect()
-    hub = Hub(write_to_asgi, harness.outgoing.flush)
+    hub = Hub(writer, harness.outgoing.flush)
     hub.add("news", connection)
     publication = frame('{"event":"published"}')
     harness.outgoing.add(hub, "news", publication, None, harness.counters)
     connection.send(frame('{"event":"reply"}'))
     assert server.texts() == ['{"event":"published"}', '{"event":"reply"}']
-    assert harness.counters.bytes_out == len(publication) + len(frame('{"event":"reply"}'))
+    assert harness.counters.bytes_out == len(publication)  # counted once, by the Coalescer
 
 
 async def test_a_send_the_server_refuses_ends_all_writing() -> None:
@@ -155,7 +169,7 @@ async def test_a_send_the_server_refuses_ends_all_writing() -> None:
 async def test_cancelling_a_parked_send_cancels_the_server_send() -> None:
     connection, server = Harness().connect()
     server.writable.clear()
-    connection.deliver(frame("[1]"))
+    connection.send(frame("[1]"))
     parked = connection.sending
     assert parked is not None
     await asyncio.sleep(0)  # the task is running, suspended in the server's send
