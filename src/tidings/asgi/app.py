@@ -54,11 +54,14 @@ class Runtime(Protocol):
     """What the ASGI app needs of the Tidings it serves (a :class:`tidings.Realtime`).
 
     ``node`` is read only after ``start()`` returned; any writer serves ASGI sockets (see
-    :class:`~tidings.asgi.websocket.AsgiConnection`). ``stop()`` drains (every socket gets
-    4200) and stops.
-    ``start()`` runs on the server's event loop (the loop the node serves sockets on); both
-    must be idempotent, as two ASGI apps may share one runtime (``rt.asgi()`` twice).
+    :class:`~tidings.asgi.websocket.AsgiConnection`). ``start()`` runs on the server's
+    event loop (the loop the node serves sockets on), and only when not ``running`` (the
+    developer may have started it, or another ``rt.asgi()`` app). ``stop()`` drains (every
+    socket gets 4200) and stops; it does nothing when not running.
     """
+
+    @property
+    def running(self) -> bool: ...
 
     @property
     def node(self) -> Node: ...
@@ -180,7 +183,8 @@ class TidingsASGI:
         async with self._start_lock:
             if self._websocket is None:
                 check_workers(self.runtime.settings)
-                await self.runtime.start()
+                if not self.runtime.running:
+                    await self.runtime.start()
                 self._websocket = WebSocketEndpoint(
                     self.runtime.node, self.runtime.settings.max_write_buffer
                 )

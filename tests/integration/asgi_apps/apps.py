@@ -50,6 +50,10 @@ class RecordedRealtime:
         self.realtime = realtime
 
     @property
+    def running(self) -> bool:
+        return self.realtime.running
+
+    @property
     def node(self) -> Node:
         return self.realtime.node
 
