@@ -111,12 +111,15 @@ class MultipleWorkersError(RuntimeError):
     """Several worker processes with the in-memory broker: each would be a separate server."""
 
 
-def memory_workers() -> int:
+SUPERVISORS = ("uvicorn", "gunicorn", "hypercorn")
+
+
+def worker_count() -> int:
     """How many worker processes this process is one of, as far as can be told.
 
     Read from ``WEB_CONCURRENCY`` (uvicorn's and gunicorn's default worker count) and from
-    the command line of the parent process (``uvicorn --workers N``, ``gunicorn -w N``,
-    ``hypercorn -w N``), which is the workers' supervisor. A count set in a config file
+    the command line of the parent process when it is a server's supervisor (``uvicorn
+    --workers N``, ``gunicorn -w N``, ``hypercorn -w N``). A count set in a config file
     (gunicorn.conf.py) cannot be seen: 1 then.
     """
     counts = [_count(os.environ.get("WEB_CONCURRENCY", ""))]
@@ -124,12 +127,16 @@ def memory_workers() -> int:
         args = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")
     except OSError:  # not Linux, or no parent to read
         args = []
-    if "--reload" not in args:  # uvicorn's reloader runs one worker whatever --workers says
+    supervised = any(name in arg for arg in args[:3] for name in SUPERVISORS)
+    # uvicorn's reloader runs one worker whatever --workers says.
+    if supervised and "--reload" not in args:
         for at, arg in enumerate(args):
             if arg in ("--workers", "-w") and at + 1 < len(args):
                 counts.append(_count(args[at + 1]))
             elif arg.startswith("--workers="):
                 counts.append(_count(arg.partition("=")[2]))
+            elif arg.startswith("-w") and arg[2:].isdigit():  # gunicorn -w4
+                counts.append(_count(arg[2:]))
     return max(counts)
 
 
@@ -141,7 +148,7 @@ def check_workers(settings: Settings) -> None:
     """Refuse to start in memory mode in one of several workers."""
     if settings.redis is not None:
         return
-    workers = memory_workers()
+    workers = worker_count()
     if workers > 1:
         raise MultipleWorkersError(
             f"{workers} worker processes need a shared broker: in memory each worker is a "
