@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener, eventually, unique
+from pusher_helpers import (
+    TIMEOUT,
+    PusherSocket,
+    SocketOpener,
+    eventually,
+    rest_request,
+    unique,
+)
 from test_limits import upgrade
 from test_slow_consumer import _read_frame, _slow_subscriber
 
@@ -79,6 +86,32 @@ async def test_a_publication_reaches_every_subscriber_once_and_in_order(
     for sock in sockets:
         assert await ticks(sock, 41) == list(range(41))
         await sock.ping()  # replies still come after publications
+
+
+@pytest.mark.parametrize(("app", "prefix"), [("plain", ""), ("fastapi", ""), ("mounted", "/rt")])
+async def test_the_rest_api_is_served_beside_the_sockets(
+    serve: Any, open_socket: SocketOpener, app: str, prefix: str
+) -> None:
+    server = serve(app)
+    sock = await open_socket(server.ws_url, path=f"{prefix}/app/app-key?protocol=7")
+    channel = unique("rest")
+    await sock.subscribe(channel)
+    body = {"name": "tick", "channels": [channel], "data": json.dumps([7, ""])}
+    resp = await asyncio.to_thread(
+        rest_request, server.http_url, "POST", f"{prefix}/apps/12345/events", json_body=body
+    )
+    assert resp.status == 200, resp
+    assert await ticks(sock, 1) == [7]
+    resp = await asyncio.to_thread(
+        rest_request, server.http_url, "GET", f"{prefix}/apps/12345/channels"
+    )
+    assert resp.status == 200, resp
+    assert channel in resp.json()["channels"]
+    # A bad signature is the REST API's 401, not the wrapped app's 404.
+    resp = await asyncio.to_thread(
+        rest_request, server.http_url, "GET", f"{prefix}/apps/12345/channels", signature="0"
+    )
+    assert resp.status == 401, resp
 
 
 async def test_tidings_alone_answers_404_json_for_other_paths(serve: Any) -> None:

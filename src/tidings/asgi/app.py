@@ -4,7 +4,7 @@
 
 - a WebSocket on ``/app/{key}`` (any WebSocket under ``/app``) is a Pusher socket;
 - HTTP under ``/apps/`` and ``/users/`` (the REST API) and under ``http_path`` (the HTTP
-  fallbacks) goes to the HTTP edge (:func:`tidings_http_path` decides);
+  fallbacks) goes to the HTTP edge (:class:`tidings.asgi.http.AsgiHttp`);
 - any other scope goes to the wrapped app, or is answered 404 when there is none.
 
 Lifespan is Tidings' first: on startup Tidings starts, then the wrapped app; on shutdown
@@ -33,41 +33,41 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import orjson
 
+from tidings.asgi.http import AsgiHttp
 from tidings.asgi.websocket import Message, Receive, Scope, Send, WebSocketEndpoint
 from tidings.config import Settings
-from tidings.node import Node
+from tidings.lifecycle import Lifecycle
 
 log = logging.getLogger("tidings.asgi")
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-REST_PREFIXES = ("/apps/", "/users/")  # the HTTP API (and the SDKs' unprefixed terminate)
 SOCKET_PATH = "/app"
 
 
 class Runtime(Protocol):
     """What the ASGI app needs of the Tidings it serves (a :class:`tidings.Realtime`).
 
-    ``node`` is read only after ``start()`` returned; any writer serves ASGI sockets (see
-    :class:`~tidings.asgi.websocket.AsgiConnection`). ``start()`` runs on the server's
-    event loop (the loop the node serves sockets on), and only when not ``running`` (the
-    developer may have started it, or another ``rt.asgi()`` app). ``stop()`` drains (every
-    socket gets 4200) and stops; it does nothing when not running.
+    Its ``lifecycle`` (node and settings) exists from construction; the ASGI app adds its
+    two edges (WebSocket, HTTP) to it once started, so that a drain and stop include them.
+    Any writer serves ASGI sockets (see :class:`~tidings.asgi.websocket.AsgiConnection`).
+    ``start()`` runs on the server's event loop (the loop the node serves sockets on), and
+    only when not ``running`` (the developer may have started it, or another ``rt.asgi()``
+    app). ``stop()`` drains (every socket gets 4200) and stops the lifecycle; it does
+    nothing when not running.
     """
 
     @property
     def running(self) -> bool: ...
 
     @property
-    def node(self) -> Node: ...
-
-    @property
-    def settings(self) -> Settings: ...
+    def lifecycle(self) -> Lifecycle: ...
 
     async def start(self) -> None: ...
 
@@ -96,15 +96,6 @@ def socket_key(path: str) -> str | None:
 
 def is_socket_path(path: str) -> bool:
     return path == SOCKET_PATH or path.startswith(SOCKET_PATH + "/")
-
-
-def tidings_http_path(path: str, http_path: str) -> bool:
-    """Whether an HTTP request to ``path`` (below the mount point) is Tidings'."""
-    return (
-        path.startswith(REST_PREFIXES)
-        or path == http_path
-        or path.startswith(http_path.rstrip("/") + "/")
-    )
 
 
 class MultipleWorkersError(RuntimeError):
@@ -157,14 +148,21 @@ def check_workers(settings: Settings) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Edges:
+    """What serves Tidings' scopes once it runs."""
+
+    websocket: WebSocketEndpoint
+    http: AsgiHttp
+
+
 class TidingsASGI:
     """An ASGI 3 app: Tidings' paths, and ``other`` (if any) for everything else."""
 
     def __init__(self, runtime: Runtime, other: ASGIApp | None = None) -> None:
         self.runtime = runtime
         self.other = other
-        self._http_path = runtime.settings.http_path
-        self._websocket: WebSocketEndpoint | None = None
+        self._edges: _Edges | None = None
         self._start_lock = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -172,12 +170,12 @@ class TidingsASGI:
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        websocket = self._websocket or await self._start_once()
+        edges = self._edges or await self._start_once()
         path = sub_path(scope)
         if kind == "websocket" and is_socket_path(path):
-            await websocket(scope, receive, send, socket_key(path))
-        elif kind == "http" and tidings_http_path(path, self._http_path):
-            await _not_found(scope, send)  # the HTTP edge plugs in here
+            await edges.websocket(scope, receive, send, socket_key(path))
+        elif kind == "http" and edges.http.handles(path):
+            await edges.http(scope, receive, send)
         elif self.other is not None:
             await self.other(scope, receive, send)
         else:
@@ -185,24 +183,30 @@ class TidingsASGI:
 
     # -- start and stop ----------------------------------------------------------------------
 
-    async def _start_once(self) -> WebSocketEndpoint:
-        """Start Tidings unless it runs already (a lock keeps concurrent scopes to one)."""
+    async def _start_once(self) -> _Edges:
+        """Start Tidings unless it runs already, and add this app's edges to its lifecycle
+        (a lock keeps concurrent scopes to one start)."""
         async with self._start_lock:
-            if self._websocket is None:
-                check_workers(self.runtime.settings)
+            if self._edges is None:
+                lifecycle = self.runtime.lifecycle
+                settings = lifecycle.settings
+                check_workers(settings)
                 if not self.runtime.running:
                     await self.runtime.start()
-                self._websocket = WebSocketEndpoint(
-                    self.runtime.node, self.runtime.settings.max_write_buffer
+                edges = _Edges(
+                    WebSocketEndpoint(lifecycle.node, settings.max_write_buffer),
+                    AsgiHttp(lifecycle.node, settings),
                 )
-            return self._websocket
+                await lifecycle.add(edges.websocket)
+                await lifecycle.add(edges.http)
+                self._edges = edges
+            return self._edges
 
     async def _stop(self) -> None:
-        websocket, self._websocket = self._websocket, None
-        if websocket is None:
-            return
-        await websocket.close()
-        await self.runtime.stop()
+        """Drain and stop Tidings, this app's edges included (once)."""
+        edges, self._edges = self._edges, None
+        if edges is not None:
+            await self.runtime.stop()
 
     # -- lifespan ----------------------------------------------------------------------------
 

@@ -255,7 +255,8 @@ class AsgiConnection:
 
 
 class WebSocketEndpoint:
-    """Admission, then the receive loop of one ``/app/{key}`` socket at a time."""
+    """Admission, then the receive loop of one ``/app/{key}`` socket at a time; a
+    ``lifecycle.Edge``, added to the node's ``Lifecycle`` by ``TidingsASGI``."""
 
     def __init__(self, node: Node, max_write_buffer: int) -> None:
         self.node = node
@@ -339,6 +340,16 @@ class WebSocketEndpoint:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(report_failure)
+
+    async def start(self) -> None:
+        """Nothing to start: sockets arrive through the ASGI server's listener."""
+
+    async def stop_accepting(self) -> None:
+        """Nothing here: the ASGI server owns the listener (and a draining node refuses new
+        sockets with 4200)."""
+
+    async def drain(self, grace: float) -> None:
+        """Nothing to hand over: every socket was sent its 4200 as the node drained."""
 
     async def close(self) -> None:
         """Before the node stops: let the detaches of slow consumers finish."""

@@ -26,8 +26,7 @@ from typing import Any
 
 from tidings import Realtime
 from tidings.asgi import TidingsASGI
-from tidings.config import Settings
-from tidings.node import Node
+from tidings.lifecycle import Lifecycle
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -54,12 +53,8 @@ class RecordedRealtime:
         return self.realtime.running
 
     @property
-    def node(self) -> Node:
-        return self.realtime.node
-
-    @property
-    def settings(self) -> Settings:
-        return self.realtime.settings
+    def lifecycle(self) -> Lifecycle:
+        return self.realtime.lifecycle
 
     async def start(self) -> None:
         if os.environ.get("TIDINGS_TEST_BROKEN_START"):
@@ -140,7 +135,7 @@ def fastapi() -> TidingsASGI:
 
     @api.get("/hello")
     async def hello() -> dict[str, Any]:
-        return {"hello": "fastapi", "connections": runtime.node.connection_count}
+        return {"hello": "fastapi", "connections": runtime.lifecycle.node.connection_count}
 
     @api.post("/test/publish")
     async def publish_route(request: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +194,8 @@ def django() -> TidingsASGI:
     async def hello(request: Any) -> Any:
         from django.http import JsonResponse
 
-        return JsonResponse({"hello": "django", "connections": runtime.node.connection_count})
+        connections = runtime.lifecycle.node.connection_count
+        return JsonResponse({"hello": "django", "connections": connections})
 
     async def publish_view(request: Any) -> Any:
         from django.http import JsonResponse
