@@ -1,5 +1,6 @@
 """pusher-js in Node against Tidings' ASGI app under uvicorn: Tidings alone, wrapping a
-FastAPI app, and mounted under ``/rt`` in Starlette (pusher-js's ``wsPath``).
+FastAPI app, and mounted under ``/rt`` in Starlette (pusher-js's ``wsPath``, and
+``httpPath: "/rt/pusher"``), over the WebSocket and over the HTTP fallbacks.
 
 The apps and the server process are those of tests/integration/test_asgi.py
 (tests/integration/asgi_apps); events are published through the served node.
@@ -29,9 +30,18 @@ def scenarios() -> Iterator[list[Scenario]]:
         run.close()
 
 
-@pytest.mark.parametrize(("app", "ws_path"), [("plain", ""), ("fastapi", ""), ("mounted", "/rt")])
+@pytest.mark.parametrize(
+    ("app", "mount", "transport"),
+    [
+        ("plain", "", "ws"),
+        ("fastapi", "", "ws"),
+        ("mounted", "/rt", "ws"),
+        ("fastapi", "", "xhr_streaming"),
+        ("mounted", "/rt", "xhr_polling"),
+    ],
+)
 def test_pusher_js_subscribes_and_receives_through_uvicorn(
-    tmp_path: Path, scenarios: list[Scenario], app: str, ws_path: str
+    tmp_path: Path, scenarios: list[Scenario], app: str, mount: str, transport: str
 ) -> None:
     server = AsgiServer(app, tmp_path)
     server.start()
@@ -40,7 +50,12 @@ def test_pusher_js_subscribes_and_receives_through_uvicorn(
         run = Scenario(
             "asgi_channel",
             server.port,
-            {"CHANNEL": channel, "EXPECTED_EVENTS": "5", "WS_PATH": ws_path},
+            {
+                "CHANNEL": channel,
+                "EXPECTED_EVENTS": "5",
+                "MOUNT": mount,
+                "TRANSPORT": transport,
+            },
         )
         scenarios.append(run)
         assert SOCKET_ID.match(run.wait_step("subscribed")["socket_id"])
@@ -51,4 +66,5 @@ def test_pusher_js_subscribes_and_receives_through_uvicorn(
         server.stop()
     assert [e["event"] for e in result["events"]] == ["tick"] * 5
     assert [e["data"][0] for e in result["events"]] == [0, 1, 2, 3, 4]
+    assert result["transports"] == [transport]
     assert ["connecting", "connected"] in result["states"]
