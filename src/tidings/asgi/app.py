@@ -8,12 +8,15 @@
 - any other scope goes to the wrapped app, or is answered 404 when there is none.
 
 Lifespan is Tidings' first: on startup Tidings starts, then the wrapped app; on shutdown
-the wrapped app stops, then Tidings drains and stops. Where no lifespan comes (Django's
-``get_asgi_application()``, a mounted app, ``--lifespan off``), Tidings starts on the first
-scope, once.
+the wrapped app stops, then Tidings drains and stops. (uvicorn closes every WebSocket itself,
+with 1012, before the lifespan shutdown: pusher-js reconnects after it as after Tidings'
+4200.) Where no lifespan comes (Django's ``get_asgi_application()``, a mounted app,
+``--lifespan off``), Tidings starts on the first scope, once, and nothing stops it.
 
-Paths are read relative to the mount point: ``app.mount("/rt", rt.asgi())`` in Starlette
-serves pusher-js configured with ``wsPath: "/rt"`` and ``httpPath: "/rt"``.
+Paths are read relative to the mount point (``route_path``: ``root_path`` cut off ``path``
+when it is there, as from Starlette 0.33, and not when it is not, as before):
+``app.mount("/rt", rt.asgi())`` in Starlette serves pusher-js configured with
+``wsPath: "/rt"`` and ``httpPath: "/rt/pusher"`` (the mount, then ``http_path``).
 
 Serve with ``--ws-per-message-deflate false`` (uvicorn): browsers offer compression, and
 with it every recipient compresses the same message again, which doubles the cost of each
@@ -39,7 +42,7 @@ from typing import Protocol
 
 import orjson
 
-from tidings.asgi.http import AsgiHttp
+from tidings.asgi.http import AsgiHttp, route_path
 from tidings.asgi.websocket import Message, Receive, Scope, Send, WebSocketEndpoint
 from tidings.config import Settings
 from tidings.lifecycle import Lifecycle
@@ -72,20 +75,6 @@ class Runtime(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
-
-
-def sub_path(scope: Scope) -> str:
-    """The path below the mount point.
-
-    Servers and Starlette's ``Mount`` put the mount point in ``root_path``. Starlette
-    before 0.33 also cut it off ``path``; since then ``path`` is the full path, as the
-    ASGI spec says. Both are read here: the prefix is cut only when it is there.
-    """
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and (path == root or path.startswith(root + "/")):
-        return path[len(root) :] or "/"
-    return path
 
 
 def socket_key(path: str) -> str | None:
@@ -171,7 +160,7 @@ class TidingsASGI:
             await self._lifespan(scope, receive, send)
             return
         edges = self._edges or await self._start_once()
-        path = sub_path(scope)
+        path = route_path(scope)
         if kind == "websocket" and is_socket_path(path):
             await edges.websocket(scope, receive, send, socket_key(path))
         elif kind == "http" and edges.http.handles(path):
