@@ -35,6 +35,7 @@ from tidings.backends import Backend, Event
 
 if TYPE_CHECKING:  # the embedded parts are imported when used: a client needs none of them
     from tidings.api import EmbeddedBackend
+    from tidings.asgi import TidingsASGI
     from tidings.authorization import Authorizer
     from tidings.config import Settings
     from tidings.core.apps import App
@@ -327,6 +328,19 @@ class Realtime:
             self._sync(lambda backend: home.stop())
             if isinstance(home, _ThreadHome):
                 home.stop_thread()
+
+    def asgi(self, other: Any = None) -> TidingsASGI:
+        """This Realtime as one ASGI app: the Pusher paths (``/app/{key}``, ``/apps/{id}/…``,
+        the HTTP fallbacks) served here, everything else and lifespan forwarded to ``other``
+        (an ASGI app: FastAPI, Starlette, Django's ``get_asgi_application()``).
+
+        Lifespan starts this Realtime, then ``other``; shutdown stops ``other``, then drains
+        this one. Without lifespan (Django), it starts on the first request. Run uvicorn with
+        ``--ws-per-message-deflate false``; several workers need ``broker="redis://…"``."""
+        from tidings.asgi import TidingsASGI
+
+        self._embedded_part(self._lifecycle)
+        return TidingsASGI(self, other)
 
     async def serve(self, *, supervised: bool = False) -> int:
         """What ``tidings serve`` runs: start, listen on ``settings.host:port`` until SIGTERM

@@ -1,9 +1,9 @@
 """ASGI apps that tests/integration/test_asgi.py and tests/e2e/test_pusher_js_asgi.py serve
 with real uvicorn and hypercorn processes. ``TIDINGS_TEST_ASGI_APP`` picks one:
 
-- ``plain``: Tidings alone (``TidingsASGI(runtime)``), behind a thin router that serves the
+- ``plain``: Tidings alone (``rt.asgi()``), behind a thin router that serves the
   tests' ``POST /test/publish`` and hands every other scope, lifespan included, to Tidings;
-- ``fastapi``: a FastAPI app wrapped by Tidings (``TidingsASGI(runtime, fastapi_app)``), its
+- ``fastapi``: a FastAPI app wrapped by Tidings (``rt.asgi(fastapi_app)``), its
   lifespan recorded;
 - ``mounted``: Tidings mounted under ``/rt`` in a Starlette app (no lifespan reaches it);
 - ``legacy_mount``: mounted under ``/rt`` the way Starlette did before 0.33;
@@ -26,7 +26,6 @@ from typing import Any
 
 from tidings import Realtime
 from tidings.asgi import TidingsASGI
-from tidings.lifecycle import Lifecycle
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,42 +40,29 @@ def record(event: str) -> None:
             f.write(event + "\n")
 
 
-class RecordedRealtime:
+class RecordedRealtime(Realtime):
     """A ``tidings.Realtime`` whose start and stop are recorded (``TIDINGS_TEST_EVENTS``),
     and whose start fails when ``TIDINGS_TEST_BROKEN_START`` is set."""
-
-    def __init__(self, realtime: Realtime) -> None:
-        self.realtime = realtime
-
-    @property
-    def running(self) -> bool:
-        return self.realtime.running
-
-    @property
-    def lifecycle(self) -> Lifecycle:
-        return self.realtime.lifecycle
 
     async def start(self) -> None:
         if os.environ.get("TIDINGS_TEST_BROKEN_START"):
             raise RuntimeError("the broker is unreachable (TIDINGS_TEST_BROKEN_START)")
-        await self.realtime.start()
+        await super().start()
         record("tidings started")
 
     async def stop(self) -> None:
-        await self.realtime.stop()
+        await super().stop()
         record("tidings stopped")
 
 
 def make_runtime() -> RecordedRealtime:
     return RecordedRealtime(
-        Realtime(
-            app_id="12345",
-            key="app-key",
-            secret="app-secret",
-            max_write_buffer=int(os.environ.get("TIDINGS_TEST_MAX_WRITE_BUFFER", 1024 * 1024)),
-            max_connection_rate=int(os.environ.get("TIDINGS_TEST_MAX_CONNECTION_RATE", 10_000)),
-            shutdown_ready_delay=0,
-        )
+        app_id="12345",
+        key="app-key",
+        secret="app-secret",
+        max_write_buffer=int(os.environ.get("TIDINGS_TEST_MAX_WRITE_BUFFER", 1024 * 1024)),
+        max_connection_rate=int(os.environ.get("TIDINGS_TEST_MAX_CONNECTION_RATE", 10_000)),
+        shutdown_ready_delay=0,
     )
 
 
@@ -86,7 +72,7 @@ async def publish(runtime: RecordedRealtime, request: dict[str, Any]) -> dict[st
     pad = "x" * int(request.get("size", 0))
     start = int(request.get("start", 0))
     for n in range(start, start + int(request["count"])):
-        await runtime.realtime.atrigger(request["channel"], "tick", [n, pad])
+        await runtime.atrigger(request["channel"], "tick", [n, pad])
     return {"published": int(request["count"])}
 
 
@@ -108,7 +94,7 @@ async def send_json(send: Send, status: int, payload: Any) -> None:
 
 def plain() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     runtime = make_runtime()
-    tidings = TidingsASGI(runtime)
+    tidings = runtime.asgi()
 
     async def router(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/test/publish":
@@ -141,7 +127,7 @@ def fastapi() -> TidingsASGI:
     async def publish_route(request: dict[str, Any]) -> dict[str, Any]:
         return await publish(runtime, request)
 
-    return TidingsASGI(runtime, api)
+    return runtime.asgi(api)
 
 
 def mounted() -> Any:
@@ -162,7 +148,7 @@ def mounted() -> Any:
         routes=[
             Route("/test/publish", publish_route, methods=["POST"]),
             Route("/hello", hello),
-            Mount("/rt", TidingsASGI(runtime)),
+            Mount("/rt", runtime.asgi()),
         ]
     )
 
@@ -171,7 +157,7 @@ def legacy_mount() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """Tidings under ``/rt`` as Starlette mounted apps before 0.33: ``root_path`` holds the
     mount point and ``path`` is what is left of the path below it."""
     runtime = make_runtime()
-    tidings = TidingsASGI(runtime)
+    tidings = runtime.asgi()
 
     async def router(scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -217,7 +203,7 @@ def django() -> TidingsASGI:
 
     from django.core.asgi import get_asgi_application
 
-    return TidingsASGI(runtime, get_asgi_application())
+    return runtime.asgi(get_asgi_application())
 
 
 urlpatterns: list[Any] = []
