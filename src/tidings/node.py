@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,10 +20,16 @@ from typing import Any, Protocol
 import orjson
 
 from tidings.brokers.base import Broker, CachedEvent, ControlMessage, PresenceJoin
+from tidings.core import transitions
 from tidings.core.apps import App, AppRegistry
+from tidings.core.counters import AppCounters as AppCounters
 from tidings.core.hub import Coalescer, Hub, Writer, write_to_many
-from tidings.core.presence import MemberEvent, PresenceView, roster
+from tidings.core.presence import MemberEvent, roster
 from tidings.core.rate import TokenBucket
+from tidings.core.registry import AppConnections, Registry, handshake_refusal
+from tidings.core.transitions import CacheMisses, CountThrottle, DirtyCounts, Held, Occurred
+from tidings.core.views import PresenceViews
+from tidings.core.watchlist import Watchlist
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
 from tidings.protocol.errors import MESSAGES, ErrorCode
@@ -48,8 +53,6 @@ log = logging.getLogger("tidings.node")
 # What clients and the REST API do, line by line (`tidings serve --debug`, or
 # log_level = "debug"): the text counterpart of Pusher's debug console.
 trace = logging.getLogger("tidings.debug")
-
-SUPPORTED_PROTOCOLS = range(5, 8)  # Pusher protocol versions accepted (pusher-js sends 7)
 
 
 class Connection(Protocol):
@@ -115,11 +118,6 @@ class WebhookEvents(Protocol):
     def cancel(self, app: App, key: tuple[str, ...]) -> bool: ...
 
 
-MAX_TRACKED_CACHE_MISSES = 10_000
-SUBSCRIPTION_COUNT_CROWD = 100  # Pusher: above this, subscription_count webhooks every 5 s
-SUBSCRIPTION_COUNT_INTERVAL = 5.0
-
-
 class BackendRateLimited(Exception):
     """An app published more than max_backend_events_per_second (HTTP 429)."""
 
@@ -137,44 +135,17 @@ UNDELIVERED_CLIENT_EVENT = (
 
 
 @dataclass(slots=True)
-class AppCounters:
-    """Totals since start, per app, for ``/metrics`` (plain ints: cheap on the hot path)."""
-
-    messages_in: int = 0  # frames received from clients
-    deliveries: int = 0  # frames written to subscribers (one per socket per publication)
-    publications: int = 0  # events published (REST, client events)
-    connections_opened: int = 0
-    slow_consumers: int = 0
-    bytes_in: int = 0  # bytes of the messages received from clients
-    bytes_out: int = 0  # bytes written to clients (frames included)
-    connection_rate_refusals: int = 0  # new connections answered 503 (max_connection_rate)
-    # pusher:error messages sent, by code (None: an error Pusher sends without a code)
-    errors: dict[int | None, int] = field(default_factory=dict)
-    closes: dict[int, int] = field(default_factory=dict)  # close codes sent, by code
-
-    def count_error(self, code: int | None) -> None:
-        self.errors[code] = self.errors.get(code, 0) + 1
-
-    def count_close(self, code: int) -> None:
-        self.closes[code] = self.closes.get(code, 0) + 1
-
-
-@dataclass(slots=True)
 class _AppState:
+    """One app on this node: its hub and counters, and the core's bookkeeping of it."""
+
     app: App
+    hub: Hub
+    connections: AppConnections[Connection]
     counters: AppCounters = field(default_factory=AppCounters)
-    hub: Hub = field(default_factory=Hub)
-    connections: dict[str, Connection] = field(default_factory=dict)
-    users: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    # watched user -> watching socket -> what that socket was last told (True online, False
-    # offline, None nothing yet: its sign-in snapshot is still on its way)
-    watchers: dict[str, dict[str, bool | None]] = field(default_factory=dict)
-    # presence channel -> socket id -> what that socket knows of the members
-    views: dict[str, dict[str, PresenceView]] = field(default_factory=dict)
-    # cache channel -> until when another miss is not announced (webhooks)
-    cache_missed: dict[str, float] = field(default_factory=dict)
-    # channel -> when its subscription_count webhook was last sent
-    count_hooked: dict[str, float] = field(default_factory=dict)
+    watchlist: Watchlist = field(default_factory=Watchlist)
+    views: PresenceViews = field(default_factory=PresenceViews)
+    cache_misses: CacheMisses = field(default_factory=CacheMisses)
+    count_hooks: CountThrottle = field(default_factory=CountThrottle)
 
 
 class Node:
@@ -195,16 +166,21 @@ class Node:
         # Publications are written at the end of the loop tick, several at once; connections
         # flush it before any direct write, hubs before any subscription change (Coalescer).
         self.outgoing = Coalescer(_call_soon)
-        self._states = {app.id: _AppState(app, hub=Hub(write, self.outgoing.flush)) for app in apps}
+        self._registry: Registry[Connection] = Registry(
+            [app.id for app in apps], self.settings.max_connections
+        )
+        self._states = {
+            app.id: _AppState(app, Hub(write, self.outgoing.flush), self._registry.of(app.id))
+            for app in apps
+        }
         self._policies = {
             app.id: app.session_policy(self.settings.activity_timeout, self.settings.pong_timeout)
             for app in apps
         }
-        self._connection_count = 0
         self._connection_rate = TokenBucket(self.settings.max_connection_rate, clock())
         # Refusals of connections that name no app (unknown key, bad path).
         self.unknown_app_counters = AppCounters()
-        self._dirty_counts: dict[tuple[str, str], bool] = {}  # (app, channel) -> local only
+        self._dirty_counts = DirtyCounts()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.draining = False
@@ -232,7 +208,7 @@ class Node:
 
     @property
     def connection_count(self) -> int:
-        return self._connection_count
+        return self._registry.count
 
     def counters(self, app: App) -> AppCounters:
         return self._states[app.id].counters
@@ -248,21 +224,13 @@ class Node:
         return len(state.connections), len(channels), sum(state.hub.count(c) for c in channels)
 
     def connections(self) -> list[Connection]:
-        return [c for state in self._states.values() for c in state.connections.values()]
+        return self._registry.all()
 
     # -- connections -------------------------------------------------------------------------
 
     def refusal(self, app: App) -> ErrorCode | None:
         """Why a new connection to ``app`` is refused, or None."""
-        if not app.enabled:
-            return ErrorCode.APP_DISABLED
-        if self.draining:
-            return ErrorCode.RECONNECT
-        if self._connection_count >= self.settings.max_connections:
-            return ErrorCode.OVER_CAPACITY
-        if len(self._states[app.id].connections) >= app.max_connections:
-            return ErrorCode.OVER_CONNECTION_QUOTA
-        return None
+        return self._registry.refusal(app, self.draining)
 
     def take_connection_slot(self, app: App | None) -> bool:
         """Whether a new connection may start now (``max_connection_rate``, per node).
@@ -279,32 +247,21 @@ class Node:
         self, app: App | None, protocol: str | None, origin: str | None
     ) -> tuple[ErrorCode, str] | None:
         """Why a new connection is refused (code and message), whatever its transport."""
-        if app is None:
-            return ErrorCode.APP_NOT_FOUND, MESSAGES[ErrorCode.APP_NOT_FOUND]
-        if protocol is None:
-            return ErrorCode.NO_PROTOCOL, MESSAGES[ErrorCode.NO_PROTOCOL]
-        if not protocol.isdigit():
-            return ErrorCode.INVALID_VERSION, MESSAGES[ErrorCode.INVALID_VERSION]
-        if int(protocol) not in SUPPORTED_PROTOCOLS:
-            return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol}"
-        if not app.origin_allowed(origin):
-            return ErrorCode.UNAUTHORIZED, "Origin not allowed"
+        refused = handshake_refusal(app, protocol, origin)
+        if refused is not None or app is None:
+            return refused
         code = self.refusal(app)
         return (code, MESSAGES[code]) if code is not None else None
 
     def new_session(self, app: App) -> Session:
-        connections = self._states[app.id].connections
-        while True:
-            socket_id = f"{secrets.randbelow(10**9) + 1}.{secrets.randbelow(10**9) + 1}"
-            if socket_id not in connections:
-                return Session(socket_id, self._policies[app.id], self.clock())
+        socket_id = self._registry.free_socket_id(app.id, secrets.randbelow)
+        return Session(socket_id, self._policies[app.id], self.clock())
 
     def attach(self, connection: Connection) -> None:
         """Register a connection and send it ``pusher:connection_established``."""
         state = self._states[connection.app.id]
-        state.connections[connection.socket_id] = connection
+        self._registry.add(connection.app.id, connection.socket_id, connection)
         state.counters.connections_opened += 1
-        self._connection_count += 1
         connection.send(text_frame(connection.session.greeting()))
         if trace.isEnabledFor(logging.DEBUG):
             trace.debug(
@@ -334,11 +291,9 @@ class Node:
         fails is logged and the others still run, so a closed connection never stays behind
         as a member, subscriber or online user (a ghost).
         """
-        state = self._states[connection.app.id]
         socket_id = connection.socket_id
-        if state.connections.pop(socket_id, None) is None:
+        if self._registry.remove(connection.app.id, socket_id) is None:
             return
-        self._connection_count -= 1
         session = connection.session
         session.closed = True
         if trace.isEnabledFor(logging.DEBUG):
@@ -408,12 +363,12 @@ class Node:
                 members = await self.broker.presence_members(app.id, channel)
             else:
                 # Member events that arrive while the roster is read are held by the view.
-                view = state.views.setdefault(channel, {}).setdefault(socket_id, PresenceView())
+                view = state.views.open(channel, socket_id)
                 joined = await self.broker.presence_join(
                     app.id, channel, socket_id, member, app.max_presence_members
                 )
                 if not joined.accepted:
-                    self._drop_view(state, channel, socket_id)
+                    state.views.drop(channel, socket_id)
                     connection.session.forget(channel)
                     limit = app.max_presence_members
                     trace.debug("%s refused %s: presence channel full", socket_id, channel)
@@ -454,20 +409,13 @@ class Node:
                 connection.send(text_frame(cached.message))
             else:
                 connection.send(text_frame(messages.event("pusher:cache_miss", channel)))
-        if count == 1:
-            # The first subscriber anywhere (the broker counts cluster-wide): unless this
-            # undoes a vacancy still held back, the channel became occupied.
-            self._transition(app, ("vacated", channel), "channel_occupied", channel)
+        # The first subscriber anywhere (the broker counts cluster-wide): unless this undoes
+        # a vacancy still held back, the channel became occupied.
+        self._transition(app, transitions.subscribed(channel, count))
         if join.type.cache and cached is None:
             self._cache_missed(app, channel)
         if joined is not None and joined.first and member is not None:
-            self._transition(
-                app,
-                ("removed", channel, member.user_id),
-                "member_added",
-                channel,
-                user_id=member.user_id,
-            )
+            self._transition(app, transitions.member_joined(channel, member.user_id))
             info = messages.dumps(member.user_info)
             added = ControlMessage("member_added", member.user_id, channel, info)
             await self.broker.control(app.id, added)
@@ -485,7 +433,7 @@ class Node:
         state.hub.remove(channel, socket_id)
         presence_member = member if ctype.is_presence else None
         if presence_member is not None:
-            self._drop_view(state, channel, socket_id)
+            state.views.drop(channel, socket_id)
         # Each step below runs whatever the one before it did: a subscription left behind
         # must not keep the member too, nor a failed fan-out swallow a webhook.
         left: int | None = None
@@ -494,8 +442,7 @@ class Node:
         if presence_member is not None:
             with _isolated("%s leaving presence channel %s failed", socket_id, channel):
                 await self._member_left(app, channel, socket_id, presence_member)
-        if left == 0:
-            self._hold(app, ("vacated", channel), {"name": "channel_vacated", "channel": channel})
+        self._hold(app, transitions.unsubscribed(channel, left))
         self._count_changed(app, channel, ctype)
 
     async def _member_left(self, app: App, channel: str, socket_id: str, member: Member) -> None:
@@ -503,8 +450,7 @@ class Node:
         if not await self.broker.presence_leave(app.id, channel, socket_id, member.user_id):
             return
         # Held before the members are told: the webhook is owed whatever the fan-out does.
-        event = {"name": "member_removed", "channel": channel, "user_id": member.user_id}
-        self._hold(app, ("removed", channel, member.user_id), event)
+        self._hold(app, transitions.member_left(channel, member.user_id))
         removed = ControlMessage("member_removed", member.user_id, channel)
         await self.broker.control(app.id, removed)
 
@@ -544,23 +490,14 @@ class Node:
         app = connection.app
         state = self._states[app.id]
         socket_id = connection.socket_id
-        state.users[user.id].add(socket_id)
+        state.connections.sign_in(user.id, socket_id)
         state.hub.add(user.channel, connection)
         await self.broker.subscribe(app.id, user.channel, socket_id)
-        for watched in user.watchlist:
-            state.watchers.setdefault(watched, {})[socket_id] = None
+        state.watchlist.watch(socket_id, user.watchlist)
         if user.watchlist:
             online = set(await self.broker.users_online(app.id, list(user.watchlist)))
-            # Events that arrived while we asked are newer than this snapshot: a user they
-            # told about is left as they said (once, never twice).
-            told = []
-            for watched in user.watchlist:
-                sockets = state.watchers.get(watched)
-                if sockets is None or socket_id not in sockets or sockets[socket_id] is not None:
-                    continue
-                sockets[socket_id] = watched in online
-                if watched in online:
-                    told.append(watched)
+            # Events that arrived while we asked are newer than this snapshot (Watchlist).
+            told = state.watchlist.snapshot(socket_id, user.watchlist, online)
             if told:
                 connection.send(_watchlist_frame("online", told))
         if await self.broker.user_online(app.id, user.id, socket_id):
@@ -570,13 +507,8 @@ class Node:
         app = connection.app
         state = self._states[app.id]
         socket_id = connection.socket_id
-        _discard(state.users, user.id, socket_id)
-        for watched in user.watchlist:
-            sockets = state.watchers.get(watched)
-            if sockets is not None:
-                sockets.pop(socket_id, None)
-                if not sockets:
-                    del state.watchers[watched]
+        state.connections.sign_out(user.id, socket_id)
+        state.watchlist.unwatch(socket_id, user.watchlist)
         state.hub.remove(user.channel, socket_id)
         # Still signed out (and announced offline) if the user channel's unsubscribe fails.
         with _isolated("unsubscribing %s from %s failed", socket_id, user.channel):
@@ -590,50 +522,31 @@ class Node:
         if self.webhooks is not None and self.webhooks.active(app):
             self.webhooks.emit(app, event)
 
-    def _hold(self, app: App, key: tuple[str, ...], event: dict[str, Any]) -> None:
+    def _hold(self, app: App, held: Held | None) -> None:
         """channel_vacated / member_removed wait, in case the client comes straight back."""
-        if self.webhooks is not None and self.webhooks.active(app):
-            self.webhooks.defer(app, key, event)
+        if held is not None and self.webhooks is not None and self.webhooks.active(app):
+            self.webhooks.defer(app, held.key, held.event)
 
-    def _transition(
-        self, app: App, undoes: tuple[str, ...], name: str, channel: str, **fields: str
-    ) -> None:
+    def _transition(self, app: App, occurred: Occurred | None) -> None:
         """channel_occupied / member_added, unless it cancels a held vacancy or removal."""
-        if self.webhooks is None or not self.webhooks.active(app):
+        if occurred is None or self.webhooks is None or not self.webhooks.active(app):
             return
-        if not self.webhooks.cancel(app, undoes):
-            self.webhooks.emit(app, {"name": name, "channel": channel, **fields})
+        if not self.webhooks.cancel(app, occurred.undoes):
+            self.webhooks.emit(app, occurred.event)
 
     def _cache_missed(self, app: App, channel: str) -> None:
         """Pusher: cache_miss is sent once per empty channel, not once per subscriber."""
         if self.webhooks is None or not self.webhooks.active(app):
             return
-        missed = self._states[app.id].cache_missed
-        now = self.clock()
-        if missed.get(channel, 0.0) > now:
-            return
-        if len(missed) >= MAX_TRACKED_CACHE_MISSES:
-            for name in [n for n, until in missed.items() if until <= now]:
-                del missed[name]
-        missed[channel] = now + app.cache_ttl
-        self._webhook(app, {"name": "cache_miss", "channel": channel})
+        if self._states[app.id].cache_misses.announce(channel, self.clock(), app.cache_ttl):
+            self._webhook(app, {"name": "cache_miss", "channel": channel})
 
     def on_reaped(self, app_id: str, kind: str, channel: str, user_id: str) -> None:
         """A dead node's sockets were removed cluster-wide (called on the reaping node only)."""
         app = self.apps.by_id(app_id)
-        if app is None or channel.startswith(USER_CHANNEL_PREFIX):
-            return
-        if kind == "member_removed":
-            self._webhook(app, {"name": "member_removed", "channel": channel, "user_id": user_id})
-        elif kind == "channel_vacated":
-            self._webhook(app, {"name": "channel_vacated", "channel": channel})
-
-    def _drop_view(self, state: _AppState, channel: str, socket_id: str) -> None:
-        views = state.views.get(channel)
-        if views is not None:
-            views.pop(socket_id, None)
-            if not views:
-                del state.views[channel]
+        event = transitions.reaped(kind, channel, user_id)
+        if app is not None and event is not None:
+            self._webhook(app, event)
 
     # -- broker callbacks (every node) -------------------------------------------------------
 
@@ -650,11 +563,8 @@ class Node:
         # peer vanished a moment ago) never keeps the event from the others, nor raises into
         # whoever sent the message (a detach announcing member_removed).
         if message.kind == "terminate":
-            for socket_id in list(state.users.get(message.user_id, ())):
-                connection = state.connections.get(socket_id)
-                if connection is None:
-                    continue
-                with _isolated("terminating %s failed", socket_id):
+            for connection in state.connections.of_user(message.user_id):
+                with _isolated("terminating %s failed", connection.socket_id):
                     actions = connection.session.close(
                         ErrorCode.UNAUTHORIZED, "Connection terminated by the app"
                     )
@@ -666,12 +576,9 @@ class Node:
             info = orjson.loads(message.data) if added and message.data else None
             event = MemberEvent(added, message.user_id, info)
             frame: bytes | None = None
-            for socket_id, view in list(state.views.get(message.channel, {}).items()):
-                connection = state.connections.get(socket_id)
-                if connection is not None and view.offer(event):
-                    frame = frame or _member_frame(message.channel, event)
-                    with _isolated("%s to %s failed", message.kind, socket_id):
-                        connection.send(frame)
+            for socket_id in state.views.offer(message.channel, event, state.connections):
+                frame = frame or _member_frame(message.channel, event)
+                self._send_isolated(state, socket_id, frame, message.kind)
         elif message.kind == "recount":
             app = state.app
             ctype = channel_type(message.channel)
@@ -679,17 +586,18 @@ class Node:
                 self._count_changed(app, message.channel, ctype, local_only=True)
         elif message.kind in ("online", "offline"):
             online = message.kind == "online"
-            watching = state.watchers.get(message.user_id, {})
+            told = state.watchlist.announce(message.user_id, online, state.connections)
             frame = None
-            for socket_id, known in list(watching.items()):
-                connection = state.connections.get(socket_id)
-                if connection is None or known is online:
-                    continue
-                watching[socket_id] = online
-                if online or known:  # "offline" only to those told "online"
-                    frame = frame or _watchlist_frame(message.kind, [message.user_id])
-                    with _isolated("watchlist %s to %s failed", message.kind, socket_id):
-                        connection.send(frame)
+            for socket_id in told:
+                frame = frame or _watchlist_frame(message.kind, [message.user_id])
+                self._send_isolated(state, socket_id, frame, f"watchlist {message.kind}")
+
+    def _send_isolated(self, state: _AppState, socket_id: str, frame: bytes, what: str) -> None:
+        """One recipient of a control message's fan-out; its failure is logged, no more."""
+        connection = state.connections.get(socket_id)
+        if connection is not None:
+            with _isolated("%s to %s failed", what, socket_id):
+                connection.send(frame)
 
     # -- subscription_count ------------------------------------------------------------------
 
@@ -699,20 +607,15 @@ class Node:
         """Schedule a subscription_count for ``channel``: to every node's subscribers after
         a join or leave here, or to this node's only (``local_only``) when every node was
         told of the change (a reaped node)."""
-        if ctype.is_presence or ctype.kind is ChannelKind.USER:
+        if not transitions.counts_subscriptions(app.subscription_count, ctype):
             return
-        if not app.subscription_count:  # Pusher: a feature to switch on, events and webhooks
-            return
-        if not self._dirty_counts:
+        if self._dirty_counts.mark(app.id, channel, local_only):
             # Coalesce: many joins in one burst give one subscription_count per channel.
             self._spawn(self._flush_counts())
-        key = (app.id, channel)
-        self._dirty_counts[key] = self._dirty_counts.get(key, True) and local_only
 
     async def _flush_counts(self) -> None:
         await asyncio.sleep(0.05)
-        dirty, self._dirty_counts = self._dirty_counts, {}
-        for (app_id, channel), local_only in dirty.items():
+        for (app_id, channel), local_only in self._dirty_counts.take().items():
             with _isolated("subscription_count of %s failed", channel):
                 await self._flush_count(app_id, channel, local_only)
 
@@ -733,15 +636,8 @@ class Node:
         app = state.app
         if self.webhooks is None or not self.webhooks.wants(app, "subscription_count"):
             return
-        now = self.clock()
-        last = state.count_hooked.get(channel)
-        if count > SUBSCRIPTION_COUNT_CROWD and last is not None:
-            if now - last < SUBSCRIPTION_COUNT_INTERVAL:
-                return
-        if not count:  # the channel was vacated; channel_vacated says so
-            state.count_hooked.pop(channel, None)
+        if not state.count_hooks.due(channel, count, self.clock()):
             return
-        state.count_hooked[channel] = now
         event = {"name": "subscription_count", "channel": channel, "subscription_count": count}
         self._webhook(app, event)
 
@@ -777,20 +673,18 @@ class Node:
         roster is the truth again: each socket is sent the member_added / member_removed
         that separate what it was told from it."""
         for state in list(self._states.values()):
-            for channel in list(state.views):
+            for channel in state.views.channels():
                 if self.broker.degraded:
                     return  # out again: the next recovery rechecks
                 with _isolated("presence recheck of %s failed", channel):
                     await self._recheck_channel(state, channel)
 
     async def _recheck_channel(self, state: _AppState, channel: str) -> None:
-        for view in state.views.get(channel, {}).values():
-            view.begin_recheck()
+        state.views.begin_recheck(channel)
         members = await self.broker.presence_members(state.app.id, channel)
         # Degraded: the roster came from this node's mirror and says nothing of the others.
-        trusted = not self.broker.degraded
-        for socket_id, view in list(state.views.get(channel, {}).items()):
-            events = view.recheck(members) if trusted else view.cancel_recheck()
+        trusted = members if not self.broker.degraded else None
+        for socket_id, events in state.views.recheck(channel, trusted):
             connection = state.connections.get(socket_id)
             if connection is None:
                 continue
@@ -821,7 +715,7 @@ class Node:
         for channel in trigger.channels:
             message = messages.event(trigger.name, channel, trigger.data)
             if channel_type(channel).cache:
-                self._states[app.id].cache_missed.pop(channel, None)
+                self._states[app.id].cache_misses.forget(channel)
                 now = self.clock()
                 cached = CachedEvent(message, now + app.cache_ttl)
                 await self.broker.cache_set(app.id, channel, cached, now)
@@ -858,14 +752,6 @@ class Node:
             with _isolated("closing %s to drain failed", connection.socket_id):
                 self._states[connection.app.id].counters.count_close(int(code))
                 connection.close(int(code), "Server shutting down")
-
-
-def _discard(index: dict[str, set[str]], key: str, socket_id: str) -> None:
-    sockets = index.get(key)
-    if sockets is not None:
-        sockets.discard(socket_id)
-        if not sockets:
-            del index[key]
 
 
 def _watchlist_frame(kind: str, user_ids: list[str]) -> bytes:
