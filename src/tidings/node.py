@@ -3,6 +3,12 @@
 It owns the apps, this process's hubs and the broker, and carries out what a
 :class:`~tidings.protocol.session.Session` decides. Transports (WebSocket, and later the
 HTTP fallbacks) only feed it frames and give it something to write bytes to.
+
+What it decides without waiting is decided in the core, and the node only awaits the broker
+and writes to connections: who may connect and who is signed in (``core/registry.py``), who
+hears of watched users (``core/watchlist.py``), which sockets hear of presence members
+(``core/views.py``), and which webhooks and subscription counts a change makes
+(``core/transitions.py``).
 """
 
 from __future__ import annotations

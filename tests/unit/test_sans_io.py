@@ -38,6 +38,9 @@ def imported_roots(path: Path) -> set[str]:
 def test_the_sans_io_packages_exist() -> None:
     assert {p.parent.name for p in MODULES} == set(SANS_IO)
     assert any(p.name == "session.py" for p in MODULES)
+    # The node's decisions (issue 13): the node only awaits the broker and writes.
+    core = {p.name for p in MODULES if p.parent.name == "core"}
+    assert {"registry.py", "watchlist.py", "views.py", "transitions.py", "counters.py"} <= core
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: f"{p.parent.name}/{p.name}")
