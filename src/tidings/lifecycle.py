@@ -12,6 +12,7 @@ closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, Protocol
 
@@ -73,6 +74,8 @@ class Lifecycle:
         self.health = Health(self.node.broker, "redis" if settings.redis else "memory")
         self.edges: list[Edge] = []
         self.running = False
+        self._draining: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # set: the ready delay is over
 
     async def start(self) -> None:
         """Start the webhook sender, then the node."""
@@ -100,14 +103,30 @@ class Lifecycle:
         await edge.start()
 
     async def drain(self) -> None:
-        """Tell load balancers, then every client, to go elsewhere; wait for the sockets."""
+        """Tell load balancers, then every client, to go elsewhere; wait for the sockets.
+
+        Once: a later call cuts short what is left of the ready delay and waits for the
+        first (``rt.asgi()`` drains on SIGTERM, before its server's shutdown, and again in
+        the lifespan shutdown that follows, when that server is done anyway)."""
+        if self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain())
+        else:
+            self.hurry()
+        await asyncio.shield(self._draining)
+
+    def hurry(self) -> None:
+        """Skip what is left of ``shutdown_ready_delay``: the process stops now anyway."""
+        self._hurry.set()
+
+    async def _drain(self) -> None:
         # Load balancers poll /ready: give them time to take this node out before its
         # clients are told to reconnect, or the reconnects would land here again.
         self.health.draining = True
         delay = self.settings.shutdown_ready_delay
         if delay:
             log.info("/ready answers 503; closing connections in %g s", delay)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), delay)
         for edge in self.edges:
             await edge.stop_accepting()
         await self.node.drain(ErrorCode.RECONNECT)

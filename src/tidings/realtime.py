@@ -329,18 +329,20 @@ class Realtime:
             if isinstance(home, _ThreadHome):
                 home.stop_thread()
 
-    def asgi(self, other: Any = None) -> TidingsASGI:
+    def asgi(self, other: Any = None, *, handle_signals: bool = True) -> TidingsASGI:
         """This Realtime as one ASGI app: the Pusher paths (``/app/{key}``, ``/apps/{id}/…``,
         the HTTP fallbacks) served here, everything else and lifespan forwarded to ``other``
         (an ASGI app: FastAPI, Starlette, Django's ``get_asgi_application()``).
 
         Lifespan starts this Realtime, then ``other``; shutdown stops ``other``, then drains
-        this one. Without lifespan (Django), it starts on the first request. Run uvicorn with
+        this one. Without lifespan (Django), it starts on the first request. SIGTERM and
+        SIGINT drain it (4200 to every client) before the server shuts down, unless
+        ``handle_signals=False`` (see :mod:`tidings.asgi.app`). Run uvicorn with
         ``--ws-per-message-deflate false``; several workers need ``broker="redis://…"``."""
         from tidings.asgi import TidingsASGI
 
         self._embedded_part(self._lifecycle)
-        return TidingsASGI(self, other)
+        return TidingsASGI(self, other, handle_signals=handle_signals)
 
     async def serve(self, *, supervised: bool = False) -> int:
         """What ``tidings serve`` runs: start, listen on ``settings.host:port`` until SIGTERM

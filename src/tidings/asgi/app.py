@@ -43,6 +43,7 @@ from typing import Protocol
 import orjson
 
 from tidings.asgi.http import AsgiHttp, route_path
+from tidings.asgi.shutdown import SignalDrain
 from tidings.asgi.websocket import Message, Receive, Scope, Send, WebSocketEndpoint
 from tidings.config import Settings
 from tidings.lifecycle import Lifecycle
@@ -145,14 +146,49 @@ class _Edges:
     http: AsgiHttp
 
 
-class TidingsASGI:
-    """An ASGI 3 app: Tidings' paths, and ``other`` (if any) for everything else."""
+class _OpenScopes:
+    """Tidings' scopes being served (sockets, streams, polls, REST requests), so that a
+    drain can wait for them to end."""
 
-    def __init__(self, runtime: Runtime, other: ASGIApp | None = None) -> None:
+    def __init__(self) -> None:
+        self.count = 0
+        self._none = asyncio.Event()
+        self._none.set()
+
+    def __enter__(self) -> None:
+        self.count += 1
+        self._none.clear()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.count -= 1
+        if not self.count:
+            self._none.set()
+
+    async def ended(self, timeout: float) -> bool:
+        """Until none is open; False if some still were after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._none.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class TidingsASGI:
+    """An ASGI 3 app: Tidings' paths, and ``other`` (if any) for everything else.
+
+    ``handle_signals``: drain on SIGTERM/SIGINT before the server shuts down (see the
+    module); False leaves the signals to the server alone."""
+
+    def __init__(
+        self, runtime: Runtime, other: ASGIApp | None = None, *, handle_signals: bool = True
+    ) -> None:
         self.runtime = runtime
         self.other = other
+        self.handle_signals = handle_signals
         self._edges: _Edges | None = None
         self._start_lock = asyncio.Lock()
+        self._open = _OpenScopes()
+        self._signals: SignalDrain | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -162,9 +198,11 @@ class TidingsASGI:
         edges = self._edges or await self._start_once()
         path = route_path(scope)
         if kind == "websocket" and is_socket_path(path):
-            await edges.websocket(scope, receive, send, socket_key(path))
+            with self._open:
+                await edges.websocket(scope, receive, send, socket_key(path))
         elif kind == "http" and edges.http.handles(path):
-            await edges.http(scope, receive, send)
+            with self._open:
+                await edges.http(scope, receive, send)
         elif self.other is not None:
             await self.other(scope, receive, send)
         else:
@@ -189,11 +227,31 @@ class TidingsASGI:
                 await lifecycle.add(edges.websocket)
                 await lifecycle.add(edges.http)
                 self._edges = edges
+                if self.handle_signals:
+                    self._chain_signals()
             return self._edges
+
+    def _chain_signals(self) -> None:
+        signals = SignalDrain(self._drain_before_server, self.runtime.lifecycle.hurry)
+        if signals.install():
+            self._signals = signals
+
+    async def _drain_before_server(self) -> None:
+        """On SIGTERM/SIGINT, before the server hears of it: drain (every socket and
+        fallback session told 4200, streams ended), then wait for Tidings' scopes to end,
+        so that the server's own shutdown finds none of them open."""
+        lifecycle = self.runtime.lifecycle
+        await lifecycle.drain()
+        timeout = lifecycle.settings.shutdown_timeout
+        if not await self._open.ended(timeout):
+            log.warning("%d Tidings requests still open after %g s", self._open.count, timeout)
 
     async def _stop(self) -> None:
         """Drain and stop Tidings, this app's edges included (once)."""
         edges, self._edges = self._edges, None
+        if self._signals is not None:
+            self._signals.uninstall()
+            self._signals = None
         if edges is not None:
             await self.runtime.stop()
 

@@ -5,6 +5,8 @@ with real uvicorn and hypercorn processes. ``TIDINGS_TEST_ASGI_APP`` picks one:
   tests' ``POST /test/publish`` and hands every other scope, lifespan included, to Tidings;
 - ``fastapi``: a FastAPI app wrapped by Tidings (``rt.asgi(fastapi_app)``), its
   lifespan recorded;
+- ``fastapi_signals_off``: the same with ``handle_signals=False`` (the server alone
+  handles SIGTERM);
 - ``mounted``: Tidings mounted under ``/rt`` in a Starlette app (no lifespan reaches it);
 - ``legacy_mount``: mounted under ``/rt`` the way Starlette did before 0.33;
 - ``django``: Django's ``get_asgi_application()`` wrapped by Tidings.
@@ -12,7 +14,8 @@ with real uvicorn and hypercorn processes. ``TIDINGS_TEST_ASGI_APP`` picks one:
 ``TIDINGS_TEST_EVENTS`` names a file where the lifecycle is recorded, one line per event
 ("tidings started", "app startup", ...); ``TIDINGS_TEST_MAX_WRITE_BUFFER`` sets
 max_write_buffer, ``TIDINGS_TEST_MAX_CONNECTION_RATE`` max_connection_rate;
-``TIDINGS_TEST_BROKEN_START`` makes the runtime's start fail. The runtime is a
+``TIDINGS_TEST_BROKEN_START`` makes the runtime's start fail;
+``TIDINGS_TEST_SHUTDOWN_READY_DELAY`` sets shutdown_ready_delay (default 0). The runtime is a
 ``tidings.Realtime`` (one app: 12345, app-key, app-secret) that records its start and stop.
 """
 
@@ -62,7 +65,7 @@ def make_runtime() -> RecordedRealtime:
         secret="app-secret",
         max_write_buffer=int(os.environ.get("TIDINGS_TEST_MAX_WRITE_BUFFER", 1024 * 1024)),
         max_connection_rate=int(os.environ.get("TIDINGS_TEST_MAX_CONNECTION_RATE", 10_000)),
-        shutdown_ready_delay=0,
+        shutdown_ready_delay=float(os.environ.get("TIDINGS_TEST_SHUTDOWN_READY_DELAY", 0)),
     )
 
 
@@ -106,7 +109,7 @@ def plain() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     return router
 
 
-def fastapi() -> TidingsASGI:
+def fastapi(handle_signals: bool = True) -> TidingsASGI:
     from fastapi import FastAPI
 
     runtime = make_runtime()
@@ -127,7 +130,15 @@ def fastapi() -> TidingsASGI:
     async def publish_route(request: dict[str, Any]) -> dict[str, Any]:
         return await publish(runtime, request)
 
-    return runtime.asgi(api)
+    @api.get("/test/draining")
+    async def draining() -> dict[str, Any]:
+        return {"draining": runtime.lifecycle.health.draining}
+
+    return runtime.asgi(api, handle_signals=handle_signals)
+
+
+def fastapi_signals_off() -> TidingsASGI:
+    return fastapi(handle_signals=False)
 
 
 def mounted() -> Any:
@@ -210,6 +221,7 @@ urlpatterns: list[Any] = []
 APPS = {
     "plain": plain,
     "fastapi": fastapi,
+    "fastapi_signals_off": fastapi_signals_off,
     "mounted": mounted,
     "legacy_mount": legacy_mount,
     "django": django,
