@@ -3,9 +3,10 @@
 Every WebSocket gets 4200 (reconnect, elsewhere) and every ``xhr_streaming`` session its
 4200 close frame and the end of its response, before the server's own shutdown (which
 would close sockets with 1012, or wait for the streams forever); then the server exits and
-the lifespan shutdown of the wrapped app runs. Hypercorn runs with ``--workers 0``: with
-its default worker process the signal reaches only the supervisor (see
-``tidings/asgi/shutdown.py``). ``asgi_apps/apps.py`` records the lifecycle.
+the lifespan shutdown of the wrapped app runs (in each worker of ``uvicorn --workers``).
+Hypercorn runs with ``--workers 0``: with its default worker process the signal reaches
+only the supervisor (see ``tidings/asgi/shutdown.py``). ``asgi_apps/apps.py`` records the
+lifecycle.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import aiohttp
 import pytest
 from fallback_helpers import FallbackSession, Stream
 from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener, eventually, unique
+
+from redis_server import RedisServer
 
 APPS_DIR = str(Path(__file__).resolve().parent / "asgi_apps")
 if APPS_DIR not in sys.path:
@@ -154,3 +157,22 @@ async def test_without_lifespan_the_drain_still_comes_first(
     for sock in sockets:
         assert (await sock.wait_closed()).code == RECONNECT
     assert server.events() == ["tidings started"]
+
+
+async def test_each_uvicorn_worker_drains_its_own_sockets(
+    serve: Any, open_socket: SocketOpener, redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """``uvicorn --workers 2`` (Redis between them): the supervisor passes SIGTERM on to each
+    worker, and each drains before it shuts down."""
+    env = {"TIDINGS_TEST_BROKER": redis_server.url, "TIDINGS_TEST_REDIS_PREFIX": redis_prefix}
+    server = serve("fastapi", args=("--workers", "2"), env=env)
+    sockets = [await open_socket(server.ws_url) for _ in range(6)]
+    await eventually(lambda: both_started(server))
+    assert await exit_code(server) in STOPPED, server.logs()
+    for sock in sockets:
+        assert (await sock.wait_closed()).code == RECONNECT
+    assert sorted(server.events()) == sorted(LIFECYCLE * 2)
+
+
+async def both_started(server: AsgiServer) -> bool:
+    return server.events().count("app startup") == 2

@@ -15,7 +15,9 @@ with real uvicorn and hypercorn processes. ``TIDINGS_TEST_ASGI_APP`` picks one:
 ("tidings started", "app startup", ...); ``TIDINGS_TEST_MAX_WRITE_BUFFER`` sets
 max_write_buffer, ``TIDINGS_TEST_MAX_CONNECTION_RATE`` max_connection_rate;
 ``TIDINGS_TEST_BROKEN_START`` makes the runtime's start fail;
-``TIDINGS_TEST_SHUTDOWN_READY_DELAY`` sets shutdown_ready_delay (default 0). The runtime is a
+``TIDINGS_TEST_SHUTDOWN_READY_DELAY`` sets shutdown_ready_delay (default 0);
+``TIDINGS_TEST_BROKER`` and ``TIDINGS_TEST_REDIS_PREFIX`` a Redis broker (for several
+workers). The runtime is a
 ``tidings.Realtime`` (one app: 12345, app-key, app-secret) that records its start and stop.
 """
 
@@ -66,7 +68,15 @@ def make_runtime() -> RecordedRealtime:
         max_write_buffer=int(os.environ.get("TIDINGS_TEST_MAX_WRITE_BUFFER", 1024 * 1024)),
         max_connection_rate=int(os.environ.get("TIDINGS_TEST_MAX_CONNECTION_RATE", 10_000)),
         shutdown_ready_delay=float(os.environ.get("TIDINGS_TEST_SHUTDOWN_READY_DELAY", 0)),
+        **redis_settings(),
     )
+
+
+def redis_settings() -> dict[str, Any]:
+    broker = os.environ.get("TIDINGS_TEST_BROKER")
+    if broker is None:
+        return {}
+    return {"broker": broker, "redis_prefix": os.environ["TIDINGS_TEST_REDIS_PREFIX"]}
 
 
 async def publish(runtime: RecordedRealtime, request: dict[str, Any]) -> dict[str, Any]:
