@@ -17,19 +17,20 @@ Stopping drains as ``tidings serve`` does, before the server's own shutdown: ser
 1012 and waits for ``xhr_streaming`` responses without end), so Tidings starts its drain
 from SIGTERM and SIGINT (:mod:`tidings.asgi.shutdown`). Once started, in the main thread,
 it stands in front of the server's handlers for these signals; a signal then drains:
-``shutdown_ready_delay`` seconds in which everything keeps working (load balancers take
-the node out), 4200 to every socket and fallback session (pusher-js reconnects at once,
-elsewhere), streams end, polling clients get up to 2 s to collect their close; then it
-waits (up to ``shutdown_timeout``) for Tidings' requests to end, and hands the signal to
-the server, whose shutdown and lifespan shutdown follow. A second signal cuts the drain
-short and reaches the server at once. This works under uvicorn (also with ``--workers``
-and ``--reload``, whose workers get the signal) and under hypercorn ``--workers 0``, where
-hypercorn's shutdown starts with the drain and waits ``--graceful-timeout`` (3 s by
-default: keep it above ``shutdown_ready_delay`` + 2) for it. hypercorn's default worker
-process never gets the signal (only its supervisor does): its clients are cut when
-``--graceful-timeout`` runs out. ``rt.asgi(app, handle_signals=False)`` leaves the signals
-to the server alone: clients then get the server's close (uvicorn: 1012), and an open
-``xhr_streaming`` response holds uvicorn's shutdown until ``--timeout-graceful-shutdown``.
+``shutdown_ready_delay`` seconds in which everything keeps working (load balancers and
+Kubernetes endpoints take the node out), 4200 to every socket and fallback session
+(pusher-js reconnects at once, elsewhere), streams end, polling clients get up to 2 s to
+collect their close; then it waits (up to ``shutdown_timeout``) for Tidings' requests to
+end, and hands the signal to the server, whose shutdown and lifespan shutdown follow. A
+second signal cuts the drain short and reaches the server at once. This works under
+uvicorn (also with ``--workers`` and ``--reload``, whose workers get the signal) and under
+hypercorn ``--workers 0``, where hypercorn's shutdown starts with the drain and waits
+``--graceful-timeout`` (3 s by default: keep it above ``shutdown_ready_delay`` + 2) for
+it. hypercorn's default worker process never gets the signal (only its supervisor does):
+its clients are cut when ``--graceful-timeout`` runs out. ``rt.asgi(app,
+handle_signals=False)`` leaves the signals to the server alone: clients then get the
+server's close (uvicorn: 1012), and an open ``xhr_streaming`` response holds uvicorn's
+shutdown until ``--timeout-graceful-shutdown``.
 
 Paths are read relative to the mount point (``route_path``: ``root_path`` cut off ``path``
 when it is there, as from Starlette 0.33, and not when it is not, as before):
