@@ -52,7 +52,7 @@ class SignalDrain:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._received = False
         self._passed_on = False
-        self.task: asyncio.Task[None] | None = None  # the drain, once a signal came
+        self._task: asyncio.Task[None] | None = None  # the drain (the loop keeps weak refs)
 
     def install(self) -> bool:
         """Chain the handlers, from the server's loop; False where nothing was installed:
@@ -78,22 +78,24 @@ class SignalDrain:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Python runs this in the main thread between two bytecodes, maybe in the middle of
-        # the loop's own code: it only schedules the drain.
+        # the loop's own code (or of a log line): it only schedules, and logs from the loop.
         loop = self._loop
         if loop is None or loop.is_closed():
             self._pass_on(signum)
-            return
-        if self._received:
-            log.info("received %s again: the server shuts down now", _name(signum))
-            loop.call_soon_threadsafe(self._hurry)
+        elif self._received:
+            loop.call_soon_threadsafe(self._hurry_on, signum)
             self._pass_on(signum)
-            return
-        self._received = True
-        log.info("received %s: draining (every client is told to reconnect)", _name(signum))
-        loop.call_soon_threadsafe(self._start, signum)
+        else:
+            self._received = True
+            loop.call_soon_threadsafe(self._start, signum)
 
     def _start(self, signum: int) -> None:
-        self.task = spawn(self._drain_then_pass_on(signum), "drain on signal")
+        log.info("received %s: draining (every client is told to reconnect)", _name(signum))
+        self._task = spawn(self._drain_then_pass_on(signum), "drain on signal")
+
+    def _hurry_on(self, signum: int) -> None:
+        log.info("received %s again: the server shuts down now", _name(signum))
+        self._hurry()
 
     async def _drain_then_pass_on(self, signum: int) -> None:
         try:
