@@ -43,6 +43,9 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
+PORT_ATTEMPTS = 3  # see ServerProcess.start
+
+
 @dataclass
 class ServerProcess:
     """A `tidings serve` child process listening on 127.0.0.1:port, logs appended to log_path.
@@ -102,13 +105,30 @@ class ServerProcess:
             return False
 
     def start(self) -> None:
-        """Spawn and wait until ready."""
-        self.spawn()
-        deadline = time.monotonic() + 4 * TIMEOUT
-        while not self.is_ready():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"tidings did not become ready:\n{self.logs()}")
-            time.sleep(0.05)
+        """Spawn and wait until ready.
+
+        free_port() only finds a port that was free a moment ago: on a busy machine another
+        process can take it before the server binds it. Then (and only then) the server is
+        started again on another free port; ``port`` and the URLs follow."""
+        for attempt in range(PORT_ATTEMPTS):
+            self.spawn()
+            deadline = time.monotonic() + 4 * TIMEOUT
+            try:
+                while not self.is_ready():
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"tidings did not become ready:\n{self.logs()}")
+                    time.sleep(0.05)
+                return
+            except RuntimeError:
+                if attempt + 1 == PORT_ATTEMPTS or not self._port_taken():
+                    raise
+                self.port = free_port()
+
+    def _port_taken(self) -> bool:
+        assert self.proc is not None
+        return self.proc.poll() is not None and f":{self.port}: address already in use" in (
+            self.logs()
+        )
 
     async def astart(self) -> None:
         """``start`` for async tests (keeps the event loop responsive)."""
