@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tidings.core.apps import App
+from tidings.core.connection import SLOW_CONSUMER, ConnectionBase
 from tidings.core.hub import Coalescer
 from tidings.node import AppCounters, Node
 from tidings.protocol import messages
@@ -100,7 +101,7 @@ class _Resumed:
                     return
 
 
-class AsgiConnection:
+class AsgiConnection(ConnectionBase):
     """One client socket served through ASGI; implements the node's ``Connection`` (and the
     hub's ``Subscriber``).
 
@@ -115,15 +116,15 @@ class AsgiConnection:
     """
 
     __slots__ = (
+        "closing",
+        "counters",
+        "_outgoing",
         "socket_id",
         "session",
         "app",
-        "closing",
         "closed_with",
         "_send",
         "_messages",
-        "_outgoing",
-        "_counters",
         "_max_backlog",
         "_backlog",
         "_backlog_size",
@@ -142,16 +143,14 @@ class AsgiConnection:
         max_backlog: int,
         on_slow: Callable[[AsgiConnection], None],
     ) -> None:
+        super().__init__(outgoing, counters)
         self.socket_id = session.socket_id
         self.session = session
         self.app = app
-        self.closing = False
         # The code and reason the server closed it with, for the debug log (None: it did not).
         self.closed_with: tuple[int, str] | None = None
         self._send = send
         self._messages = texts
-        self._outgoing = outgoing
-        self._counters = counters
         self._max_backlog = max_backlog
         # Messages waiting behind a parked send; None while nothing is parked (no queue per
         # connection otherwise).
@@ -160,26 +159,15 @@ class AsgiConnection:
         self._parked: asyncio.Task[None] | None = None
         self._on_slow = on_slow  # the edge forgets a slow consumer at once
 
-    def send(self, frame: bytes) -> None:
-        """Write a pre-built frame (one or several WebSocket frames back to back)."""
-        if self.closing:
-            return
-        if self._outgoing:
-            # A direct frame: publications made before it go first. (Within a publication
-            # the Coalescer has already taken what was pending: nothing to flush.)
-            self._outgoing.flush()
+    def _write(self, frame: bytes) -> None:
+        """A pre-built frame (one or several WebSocket frames back to back), as messages."""
         for message in self._messages.of(frame):
             if self.closing:
                 return
             self._push(message)
 
-    def close(self, code: int, reason: str) -> None:
-        """Close after everything sent so far; once."""
-        if self.closing:
-            return
-        if self._outgoing:
-            self._outgoing.flush()
-        self.closing = True
+    def _closed(self, code: int, reason: str) -> None:
+        """The close message goes after everything sent so far."""
         self.closed_with = (code, reason)
         self._push(
             {"type": "websocket.close", "code": code, "reason": close_reason(reason).decode()}
@@ -196,7 +184,7 @@ class AsgiConnection:
             backlog.append(message)
             self._backlog_size += len(message.get("text", ""))
             if self._backlog_size > self._max_backlog:
-                self._slow_consumer(backlog)
+                self.slow_consumer()
             return
         try:
             coroutine = self._send(message)
@@ -239,17 +227,16 @@ class AsgiConnection:
         log.debug("sending to %s failed: %r", self.socket_id, exc)
         self.closing = True
 
-    def _slow_consumer(self, backlog: deque[Message]) -> None:
-        """The client stopped reading: drop what waits, and say 4100 once it reads again."""
-        self.closing = True
-        self.closed_with = (int(ErrorCode.OVER_CAPACITY), "Slow consumer")
-        self.session.closed = True
-        self._counters.slow_consumers += 1
-        backlog.clear()
-        self._backlog_size = 0
-        reason = close_reason("Slow consumer").decode()
+    def _drop_slow(self) -> None:
+        """Drop what waits behind the parked send (only a backlog overflows), and say 4100
+        once the client reads again."""
         code = int(ErrorCode.OVER_CAPACITY)
-        backlog.append({"type": "websocket.close", "code": code, "reason": reason})
+        self.closed_with = (code, SLOW_CONSUMER)
+        if self._backlog is not None:
+            self._backlog.clear()
+            self._backlog_size = 0
+        reason = close_reason(SLOW_CONSUMER).decode()
+        self._push({"type": "websocket.close", "code": code, "reason": reason})
         log.warning("closed slow consumer %s (app %s)", self.socket_id, self.app.id)
         self._on_slow(self)
 

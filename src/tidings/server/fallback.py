@@ -480,9 +480,14 @@ class HttpFallback:
         attaches (:meth:`_confirm`)."""
         session = self.node.new_session(app)
         http_session = HttpSession(
-            key, session, app, binding, self.settings.max_queue_bytes, self.node.outgoing
+            key,
+            session,
+            app,
+            binding,
+            self.settings.max_queue_bytes,
+            self.node.outgoing,
+            self.node.counters(app),
         )
-        http_session.counters = self.node.counters(app)
         self.sessions[key] = http_session
         self.unconfirmed.add(key)
         return http_session

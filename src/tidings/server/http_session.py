@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tidings.core.apps import App
+from tidings.core.connection import SLOW_CONSUMER, ConnectionBase
 from tidings.core.hub import Coalescer
 from tidings.core.outbox import Outbox
 from tidings.node import AppCounters
@@ -62,17 +63,23 @@ class ClientBinding:
         return origin == self.origin and (self.ip is None or ip == self.ip)
 
 
-class HttpSession:
-    """One pusher-js HTTP session; implements the node's ``Connection`` once confirmed."""
+class HttpSession(ConnectionBase):
+    """One pusher-js HTTP session; implements the node's ``Connection`` once confirmed.
+
+    ``send`` takes every frame, publications included: the Coalescer counts their bytes,
+    and direct frames go uncounted, as on the ASGI edge.
+    """
 
     __slots__ = (
+        "closing",
+        "counters",
+        "_outgoing",
         "socket_id",
         "session",
         "app",
         "key",
         "binding",
         "outbox",
-        "closing",
         "close_frame",
         "close_taken",
         "detached_at",
@@ -83,8 +90,6 @@ class HttpSession:
         "_released_gone",
         "_wake",
         "_nudged",
-        "_outgoing",
-        "counters",
     )
 
     def __init__(
@@ -95,14 +100,15 @@ class HttpSession:
         binding: ClientBinding,
         max_queue_bytes: int,
         outgoing: Coalescer,
+        counters: AppCounters,
     ) -> None:
+        super().__init__(outgoing, counters)
         self.key = key
         self.socket_id = session.socket_id
         self.session = session
         self.app = app
         self.binding = binding
         self.outbox = Outbox(max_queue_bytes)
-        self.closing = False
         self.close_frame: bytes | None = None
         self.close_taken = False  # the close frame went out in a receive request's answer
         self.detached_at: float | None = time.monotonic()
@@ -113,8 +119,6 @@ class HttpSession:
         self._released_gone = False
         self._wake = asyncio.Event()
         self._nudged = asyncio.Event()  # a second receive request is waiting
-        self._outgoing = outgoing
-        self.counters: AppCounters | None = None
 
     # -- the one receiver ----------------------------------------------------------------
 
@@ -162,35 +166,26 @@ class HttpSession:
         self._released_gone = gone
         self._released.set()
 
-    def send(self, frame: bytes) -> None:
-        """One or more frames (the fan-out joins those of one loop tick)."""
-        if self.closing:
-            return
-        if self._outgoing:
-            self._outgoing.flush()  # publications made before this frame go first
+    def _write(self, frame: bytes) -> None:
+        """Queue one or more frames' messages (the fan-out joins those of one loop tick)."""
         for payload in frame_payloads(frame):
             if not self.outbox.push(payload):
-                self._overflow()
+                # The client stopped polling or reading: a slow consumer, as on WebSocket.
+                self.slow_consumer()
                 return
         self._wake.set()
 
-    def _overflow(self) -> None:
-        # The client stopped polling or reading: a slow consumer, as on WebSocket.
-        log.warning("closed slow HTTP session %s (app %s)", self.socket_id, self.app.id)
-        if self.counters is not None:
-            self.counters.slow_consumers += 1
-        self.outbox.drain()
-        self.close(int(ErrorCode.OVER_CAPACITY), "Slow consumer")
-
-    def close(self, code: int, reason: str) -> None:
-        if self.closing:
-            return
-        if self._outgoing:
-            self._outgoing.flush()
-        self.closing = True
+    def _closed(self, code: int, reason: str) -> None:
+        """The close frame waits for the next receive request, after what is queued."""
         self.session.closed = True
         self.close_frame = sockjs.close_frame(code, reason)
         self._wake.set()
+
+    def _drop_slow(self) -> None:
+        """What is queued is dropped: the client gets the 4100 alone."""
+        log.warning("closed slow HTTP session %s (app %s)", self.socket_id, self.app.id)
+        self.outbox.drain()
+        self._closed(int(ErrorCode.OVER_CAPACITY), SLOW_CONSUMER)
 
     async def wait_for_nudge(self, timeout: float) -> None:
         """Until another receive request waits for this session, or ``timeout`` passes."""

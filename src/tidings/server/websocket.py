@@ -14,6 +14,7 @@ from typing import cast
 from aiohttp import WebSocketError, WSMsgType, web
 
 from tidings.core.apps import App
+from tidings.core.connection import SLOW_CONSUMER, ConnectionBase
 from tidings.core.hub import Coalescer
 from tidings.node import AppCounters, Node
 from tidings.protocol import messages
@@ -30,23 +31,25 @@ CLOSE_HANDSHAKE_TIMEOUT = 2.0
 SLOW_CONSUMER_GRACE = 5.0  # seconds to read what is queued (and the 4100) before the drop
 
 
-class WebSocketConnection(Sink):
+class WebSocketConnection(Sink, ConnectionBase):
     """One client socket; implements the node's ``Connection``.
 
     As a :class:`~tidings.server.fanout.Sink` it carries what the fan-out writer needs
     (``fd``, ``transport``, ``high_water``, ``closing``), so a publication reaches it with
-    no Python call at all.
+    no Python call at all; only frames for this socket alone go through ``send``, so it
+    counts their bytes (the Coalescer counts publications).
     """
 
+    # ``closing`` is the Sink's; ConnectionBase adds no slots (see tidings.core.connection).
     __slots__ = (
         "counters",
+        "_outgoing",
         "socket_id",
         "session",
         "app",
         "closed_with",
         "_ws",
         "_tasks",
-        "_outgoing",
     )
 
     def __init__(
@@ -58,7 +61,10 @@ class WebSocketConnection(Sink):
         high_water: int,
         tasks: set[asyncio.Task[None]],
         outgoing: Coalescer,
+        counters: AppCounters,
     ) -> None:
+        # Not super(): without the C build, Sink is a Python class with its own __init__.
+        ConnectionBase.__init__(self, outgoing, counters)
         self.socket_id = session.socket_id
         self.session = session
         self.app = app
@@ -66,31 +72,23 @@ class WebSocketConnection(Sink):
         self.transport = transport
         self.fd = socket_fd(transport)
         self.high_water = high_water
-        self.closing = False
         self._tasks = tasks
-        self._outgoing = outgoing
-        self.counters: AppCounters | None = None
         # The code and reason the server closed it with, for the debug log (None: it did not).
         self.closed_with: tuple[int, str] | None = None
 
-    def send(self, frame: bytes) -> None:
+    def _write(self, frame: bytes) -> None:
         """A frame for this socket alone (replies, errors, member events)."""
-        if self.closing:
-            return
-        if self._outgoing:
-            self._outgoing.flush()  # publications made before this frame go first
-        if self.counters is not None:
-            self.counters.bytes_out += len(frame)
+        self.counters.bytes_out += len(frame)
         self.deliver(frame)
 
     def deliver(self, frame: bytes) -> None:
         """A publication, from the fan-out writer (when it cannot write to ``fd`` itself)."""
-        if self.closing or not self._write(frame):
+        if self.closing or not self._write_transport(frame):
             return
         if self.transport.get_write_buffer_size() > self.high_water:
             self.slow_consumer()
 
-    def _write(self, data: bytes) -> bool:
+    def _write_transport(self, data: bytes) -> bool:
         """Write to the transport unless it is closing; if it is, mark this connection
         closing (nothing more is written to it) and return False.
 
@@ -109,35 +107,26 @@ class WebSocketConnection(Sink):
         self.closing = True
         return False
 
-    def close(self, code: int, reason: str) -> None:
-        if self.closing:
-            return
-        if self._outgoing:
-            self._outgoing.flush()
-        self.closing = True
+    def _closed(self, code: int, reason: str) -> None:
+        """The closing handshake, in a task: aiohttp's ``close`` awaits the peer's reply."""
         self.closed_with = (code, reason)
-        task = asyncio.ensure_future(self._close(code, reason))
+        task = asyncio.ensure_future(self._close_handshake(code, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(report_failure)
 
-    async def _close(self, code: int, reason: str) -> None:
+    async def _close_handshake(self, code: int, reason: str) -> None:
         try:
             await self._ws.close(code=code, message=close_reason(reason), drain=False)
         except Exception:  # the peer may already be gone
             self.transport.abort()
 
-    def slow_consumer(self) -> None:
-        """The client stopped reading: stop writing, say why, and free the buffer soon."""
-        if self.closing:
-            return
-        self.closing = True
-        self.session.closed = True
-        self.closed_with = (int(ErrorCode.OVER_CAPACITY), "Slow consumer")
-        if self.counters is not None:
-            self.counters.slow_consumers += 1
-        # The 4100 is the last frame this socket gets (``_write`` ignores ``closing``).
-        if self._write(close_frame(ErrorCode.OVER_CAPACITY, "Slow consumer")):
+    def _drop_slow(self) -> None:
+        """Write the 4100 past what is queued, and free the buffer after a grace period."""
+        self.closed_with = (int(ErrorCode.OVER_CAPACITY), SLOW_CONSUMER)
+        # The 4100 is the last frame this socket gets (``_write_transport`` ignores
+        # ``closing``).
+        if self._write_transport(close_frame(ErrorCode.OVER_CAPACITY, SLOW_CONSUMER)):
             transport = self.transport
             transport.close()
             asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, transport.abort)
@@ -207,11 +196,17 @@ class WebSocketEndpoint:
         if transport is None:
             return ws
         session = self.node.new_session(app)
-        connection = WebSocketConnection(
-            session, app, ws, transport, self.max_write_buffer, self._tasks, self.node.outgoing
-        )
         counters = self.node.counters(app)
-        connection.counters = counters
+        connection = WebSocketConnection(
+            session,
+            app,
+            ws,
+            transport,
+            self.max_write_buffer,
+            self._tasks,
+            self.node.outgoing,
+            counters,
+        )
         self.node.attach(connection)
         try:
             async for msg in ws:

@@ -9,6 +9,7 @@ import pytest
 
 from tidings.core.apps import App
 from tidings.core.hub import Coalescer
+from tidings.node import AppCounters
 from tidings.protocol.session import Session, SessionPolicy
 from tidings.server import http_session
 from tidings.server.http_session import ClientBinding, HttpSession
@@ -55,6 +56,7 @@ def idle_session() -> HttpSession:
         ClientBinding(None, None),
         1024,
         Coalescer(lambda callback: None),
+        AppCounters(),
     )
 
 

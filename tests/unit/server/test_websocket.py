@@ -20,7 +20,7 @@ from event_loops import LOOPS, run_on
 from tidings.brokers.memory import MemoryBroker
 from tidings.core.apps import App, AppRegistry
 from tidings.core.hub import Coalescer
-from tidings.node import Node
+from tidings.node import AppCounters, Node
 from tidings.server.websocket import WebSocketConnection
 
 APP = App("12345", "app-key", "app-secret")
@@ -58,7 +58,9 @@ async def vanished_connections(count: int) -> AsyncIterator[list[WebSocketConnec
     node = Node(AppRegistry.of([APP]), MemoryBroker())
     ws = cast(web.WebSocketResponse, None)  # never reached: nothing is closed through it
     connections = [
-        WebSocketConnection(node.new_session(APP), APP, ws, t, 1 << 20, set(), Coalescer(print))
+        WebSocketConnection(
+            node.new_session(APP), APP, ws, t, 1 << 20, set(), Coalescer(print), AppCounters()
+        )
         for t in transports
     ]
     for t in transports:

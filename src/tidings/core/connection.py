@@ -1,0 +1,107 @@
+"""What every client connection does the same way, whichever edge serves it.
+
+The aiohttp WebSocket edge, the HTTP fallback and the ASGI edge each implement the node's
+``Connection``. Three rules are the same for all of them and live here once:
+
+- **flush before a direct write**: a frame for this connection alone (a reply, an error, a
+  member event) goes out after every publication made before it, so the node's
+  :class:`~tidings.core.hub.Coalescer` is flushed first;
+- **close once**: the first ``close`` or slow-consumer verdict wins; after it nothing more is
+  written and later closes are no-ops;
+- **counters from the constructor**: the app's counters arrive with the connection, so no
+  write path checks for ``None``.
+
+:class:`ConnectionBase` declares no slots of its own (``__slots__ = ()``): the WebSocket
+connection is also the native writer's ``Sink``, a C type with its own instance layout, and
+Python refuses a second base with a non-empty layout ("multiple bases have instance lay-out
+conflict"). Each subclass lists ``counters``, ``_outgoing`` and, unless a base provides it,
+``closing`` in its own ``__slots__``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Protocol
+
+from tidings.core.hub import Coalescer
+from tidings.protocol.session import Session
+
+SLOW_CONSUMER = "Slow consumer"  # the reason sent with 4100, by every edge
+
+
+class ConnectionCounters(Protocol):
+    """What a connection counts into (the node's per-app ``AppCounters``)."""
+
+    bytes_out: int
+    slow_consumers: int
+
+
+class ConnectionBase(ABC):
+    """The shared half of a client connection; an edge supplies :meth:`_write`,
+    :meth:`_closed` and :meth:`_drop_slow`.
+
+    ``send`` is both the direct path and, for edges that are not a native ``Sink``, the path
+    every publication takes: it does no more than check ``closing``, flush a non-empty
+    Coalescer (empty within a publication: it took everything pending before writing) and
+    hand the frame on.
+    """
+
+    if not TYPE_CHECKING:
+        # Hidden from mypy, which would refuse the assignments below: the storage for these
+        # attributes is each subclass's (see the module docstring).
+        __slots__ = ()
+
+    socket_id: str
+    session: Session
+    closing: bool  # nothing more is written; set once, never cleared
+    counters: ConnectionCounters
+    _outgoing: Coalescer
+
+    def __init__(self, outgoing: Coalescer, counters: ConnectionCounters) -> None:
+        self._outgoing = outgoing
+        self.counters = counters
+        self.closing = False
+
+    def send(self, frame: bytes) -> None:
+        """Write a pre-built frame, after the publications made before it; nothing once
+        closing."""
+        if self.closing:
+            return
+        if self._outgoing:
+            self._outgoing.flush()  # publications made before this frame go first
+        self._write(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        """Close with ``code`` after everything sent so far; only the first call counts."""
+        if self.closing:
+            return
+        if self._outgoing:
+            self._outgoing.flush()
+        self.closing = True
+        self._closed(code, reason)
+
+    def slow_consumer(self) -> None:
+        """The client stopped reading (its unsent bytes passed the edge's bound): stop
+        writing, count it, and drop it with 4100 (Pusher: over capacity, reconnect later).
+
+        Nothing is flushed first: what is still unsent is dropped anyway."""
+        if self.closing:
+            return
+        self.closing = True
+        self.session.closed = True
+        self.counters.slow_consumers += 1
+        self._drop_slow()
+
+    @abstractmethod
+    def _write(self, frame: bytes) -> None:
+        """Hand ``frame`` to the client; ``closing`` is False when called."""
+
+    @abstractmethod
+    def _closed(self, code: int, reason: str) -> None:
+        """Close the client's connection; ``closing`` is already True, the Coalescer
+        flushed."""
+
+    @abstractmethod
+    def _drop_slow(self) -> None:
+        """Tell the slow client 4100 if it can still read it, and free what it held;
+        ``closing`` is already True and the slow consumer counted."""
