@@ -53,21 +53,21 @@ class TextMessages:
     middleware must not change them (none does: they only read ``text``).
     """
 
-    __slots__ = ("_frame", "_messages")
+    __slots__ = ("frame", "messages")
 
     def __init__(self) -> None:
-        self._frame = b""
-        self._messages: tuple[Message, ...] = ()
+        self.frame = b""  # the last frame converted, and its messages (read them only)
+        self.messages: tuple[Message, ...] = ()
 
     def of(self, frame: bytes) -> tuple[Message, ...]:
-        if frame is not self._frame:
+        if frame is not self.frame:
             # Keeping a reference to the frame keeps its identity from being reused.
-            self._messages = tuple(
+            self.messages = tuple(
                 {"type": "websocket.send", "text": payload.decode()}
                 for payload in frame_payloads(frame)
             )
-            self._frame = frame
-        return self._messages
+            self.frame = frame
+        return self.messages
 
 
 class _Resumed:
@@ -161,7 +161,10 @@ class AsgiConnection(ConnectionBase):
 
     def _write(self, frame: bytes) -> None:
         """A pre-built frame (one or several WebSocket frames back to back), as messages."""
-        for message in self._messages.of(frame):
+        texts = self._messages
+        # Every recipient of a publication but the first finds its messages ready: taken in
+        # place, they cost no call (this is the per-delivery path of the ASGI edge).
+        for message in texts.messages if frame is texts.frame else texts.of(frame):
             if self.closing:
                 return
             self._push(message)
