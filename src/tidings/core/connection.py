@@ -21,19 +21,13 @@ conflict"). Each subclass lists ``counters``, ``_outgoing`` and, unless a base p
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
+from tidings.core.counters import AppCounters
 from tidings.core.hub import Coalescer
 from tidings.protocol.session import Session
 
 SLOW_CONSUMER = "Slow consumer"  # the reason sent with 4100, by every edge
-
-
-class ConnectionCounters(Protocol):
-    """What a connection counts into (the node's per-app ``AppCounters``)."""
-
-    bytes_out: int
-    slow_consumers: int
 
 
 class ConnectionBase(ABC):
@@ -54,10 +48,10 @@ class ConnectionBase(ABC):
     socket_id: str
     session: Session
     closing: bool  # nothing more is written; set once, never cleared
-    counters: ConnectionCounters
+    counters: AppCounters  # the app's: slow consumers here, direct bytes on WebSocket
     _outgoing: Coalescer
 
-    def __init__(self, outgoing: Coalescer, counters: ConnectionCounters) -> None:
+    def __init__(self, outgoing: Coalescer, counters: AppCounters) -> None:
         self._outgoing = outgoing
         self.counters = counters
         self.closing = False

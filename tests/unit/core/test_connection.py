@@ -20,8 +20,8 @@ from aiohttp import web
 from tidings.asgi.websocket import AsgiConnection, TextMessages
 from tidings.core.apps import App
 from tidings.core.connection import ConnectionBase
+from tidings.core.counters import AppCounters
 from tidings.core.hub import Coalescer, Hub
-from tidings.node import AppCounters
 from tidings.protocol.frames import text_frame
 from tidings.protocol.session import Session
 from tidings.server.http_session import ClientBinding, HttpSession
