@@ -109,7 +109,7 @@ class Plan:
         bound = self.setup_deadline(n)
         if server == "soketi":
             return fixed + n / 10_000 + min(bound, n * n / 8e6)
-        if server == "socketio":
+        if server in ("socketio", "socketio-asgi"):
             per_broadcast = n / 5000
             window = min(MAX_WINDOW_S, 4 * per_broadcast) + 2 * per_broadcast
             return fixed + min(bound, n / 800) + n / 3000 + 2 * self.drain(n) + window
@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {r['server']} N={r['n']:,} run {r['run'] + 1}: {r.get('error') or r['ok']}")
     # A peer that cannot hold N or keep up is a result; Tidings failing, or any harness error
     # (an exception, a silent client), makes the exit status 1.
-    failed = [r for r in bad if "error" in r or r["server"] == "tidings"]
+    failed = [r for r in bad if "error" in r or r["server"] in ("tidings", "tidings-asgi")]
     pyspy.print_profiles(records)
     for png in report.plots(records, args.n, args.servers, RESULTS / f"fanout-{stamp}", args.docs):
         print(f"plot: {png.relative_to(ROOT)}")

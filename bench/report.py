@@ -72,13 +72,31 @@ def spread(values: list[float], digits: int) -> str:
     return f"{med} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
+def ratio_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """The ratio columns, (numerator, denominator): Tidings against every peer; Tidings-ASGI
+    against the python-socketio-ASGI peer on the same uvicorn, and against Tidings itself
+    (what the ASGI edge costs)."""
+    pairs = []
+    if "tidings" in names:
+        pairs += [("tidings", p) for p in names if p not in ("tidings", "tidings-asgi")]
+    if "tidings-asgi" in names:
+        pairs += [("tidings-asgi", p) for p in ("socketio-asgi", "tidings") if p in names]
+    return pairs
+
+
+def pair_key(pair: tuple[str, str]) -> str:
+    """How a ratio is named in the JSON summary: "tidings-asgi/socketio-asgi"."""
+    return f"{pair[0]}/{pair[1]}"
+
+
 def summarize(
     records: list[dict[str, Any]], ns: list[int], names: list[str]
 ) -> tuple[str, dict[str, Any]]:
-    """A markdown table: median (min–max) per server, and Tidings / each peer per run."""
-    peers = [s for s in names if s != "tidings"] if "tidings" in names else []
+    """A markdown table: median (min–max) per server, and the ratios of ``ratio_pairs``
+    computed per run."""
+    pairs = ratio_pairs(names)
     head = ["N", "metric", *(SERVERS[s].label for s in names)]
-    head += [f"Tidings / {SERVERS[p].label}" for p in peers]
+    head += [f"{SERVERS[a].label} / {SERVERS[b].label}" for a, b in pairs]
     lines = ["| " + " | ".join(head) + " |", "|---:|---|" + "---:|" * (len(head) - 2)]
     data: dict[str, Any] = {}
     for n in ns:
@@ -94,12 +112,12 @@ def summarize(
                 per[r["server"]].append(float(value))
                 by_run.setdefault(r["run"], {})[r["server"]] = float(value)
             ratios = {
-                p: [v["tidings"] / v[p] for v in by_run.values() if "tidings" in v and v.get(p)]
-                for p in peers
+                pair_key((a, b)): [v[a] / v[b] for v in by_run.values() if a in v and v.get(b)]
+                for a, b in pairs
             }
             data[f"{n}:{name}"] = {**per, "ratios": ratios}
             cells = [f"{n:,}", name, *(spread(per[s], digits) for s in names)]
-            cells += [spread(ratios[p], 2) for p in peers]
+            cells += [spread(ratios[pair_key(pair)], 2) for pair in pairs]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), data
 
@@ -108,8 +126,10 @@ def targets(records: list[dict[str, Any]], data: dict[str, Any]) -> list[str]:
     """The issue-6 targets, each with its verdict (medians over the runs)."""
     out = []
 
-    def ratio(n: int, peer: str, metric: str = "deliveries/s (saturation)") -> float | None:
-        values = data.get(f"{n}:{metric}", {}).get("ratios", {}).get(peer)
+    def ratio(
+        n: int, peer: str, metric: str = "deliveries/s (saturation)", ours: str = "tidings"
+    ) -> float | None:
+        values = data.get(f"{n}:{metric}", {}).get("ratios", {}).get(pair_key((ours, peer)))
         return statistics.median(values) if values else None
 
     def value(n: int, metric: str) -> float | None:
@@ -119,19 +139,29 @@ def targets(records: list[dict[str, Any]], data: dict[str, Any]) -> list[str]:
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
-    for peer, goal in (("soketi", 2.0), ("socketio", 20.0), ("raw", 0.8)):
+    goals = [
+        ("tidings", "soketi", 2.0),
+        ("tidings", "socketio", 20.0),
+        ("tidings", "raw", 0.8),
+        ("tidings-asgi", "socketio-asgi", 2.0),
+        ("tidings-asgi", "tidings", None),  # reported, no target
+    ]
+    for ours, peer, goal in goals:
         for n in (10_000, 1_000):
-            got = ratio(n, peer)
+            got = ratio(n, peer, ours=ours)
             if got is not None:
                 label = SERVERS[peer].label
                 # deliveries per server CPU-second: the same comparison, robust to other
                 # tenants taking part of the server's core
-                cpu = ratio(n, peer, "server CPU ms / 1k deliveries")
+                cpu = ratio(n, peer, "server CPU ms / 1k deliveries", ours)
                 per_cpu = f" (per server CPU-second: {1 / cpu:.2f}×)" if cpu else ""
-                out.append(
-                    f"Tidings ≥ {goal}× {label} deliveries/s at N = {n:,}: {got:.2f}×{per_cpu} → "
-                    f"{verdict(got >= goal)}" + ("" if n == 10_000 else " (target is at 10,000)")
-                )
+                at = "" if n == 10_000 else " (target is at 10,000)"
+                what = f"{SERVERS[ours].label} / {label} deliveries/s at N = {n:,}"
+                if goal is None:
+                    out.append(f"{what}: {got:.2f}×{per_cpu}")
+                else:
+                    what = f"{SERVERS[ours].label} ≥ {goal}× {label} deliveries/s at N = {n:,}"
+                    out.append(f"{what}: {got:.2f}×{per_cpu} → {verdict(got >= goal)}{at}")
                 break
     for n, limit in ((1_000, 10.0), (10_000, 80.0)):
         got = value(n, "latency p99 ms")

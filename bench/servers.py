@@ -1,11 +1,19 @@
 """The servers under test, how each is installed and how each is started.
 
-    tidings    this repository, `python -m tidings serve` from .venv
-    soketi     Soketi 1.6.1 (Node, uWebSockets.js), npm ci into .cache/bench/soketi from the
-               package.json and package-lock.json in bench/peers/soketi/
-    socketio   python-socketio on aiohttp + uvloop (bench/peers/socketio_server.py), from a
-               venv of its own in .cache/bench/venv (bench/peers/socketio-requirements.txt)
-    raw        bench/raw_aiohttp.py: aiohttp writing one pre-encoded frame to every socket
+    tidings        this repository, `python -m tidings serve` from .venv
+    tidings-asgi   this repository under uvicorn: `rt.asgi()` (bench/peers/tidings_asgi.py)
+    soketi         Soketi 1.6.1 (Node, uWebSockets.js), npm ci into .cache/bench/soketi from the
+                   package.json and package-lock.json in bench/peers/soketi/
+    socketio       python-socketio on aiohttp + uvloop (bench/peers/socketio_server.py), from
+                   a venv of its own in .cache/bench/venv (bench/peers/socketio-requirements.txt)
+    socketio-asgi  python-socketio's ASGIApp under uvicorn (bench/peers/socketio_asgi.py),
+                   from the same venv
+    raw            bench/raw_aiohttp.py: aiohttp writing one pre-encoded frame to every socket
+
+Both ASGI modes run under the same uvicorn command (`uvicorn_command`): the version uv.lock
+pins (the socketio venv pins the same uvicorn, websockets, h11 and uvloop), uvloop, h11,
+uvicorn's default WebSocket implementation (websockets' sans-I/O protocol), permessage-deflate
+off, one worker.
 
 The peers are installed outside the package (nothing in pyproject.toml) and only when their
 pinned inputs change: a stamp file holds a hash of them. Every server is pinned to the server
@@ -42,7 +50,9 @@ class Server:
 SERVERS = {
     "tidings": Server("tidings", "Tidings", "pusher", True),
     "soketi": Server("soketi", "Soketi 1.6.1", "pusher", False),
+    "tidings-asgi": Server("tidings-asgi", "Tidings-ASGI", "pusher", True),
     "socketio": Server("socketio", "python-socketio", "socketio", True),
+    "socketio-asgi": Server("socketio-asgi", "python-socketio-ASGI", "socketio", True),
     "raw": Server("raw", "raw aiohttp", "pusher", True),
 }
 
@@ -94,7 +104,7 @@ def install_socketio() -> None:
 def install(names: list[str]) -> None:
     if "soketi" in names:
         install_soketi()
-    if "socketio" in names:
+    if "socketio" in names or "socketio-asgi" in names:
         install_socketio()
 
 
@@ -109,12 +119,17 @@ def versions() -> dict[str, str]:
         out["soketi"] = _json_field(lock, "version")
     venv_python = VENV / "bin" / "python"
     if venv_python.exists():
-        code = (
-            "from importlib.metadata import version as v; print(v('python-socketio'), v('aiohttp'))"
-        )
-        done = subprocess.run([str(venv_python), "-c", code], capture_output=True, text=True)
-        out["python-socketio, aiohttp (its venv)"] = done.stdout.strip()
+        names = ("python-socketio", "aiohttp", "uvicorn", "websockets")
+        out[f"{', '.join(names)} (its venv)"] = _pip_versions(str(venv_python), names)
+    out["uvicorn, websockets (Tidings' venv)"] = _pip_versions(PYTHON, ("uvicorn", "websockets"))
     return {k: v.strip() for k, v in out.items()}
+
+
+def _pip_versions(python: str, names: tuple[str, ...]) -> str:
+    code = "import sys; from importlib.metadata import version as v; "
+    code += "print(*(v(n) for n in sys.argv[1:]))"
+    done = subprocess.run([python, "-c", code, *names], capture_output=True, text=True)
+    return done.stdout
 
 
 def _json_field(path: Path, key: str) -> str:
@@ -181,12 +196,33 @@ def soketi_env(port: int) -> dict[str, str]:
     return env
 
 
+def uvicorn_command(python: str, app: str, log_level: str) -> list[str]:
+    """uvicorn as a user would run it for fan-out: uvloop, one worker, permessage-deflate
+    off (with it, every recipient compresses the message again: reference/embedding.md §2).
+    h11 and websockets' sans-I/O protocol are what "auto" picks in both venvs (neither has
+    httptools); naming them keeps the two ASGI stacks identical if that ever changes."""
+    cmd = [python, "-m", "uvicorn", app, "--app-dir", str(PEERS), "--workers", "1"]
+    cmd += ["--loop", "uvloop", "--http", "h11", "--ws", "websockets-sansio"]
+    cmd += ["--ws-per-message-deflate", "false", "--backlog", "4096", "--lifespan", "on"]
+    cmd += ["--timeout-graceful-shutdown", "5", "--no-access-log", "--log-level", log_level]
+    return cmd
+
+
 def command(
     name: str, port: int, workdir: Path, log_level: str
 ) -> tuple[list[str], dict[str, str]]:
     """The command line (pinned to the server core) and environment of one server."""
     pin = ["taskset", "-c", SERVER_CORE]
     where = ["--host", "127.0.0.1", "--port", str(port)]
+    if name == "tidings-asgi":
+        env = server_env()
+        env["PYTHONPATH"] = os.pathsep.join([str(BENCH), env["PYTHONPATH"]])
+        return [*pin, *uvicorn_command(PYTHON, "tidings_asgi:app", log_level), *where], env
+    if name == "socketio-asgi":
+        python = str(VENV / "bin" / "python")
+        return [*pin, *uvicorn_command(python, "socketio_asgi:app", log_level), *where], dict(
+            os.environ
+        )
     if name == "raw":
         return [*pin, PYTHON, str(BENCH / "raw_aiohttp.py"), *where], server_env()
     if name == "socketio":
