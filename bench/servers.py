@@ -214,9 +214,9 @@ def command(
     """The command line (pinned to the server core) and environment of one server."""
     pin = ["taskset", "-c", SERVER_CORE]
     where = ["--host", "127.0.0.1", "--port", str(port)]
-    if name == "tidings-asgi":
+    if name == "tidings-asgi":  # the standalone server's settings, from the same file
         env = server_env()
-        env["PYTHONPATH"] = os.pathsep.join([str(BENCH), env["PYTHONPATH"]])
+        env["TIDINGS_CONFIG"] = str(tidings_config(workdir / f"tidings-{port}.toml", log_level))
         return [*pin, *uvicorn_command(PYTHON, "tidings_asgi:app", log_level), *where], env
     if name == "socketio-asgi":
         python = str(VENV / "bin" / "python")
