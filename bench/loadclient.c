@@ -187,15 +187,21 @@ static int send_all(Conn *c, const void *p, size_t n) {
 }
 
 /* Client frames must be masked (RFC 6455 5.3); a zero mask key leaves the payload as is. */
-static int send_text(Conn *c, const char *msg, uint8_t opcode) {
+/* One masked frame of n <= 125 bytes (the mask key is zero, so the payload goes as is).
+ * n is explicit: a ping's payload is binary (websockets sends 4 random bytes) and may hold
+ * a zero byte, and a pong must echo it whole or the server times the socket out (1011). */
+static int send_frame(Conn *c, const char *msg, size_t n, uint8_t opcode) {
     unsigned char f[256];
-    size_t n = strlen(msg);
     if (n > 125) return -1;
     f[0] = 0x80 | opcode;
     f[1] = 0x80 | (unsigned char)n;
     memset(f + 2, 0, 4);
     memcpy(f + 6, msg, n);
     return send_all(c, f, n + 6);
+}
+
+static int send_text(Conn *c, const char *msg) {
+    return send_frame(c, msg, strlen(msg), 0x1);
 }
 
 static void on_delivery(long seq, uint64_t t) {
@@ -245,11 +251,11 @@ static void on_text_socketio(Conn *c, const char *p, size_t n) {
         return;
     }
     if (n == 1 && p[0] == '2') { /* EIO ping: the client must answer within pingTimeout */
-        send_text(c, "3", 0x1);
+        send_text(c, "3");
         return;
     }
     if (n >= 1 && p[0] == '0' && c->state == ST_WAIT_ESTABLISHED) {
-        send_text(c, "40", 0x1); /* EIO is open: connect the default namespace */
+        send_text(c, "40"); /* EIO is open: connect the default namespace */
         return;
     }
     if (n >= 2 && p[0] == '4' && p[1] == '0' && c->state == ST_WAIT_ESTABLISHED) {
@@ -275,7 +281,7 @@ static void on_text(Conn *c, const char *p, size_t n) {
     /* {"event":"e","channel":"bench","data":"{\"seq\":123,...}"} */
     if (c->state == ST_SUBSCRIBED && find_seq(p, n)) return;
     if (memmem(p, n, "\"pusher:ping\"", 13)) {
-        send_text(c, "{\"event\":\"pusher:pong\",\"data\":{}}", 0x1);
+        send_text(c, "{\"event\":\"pusher:pong\",\"data\":{}}");
         return;
     }
     if (c->state == ST_WAIT_ESTABLISHED && memmem(p, n, "pusher:connection_established", 29)) {
@@ -323,10 +329,7 @@ static size_t parse_frames(Conn *c, const unsigned char *p, size_t n) {
             close_conn(c, 1);
             return n;
         } else if (opcode == 0x9 && plen <= 125) {
-            char pong[126];
-            memcpy(pong, payload, plen);
-            pong[plen] = 0;
-            send_text(c, pong, 0xA);
+            send_frame(c, payload, plen, 0xA);
         }
         off += hdr + plen;
     }
@@ -588,7 +591,7 @@ static void cmd_subscribe(int conc, double limit_s) {
             if (c->state != ST_OPEN) continue;
             c->state = ST_SUB_SENT;
             g_inflight++;
-            send_text(c, g_sub_msg, 0x1);
+            send_text(c, g_sub_msg);
         }
         pump(100);
     }
