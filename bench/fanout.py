@@ -1,9 +1,10 @@
 """Side-by-side fan-out benchmark: Tidings, Soketi, python-socketio and a raw aiohttp
-ceiling (a benchmark, not a test).
+ceiling, and Tidings and python-socketio as ASGI apps under uvicorn (a benchmark, not a test).
 
     .venv/bin/python bench/fanout.py                 # N = 1,000, 10,000, 50,000; 3 runs
     .venv/bin/python bench/fanout.py --quick         # N = 1,000; 1 run; short phases
     .venv/bin/python bench/fanout.py --docs          # also copy the plots to docs/img/
+    .venv/bin/python bench/fanout.py --n 10000 --servers tidings,tidings-asgi,socketio-asgi
 
 It installs the peers it needs (bench/servers.py: Soketi with npm ci, python-socketio in a
 venv of its own, both under .cache/bench/), then for each run, each N and each server
