@@ -200,10 +200,13 @@ def uvicorn_command(python: str, app: str, log_level: str) -> list[str]:
     """uvicorn as a user would run it for fan-out: uvloop, one worker, permessage-deflate
     off (with it, every recipient compresses the message again: reference/embedding.md §2).
     h11 and websockets' sans-I/O protocol are what "auto" picks in both venvs (neither has
-    httptools); naming them keeps the two ASGI stacks identical if that ever changes."""
+    httptools); naming them keeps the two ASGI stacks identical if that ever changes.
+    Keep-alive 75 s as Tidings' own: uvicorn's 5 s closes a publisher connection that waits
+    for a slow broadcast, and a request racing that close fails."""
     cmd = [python, "-m", "uvicorn", app, "--app-dir", str(PEERS), "--workers", "1"]
     cmd += ["--loop", "uvloop", "--http", "h11", "--ws", "websockets-sansio"]
     cmd += ["--ws-per-message-deflate", "false", "--backlog", "4096", "--lifespan", "on"]
+    cmd += ["--timeout-keep-alive", "75"]
     cmd += ["--timeout-graceful-shutdown", "5", "--no-access-log", "--log-level", log_level]
     return cmd
 
