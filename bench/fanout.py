@@ -85,6 +85,7 @@ class Plan:
     sat_window: float
     log_level: str
     profile: Path | None = None  # a folder: py-spy the server during the saturation window
+    profile_lines: bool = False  # py-spy pausing the server per sample, by line (see pyspy.py)
 
     def latency_rate(self, n: int) -> float:
         """1,000 subscribers × 10 msg/s; 10,000 and 50,000 × 1 msg/s (issue 6)."""
@@ -202,7 +203,9 @@ def saturate(
     client.send(f"saturate {BROADCASTS_IN_FLIGHT} {warm_s:.2f} {window_s:.2f} {drain}")
     first = client.read(warm_s + 30)
     assert first["phase"] == "sat_start", first
-    spy = pyspy.start_profiler(pid, plan.profile, tag, window_s) if plan.profile else None
+    spy = None
+    if plan.profile:
+        spy = pyspy.start_profiler(pid, plan.profile, tag, window_s, plan.profile_lines)
     a0 = {"t": time.monotonic(), "all": all_processes()}
     t0, s0, c0, k0 = time.monotonic(), cpu_seconds(pid), cpu_seconds(client.pid), core_times()
     end = client.read(window_s + 30)
@@ -363,6 +366,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="py-spy each Python server during the saturation window (numbers not comparable)",
     )
+    p.add_argument(
+        "--profile-lines",
+        action="store_true",
+        help="--profile by source line, pausing the server for each sample (exact stacks)",
+    )
     args = p.parse_args(argv)
     default_n = "1000" if args.quick else "1000,10000,50000"
     args.n = [int(x) for x in (args.n or default_n).split(",")]
@@ -391,11 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir = RESULTS / f"fanout-{stamp}"
     workdir.mkdir()
     binary = build_client()
-    profile = workdir if args.profile else None
+    profile = workdir if args.profile or args.profile_lines else None
     plan = (
-        Plan(3.0, 0.5, args.window or 2.0, args.log_level, profile)
+        Plan(3.0, 0.5, args.window or 2.0, args.log_level, profile, args.profile_lines)
         if args.quick
-        else Plan(5.0, 1.0, args.window or 4.0, args.log_level, profile)
+        else Plan(5.0, 1.0, args.window or 4.0, args.log_level, profile, args.profile_lines)
     )
     expected = args.runs * sum(plan.estimate(s, n) for s in args.servers for n in args.n)
     log(

@@ -1,4 +1,12 @@
-"""--profile: py-spy a Python server during the saturation window (bench/fanout.py)."""
+"""--profile: py-spy a Python server during the saturation window (bench/fanout.py).
+
+By default py-spy reads the server's memory without stopping it (--nonblocking) and groups
+samples by function: the server runs at full speed, but py-spy warns that a stack read while
+it changes may be wrong. --profile-lines stops the server for each sample and groups by
+source line: consistent stacks, and which line of a function the time goes to (uvicorn's
+``send`` is one function from its ``await`` to its ``transport.write``), at the price of the
+pauses.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +17,16 @@ from typing import Any
 from procs import CLIENT_CORE, PYTHON, start, stop
 
 
-def start_profiler(pid: int, folder: Path, tag: str, seconds: float) -> subprocess.Popen[bytes]:
-    """py-spy (sampling, not pausing the server) on the client's core for the window."""
+def start_profiler(
+    pid: int, folder: Path, tag: str, seconds: float, lines: bool = False
+) -> subprocess.Popen[bytes]:
+    """py-spy on the client's core for the window: by function without pausing the server,
+    or (``lines``) by line, pausing it for each sample."""
     out = folder / f"pyspy-{tag}.txt"
     spy = str(Path(PYTHON).parent / "py-spy")
-    cmd = ["taskset", "-c", CLIENT_CORE, spy, "record", "--pid", str(pid), "--nonblocking"]
-    cmd += ["--rate", "200", "--function", "--format", "raw", "--output", str(out)]
+    cmd = ["taskset", "-c", CLIENT_CORE, spy, "record", "--pid", str(pid)]
+    cmd += [] if lines else ["--nonblocking", "--function"]
+    cmd += ["--rate", "200", "--format", "raw", "--output", str(out)]
     cmd += ["--duration", str(max(1, int(seconds)))]
     return start(cmd, folder / f"pyspy-{tag}.log", stdout=subprocess.DEVNULL)
 
