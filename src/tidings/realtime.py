@@ -173,7 +173,8 @@ class Realtime:
         """One app, served by this process. ``broker``: None for memory (one process), or
         ``redis://…`` to share channels with other processes and machines. Other keyword
         arguments are :class:`tidings.config.Settings` fields (``activity_timeout=60``), or
-        limits of the app (``max_event_payload_bytes=20480``)."""
+        limits of the app (``max_event_payload_bytes=20480``). ``max_connections``, a setting
+        of both, limits the process and its one app alike."""
         from tidings.config import AppSettings, Settings, validate_settings
 
         if "apps" in settings:
@@ -181,8 +182,10 @@ class Realtime:
         app: dict[str, Any] = {"id": app_id, "key": key, "secret": secret}
         server: dict[str, Any] = {}
         for name, value in settings.items():
-            app_only = name in AppSettings.model_fields and name not in Settings.model_fields
-            (app if app_only else server)[name] = value
+            if name in AppSettings.model_fields:
+                app[name] = value
+            if name in Settings.model_fields:
+                server[name] = value
         if broker is not None:
             server["redis"] = broker
         self._embed(validate_settings({**server, "apps": [app]}), app_id)

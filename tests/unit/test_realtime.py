@@ -375,6 +375,9 @@ def test_embedded_settings_from_keywords(tmp_path: Path) -> None:
     assert rt.settings.activity_timeout == 60
     assert rt.app.id == "7" and rt.app.max_event_payload_bytes == 20480
     assert rt.node.apps.by_id("7") == rt.app
+    # A setting of both the server and the app limits both (one app per Realtime).
+    crowd = Realtime(app_id="8", key="k8", secret="s8", max_connections=50_000)
+    assert crowd.settings.max_connections == 50_000 and crowd.app.max_connections == 50_000
     with pytest.raises(ConfigError, match=r"setting activity_timeout: .*\(got -1\)"):
         Realtime(app_id="1", key="k", secret="s", activity_timeout=-1)
     with pytest.raises(ConfigError, match=r"setting redis:"):
