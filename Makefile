@@ -100,8 +100,8 @@ test-lowest: system-deps $(UV)
 conformance: $(VENV)/.installed conformance-deps
 	$(BIN)/python tests/conformance/autobahn.py --all --outdir test-artifacts/autobahn
 
-# Side by side (docs/benchmarks.md): Tidings, Soketi 1.6.1, python-socketio and a raw aiohttp
-# ceiling at N = 1,000 / 10,000 / 50,000, 3 interleaved runs (~35 min), then 1 node vs 2 nodes
+# Side by side (docs/benchmarks.md): Tidings, Soketi 1.6.1, python-socketio, a raw aiohttp ceiling,
+# and Tidings and python-socketio under uvicorn (ASGI), at N = 1,000 / 10,000 / 50,000, 3 interleaved runs (~35 min), then 1 node vs 2 nodes
 # on one Redis (~5 min). The peers install themselves into .cache/bench/; matplotlib (plots)
 # goes into .venv here, never as a package dependency. BENCH_ARGS=--docs copies the plots to
 # docs/img/. `make bench-quick`: 1 run, N = 1,000, short phases (~3 min). Last, bench/hold.py
