@@ -63,7 +63,7 @@ def test_an_encoding_is_made_only_when_asked_for() -> None:
     publication = Publication([event("a")])
     assert publication.messages == [event("a")]
     assert publication._frame is None and publication._texts is None
-    publication.texts
+    assert publication.texts == [event("a").decode()]
     assert publication._frame is None
 
 
