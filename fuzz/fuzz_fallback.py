@@ -3,8 +3,8 @@
 Contract: ``sockjs.parse_send`` (an ``xhr_send`` body) returns a list of strings or raises
 :class:`ProtocolError`; each message then goes through ``Session.receive``, which never
 raises. Invariants: the ``a[...]`` frame built for a batch of messages carries exactly those
-messages; ``c[code,"reason"]`` carries its code and reason; ``frame_payload`` recovers the
-payload of every WebSocket frame the hub builds (the fallbacks reuse those frames); close
+messages; ``c[code,"reason"]`` carries its code and reason; every WebSocket text frame
+carries its payload whole behind a header of the length RFC 6455 5.2 gives it; close
 frames stay within RFC 6455's 125 bytes with a reason that is still valid UTF-8.
 """
 
@@ -55,7 +55,10 @@ def check_frames(data: FuzzInput) -> None:
     # Lengths around the 7-bit / 16-bit / 64-bit boundaries of RFC 6455 5.2.
     for size in (len(message), 125, 126, 65535, 65536):
         body = (message * (size // max(1, len(message)) + 1))[:size] if message else b"x" * size
-        assert frames.frame_payload(frames.text_frame(body)) == body
+        frame = frames.text_frame(body)
+        header = frames.text_frame_size(size) - size
+        assert len(frame) == header + size and frame[header:] == body
+        assert frame[0] == 0x81 and {2: size, 4: 126, 10: 127}[header] == frame[1]
 
 
 def TestOneInput(raw: bytes) -> None:  # noqa: N802 - the name atheris and libFuzzer use

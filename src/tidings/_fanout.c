@@ -20,8 +20,10 @@
  *   4. reports the Sink as slow when its transport buffer is past the high-water mark.
  *
  * A Sink whose fd is -1 (TLS, or no socket) gets its Python deliver(frame) method, and any
- * object that is not a Sink its send(frame) method. An exception raised for one subscriber is returned
- * with it (the caller logs it) and never stops the others from receiving the frame.
+ * object that is not a Sink its publish(publication) method: the frame is only what a
+ * WebSocket writes, other edges take the publication and encode it their own way, once. An
+ * exception raised for one subscriber is returned with it (the caller logs it) and never
+ * stops the others from receiving the frame.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -41,7 +43,7 @@ typedef struct {
 } SinkObject;
 
 static PyObject *str_write;
-static PyObject *str_send;
+static PyObject *str_publish;
 static PyObject *str_deliver;
 static PyObject *str_is_closing;
 static PyObject *str_get_write_buffer_size;
@@ -185,9 +187,9 @@ write_sink(SinkObject *sink, PyObject *frame, const char *buf, Py_ssize_t len)
 }
 
 static enum outcome
-write_other(PyObject *subscriber, PyObject *frame)
+write_other(PyObject *subscriber, PyObject *publication)
 {
-    PyObject *r = PyObject_CallMethodOneArg(subscriber, str_send, frame);
+    PyObject *r = PyObject_CallMethodOneArg(subscriber, str_publish, publication);
     if (r == NULL)
         return FAILED;
     Py_DECREF(r);
@@ -213,21 +215,23 @@ record_failure(PyObject *failed, PyObject *target)
 }
 
 PyDoc_STRVAR(write_many_doc,
-"write_many(frame, subscribers, exclude, /) -> (count, slow, failed)\n"
+"write_many(frame, subscribers, exclude, publication, /) -> (count, slow, failed)\n"
 "\n"
-"Write the bytes ``frame`` to every value of the dict ``subscribers`` (socket id to\n"
-"subscriber) except the one whose key is ``exclude`` (a key or None). Returns how many\n"
+"Write the bytes ``frame`` to every Sink of the dict ``subscribers`` (socket id to\n"
+"subscriber), and hand ``publication`` to every other subscriber's publish(), except the\n"
+"one whose key is ``exclude`` (a key or None). Returns how many\n"
 "subscribers were written to, the list of Sinks now past their high-water mark, and a\n"
 "list of (subscriber, exception) for writes that raised.");
 
 static PyObject *
 write_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "write_many() takes exactly 3 arguments");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "write_many() takes exactly 4 arguments");
         return NULL;
     }
     PyObject *frame = args[0], *subscribers = args[1], *exclude = args[2];
+    PyObject *publication = args[3];
     if (!PyBytes_Check(frame)) {
         PyErr_SetString(PyExc_TypeError, "frame must be bytes");
         return NULL;
@@ -268,7 +272,7 @@ write_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (PyObject_TypeCheck(target, SinkType))
             outcome = write_sink((SinkObject *)target, frame, buf, len);
         else
-            outcome = write_other(target, frame);
+            outcome = write_other(target, publication);
         switch (outcome) {
         case WRITTEN:
             count++;
@@ -299,11 +303,11 @@ static int
 fanout_exec(PyObject *module)
 {
     str_write = PyUnicode_InternFromString("write");
-    str_send = PyUnicode_InternFromString("send");
+    str_publish = PyUnicode_InternFromString("publish");
     str_deliver = PyUnicode_InternFromString("deliver");
     str_is_closing = PyUnicode_InternFromString("is_closing");
     str_get_write_buffer_size = PyUnicode_InternFromString("get_write_buffer_size");
-    if (!str_write || !str_send || !str_deliver || !str_is_closing || !str_get_write_buffer_size)
+    if (!str_write || !str_publish || !str_deliver || !str_is_closing || !str_get_write_buffer_size)
         return -1;
     SinkType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Sink_spec, NULL);
     if (SinkType == NULL)

@@ -2,7 +2,8 @@
 
 It owns the apps, this process's hubs and the broker, and carries out what a
 :class:`~tidings.protocol.session.Session` decides. Transports (WebSocket, and later the
-HTTP fallbacks) only feed it frames and give it something to write bytes to.
+HTTP fallbacks) only feed it frames and give it something to write Pusher messages to:
+the node and the broker carry JSON messages, and each edge frames them its own way.
 
 What it decides without waiting is decided in the core, and the node only awaits the broker
 and writes to connections: who may connect and who is signed in (``core/registry.py``), who
@@ -31,6 +32,7 @@ from tidings.core.apps import App, AppRegistry
 from tidings.core.counters import AppCounters as AppCounters
 from tidings.core.hub import Coalescer, Hub, Writer, write_to_many
 from tidings.core.presence import MemberEvent, roster
+from tidings.core.publication import Publication
 from tidings.core.rate import TokenBucket
 from tidings.core.registry import AppConnections, Registry, handshake_refusal
 from tidings.core.transitions import CacheMisses, CountThrottle, DirtyCounts, Held, Occurred
@@ -39,7 +41,6 @@ from tidings.core.watchlist import Watchlist
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
 from tidings.protocol.errors import MESSAGES, ErrorCode
-from tidings.protocol.frames import text_frame
 from tidings.protocol.rest import Trigger
 from tidings.protocol.session import (
     Action,
@@ -73,8 +74,13 @@ class Connection(Protocol):
     @property
     def app(self) -> App: ...
 
-    def send(self, frame: bytes) -> None:
-        """Write a pre-built frame without blocking (slow consumers close themselves)."""
+    def send(self, message: bytes) -> None:
+        """Write one Pusher message (JSON), framed by the edge, without blocking (slow
+        consumers close themselves)."""
+        ...
+
+    def publish(self, publication: Publication) -> None:
+        """Write a publication in this edge's encoding (the hub's ``Subscriber``)."""
         ...
 
     def close(self, code: int, reason: str) -> None:
@@ -268,7 +274,7 @@ class Node:
         state = self._states[connection.app.id]
         self._registry.add(connection.app.id, connection.socket_id, connection)
         state.counters.connections_opened += 1
-        connection.send(text_frame(connection.session.greeting()))
+        connection.send(connection.session.greeting())
         if trace.isEnabledFor(logging.DEBUG):
             trace.debug(
                 "connection %s opened (app %s, %s)",
@@ -342,7 +348,7 @@ class Node:
                 self._trace_refusal(connection, action.message)
             elif action.message.startswith(messages.SUBSCRIPTION_ERROR_PREFIX):
                 self._trace_refusal(connection, action.message)
-            connection.send(text_frame(action.message))
+            connection.send(action.message)
         else:
             counters.count_close(action.code)
             trace.debug("closing %s with %d (%s)", connection.socket_id, action.code, action.reason)
@@ -379,13 +385,11 @@ class Node:
                     limit = app.max_presence_members
                     trace.debug("%s refused %s: presence channel full", socket_id, channel)
                     connection.send(
-                        text_frame(
-                            messages.subscription_error(
-                                channel,
-                                "LimitReached",
-                                f"presence channel full ({limit} members)",
-                                4100,
-                            )
+                        messages.subscription_error(
+                            channel,
+                            "LimitReached",
+                            f"presence channel full ({limit} members)",
+                            4100,
                         )
                     )
                     return
@@ -401,20 +405,18 @@ class Node:
             return  # the connection went away while we waited on the broker
         if not again:
             state.hub.add(channel, connection)
-        connection.send(
-            text_frame(messages.event("pusher_internal:subscription_succeeded", channel, data))
-        )
+        connection.send(messages.event("pusher_internal:subscription_succeeded", channel, data))
         if trace.isEnabledFor(logging.DEBUG):
             who = f" as user {member.user_id}" if member is not None else ""
             trace.debug("%s subscribed to %s%s", socket_id, channel, who)
         if joined is not None:
             for event in view.snapshot([m.user_id for m in joined.members]):
-                connection.send(_member_frame(channel, event))
+                connection.send(_member_message(channel, event))
         if join.type.cache:
             if cached is not None:
-                connection.send(text_frame(cached.message))
+                connection.send(cached.message)
             else:
-                connection.send(text_frame(messages.event("pusher:cache_miss", channel)))
+                connection.send(messages.event("pusher:cache_miss", channel))
         # The first subscriber anywhere (the broker counts cluster-wide): unless this undoes
         # a vacancy still held back, the channel became occupied.
         self._transition(app, transitions.subscribed(channel, count))
@@ -471,9 +473,9 @@ class Node:
             "client event %s on %s from %s", event.event, event.channel, connection.socket_id
         )
         # Pusher: client events are never echoed to the sender.
-        frame = text_frame(messages.event(event.event, event.channel, event.data, event.user_id))
+        message = messages.event(event.event, event.channel, event.data, event.user_id)
         if not await self.broker.publish(
-            connection.app.id, event.channel, frame, connection.socket_id
+            connection.app.id, event.channel, message, connection.socket_id
         ):
             self._undelivered(connection)
         hook: dict[str, Any] = {
@@ -505,7 +507,7 @@ class Node:
             # Events that arrived while we asked are newer than this snapshot (Watchlist).
             told = state.watchlist.snapshot(socket_id, user.watchlist, online)
             if told:
-                connection.send(_watchlist_frame("online", told))
+                connection.send(_watchlist_message("online", told))
         if await self.broker.user_online(app.id, user.id, socket_id):
             await self.broker.control(app.id, ControlMessage("online", user.id))
 
@@ -556,10 +558,10 @@ class Node:
 
     # -- broker callbacks (every node) -------------------------------------------------------
 
-    def _deliver(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+    def _deliver(self, app_id: str, channel: str, message: bytes, exclude: str | None) -> None:
         state = self._states.get(app_id)
         if state is not None:
-            self.outgoing.add(state.hub, channel, frame, exclude, state.counters)
+            self.outgoing.add(state.hub, channel, message, exclude, state.counters)
 
     def _control(self, app_id: str, message: ControlMessage) -> None:
         state = self._states.get(app_id)
@@ -581,10 +583,10 @@ class Node:
             added = message.kind == "member_added"
             info = orjson.loads(message.data) if added and message.data else None
             event = MemberEvent(added, message.user_id, info)
-            frame: bytes | None = None
+            member: bytes | None = None
             for socket_id in state.views.offer(message.channel, event, state.connections):
-                frame = frame or _member_frame(message.channel, event)
-                self._send_isolated(state, socket_id, frame, message.kind)
+                member = member or _member_message(message.channel, event)
+                self._send_isolated(state, socket_id, member, message.kind)
         elif message.kind == "recount":
             app = state.app
             ctype = channel_type(message.channel)
@@ -593,17 +595,17 @@ class Node:
         elif message.kind in ("online", "offline"):
             online = message.kind == "online"
             told = state.watchlist.announce(message.user_id, online, state.connections)
-            frame = None
+            watched: bytes | None = None
             for socket_id in told:
-                frame = frame or _watchlist_frame(message.kind, [message.user_id])
-                self._send_isolated(state, socket_id, frame, f"watchlist {message.kind}")
+                watched = watched or _watchlist_message(message.kind, [message.user_id])
+                self._send_isolated(state, socket_id, watched, f"watchlist {message.kind}")
 
-    def _send_isolated(self, state: _AppState, socket_id: str, frame: bytes, what: str) -> None:
+    def _send_isolated(self, state: _AppState, socket_id: str, message: bytes, what: str) -> None:
         """One recipient of a control message's fan-out; its failure is logged, no more."""
         connection = state.connections.get(socket_id)
         if connection is not None:
             with _isolated("%s to %s failed", what, socket_id):
-                connection.send(frame)
+                connection.send(message)
 
     # -- subscription_count ------------------------------------------------------------------
 
@@ -632,11 +634,11 @@ class Node:
             self._count_webhook(state, channel, count)
         if count:
             data = messages.dumps({"subscription_count": count})
-            frame = text_frame(messages.event("pusher_internal:subscription_count", channel, data))
+            message = messages.event("pusher_internal:subscription_count", channel, data)
             if local_only:
-                self._deliver(app_id, channel, frame, None)
+                self._deliver(app_id, channel, message, None)
             else:
-                await self.broker.publish(app_id, channel, frame, None)
+                await self.broker.publish(app_id, channel, message, None)
 
     def _count_webhook(self, state: _AppState, channel: str, count: int) -> None:
         app = state.app
@@ -696,7 +698,7 @@ class Node:
                 continue
             with _isolated("presence recheck of %s for %s failed", channel, socket_id):
                 for event in events:
-                    connection.send(_member_frame(channel, event))
+                    connection.send(_member_message(channel, event))
 
     # -- the server API (REST and embedding) -------------------------------------------------
 
@@ -725,9 +727,7 @@ class Node:
                 now = self.clock()
                 cached = CachedEvent(message, now + app.cache_ttl)
                 await self.broker.cache_set(app.id, channel, cached, now)
-            if not await self.broker.publish(
-                app.id, channel, text_frame(message), trigger.socket_id
-            ):
+            if not await self.broker.publish(app.id, channel, message, trigger.socket_id):
                 raise ClusterUnavailable("the cluster backend stopped answering")
 
     async def channels(self, app: App, prefix: str = "") -> dict[str, int]:
@@ -760,14 +760,14 @@ class Node:
                 connection.close(int(code), "Server shutting down")
 
 
-def _watchlist_frame(kind: str, user_ids: list[str]) -> bytes:
+def _watchlist_message(kind: str, user_ids: list[str]) -> bytes:
     data = messages.dumps({"events": [{"name": kind, "user_ids": user_ids}]})
-    return text_frame(messages.event("pusher_internal:watchlist_events", data=data))
+    return messages.event("pusher_internal:watchlist_events", data=data)
 
 
-def _member_frame(channel: str, event: MemberEvent) -> bytes:
+def _member_message(channel: str, event: MemberEvent) -> bytes:
     if event.added:
         data = messages.dumps({"user_id": event.user_id, "user_info": event.user_info})
-        return text_frame(messages.event("pusher_internal:member_added", channel, data))
+        return messages.event("pusher_internal:member_added", channel, data)
     data = messages.dumps({"user_id": event.user_id})
-    return text_frame(messages.event("pusher_internal:member_removed", channel, data))
+    return messages.event("pusher_internal:member_removed", channel, data)

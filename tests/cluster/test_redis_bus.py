@@ -81,11 +81,13 @@ async def test_garbage_on_the_bus_is_dropped_counted_and_the_node_still_hears(
         (publications, b"\xff\xfe\x00\x00garbage bytes", "malformed"),
         (publications, b"no separators at all", "malformed"),
         (publications, b"B" * one_mb, "malformed"),  # a 1 MB blob
-        (publications, b'elsewhere\x00\x00{"event":"not a frame"}', "bad_frame"),
-        (publications, b"elsewhere\x00\x00" + text_frame(b'{"event":"trunc'), "bad_frame"),
-        (publications, b"elsewhere\x00\x00" + text_frame(b"[1, 2]"), "bad_frame"),
-        # A frame whose header promises more than it carries would corrupt every stream.
-        (publications, b"elsewhere\x00\x00" + text_frame(b"x" * one_mb)[:-1], "bad_frame"),
+        # A framed message (what nodes before unframed messages wrote) is not a message.
+        (publications, b"elsewhere\x00\x00" + text_frame(b'{"event":"framed"}'), "bad_frame"),
+        (publications, b'elsewhere\x00\x00{"event":"trunc', "bad_frame"),
+        (publications, b"elsewhere\x00\x00[1, 2]", "bad_frame"),
+        (publications, b'elsewhere\x00\x00{"event":"\xff"}', "bad_frame"),  # not UTF-8
+        # A 1 MB message cut short would corrupt every stream it reached.
+        (publications, b'elsewhere\x00\x00{"event":"' + b"x" * one_mb, "bad_frame"),
         (control, b"\xff\xfe garbage bytes", "malformed"),
         (control, b'{"o":"elsewhere","a":"12345","k":"member_add', "malformed"),  # truncated
         (control, b"C" * one_mb, "malformed"),

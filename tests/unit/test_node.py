@@ -1,7 +1,7 @@
 """node.py: the Node driven by fake connections over the real MemoryBroker.
 
-Each fake connection records the frames the node writes; a tiny RFC 6455 parser turns
-them back into JSON messages so the tests assert what a client would read.
+Each fake connection records the Pusher messages the node writes to it, sent to it alone
+or published to its channels, so the tests assert what a client would read.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from tidings.brokers.base import ControlMessage
 from tidings.brokers.memory import MemoryBroker
 from tidings.core.apps import App, AppRegistry
+from tidings.core.publication import Publication
 from tidings.core.webhooks import WebhookTarget
 from tidings.node import BackendRateLimited, Node, NodeSettings
 from tidings.protocol.auth import sign
@@ -47,40 +47,22 @@ class FakeClock:
         return self.now
 
 
-def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
-    """Unmasked server frames (RFC 6455 5.2), back to back -> [(opcode, payload)]. The
-    fan-out joins the publications of one loop tick into one write."""
-    frames = []
-    while data:
-        first, second = data[0], data[1]
-        assert first & 0x80, "FIN bit set: the node sends single-frame messages"
-        assert not second & 0x80, "server frames are never masked"
-        length, offset = second & 0x7F, 2
-        if length == 126:
-            (length,) = struct.unpack("!H", data[2:4])
-            offset = 4
-        elif length == 127:
-            (length,) = struct.unpack("!Q", data[2:10])
-            offset = 10
-        assert len(data) >= offset + length, "whole frames only"
-        frames.append((first & 0x0F, data[offset : offset + length]))
-        data = data[offset + length :]
-    return frames
-
-
 class FakeConnection:
     def __init__(self, node: Node, app: App) -> None:
         self.session: Session = node.new_session(app)
         self.socket_id = self.session.socket_id
         self.app = app
         self.node = node
-        self.frames: list[bytes] = []
+        self.sent: list[bytes] = []  # Pusher messages (JSON), in order
         self.closed: tuple[int, str] | None = None
 
-    def send(self, frame: bytes) -> None:
+    def send(self, message: bytes) -> None:
         if self.node.outgoing:  # as the real connections do: earlier publications first
             self.node.outgoing.flush()
-        self.frames.append(frame)
+        self.sent.append(message)
+
+    def publish(self, publication: Publication) -> None:
+        self.sent.extend(publication.messages)
 
     def close(self, code: int, reason: str) -> None:
         if self.node.outgoing:
@@ -91,12 +73,8 @@ class FakeConnection:
         """Every message received since the last take(), counting the publications still
         waiting for the end of this loop tick."""
         self.node.outgoing.flush()
-        messages = []
-        for frame in self.frames:
-            for opcode, payload in parse_frames(frame):
-                assert opcode == 0x1
-                messages.append(json.loads(payload))
-        self.frames.clear()
+        messages = [json.loads(message) for message in self.sent]
+        self.sent.clear()
         return messages
 
     async def send_json(self, message: dict[str, Any]) -> None:
@@ -180,14 +158,14 @@ def event_data(message: dict[str, Any]) -> Any:
 async def test_attach_sends_connection_established(node: Node) -> None:
     connection = FakeConnection(node, APP)
     node.attach(connection)
-    [frame] = connection.frames
+    [message] = connection.sent
     socket_id = connection.socket_id
     payload = (
         '{"event":"pusher:connection_established","data":"{\\"socket_id\\":\\"'
         + socket_id
         + '\\",\\"activity_timeout\\":120}"}'
     ).encode()
-    assert frame == bytes((0x81, len(payload))) + payload
+    assert message == payload
     assert node.connection_count == 1
     assert node.connections() == [connection]
 
@@ -202,9 +180,9 @@ async def test_socket_ids_are_pusher_shaped_and_unique(node: Node) -> None:
 
 async def test_ping_pong_literal_frame(node: Node) -> None:
     connection = connect(node)
-    connection.frames.clear()
+    connection.sent.clear()
     await node.receive(connection, '{"event":"pusher:ping","data":{}}')
-    assert connection.frames == [b'\x81\x23{"event":"pusher:pong","data":"{}"}']
+    assert connection.sent == [b'{"event":"pusher:pong","data":"{}"}']
 
 
 async def test_malformed_frame_gets_error_and_stays_open(node: Node) -> None:
@@ -559,7 +537,7 @@ async def test_subscription_count_coalesced(node: Node) -> None:
     connections = [connect(node, COUNTING) for _ in range(3)]
     for c in connections:
         await c.subscribe("news")
-    await eventually(lambda: all(b"subscription_count" in c.frames[-1] for c in connections))
+    await eventually(lambda: all(b"subscription_count" in c.sent[-1] for c in connections))
     count3 = {
         "event": "pusher_internal:subscription_count",
         "channel": "news",
@@ -571,7 +549,7 @@ async def test_subscription_count_coalesced(node: Node) -> None:
         ]
 
     await node.detach(connections[0])
-    await eventually(lambda: bool(connections[1].frames))
+    await eventually(lambda: bool(connections[1].sent))
     await asyncio.sleep(FLUSH)  # and nothing more follows
     assert connections[1].take() == [{**count3, "data": '{"subscription_count":2}'}]
     assert connections[0].take() == []
@@ -772,7 +750,7 @@ async def test_timers_ping_idle_connection_then_close_4201(clock: FakeClock) -> 
         connection = connect(node)
         connection.take()
         clock.now += 1
-        await eventually(lambda: bool(connection.frames))
+        await eventually(lambda: bool(connection.sent))
         await asyncio.sleep(0.25)  # later ticks at the same time send no second ping
         assert connection.take() == [{"event": "pusher:ping", "data": "{}"}]
         assert connection.closed is None
@@ -892,10 +870,10 @@ class VanishedConnection(FakeConnection):
 
     gone = False
 
-    def send(self, frame: bytes) -> None:
+    def send(self, message: bytes) -> None:
         if self.gone:
             raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
-        super().send(frame)
+        super().send(message)
 
     def close(self, code: int, reason: str) -> None:
         if self.gone:
@@ -1041,7 +1019,7 @@ async def test_one_failing_subscription_count_never_stops_the_others(
     connection = connect(node, HOOKED)
     await connection.subscribe("a")
     await connection.subscribe("b")
-    await eventually(lambda: b"subscription_count" in b"".join(connection.frames))
+    await eventually(lambda: b"subscription_count" in b"".join(connection.sent))
     counts = [m for m in connection.take() if m["event"] == "pusher_internal:subscription_count"]
     assert counts == [
         {

@@ -1,9 +1,10 @@
 """The WebSocket edge under ASGI: ``/app/{key}``, messages in, node, messages out.
 
-The node hands every subscriber of a publication the same pre-built WebSocket frame
-(``bytes``). ASGI wants ``str`` text instead, so :class:`TextMessages` takes the payloads
-out of a frame once per publication, not once per recipient, and every connection sends
-the same message objects.
+The hub hands every subscriber of a publication the same
+:class:`~tidings.core.publication.Publication`. ASGI wants ``str`` text, so
+:class:`TextMessages` wraps the publication's shared ``texts`` in ``websocket.send``
+messages once per publication, not once per recipient, and every connection sends the same
+message objects.
 
 Each socket's ASGI ``send`` is driven by hand: called, and stepped once. Servers complete
 it without suspending while the socket keeps up (uvicorn only suspends while its transport
@@ -25,10 +26,11 @@ from urllib.parse import parse_qs
 from tidings.core.apps import App
 from tidings.core.connection import SLOW_CONSUMER, ConnectionBase
 from tidings.core.hub import Coalescer
+from tidings.core.publication import Publication
 from tidings.node import AppCounters, Node
 from tidings.protocol import messages
 from tidings.protocol.errors import MESSAGES, ErrorCode
-from tidings.protocol.frames import close_reason, frame_payloads, text_frame
+from tidings.protocol.frames import close_reason
 from tidings.protocol.session import Session
 from tidings.tasks import report_failure
 
@@ -44,29 +46,29 @@ CLOSE_WAIT = 2.0  # seconds a stop waits for the detaches of slow consumers
 
 
 class TextMessages:
-    """Pre-built frames as ASGI ``websocket.send`` messages, converted once per frame.
+    """Publications as ASGI ``websocket.send`` messages, made once per publication.
 
-    The hub writes one ``bytes`` object to every subscriber, so the last conversion is
+    The hub hands one :class:`Publication` to every subscriber, so the last conversion is
     kept by identity: the first recipient of a publication pays for it, the others reuse
-    it. A coalesced frame holds several WebSocket frames back to back: each becomes its
-    own message, in order. The messages are shared by every recipient, so a server or
-    middleware must not change them (none does: they only read ``text``).
+    it. A coalesced publication holds several messages: each becomes its own ASGI message,
+    in order. The messages are shared by every recipient, so a server or middleware must
+    not change them (none does: they only read ``text``).
     """
 
-    __slots__ = ("frame", "messages")
+    __slots__ = ("publication", "messages")
 
     def __init__(self) -> None:
-        self.frame = b""  # the last frame converted, and its messages (read them only)
+        # The last publication converted, and its messages (read them only).
+        self.publication: Publication | None = None
         self.messages: tuple[Message, ...] = ()
 
-    def of(self, frame: bytes) -> tuple[Message, ...]:
-        if frame is not self.frame:
-            # Keeping a reference to the frame keeps its identity from being reused.
+    def of(self, publication: Publication) -> tuple[Message, ...]:
+        if publication is not self.publication:
+            # Keeping a reference to the publication keeps its identity from being reused.
             self.messages = tuple(
-                {"type": "websocket.send", "text": payload.decode()}
-                for payload in frame_payloads(frame)
+                {"type": "websocket.send", "text": text} for text in publication.texts
             )
-            self.frame = frame
+            self.publication = publication
         return self.messages
 
 
@@ -105,14 +107,14 @@ class AsgiConnection(ConnectionBase):
     """One client socket served through ASGI; implements the node's ``Connection`` (and the
     hub's ``Subscriber``).
 
-    ``send`` takes every frame: a publication from the hub's writer, or a frame for this
-    socket alone. Each becomes ASGI messages, sent in order; nothing is written after
+    ``send`` takes a message for this socket alone, ``publish`` a publication from the
+    hub's writer. Each becomes ASGI messages, sent in order; nothing is written after
     ``close`` or once the socket is known to be gone.
 
     Any writer serves it: ``write_to_many``, or the native writer of ``tidings serve`` when
-    one node serves both (it hands what is not a file descriptor ``send``). As neither
-    tells a publication from a direct frame, ``send`` counts no bytes: the Coalescer
-    counts publications, and direct frames go uncounted, as for the HTTP fallback sessions.
+    one node serves both (it hands what is not a file descriptor ``publish``). No bytes are
+    counted here: the Coalescer counts publications, and direct messages go uncounted, as
+    for the HTTP fallback sessions.
     """
 
     __slots__ = (
@@ -159,12 +161,18 @@ class AsgiConnection(ConnectionBase):
         self._parked: asyncio.Task[None] | None = None
         self._on_slow = on_slow  # the edge forgets a slow consumer at once
 
-    def _write(self, frame: bytes) -> None:
-        """A pre-built frame (one or several WebSocket frames back to back), as messages."""
+    def _write(self, message: bytes) -> None:
+        """A message for this socket alone, as ASGI text."""
+        self._push({"type": "websocket.send", "text": message.decode()})
+
+    def _publish(self, publication: Publication) -> None:
+        """A publication's messages, shared with its other recipients on this edge."""
         texts = self._messages
         # Every recipient of a publication but the first finds its messages ready: taken in
         # place, they cost no call (this is the per-delivery path of the ASGI edge).
-        for message in texts.messages if frame is texts.frame else texts.of(frame):
+        for message in (
+            texts.messages if publication is texts.publication else texts.of(publication)
+        ):
             if self.closing:
                 return
             self._push(message)
@@ -307,7 +315,7 @@ class WebSocketEndpoint:
                 if text is None:
                     # Pusher: "Binary WebSocket frames are not supported."
                     counters.count_error(None)
-                    connection.send(text_frame(messages.error("binary frames are not supported")))
+                    connection.send(messages.error("binary frames are not supported"))
                 elif len(text) > limit or (not text.isascii() and len(text.encode()) > limit):
                     # RFC 6455 7.4.1: 1009, a message too big to process.
                     counters.count_close(1009)

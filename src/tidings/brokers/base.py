@@ -15,7 +15,8 @@ from typing import Protocol
 from tidings.protocol.session import Member
 
 Deliver = Callable[[str, str, bytes, "str | None"], None]
-"""``deliver(app_id, channel, frame, exclude_socket_id)``: write to local subscribers."""
+"""``deliver(app_id, channel, message, exclude_socket_id)``: write one Pusher message (JSON,
+unframed) to local subscribers."""
 
 Control = Callable[[str, "ControlMessage"], Awaitable[None] | None]
 """``control(app_id, message)``: act on a cluster-wide control message locally."""
@@ -81,10 +82,11 @@ class Broker(Protocol):
 
     async def close(self) -> None: ...
 
-    async def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> bool:
-        """Deliver ``frame`` to every subscriber of ``channel`` on every node but ``exclude``.
+    async def publish(self, app_id: str, channel: str, message: bytes, exclude: str | None) -> bool:
+        """Deliver ``message`` (a Pusher event, JSON: each edge frames it) to every
+        subscriber of ``channel`` on every node but ``exclude``.
 
-        Ordering: frames published by one node to one channel arrive in publish order.
+        Ordering: messages published by one node to one channel arrive in publish order.
         Delivery: at most once; a subscriber that is gone or too slow misses it.
         Failure: this node's subscribers always get it; returns False when the other nodes
         could not be reached (degraded), True when it was handed to every node.

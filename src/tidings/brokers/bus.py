@@ -5,11 +5,10 @@ module cannot decode into what a node itself would have written is dropped and c
 reason, never acted on and never allowed to stop the listener: one bad message must not
 deafen a node.
 
-Publications (``{prefix}#{app}#{channel}``): ``origin NUL exclude NUL frame``, where the
-frame is one unmasked, final WebSocket text frame (RFC 6455 5.2) carrying a Pusher event
-(a JSON object with an ``event`` name). The frame goes to sockets as it is, so a frame that
-is not exactly that would corrupt every subscriber's stream (and the HTTP fallbacks, which
-split joined frames by their headers): it is checked before anything is written.
+Publications (``{prefix}#{app}#{channel}``): ``origin NUL exclude NUL message``, where the
+message is one Pusher event (a JSON object with an ``event`` name), unframed: each edge
+frames it for its own clients. It reaches every subscriber's stream as it is, so a message
+that is not exactly that would corrupt them: it is checked before anything is written.
 
 Control messages (``{prefix}#control``): a JSON object ``{"o": origin, "a": app id, "k":
 kind, "u": user id, "c": channel, "d": data}`` of one of the :data:`CONTROL_KINDS`.
@@ -31,8 +30,9 @@ log = logging.getLogger("tidings.redis")
 
 DropReason = Literal["malformed", "bad_frame", "unknown_kind", "handler_error"]
 """Why a bus message was dropped (the ``reason`` label of the drop counter):
-``malformed`` (not the envelope Tidings writes), ``bad_frame`` (a publication whose frame is
-not one text frame carrying a Pusher event), ``unknown_kind`` (a control message of a kind
+``malformed`` (not the envelope Tidings writes), ``bad_frame`` (a publication whose message
+is not a Pusher event; the label is older than unframed messages and kept for dashboards),
+``unknown_kind`` (a control message of a kind
 no Tidings node sends), ``handler_error`` (decoded, but acting on it raised)."""
 
 DROP_REASONS: tuple[DropReason, ...] = ("malformed", "bad_frame", "unknown_kind", "handler_error")
@@ -58,7 +58,7 @@ class Publication(NamedTuple):
 
     origin: str  # the publishing node's id
     exclude: str | None  # Pusher: the socket_id that must not receive it
-    frame: bytes
+    message: bytes  # one Pusher event (JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,40 +68,31 @@ class ControlEnvelope:
     message: ControlMessage
 
 
-def encode_publication(origin: str, exclude: str | None, frame: bytes) -> bytes:
-    return b"".join((origin.encode(), b"\x00", (exclude or "").encode(), b"\x00", frame))
+def encode_publication(origin: str, exclude: str | None, message: bytes) -> bytes:
+    """The one encoding of a publication on the bus: the nodes' broker (``ClusterRedis``)
+    and the publish-only client both write it through here."""
+    return b"".join((origin.encode(), b"\x00", (exclude or "").encode(), b"\x00", message))
 
 
 def decode_publication(data: bytes) -> Publication:
     origin, _, rest = data.partition(b"\x00")
-    exclude, found, frame = rest.partition(b"\x00")
+    exclude, found, message = rest.partition(b"\x00")
     if not found or not origin or not origin.isascii() or not exclude.isascii():
         raise Dropped("malformed", "no ASCII origin/exclude header")
-    check_frame(frame)
-    return Publication(origin.decode(), exclude.decode() or None, frame)
+    check_message(message)
+    return Publication(origin.decode(), exclude.decode() or None, message)
 
 
-def check_frame(frame: bytes) -> None:
-    """Raise :class:`Dropped` unless ``frame`` is what ``text_frame(messages.event(...))``
-    builds: one unmasked FIN text frame whose length is the rest of the bytes, carrying a
+def check_message(message: bytes) -> None:
+    """Raise :class:`Dropped` unless ``message`` is what ``messages.event(...)`` builds: a
     JSON object with an ``event`` name (so valid UTF-8, which a browser requires of a text
     frame, RFC 6455 8.1)."""
-    if len(frame) < 2 or frame[0] != 0x81 or frame[1] & 0x80:
-        raise Dropped("bad_frame", "not an unmasked final text frame")
-    length = frame[1]
-    offset = 2
-    if length == 126:
-        offset, length = 4, int.from_bytes(frame[2:4], "big")
-    elif length == 127:
-        offset, length = 10, int.from_bytes(frame[2:10], "big")
-    if len(frame) != offset + length:
-        raise Dropped("bad_frame", f"frame header says {length} bytes, {len(frame)} given")
     try:
-        body = orjson.loads(frame[offset:])
+        body = orjson.loads(message)
     except orjson.JSONDecodeError:
-        raise Dropped("bad_frame", "frame payload is not JSON") from None
+        raise Dropped("bad_frame", "message is not JSON") from None
     if type(body) is not dict or type(body.get("event")) is not str:
-        raise Dropped("bad_frame", "frame payload is not a Pusher event")
+        raise Dropped("bad_frame", "message is not a Pusher event")
 
 
 def encode_control(origin: str, app_id: str, message: ControlMessage) -> bytes:

@@ -47,9 +47,9 @@ class MemoryBroker:
         self._deliver = None
         self._control = None
 
-    async def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> bool:
+    async def publish(self, app_id: str, channel: str, message: bytes, exclude: str | None) -> bool:
         if self._deliver is not None:
-            self._deliver(app_id, channel, frame, exclude)
+            self._deliver(app_id, channel, message, exclude)
         return True
 
     async def control(self, app_id: str, message: ControlMessage) -> None:

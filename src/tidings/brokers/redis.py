@@ -1,7 +1,8 @@
 """The Redis broker: many processes and machines behave as one Pusher server.
 
 Fan-out: a publication is written to local subscribers at once and PUBLISHed (or
-SPUBLISHed, with ``sharded``) on ``{prefix}#{app}#{channel}`` with its already-encoded frame.
+SPUBLISHed, with ``sharded``) on ``{prefix}#{app}#{channel}`` with its Pusher message (JSON:
+each edge frames it for its clients).
 A node SUBSCRIBEs only to channels it has local subscribers for, and skips its own
 publications when they come back. Order per channel is publish order per publishing node
 (one connection per node publishes); delivery is at most once.
@@ -138,10 +139,13 @@ class ClusterRedis:
         return f"{self.prefix}#control".encode()
 
     async def publish(
-        self, origin: str, app_id: str, channel: str, frame: bytes, exclude: str | None
+        self, origin: str, app_id: str, channel: str, message: bytes, exclude: str | None
     ) -> None:
-        """``frame`` to every node subscribed to ``channel`` (nodes skip their own origin)."""
-        payload = encode_publication(origin, exclude, frame)
+        """``message`` to every node subscribed to ``channel`` (nodes skip their own origin).
+
+        The publish-only client (``tidings.clients.redis``) publishes through here too, so
+        the bus format has one writer."""
+        payload = encode_publication(origin, exclude, message)
         if self.sharded:
             await self.redis.spublish(self.topic(app_id, channel), payload)
         else:
@@ -435,7 +439,7 @@ class RedisBroker:
             return  # delivered locally when it was published
         publication = decode_publication(data)
         _, app_id, channel = topic.decode().split("#", 2)
-        self._deliver(app_id, channel, publication.frame, publication.exclude)
+        self._deliver(app_id, channel, publication.message, publication.exclude)
 
     @property
     def _own_origin(self) -> bytes:
@@ -453,13 +457,13 @@ class RedisBroker:
             if inspect.isawaitable(result):
                 await result
 
-    async def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> bool:
+    async def publish(self, app_id: str, channel: str, message: bytes, exclude: str | None) -> bool:
         if self._deliver is not None:
-            self._deliver(app_id, channel, frame, exclude)
+            self._deliver(app_id, channel, message, exclude)
         if self._degraded:
             return False  # at most once: other nodes miss what is published during an outage
         try:
-            await self._cluster.publish(self._node_id, app_id, channel, frame, exclude)
+            await self._cluster.publish(self._node_id, app_id, channel, message, exclude)
         except FAILURES as exc:
             self._failed(exc)
             return False

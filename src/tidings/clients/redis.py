@@ -45,7 +45,6 @@ from tidings.brokers.base import ControlMessage
 from tidings.brokers.redis import COMMAND_TIMEOUT, FAILURES, ClusterRedis, check_prefix
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, channel_type, name_error
-from tidings.protocol.frames import text_frame
 from tidings.protocol.rest import RestError, RestLimits, Trigger, check_trigger, parse_info
 from tidings.protocol.session import Member
 from tidings.redaction import public_url, scrub
@@ -184,9 +183,7 @@ class RedisClient:
         message = messages.event(trigger.name, channel, trigger.data)
         if channel_type(channel).cache:
             await cluster.cache_set(self._app_id, channel, message, self._cache_ttl)
-        await cluster.publish(
-            self._origin, self._app_id, channel, text_frame(message), trigger.socket_id
-        )
+        await cluster.publish(self._origin, self._app_id, channel, message, trigger.socket_id)
 
     async def terminate_user(self, user_id: str) -> None:
         """Every node closes the sockets signed in as ``user_id`` (the control message a

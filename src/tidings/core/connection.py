@@ -3,9 +3,12 @@
 The aiohttp WebSocket edge, the HTTP fallback and the ASGI edge each implement the node's
 ``Connection``. Three rules are the same for all of them and live here once:
 
-- **flush before a direct write**: a frame for this connection alone (a reply, an error, a
-  member event) goes out after every publication made before it, so the node's
+- **flush before a direct write**: a message for this connection alone (a reply, an error,
+  a member event) goes out after every publication made before it, so the node's
   :class:`~tidings.core.hub.Coalescer` is flushed first;
+- **framing at the edge**: the node hands over Pusher JSON messages (``send``) and
+  :class:`~tidings.core.publication.Publication` objects (``publish``); each edge writes
+  them in its own encoding (a WebSocket frame, an ASGI ``str``, the raw message);
 - **close once**: the first ``close`` or slow-consumer verdict wins; after it nothing more is
   written and later closes are no-ops;
 - **counters from the constructor**: the app's counters arrive with the connection, so no
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from tidings.core.counters import AppCounters
 from tidings.core.hub import Coalescer
+from tidings.core.publication import Publication
 from tidings.protocol.session import Session
 
 SLOW_CONSUMER = "Slow consumer"  # the reason sent with 4100, by every edge
@@ -32,12 +36,12 @@ SLOW_CONSUMER = "Slow consumer"  # the reason sent with 4100, by every edge
 
 class ConnectionBase(ABC):
     """The shared half of a client connection; an edge supplies :meth:`_write`,
-    :meth:`_closed` and :meth:`_drop_slow`.
+    :meth:`_publish`, :meth:`_closed` and :meth:`_drop_slow`.
 
-    ``send`` is both the direct path and, for edges that are not a native ``Sink``, the path
-    every publication takes: it does no more than check ``closing``, flush a non-empty
-    Coalescer (empty within a publication: it took everything pending before writing) and
-    hand the frame on.
+    ``send`` is the direct path: it checks ``closing``, flushes a non-empty Coalescer and
+    hands the message on. ``publish`` is the path every publication takes on edges that are
+    not a native ``Sink``: it comes from the Coalescer's flush, which took everything pending
+    before writing, so there is nothing to flush.
     """
 
     if not TYPE_CHECKING:
@@ -56,14 +60,19 @@ class ConnectionBase(ABC):
         self.counters = counters
         self.closing = False
 
-    def send(self, frame: bytes) -> None:
-        """Write a pre-built frame, after the publications made before it; nothing once
+    def send(self, message: bytes) -> None:
+        """Write one Pusher message, after the publications made before it; nothing once
         closing."""
         if self.closing:
             return
         if self._outgoing:
-            self._outgoing.flush()  # publications made before this frame go first
-        self._write(frame)
+            self._outgoing.flush()  # publications made before this message go first
+        self._write(message)
+
+    def publish(self, publication: Publication) -> None:
+        """Write a publication (from the hub's writer); nothing once closing."""
+        if not self.closing:
+            self._publish(publication)
 
     def close(self, code: int, reason: str) -> None:
         """Close with ``code`` after everything sent so far; only the first call counts."""
@@ -87,8 +96,14 @@ class ConnectionBase(ABC):
         self._drop_slow()
 
     @abstractmethod
-    def _write(self, frame: bytes) -> None:
-        """Hand ``frame`` to the client; ``closing`` is False when called."""
+    def _write(self, message: bytes) -> None:
+        """Hand one Pusher message to the client, framed for this edge; ``closing`` is
+        False when called."""
+
+    @abstractmethod
+    def _publish(self, publication: Publication) -> None:
+        """Hand a publication's messages to the client, in the encoding this edge shares
+        with the other recipients; ``closing`` is False when called."""
 
     @abstractmethod
     def _closed(self, code: int, reason: str) -> None:

@@ -1,10 +1,12 @@
 """This process's subscribers, by channel, and the fan-out that writes to them.
 
-The hot path: a publication arrives as one pre-built frame (``bytes``) and the same
-object is written to every local subscriber. No per-recipient JSON, framing, task or
-future. A :data:`Writer` is the one place that loops over sockets: :func:`write_to_many`
-here calls each subscriber's ``send``; the server passes the native writer from
-``tidings.server.fanout`` instead.
+The hot path: publications arrive as Pusher JSON messages, and the :class:`Coalescer`
+hands each channel's run of them to its subscribers as one
+:class:`~tidings.core.publication.Publication`, which encodes them once per kind of edge.
+No per-recipient JSON, framing, task or future. A :data:`Writer` is the one place that loops
+over sockets: :func:`write_to_many` here calls each subscriber's ``publish``; the server
+passes the native writer from ``tidings.server.fanout`` instead, which writes the
+publication's WebSocket frame straight to its sockets.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from typing import Protocol
+
+from tidings.core.publication import Publication
 
 log = logging.getLogger("tidings.hub")
 
@@ -22,27 +26,30 @@ class Subscriber(Protocol):
     @property
     def socket_id(self) -> str: ...
 
-    def send(self, frame: bytes) -> None:
-        """Queue ``frame`` without blocking; a slow consumer closes itself (4100)."""
+    def publish(self, publication: Publication) -> None:
+        """Queue ``publication`` in this edge's encoding without blocking; a slow consumer
+        closes itself (4100)."""
         ...
 
 
-# (frame, subscribers by socket id, socket id to leave out) -> how many were written to.
-# A writer never raises for one subscriber: it logs the failure and writes to the others.
-Writer = Callable[[bytes, dict[str, Subscriber], str | None], int]
+# (publication, subscribers by socket id, socket id to leave out) -> how many were written
+# to. A writer never raises for one subscriber: it logs the failure and writes to the others.
+Writer = Callable[[Publication, dict[str, Subscriber], str | None], int]
 
 
-def write_to_many(frame: bytes, subscribers: dict[str, Subscriber], exclude: str | None) -> int:
-    """Write one frame to every subscriber but ``exclude``; returns how many were written to.
+def write_to_many(
+    publication: Publication, subscribers: dict[str, Subscriber], exclude: str | None
+) -> int:
+    """Hand one publication to every subscriber but ``exclude``; returns how many took it.
 
-    One subscriber whose ``send`` raises is logged and skipped: it never keeps the frame
-    from the others (a :data:`Writer` never raises for a subscriber)."""
+    One subscriber whose ``publish`` raises is logged and skipped: it never keeps the
+    publication from the others (a :data:`Writer` never raises for a subscriber)."""
     n = 0
     for socket_id, subscriber in list(subscribers.items()):
         if socket_id == exclude:
             continue
         try:
-            subscriber.send(frame)
+            subscriber.publish(publication)
         except Exception:
             log.exception("writing to %s failed", socket_id)
             continue
@@ -88,12 +95,12 @@ class Hub:
         del self._channels[channel]
         return True
 
-    def deliver(self, channel: str, frame: bytes, exclude: str | None = None) -> int:
-        """Write ``frame`` to the channel's local subscribers but ``exclude``."""
+    def deliver(self, channel: str, publication: Publication, exclude: str | None = None) -> int:
+        """Write ``publication`` to the channel's local subscribers but ``exclude``."""
         subscribers = self._channels.get(channel)
         if not subscribers:
             return 0
-        return self._write(frame, subscribers, exclude)
+        return self._write(publication, subscribers, exclude)
 
     def contains(self, channel: str, socket_id: str) -> bool:
         subscribers = self._channels.get(channel)
@@ -111,7 +118,7 @@ class Hub:
 
 
 class Counted(Protocol):
-    """Where delivered frames are counted (the node's per-app counters)."""
+    """Where delivered messages are counted (the node's per-app counters)."""
 
     deliveries: int
     bytes_out: int
@@ -121,10 +128,11 @@ class Coalescer:
     """Publications of one event-loop tick, written together at its end.
 
     Several publications to one channel in the same tick (a burst of REST triggers, a batch,
-    a Redis read carrying many messages) become one buffer and one write per subscriber,
-    instead of one write each: the system call per socket is the cost of fan-out, so this
-    divides it. Only *consecutive* publications to the same channel with the same excluded
-    socket are joined, so every socket still sees frames in publication order.
+    a Redis read carrying many messages) become one :class:`Publication` and one write per
+    subscriber, instead of one write each: the system call per socket is the cost of
+    fan-out, so this divides it. Only *consecutive* publications to the same channel with
+    the same excluded socket are joined, so every socket still sees messages in publication
+    order.
 
     Whoever writes to a socket directly, or changes who is subscribed, calls :meth:`flush`
     first: a socket then sees exactly what it would have seen had every publication been
@@ -134,7 +142,7 @@ class Coalescer:
     __slots__ = ("_pending", "_schedule", "_scheduled")
 
     def __init__(self, schedule: Callable[[Callable[[], None]], object]) -> None:
-        self._pending: list[tuple[Hub, str, bytes, str | None, Counted]] = []
+        self._pending: list[tuple[Hub, str, bytes, str | None, Counted]] = []  # messages
         self._schedule = schedule  # e.g. loop.call_soon
         self._scheduled = False
 
@@ -142,9 +150,10 @@ class Coalescer:
         return bool(self._pending)
 
     def add(
-        self, hub: Hub, channel: str, frame: bytes, exclude: str | None, counters: Counted
+        self, hub: Hub, channel: str, message: bytes, exclude: str | None, counters: Counted
     ) -> None:
-        self._pending.append((hub, channel, frame, exclude, counters))
+        """Queue one Pusher message for ``channel``'s subscribers but ``exclude``."""
+        self._pending.append((hub, channel, message, exclude, counters))
         if not self._scheduled:
             self._scheduled = True
             self._schedule(self._on_tick)
@@ -160,19 +169,22 @@ class Coalescer:
         self._pending = []
         start = 0
         while start < len(pending):
-            hub, channel, frame, exclude, counters = pending[start]
+            hub, channel, message, exclude, counters = pending[start]
             end = start + 1
             while end < len(pending) and _same_target(pending[end], pending[start]):
                 end += 1
             if end - start > 1:
-                frame = b"".join(p[2] for p in pending[start:end])
+                publication = Publication([p[2] for p in pending[start:end]])
+            else:
+                publication = Publication([message])
             try:
-                written = hub.deliver(channel, frame, exclude)
+                written = hub.deliver(channel, publication, exclude)
             except Exception:  # a writer that broke its contract: the next channels still go
                 log.exception("delivering to %s failed", channel)
                 written = 0
-            counters.deliveries += written * (end - start)
-            counters.bytes_out += written * len(frame)
+            if written:
+                counters.deliveries += written * (end - start)
+                counters.bytes_out += written * publication.size
             start = end
 
 

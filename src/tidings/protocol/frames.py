@@ -21,6 +21,11 @@ def _header(first: int, length: int) -> bytes:
     return struct.pack("!BBQ", first, 127, length)
 
 
+def text_frame_size(length: int) -> int:
+    """The size of :func:`text_frame` of a ``length``-byte payload, without building it."""
+    return length + (2 if length < 126 else 4 if length < 1 << 16 else 10)
+
+
 def text_frame(payload: bytes) -> bytes:
     """One unmasked text frame carrying ``payload`` (UTF-8 JSON)."""
     return _header(_TEXT, len(payload)) + payload
@@ -35,33 +40,3 @@ def close_frame(code: int, reason: str = "") -> bytes:
     """A close frame; RFC 6455 5.5: control frame payloads are at most 125 bytes."""
     payload = struct.pack("!H", code) + close_reason(reason)
     return _header(_CLOSE, len(payload)) + payload
-
-
-def frame_payload(frame: bytes) -> bytes:
-    """The payload of a single unmasked frame built by :func:`text_frame`.
-
-    Transports that are not WebSocket (the HTTP fallbacks) receive the same pre-built
-    frame as every socket and take the message out of it.
-    """
-    length = frame[1] & 0x7F
-    offset = 2 if length < 126 else 4 if length == 126 else 10
-    return frame[offset:]
-
-
-def frame_payloads(frames: bytes) -> list[bytes]:
-    """The payloads of one or more unmasked frames built by :func:`text_frame`, joined
-    back to back (the fan-out joins the frames of one tick into one buffer)."""
-    payloads = []
-    view = memoryview(frames)
-    at, end = 0, len(frames)
-    while at < end:
-        length = view[at + 1] & 0x7F
-        if length < 126:
-            start = at + 2
-        elif length == 126:
-            start, length = at + 4, int.from_bytes(view[at + 2 : at + 4], "big")
-        else:
-            start, length = at + 10, int.from_bytes(view[at + 2 : at + 10], "big")
-        payloads.append(bytes(view[start : start + length]))
-        at = start + length
-    return payloads

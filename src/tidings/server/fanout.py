@@ -1,16 +1,18 @@
-"""The server's fan-out writer: one frame to every subscriber of a channel.
+"""The server's fan-out writer: one publication to every subscriber of a channel.
 
 :class:`Sink` is what a WebSocket connection is to the writer: its socket's file
-descriptor, its transport and its high-water mark. :func:`write_many` writes a frame to
-every subscriber; the native version (``tidings._fanout``, C, built by pip) sends straight to
-each socket whose transport has nothing buffered and leaves only short writes, buffered
-sockets and errors to the transport. Without a C compiler the package falls back to
+descriptor, its transport and its high-water mark. :func:`write_many` writes a
+publication's WebSocket frame to every Sink and hands the publication itself to every other
+subscriber (the HTTP fallback, ASGI), which encodes it its own way. The native version
+(``tidings._fanout``, C, built by pip) sends straight to each socket whose transport has
+nothing buffered and leaves only short writes, buffered sockets and errors to the
+transport. Without a C compiler the package falls back to
 :func:`_py_write_many`, the same contract written with ``transport.write``.
 
 The contract, for both:
 
 - a sink with no usable descriptor (``fd`` -1: TLS) gets ``deliver(frame)``, and any other
-  subscriber ``send(frame)``;
+  subscriber ``publish(publication)``;
 - a frame is never written to a closing sink (its descriptor may already serve another
   connection); a sink whose transport is closing is marked ``closing`` and skipped;
 - bytes on one socket keep their order: once a transport holds buffered bytes, the frame
@@ -29,6 +31,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from tidings.core.hub import Subscriber
+from tidings.core.publication import Publication
 
 log = logging.getLogger("tidings.fanout")
 
@@ -46,7 +49,10 @@ class _PySink:
 
 
 def _py_write_many(
-    frame: bytes, subscribers: dict[str, Subscriber], exclude: str | None
+    frame: bytes,
+    subscribers: dict[str, Subscriber],
+    exclude: str | None,
+    publication: Publication,
 ) -> tuple[int, list[_PySink], list[tuple[Any, BaseException]]]:
     skip = subscribers.get(exclude) if exclude is not None else None
     slow: list[_PySink] = []
@@ -70,7 +76,7 @@ def _py_write_many(
                     if transport.get_write_buffer_size() > target.high_water:
                         slow.append(target)
             else:
-                target.send(frame)
+                target.publish(publication)
             count += 1
         except Exception as exc:  # one subscriber's failure is never the others'
             failed.append((target, exc))
@@ -91,9 +97,14 @@ else:
         Sink, _write_many, NATIVE = _PySink, _py_write_many, False
 
 
-def write_many(frame: bytes, subscribers: dict[str, Subscriber], exclude: str | None) -> int:
-    """A :data:`tidings.core.hub.Writer`: returns how many subscribers were written to."""
-    count, slow, failed = _write_many(frame, subscribers, exclude)
+def write_many(
+    publication: Publication, subscribers: dict[str, Subscriber], exclude: str | None
+) -> int:
+    """A :data:`tidings.core.hub.Writer`: returns how many subscribers were written to.
+
+    The frame is built here, once, even when no subscriber is a Sink: fan-out in
+    ``tidings serve`` is almost always to WebSockets, and a check would cost every call."""
+    count, slow, failed = _write_many(publication.frame, subscribers, exclude, publication)
     for sink in slow:
         try:
             sink.slow_consumer()  # type: ignore[attr-defined]

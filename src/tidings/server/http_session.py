@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,10 +21,10 @@ from tidings.core.apps import App
 from tidings.core.connection import SLOW_CONSUMER, ConnectionBase
 from tidings.core.hub import Coalescer
 from tidings.core.outbox import Outbox
+from tidings.core.publication import Publication
 from tidings.node import AppCounters
 from tidings.protocol import sockjs
 from tidings.protocol.errors import ErrorCode
-from tidings.protocol.frames import frame_payloads
 from tidings.protocol.session import Session
 
 log = logging.getLogger("tidings.fallback")
@@ -66,8 +67,8 @@ class ClientBinding:
 class HttpSession(ConnectionBase):
     """One pusher-js HTTP session; implements the node's ``Connection`` once confirmed.
 
-    ``send`` takes every frame, publications included: the Coalescer counts their bytes,
-    and direct frames go uncounted, as on the ASGI edge.
+    ``send`` and ``publish`` queue the raw messages: the Coalescer counts the bytes of
+    publications, and direct messages go uncounted, as on the ASGI edge.
     """
 
     __slots__ = (
@@ -166,10 +167,17 @@ class HttpSession(ConnectionBase):
         self._released_gone = gone
         self._released.set()
 
-    def _write(self, frame: bytes) -> None:
-        """Queue one or more frames' messages (the fan-out joins those of one loop tick)."""
-        for payload in frame_payloads(frame):
-            if not self.outbox.push(payload):
+    def _write(self, message: bytes) -> None:
+        """Queue one message for this session alone."""
+        self._queue((message,))
+
+    def _publish(self, publication: Publication) -> None:
+        """Queue a publication's messages as they are (one loop tick's, in order)."""
+        self._queue(publication.messages)
+
+    def _queue(self, messages: Iterable[bytes]) -> None:
+        for message in messages:
+            if not self.outbox.push(message):
                 # The client stopped polling or reading: a slow consumer, as on WebSocket.
                 self.slow_consumer()
                 return

@@ -16,6 +16,7 @@ from aiohttp import WebSocketError, WSMsgType, web
 from tidings.core.apps import App
 from tidings.core.connection import SLOW_CONSUMER, ConnectionBase
 from tidings.core.hub import Coalescer
+from tidings.core.publication import Publication
 from tidings.node import AppCounters, Node
 from tidings.protocol import messages
 from tidings.protocol.errors import MESSAGES, ErrorCode
@@ -36,8 +37,8 @@ class WebSocketConnection(Sink, ConnectionBase):
 
     As a :class:`~tidings.server.fanout.Sink` it carries what the fan-out writer needs
     (``fd``, ``transport``, ``high_water``, ``closing``), so a publication reaches it with
-    no Python call at all; only frames for this socket alone go through ``send``, so it
-    counts their bytes (the Coalescer counts publications).
+    no Python call at all; only messages for this socket alone go through ``send``, framed
+    here, so it counts their bytes (the Coalescer counts publications).
     """
 
     # ``closing`` is the Sink's; ConnectionBase adds no slots (see tidings.core.connection).
@@ -76,10 +77,15 @@ class WebSocketConnection(Sink, ConnectionBase):
         # The code and reason the server closed it with, for the debug log (None: it did not).
         self.closed_with: tuple[int, str] | None = None
 
-    def _write(self, frame: bytes) -> None:
-        """A frame for this socket alone (replies, errors, member events)."""
+    def _write(self, message: bytes) -> None:
+        """A message for this socket alone (replies, errors, member events)."""
+        frame = text_frame(message)
         self.counters.bytes_out += len(frame)
         self.deliver(frame)
+
+    def _publish(self, publication: Publication) -> None:
+        """A publication from a writer other than the native one: its shared frame."""
+        self.deliver(publication.frame)
 
     def deliver(self, frame: bytes) -> None:
         """A publication, from the fan-out writer (when it cannot write to ``fd`` itself)."""
@@ -215,7 +221,7 @@ class WebSocketEndpoint:
                 elif msg.type is WSMsgType.BINARY:
                     # Pusher: "Binary WebSocket frames are not supported."
                     counters.count_error(None)
-                    connection.send(text_frame(messages.error("binary frames are not supported")))
+                    connection.send(messages.error("binary frames are not supported"))
                 elif msg.type is WSMsgType.ERROR:
                     # aiohttp closed it: 1009 (over max_message_bytes), 1002, 1007...
                     if isinstance(msg.data, WebSocketError):

@@ -15,6 +15,7 @@ import pytest
 from tidings.asgi.websocket import AsgiConnection, TextMessages
 from tidings.core.apps import App
 from tidings.core.hub import Coalescer, Hub, Writer, write_to_many
+from tidings.core.publication import Publication
 from tidings.node import AppCounters
 from tidings.protocol.frames import text_frame
 from tidings.protocol.session import Session
@@ -66,29 +67,30 @@ class Harness:
         return connection, server
 
 
-def frame(text: str) -> bytes:
-    return text_frame(text.encode())
+def msg(text: str) -> bytes:
+    """A Pusher message as the node hands it over: JSON, unframed."""
+    return text.encode()
 
 
 async def test_a_send_that_does_not_suspend_is_sent_at_once_without_a_task() -> None:
     connection, server = Harness().connect()
-    connection.send(frame('{"event":"a"}'))
+    connection.send(msg('{"event":"a"}'))
     assert server.texts() == ['{"event":"a"}']
     assert connection.sending is None
 
 
 # Both writers a node may have: the core's, and the native one of `tidings serve` (which
-# hands anything that is not a file descriptor to ``send``).
+# hands the publication to anything that is not a WebSocket sink).
 WRITERS = pytest.mark.parametrize("writer", [write_to_many, fanout.write_many])
 
 
 @WRITERS
-async def test_a_coalesced_frame_is_one_message_per_event_shared_by_every_recipient(
+async def test_a_coalesced_publication_is_one_message_per_event_shared_by_every_recipient(
     writer: Writer,
 ) -> None:
     harness = Harness()
     (one, server_one), (two, server_two) = harness.connect("1.1"), harness.connect("2.2")
-    joined = frame('{"event":"a"}') + frame('{"event":"b"}') + frame("é" * 200)
+    joined = Publication([msg('{"event":"a"}'), msg('{"event":"b"}'), msg("é" * 200)])
     assert writer(joined, {"1.1": one, "2.2": two}, None) == 2
     assert server_one.texts() == ['{"event":"a"}', '{"event":"b"}', "é" * 200]
     assert all(a is b for a, b in zip(server_one.sent, server_two.sent, strict=True))
@@ -100,14 +102,14 @@ async def test_a_suspended_send_is_parked_and_what_follows_keeps_its_order() -> 
     connection, server = Harness().connect()
     server.writable.clear()
     for n in range(5):
-        connection.send(frame(f"[{n}]"))
+        connection.send(msg(f"[{n}]"))
     parked = connection.sending
     assert parked is not None and server.sent == []
     server.writable.set()
     await parked
     assert server.texts() == [f"[{n}]" for n in range(5)]
     assert connection.sending is None
-    connection.send(frame("[5]"))  # sent at once again
+    connection.send(msg("[5]"))  # sent at once again
     assert server.texts()[-1] == "[5]"
 
 
@@ -115,13 +117,13 @@ async def test_a_backlog_over_the_limit_closes_4100_and_drops_what_waits() -> No
     harness = Harness(max_backlog=1000)
     connection, server = harness.connect()
     server.writable.clear()
-    connection.send(frame("x" * 600))  # suspends: parked
-    connection.send(frame("y" * 600))  # waits: 600
+    connection.send(msg("x" * 600))  # suspends: parked
+    connection.send(msg("y" * 600))  # waits: 600
     assert not connection.closing
-    connection.send(frame("z" * 600))  # 1200 > 1000: slow consumer
+    connection.send(msg("z" * 600))  # 1200 > 1000: slow consumer
     assert connection.closing and connection.session.closed
     assert harness.slow == [connection] and harness.counters.slow_consumers == 1
-    connection.send(frame("after"))  # nothing more is written
+    connection.send(msg("after"))  # nothing more is written
     parked = connection.sending
     assert parked is not None
     server.writable.set()  # the client reads again
@@ -132,10 +134,10 @@ async def test_a_backlog_over_the_limit_closes_4100_and_drops_what_waits() -> No
 
 async def test_close_is_sent_once_after_what_was_sent_before() -> None:
     connection, server = Harness().connect()
-    connection.send(frame("[1]"))
+    connection.send(msg("[1]"))
     connection.close(4200, "Server shutting down")
     connection.close(4009, "again")
-    connection.send(frame("[2]"))
+    connection.send(msg("[2]"))
     assert server.sent == [
         {"type": "websocket.send", "text": "[1]"},
         {"type": "websocket.close", "code": 4200, "reason": "Server shutting down"},
@@ -143,24 +145,25 @@ async def test_close_is_sent_once_after_what_was_sent_before() -> None:
 
 
 @WRITERS
-async def test_publications_pending_in_the_coalescer_go_before_a_direct_frame(
+async def test_publications_pending_in_the_coalescer_go_before_a_direct_msg(
     writer: Writer,
 ) -> None:
     harness = Harness()
     connection, server = harness.connect()
     hub = Hub(writer, harness.outgoing.flush)
     hub.add("news", connection)
-    publication = frame('{"event":"published"}')
-    harness.outgoing.add(hub, "news", publication, None, harness.counters)
-    connection.send(frame('{"event":"reply"}'))
+    published = msg('{"event":"published"}')
+    harness.outgoing.add(hub, "news", published, None, harness.counters)
+    connection.send(msg('{"event":"reply"}'))
     assert server.texts() == ['{"event":"published"}', '{"event":"reply"}']
-    assert harness.counters.bytes_out == len(publication)  # counted once, by the Coalescer
+    # Counted once, by the Coalescer, as the frame a WebSocket client would have read.
+    assert harness.counters.bytes_out == len(text_frame(published))
 
 
 async def test_a_send_the_server_refuses_ends_all_writing() -> None:
     connection, server = Harness().connect()
     server.gone = True
-    connection.send(frame("[1]"))
+    connection.send(msg("[1]"))
     assert connection.closing and connection.sending is None
     connection.close(1000, "")  # already closing: nothing is sent
     assert server.sent == []
@@ -169,7 +172,7 @@ async def test_a_send_the_server_refuses_ends_all_writing() -> None:
 async def test_cancelling_a_parked_send_cancels_the_server_send() -> None:
     connection, server = Harness().connect()
     server.writable.clear()
-    connection.send(frame("[1]"))
+    connection.send(msg("[1]"))
     parked = connection.sending
     assert parked is not None
     await asyncio.sleep(0)  # the task is running, suspended in the server's send

@@ -29,7 +29,6 @@ from uuid import uuid4
 import pytest
 
 from tidings.brokers.base import Broker, CachedEvent, ControlMessage
-from tidings.protocol.frames import text_frame
 from tidings.protocol.session import Member
 
 TIMEOUT = 5.0 * float(os.environ.get("TIDINGS_TEST_TIMEOUT_SCALE", "1"))
@@ -53,24 +52,23 @@ async def eventually(condition: Callable[[], bool], what: str, timeout: float = 
         await asyncio.sleep(0.005)
 
 
-def event_frame(event: str, data: str = "") -> bytes:
-    """What the node publishes: one text frame carrying a Pusher event (brokers/bus.py)."""
-    return text_frame(json.dumps({"event": event, "data": data}).encode())
+def event_message(event: str, data: str = "") -> bytes:
+    """What the node publishes: one Pusher event, unframed JSON (brokers/bus.py)."""
+    return json.dumps({"event": event, "data": data}).encode()
 
 
-# Frames are whole WebSocket frames (protocol/frames.py): binary headers whose length bytes
-# hold NULs, any size up to the 8-byte length form, and payloads with separators and UTF-8.
-ODD_FRAMES = [
-    text_frame('{"event":"é🚀","data":"a\\nb | c:d # \\u0000"}'.encode()),
-    event_frame("x", "x" * 230),  # 2-byte length 0x0100
-    event_frame("y", "y" * 70_000),  # 8-byte length
-    event_frame("\x00|:#\n\t", "é☃ \x00"),
-    event_frame(""),
+# Messages of any size, with separators and UTF-8 in their payloads.
+ODD_MESSAGES = [
+    '{"event":"é🚀","data":"a\\nb | c:d # \\u0000"}'.encode(),
+    event_message("x", "x" * 230),
+    event_message("y", "y" * 70_000),
+    event_message("\x00|:#\n\t", "é☃ \x00"),
+    event_message(""),
 ]
 
 
 def marker() -> bytes:
-    return event_frame("marker", uuid4().hex)
+    return event_message("marker", uuid4().hex)
 
 
 @dataclass
@@ -197,14 +195,14 @@ async def test_identity_after_start(make_broker: BrokerFactory) -> None:
 async def test_publish_delivered_once_with_exclude(make_broker: BrokerFactory) -> None:
     node = await make_broker()
     await node.broker.subscribe(APP, "c", "1.1")
-    await node.broker.publish(APP, "c", event_frame("one"), None)
-    await node.broker.publish(APP, "c", event_frame("two"), "1.1")
+    await node.broker.publish(APP, "c", event_message("one"), None)
+    await node.broker.publish(APP, "c", event_message("two"), "1.1")
     end = marker()
     await node.broker.publish(APP, "c", end, None)
     await node.wait_frame(APP, "c", end)
     assert node.deliveries == [
-        (APP, "c", event_frame("one"), None),
-        (APP, "c", event_frame("two"), "1.1"),
+        (APP, "c", event_message("one"), None),
+        (APP, "c", event_message("two"), "1.1"),
         (APP, "c", end, None),
     ]
 
@@ -212,7 +210,7 @@ async def test_publish_delivered_once_with_exclude(make_broker: BrokerFactory) -
 async def test_hundred_publishes_arrive_in_order(make_broker: BrokerFactory) -> None:
     node = await make_broker()
     await node.broker.subscribe(APP, "c", "1.1")
-    sent = [(event_frame("e", str(i)), "1.1" if i % 3 else None) for i in range(100)]
+    sent = [(event_message("e", str(i)), "1.1" if i % 3 else None) for i in range(100)]
     for frame, exclude in sent:
         await node.broker.publish(APP, "c", frame, exclude)
     end = marker()
@@ -225,12 +223,12 @@ async def test_frames_and_names_arrive_byte_exact(make_broker: BrokerFactory) ->
     node = await make_broker()
     channel = "private-a_b-c=d@e,f.g;h"
     await node.broker.subscribe(APP, channel, "123.456")
-    for frame in ODD_FRAMES:
+    for frame in ODD_MESSAGES:
         await node.broker.publish(APP, channel, frame, "123.456")
     end = marker()
     await node.broker.publish(APP, channel, end, None)
     await node.wait_frame(APP, channel, end)
-    assert node.deliveries == [(APP, channel, f, "123.456") for f in ODD_FRAMES] + [
+    assert node.deliveries == [(APP, channel, f, "123.456") for f in ODD_MESSAGES] + [
         (APP, channel, end, None)
     ]
 
@@ -239,12 +237,12 @@ async def test_publish_keeps_apps_apart(make_broker: BrokerFactory) -> None:
     node = await make_broker()
     await node.broker.subscribe(APP, "c", "1.1")
     await node.broker.subscribe(OTHER_APP, "c", "2.1")
-    await node.broker.publish(OTHER_APP, "c", event_frame("other"), None)
-    await node.broker.publish(APP, "c", event_frame("mine"), None)
-    await node.wait_frame(APP, "c", event_frame("mine"))
-    await node.wait_frame(OTHER_APP, "c", event_frame("other"))
-    assert node.frames(APP, "c") == [event_frame("mine")]
-    assert node.frames(OTHER_APP, "c") == [event_frame("other")]
+    await node.broker.publish(OTHER_APP, "c", event_message("other"), None)
+    await node.broker.publish(APP, "c", event_message("mine"), None)
+    await node.wait_frame(APP, "c", event_message("mine"))
+    await node.wait_frame(OTHER_APP, "c", event_message("other"))
+    assert node.frames(APP, "c") == [event_message("mine")]
+    assert node.frames(OTHER_APP, "c") == [event_message("other")]
 
 
 async def test_a_burst_of_subscriptions_is_load_not_an_outage(
@@ -466,7 +464,7 @@ async def test_publish_reaches_other_node_once_and_own_node_once(
     a, b = await make_broker("a"), await make_broker("b")
     await a.broker.subscribe(APP, "c", "1.1")
     await b.broker.subscribe(APP, "c", "2.1")
-    await a.broker.publish(APP, "c", event_frame("m1"), "1.1")
+    await a.broker.publish(APP, "c", event_message("m1"), "1.1")
     end_a = marker()
     await a.broker.publish(APP, "c", end_a, None)
     await b.wait_frame(APP, "c", end_a)
@@ -476,7 +474,7 @@ async def test_publish_reaches_other_node_once_and_own_node_once(
     await b.broker.publish(APP, "c", end_b, None)
     await a.wait_frame(APP, "c", end_b)
     await b.wait_frame(APP, "c", end_b)
-    m1 = event_frame("m1")
+    m1 = event_message("m1")
     expected = [(APP, "c", m1, "1.1"), (APP, "c", end_a, None), (APP, "c", end_b, None)]
     assert a.deliveries == expected
     assert b.deliveries == expected
@@ -489,12 +487,12 @@ async def test_frames_and_names_reach_another_node_byte_exact(
 ) -> None:
     a, b = await make_broker("a"), await make_broker("b")
     await b.broker.subscribe(APP, channel, "2.1")
-    for frame in ODD_FRAMES:
+    for frame in ODD_MESSAGES:
         await a.broker.publish(APP, channel, frame, "123.456")
     end = marker()
     await a.broker.publish(APP, channel, end, None)
     await b.wait_frame(APP, channel, end)
-    assert b.deliveries == [(APP, channel, f, "123.456") for f in ODD_FRAMES] + [
+    assert b.deliveries == [(APP, channel, f, "123.456") for f in ODD_MESSAGES] + [
         (APP, channel, end, None)
     ]
 
@@ -505,7 +503,7 @@ async def test_hundred_publishes_arrive_in_order_on_another_node(
 ) -> None:
     a, b = await make_broker("a"), await make_broker("b")
     await b.broker.subscribe(APP, "c", "2.1")
-    sent = [(event_frame("e", str(i)), "1.1" if i % 2 else None) for i in range(100)]
+    sent = [(event_message("e", str(i)), "1.1" if i % 2 else None) for i in range(100)]
     for frame, exclude in sent:
         await a.broker.publish(APP, "c", frame, exclude)
     end = marker()
@@ -519,15 +517,15 @@ async def test_node_without_subscriber_gets_nothing(make_broker: BrokerFactory) 
     a, b = await make_broker("a"), await make_broker("b")
     await a.broker.subscribe(APP, "c", "1.1")  # only A has a subscriber for "c"
     await b.broker.subscribe(APP, "d", "2.1")
-    await a.broker.publish(APP, "c", event_frame("not-for-b"), None)
+    await a.broker.publish(APP, "c", event_message("not-for-b"), None)
     await a.broker.publish(
-        OTHER_APP, "d", event_frame("other-app"), None
+        OTHER_APP, "d", event_message("other-app"), None
     )  # same channel, other app
     end = marker()
     await a.broker.publish(APP, "d", end, None)
     await b.wait_frame(APP, "d", end)
     assert b.deliveries == [(APP, "d", end, None)]
-    await a.wait_frame(APP, "c", event_frame("not-for-b"))
+    await a.wait_frame(APP, "c", event_message("not-for-b"))
 
 
 @cluster
@@ -538,17 +536,17 @@ async def test_node_stops_receiving_after_its_last_unsubscribe(
     await b.broker.subscribe(APP, "c", "2.1")
     await b.broker.subscribe(APP, "c", "2.2")
     await b.broker.subscribe(APP, "d", "2.1")
-    await a.broker.publish(APP, "c", event_frame("before"), None)
-    await b.wait_frame(APP, "c", event_frame("before"))
+    await a.broker.publish(APP, "c", event_message("before"), None)
+    await b.wait_frame(APP, "c", event_message("before"))
     await b.broker.unsubscribe(APP, "c", "2.1")
-    await a.broker.publish(APP, "c", event_frame("one-left"), None)  # B still has socket 2.2
-    await b.wait_frame(APP, "c", event_frame("one-left"))
+    await a.broker.publish(APP, "c", event_message("one-left"), None)  # B still has socket 2.2
+    await b.wait_frame(APP, "c", event_message("one-left"))
     await b.broker.unsubscribe(APP, "c", "2.2")
-    await a.broker.publish(APP, "c", event_frame("after"), None)
+    await a.broker.publish(APP, "c", event_message("after"), None)
     end = marker()
     await a.broker.publish(APP, "d", end, None)
     await b.wait_frame(APP, "d", end)
-    assert b.frames(APP, "c") == [event_frame("before"), event_frame("one-left")]
+    assert b.frames(APP, "c") == [event_message("before"), event_message("one-left")]
 
 
 @cluster
@@ -557,9 +555,9 @@ async def test_closed_node_receives_nothing(make_broker: BrokerFactory) -> None:
     await b.broker.subscribe(APP, "x", "2.1")
     await c.broker.subscribe(APP, "x", "3.1")
     await make_broker.close_node(b)
-    await a.broker.publish(APP, "x", event_frame("after-close"), None)
+    await a.broker.publish(APP, "x", event_message("after-close"), None)
     await a.broker.control(APP, ControlMessage("terminate", "u1"))
-    await c.wait_frame(APP, "x", event_frame("after-close"))
+    await c.wait_frame(APP, "x", event_message("after-close"))
     await c.wait_control(APP, ControlMessage("terminate", "u1"))
     assert b.deliveries == []
     assert b.controls == []
@@ -697,7 +695,7 @@ async def test_nodes_with_another_prefix_share_nothing(make_broker: BrokerFactor
     assert (joined.accepted, joined.first, joined.members) == (True, True, [Member("u2")])
     assert await a.broker.user_online(APP, "u1", "1.1") is True
     assert await elsewhere.broker.user_online(APP, "u1", "2.1") is True
-    await a.broker.publish(APP, "c", event_frame("not-for-elsewhere"), None)
+    await a.broker.publish(APP, "c", event_message("not-for-elsewhere"), None)
     await a.broker.control(APP, ControlMessage("terminate", "u1"))
     # Markers through Redis from a neighbour of "elsewhere", sent after A's were executed.
     neighbour = await make_broker("c", prefix=f"{make_broker.prefix}x")
@@ -820,7 +818,7 @@ async def test_garbage_on_the_bus_is_dropped_and_counted_and_delivery_goes_on(
     prefix = make_broker.prefix
     garbage = [
         (f"{prefix}#{APP}#c", b"\xff\x00\x00garbage"),
-        (f"{prefix}#{APP}#c", b"a\x00\x00" + event_frame("e")[:-1]),
+        (f"{prefix}#{APP}#c", b"a\x00\x00" + event_message("e")[:-1]),
         (f"{prefix}#control", b'{"o":"x","a":"12345","k":"terminate","u":'),
         (f"{prefix}#control", b'{"o":"x","a":"12345","k":"explode","u":"u"}'),
     ]

@@ -9,15 +9,19 @@ from typing import Any
 import pytest
 
 from tidings.core.hub import Coalescer, Hub, write_to_many
+from tidings.core.publication import Publication
+from tidings.protocol.frames import text_frame
 
 
 @dataclass
 class Sub:
     socket_id: str
-    writes: list[bytes] = field(default_factory=list)
+    writes: list[list[bytes]] = field(default_factory=list)  # messages, per publication
+    received: list[Publication] = field(default_factory=list)
 
-    def send(self, frame: bytes) -> None:
-        self.writes.append(frame)
+    def publish(self, publication: Publication) -> None:
+        self.writes.append(publication.messages)
+        self.received.append(publication)
 
 
 @dataclass
@@ -59,9 +63,11 @@ def test_one_write_per_socket_per_tick_and_channel() -> None:
     assert a.writes == [] and bool(outgoing)
     assert len(ticks.callbacks) == 1  # scheduled once
     ticks.tick()
-    assert a.writes == [b"123"] and b.writes == [b"123"]
-    assert counters.deliveries == 6  # three frames to two sockets
-    assert counters.bytes_out == 6
+    assert a.writes == [[b"1", b"2", b"3"]] and b.writes == [[b"1", b"2", b"3"]]
+    assert a.received[0] is b.received[0]  # one publication for both: encoded once
+    assert counters.deliveries == 6  # three messages to two sockets
+    # What a WebSocket reads: three 3-byte frames, to each of the two.
+    assert counters.bytes_out == 2 * len(text_frame(b"1") * 3) == 18
     assert not outgoing
 
 
@@ -72,8 +78,8 @@ def test_only_consecutive_publications_to_one_target_are_joined() -> None:
     outgoing.add(hub, "news", b"n2", None, counters)
     outgoing.add(hub, "news", b"n3", "2.2", counters)  # another exclusion: not joined
     ticks.tick()
-    assert a.writes == [b"n1", b"s1", b"n2", b"n3"]  # publication order kept
-    assert b.writes == [b"n1", b"n2"]
+    assert a.writes == [[b"n1"], [b"s1"], [b"n2"], [b"n3"]]  # publication order kept
+    assert b.writes == [[b"n1"], [b"n2"]]
     assert counters.deliveries == 6
 
 
@@ -81,13 +87,13 @@ def test_flush_writes_now_and_the_tick_finds_nothing() -> None:
     ticks, outgoing, hub, a, _, counters = setup()
     outgoing.add(hub, "news", b"x", None, counters)
     outgoing.flush()
-    assert a.writes == [b"x"]
+    assert a.writes == [[b"x"]]
     ticks.tick()
-    assert a.writes == [b"x"]
+    assert a.writes == [[b"x"]]
     outgoing.add(hub, "news", b"y", None, counters)  # a new tick is scheduled
     assert len(ticks.callbacks) == 1
     ticks.tick()
-    assert a.writes == [b"x", b"y"]
+    assert a.writes == [[b"x"], [b"y"]]
 
 
 def test_a_publication_to_nobody_counts_nothing() -> None:
@@ -101,30 +107,30 @@ def test_a_write_during_the_flush_does_not_flush_again() -> None:
     ticks = Ticks()
     outgoing = Coalescer(ticks)
     hub = Hub()
-    seen: list[bytes] = []
+    seen: list[list[bytes]] = []
 
     class Direct(Sub):
-        def send(self, frame: bytes) -> None:
+        def publish(self, publication: Publication) -> None:
             if outgoing:  # what a real connection does before a direct write
                 outgoing.flush()
-            seen.append(frame)
+            seen.append(publication.messages)
 
     hub.add("news", Direct("1.1"))
     counters = Counters()
     outgoing.add(hub, "news", b"a", None, counters)
     outgoing.add(hub, "news", b"b", None, counters)
     ticks.tick()
-    assert seen == [b"ab"]
+    assert seen == [[b"a", b"b"]]
 
 
 def test_a_raising_writer_never_loses_the_other_channels(caplog: pytest.LogCaptureFixture) -> None:
     """Writers never raise for a subscriber; if one breaks that contract for one channel,
     the tick's other publications are still written."""
 
-    def writer(frame: bytes, subscribers: dict[str, Any], exclude: str | None) -> int:
-        if b"bad" in frame:
+    def writer(publication: Publication, subscribers: dict[str, Any], exclude: str | None) -> int:
+        if b"bad" in publication.messages:
             raise RuntimeError("broken writer")
-        return write_to_many(frame, subscribers, exclude)
+        return write_to_many(publication, subscribers, exclude)
 
     ticks, counters = Ticks(), Counters()
     hub = Hub(writer)
@@ -135,6 +141,6 @@ def test_a_raising_writer_never_loses_the_other_channels(caplog: pytest.LogCaptu
     coalescer.add(hub, "bad", b"bad", None, counters)
     coalescer.add(hub, "good", b"good", None, counters)
     ticks.tick()
-    assert sub.writes == [b"good"]
+    assert sub.writes == [[b"good"]]
     assert counters.deliveries == 1
     assert "delivering to bad failed" in caplog.text

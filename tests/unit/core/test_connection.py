@@ -22,8 +22,9 @@ from tidings.core.apps import App
 from tidings.core.connection import ConnectionBase
 from tidings.core.counters import AppCounters
 from tidings.core.hub import Coalescer, Hub
-from tidings.protocol.frames import text_frame
+from tidings.core.publication import Publication
 from tidings.protocol.session import Session
+from tidings.server import fanout
 from tidings.server.http_session import ClientBinding, HttpSession
 from tidings.server.websocket import WebSocketConnection
 
@@ -35,8 +36,9 @@ def new_session(socket_id: str = "1.1") -> Session:
     return Session(socket_id, APP.session_policy(120.0, 30.0), 0.0)
 
 
-def frame(text: str) -> bytes:
-    return text_frame(text.encode())
+def msg(text: str) -> bytes:
+    """A Pusher message as the node hands it over: JSON, unframed."""
+    return text.encode()
 
 
 class Recorder(ConnectionBase):
@@ -50,8 +52,11 @@ class Recorder(ConnectionBase):
         self.socket_id = self.session.socket_id
         self.log: list[object] = []
 
-    def _write(self, frame: bytes) -> None:
-        self.log.append(frame)
+    def _write(self, message: bytes) -> None:
+        self.log.append(message)
+
+    def _publish(self, publication: Publication) -> None:
+        self.log.extend(publication.messages)
 
     def _closed(self, code: int, reason: str) -> None:
         self.log.append((code, reason))
@@ -63,14 +68,17 @@ class Recorder(ConnectionBase):
 class Setup:
     """A hub and the node's Coalescer, flushed only when a test says so."""
 
-    def __init__(self) -> None:
+    def __init__(self, write: Any = None) -> None:
         self.outgoing = Coalescer(lambda callback: None)
-        self.hub = Hub(before_change=self.outgoing.flush)
+        if write is None:
+            self.hub = Hub(before_change=self.outgoing.flush)
+        else:
+            self.hub = Hub(write, self.outgoing.flush)
         self.counters = AppCounters()
 
     def publish(self, text: str) -> bytes:
         """A publication to channel "c", pending until the Coalescer is flushed."""
-        data = frame(text)
+        data = msg(text)
         self.outgoing.add(self.hub, "c", data, None, self.counters)
         return data
 
@@ -83,7 +91,7 @@ def test_a_direct_write_goes_after_the_publications_made_before_it() -> None:
     connection = Recorder(setup.outgoing, setup.counters)
     setup.hub.add("c", connection)
     published = setup.publish('{"event":"a"}')
-    direct = frame('{"event":"pusher:pong"}')
+    direct = msg('{"event":"pusher:pong"}')
     connection.send(direct)
     assert connection.log == [published, direct]
     assert not setup.outgoing  # nothing left to flush
@@ -96,7 +104,7 @@ def test_a_close_goes_after_pending_publications_and_happens_once() -> None:
     published = setup.publish('{"event":"a"}')
     connection.close(4200, "Server shutting down")
     connection.close(4009, "Unauthorized")
-    connection.send(frame('{"event":"late"}'))
+    connection.send(msg('{"event":"late"}'))
     setup.publish('{"event":"later"}')
     setup.outgoing.flush()
     assert connection.log == [published, (4200, "Server shutting down")]
@@ -109,7 +117,7 @@ def test_a_slow_consumer_is_counted_once_and_closes_the_session() -> None:
     connection.slow_consumer()
     connection.slow_consumer()
     connection.close(4200, "Server shutting down")
-    connection.send(frame('{"event":"late"}'))
+    connection.send(msg('{"event":"late"}'))
     assert connection.log == ["slow"]
     assert setup.counters.slow_consumers == 1
     assert connection.session.closed
@@ -170,7 +178,9 @@ def _websocket_payloads(data: bytes) -> list[str]:
     return out
 
 
-async def websocket_edge(setup: Setup, cleanup: list[Callable[[], None]]) -> Edge:
+async def websocket_edge(
+    setup: Setup, cleanup: list[Callable[[], None]], socket_id: str = "1.1"
+) -> Edge:
     """A WebSocketConnection over a real socket pair."""
     loop = asyncio.get_running_loop()
     ours, theirs = socket.socketpair()
@@ -179,7 +189,7 @@ async def websocket_edge(setup: Setup, cleanup: list[Callable[[], None]]) -> Edg
     cleanup += [transport.abort, theirs.close]
     ws = cast(web.WebSocketResponse, None)  # close() then fails and aborts the transport
     connection = WebSocketConnection(
-        new_session(),
+        new_session(socket_id),
         APP,
         ws,
         transport,
@@ -200,10 +210,12 @@ async def websocket_edge(setup: Setup, cleanup: list[Callable[[], None]]) -> Edg
     return Edge(connection, lambda: _poll(read))
 
 
-async def http_edge(setup: Setup, cleanup: list[Callable[[], None]]) -> Edge:
+async def http_edge(
+    setup: Setup, cleanup: list[Callable[[], None]], socket_id: str = "1.1"
+) -> Edge:
     connection = HttpSession(
         "key/1/abcdefgh",
-        new_session(),
+        new_session(socket_id),
         APP,
         ClientBinding(None, None),
         1 << 20,
@@ -223,7 +235,9 @@ async def http_edge(setup: Setup, cleanup: list[Callable[[], None]]) -> Edge:
     return Edge(connection, lambda: _poll(read))
 
 
-async def asgi_edge(setup: Setup, cleanup: list[Callable[[], None]]) -> Edge:
+async def asgi_edge(
+    setup: Setup, cleanup: list[Callable[[], None]], socket_id: str = "1.1"
+) -> Edge:
     sent: list[str] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -233,7 +247,7 @@ async def asgi_edge(setup: Setup, cleanup: list[Callable[[], None]]) -> Edge:
             sent.append(message["text"])
 
     connection = AsgiConnection(
-        new_session(),
+        new_session(socket_id),
         APP,
         send,  # type: ignore[arg-type]
         TextMessages(),
@@ -267,14 +281,14 @@ async def until(edge: Edge, expected: list[str]) -> None:
 
 
 @EDGES
-async def test_each_edge_writes_a_direct_frame_after_earlier_publications(
+async def test_each_edge_writes_a_direct_message_after_earlier_publications(
     make_edge: Callable[..., Any], cleanup: list[Callable[[], None]]
 ) -> None:
     setup = Setup()
     edge: Edge = await make_edge(setup, cleanup)
     setup.hub.add("c", edge.connection)
     setup.publish('{"event":"a"}')
-    edge.connection.send(frame('{"event":"pusher:pong"}'))
+    edge.connection.send(msg('{"event":"pusher:pong"}'))
     await until(edge, ['{"event":"a"}', '{"event":"pusher:pong"}'])
     assert edge.connection.__class__.__slots__ and not hasattr(edge.connection, "__dict__")
     assert edge.connection.counters is setup.counters
@@ -290,9 +304,34 @@ async def test_each_edge_closes_once(
     edge.connection.slow_consumer()
     edge.connection.slow_consumer()
     edge.connection.close(4200, "Server shutting down")
-    edge.connection.send(frame('{"event":"late"}'))
+    edge.connection.send(msg('{"event":"late"}'))
     setup.publish('{"event":"later"}')
     setup.outgoing.flush()
     await until(edge, ["close 4100"])
     assert setup.counters.slow_consumers == 1
     assert edge.connection.session.closed
+
+
+async def test_every_edge_on_one_hub_gets_a_publication_in_its_own_encoding(
+    cleanup: list[Callable[[], None]],
+) -> None:
+    """The native writer of ``tidings serve``: the WebSocket gets the frame on its socket,
+    the fallback and ASGI connections the same Publication, each in its encoding; a
+    coalesced run keeps its order, and direct messages go after it on every edge."""
+    setup = Setup(fanout.write_many)
+    makers = (websocket_edge, http_edge, asgi_edge)
+    edges = [await make(setup, cleanup, f"{n}.1") for n, make in enumerate(makers, 1)]
+    for edge in edges:
+        setup.hub.add("c", edge.connection)
+    setup.publish('{"event":"a"}')
+    setup.publish('{"event":"b"}')  # same tick: one publication of two messages
+    setup.outgoing.flush()
+    for edge in edges:
+        edge.connection.send(msg('{"event":"pusher:pong"}'))
+    for edge in edges:
+        await until(edge, ['{"event":"a"}', '{"event":"b"}', '{"event":"pusher:pong"}'])
+    assert setup.counters.deliveries == 6  # two messages to three connections
+    # bytes_out counts a publication as its WebSocket frames (2-byte headers here) per
+    # recipient, and the WebSocket's direct frame: what a WebSocket client reads.
+    frame_bytes = 2 * (2 + len(b'{"event":"a"}'))
+    assert setup.counters.bytes_out == 3 * frame_bytes + 2 + len(b'{"event":"pusher:pong"}')

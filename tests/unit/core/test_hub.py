@@ -1,4 +1,4 @@
-"""core/hub.py: local subscribers by channel; one frame written to many."""
+"""core/hub.py: local subscribers by channel; one publication written to many."""
 
 from __future__ import annotations
 
@@ -7,39 +7,51 @@ from dataclasses import dataclass, field
 import pytest
 
 from tidings.core.hub import Hub, Subscriber, write_to_many
+from tidings.core.publication import Publication
 
 
 @dataclass
 class FakeSubscriber:
     socket_id: str
-    frames: list[bytes] = field(default_factory=list)
+    publications: list[Publication] = field(default_factory=list)
 
-    def send(self, frame: bytes) -> None:
-        self.frames.append(frame)
+    def publish(self, publication: Publication) -> None:
+        self.publications.append(publication)
+
+    @property
+    def messages(self) -> list[bytes]:
+        return [m for publication in self.publications for m in publication.messages]
 
 
-def test_write_to_many_writes_the_same_object() -> None:
+def p(*messages: bytes) -> Publication:
+    return Publication(list(messages))
+
+
+def test_write_to_many_hands_everyone_the_same_object() -> None:
     a, b = FakeSubscriber("1.1"), FakeSubscriber("2.2")
-    frame = b"\x81\x02{}"
-    assert write_to_many(frame, {"1.1": a, "2.2": b}, None) == 2
-    assert a.frames[0] is frame and b.frames[0] is frame
-    assert write_to_many(frame, {"1.1": a, "2.2": b}, "1.1") == 1
-    assert len(a.frames) == 1 and len(b.frames) == 2
-    assert write_to_many(frame, {}, None) == 0
+    publication = p(b"{}")
+    assert write_to_many(publication, {"1.1": a, "2.2": b}, None) == 2
+    assert a.publications[0] is publication and b.publications[0] is publication
+    assert write_to_many(publication, {"1.1": a, "2.2": b}, "1.1") == 1
+    assert len(a.publications) == 1 and len(b.publications) == 2
+    assert write_to_many(publication, {}, None) == 0
 
 
 def test_hub_uses_the_writer_it_is_given() -> None:
-    calls: list[tuple[bytes, list[str], str | None]] = []
+    calls: list[tuple[Publication, list[str], str | None]] = []
 
-    def writer(frame: bytes, subscribers: dict[str, FakeSubscriber], exclude: str | None) -> int:
-        calls.append((frame, list(subscribers), exclude))
+    def writer(
+        publication: Publication, subscribers: dict[str, FakeSubscriber], exclude: str | None
+    ) -> int:
+        calls.append((publication, list(subscribers), exclude))
         return 7
 
     hub = Hub(writer)  # type: ignore[arg-type]
     hub.add("news", FakeSubscriber("1.1"))
-    assert hub.deliver("news", b"x", exclude="1.1") == 7
-    assert hub.deliver("empty", b"x") == 0
-    assert calls == [(b"x", ["1.1"], "1.1")]
+    x = p(b"x")
+    assert hub.deliver("news", x, exclude="1.1") == 7
+    assert hub.deliver("empty", x) == 0
+    assert calls == [(x, ["1.1"], "1.1")]
 
 
 def test_add_and_remove_report_first_and_last() -> None:
@@ -63,13 +75,13 @@ def test_deliver_with_and_without_exclude() -> None:
     for s in (a, b, c):
         hub.add("news", s)
     hub.add("other", c)
-    assert hub.deliver("news", b"one") == 3
-    assert hub.deliver("news", b"two", exclude="2.2") == 2
-    assert hub.deliver("news", b"three", exclude="9.9") == 3
-    assert hub.deliver("empty", b"x") == 0
-    assert a.frames == [b"one", b"two", b"three"]
-    assert b.frames == [b"one", b"three"]
-    assert c.frames == [b"one", b"two", b"three"]
+    assert hub.deliver("news", p(b"one")) == 3
+    assert hub.deliver("news", p(b"two"), exclude="2.2") == 2
+    assert hub.deliver("news", p(b"three"), exclude="9.9") == 3
+    assert hub.deliver("empty", p(b"x")) == 0
+    assert a.messages == [b"one", b"two", b"three"]
+    assert b.messages == [b"one", b"three"]
+    assert c.messages == [b"one", b"two", b"three"]
 
 
 def test_contains_count_subscribers_channels() -> None:
@@ -109,11 +121,11 @@ def test_write_to_many_goes_on_past_a_raising_subscriber(caplog: pytest.LogCaptu
     class Vanished:
         socket_id = "2.2"
 
-        def send(self, frame: bytes) -> None:
+        def publish(self, publication: Publication) -> None:
             raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
 
     a, c = FakeSubscriber("1.1"), FakeSubscriber("3.3")
     subscribers: dict[str, Subscriber] = {"1.1": a, "2.2": Vanished(), "3.3": c}
-    assert write_to_many(b"x", subscribers, None) == 2
-    assert a.frames == [b"x"] and c.frames == [b"x"]
+    assert write_to_many(p(b"x"), subscribers, None) == 2
+    assert a.messages == [b"x"] and c.messages == [b"x"]
     assert caplog.text.count("writing to 2.2 failed") == 1

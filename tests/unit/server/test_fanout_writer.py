@@ -1,4 +1,4 @@
-"""server/fanout.py: one frame to many real sockets, native (C) and pure Python.
+"""server/fanout.py: one publication to many real sockets, native (C) and pure Python.
 
 Every test runs for both writers and on both event loops (asyncio's and uvloop's
 transports), with real TCP sockets on 127.0.0.1: the server side holds the transports the
@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 
 from event_loops import LOOPS, run_on
+from tidings.core.publication import Publication
+from tidings.protocol.frames import text_frame
 from tidings.server import fanout
+
+# The writers' fourth argument, for the tests whose subscribers are all sinks (they only
+# ever get the frame): it would go to a subscriber that is not a sink.
+NOT_FOR_SINKS = Publication([b'{"event":"never read"}'])
 
 WRITERS: dict[str, tuple[type[Any], Callable[..., Any]]] = {
     "python": (fanout._PySink, fanout._py_write_many),
@@ -160,7 +166,7 @@ def test_every_socket_gets_every_frame_in_order(writer: Writer, with_pairs: With
         expected = [bytearray() for _ in pairs]
         for seq in range(400):
             data = frame(seq, 1000 + (seq * 7919) % 30_000)
-            count, slow, failed = write_many(data, sinks, None)
+            count, slow, failed = write_many(data, sinks, None, NOT_FOR_SINKS)
             assert (count, slow, failed) == (len(pairs), [], [])
             for buf in expected:
                 buf += data
@@ -181,9 +187,9 @@ def test_exclude_and_count(writer: Writer, with_pairs: WithPairs) -> None:
     async def body(pairs: list[Pair]) -> None:
         base, write_many = writer
         sinks = make_sinks(base, pairs)
-        count, slow, failed = write_many(b"hello", sinks, "2.2")
+        count, slow, failed = write_many(b"hello", sinks, "2.2", NOT_FOR_SINKS)
         assert (count, slow, failed) == (len(pairs) - 1, [], [])
-        count, _, _ = write_many(b"hello", sinks, "no.such")
+        count, _, _ = write_many(b"hello", sinks, "no.such", NOT_FOR_SINKS)
         assert count == len(pairs)
         for i, pair in enumerate(pairs):
             want = b"hello" if i == 2 else b"hellohello"
@@ -199,7 +205,7 @@ def test_closing_sinks_are_never_written_to(writer: Writer, with_pairs: WithPair
         sinks = make_sinks(base, pairs)
         sinks["0.0"].closing = True  # the connection said it is closing
         pairs[1].transport.close()  # the transport is closing: its fd may be reused
-        count, slow, failed = write_many(b"x", sinks, None)
+        count, slow, failed = write_many(b"x", sinks, None, NOT_FOR_SINKS)
         assert (count, slow, failed) == (len(pairs) - 2, [], [])
         await asyncio.sleep(0.05)
         assert nothing_waiting(pairs[0].client)
@@ -219,22 +225,28 @@ def test_tls_sinks_and_other_subscribers_get_their_methods(
         sinks["0.0"].fd = -1  # as for a TLS socket: the transport must encrypt
 
         class Other:
+            """An edge that is not a WebSocket (the fallback, ASGI): it takes the
+            publication and encodes it its own way."""
+
             socket_id = "9.9"
 
             def __init__(self) -> None:
-                self.frames: list[bytes] = []
+                self.publications: list[Publication] = []
 
-            def send(self, data: bytes) -> None:
-                self.frames.append(data)
+            def publish(self, publication: Publication) -> None:
+                self.publications.append(publication)
 
         other = Other()
         subscribers: dict[str, Any] = {**sinks, "9.9": other}
-        count, _, _ = write_many(b"abc", subscribers, None)
+        publication = Publication([b'{"event":"a"}', b'{"event":"b"}'])
+        data = publication.frame
+        count, _, _ = write_many(data, subscribers, None, publication)
         assert count == 3
         assert sinks["0.0"].delivered == 1 and sinks["1.1"].delivered == 0
-        assert other.frames == [b"abc"]
-        assert await read_all(pairs[0].client, 3) == b"abc"
-        assert await read_all(pairs[1].client, 3) == b"abc"
+        assert other.publications[0] is publication  # the object itself: nothing re-encoded
+        assert data == text_frame(b'{"event":"a"}') + text_frame(b'{"event":"b"}')
+        assert await read_all(pairs[0].client, len(data)) == data
+        assert await read_all(pairs[1].client, len(data)) == data
 
     with_pairs(body)
 
@@ -246,12 +258,12 @@ def test_a_failing_subscriber_never_stops_the_others(writer: Writer, with_pairs:
         class Broken:
             socket_id = "0.5"
 
-            def send(self, data: bytes) -> None:
+            def publish(self, publication: Publication) -> None:
                 raise RuntimeError("boom")
 
         sinks = make_sinks(base, pairs[:2])
         subscribers: dict[str, Any] = {"0.5": Broken(), **sinks}
-        count, slow, failed = write_many(b"ok", subscribers, None)
+        count, slow, failed = write_many(b"ok", subscribers, None, NOT_FOR_SINKS)
         assert count == 2 and slow == []
         assert len(failed) == 1 and isinstance(failed[0][1], RuntimeError)
         assert failed[0][0] is subscribers["0.5"]
@@ -274,7 +286,7 @@ def test_a_socket_that_stops_reading_is_reported_slow(
         data = os.urandom(16 * 1024)
         reported: list[Any] = []
         for _ in range(400):
-            _, slow, failed = write_many(data, sinks, None)
+            _, slow, failed = write_many(data, sinks, None, NOT_FOR_SINKS)
             assert failed == []
             reported += slow
             for pair in pairs[1:3]:
@@ -298,7 +310,7 @@ def test_write_many_calls_slow_consumer_and_logs_failures(
         class Broken:
             socket_id = "7.7"
 
-            def send(self, data: bytes) -> None:
+            def publish(self, publication: Publication) -> None:
                 raise ValueError("nope")
 
         pairs[0].transport.pause_reading()
@@ -306,7 +318,7 @@ def test_write_many_calls_slow_consumer_and_logs_failures(
         # fill the kernel buffers so the transport has to buffer
         with caplog.at_level(logging.ERROR, logger="tidings.fanout"):
             for _ in range(200):
-                fanout.write_many(os.urandom(64 * 1024), subscribers, None)
+                fanout.write_many(Publication([b"x" * 64 * 1024]), subscribers, None)
                 if sinks["0.0"].slow:
                     break
         assert sinks["0.0"].slow
@@ -326,9 +338,9 @@ def test_a_sink_whose_transport_closed_is_marked_closing(
         sinks = make_sinks(base, pairs[:3])
         pairs[1].transport.abort()
         await asyncio.sleep(0.05)  # uvloop closes the handle on a later loop iteration
-        assert write_many(b"x", sinks, None) == (2, [], [])
+        assert write_many(b"x", sinks, None, NOT_FOR_SINKS) == (2, [], [])
         assert sinks["1.1"].closing and not sinks["0.0"].closing
-        assert write_many(b"y", sinks, None) == (2, [], [])
+        assert write_many(b"y", sinks, None, NOT_FOR_SINKS) == (2, [], [])
 
     with_pairs(body)
 
@@ -353,6 +365,6 @@ def test_write_many_goes_on_past_a_raising_slow_consumer(
     first, second = Slow("0.0", fails=True), Slow("1.1", fails=False)
     monkeypatch.setattr(fanout, "_write_many", lambda *_: (2, [first, second], []))
     with caplog.at_level(logging.ERROR, logger="tidings.fanout"):
-        assert fanout.write_many(b"x", {}, None) == 2
+        assert fanout.write_many(NOT_FOR_SINKS, {}, None) == 2
     assert first.told and second.told
     assert caplog.text.count("writing to 0.0 failed") == 1

@@ -1,0 +1,56 @@
+"""What one fan-out writes: the Pusher messages of one run of publications, and their
+encodings for each kind of edge, each made once.
+
+The node and the brokers carry Pusher JSON messages; framing is the edge's business. But a
+channel's subscribers are many and of few kinds, so a message must not be encoded once per
+recipient: the first subscriber of a kind that asks for an encoding makes it, and every
+other subscriber of that kind gets the same object.
+
+- :attr:`Publication.frame`: the messages as unmasked WebSocket text frames back to back, one
+  ``bytes`` for the native writer (and any WebSocket connection);
+- :attr:`Publication.texts`: the messages as ``str``, for ASGI ``websocket.send``;
+- :attr:`Publication.messages`: the messages as they are, for the HTTP fallback sessions.
+"""
+
+from __future__ import annotations
+
+from tidings.protocol.frames import text_frame, text_frame_size
+
+
+class Publication:
+    """Consecutive messages of one (channel, exclude) run, in publication order."""
+
+    __slots__ = ("messages", "_frame", "_texts")
+
+    def __init__(self, messages: list[bytes]) -> None:
+        self.messages = messages  # read only: every subscriber shares this list
+        self._frame: bytes | None = None
+        self._texts: list[str] | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """Every message as one WebSocket text frame, joined (made on first use)."""
+        frame = self._frame
+        if frame is None:
+            if len(self.messages) == 1:
+                frame = text_frame(self.messages[0])
+            else:
+                frame = b"".join([text_frame(message) for message in self.messages])
+            self._frame = frame
+        return frame
+
+    @property
+    def texts(self) -> list[str]:
+        """Every message decoded to ``str`` (made on first use; read only, it is shared)."""
+        texts = self._texts
+        if texts is None:
+            texts = self._texts = [message.decode() for message in self.messages]
+        return texts
+
+    @property
+    def size(self) -> int:
+        """The bytes of :attr:`frame`, what ``bytes_out`` counts per recipient, without
+        building it when no WebSocket needs it."""
+        if self._frame is not None:
+            return len(self._frame)
+        return sum([text_frame_size(len(message)) for message in self.messages])
