@@ -25,8 +25,8 @@ A block that cannot run here is marked in the Markdown, on the line before its f
 language allows. The reason is required, two words at least, and says what stops the block
 (needs Flask, needs root, takes 40 minutes...). A marked shell block must hold at least one
 command this file cannot run (one not in ``RUNNABLE``): a block whose commands all run here
-loses its marker. To add a doc: tag every fence; run this file; mark what cannot run, with
-its reason.
+loses its marker (in a story, the programs of ``STORY_RUNNABLE`` run too). To add a doc:
+tag every fence; run this file; mark what cannot run, with its reason.
 
 Stories: apps as files, run by real servers, checked by real clients
 ---------------------------------------------------------------------
@@ -40,8 +40,9 @@ run none):
 - ``sh``: each command runs in the story's directory. A server (``tidings serve``,
   ``uvicorn``, ``gunicorn``) starts in a process group of its own and stays up until the
   story ends; the story goes on once its port accepts connections (``/ready`` for
-  ``tidings serve``). At the end it gets SIGTERM and must exit 0. Other commands
-  (``curl``, ``tidings ...``) must exit 0;
+  ``tidings serve``). At the end it gets SIGTERM and must exit 0 (uvicorn: or re-raise
+  the signal once shut down). Other commands (``curl``, ``django-admin``, ``tidings ...``)
+  must exit 0. ``NAME=value`` words before a command are its environment;
 - ``python``: runs as a script, and must exit 0;
 - ``js``: runs in Node with the real pusher-js, in the background until the story ends;
   the story goes on once ``pusher`` is connected and every channel it subscribed to has
@@ -94,7 +95,7 @@ SECTION = re.compile(r"^## ")
 # The programs a shell block may run here; a marked block made only of these is not honest.
 RUNNABLE = ("tidings",)
 # ... and in a story, which has the app files and servers these need.
-STORY_RUNNABLE = (*RUNNABLE, "uvicorn", "gunicorn", "curl")
+STORY_RUNNABLE = (*RUNNABLE, "uvicorn", "gunicorn", "curl", "django-admin")
 # Programs a story keeps running in the background, and the port each listens on by default.
 SERVERS = {"uvicorn": 8000, "gunicorn": 8000, "tidings": 6001}
 DOCS_APPS = (("1", "my-key", "my-secret"), ("12345", "app-key", "app-secret"))
