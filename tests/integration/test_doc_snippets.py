@@ -210,6 +210,16 @@ def test_the_docs_have_snippets_of_each_kind() -> None:
     assert any(not s.runs for s in by_language(*SHELL))
 
 
+def test_every_story_checks_what_its_servers_do() -> None:
+    # A story that starts servers and checks nothing would pass whatever the apps do.
+    unchecked = [
+        name
+        for name, blocks in STORIES.items()
+        if not any(b.runs and (b.output or (b.language == "python" and not b.file)) for b in blocks)
+    ]
+    assert STORIES and not unchecked, f"stories with no output block or python check: {unchecked}"
+
+
 def test_every_fence_says_what_it_holds() -> None:
     known = {*CHECKED, *SHELL, *SHOWN}
     untyped = [
