@@ -502,8 +502,7 @@ def listening_port(argv: list[str]) -> int | None:
 class Story:
     """One story's directory, port map and background processes (see the module docstring)."""
 
-    def __init__(self, name: str, blocks: list[Snippet], directory: Path, redis_port: int) -> None:
-        self.name = name
+    def __init__(self, blocks: list[Snippet], directory: Path, redis_port: int) -> None:
         self.blocks = blocks
         self.directory = directory
         self.redis_port = redis_port
@@ -587,11 +586,11 @@ class Story:
 
     def command(self, block: Snippet, line: list[str]) -> None:
         label = f"{block}: {shlex.join(line)}"
-        assignments, written = split_assignments(line)
+        written = split_assignments(line)[1]
         assert written[0] in STORY_RUNNABLE, f"{label}\n{written[0]} cannot run here: mark it"
         port = listening_port(written)
-        argv = shlex.split(self.text(shlex.join(written)))
-        env = {**self.env, **split_assignments(shlex.split(self.text(shlex.join(line))))[0]}
+        assignments, argv = split_assignments(shlex.split(self.text(shlex.join(line))))
+        env = {**self.env, **assignments}
         if port is None:
             done = subprocess.run(
                 argv,
@@ -682,7 +681,7 @@ def accepts(port: int) -> bool:
 @pytest.mark.node
 @pytest.mark.parametrize("name", list(STORIES), ids=str)
 def test_story(name: str, redis_server: RedisServer, tmp_path: Path) -> None:
-    story = Story(name, STORIES[name], tmp_path, redis_server.port)
+    story = Story(STORIES[name], tmp_path, redis_server.port)
     try:
         for block in story.blocks:
             story.run(block)
