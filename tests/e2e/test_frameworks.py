@@ -149,8 +149,8 @@ def test_flask_views_in_two_gunicorn_workers_publish_through_redis_to_pusher_js(
         "flask_publisher:app",
     ]
     env = {"TIDINGS_URL": redis_server.url, "TIDINGS_TEST_REDIS_PREFIX": redis_prefix}
-    store = redis.Redis.from_url(redis_server.url)
     with (
+        contextlib.closing(redis.Redis.from_url(redis_server.url)) as store,
         web_server(argv, port, env, tmp_path / "gunicorn.log") as flask,
         scenario(
             "framework_listen", tidings_redis.port, {"CHANNEL": channel, "EXPECTED_EVENTS": "2"}
@@ -174,7 +174,6 @@ def test_flask_views_in_two_gunicorn_workers_publish_through_redis_to_pusher_js(
         finally:
             store.lpush(hold, "release")
             held.join(4 * TIMEOUT)
-        store.close()
         assert first == {"pid": holder}, flask.logs()
         assert second["pid"] != holder, flask.logs()
         result = listener.result()
