@@ -53,7 +53,9 @@ run none):
 In a story, every port a server listens on (``--port N``, ``--bind HOST:N``; 6001 for
 ``tidings serve`` without one) becomes a free port in every block, and ``redis://HOST:6379``
 the test's redis-server. The story's servers see the test's redis with the default key
-prefix, as an app publishing through ``Realtime.client("redis://...")`` does.
+prefix, as an app publishing through ``Realtime.client("redis://...")`` does. A story must
+check something (an output block or a python block): servers that merely start prove
+little. Blocks marked no-run are skipped, as everywhere.
 """
 
 from __future__ import annotations
