@@ -46,7 +46,7 @@ run none):
 - ``python``: runs as a script, and must exit 0;
 - ``js``: runs in Node with the real pusher-js, in the background until the story ends;
   the story goes on once ``pusher`` is connected and every channel it subscribed to has
-  its answer (subscribed, or refused by the auth endpoint);
+  its answer (subscribed, or refused by the auth endpoint), its sign-in too if it asked;
 - ``text`` marked ``<!-- snippet: output -->``: each of its lines must show up, within a
   bounded wait, in what the story's servers and Node clients printed so far.
 
@@ -445,8 +445,9 @@ def test_shell_snippet(
 # -- stories (see the module docstring) ------------------------------------------------------
 
 # Runs a story's pusher-js block in Node until the story ends. Before the block: every
-# channel it subscribes to records a refusal. After it: "snippet: ready" on stderr once the
-# connection is up and every channel has its answer.
+# channel it subscribes to, and its sign-in, record a refusal. After it: "snippet: ready" on
+# stderr once the connection is up and every channel (the user's own, after a sign-in) has
+# its answer.
 STORY_JS = """\
 const Pusher = require('pusher-js');
 const window = globalThis;
@@ -459,11 +460,18 @@ Pusher.prototype.subscribe = function (name) {
   }
   return channel;
 };
+const signin = Pusher.prototype.signin;
+Pusher.prototype.signin = function () {
+  this.user.bind('pusher:signin_error', () => { this.snippetSigninRefused = true; });
+  return signin.call(this);
+};
 %s
 ;(function wait(started) {
   const p = typeof pusher !== 'undefined' ? pusher : null;
   const answered = (c) => c.subscribed || c.snippetRefused;
-  if (p && p.connection.state === 'connected' && p.allChannels().every(answered)) {
+  const own = (u) => u.serverToUserChannel !== null && u.serverToUserChannel.subscribed;
+  const signedIn = (q) => !q.user.signin_requested || q.snippetSigninRefused || own(q.user);
+  if (p && p.connection.state === 'connected' && p.allChannels().every(answered) && signedIn(p)) {
     process.stderr.write('snippet: ready\\n');
     return;
   }
