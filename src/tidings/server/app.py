@@ -326,6 +326,13 @@ async def serve_realtime(realtime: Realtime, *, supervised: bool = False) -> int
     await stop.wait()
     await realtime.stop()
     log.info("stopped")
+    if supervised:
+        # The supervisor's copy of the stop may still be on its way (a busy machine delays
+        # it): once drained, a worker ignores it rather than die of it on its way out
+        # (status -15), which the loop's default handlers would do once it closes.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, signal.SIG_IGN)
     return 0
 
 
