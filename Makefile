@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 E2E := tests/e2e
+EXAMPLES := examples
 # Every Python package comes from uv.lock (`uv sync --locked`), uv itself from the hashed
 # tools/uv-requirements.txt; npm packages from package-lock.json files (`npm ci`).
 UV_HOME := .cache/uv
@@ -13,17 +14,14 @@ export UV_PYTHON_DOWNLOADS := never
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install system-deps check-lock lock test-lowest run test lint typecheck pytest bench bench-quick bench-cluster fuzz soak clean
+.PHONY: install example redis-server system-deps check-lock lock test-lowest run test lint typecheck pytest bench bench-quick bench-cluster fuzz soak clean
 
-install: system-deps check-lock $(VENV)/.installed $(E2E)/node_modules/.installed conformance-deps
+install: system-deps check-lock $(VENV)/.installed $(E2E)/node_modules/.installed $(EXAMPLES)/node_modules/.installed conformance-deps
 
 # redis-server for the Redis broker's tests (each test run starts its own on a free port),
 # Debian's chromium for the browser tests (driven by Playwright; never `playwright install`)
 # and systemd-analyze for the unit file's test.
-system-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server with apt-get"; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
+system-deps: redis-server
 	@command -v systemd-analyze >/dev/null 2>&1 || { \
 		echo "installing systemd with apt-get (systemd-analyze checks deploy/tidings.service)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null; }
@@ -70,14 +68,35 @@ $(E2E)/node_modules/.installed: $(E2E)/package.json $(E2E)/package-lock.json
 	cd $(E2E) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(EXAMPLES)/node_modules/.installed: $(EXAMPLES)/package.json $(EXAMPLES)/package-lock.json
+	cd $(EXAMPLES) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server with apt-get"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
+
+# One of the apps in examples/ (examples/README.md): make example NAME=chat [PORT=8000].
+# Installs what it needs (the `examples` group of uv.lock, pusher-js from its package-lock,
+# redis-server with apt-get) and starts everything it uses; Ctrl-C stops all of it.
+NAME ?=
+PORT ?= 8000
+EXAMPLE_NAMES := $(notdir $(patsubst %/run.py,%,$(wildcard $(EXAMPLES)/*/run.py)))
+example: check-lock $(UV) redis-server $(EXAMPLES)/node_modules/.installed
+	@test -n "$(NAME)" -a -f "$(EXAMPLES)/$(NAME)/run.py" || { \
+		echo >&2 "usage: make example NAME=<name> [PORT=8000], NAME one of: $(EXAMPLE_NAMES)"; exit 2; }
+	@$(UV) sync --quiet --locked --inexact --group examples --python $(PYTHON) --reinstall-package tidings
+	PORT=$(PORT) $(BIN)/python $(EXAMPLES)/$(NAME)/run.py
+
 # Flags for `tidings serve`: make run ARGS="--config tidings.toml --port 6002".
 ARGS ?=
 run: check-lock $(VENV)/.installed-run
 	$(BIN)/tidings serve $(ARGS)
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests $(wildcard bench) $(wildcard fuzz)
-	$(BIN)/ruff format --check src tests $(wildcard bench) $(wildcard fuzz)
+	$(BIN)/ruff check src tests examples $(wildcard bench) $(wildcard fuzz)
+	$(BIN)/ruff format --check src tests examples $(wildcard bench) $(wildcard fuzz)
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
@@ -148,4 +167,4 @@ soak: $(VENV)/.installed
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(E2E)/node_modules .pytest_cache .mypy_cache .ruff_cache .cache/ab27 $(UV_HOME)
+	rm -rf $(VENV) $(E2E)/node_modules $(EXAMPLES)/node_modules .pytest_cache .mypy_cache .ruff_cache .cache/ab27 $(UV_HOME)
