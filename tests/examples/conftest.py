@@ -63,12 +63,13 @@ class Example:
 
 def _read(example: Example, ready: threading.Event) -> None:
     assert example.proc.stdout is not None
-    for line in example.proc.stdout:
-        example.lines.append(line)
-        match = READY.search(line)
-        if match and not ready.is_set():
-            example.url = match.group(1)
-            ready.set()
+    with example.proc.stdout:  # closed at the end: an open pipe is a ResourceWarning (error)
+        for line in example.proc.stdout:
+            example.lines.append(line)
+            match = READY.search(line)
+            if match and not ready.is_set():
+                example.url = match.group(1)
+                ready.set()
     ready.set()  # the output ended: the process exited
 
 
