@@ -55,3 +55,11 @@ def test_a_visit_and_a_departure_show_live_on_the_other_pages(
     here_now(second, 2)
     visitors(first, 3)  # leaving is not a visit
     screenshot(first, "examples", "counter-after-one-left")
+
+    # A second tab of page 1's browser shares its cookie: one more visit, not one more person.
+    tab = first.context.new_page()
+    tab.goto(counter.url)
+    visitors(tab, 4)
+    visitors(first, 4)
+    here_now(tab, 2)
+    here_now(first, 2)
