@@ -196,7 +196,9 @@ async def post_message(room: str, message: Message, nickname: Nickname) -> JSONR
     if not text:
         return refuse(422, "the message is empty")
     if len(text) > MAX_MESSAGE:
-        return refuse(422, f"the message is {len(text)} characters long, the limit is {MAX_MESSAGE}")
+        return refuse(
+            422, f"the message is {len(text)} characters long, the limit is {MAX_MESSAGE}"
+        )
     # No socket_id, so the sender gets the event too: every page, the sender's included,
     # shows a message when Tidings delivers it, in the same order for everybody.
     event = {"from": nickname, "text": text, "time": time.strftime("%H:%M:%S")}
