@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Cookie, Depends, FastAPI
+from fastapi import Cookie, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -170,14 +170,21 @@ class NicknameForm(BaseModel):
 
 
 @api.post("/api/nickname")
-async def choose_nickname(form: NicknameForm) -> JSONResponse:
+async def choose_nickname(form: NicknameForm, request: Request) -> JSONResponse:
     nickname = form.nickname.strip()
     if not NICKNAME.fullmatch(nickname):
         return refuse(422, "a nickname is 1 to 20 letters, digits, - or _")
     answer = JSONResponse({"nickname": nickname})
-    # HttpOnly: page scripts cannot read or forge it. SameSite=Lax: another site cannot
-    # post messages or join rooms with it (browsers leave it off cross-site POSTs).
-    answer.set_cookie(COOKIE, f"{nickname}.{_signature(nickname)}", httponly=True, samesite="lax")
+    # HttpOnly: page scripts cannot read it. SameSite=Lax: another site cannot post
+    # messages or join rooms with it (browsers leave it off cross-site POSTs). Secure
+    # under HTTPS, so that it never travels in clear.
+    answer.set_cookie(
+        COOKIE,
+        f"{nickname}.{_signature(nickname)}",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
     return answer
 
 

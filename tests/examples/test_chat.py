@@ -19,7 +19,6 @@ from server_process import TIMEOUT
 pytestmark = pytest.mark.node
 
 WAIT = 4 * TIMEOUT * 1000  # ms, for Playwright's waits
-TYPING_EVERY = 1.0  # s: examples/chat/app.py lets one typing event per user through per second
 
 Open = Callable[..., Page]  # the new_page fixture
 Start = Callable[..., Any]  # the example fixture (its Example lives in conftest)
@@ -66,8 +65,11 @@ def test_typing_shows_in_the_other_page_under_the_real_nickname(
     chat = example("chat")
     alice, bob = join(new_page(chat.url), "alice"), join(new_page(chat.url), "bob")
     in_room(alice, bob, members=["alice", "bob"])
-    bob.evaluate("window.seen = []; room.bind('client-typing', (data) => seen.push(data))")
-
+    bob.evaluate(
+        """window.seen = [];
+        room.bind("client-typing", (data) => seen.push(data));
+        room.bind("client-done", () => { window.done = true; });"""
+    )
     alice.get_by_test_id("message-input").press_sequentially("hel")
     expect(bob.get_by_test_id("typing")).to_have_text("alice is typing…", timeout=WAIT)
     expect(alice.get_by_test_id("typing")).to_have_text("")  # Pusher: never echoed to the sender
@@ -76,16 +78,15 @@ def test_typing_shows_in_the_other_page_under_the_real_nickname(
     expect(bob.get_by_test_id("typing")).to_have_text("", timeout=WAIT)
 
     # A page that makes up its own events: a burst, in somebody else's name. The `before`
-    # hook lets the first one through as alice and drops the rest of the burst.
+    # hook lets the first one through as alice and drops the rest of the burst. The sender's
+    # client events keep their order, so once `client-done` (no hook) is there, each event
+    # of the burst was decided.
     alice.evaluate(
-        "for (let i = 0; i < 5; i++) room.trigger('client-typing', {nickname: 'mallory'})"
+        """for (let i = 0; i < 5; i++) room.trigger("client-typing", {nickname: "mallory"});
+        room.trigger("client-done", {});"""
     )
-    # One more after the throttle window: it comes after the burst (a sender's client
-    # events keep their order), so once it is here every event of the burst was decided.
-    alice.wait_for_timeout(TYPING_EVERY * 1000 + 200)
-    alice.evaluate("room.trigger('client-typing', {nickname: 'mallory'})")
-    bob.wait_for_function("seen.length >= 3", timeout=WAIT)
-    assert bob.evaluate("seen") == [{"nickname": "alice"}] * 3
+    bob.wait_for_function("window.done === true", timeout=WAIT)
+    assert bob.evaluate("seen") == [{"nickname": "alice"}] * 2
 
 
 def test_the_clock_ticks(example: Start, new_page: Open) -> None:

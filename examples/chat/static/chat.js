@@ -139,6 +139,7 @@ function showMembers(channel) {
     item.dataset.testid = "member";
     items.push(item);
   });
+  items.sort((a, b) => a.textContent.localeCompare(b.textContent));
   $("#members").replaceChildren(...items);
 }
 
