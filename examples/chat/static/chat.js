@@ -74,7 +74,10 @@ function enter(pusher, nickname) {
     const input = $("#message");
     const answer = await postJSON(`/api/rooms/${roomName()}/messages`, { text: input.value });
     $("[data-testid=message-error]").textContent = answer.error || "";
-    if (!answer.error) input.value = "";
+    if (!answer.error) {
+      input.value = "";
+      lastTypingSent = 0; // the message clears our "typing…" elsewhere: the next key says it again
+    }
   });
   $("#message").addEventListener("input", () => {
     // Client events go to the others straight through Tidings; the app's `before` hook
