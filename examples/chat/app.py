@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import time
@@ -46,7 +45,7 @@ TYPING_EVERY = 1.0  # seconds: at most one typing event per user and room gets t
 COOKIE = "chat_nickname"
 # Signs the nickname cookie. A fresh key at each start means everybody picks a nickname
 # again after a restart, which is fine for a demo and never leaves a guessable default.
-COOKIE_KEY = (os.environ.get("CHAT_COOKIE_KEY") or secrets.token_hex(32)).encode()
+COOKIE_KEY = secrets.token_bytes(32)
 
 log = logging.getLogger("chat")
 
@@ -103,20 +102,22 @@ def member(nickname: str, room: str) -> dict[str, Any] | None:
 last_typed: dict[tuple[str, str], float] = {}
 
 
+# `async def`: it runs on the event loop (a plain def would run in a thread), so
+# last_typed needs no lock.
 @rt.before("client-typing", channel="presence-room.{room}")
 async def typing(event: Any, room: str) -> dict[str, str] | None:
     # event.user_id is the member the app signed at /pusher/auth: replacing the data with
     # it means a page cannot say that somebody else is typing.
     if event.user_id is None:
         return None
-    now = time.monotonic()
-    if now - last_typed.get((room, event.user_id), -TYPING_EVERY) < TYPING_EVERY:
+    now, key = time.monotonic(), (room, event.user_id)
+    if key in last_typed and now - last_typed[key] < TYPING_EVERY:
         return None  # a burst: the others already know, so drop it
-    last_typed[(room, event.user_id)] = now
+    last_typed[key] = now
     if len(last_typed) > 10_000:  # keyed by who connects: keep it bounded
-        for key, then in list(last_typed.items()):
+        for stale, then in list(last_typed.items()):
             if now - then >= TYPING_EVERY:
-                del last_typed[key]
+                del last_typed[stale]
     return {"nickname": event.user_id}
 
 
