@@ -1,0 +1,116 @@
+"""Start the editing example: `make example NAME=editing` (PORT=8000 unless given).
+
+One process: migrate a SQLite database (in a temporary directory that is removed on exit,
+unless EDITING_DB names a file to keep), add the demo users and documents if missing, then
+serve the Django site with Tidings in front of it (``rt.asgi(django_app)``) under uvicorn
+on 127.0.0.1:$PORT. Ctrl-C (or SIGTERM) tells the pages to reconnect, stops and exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+HERE = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+# Demo only: every demo user has this password (the login page says so).
+PASSWORD = os.environ.get("EDITING_PASSWORD", "editing-demo")
+USERS = [("alice", "Alice", "Archer"), ("bob", "Bob", "Brown"), ("carol", "Carol", "Chen")]
+DOCUMENTS = [
+    ("Meeting notes", "Agenda\n- who is on this page?\n- avatars that come and go\n", ()),
+    ("Launch plan", "1. Open this page in two browsers.\n2. Sign in as two users.\n", ()),
+    ("Alice's drafts", "Only alice may open this one (and join its channel).\n", ("alice",)),
+]
+
+
+def prepare_database() -> None:
+    """Create the tables, and the demo users and documents the first time."""
+    import django
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connections
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    from documents.models import Document
+
+    users = get_user_model()
+    for username, first, last in USERS:
+        if not users.objects.filter(username=username).exists():
+            users.objects.create_user(username, password=PASSWORD, first_name=first, last_name=last)
+    if not Document.objects.exists():
+        for title, body, readers in DOCUMENTS:
+            document = Document.objects.create(title=title, body=body)
+            document.readers.set(users.objects.filter(username__in=readers))
+    connections.close_all()  # opened in this thread; the views open their own
+
+
+def announce_when_ready(server: uvicorn.Server, url: str) -> None:
+    """Print the ready line once the site answers (the tests wait for it)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not server.should_exit:
+        if server.started:
+            try:
+                with urllib.request.urlopen(url + "login/", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+        time.sleep(0.05)
+    else:
+        return
+    logins = ", ".join(name for name, _, _ in USERS)
+    print(f"editing is ready: open {url} (sign in as {logins}; password {PASSWORD!r})", flush=True)
+
+
+def serve(port: int) -> None:
+    from editing_site.asgi import application
+
+    config = uvicorn.Config(
+        application,
+        host=HOST,
+        port=port,
+        # Browsers offer compression; with it on, every delivery is compressed once per
+        # recipient. Tidings' advice for uvicorn.
+        ws_per_message_deflate=False,
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # Before uvicorn starts: it then stops at once. After: uvicorn raises the signal
+        # again once it has shut down, and it lands here rather than ending the process
+        # with KeyboardInterrupt (SIGINT) or status 143 (SIGTERM).
+        server.should_exit = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    url = f"http://{HOST}:{port}/"
+    threading.Thread(target=announce_when_ready, args=(server, url), daemon=True).start()
+    # Tidings starts with uvicorn's lifespan and puts its drain in front of uvicorn's
+    # signal handlers: on Ctrl-C every page is told to reconnect (4200), then uvicorn stops.
+    server.run()
+
+
+def main() -> None:
+    port = int(os.environ.get("PORT", "8000"))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "editing_site.settings"
+    sys.path.insert(0, str(HERE))
+    with tempfile.TemporaryDirectory(prefix="tidings-editing-") as scratch:
+        os.environ.setdefault("EDITING_DB", str(Path(scratch) / "db.sqlite3"))
+        print(f"editing: database {os.environ['EDITING_DB']}", flush=True)
+        prepare_database()
+        serve(port)
+
+
+if __name__ == "__main__":
+    main()
