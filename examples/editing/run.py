@@ -36,6 +36,7 @@ def prepare_database() -> None:
     """Create the tables, and the demo users and documents the first time."""
     import django
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import make_password
     from django.core.management import call_command
     from django.db import connections
 
@@ -44,9 +45,10 @@ def prepare_database() -> None:
     from documents.models import Document
 
     users = get_user_model()
-    for username, first, last in USERS:
-        if not users.objects.filter(username=username).exists():
-            users.objects.create_user(username, password=PASSWORD, first_name=first, last_name=last)
+    missing = [user for user in USERS if not users.objects.filter(username=user[0]).exists()]
+    hashed = make_password(PASSWORD)  # once: hashing takes a good part of a second
+    for username, first, last in missing:
+        users.objects.create(username=username, password=hashed, first_name=first, last_name=last)
     if not Document.objects.exists():
         for title, body, readers in DOCUMENTS:
             document = Document.objects.create(title=title, body=body)

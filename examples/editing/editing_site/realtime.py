@@ -15,7 +15,7 @@ from tidings import Realtime
 from documents.models import Document
 
 rt = Realtime(
-    app_id="editing",
+    app_id="1001",  # digits only: the Pusher server SDKs accept no other app id
     key="editing-key",
     # Demo only: the secret signs every channel auth; a real site reads it from its vault.
     secret=os.environ.get("EDITING_APP_SECRET", "demo-only-editing-secret"),

@@ -54,13 +54,7 @@
     circle.dataset.userId = member.id;
     circle.style.background = member.info.colour;
     circle.title = you ? `${member.info.name} (you)` : member.info.name;
-    circle.textContent = initials(member.info.name);
-    if (you) {
-      const tag = document.createElement("span");
-      tag.className = "tag";
-      tag.textContent = "you";
-      circle.append(tag);
-    }
+    circle.textContent = initials(member.info.name); // "you" under your own: CSS ::after
     return circle;
   }
 
