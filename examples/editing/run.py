@@ -89,9 +89,9 @@ def serve(port: int) -> None:
     server = uvicorn.Server(config)
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        # Before uvicorn starts: it then stops at once. After: uvicorn raises the signal
-        # again once it has shut down, and it lands here rather than ending the process
-        # with KeyboardInterrupt (SIGINT) or status 143 (SIGTERM).
+        # Before uvicorn has started: it then stops at once. After: uvicorn raises the
+        # signal again once it has shut down, and it lands here rather than ending the
+        # process with KeyboardInterrupt (SIGINT) or status 143 (SIGTERM).
         server.should_exit = True
 
     signal.signal(signal.SIGINT, stop)
@@ -103,7 +103,15 @@ def serve(port: int) -> None:
     server.run()
 
 
+def stop_before_serving(signum: int, frame: FrameType | None) -> None:
+    # Ctrl-C during the migrations: leave through the `with` blocks (the temporary
+    # database is removed), quietly and with status 0, as once serving.
+    raise SystemExit(0)
+
+
 def main() -> None:
+    signal.signal(signal.SIGINT, stop_before_serving)
+    signal.signal(signal.SIGTERM, stop_before_serving)
     port = int(os.environ.get("PORT", "8000"))
     os.environ["DJANGO_SETTINGS_MODULE"] = "editing_site.settings"
     sys.path.insert(0, str(HERE))
