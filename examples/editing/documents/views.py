@@ -18,7 +18,7 @@ from .models import Document
 
 PUSHER_JS = Path(__file__).resolve().parents[2] / "node_modules/pusher-js/dist/web/pusher.min.js"
 EDITORS_JS = Path(__file__).resolve().parent / "static/editors.js"
-SOCKET_ID = re.compile(r"\A\d+\.\d+\Z")
+SOCKET_ID = re.compile(r"\A[0-9]+\.[0-9]+\Z")
 # Pusher's limit is 10 KB per event: a longer body is left out, and the others reload it.
 MAX_BODY_IN_EVENT = 8000
 
@@ -57,7 +57,6 @@ def document_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "documents/detail.html", {"document": document, "page": page})
 
 
-@login_required
 @require_POST
 def save(request: HttpRequest, pk: int) -> HttpResponse:
     """Save the body and tell the others on the page, once the row is committed.
@@ -65,8 +64,13 @@ def save(request: HttpRequest, pk: int) -> HttpResponse:
     ``on_commit=True``: the event leaves only if the transaction commits, so nobody is
     told of a save that rolled back. ``socket_id`` leaves out the tab that saved (it
     updates itself); the user's other tabs still hear of it."""
+    # Called by the page's script: JSON errors rather than the login page's redirect.
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "not signed in"}, status=403)
     with transaction.atomic():
-        document = get_object_or_404(Document.objects.select_for_update(), pk=pk)
+        document = Document.objects.select_for_update().filter(pk=pk).first()
+        if document is None:
+            return JsonResponse({"error": f"no document {pk}"}, status=404)
         if not document.can_view(request.user):
             return JsonResponse({"error": "you may not edit this document"}, status=403)
         body = request.POST.get("body")

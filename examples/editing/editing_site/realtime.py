@@ -8,6 +8,7 @@ processes would need ``broker="redis://…"``.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from tidings import Realtime
@@ -24,6 +25,7 @@ rt = Realtime(
     shutdown_ready_delay=0.2,
 )
 
+DOC_ID = re.compile(r"\A[0-9]{1,18}\Z")  # a positive 64-bit integer, as SQLite stores it
 # A palette rather than random colours: a user keeps one colour in every tab and on every page.
 AVATAR_COLOURS = ("#c92a2a", "#2b8a3e", "#1864ab", "#862e9c", "#d9480f", "#087f5b", "#5f3dc4")
 
@@ -45,7 +47,9 @@ def editor(user: Any, doc_id: str) -> dict[str, Any] | None:
     Django user's pk, so presence shows a user once however many tabs they have open.
     Runs in Django's sync view, in a worker thread: the ORM is fine here.
     """
-    document = Document.objects.filter(pk=doc_id).first() if doc_id.isdigit() else None
+    # The placeholder takes any characters but dots: only a plausible pk reaches the database.
+    found = Document.objects.filter(pk=doc_id) if DOC_ID.match(doc_id) else Document.objects.none()
+    document = found.first()
     if document is None or not document.can_view(user):
         return None  # 403 to pusher-js: a pusher:subscription_error on the page
     return {

@@ -142,7 +142,8 @@
       body: form,
     });
     if (!response.ok) {
-      saved.textContent = `Not saved (status ${response.status}).`;
+      const problem = await response.json().catch(() => ({ error: `status ${response.status}` }));
+      saved.textContent = `Not saved: ${problem.error}.`;
       return;
     }
     baseline = text;
