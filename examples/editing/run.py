@@ -71,7 +71,8 @@ def announce_when_ready(server: uvicorn.Server, url: str) -> None:
     else:
         return
     logins = ", ".join(name for name, _, _ in USERS)
-    print(f"editing is ready: open {url} (sign in as {logins}; password {PASSWORD!r})", flush=True)
+    password = "EDITING_PASSWORD" if "EDITING_PASSWORD" in os.environ else repr(PASSWORD)
+    print(f"editing is ready: open {url} (sign in as {logins}; password {password})", flush=True)
 
 
 def serve(port: int) -> None:
