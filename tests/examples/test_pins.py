@@ -9,12 +9,15 @@ Playwright's request and WebSocket events, recorded from a page's first request 
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import Page, Request, Route, expect
 
 from browser_support import screenshot
 from server_process import TIMEOUT
@@ -22,6 +25,7 @@ from server_process import TIMEOUT
 pytestmark = pytest.mark.node
 
 WAIT = 4 * TIMEOUT * 1000  # ms, for Playwright's waits
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PARIS = (2.35, 48.86)
 SYDNEY = (151.21, -33.87)
 
@@ -91,6 +95,10 @@ def pins_on(page: Page) -> list[tuple[float, float]]:
     return [(lon, lat) for _, lon, lat in sorted(found)]
 
 
+def body(point: tuple[float, float]) -> dict[str, float]:
+    return {"lon": point[0], "lat": point[1]}
+
+
 def still(*pages: Page) -> None:
     """Until no pin is mid-drop (a CSS animation), so that screenshots show them all."""
     for page in pages:
@@ -137,6 +145,32 @@ def test_a_click_drops_a_pin_in_every_page_and_it_survives_a_reload(
             assert wire.over_http and not wire.websockets, (name, wire.sent)
 
 
+def test_a_pin_dropped_while_the_page_loads_the_list_is_not_lost(
+    example: Callable, new_page: Open
+) -> None:
+    """The race of loading state: the page subscribes, then asks for the list; a pin dropped
+    after the server made the list, before the page has it, must come as an event."""
+    pins = example("pins")
+    with httpx.Client(base_url=pins.url, timeout=TIMEOUT) as http:
+        assert http.post("/pins", json=body(PARIS)).status_code == 201
+        dropped: list[httpx.Response] = []
+
+        def stale_list(route: Route) -> None:
+            if route.request.method != "GET":
+                route.continue_()
+                return
+            listed = route.fetch()  # the list as the server has it now: Paris
+            dropped.append(http.post("/pins", json=body(SYDNEY)))
+            route.fulfill(response=listed)
+
+        page = new_page("about:blank")
+        page.route("**/pins", stale_list)
+        page.goto(pins.url)
+        live(page)
+        assert [answer.status_code for answer in dropped] == [201], dropped
+        shows(page, PARIS, SYDNEY)
+
+
 def test_transport_fallback_in_the_address_keeps_pusher_js_off_websocket(
     example: Callable, new_page: Open
 ) -> None:
@@ -181,3 +215,30 @@ def test_bad_pins_are_refused_with_a_json_error(example: Callable) -> None:
         assert limited.status_code == 429, [a.status_code for a in answers]
         assert limited.headers["retry-after"] == "1" and "too many" in limited.json()["error"]
         assert len(http.get("/pins").json()["pins"]) == len(answers) - 1
+
+
+def test_the_store_drops_the_oldest_pins_and_the_rate_refills(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The two bounds of app.py, with the clock passed in (no 500 clicks, no waiting)."""
+    spec = importlib.util.spec_from_file_location("pins_app", EXAMPLES / "pins" / "app.py")
+    assert spec is not None and spec.loader is not None
+    pins_app = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, pins_app)  # dataclasses look their module up
+    spec.loader.exec_module(pins_app)
+
+    store = pins_app.PinStore(3)
+    for n in range(5):
+        store.add(n, -n, now=1000.0 + n)
+    assert [(pin.id, pin.lon, pin.lat) for pin in store.all()] == [
+        (3, 2, -2),
+        (4, 3, -3),
+        (5, 4, -4),
+    ]
+
+    rate = pins_app.PinRate(per_second=2.0, burst=5, max_clients=2)
+    assert [rate.take("a", now=0.0) for _ in range(5)] == [0.0] * 5
+    assert rate.take("a", now=0.0) == 0.5  # empty: one token is half a second away
+    assert rate.take("a", now=0.5) == 0.0
+    assert rate.take("b", now=0.5) == rate.take("c", now=0.5) == 0.0
+    assert rate.take("a", now=0.5) == 0.0  # forgotten past max_clients: a full bucket again
