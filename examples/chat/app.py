@@ -31,7 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from tidings import PublishError, Realtime
+from tidings import ClientEvent, PublishError, Realtime
 from tidings.integrations.fastapi import router
 
 HERE = Path(__file__).resolve().parent
@@ -105,7 +105,7 @@ last_typed: dict[tuple[str, str], float] = {}
 # `async def`: it runs on the event loop (a plain def would run in a thread), so
 # last_typed needs no lock.
 @rt.before("client-typing", channel="presence-room.{room}")
-async def typing(event: Any, room: str) -> dict[str, str] | None:
+async def typing(event: ClientEvent, room: str) -> dict[str, str] | None:
     # event.user_id is the member the app signed at /pusher/auth: replacing the data with
     # it means a page cannot say that somebody else is typing.
     if event.user_id is None:

@@ -8,12 +8,14 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from tidings.backends import Backend, Event, PublishError
+    from tidings.hooks import ClientEvent
     from tidings.realtime import Realtime
 
-__all__ = ["Backend", "Event", "PublishError", "Realtime", "__version__"]
+__all__ = ["Backend", "ClientEvent", "Event", "PublishError", "Realtime", "__version__"]
 
 _HOMES = {
     "Backend": "tidings.backends",
+    "ClientEvent": "tidings.hooks",
     "Event": "tidings.backends",
     "PublishError": "tidings.backends",
     "Realtime": "tidings.realtime",

@@ -11,16 +11,30 @@ Errors about the URL show it without its user info, query or fragment
 
 from __future__ import annotations
 
+import importlib
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from tidings.backends import Backend
-from tidings.clients.http import HttpClient
-from tidings.clients.redis import RedisClient
 from tidings.redaction import public_url
 
+if TYPE_CHECKING:
+    from tidings.clients.http import HttpClient
+    from tidings.clients.redis import RedisClient
+
 __all__ = ["HttpClient", "RedisClient", "open_backend"]
+
+# Each client is imported when first used: a WSGI worker publishing through Redis never
+# pays for aiohttp's client (half a second of start-up), nor one on HTTP for redis-py.
+_HOMES = {"HttpClient": "tidings.clients.http", "RedisClient": "tidings.clients.redis"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'tidings.clients' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)
+
 
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 HTTP_SCHEMES = frozenset({"http", "https"})
@@ -52,6 +66,8 @@ def open_backend(
     if scheme in REDIS_SCHEMES:
         if not app_id:
             raise ValueError(f"app_id is required to publish through Redis at {shown}")
+        from tidings.clients.redis import RedisClient
+
         return RedisClient(url, app_id, **options)
     if scheme in HTTP_SCHEMES:
         return _http_backend(url, app_id, key, secret, options)
@@ -82,6 +98,8 @@ def _http_backend(
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     netloc = host if parts.port is None else f"{host}:{parts.port}"
     base = f"{parts.scheme.lower()}://{netloc}{match['base'] if match else ''}"
+    from tidings.clients.http import HttpClient
+
     return HttpClient(base, app_id, key, secret, **options)
 
 
