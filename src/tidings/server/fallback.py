@@ -240,12 +240,13 @@ class HttpFallback:
 
     async def _deliver_sent(self, http_session: HttpSession, texts: list[str]) -> None:
         http_session.session.touch(self.node.clock())
-        for text in texts:
-            if len(text.encode()) > http_session.app.max_message_bytes:
-                self.node.counters(http_session.app).count_close(1009)
-                http_session.close(1009, "Message too big")
-                break
-            await self.node.receive(http_session, text)
+        async with http_session.sending:
+            for text in texts:
+                if len(text.encode()) > http_session.app.max_message_bytes:
+                    self.node.counters(http_session.app).count_close(1009)
+                    http_session.close(1009, "Message too big")
+                    break
+                await self.node.receive(http_session, text)
 
     async def _receive(self, request: HttpRequest, responder: Responder, streaming: bool) -> None:
         bad_name = self._bad_name(request)

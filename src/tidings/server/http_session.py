@@ -91,6 +91,7 @@ class HttpSession(ConnectionBase):
         "_released_gone",
         "_wake",
         "_nudged",
+        "sending",
     )
 
     def __init__(
@@ -120,6 +121,10 @@ class HttpSession(ConnectionBase):
         self._released_gone = False
         self._wake = asyncio.Event()
         self._nudged = asyncio.Event()  # a second receive request is waiting
+        # pusher-js posts each message in an xhr_send of its own, without waiting for the
+        # one before: the node takes them one at a time, in arrival order, as it takes a
+        # WebSocket's frames (a ``before`` hook that awaits must not let the next overtake).
+        self.sending = asyncio.Lock()
 
     # -- the one receiver ----------------------------------------------------------------
 
