@@ -63,11 +63,14 @@ async def trigger_info(node: Node, app: App, trigger: Trigger) -> dict[str, Any]
     return {"channels": channels}
 
 
-async def publish(node: Node, app: App, triggers: Sequence[Trigger]) -> None:
-    """Publish checked triggers, counted against the app's backend rate limit first."""
+async def publish(
+    node: Node, app: App, triggers: Sequence[Trigger], source: str = "python"
+) -> None:
+    """Publish checked triggers, counted against the app's backend rate limit first.
+    ``source`` (``rest``, ``console``, ``python``) is shown by the console."""
     await node.check_backend_rate(app, len(triggers))
     for trigger in triggers:
-        await node.trigger(app, trigger)
+        await node.trigger(app, trigger, source)
 
 
 async def batch_info(node: Node, app: App, triggers: Sequence[Trigger]) -> dict[str, Any]:

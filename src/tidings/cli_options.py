@@ -61,6 +61,9 @@ FLAG_HELP: dict[str, str] = {
     "webhook_vacated_delay": "channel_vacated/member_removed wait this long for a reconnect.",
     # Mounts the Autobahn echo endpoint (docs/conformance.md); hidden from --help.
     "conformance": "Test only: the WebSocket echo endpoint for the Autobahn Testsuite.",
+    "console": "Serve the debug console at /console (docs/console.md).",
+    "console_token": "Operator token (16+ characters) that logs in to every app of the "
+    "console; prefer the variable, a flag shows in the process list.",
 }
 HIDDEN = frozenset({"conformance"})
 BYTE_FIELDS = frozenset({"max_write_buffer", "max_request_body"})
@@ -74,6 +77,7 @@ METAVARS = {
     "http_path": "PATH",
     "redis": "URL",
     "webhook_queue": "PATH",
+    "console_token": "TOKEN",
 }
 
 

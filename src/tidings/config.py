@@ -197,6 +197,12 @@ class Settings(BaseModel):
     # Mounts the /conformance/echo WebSocket echo for the Autobahn Testsuite
     # (docs/conformance.md); never in production.
     conformance: bool = False
+    # The debug console at /console (docs/console.md); console_token logs in to every app.
+    console: bool = False
+    console_token: str | None = Field(None, min_length=16, max_length=512, repr=False)
+    # Signs console sessions; `--workers` gives its workers one, so a login is good on
+    # every worker. Random per process when unset.
+    console_session_key: str | None = Field(None, min_length=32, max_length=512, repr=False)
     apps: tuple[AppSettings, ...] = ()
 
     @field_validator("trusted_proxies", mode="before")
@@ -250,7 +256,8 @@ class Settings(BaseModel):
 
 
 SERVER_FIELDS = tuple(name for name in Settings.model_fields if name != "apps")
-INTERNAL_FIELDS = ("reuse_port",)  # set by `--workers` for its worker processes
+# Set by `--workers` for its worker processes.
+INTERNAL_FIELDS = ("reuse_port", "console_session_key")
 
 
 def parse_app_spec(spec: str) -> dict[str, str]:
@@ -316,7 +323,7 @@ def validate_settings(raw: Mapping[str, Any]) -> Settings:
 # quoted: secrets, webhook headers (credentials are their usual content), unknown fields (a
 # misspelt "secret"), list items and whole tables.
 URL_FIELDS = frozenset({"url", "redis"})
-HIDDEN_FIELDS = frozenset({"secret", "headers"})
+HIDDEN_FIELDS = frozenset({"secret", "headers", "console_token", "console_session_key"})
 QUOTABLE_FIELDS = (
     (
         frozenset(Settings.model_fields)

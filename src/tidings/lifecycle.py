@@ -205,4 +205,5 @@ def make_webhooks(settings: Settings, node: Node) -> WebhookSender | None:
             vacated_delay=settings.webhook_vacated_delay,
         ),
         QueueLock(client, settings.redis_prefix, node.broker.node_id),
+        node.tap,
     )

@@ -27,6 +27,8 @@ from typing import Any, Protocol
 import orjson
 
 from tidings.brokers.base import Broker, CachedEvent, ControlMessage, PresenceJoin
+from tidings.brokers.node_messages import NodeMessages
+from tidings.console.tap import Tap
 from tidings.core import transitions
 from tidings.core.apps import App, AppRegistry
 from tidings.core.counters import AppCounters as AppCounters
@@ -158,6 +160,9 @@ class _AppState:
     views: PresenceViews = field(default_factory=PresenceViews)
     cache_misses: CacheMisses = field(default_factory=CacheMisses)
     count_hooks: CountThrottle = field(default_factory=CountThrottle)
+    # The console's recorder while someone watches this app, else None: every hook on the
+    # paths below is this one check (console/tap.py).
+    tap: Tap | None = None
 
 
 class Node:
@@ -200,6 +205,10 @@ class Node:
         # Embedded apps' ``before`` hooks: the data to publish for a client event, or None.
         self.client_event_filter: Callable[[App, Broadcast, str], Awaitable[str | None]] | None
         self.client_event_filter = None
+        # The broker's node-to-node messages, shared by the HTTP fallback and the console.
+        self.node_messages = NodeMessages(broker)
+        # The console's handler of its control messages (console/watch.py), when enabled.
+        self.console_control: Callable[[str, ControlMessage], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -238,6 +247,14 @@ class Node:
     def connections(self) -> list[Connection]:
         return self._registry.all()
 
+    def tap(self, app_id: str) -> Tap | None:
+        """The console's recorder of ``app_id``, while someone watches it."""
+        state = self._states.get(app_id)
+        return state.tap if state is not None else None
+
+    def set_tap(self, app_id: str, tap: Tap | None) -> None:
+        self._states[app_id].tap = tap
+
     # -- connections -------------------------------------------------------------------------
 
     def refusal(self, app: App) -> ErrorCode | None:
@@ -269,12 +286,17 @@ class Node:
         socket_id = self._registry.free_socket_id(app.id, secrets.randbelow)
         return Session(socket_id, self._policies[app.id], self.clock())
 
-    def attach(self, connection: Connection) -> None:
-        """Register a connection and send it ``pusher:connection_established``."""
+    def attach(self, connection: Connection, transport: str = "ws") -> None:
+        """Register a connection and send it ``pusher:connection_established``.
+
+        ``transport``: how it is connected, for the console (``ws``, ``asgi-ws``,
+        ``xhr_streaming``, ``xhr_polling``)."""
         state = self._states[connection.app.id]
         self._registry.add(connection.app.id, connection.socket_id, connection)
         state.counters.connections_opened += 1
         connection.send(connection.session.greeting())
+        if state.tap is not None:
+            state.tap.connection(connection.socket_id, transport)
         if trace.isEnabledFor(logging.DEBUG):
             trace.debug(
                 "connection %s opened (app %s, %s)",
@@ -296,9 +318,11 @@ class Node:
         if actions:
             await self._run(connection, actions)
 
-    async def detach(self, connection: Connection) -> None:
+    async def detach(self, connection: Connection, client_code: int | None = None) -> None:
         """Forget a closed connection: leave its channels, sign it out.
 
+        ``client_code``: the close code the client sent, when it closed the connection
+        (for the console; a connection the server closed knows its own ``closed_with``).
         Never raises. Each channel left and the sign-out is a step of its own: a step that
         fails is logged and the others still run, so a closed connection never stays behind
         as a member, subscriber or online user (a ghost).
@@ -308,6 +332,13 @@ class Node:
             return
         session = connection.session
         session.closed = True
+        tap = self._states[connection.app.id].tap
+        if tap is not None:
+            closed_with: tuple[int, str] | None = getattr(connection, "closed_with", None)
+            if closed_with is not None:
+                tap.disconnection(socket_id, "server", closed_with[0], closed_with[1])
+            else:
+                tap.disconnection(socket_id, "client", client_code, "")
         if trace.isEnabledFor(logging.DEBUG):
             trace.debug(
                 "connection %s closed (app %s), leaving %d channel(s)",
@@ -354,10 +385,12 @@ class Node:
             trace.debug("closing %s with %d (%s)", connection.socket_id, action.code, action.reason)
             connection.close(action.code, action.reason)
 
-    @staticmethod
-    def _trace_refusal(connection: Connection, message: bytes) -> None:
+    def _trace_refusal(self, connection: Connection, message: bytes) -> None:
         # Errors and refused subscriptions carry their reason (a bad signature names the
         # string it expected to be signed).
+        tap = self._states[connection.app.id].tap
+        if tap is not None:
+            tap.refused_message(connection.socket_id, message)
         if trace.isEnabledFor(logging.DEBUG):
             trace.debug("to %s: %s", connection.socket_id, message.decode(errors="replace"))
 
@@ -384,14 +417,12 @@ class Node:
                     connection.session.forget(channel)
                     limit = app.max_presence_members
                     trace.debug("%s refused %s: presence channel full", socket_id, channel)
-                    connection.send(
-                        messages.subscription_error(
-                            channel,
-                            "LimitReached",
-                            f"presence channel full ({limit} members)",
-                            4100,
-                        )
+                    refusal = messages.subscription_error(
+                        channel, "LimitReached", f"presence channel full ({limit} members)", 4100
                     )
+                    if state.tap is not None:
+                        state.tap.refused_message(socket_id, refusal)
+                    connection.send(refusal)
                     return
                 members = joined.members
             data = messages.dumps(roster(members))
@@ -406,6 +437,8 @@ class Node:
         if not again:
             state.hub.add(channel, connection)
         connection.send(messages.event("pusher_internal:subscription_succeeded", channel, data))
+        if state.tap is not None:
+            state.tap.subscribed(socket_id, channel, member.user_id if member else None)
         if trace.isEnabledFor(logging.DEBUG):
             who = f" as user {member.user_id}" if member is not None else ""
             trace.debug("%s subscribed to %s%s", socket_id, channel, who)
@@ -439,6 +472,8 @@ class Node:
         socket_id = connection.socket_id
         state = self._states[app.id]
         state.hub.remove(channel, socket_id)
+        if state.tap is not None:
+            state.tap.unsubscribed(socket_id, channel)
         presence_member = member if ctype.is_presence else None
         if presence_member is not None:
             state.views.drop(channel, socket_id)
@@ -468,7 +503,12 @@ class Node:
             if data is None:
                 return
             event = dataclasses.replace(event, data=data)
-        self._states[connection.app.id].counters.publications += 1
+        state = self._states[connection.app.id]
+        state.counters.publications += 1
+        if state.tap is not None:
+            state.tap.client_event(
+                event.channel, event.event, event.data, connection.socket_id, event.user_id
+            )
         trace.debug(
             "client event %s on %s from %s", event.event, event.channel, connection.socket_id
         )
@@ -564,6 +604,10 @@ class Node:
             self.outgoing.add(state.hub, channel, message, exclude, state.counters)
 
     def _control(self, app_id: str, message: ControlMessage) -> None:
+        if message.kind == "console":
+            if self.console_control is not None:
+                self.console_control(app_id, message)
+            return
         state = self._states.get(app_id)
         if state is None:
             return
@@ -711,15 +755,22 @@ class Node:
                 f"more than {app.max_backend_events_per_second} events per second"
             )
 
-    async def trigger(self, app: App, trigger: Trigger) -> None:
+    async def trigger(self, app: App, trigger: Trigger, source: str = "python") -> None:
         """Publish one event to its channels: encoded once per channel, written once per socket.
+
+        ``source`` names the caller for the console: ``rest``, ``console`` or ``python``.
 
         Raises :class:`ClusterUnavailable` when the other nodes cannot be reached: before
         anything is published if the broker is known to be degraded (a retry then delivers
         it once), else after the failed channel (its own subscribers may have it)."""
         if self.broker.degraded:
             raise ClusterUnavailable("the cluster backend is unreachable")
-        self._states[app.id].counters.publications += len(trigger.channels)
+        state = self._states[app.id]
+        state.counters.publications += len(trigger.channels)
+        if state.tap is not None:
+            state.tap.api_message(
+                list(trigger.channels), trigger.name, trigger.data, trigger.socket_id, source
+            )
         for channel in trigger.channels:
             message = messages.event(trigger.name, channel, trigger.data)
             if channel_type(channel).cache:

@@ -299,7 +299,7 @@ class WebSocketEndpoint:
             self.max_write_buffer,
             self._forget,
         )
-        node.attach(connection)
+        node.attach(connection, "asgi-ws")
         limit = app.max_message_bytes
         client_code = None
         try:
@@ -327,7 +327,7 @@ class WebSocketEndpoint:
         finally:
             if trace.isEnabledFor(logging.DEBUG):
                 _trace_end(connection, client_code)
-            await node.detach(connection)
+            await node.detach(connection, client_code)
             parked = connection.sending
             if parked is not None:
                 parked.cancel()  # the socket is gone: nothing it waits for will come

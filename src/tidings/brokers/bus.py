@@ -38,7 +38,7 @@ no Tidings node sends), ``handler_error`` (decoded, but acting on it raised)."""
 DROP_REASONS: tuple[DropReason, ...] = ("malformed", "bad_frame", "unknown_kind", "handler_error")
 
 CONTROL_KINDS = frozenset(
-    {"terminate", "online", "offline", "member_added", "member_removed", "recount"}
+    {"terminate", "online", "offline", "member_added", "member_removed", "recount", "console"}
 )
 
 LOG_INTERVAL = 60.0  # seconds between two log lines about drops of one reason

@@ -28,6 +28,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from tidings.config import ConfigError, Settings
+from tidings.console.routes import Console
 from tidings.lifecycle import Lifecycle
 from tidings.node import Node
 from tidings.server import fanout
@@ -85,6 +86,7 @@ class InFlight:
 WEBSOCKET = web.AppKey("websocket", WebSocketEndpoint)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 FALLBACK = web.AppKey("fallback", HttpFallback)
+CONSOLE = web.AppKey("console", Console)
 
 
 REST_PATHS = ("/apps/", "/users/")  # the HTTP API (also the SDK's unprefixed terminate)
@@ -167,6 +169,10 @@ def build_application(
             web.get("/app/{key}/{tail:.*}", websocket.bad_path),
         ]
     )
+    if settings.console:
+        console = Console(node, settings)
+        application[CONSOLE] = console
+        application.add_routes(console.routes())
     if settings.conformance:
         from tidings.server import conformance
 
@@ -240,6 +246,9 @@ class AiohttpServer:
 
     async def start(self) -> None:
         await self.application[FALLBACK].start()
+        console = self.application.get(CONSOLE)
+        if console is not None:
+            await console.start()
         await self.runner.setup()
 
     async def listen(self) -> None:
@@ -266,11 +275,17 @@ class AiohttpServer:
             await self.site.stop()  # no new connections: reconnecting clients go elsewhere
 
     async def drain(self, grace: float) -> None:
+        console = self.application.get(CONSOLE)
+        if console is not None:
+            await console.close()  # its streams end, or the stop would wait for them
         await self.application[WEBSOCKET].close()
         await self.application[FALLBACK].hand_over_closes(grace)
 
     async def close(self) -> None:
         await self.application[FALLBACK].close()
+        console = self.application.get(CONSOLE)
+        if console is not None:
+            await console.close()
         timeout = self.settings.shutdown_timeout
         if not await self.application[IN_FLIGHT].wait(timeout):
             log.warning("REST requests still running after %g s", timeout)

@@ -143,7 +143,8 @@ class HttpFallback:
         self.relays: dict[str, asyncio.Queue[tuple[bytes, bool, int]]] = {}
         self.remote_receivers: dict[str, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
-        node.broker.on_node_message(self.on_node_message)
+        # Relay messages are JSON objects: their first byte is the tag (brokers/node_messages.py).
+        node.node_messages.handle(b"{", self.on_node_message)
 
     def endpoints(self) -> list[Route]:
         """The fallback's routes, for any server (see ``server/http_edge.py``)."""
@@ -318,7 +319,7 @@ class HttpFallback:
                 await sink.end()
             return
         if not http_session.confirmed:
-            self._confirm(http_session)
+            self._confirm(http_session, "xhr_streaming" if streaming else "xhr_polling")
         quiet_limit = self.settings.heartbeat_interval if streaming else self.settings.poll_timeout
         loop = asyncio.get_running_loop()
         try:
@@ -358,7 +359,7 @@ class HttpFallback:
             if http_session.close_frame is not None and not len(http_session.outbox):
                 await self._forget(http_session)
 
-    def _confirm(self, http_session: HttpSession) -> None:
+    def _confirm(self, http_session: HttpSession, transport: str) -> None:
         """The first receive request attached: the session becomes a connection, counted
         against the quotas now (a session that is only opened takes none)."""
         self.unconfirmed.discard(http_session.key)
@@ -369,7 +370,7 @@ class HttpFallback:
             http_session.close(int(code), MESSAGES[code])
             return
         http_session.confirmed = True
-        self.node.attach(http_session)  # queues pusher:connection_established
+        self.node.attach(http_session, transport)  # queues pusher:connection_established
 
     # -- relaying to the owner of a session (another process or machine) --------------------
 

@@ -124,12 +124,12 @@ class RestApi:
 
     async def events(self, request: HttpRequest, app: App, body: bytes) -> object:
         trigger = parse_trigger_body(body, api.rest_limits(app))
-        await api.publish(self.node, app, [trigger])
+        await api.publish(self.node, app, [trigger], source="rest")
         return await api.trigger_info(self.node, app, trigger)
 
     async def batch_events(self, request: HttpRequest, app: App, body: bytes) -> object:
         triggers = parse_batch(body, api.rest_limits(app))
-        await api.publish(self.node, app, triggers)
+        await api.publish(self.node, app, triggers, source="rest")
         return await api.batch_info(self.node, app, triggers)
 
     async def channels(self, request: HttpRequest, app: App, body: bytes) -> object:

@@ -15,13 +15,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import aiohttp
 import orjson
 from redis import asyncio as aioredis
 
+from tidings.console.tap import Tap
 from tidings.core.apps import App, AppRegistry
 from tidings.core.webhooks import Batcher, Delayer, Event, backoff, body, signature
 from tidings.redaction import public_url, scrub
@@ -106,8 +107,11 @@ class WebhookSender:
         queue: WebhookQueue,
         settings: WebhookSettings,
         lock: QueueLock,
+        tap: Callable[[str], Tap | None] = lambda app_id: None,
     ) -> None:
+        """``tap(app_id)``: the console's recorder of the app while someone watches it."""
         self.apps = apps
+        self.tap = tap
         self.queue = queue
         self.settings = settings
         self.lock = lock
@@ -260,7 +264,13 @@ class WebhookSender:
                 await self.queue.ack(key, batch_id)
                 continue
             stats = self.stats[app.id]
-            problem = await self._post(app, url, dict(target.headers), batch["events"])
+            events = batch["events"]
+            status, problem = await self._post(app, url, dict(target.headers), events)
+            tap = self.tap(app.id)
+            if tap is not None:
+                names = [str(event.get("name")) for event in events]
+                outcome = "sent" if problem is None else "failed"
+                tap.webhook(outcome, shown, names, status, problem)
             if problem is None:
                 await self.queue.ack(key, batch_id)
                 stats.sent += 1
@@ -290,8 +300,9 @@ class WebhookSender:
 
     async def _post(
         self, app: App, url: str, headers: dict[str, str], events: list[Event]
-    ) -> str | None:
-        """Send one batch; None on a 2xx, else why it failed (safe to log)."""
+    ) -> tuple[int | None, str | None]:
+        """Send one batch: the HTTP status (None: no answer) and, unless it was a 2xx, why
+        it failed (safe to log)."""
         assert self._http is not None
         # time_ms is set at each attempt: receivers refuse bodies older than 5 minutes.
         raw = body(events, int(time.time() * 1000))
@@ -309,10 +320,10 @@ class WebhookSender:
             ) as response:
                 await response.read()
                 if 200 <= response.status < 300:
-                    return None
-                return f"HTTP {response.status}"
+                    return response.status, None
+                return response.status, f"HTTP {response.status}"
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             # ValueError: aiohttp refuses some URL and header combinations before sending.
             # It quotes the URL in some errors (InvalidURL, connection timeouts).
             message = scrub(str(exc), url, headers.values())
-            return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+            return None, f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -195,6 +195,9 @@ class WebSocketEndpoint:
         refusal = self._refusal(request, app)
         if refusal is not None or app is None:
             code, text = refusal or (ErrorCode.APP_NOT_FOUND, MESSAGES[ErrorCode.APP_NOT_FOUND])
+            tap = self.node.tap(app.id) if app is not None else None
+            if tap is not None:
+                tap.refused(None, None, int(code), text)
             await _refuse(ws, self.node.counters_for(app), code, text)
             return ws
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -245,7 +248,7 @@ class WebSocketEndpoint:
                         connection.socket_id,
                         ws.close_code,
                     )
-            await self.node.detach(connection)
+            await self.node.detach(connection, ws.close_code)
         return ws
 
     def _refusal(self, request: web.Request, app: App | None) -> tuple[ErrorCode, str] | None:

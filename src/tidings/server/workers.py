@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -49,7 +50,11 @@ def supervise(settings: Settings) -> int:
         check_can_listen(settings.host, settings.port)
     # With port 0 every worker would get a port of its own: choose one for all of them.
     port = settings.port or _free_port(settings.host)
-    worker_settings = settings.model_copy(update={"workers": 1, "port": port, "reuse_port": True})
+    update: dict[str, object] = {"workers": 1, "port": port, "reuse_port": True}
+    if settings.console and not settings.console_session_key:
+        # One key signs every worker's console sessions: a login on one is good on all.
+        update["console_session_key"] = secrets.token_hex(32)
+    worker_settings = settings.model_copy(update=update)
     env = {**os.environ, WORKER_SETTINGS_ENV: worker_settings.model_dump_json()}
     command = [sys.executable, "-m", "tidings", "worker"]
 
