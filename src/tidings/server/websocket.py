@@ -229,6 +229,7 @@ class WebSocketEndpoint:
                     # aiohttp closed it: 1009 (over max_message_bytes), 1002, 1007...
                     if isinstance(msg.data, WebSocketError):
                         counters.count_close(msg.data.code)
+                        connection.closed_with = (msg.data.code, str(msg.data))
                     break
         except Exception:
             log.exception("connection %s failed", connection.socket_id)
