@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from fallback_helpers import FallbackSession
 from pusher_helpers import (
     APP_ID,
     APP_KEY,
@@ -538,6 +539,26 @@ async def test_the_stream_shows_a_clients_life(
     cut = await stream.expect("disconnection", type="disconnection", socket_id=peer.socket_id)
     assert cut["by"] == "server" and cut["code"] == 4009
     assert cut["reason"] == "Connection terminated by the app"
+
+
+async def test_http_fallback_connections_name_their_transport(
+    console_server: ServerProcess, console: ConsoleClient
+) -> None:
+    stream = await console.stream(APP_ID)
+    async with aiohttp.ClientSession() as http:
+        polling = FallbackSession(http, console_server.http_url)
+        polling_id = await polling.open_polling()
+        streaming = FallbackSession(http, console_server.http_url)
+        async with streaming.stream() as response:
+            streaming_id = await streaming.open_stream(response)
+            for socket_id, transport in (
+                (polling_id, "xhr_polling"),
+                (streaming_id, "xhr_streaming"),
+            ):
+                record = await stream.expect(
+                    "a fallback connection", type="connection", socket_id=socket_id
+                )
+                assert record["transport"] == transport
 
 
 async def test_stats_show_deliveries_per_second(

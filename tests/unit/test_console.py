@@ -13,6 +13,7 @@ import pytest
 from tidings.brokers.base import ControlMessage
 from tidings.brokers.memory import MemoryBroker
 from tidings.brokers.node_messages import NodeMessages, UnknownNodeMessage
+from tidings.config import ConfigError, load_settings
 from tidings.console.auth import FAILURE_WINDOW, MAX_FAILURES, LoginLimit, Sessions
 from tidings.console.streams import Stream
 from tidings.console.tap import Tap
@@ -218,3 +219,14 @@ async def test_garbage_batches_and_control_data_are_refused() -> None:
     record = {"type": "connection", "time": 1, "node": "b", "socket_id": "1.2", "transport": "ws"}
     await watch.on_node_message(TAG + orjson.dumps({"a": APP.id, "n": "b", "r": [record, 7]}))
     assert json.loads(stream.take("me").decode()[6:]) == record
+
+
+def test_a_short_console_token_is_refused_without_being_shown() -> None:
+    token = "short-s3cret"
+    with pytest.raises(ConfigError) as refused:
+        load_settings(None, env={"TIDINGS_CONSOLE": "1", "TIDINGS_CONSOLE_TOKEN": token})
+    assert "console_token" in str(refused.value) and token not in str(refused.value)
+    good = "a-long-enough-operator-token"
+    settings = load_settings(None, env={"TIDINGS_CONSOLE": "1", "TIDINGS_CONSOLE_TOKEN": good})
+    assert settings.console and settings.console_token == good
+    assert good not in repr(settings)
