@@ -78,8 +78,8 @@ class Watcher:
                     self.records += 1
                     if record["type"] == "dropped":
                         self.dropped += record["count"]
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError, AttributeError):
+            pass  # closed from the main thread (http.client drops its file: AttributeError)
 
     def close(self) -> None:
         self.response.close()
