@@ -28,6 +28,7 @@ from tidings.console.auth import SESSION_LIFETIME, Grant, LoginLimit, Sessions, 
 from tidings.console.streams import Stream
 from tidings.console.watch import Watch
 from tidings.core.apps import App
+from tidings.core.client_address import TrustedProxies, normalize, parse_networks
 from tidings.node import BackendRateLimited, ClusterUnavailable, Node
 from tidings.protocol.channels import channel_type
 from tidings.protocol.rest import RestError, check_trigger
@@ -86,6 +87,8 @@ class Console:
         self.watch = Watch(node)
         self.watch.on_revoke = self._revoked
         self.secure = settings.tls_cert is not None
+        self.proxies = TrustedProxies(parse_networks(settings.trusted_proxies))
+        self.client_ip_header = settings.client_ip_header
         self._streams: set[asyncio.Task[Any]] = set()
 
     def routes(self) -> list[web.RouteDef]:
@@ -148,7 +151,7 @@ class Console:
         origin = request.headers.get("Origin")
         if origin is not None and origin != self._own_origin(request):
             return _error(403, "Login from another origin refused")
-        address = request.remote or "unknown"
+        address = self._client(request)
         wait = self.logins.retry_after(address)
         if wait:
             return _error(
@@ -186,6 +189,14 @@ class Console:
         response = _json({"apps": self._apps(grant), "csrf": self.sessions.csrf(session)})
         response.headers["Set-Cookie"] = self._cookie(session, SESSION_LIFETIME)
         return response
+
+    def _client(self, request: web.Request) -> str:
+        """The address failed logins are counted for: behind a trusted proxy, its client."""
+        peer = normalize(request.remote or "") or "unknown"
+        if not self.proxies:
+            return peer
+        forwarded = ",".join(request.headers.getall(self.client_ip_header, []))
+        return self.proxies.client(peer, forwarded)
 
     def _cookie(self, value: str, max_age: int) -> str:
         cookie = f"{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/console; Max-Age={max_age}"
