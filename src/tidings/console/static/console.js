@@ -38,6 +38,7 @@ const state = {
   pendingDropped: 0,
   spark: [],
   generation: 0, // bumped on every app switch or logout: late answers for the old view are ignored
+  abort: new AbortController(), // cancels the old view's calls still in flight
 };
 
 // -- small DOM helpers -------------------------------------------------------------------------
@@ -77,6 +78,7 @@ async function api(method, path, body) {
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin",
       cache: "no-store",
+      signal: path.startsWith("/apps/") ? state.abort.signal : undefined,
     });
   } catch (error) {
     throw new ApiError(0, "The server did not answer (" + error.message + ")");
@@ -155,6 +157,7 @@ async function login(body) {
 }
 
 async function logout() {
+  stopApp(); // first, so no poll or stream of this session is still asking once it is gone
   try {
     await api("POST", "/logout", {});
   } catch (error) {
@@ -167,6 +170,8 @@ async function logout() {
 
 function stopApp() {
   state.generation += 1;
+  state.abort.abort();
+  state.abort = new AbortController();
   if (state.stream) state.stream.close();
   state.stream = null;
   clearTimeout(state.streamRetry);
