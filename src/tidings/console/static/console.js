@@ -497,7 +497,14 @@ function describe(record) {
       break;
     case "dropped":
       details.push(
-        el("span", "reason", record.count + " records dropped by the server's rate limit"),
+        el(
+          "span",
+          "reason",
+          record.count +
+            (record.whilePaused
+              ? " records dropped while paused (the oldest, past " + PAUSED_CAP + " held)"
+              : " records dropped by the server's rate limit"),
+        ),
       );
       break;
     default:
@@ -595,7 +602,7 @@ function updatePauseButton() {
 function togglePause() {
   state.paused = !state.paused;
   if (!state.paused) {
-    if (state.pendingDropped) addEntry({ type: "dropped", time: Date.now(), count: state.pendingDropped });
+    if (state.pendingDropped) addEntry({ type: "dropped", time: Date.now(), count: state.pendingDropped, whilePaused: true });
     for (const record of state.pending) addEntry(record);
     state.pending = [];
     state.pendingDropped = 0;
