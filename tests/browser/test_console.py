@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.server
 import json
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +30,6 @@ from playwright.sync_api import (
     BrowserContext,
     ConsoleMessage,
     Locator,
-    Route,
     expect,
 )
 
@@ -41,14 +42,13 @@ APP = {"id": "12345", "key": "console-key", "secret": "console-secret"}
 OTHER_APP = {"id": "23456", "key": "other-key", "secret": "other-secret"}
 OPERATOR_TOKEN = "operator-token-for-the-console-test"
 PUSHER_JS = ROOT / "tests" / "e2e" / "node_modules" / "pusher-js" / "dist" / "web" / "pusher.min.js"
-# The pusher-js test clients live on an origin of their own, answered by Playwright routes.
-CLIENT_ORIGIN = "http://client.test"
 WAIT_MS = 4 * TIMEOUT * 1000
 
-# What the console page is allowed to log: the browser's own note on the 401s the contract
-# prescribes (the session check on load, a refused login, the session check after logout).
-EXPECTED_401 = re.compile(r"Failed to load resource: the server responded with a status of 401")
-EXPECTED_401_PATHS = ("/console/api/session", "/console/api/login")
+# Chromium's own console note on every HTTP error answer. The page may only cause the ones the
+# contract prescribes: the session check on load and a refused login (401), plus the ones a
+# test provokes on purpose (ConsolePage.allow).
+HTTP_ERROR = re.compile(r"^Failed to load resource: the server responded with a status of (\d+)")
+EXPECTED_ERRORS = {(401, "/console/api/session"), (401, "/console/api/login")}
 
 # Collects Content-Security-Policy violations before any page script runs.
 CSP_WATCH = """
@@ -155,6 +155,7 @@ class ConsolePage:
         self.server = server
         self.messages: list[str] = []
         self.unexpected: list[str] = []
+        self.expected_errors = set(EXPECTED_ERRORS)
         context.add_init_script(CSP_WATCH)
         self.page = context.new_page()
         self.page.set_default_timeout(WAIT_MS)
@@ -167,10 +168,15 @@ class ConsolePage:
         self.messages.append(text)
         if message.type not in ("error", "warning"):
             return
+        status = HTTP_ERROR.match(message.text)
         where = urlsplit(message.location.get("url", "")).path
-        if EXPECTED_401.search(message.text) and where in EXPECTED_401_PATHS:
+        if status and (int(status.group(1)), where) in self.expected_errors:
             return
         self.unexpected.append(f"{text} ({message.location.get('url', '')})")
+
+    def allow(self, status: int, path: str) -> None:
+        """An HTTP error answer the test provokes on purpose, so not a page error."""
+        self.expected_errors.add((status, path))
 
     def by(self, testid: str) -> Locator:
         return self.page.get_by_test_id(testid)
@@ -219,23 +225,17 @@ class ClientPage:
     """A pusher-js client in a browser context of its own; private and presence channels are
     signed in Python with the app's secret (or a wrong one, for channels named ``*-badsig-*``)."""
 
-    def __init__(self, context: BrowserContext, server: ServerProcess, user: str) -> None:
+    def __init__(
+        self, context: BrowserContext, server: ServerProcess, origin: str, user: str
+    ) -> None:
         self.page = context.new_page()
         self.page.set_default_timeout(WAIT_MS)
         self.user = user
-        context.route(f"{CLIENT_ORIGIN}/**", self._serve)
         context.expose_function("sign", self._sign)
         query = urlencode({"key": APP["key"], "port": server.port})
-        self.page.goto(f"{CLIENT_ORIGIN}/?{query}")
+        self.page.goto(f"{origin}/?{query}")
         expect(self.page.locator("#state")).to_have_text("connected", timeout=WAIT_MS)
         self.socket_id = str(self.page.evaluate("window.socketId()"))
-
-    @staticmethod
-    def _serve(route: Route) -> None:
-        if urlsplit(route.request.url).path == "/pusher.min.js":
-            route.fulfill(path=PUSHER_JS, content_type="application/javascript")
-        else:
-            route.fulfill(body=CLIENT_PAGE, content_type="text/html; charset=utf-8")
 
     def _sign(self, socket_id: str, channel: str) -> dict[str, str]:
         secret = "not-the-secret" if "-badsig-" in channel else APP["secret"]
@@ -281,13 +281,50 @@ def open_console(
     return lambda: ConsolePage(contexts(), console_server)
 
 
-@pytest.fixture
-def open_client(
-    contexts: Callable[[], BrowserContext], console_server: ServerProcess
-) -> Callable[..., ClientPage]:
+class ClientFiles(http.server.BaseHTTPRequestHandler):
+    """The test client's page and the pusher-js bundle, nothing else."""
+
+    def do_GET(self) -> None:
+        if urlsplit(self.path).path == "/pusher.min.js":
+            body, kind = PUSHER_JS.read_bytes(), "application/javascript"
+        elif urlsplit(self.path).path == "/":
+            body, kind = CLIENT_PAGE.encode(), "text/html; charset=utf-8"
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def client_origin() -> Iterator[str]:
+    """The clients' own origin. A real local server, not a Playwright route: Chromium's Local
+    Network Access checks refuse a routed (so, public) page a WebSocket to 127.0.0.1."""
     if not PUSHER_JS.is_file():
         pytest.fail(f"pusher-js is not installed: run `npm ci` in {PUSHER_JS.parents[3]}")
-    return lambda user="client": ClientPage(contexts(), console_server, user)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ClientFiles)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, name="console-clients", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(TIMEOUT)
+
+
+@pytest.fixture
+def open_client(
+    contexts: Callable[[], BrowserContext], console_server: ServerProcess, client_origin: str
+) -> Callable[..., ClientPage]:
+    return lambda user="client": ClientPage(contexts(), console_server, client_origin, user)
 
 
 def unique(prefix: str) -> str:
@@ -361,6 +398,7 @@ def test_send_event_errors_are_shown(open_console: Callable[[], ConsolePage]) ->
     console = open_console()
     console.login_with_key(APP["key"], APP["secret"])
     console.wait_live()
+    console.allow(400, f"/console/api/apps/{APP['id']}/events")
     console.by("event-channel").fill("not a channel name!")
     console.by("event-send").click()
     expect(console.by("event-result")).to_contain_text(re.compile("channel", re.IGNORECASE))
