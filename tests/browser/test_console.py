@@ -86,6 +86,7 @@ CLIENT_PAGE = """<!doctype html>
     document.getElementById("state").textContent = states.current;
   });
   window.socketId = () => pusher.connection.socket_id || "";
+  window.trigger = (name, event, data) => pusher.channel(name).trigger(event, data);
   window.subscribeTo = (name) => {
     const channel = pusher.subscribe(name);
     channel.bind("pusher:subscription_succeeded", () => { window.subscriptions[name] = "ok"; });
@@ -252,6 +253,11 @@ class ClientPage:
         answer = str(self.page.evaluate("(name) => window.subscriptions[name]", channel))
         assert answer.startswith(outcome), f"{channel}: {answer}"
         return answer
+
+    def trigger(self, channel: str, event: str, data: Any) -> None:
+        """A client event (pusher-js does not echo it back to its sender)."""
+        sent = self.page.evaluate("(a) => window.trigger(a[0], a[1], a[2])", [channel, event, data])
+        assert sent is True, f"pusher-js refused to send {event} on {channel}"
 
     def wait_event(self, channel: str, event: str) -> Any:
         found = (
@@ -484,6 +490,15 @@ def test_presence_members_show_when_the_channel_is_clicked(
     expect(members).to_have_count(2)
     expect(members.filter(has_text="alice")).to_contain_text('{"name":"alice"}')
     expect(members.filter(has_text="bob")).to_have_count(1)
+
+    # A client event between them is in the log too, with its sender and data.
+    alice.trigger(channel, "client-typing", {"typing": True})
+    assert bob.wait_event(channel, "client-typing") == {"typing": True}
+    typing = console.entries("client_event", channel)
+    expect(typing).to_contain_text("client-typing")
+    expect(typing).to_contain_text(alice.socket_id)
+    expect(typing).to_contain_text('{"typing":true}')
+    console.shot("presence")
     console.assert_clean()
 
 
