@@ -396,6 +396,7 @@ def test_live_connection_subscription_and_test_event(
     # The stats records drive the sparkline: a number, and a line with points.
     expect(console.by("deliveries-per-second")).to_have_text(re.compile(r"^\d+$"))
     expect(console.page.locator("#sparkline-line")).to_have_attribute("points", re.compile(r"\d"))
+    expect(console.page.locator('[data-testid="log-entry"][data-type="stats"]')).to_have_count(0)
     console.shot("main")
     console.assert_clean()
 
@@ -438,10 +439,13 @@ def test_filter_and_pause(open_console: Callable[[], ConsolePage], rest: pusher.
     console.login_with_key(APP["key"], APP["secret"])
     console.wait_live()
     shown, other = unique("filter-shown"), unique("filter-other")
-    rest.trigger(shown, "wanted", {"n": 1})
+    rest.trigger(shown, "wanted", {"html": "<b>not markup</b>"})
     rest.trigger(other, "unwanted", {"n": 2})
     expect(console.entries("api_message", shown)).to_have_count(1)
     expect(console.entries("api_message", other)).to_have_count(1)
+    # Event data is text on the page, never markup.
+    expect(console.entries("api_message", shown)).to_contain_text("<b>not markup</b>")
+    expect(console.by("log").locator("b")).to_have_count(0)
 
     # Substring, case-insensitive: every visible entry is about the filtered channel.
     console.by("filter-channel").fill(shown[len("filter-") :].upper())
