@@ -258,7 +258,7 @@ function selectChannel(name) {
   }
   show($("members-panel"), name !== null);
   $("members").replaceChildren();
-  $("members-error").textContent = "";
+  show($("members-error"), false);
   if (name !== null) {
     $("members-channel").textContent = name;
     pollMembers(name);
@@ -271,7 +271,7 @@ async function pollMembers(name) {
   try {
     const answer = await api("GET", appPath("/channels/" + encodeURIComponent(name) + "/members"));
     if (!current()) return;
-    $("members-error").textContent = "";
+    show($("members-error"), false);
     const list = $("members");
     list.replaceChildren();
     for (const member of answer.members || []) {
@@ -287,6 +287,7 @@ async function pollMembers(name) {
   } catch (error) {
     if (!current() || error.status === 401) return;
     $("members-error").textContent = error.message;
+    show($("members-error"), true);
   }
   if (current()) state.membersTimer = setTimeout(() => pollMembers(name), POLL_MS);
 }
