@@ -157,6 +157,7 @@ class ConsolePage:
         self.messages: list[str] = []
         self.unexpected: list[str] = []
         self.expected_errors = set(EXPECTED_ERRORS)
+        self.allowed_patterns: list[re.Pattern[str]] = []
         context.add_init_script(CSP_WATCH)
         self.page = context.new_page()
         self.page.set_default_timeout(WAIT_MS)
@@ -173,7 +174,13 @@ class ConsolePage:
         where = urlsplit(message.location.get("url", "")).path
         if status and (int(status.group(1)), where) in self.expected_errors:
             return
+        if any(pattern.search(message.text) for pattern in self.allowed_patterns):
+            return
         self.unexpected.append(f"{text} ({message.location.get('url', '')})")
+
+    def allow_all(self, pattern: str) -> None:
+        """Console errors matching ``pattern`` are expected (a test that stops the server)."""
+        self.allowed_patterns.append(re.compile(pattern))
 
     def allow(self, status: int, path: str) -> None:
         """An HTTP error answer the test provokes on purpose, so not a page error."""
@@ -524,3 +531,31 @@ def test_operator_token_login_and_logout(open_console: Callable[[], ConsolePage]
     assert console.session_status() == 401
     assert console.cookie() is None, console.describe()
     console.assert_clean()
+
+
+def test_stream_status_follows_a_server_restart(
+    contexts: Callable[[], BrowserContext], tmp_path: Path
+) -> None:
+    """The stream goes "reconnecting" while the server is down; after its restart the old
+    session is no longer valid (a lone process signs sessions with a key of its own), so the
+    page's next call gets a 401 and it goes back to the login view."""
+    config = tmp_path / "tidings.toml"
+    config.write_text(
+        "\n".join(["[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in APP.items())]) + "\n"
+    )
+    server = ServerProcess(free_port(), config, tmp_path / "server.log", args=("--console",))
+    server.start()
+    try:
+        console = ConsolePage(contexts(), server)
+        console.login_with_key(APP["key"], APP["secret"])
+        console.wait_live()
+        # While the server is away, its calls fail; the page says so instead of breaking.
+        console.allow_all(r"ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|status of 401")
+        assert server.stop() == 0, server.logs()
+        expect(console.by("stream-status")).to_have_text("reconnecting")
+        server.start()
+        expect(console.by("login-key")).to_be_visible(timeout=WAIT_MS)
+        expect(console.page.locator("#main-view")).to_be_hidden()
+        console.assert_clean()
+    finally:
+        server.stop()
