@@ -465,6 +465,12 @@ def test_filter_and_pause(open_console: Callable[[], ConsolePage], rest: pusher.
     expect(visible).to_contain_text(other)
     console.by("filter-event").fill("")
     expect(console.entries("api_message", shown)).to_have_count(1)
+    # The type checkboxes hide a whole kind of record, and bring it back.
+    api_messages = console.by("filter-type").and_(console.page.locator('[value="api_message"]'))
+    api_messages.uncheck()
+    expect(console.entries("api_message", shown)).to_have_count(0)
+    api_messages.check()
+    expect(console.entries("api_message", shown)).to_have_count(1)
 
     # Paused: the record arrives (the button counts it) but stays out of the log.
     console.by("pause").click()
