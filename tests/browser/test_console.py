@@ -4,9 +4,9 @@
 The console page is opened from the server itself (``/console``), under its Content-Security-
 Policy; every page records what it logged to the browser console, its uncaught errors and its
 CSP violations, and each test ends by asserting there were none. The traffic it watches comes
-from real clients: pusher-js 8.6.0 pages in browser contexts of their own (served through
-Playwright routes, signed by Python through an exposed function) and the official ``pusher``
-Python SDK over REST. Screenshots are kept in ``test-artifacts/console/``.
+from real clients: pusher-js 8.6.0 pages in browser contexts of their own (served from another
+local origin, channels signed by Python through an exposed function) and the official
+``pusher`` Python SDK over REST. Screenshots are kept in ``test-artifacts/console/``.
 """
 
 from __future__ import annotations
@@ -163,7 +163,11 @@ class ConsolePage:
         self.page.set_default_timeout(WAIT_MS)
         self.page.on("console", self._on_console)
         self.page.on("pageerror", lambda error: self.unexpected.append(f"pageerror: {error}"))
-        self.page.goto(f"{server.http_url}/console")
+        response = self.page.goto(f"{server.http_url}/console")
+        assert response is not None and response.ok, response
+        # The checks below only mean something under the contract's policy.
+        self.policy = response.headers.get("content-security-policy", "")
+        assert "script-src 'self'" in self.policy and "style-src 'self'" in self.policy, self.policy
 
     def _on_console(self, message: ConsoleMessage) -> None:
         text = f"{message.type}: {message.text}"

@@ -39,6 +39,7 @@ const state = {
   spark: [],
   generation: 0, // bumped on every app switch or logout: late answers for the old view are ignored
   abort: new AbortController(), // cancels the old view's calls still in flight
+  filter: null, // the log filter, from the inputs (refilter)
 };
 
 // -- small DOM helpers -------------------------------------------------------------------------
@@ -537,7 +538,7 @@ function buildEntry(record) {
 
 function addEntry(record) {
   const item = buildEntry(record);
-  applyFilter(item, currentFilter());
+  applyFilter(item, state.filter);
   const log = $("log");
   log.prepend(item); // newest first
   while (log.children.length > LOG_CAP) log.lastElementChild.remove();
@@ -583,9 +584,10 @@ function applyFilter(item, filter) {
   item.hidden = !matches(item, filter);
 }
 
+// Read from the inputs once per change, not once per record (up to 200 records a second).
 function refilter() {
-  const filter = currentFilter();
-  for (const item of $("log").children) applyFilter(item, filter);
+  state.filter = currentFilter();
+  for (const item of $("log").children) applyFilter(item, state.filter);
 }
 
 function updatePauseButton() {
@@ -654,6 +656,7 @@ async function sendEvent(event) {
 
 function wire() {
   buildTypeFilters();
+  state.filter = currentFilter();
   $("login-app").addEventListener("submit", (event) => {
     event.preventDefault();
     login({ key: $("login-key").value.trim(), secret: $("login-secret").value });
