@@ -111,11 +111,19 @@ def hmac_hex(secret: str, message: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """``tidings serve --console`` with two apps and an operator token, shared by the module."""
+def console_server(
+    tmp_path_factory: pytest.TempPathFactory, client_origin: str
+) -> Iterator[ServerProcess]:
+    """``tidings serve --console`` with two apps and an operator token, shared by the module.
+    Channels named ``hooked-*`` send a channel_occupied webhook to the clients' origin."""
     d = tmp_path_factory.mktemp("tidings-console")
     lines = [f"console_token = {toml_value(OPERATOR_TOKEN)}"]
-    for app in ({**APP, "client_events": True}, OTHER_APP):
+    webhook = {
+        "url": f"{client_origin}/webhook",
+        "event_types": ["channel_occupied"],
+        "filter": {"channel_name_starts_with": "hooked-"},
+    }
+    for app in ({**APP, "client_events": True, "webhooks": [webhook]}, OTHER_APP):
         lines += ["", "[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in app.items())]
     config = d / "tidings.toml"
     config.write_text("\n".join(lines) + "\n")
@@ -299,7 +307,14 @@ def open_console(
 
 
 class ClientFiles(http.server.BaseHTTPRequestHandler):
-    """The test client's page and the pusher-js bundle, nothing else."""
+    """The test client's page and the pusher-js bundle; and a webhook receiver that takes
+    every POST."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self) -> None:
         if urlsplit(self.path).path == "/pusher.min.js":
@@ -421,6 +436,24 @@ def test_send_event_errors_are_shown(open_console: Callable[[], ConsolePage]) ->
     console.by("event-send").click()
     expect(console.by("event-result")).to_contain_text(re.compile("channel", re.IGNORECASE))
     expect(console.by("event-result")).not_to_contain_text("Sent")
+    console.assert_clean()
+
+
+def test_webhook_sent_shows_in_the_log(
+    open_console: Callable[[], ConsolePage], open_client: Callable[..., ClientPage]
+) -> None:
+    console = open_console()
+    console.login_with_key(APP["key"], APP["secret"])
+    console.wait_live()
+    client = open_client()
+    channel = unique("hooked")
+    client.subscribe(channel)
+    # The record names events, not channels: the only webhook this app sends is for hooked-*.
+    webhook = console.entries("webhook", "channel_occupied")
+    expect(webhook).to_have_count(1)
+    expect(webhook).to_contain_text("sent")
+    expect(webhook).to_contain_text("/webhook")
+    expect(webhook).to_contain_text("200")
     console.assert_clean()
 
 
