@@ -14,14 +14,14 @@ export UV_PYTHON_DOWNLOADS := never
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install example redis-server system-deps check-lock lock test-lowest run test lint typecheck pytest bench bench-quick bench-cluster fuzz soak clean
+.PHONY: install example redis-server postgresql system-deps check-lock lock test-lowest run test lint typecheck pytest bench bench-quick bench-cluster fuzz soak clean
 
 install: system-deps check-lock $(VENV)/.installed $(E2E)/node_modules/.installed $(EXAMPLES)/node_modules/.installed conformance-deps
 
 # redis-server for the Redis broker's tests (each test run starts its own on a free port),
 # Debian's chromium for the browser tests (driven by Playwright; never `playwright install`)
 # and systemd-analyze for the unit file's test.
-system-deps: redis-server
+system-deps: redis-server postgresql
 	@command -v systemd-analyze >/dev/null 2>&1 || { \
 		echo "installing systemd with apt-get (systemd-analyze checks deploy/tidings.service)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null; }
@@ -76,6 +76,13 @@ redis-server:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "installing redis-server with apt-get"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
+
+# PostgreSQL for the live-model tests (each run makes its own cluster with initdb on a free
+# port; the server is never started as a service).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "installing postgresql with apt-get"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
 
 # One of the apps in examples/ (examples/README.md): make example NAME=chat [PORT=8000].
 # Installs what it needs (the `examples` group of uv.lock, pusher-js from its package-lock,
