@@ -163,7 +163,8 @@ def test_a_rest_body_that_trickles_is_cut(make_server: Any) -> None:
     counted = cuts(server)
     assert (counted["body_timeout"], counted["header_timeout"]) == (1, 0)
     # The cut upload is a debug line, not an error.
-    assert not [e for e in json_lines(server) if e["level"] == "error"]
+    errors = [e for e in json_lines(server) if e["level"] == "error"]
+    assert not errors, "\n".join(f"{e['message']}\n{e.get('exception', '')}" for e in errors)
 
 
 def test_an_idle_keep_alive_connection_is_closed(make_server: Any) -> None:

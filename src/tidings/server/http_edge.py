@@ -240,7 +240,16 @@ class AiohttpRequest:
     async def read_body(self, limit: int) -> bytes | None:
         # (StreamReader.read(n) returns what has arrived so far, not n bytes.)
         content = self.request.content
-        return await read_limited(self.request.content_length, lambda: content.read(65536), limit)
+        try:
+            return await read_limited(
+                self.request.content_length, lambda: content.read(65536), limit
+            )
+        except RuntimeError:
+            # aiohttp's reader says "Connection closed." when the connection went away while
+            # it waited (a cut slow upload): a client gone, not an error of ours.
+            if not client_gone(self.request):
+                raise
+            raise ConnectionResetError("the client went away during the body") from None
 
 
 def client_gone(request: web.Request) -> bool:
