@@ -1,6 +1,6 @@
-"""Live Django models end to end: a real Django site (live_django_app.py, a child process
-with SQLite) saves rows through the ORM and its views; its embedded Realtime publishes to
-real WebSocket clients here."""
+"""Live Django models end to end: a real Django site (live_django_app.py, a child process,
+on SQLite and on PostgreSQL) saves rows through the ORM and its views; its embedded
+Realtime publishes to real WebSocket clients here."""
 
 from __future__ import annotations
 
@@ -53,11 +53,20 @@ class Site:
             return await asyncio.to_thread(self.run_sync, code)
 
 
-@pytest.fixture(scope="module")
-def django_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def django_site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    """The site on SQLite, then on a database of the session's PostgreSQL cluster."""
     directory = tmp_path_factory.mktemp("live_django")
+    database: list[str] = []
+    if request.param == "postgres":
+        postgres = request.getfixturevalue("postgres")
+        name = postgres.create_database()
+        request.addfinalizer(lambda: postgres.drop_database(name))
+        database.append(postgres.url(name))
     child = subprocess.Popen(
-        [sys.executable, str(APP), str(directory)],
+        [sys.executable, str(APP), str(directory), *database],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
