@@ -27,6 +27,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from postgres_server import PostgresServer
 from tidings import Realtime
+from tidings.live import LiveSpec, Publication
+from tidings.live import sqlalchemy as live_sqlalchemy
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
 
@@ -325,28 +327,67 @@ async def test_filter_move_uses_history_without_a_query(
     }
 
 
-async def test_filter_set_while_expired_goes_to_the_new_channel_only(
-    live: Live, open_socket: SocketOpener, caplog: pytest.LogCaptureFixture
+async def test_filter_set_while_expired_still_reaches_the_old_channel(
+    live: Live, open_socket: SocketOpener
 ) -> None:
     old_list = await live.subscribe(open_socket, 1)
     new_list = await live.subscribe(open_socket, 3)
-    todo_id = await live.marker(1)
-    await event_data(old_list, "created", 1)
 
-    def blind_move(session: Session) -> None:
-        row = session.get(Todo, todo_id)
-        assert row is not None
-        session.expire(row)
-        row.list_id = 3  # never loaded: the old value is unknown
+    def create_then_move(session: Session) -> tuple[int, list[str]]:
+        row = Todo(title="milk", list_id=1)
+        session.add(row)
+        session.commit()  # expires the row
+        live.statements.clear()
+        row.list_id = 3  # active history: the row is refreshed here, the old value kept
         session.commit()
+        statements = list(live.statements)
+        return row.id, statements
 
-    with caplog.at_level(logging.WARNING, logger="tidings.live"):
-        await live.run(blind_move)
+    todo_id, statements = await live.run(create_then_move)
+    assert [s.split()[0] for s in statements] == ["SELECT", "UPDATE"], statements
+    await event_data(old_list, "created", 1)
+    assert await event_data(old_list, "deleted", 1) == {"id": todo_id, "version": 2}
     created = await event_data(new_list, "created", 3)
     assert (created["id"], created["list_id"], created["version"]) == (todo_id, 3, 2)
+
+
+class Note(Base):
+    """Published through listen() alone: no active history on its attributes."""
+
+    __tablename__ = "note"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str]
+    folder: Mapped[int]
+    version: Mapped[int] = mapped_column(default=0)
+
+
+def test_unknown_old_filter_goes_to_the_new_channel_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'notes.db'}")
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(engine)
+    spec = LiveSpec.declare(
+        Note, None, fields=["id", "text", "folder", "version"], filters=["folder"]
+    )
+    published: list[Publication] = []
+    live_sqlalchemy.listen(factory, lambda model: [spec] if model is Note else [], published.extend)
+    try:
+        with factory() as session:
+            note = Note(text="a", folder=1)
+            session.add(note)
+            session.commit()
+            note.folder = 2  # set while expired, with no active history: old value unknown
+            note.text = "b"
+            with caplog.at_level(logging.WARNING, logger="tidings.live"):
+                session.commit()
+    finally:
+        engine.dispose()
+    moved = published[1:]
+    assert [(p.action, p.channels, p.version) for p in moved] == [
+        ("created", [f"{PREFIX}note.folder.2"], 2)
+    ]
     assert any("set while expired" in r.getMessage() for r in caplog.records)
-    marker = await live.marker(1)  # the old channel got nothing before it
-    assert (await event_data(old_list, "created", 1))["id"] == marker
 
 
 async def test_bulk_update_and_delete_are_seen_with_two_queries(

@@ -21,11 +21,12 @@ the loop (and, embedded, wait on itself): its commits are published by one worke
 their own, in commit order, just after ``await session.commit()`` returns.
 
 Attribute history knows an old value only if the attribute was loaded when the app set it.
-One set while expired (after a commit with ``expire_on_commit=True``, or after
-``session.expire(row)``) has no old value: it counts as changed, and a filter set that way
-has an unknown old channel, so the row goes out as ``created`` on its new channel only,
-with a warning. Reading the version of an expired row (for the bump) refreshes it: one
-SELECT, the one SQLAlchemy issues for any read of that row.
+:func:`register` gives the declared attributes active history, so setting one on an expired
+row (after a commit with ``expire_on_commit=True``, or ``session.expire(row)``) refreshes
+the row first: one SELECT, which the version bump would cost anyway; a loaded row costs
+none. Should an old value still be missing (an attribute set around the instrumentation),
+the field counts as changed, and a filter has an unknown old channel: the row goes out as
+``created`` on its new channel only, with a warning.
 
 Bulk statements bypass the unit of work and its flush events. ``do_orm_execute`` covers
 ORM-enabled ``session.execute(update(Model).where(...).values(...))`` and
@@ -100,7 +101,21 @@ def reader(spec: LiveSpec) -> Reader:
 
 
 def register(rt: Realtime, spec: LiveSpec) -> None:
-    """Nothing to do per model: ``rt.live_sqlalchemy(Session)`` connects the sessions."""
+    """Give the declared attributes active history (``rt.live_sqlalchemy(Session)``
+    connects the sessions).
+
+    Setting an expired attribute then loads the row first, so the value as loaded is in
+    the history: a filter move after a commit (``expire_on_commit``) still reaches the old
+    channel. It is the same one refresh that reading the version for the bump costs anyway;
+    a loaded row costs nothing."""
+    for name in spec.fields:
+        attribute = getattr(spec.model, name)
+        if not event.contains(attribute, "set", _keep_history):
+            event.listen(attribute, "set", _keep_history, active_history=True)
+
+
+def _keep_history(target: Any, value: Any, oldvalue: Any, initiator: Any) -> None:
+    """A no-op ``set`` listener: registering it with ``active_history`` is what counts."""
 
 
 def touch(
