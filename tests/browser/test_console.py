@@ -303,6 +303,15 @@ def open_console(
     return lambda: ConsolePage(contexts(), console_server)
 
 
+@pytest.fixture
+def live_console(open_console: Callable[[], ConsolePage]) -> ConsolePage:
+    """A console logged in with the app's key and secret, its event stream live."""
+    console = open_console()
+    console.login_with_key(APP["key"], APP["secret"])
+    console.wait_live()
+    return console
+
+
 @pytest.fixture(scope="module")
 def client_origin() -> Iterator[str]:
     """The clients' own origin: their page and pusher-js, and the webhook receiver (every
@@ -350,11 +359,9 @@ def test_wrong_credentials_are_refused(open_console: Callable[[], ConsolePage]) 
 
 
 def test_live_connection_subscription_and_test_event(
-    open_console: Callable[[], ConsolePage], open_client: Callable[..., ClientPage]
+    live_console: ConsolePage, open_client: Callable[..., ClientPage]
 ) -> None:
-    console = open_console()
-    console.login_with_key(APP["key"], APP["secret"])
-    console.wait_live()
+    console = live_console
     cookie = console.cookie()
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
     # One app: no selector, the app is named instead.
@@ -391,10 +398,8 @@ def test_live_connection_subscription_and_test_event(
     console.assert_clean()
 
 
-def test_send_event_errors_are_shown(open_console: Callable[[], ConsolePage]) -> None:
-    console = open_console()
-    console.login_with_key(APP["key"], APP["secret"])
-    console.wait_live()
+def test_send_event_errors_are_shown(live_console: ConsolePage) -> None:
+    console = live_console
     console.allow(400, f"/console/api/apps/{APP['id']}/events")
     console.by("event-channel").fill("not a channel name!")
     console.by("event-send").click()
@@ -404,11 +409,9 @@ def test_send_event_errors_are_shown(open_console: Callable[[], ConsolePage]) ->
 
 
 def test_webhook_sent_shows_in_the_log(
-    open_console: Callable[[], ConsolePage], open_client: Callable[..., ClientPage]
+    live_console: ConsolePage, open_client: Callable[..., ClientPage]
 ) -> None:
-    console = open_console()
-    console.login_with_key(APP["key"], APP["secret"])
-    console.wait_live()
+    console = live_console
     client = open_client()
     channel = unique("hooked")
     client.subscribe(channel)
@@ -422,11 +425,9 @@ def test_webhook_sent_shows_in_the_log(
 
 
 def test_refused_subscription_shows_its_reason(
-    open_console: Callable[[], ConsolePage], open_client: Callable[..., ClientPage]
+    live_console: ConsolePage, open_client: Callable[..., ClientPage]
 ) -> None:
-    console = open_console()
-    console.login_with_key(APP["key"], APP["secret"])
-    console.wait_live()
+    console = live_console
     client = open_client()
     channel = unique("private-badsig")
     answer = client.subscribe(channel, outcome="error")
@@ -442,10 +443,8 @@ def test_refused_subscription_shows_its_reason(
     console.assert_clean()
 
 
-def test_filter_and_pause(open_console: Callable[[], ConsolePage], rest: pusher.Pusher) -> None:
-    console = open_console()
-    console.login_with_key(APP["key"], APP["secret"])
-    console.wait_live()
+def test_filter_and_pause(live_console: ConsolePage, rest: pusher.Pusher) -> None:
+    console = live_console
     shown, other = unique("filter-shown"), unique("filter-other")
     rest.trigger(shown, "wanted", {"html": "<b>not markup</b>"})
     rest.trigger(other, "unwanted", {"n": 2})
@@ -490,11 +489,9 @@ def test_filter_and_pause(open_console: Callable[[], ConsolePage], rest: pusher.
 
 
 def test_presence_members_show_when_the_channel_is_clicked(
-    open_console: Callable[[], ConsolePage], open_client: Callable[..., ClientPage]
+    live_console: ConsolePage, open_client: Callable[..., ClientPage]
 ) -> None:
-    console = open_console()
-    console.login_with_key(APP["key"], APP["secret"])
-    console.wait_live()
+    console = live_console
     channel = unique("presence-room")
     alice, bob = open_client("alice"), open_client("bob")
     alice.subscribe(channel)
