@@ -27,7 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from postgres_server import PostgresServer
 from tidings import Realtime
-from tidings.live import LiveSpec, Publication
+from tidings.live import LiveSpec, Publication, current_socket_id
 from tidings.live import sqlalchemy as live_sqlalchemy
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
@@ -223,6 +223,27 @@ async def test_snapshot_rows_are_the_declared_fields(live: Live, open_socket: So
     snapshot = await event_data(sock, "tidings:snapshot", 7)
     row = {"title": "marker", "done": False, "list_id": 7, "version": 1}
     assert snapshot == {"rows": [{"id": first, **row}, {"id": second, **row}], "version": 1}
+
+
+async def test_the_sender_is_excluded(live: Live, open_socket: SocketOpener) -> None:
+    sender = await live.subscribe(open_socket, 1)
+    other = await live.subscribe(open_socket, 1)
+
+    def as_sender(session: Session) -> int:
+        # What the framework integrations do with the request's X-Socket-ID header.
+        token = current_socket_id.set(sender.socket_id)
+        try:
+            row = Todo(title="mine", list_id=1)
+            session.add(row)
+            session.commit()
+            return row.id
+        finally:
+            current_socket_id.reset(token)
+
+    todo_id = await live.run(as_sender)
+    assert (await event_data(other, "created", 1))["id"] == todo_id
+    marker = await live.marker(1)
+    assert (await event_data(sender, "created", 1))["id"] == marker
 
 
 async def test_undeclared_field_change_sends_nothing_and_app_version_wins(

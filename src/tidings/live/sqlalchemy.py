@@ -76,10 +76,10 @@ OUTCOME = "tidings.live.outcome"
 Specs = Callable[[type], Sequence[LiveSpec]]
 Publish = Callable[[list[Publication]], object]
 
-# The session whose root transaction began last in this context (thread, or asyncio task:
-# SQLAlchemy runs an AsyncSession's sync work in a greenlet sharing the task's context), for
-# rt.live_touch, which is given no session.
-_current: ContextVar[Session | None] = ContextVar("tidings_live_session", default=None)
+# The sessions with a root transaction open in this context (thread, or asyncio task:
+# SQLAlchemy runs an AsyncSession's sync work in a greenlet sharing the task's context), in
+# the order they began, for rt.live_touch, which is given no session.
+_open: ContextVar[tuple[Session, ...]] = ContextVar("tidings_live_sessions", default=())
 
 
 # -- the shell interface (tidings.live.orm.Shell) ---------------------------------------------
@@ -127,13 +127,13 @@ def touch(
 ) -> None:
     """``rt.live_touch``: in the session whose transaction is open in this thread or task
     (the one that began last), see :func:`touch_session`."""
-    session = _current.get()
-    if session is None:
+    sessions = _open.get()
+    if not sessions:
         raise RuntimeError(
             "live_touch on an SQLAlchemy model needs a session of a factory given to "
             "rt.live_sqlalchemy() with its transaction open here (call it before commit)"
         )
-    touch_session(session, specs, ids, deleted=deleted, rows=rows)
+    touch_session(sessions[-1], specs, ids, deleted=deleted, rows=rows)
 
 
 def listen(target: Any, specs: Specs, publish: Publish) -> Any:
@@ -259,7 +259,7 @@ class _Handlers:
 
     def after_transaction_create(self, session: Session, transaction: SessionTransaction) -> None:
         if transaction.parent is None:
-            _current.set(session)
+            _open.set((*_open.get(), session))
         elif transaction.nested:
             buffer: ChangeBuffer = session.info.setdefault(BUFFER, ChangeBuffer())
             session.info.setdefault(MARKS, {})[transaction] = buffer.savepoint()
@@ -278,8 +278,8 @@ class _Handlers:
             if not committed and mark is not None and buffer is not None:
                 buffer.rollback_to(mark)
             return
-        if _current.get() is session:
-            _current.set(None)
+        if session in _open.get():
+            _open.set(tuple(s for s in _open.get() if s is not session))
         buffer = session.info.pop(BUFFER, None)
         session.info.pop(MARKS, None)
         if not committed or not buffer:
