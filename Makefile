@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 E2E := tests/e2e
 EXAMPLES := examples
+JS := js
 # Every Python package comes from uv.lock (`uv sync --locked`), uv itself from the hashed
 # tools/uv-requirements.txt; npm packages from package-lock.json files (`npm ci`).
 UV_HOME := .cache/uv
@@ -16,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: install example redis-server postgresql system-deps check-lock lock test-lowest run test lint typecheck pytest bench bench-quick bench-cluster fuzz soak clean
 
-install: system-deps check-lock $(VENV)/.installed $(E2E)/node_modules/.installed $(EXAMPLES)/node_modules/.installed conformance-deps
+install: system-deps check-lock $(VENV)/.installed $(E2E)/node_modules/.installed $(EXAMPLES)/node_modules/.installed $(JS)/node_modules/.installed conformance-deps
 
 # redis-server for the Redis broker's tests (each test run starts its own on a free port),
 # Debian's chromium for the browser tests (driven by Playwright; never `playwright install`)
@@ -70,6 +71,11 @@ $(E2E)/node_modules/.installed: $(E2E)/package.json $(E2E)/package-lock.json
 
 $(EXAMPLES)/node_modules/.installed: $(EXAMPLES)/package.json $(EXAMPLES)/package-lock.json
 	cd $(EXAMPLES) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# pusher-js for the Node tests of tidings.js (js/test, run by tests/e2e/test_tidings_js.py).
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 redis-server:
@@ -135,19 +141,22 @@ conformance: $(VENV)/.installed conformance-deps
 # on one Redis (~5 min). The peers install themselves into .cache/bench/; matplotlib (plots)
 # goes into .venv here, never as a package dependency. BENCH_ARGS=--docs copies the plots to
 # docs/img/. `make bench-quick`: 1 run, N = 1,000, short phases (~3 min). Last, bench/hold.py
-# holds 50,000 connections with 4 workers on Redis (one process may not hold 20,000 here).
+# holds 50,000 connections with 4 workers on Redis (one process may not hold 20,000 here), and
+# bench/live.py measures live models on PostgreSQL (issue 15; --quick in bench-quick).
 BENCH_ARGS ?=
 BENCH_DEPS = $(UV) sync --quiet --locked --inexact --extra dev --group bench --python $(PYTHON)
 bench: install
 	$(BENCH_DEPS)
 	$(BIN)/python bench/fanout.py $(BENCH_ARGS); a=$$?; \
 	$(BIN)/python bench/cluster.py --configs memory,redis2; b=$$?; \
-	$(BIN)/python bench/hold.py; c=$$?; exit $$((a || b || c))
+	$(BIN)/python bench/hold.py; c=$$?; \
+	$(BIN)/python bench/live.py; d=$$?; exit $$((a || b || c || d))
 
 bench-quick: install
 	$(BENCH_DEPS)
 	$(BIN)/python bench/fanout.py --quick $(BENCH_ARGS); a=$$?; \
-	$(BIN)/python bench/cluster.py --quick --configs memory,redis2; b=$$?; exit $$((a || b))
+	$(BIN)/python bench/cluster.py --quick --configs memory,redis2; b=$$?; \
+	$(BIN)/python bench/live.py --quick; c=$$?; exit $$((a || b || c))
 
 bench-cluster: $(VENV)/.installed system-deps
 	$(BIN)/python bench/cluster.py
@@ -174,4 +183,4 @@ soak: $(VENV)/.installed
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(E2E)/node_modules $(EXAMPLES)/node_modules .pytest_cache .mypy_cache .ruff_cache .cache/ab27 $(UV_HOME)
+	rm -rf $(VENV) $(E2E)/node_modules $(EXAMPLES)/node_modules $(JS)/node_modules .pytest_cache .mypy_cache .ruff_cache .cache/ab27 $(UV_HOME)
