@@ -487,21 +487,30 @@ async def test_payload_over_the_limit_is_stale(live: Live, open_socket: SocketOp
     assert await event_data(sock, "created", 1) == {"id": todo_id, "version": 1, "stale": True}
 
 
-async def test_unoccupied_channels_cost_one_question_and_no_send(
-    live: Live, open_socket: SocketOpener
+async def test_unoccupied_channels_cost_one_question_and_no_serialization(
+    live: Live, open_socket: SocketOpener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    serialized: list[Any] = []
+    data = Publication.data
+
+    def watch_data(publication: Publication) -> bytes:
+        serialized.append(publication.key)
+        return data(publication)
+
+    monkeypatch.setattr(Publication, "data", watch_data)
+
     def many(session: Session) -> None:
         session.add_all(Todo(title=f"t{n}", list_id=n % 4) for n in range(20))
         session.commit()
 
     await live.run(many)
     assert live.occupied_calls == [[channel(n) for n in range(4)]]
-    assert live.sent == []
+    assert (live.sent, serialized) == ([], [])
 
     sock = await live.subscribe(open_socket, 5)
     marker = await live.marker(5)
     assert (await event_data(sock, "created", 5))["id"] == marker
-    assert len(live.sent) == 1
+    assert (len(live.sent), serialized) == (1, [marker])
 
 
 async def test_async_session_on_postgresql(
