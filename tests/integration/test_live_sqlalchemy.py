@@ -23,7 +23,14 @@ from embedded_node import embedded_realtime, serving
 from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener
 from sqlalchemy import Engine, String, create_engine, delete, event, insert, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    scoped_session,
+    sessionmaker,
+)
 
 from postgres_server import PostgresServer
 from tidings import Realtime
@@ -569,3 +576,35 @@ async def test_async_session_on_postgresql(
         await engine.dispose()
         sync_engine.dispose()
         postgres.drop_database(name)
+
+
+def test_every_kind_of_session_target_connects_once(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'targets.db'}")
+    Base.metadata.create_all(engine)
+    spec = LiveSpec.declare(Note, None, fields=["id", "text", "folder", "version"])
+    published: list[Publication] = []
+
+    def connect(target: Any) -> None:
+        for _ in range(2):  # a second connect must not send twice
+            live_sqlalchemy.listen(target, lambda m: [spec] if m is Note else [], published.extend)
+
+    factory = sessionmaker(engine)
+    scoped = scoped_session(sessionmaker(engine))
+    one = Session(engine)
+    connect(factory)
+    connect(scoped)
+    connect(one)
+    try:
+        for session in (factory(), scoped(), one):
+            with session:
+                session.add(Note(text="a", folder=1))
+                session.commit()
+        with Session(engine) as unconnected:
+            unconnected.add(Note(text="b", folder=1))
+            unconnected.commit()
+    finally:
+        scoped.remove()
+        engine.dispose()
+    assert [(p.action, p.fields["text"]) for p in published] == [("created", "a")] * 3
+    with pytest.raises(TypeError, match="takes a sessionmaker"):
+        live_sqlalchemy.listen(engine, lambda m: [], published.extend)
