@@ -1,0 +1,235 @@
+"""Live models on SQLAlchemy 2.x: session events turn flushes into :class:`Change` records,
+published when the transaction commits.
+
+:func:`connect` listens on a ``Session`` class, a ``sessionmaker``, a ``scoped_session``, or
+an ``AsyncSession`` class or ``async_sessionmaker`` (their sync session, which has the
+events):
+
+- ``before_flush``: every new or modified live row gets its version bumped by one, unless
+  the app set the version itself since the row was loaded.
+- ``after_flush``: new, modified and deleted live rows become changes in the buffer of the
+  root transaction. Their values as loaded come from attribute history, which SQLAlchemy
+  keeps until the flush is over: no query.
+- ``begin_nested()``: the savepoint marks the buffer when it begins; rolled back, it drops
+  what was recorded since (its own changes only); released, it keeps them.
+- the end of the root transaction: committed (``after_commit`` fired for it), the buffer is
+  published; otherwise (rollback, close, a failed commit) it is dropped.
+
+Attribute history knows an old value only if the attribute was loaded when the app set it.
+One set while expired (after a commit with ``expire_on_commit=True``, or after
+``session.expire(row)``) has no old value: it counts as changed, and a filter set that way
+has an unknown old channel, so the row goes out as ``created`` on its new channel only,
+with a warning. Reading the version of an expired row (for the bump) refreshes it: one
+SELECT, the one SQLAlchemy issues for any read of that row.
+
+Bulk statements (``session.execute(update(...))``, ``insert(...).values([...])``,
+``delete(...)``) bypass the unit of work and its events: after one, call :func:`touch`
+with the rows' ids (it reads them in one query), or with the deleted rows' old values.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import event, inspect, select
+from sqlalchemy.orm import Session, SessionTransaction, scoped_session, sessionmaker
+
+from tidings.live.model import Change, ChangeBuffer, LiveSpec, Publication
+
+log = logging.getLogger("tidings.live")
+
+# session.info keys: the root transaction's buffer, its savepoints' marks, and "commit"
+# between an after_commit and the end of the transaction it fired for.
+BUFFER = "tidings.live.buffer"
+MARKS = "tidings.live.marks"
+OUTCOME = "tidings.live.outcome"
+
+Specs = Callable[[type], LiveSpec | None]
+Publish = Callable[[list[Publication]], object]
+
+
+def connect(target: Any, specs: Specs, publish: Publish) -> Any:
+    """Publish the live rows that sessions of ``target`` commit. ``specs`` finds a mapped
+    class's declaration (None: not live); ``publish`` gets a commit's publications. Returns
+    what the events were attached to."""
+    listened = event_target(target)
+    handlers = _Handlers(specs, publish)
+    event.listen(listened, "before_flush", handlers.before_flush)
+    event.listen(listened, "after_flush", handlers.after_flush)
+    event.listen(listened, "after_transaction_create", handlers.after_transaction_create)
+    event.listen(listened, "after_commit", handlers.after_commit)
+    event.listen(listened, "after_transaction_end", handlers.after_transaction_end)
+    return listened
+
+
+def event_target(target: Any) -> Any:
+    """The sessionmaker or Session class that ``target``'s sessions take their events from."""
+    if isinstance(target, scoped_session):
+        return event_target(target.session_factory)
+    if isinstance(target, sessionmaker):
+        return target
+    if isinstance(target, type) and issubclass(target, Session):
+        return target
+    # AsyncSession and async_sessionmaker drive a sync Session, which has the events.
+    sync_class = getattr(target, "sync_session_class", None)
+    if isinstance(target, type) and isinstance(sync_class, type):
+        return sync_class
+    kw = getattr(target, "kw", None)
+    if isinstance(kw, dict) and hasattr(target, "class_"):  # an async_sessionmaker
+        return kw.get("sync_session_class") or Session
+    raise TypeError(
+        "live_sqlalchemy() takes a Session class, a sessionmaker, a scoped_session, an "
+        f"AsyncSession class or an async_sessionmaker, not {target!r}"
+    )
+
+
+class _Handlers:
+    def __init__(self, specs: Specs, publish: Publish) -> None:
+        self._specs = specs
+        self._publish = publish
+
+    def before_flush(self, session: Session, flush_context: Any, instances: Any) -> None:
+        for row in [*session.new, *session.dirty]:
+            spec = self._specs(type(row))
+            if spec is None:
+                continue
+            state = inspect(row)
+            if state.persistent and not session.is_modified(row, include_collections=False):
+                continue
+            if state.attrs[spec.version].history.added:
+                continue  # the app set the version itself: it wins
+            current = getattr(row, spec.version)  # an expired row is refreshed here
+            setattr(row, spec.version, (current or 0) + 1)
+        for row in session.deleted:
+            spec = self._specs(type(row))
+            if spec is not None:
+                # After the DELETE an expired attribute can no longer be loaded.
+                unloaded = inspect(row).unloaded
+                for name in (spec.key, spec.version, *spec.filters):
+                    if name in unloaded:
+                        getattr(row, name)
+
+    def after_flush(self, session: Session, flush_context: Any) -> None:
+        changes: list[Change] = []
+        deleted = set(session.deleted)
+        for row in session.new:
+            spec = self._specs(type(row))
+            if spec is not None:
+                changes.append(Change.saved(spec, None, _values(row, spec)))
+        for row in session.dirty:
+            spec = self._specs(type(row))
+            if spec is not None and row not in deleted:
+                new = _values(row, spec)
+                changes.append(Change.saved(spec, _old(row, spec, new), new))
+        for row in deleted:
+            spec = self._specs(type(row))
+            if spec is not None:
+                old = _old(row, spec, _values(row, spec))
+                changes.append(Change.deleted(spec, old))
+        if changes:
+            buffer: ChangeBuffer = session.info.setdefault(BUFFER, ChangeBuffer())
+            for change in changes:
+                buffer.record(change)
+
+    def after_transaction_create(self, session: Session, transaction: SessionTransaction) -> None:
+        if transaction.nested:
+            buffer: ChangeBuffer = session.info.setdefault(BUFFER, ChangeBuffer())
+            session.info.setdefault(MARKS, {})[transaction] = buffer.savepoint()
+
+    def after_commit(self, session: Session) -> None:
+        # Fires for a released savepoint too: the transaction that ends next is the one.
+        session.info[OUTCOME] = "commit"
+
+    def after_transaction_end(self, session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is not None and not transaction.nested:
+            return  # a flush's subtransaction: its changes belong to the transaction around it
+        committed = session.info.pop(OUTCOME, None) == "commit"
+        if transaction.nested:
+            mark = session.info.get(MARKS, {}).pop(transaction, None)
+            buffer: ChangeBuffer | None = session.info.get(BUFFER)
+            if not committed and mark is not None and buffer is not None:
+                buffer.rollback_to(mark)
+            return
+        buffer = session.info.pop(BUFFER, None)
+        session.info.pop(MARKS, None)
+        if committed and buffer:
+            # The publisher logs its own failures: the commit is done and must not raise.
+            self._publish(buffer.commit())
+
+
+def _values(row: Any, spec: LiveSpec) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in spec.fields}
+
+
+def _old(row: Any, spec: LiveSpec, new: Mapping[str, Any]) -> dict[str, Any]:
+    """The declared fields as loaded, from attribute history. A field set while expired has
+    no old value and is left out (the model layer counts it as changed)."""
+    state = inspect(row)
+    old: dict[str, Any] = {}
+    for name in spec.fields:
+        history = state.attrs[name].history
+        if history.deleted:
+            old[name] = history.deleted[0]
+        elif history.unchanged:
+            old[name] = history.unchanged[0]
+        elif not history.added:
+            old[name] = new[name]  # neither loaded nor set before the flush: unchanged
+        elif name in spec.filters:
+            log.warning(
+                "live %s: row %r: filter %s was set while expired, so its old channel is "
+                "unknown; the row goes out as created on its new channel only (load the row "
+                "before changing it to move it cleanly)",
+                spec.name,
+                new[spec.key],
+                name,
+            )
+    return old
+
+
+def touch(
+    session: Session,
+    spec: LiveSpec,
+    ids: Iterable[Any] = (),
+    *,
+    deleted: Collection[Mapping[str, Any]] = (),
+) -> None:
+    """Record rows that a bulk statement changed; they are published when ``session``'s
+    transaction commits and dropped if it rolls back.
+
+    ``ids``: inserted or updated rows, read again in one query and sent as ``created`` (all
+    fields; a client replaces a row it knows when the version is newer, so a bulk UPDATE
+    must bump the version itself: ``values(version=Todo.version + 1)``). ``deleted``: rows
+    a bulk DELETE removed, each with the key, the version and the filters as they were
+    before it; each is sent as ``deleted`` with that version plus one."""
+    changes = [Change.deleted(spec, row) for row in deleted]
+    wanted = list(ids)
+    if wanted:
+        model = spec.model
+        columns = [getattr(model, name) for name in spec.fields]
+        query = select(*columns).where(getattr(model, spec.key).in_(wanted))
+        changes += [
+            Change.saved(spec, None, dict(row)) for row in session.execute(query).mappings()
+        ]
+    if not changes:
+        return
+    if session.get_transaction() is None:
+        raise RuntimeError("live touch: the session has no transaction to publish with")
+    buffer: ChangeBuffer = session.info.setdefault(BUFFER, ChangeBuffer())
+    for change in changes:
+        buffer.record(change)
+
+
+def specs_of(declared: Sequence[LiveSpec]) -> Specs:
+    """A ``specs`` lookup over some declarations (subclasses of a live model are live too)."""
+    by_model = {spec.model: spec for spec in declared}
+
+    def find(model: type) -> LiveSpec | None:
+        for klass in model.__mro__:
+            spec = by_model.get(klass)
+            if spec is not None:
+                return spec
+        return None
+
+    return find
