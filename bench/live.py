@@ -9,10 +9,11 @@ What runs:
   fsync off), a table ``bench_item`` (id, title, list_id, version, ts) with ``--rows`` rows
   spread evenly over ``--filters`` values of ``list_id``.
 - The app process (this one): an embedded ``Realtime`` listening on a free port, the
-  SQLAlchemy live model ``@rt.live(Item, fields=[...], filters=["list_id"])``, and a writer
-  thread updating one random row per transaction at ``--rate`` rows/s (open loop: each save
-  is scheduled; a late writer is reported, not hidden). The writer holds every row loaded,
-  as an app updating rows it just read would: a save is one UPDATE and one COMMIT.
+  SQLAlchemy live model ``@rt.live(Item, fields=[...], filters=["list_id"])``, and
+  ``--writers`` threads (the app's workers) updating one random row per transaction, at
+  ``--rate`` rows/s together (open loop: each save is scheduled; late saves are reported,
+  not hidden). A writer holds its rows loaded, as an app updating rows it just read would:
+  a save is one UPDATE and one COMMIT.
 - The subscribers: ``--subscribers`` WebSocket connections in ``--client-processes`` other
   processes (this file with ``--client``, asyncio + websockets), spread evenly over the
   filter channels ``private-live.item.list_id.N``; each waits for its ``tidings:snapshot``
@@ -40,16 +41,21 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import random
 import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import Float, Integer, String, create_engine, event, insert, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -66,6 +72,20 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "bench_item"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    list_id: Mapped[int] = mapped_column(Integer, index=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    ts: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Live models on PostgreSQL: latency, queries, CPU")
     p.add_argument("--quick", action="store_true", help="4 s, 25 filters, 250 subscribers")
@@ -74,6 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--filters", type=int, default=100)
     p.add_argument("--subscribers", type=int, default=1000)
     p.add_argument("--rows", type=int, default=10_000)
+    p.add_argument("--writers", type=int, default=1, help="writer threads (app workers)")
     p.add_argument("--client-processes", type=int, default=2)
     p.add_argument("--client", nargs=2, metavar=("PORT", "CHANNELS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -178,61 +199,60 @@ class Window:
     seconds: float = 0.0
 
 
-def setup_models() -> tuple[Any, Any]:
-    from sqlalchemy import Float, Integer, String
-    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-    class Base(DeclarativeBase):
-        pass
-
-    class Item(Base):
-        __tablename__ = "bench_item"
-
-        id: Mapped[int] = mapped_column(Integer, primary_key=True)
-        title: Mapped[str] = mapped_column(String(200))
-        list_id: Mapped[int] = mapped_column(Integer, index=True)
-        version: Mapped[int] = mapped_column(Integer, default=0)
-        ts: Mapped[float] = mapped_column(Float, default=0.0)
-
-    return Base, Item
-
-
-def write(factory: Any, item: Any, engine: Any, rate: int, seconds: float, seed: int) -> Window:
-    """Update one random row per transaction at ``rate``/s for ``seconds``."""
-    from sqlalchemy import event, select
-
-    rng = random.Random(seed)
+def write(
+    factory: sessionmaker[Session], engine: Any, args: argparse.Namespace, seed: int
+) -> Window:
+    """``args.writers`` threads, each updating one random row of its own share per
+    transaction, together ``args.rate`` saves/s for ``args.seconds``."""
     window = Window()
-    counter = [0]
+    statements = itertools.count()
+    late = itertools.count()
 
-    def count(*args: Any) -> None:
-        counter[0] += 1
+    def count(*_: Any) -> None:
+        next(statements)
 
     with factory() as session:
-        rows = list(session.scalars(select(item)))
-        session.commit()
-        event.listen(engine, "before_cursor_execute", count)
-        try:
-            total = int(rate * seconds)
-            cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        ids = list(session.scalars(select(Item.id)))
+    writers = max(1, args.writers)
+    rate = args.rate / writers
+    total = int(rate * args.seconds)
+    go = threading.Barrier(writers + 1)
+
+    def writer(k: int) -> None:
+        rng = random.Random(seed * 100 + k)
+        with factory() as session:
+            rows = list(session.scalars(select(Item).where(Item.id.in_(ids[k::writers]))))
+            session.commit()
+            go.wait()
             start = time.monotonic()
             for n in range(total):
-                due = start + n / rate
-                wait = due - time.monotonic()
+                wait = start + n / rate - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
                 elif wait < -0.01:
-                    window.late += 1
+                    next(late)
                 row = rng.choice(rows)
-                row.title = f"title {n}"
+                row.title = f"title {k}.{n}"
                 row.ts = time.time()
                 session.commit()
-            window.seconds = time.monotonic() - start
-            cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-        finally:
-            event.remove(engine, "before_cursor_execute", count)
-    window.saves = total
-    window.statements = counter[0]
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(writers)]
+    for thread in threads:
+        thread.start()
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        go.wait()
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.monotonic()
+        for thread in threads:
+            thread.join()
+        window.seconds = time.monotonic() - start
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    window.saves = total * writers
+    window.statements = next(statements)
+    window.late = next(late)
     window.cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     return window
 
@@ -245,20 +265,18 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from sqlalchemy import create_engine, insert
     from sqlalchemy.orm import sessionmaker
 
     from postgres_server import PostgresServer
 
-    base, item = setup_models()
     with PostgresServer() as pg:
         log(f"PostgreSQL on port {pg.port} ({pg.bindir})")
         dbname = pg.create_database()
         engine = create_engine(pg.sqlalchemy_url(dbname))
-        base.metadata.create_all(engine)
+        Base.metadata.create_all(engine)
         with engine.begin() as conn:
             conn.execute(
-                insert(item),
+                insert(Item),
                 [
                     {"title": f"row {n}", "list_id": n % args.filters, "version": 1, "ts": 0.0}
                     for n in range(args.rows)
@@ -267,35 +285,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         factory = sessionmaker(engine, expire_on_commit=False)
 
         log(f"baseline: {args.rate} saves/s for {args.seconds} s without Tidings")
-        baseline = write(factory, item, engine, args.rate, args.seconds, seed=1)
+        baseline = write(factory, engine, args, seed=1)
 
         snapshot_engine = create_engine(pg.sqlalchemy_url(dbname))
-        live = asyncio.run(live_run(args, factory, item, engine, snapshot_engine))
+        live = asyncio.run(live_run(args, factory, engine, snapshot_engine))
         snapshot_engine.dispose()
         engine.dispose()
     return summarize(args, baseline, live)
 
 
 async def live_run(
-    args: argparse.Namespace, factory: Any, item: Any, engine: Any, snapshot_engine: Any
+    args: argparse.Namespace, factory: sessionmaker[Session], engine: Any, snapshot_engine: Any
 ) -> dict[str, Any]:
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
     from tidings import Realtime
     from tidings.server.app import listen
 
     rt = Realtime(app_id=APP_ID, key=APP_KEY, secret=APP_SECRET, port=0, shutdown_ready_delay=0)
     rt.live_sqlalchemy(factory)
 
-    @rt.live(item, fields=["id", "title", "list_id", "version", "ts"], filters=["list_id"])
+    @rt.live(Item, fields=["id", "title", "list_id", "version", "ts"], filters=["list_id"])
     class ItemLive:
         def authorize(self, user: object, list_id: str) -> bool:
             return True
 
         def snapshot(self, list_id: str) -> list[Any]:
             with Session(snapshot_engine) as session:
-                return list(session.scalars(select(item).where(item.list_id == int(list_id))))
+                return list(session.scalars(select(Item).where(Item.list_id == int(list_id))))
 
     await rt.start()
     clients: list[subprocess.Popen[str]] = []
@@ -324,7 +339,7 @@ async def live_run(
         log(f"all subscribed with their snapshots in {time.monotonic() - subscribed:.1f} s")
 
         log(f"live: {args.rate} saves/s for {args.seconds} s")
-        window = await asyncio.to_thread(write, factory, item, engine, args.rate, args.seconds, 2)
+        window = await asyncio.to_thread(write, factory, engine, args, 2)
         per_channel = args.subscribers // args.filters
         expected = window.saves * per_channel
         await asyncio.sleep(1.0)  # the last saves' events are on their way
@@ -360,10 +375,21 @@ def summarize(args: argparse.Namespace, baseline: Window, live: dict[str, Any]) 
     result = {
         "params": {
             k: getattr(args, k)
-            for k in ("rate", "seconds", "filters", "subscribers", "rows", "client_processes")
+            for k in (
+                "rate",
+                "seconds",
+                "filters",
+                "subscribers",
+                "rows",
+                "writers",
+                "client_processes",
+            )
         },
-        "achieved_rate": round(window.saves / window.seconds, 1),
-        "late_saves": window.late,
+        "achieved_rate": {
+            "baseline": round(baseline.saves / baseline.seconds, 1),
+            "live": round(window.saves / window.seconds, 1),
+        },
+        "late_saves": {"baseline": baseline.late, "live": window.late},
         "deliveries": {"received": live["received"], "expected": live["expected"]},
         "latency_ms": {
             "p50": round(1000 * percentile(lat, 0.50), 2),
@@ -393,9 +419,13 @@ def report(result: dict[str, Any]) -> None:
     d = result["deliveries"]
     print()
     print(
-        f"live models, PostgreSQL: {p['rate']} saves/s (achieved {result['achieved_rate']}, "
-        f"{result['late_saves']} late) for {p['seconds']} s, {p['filters']} filters, "
-        f"{p['subscribers']} subscribers"
+        f"live models, PostgreSQL: {p['rate']} saves/s for {p['seconds']} s by {p['writers']} "
+        f"writer threads, {p['filters']} filters, {p['subscribers']} subscribers"
+    )
+    rate, late = result["achieved_rate"], result["late_saves"]
+    print(
+        f"  saves/s achieved         {rate['live']} with Tidings ({late['live']} over 10 ms late), "
+        f"{rate['baseline']} without ({late['baseline']} late)"
     )
     print(
         f"  save-to-client latency   p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms"
