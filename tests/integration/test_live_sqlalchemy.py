@@ -1,0 +1,394 @@
+"""Live SQLAlchemy models, end to end: ORM sessions on a real database (SQLite in a file,
+and PostgreSQL) commit, and real WebSocket clients of an embedded Realtime receive the
+events.
+
+The sessions run in a worker thread (``asyncio.to_thread``): a sync ``after_commit``
+publishes through the Realtime's blocking methods, which refuse to run on its own loop.
+A quiet channel is shown by a marker row committed after the step that must send nothing:
+the next event a client reads is the marker's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from embedded_node import embedded_realtime, serving
+from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener
+from sqlalchemy import Engine, String, create_engine, delete, event, select, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from postgres_server import PostgresServer
+from tidings import Realtime
+from tidings.live import LiveSpec, Publication, Publisher
+from tidings.live import sqlalchemy as live_sqlalchemy
+
+pytestmark = pytest.mark.timeout(12 * TIMEOUT)
+
+T = TypeVar("T")
+PREFIX = "private-live."
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Todo(Base):
+    __tablename__ = "todo"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(2000))
+    done: Mapped[bool] = mapped_column(default=False)
+    list_id: Mapped[int]
+    notes: Mapped[str] = mapped_column(default="")  # not declared: never published
+    version: Mapped[int] = mapped_column(default=0)
+
+
+FIELDS = ["id", "title", "done", "list_id", "version"]
+MAX_PAYLOAD = 200
+
+
+def channel(list_id: int) -> str:
+    return f"{PREFIX}todo.list_id.{list_id}"
+
+
+@dataclass
+class Live:
+    """A Realtime with the Todo model live on a database, and what its publisher did."""
+
+    rt: Realtime
+    ws_url: str
+    engine: Engine
+    factory: sessionmaker[Session]
+    spec: LiveSpec
+    occupied_calls: list[list[str]] = field(default_factory=list)
+    sent: list[list[dict[str, Any]]] = field(default_factory=list)
+    statements: list[str] = field(default_factory=list)
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """``work(session)`` in a worker thread, with a session of the live factory."""
+
+        def in_thread() -> T:
+            with self.factory() as session:
+                return work(session)
+
+        return await asyncio.to_thread(in_thread)
+
+    async def subscribe(self, open_socket: SocketOpener, *list_ids: int) -> PusherSocket:
+        sock = await open_socket(self.ws_url)
+        for list_id in list_ids:
+            await sock.subscribe_private(channel(list_id))
+        return sock
+
+    async def marker(self, list_id: int) -> int:
+        """Commit a row on ``list_id``'s channel; its id (the next event there is its)."""
+
+        def add(session: Session) -> int:
+            row = Todo(title="marker", list_id=list_id)
+            session.add(row)
+            session.commit()
+            return row.id
+
+        return await self.run(add)
+
+
+async def event_data(sock: PusherSocket, name: str, list_id: int) -> dict[str, Any]:
+    message = await sock.expect(name, channel(list_id))
+    data: dict[str, Any] = json.loads(message["data"])
+    return data
+
+
+def database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'live.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = server.create_database()
+    try:
+        yield server.sqlalchemy_url(name)
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def live(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Live]:
+    urls = database_url(request.param, tmp_path, request)
+    engine = create_engine(next(urls))
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(engine)
+    spec = LiveSpec.declare(Todo, None, fields=FIELDS, filters=["list_id"], max_payload=MAX_PAYLOAD)
+    rt = embedded_realtime()
+    async with serving(rt) as ws_url:
+        state = Live(rt, ws_url, engine, factory, spec)
+
+        def occupied(channels: Sequence[str]) -> set[str]:
+            state.occupied_calls.append(list(channels))
+            return set(channels) & set(rt.channels(prefix=PREFIX))
+
+        def send(batch: list[dict[str, Any]]) -> None:
+            state.sent.append(batch)
+            rt.trigger_batch(batch)
+
+        publisher = Publisher(occupied, send)
+
+        def publish(publications: list[Publication]) -> None:
+            publisher.publish(publications)
+
+        live_sqlalchemy.connect(factory, live_sqlalchemy.specs_of([spec]), publish)
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            state.statements.append(statement)
+
+        try:
+            yield state
+        finally:
+            engine.dispose()
+            for _ in urls:  # drops the PostgreSQL database
+                pass
+
+
+async def test_create_update_delete_send_their_events(
+    live: Live, open_socket: SocketOpener
+) -> None:
+    sock = await live.subscribe(open_socket, 1)
+
+    def create(session: Session) -> int:
+        row = Todo(title="milk", list_id=1, notes="2 l")
+        session.add(row)
+        session.commit()
+        return row.id
+
+    todo_id = await live.run(create)
+    assert await event_data(sock, "created", 1) == {
+        "id": todo_id,
+        "title": "milk",
+        "done": False,
+        "list_id": 1,
+        "version": 1,
+    }
+
+    def tick(session: Session) -> None:
+        row = session.get(Todo, todo_id)
+        assert row is not None
+        row.done = True
+        row.title = "milk"  # the same value: not a change
+        session.commit()
+
+    await live.run(tick)
+    assert await event_data(sock, "updated", 1) == {"id": todo_id, "version": 2, "done": True}
+
+    def remove(session: Session) -> None:
+        session.delete(session.get(Todo, todo_id))
+        session.commit()
+
+    await live.run(remove)
+    assert await event_data(sock, "deleted", 1) == {"id": todo_id, "version": 3}
+
+    def read(session: Session) -> list[Any]:
+        return list(session.scalars(select(Todo)))
+
+    assert await live.run(read) == []
+
+
+async def test_undeclared_field_change_sends_nothing_and_app_version_wins(
+    live: Live, open_socket: SocketOpener
+) -> None:
+    sock = await live.subscribe(open_socket, 1)
+    todo_id = await live.marker(1)
+    await event_data(sock, "created", 1)
+
+    def notes_only(session: Session) -> None:
+        row = session.get(Todo, todo_id)
+        assert row is not None
+        row.notes = "not published"
+        session.commit()
+
+    await live.run(notes_only)
+
+    def with_version(session: Session) -> None:
+        row = session.get(Todo, todo_id)
+        assert row is not None
+        assert row.version == 2  # bumped by the notes-only save, which sent nothing
+        row.title = "renamed"
+        row.version = 10
+        session.commit()
+
+    await live.run(with_version)
+    assert await event_data(sock, "updated", 1) == {
+        "id": todo_id,
+        "version": 10,
+        "title": "renamed",
+    }
+
+
+async def test_rollback_sends_nothing(live: Live, open_socket: SocketOpener) -> None:
+    sock = await live.subscribe(open_socket, 1)
+
+    def rolled_back(session: Session) -> None:
+        session.add(Todo(title="never", list_id=1))
+        session.flush()  # the INSERT ran, then the transaction goes away
+        session.rollback()
+
+    await live.run(rolled_back)
+    marker = await live.marker(1)
+    assert (await event_data(sock, "created", 1))["id"] == marker
+    assert live.occupied_calls == [[channel(1)]]  # one commit, one question
+
+
+async def test_savepoint_rollback_drops_only_its_own_changes(
+    live: Live, open_socket: SocketOpener
+) -> None:
+    sock = await live.subscribe(open_socket, 1)
+
+    def nested(session: Session) -> tuple[int, int]:
+        kept = Todo(title="outer", list_id=1)
+        session.add(kept)
+        session.flush()
+        savepoint = session.begin_nested()
+        session.add(Todo(title="dropped", list_id=1))
+        kept.title = "outer, renamed in the dropped savepoint"
+        session.flush()
+        savepoint.rollback()
+        with session.begin_nested():
+            released = Todo(title="released", list_id=1)
+            session.add(released)
+        session.commit()
+        return kept.id, released.id
+
+    kept_id, released_id = await live.run(nested)
+    first = await event_data(sock, "created", 1)
+    second = await event_data(sock, "created", 1)
+    assert (first["id"], first["title"]) == (kept_id, "outer")
+    assert (second["id"], second["title"]) == (released_id, "released")
+    marker = await live.marker(1)
+    assert (await event_data(sock, "created", 1))["id"] == marker
+
+
+async def test_filter_move_uses_history_without_a_query(
+    live: Live, open_socket: SocketOpener
+) -> None:
+    old_list = await live.subscribe(open_socket, 1)
+    new_list = await live.subscribe(open_socket, 2)
+    todo_id = await live.marker(1)
+    await event_data(old_list, "created", 1)
+
+    def move(session: Session) -> list[str]:
+        row = session.get(Todo, todo_id)
+        assert row is not None
+        live.statements.clear()
+        row.list_id = 2
+        session.commit()
+        return list(live.statements)
+
+    statements = await live.run(move)
+    assert [s.split()[0] for s in statements] == ["UPDATE"], statements
+    assert await event_data(old_list, "deleted", 1) == {"id": todo_id, "version": 2}
+    assert await event_data(new_list, "created", 2) == {
+        "id": todo_id,
+        "title": "marker",
+        "done": False,
+        "list_id": 2,
+        "version": 2,
+    }
+
+
+async def test_filter_set_while_expired_goes_to_the_new_channel_only(
+    live: Live, open_socket: SocketOpener, caplog: pytest.LogCaptureFixture
+) -> None:
+    old_list = await live.subscribe(open_socket, 1)
+    new_list = await live.subscribe(open_socket, 3)
+    todo_id = await live.marker(1)
+    await event_data(old_list, "created", 1)
+
+    def blind_move(session: Session) -> None:
+        row = session.get(Todo, todo_id)
+        assert row is not None
+        session.expire(row)
+        row.list_id = 3  # never loaded: the old value is unknown
+        session.commit()
+
+    with caplog.at_level(logging.WARNING, logger="tidings.live"):
+        await live.run(blind_move)
+    created = await event_data(new_list, "created", 3)
+    assert (created["id"], created["list_id"], created["version"]) == (todo_id, 3, 2)
+    assert any("set while expired" in r.getMessage() for r in caplog.records)
+    marker = await live.marker(1)  # the old channel got nothing before it
+    assert (await event_data(old_list, "created", 1))["id"] == marker
+
+
+async def test_bulk_statements_with_touch(live: Live, open_socket: SocketOpener) -> None:
+    sock = await live.subscribe(open_socket, 1)
+
+    def bulk(session: Session) -> list[int]:
+        rows = [Todo(title=f"t{n}", list_id=1) for n in range(3)]
+        session.add_all(rows)
+        session.commit()
+        ids = [row.id for row in rows]
+        session.execute(
+            update(Todo).where(Todo.id.in_(ids)).values(done=True, version=Todo.version + 1)
+        )
+        live_sqlalchemy.touch(session, live.spec, ids)
+        session.commit()
+        return ids
+
+    ids = await live.run(bulk)
+    for todo_id in ids:
+        assert (await event_data(sock, "created", 1))["id"] == todo_id
+    for todo_id in ids:
+        data = await event_data(sock, "created", 1)
+        assert data == {
+            "id": todo_id,
+            "title": data["title"],
+            "done": True,
+            "list_id": 1,
+            "version": 2,
+        }
+
+    def bulk_delete(session: Session) -> None:
+        gone = session.execute(
+            select(Todo.id, Todo.version, Todo.list_id).where(Todo.id.in_(ids[:2]))
+        ).mappings()
+        old = [dict(row) for row in gone]
+        session.execute(delete(Todo).where(Todo.id.in_(ids[:2])))
+        live_sqlalchemy.touch(session, live.spec, deleted=old)
+        session.commit()
+
+    await live.run(bulk_delete)
+    assert await event_data(sock, "deleted", 1) == {"id": ids[0], "version": 3}
+    assert await event_data(sock, "deleted", 1) == {"id": ids[1], "version": 3}
+
+
+async def test_payload_over_the_limit_is_stale(live: Live, open_socket: SocketOpener) -> None:
+    sock = await live.subscribe(open_socket, 1)
+
+    def big(session: Session) -> int:
+        row = Todo(title="x" * (MAX_PAYLOAD * 2), list_id=1)
+        session.add(row)
+        session.commit()
+        return row.id
+
+    todo_id = await live.run(big)
+    assert await event_data(sock, "created", 1) == {"id": todo_id, "version": 1, "stale": True}
+
+
+async def test_unoccupied_channels_cost_one_question_and_no_send(
+    live: Live, open_socket: SocketOpener
+) -> None:
+    def many(session: Session) -> None:
+        session.add_all(Todo(title=f"t{n}", list_id=n % 4) for n in range(20))
+        session.commit()
+
+    await live.run(many)
+    assert live.occupied_calls == [[channel(n) for n in range(4)]]
+    assert live.sent == []
+
+    sock = await live.subscribe(open_socket, 5)
+    marker = await live.marker(5)
+    assert (await event_data(sock, "created", 5))["id"] == marker
+    assert len(live.sent) == 1
