@@ -22,6 +22,7 @@ import pytest
 from embedded_node import embedded_realtime, serving
 from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener
 from sqlalchemy import Engine, String, create_engine, delete, event, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from postgres_server import PostgresServer
@@ -392,3 +393,44 @@ async def test_unoccupied_channels_cost_one_question_and_no_send(
     marker = await live.marker(5)
     assert (await event_data(sock, "created", 5))["id"] == marker
     assert len(live.sent) == 1
+
+
+async def test_async_session_on_postgresql(
+    postgres: PostgresServer, open_socket: SocketOpener
+) -> None:
+    """An AsyncSession on the Realtime's own loop: its events run on the loop's thread, so
+    the commit is published from the shell's worker thread (a blocking publish there would
+    wait for the loop it blocks)."""
+    name = postgres.create_database()
+    url = postgres.sqlalchemy_url(name).replace("+psycopg:", "+psycopg_async:")
+    engine = create_async_engine(url)
+    spec = LiveSpec.declare(Todo, None, fields=FIELDS, filters=["list_id"])
+    factory = async_sessionmaker(engine, expire_on_commit=False)
+    rt = embedded_realtime()
+    try:
+        async with serving(rt) as ws_url:
+            publisher = Publisher(
+                lambda channels: set(channels) & set(rt.channels(prefix=PREFIX)),
+                rt.trigger_batch,
+            )
+            live_sqlalchemy.connect(factory, live_sqlalchemy.specs_of([spec]), publisher.publish)
+            async with engine.begin() as conn:
+                await conn.run_sync(Base.metadata.create_all)
+            sock = await open_socket(ws_url)
+            await sock.subscribe_private(channel(1))
+            await sock.subscribe_private(channel(2))
+            async with factory() as session:
+                row = Todo(title="async", list_id=1)
+                session.add(row)
+                await session.commit()
+                created = await event_data(sock, "created", 1)
+                assert (created["id"], created["version"]) == (row.id, 1)
+                row.list_id = 2
+                row.done = True
+                await session.commit()
+            assert await event_data(sock, "deleted", 1) == {"id": row.id, "version": 2}
+            moved = await event_data(sock, "created", 2)
+            assert (moved["list_id"], moved["done"], moved["version"]) == (2, True, 2)
+    finally:
+        await engine.dispose()
+        postgres.drop_database(name)

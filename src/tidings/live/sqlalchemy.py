@@ -15,6 +15,11 @@ events):
 - the end of the root transaction: committed (``after_commit`` fired for it), the buffer is
   published; otherwise (rollback, close, a failed commit) it is dropped.
 
+A sync session publishes in the thread that committed, before ``commit()`` returns. An
+``AsyncSession`` runs these events on the event loop's thread, where blocking would stall
+the loop (and, embedded, wait on itself): its commits are published by one worker thread of
+their own, in commit order, just after ``await session.commit()`` returns.
+
 Attribute history knows an old value only if the attribute was loaded when the app set it.
 One set while expired (after a commit with ``expire_on_commit=True``, or after
 ``session.expire(row)``) has no old value: it counts as changed, and a filter set that way
@@ -29,8 +34,11 @@ with the rows' ids (it reads them in one query), or with the deleted rows' old v
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import event, inspect, select
@@ -89,6 +97,8 @@ class _Handlers:
     def __init__(self, specs: Specs, publish: Publish) -> None:
         self._specs = specs
         self._publish = publish
+        self._thread: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def before_flush(self, session: Session, flush_context: Any, instances: Any) -> None:
         for row in [*session.new, *session.dirty]:
@@ -154,9 +164,29 @@ class _Handlers:
             return
         buffer = session.info.pop(BUFFER, None)
         session.info.pop(MARKS, None)
-        if committed and buffer:
-            # The publisher logs its own failures: the commit is done and must not raise.
-            self._publish(buffer.commit())
+        if not committed or not buffer:
+            return
+        # The publisher logs its own failures: the commit is done and must not raise.
+        publications = buffer.commit()
+        if _on_event_loop():
+            self._publisher_thread().submit(self._publish, publications)
+        else:
+            self._publish(publications)
+
+    def _publisher_thread(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._thread is None:
+                # One worker: commits are published in the order they happened.
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="tidings-live")
+            return self._thread
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _values(row: Any, spec: LiveSpec) -> dict[str, Any]:
