@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import pytest
 from embedded_node import embedded_realtime, serving
 from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener
-from sqlalchemy import Engine, String, create_engine, delete, event, select, update
+from sqlalchemy import Engine, String, create_engine, delete, event, insert, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -323,46 +323,67 @@ async def test_filter_set_while_expired_goes_to_the_new_channel_only(
     assert (await event_data(old_list, "created", 1))["id"] == marker
 
 
-async def test_bulk_statements_with_touch(live: Live, open_socket: SocketOpener) -> None:
-    sock = await live.subscribe(open_socket, 1)
+async def test_bulk_update_and_delete_are_seen_with_two_queries(
+    live: Live, open_socket: SocketOpener
+) -> None:
+    old_list = await live.subscribe(open_socket, 1)
+    new_list = await live.subscribe(open_socket, 2)
 
-    def bulk(session: Session) -> list[int]:
-        rows = [Todo(title=f"t{n}", list_id=1) for n in range(3)]
-        session.add_all(rows)
-        session.commit()
-        ids = [row.id for row in rows]
-        session.execute(
-            update(Todo).where(Todo.id.in_(ids)).values(done=True, version=Todo.version + 1)
+    def bulk_insert(session: Session) -> list[int]:
+        # An ORM bulk INSERT goes around the unit of work: touch() publishes its rows.
+        found = session.execute(
+            insert(Todo).returning(Todo.id), [{"title": f"t{n}", "list_id": 1} for n in range(3)]
         )
+        ids = sorted(found.scalars())
         live_sqlalchemy.touch(session, live.spec, ids)
         session.commit()
         return ids
 
-    ids = await live.run(bulk)
+    ids = await live.run(bulk_insert)
     for todo_id in ids:
-        assert (await event_data(sock, "created", 1))["id"] == todo_id
-    for todo_id in ids:
-        data = await event_data(sock, "created", 1)
-        assert data == {
+        created = await event_data(old_list, "created", 1)
+        assert (created["id"], created["version"]) == (todo_id, 0)
+
+    def bulk_update(session: Session) -> list[str]:
+        live.statements.clear()
+        session.execute(update(Todo).where(Todo.id.in_(ids)).values(done=True))
+        session.execute(update(Todo).where(Todo.id == ids[2]).values(list_id=2))
+        session.commit()
+        return list(live.statements)
+
+    statements = await live.run(bulk_update)
+    assert [s.split()[0] for s in statements] == ["SELECT", "UPDATE", "SELECT"] * 2
+    for todo_id in ids[:2]:
+        assert await event_data(old_list, "updated", 1) == {
             "id": todo_id,
-            "title": data["title"],
+            "version": 1,
             "done": True,
-            "list_id": 1,
-            "version": 2,
         }
+    # Both statements changed the third row in one commit: one move, at its last version.
+    assert await event_data(old_list, "deleted", 1) == {"id": ids[2], "version": 2}
+    assert await event_data(new_list, "created", 2) == {
+        "id": ids[2],
+        "title": "t2",
+        "done": True,
+        "list_id": 2,
+        "version": 2,
+    }
 
     def bulk_delete(session: Session) -> None:
-        gone = session.execute(
-            select(Todo.id, Todo.version, Todo.list_id).where(Todo.id.in_(ids[:2]))
-        ).mappings()
-        old = [dict(row) for row in gone]
-        session.execute(delete(Todo).where(Todo.id.in_(ids[:2])))
-        live_sqlalchemy.touch(session, live.spec, deleted=old)
+        session.execute(delete(Todo).where(Todo.list_id == 1))
         session.commit()
 
     await live.run(bulk_delete)
-    assert await event_data(sock, "deleted", 1) == {"id": ids[0], "version": 3}
-    assert await event_data(sock, "deleted", 1) == {"id": ids[1], "version": 3}
+    assert await event_data(old_list, "deleted", 1) == {"id": ids[0], "version": 2}
+    assert await event_data(old_list, "deleted", 1) == {"id": ids[1], "version": 2}
+
+    def bulk_rolled_back(session: Session) -> None:
+        session.execute(update(Todo).values(title="never"))
+        session.rollback()
+
+    await live.run(bulk_rolled_back)
+    marker = await live.marker(2)
+    assert (await event_data(new_list, "created", 2))["id"] == marker
 
 
 async def test_payload_over_the_limit_is_stale(live: Live, open_socket: SocketOpener) -> None:

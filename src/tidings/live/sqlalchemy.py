@@ -27,9 +27,16 @@ has an unknown old channel, so the row goes out as ``created`` on its new channe
 with a warning. Reading the version of an expired row (for the bump) refreshes it: one
 SELECT, the one SQLAlchemy issues for any read of that row.
 
-Bulk statements (``session.execute(update(...))``, ``insert(...).values([...])``,
-``delete(...)``) bypass the unit of work and its events: after one, call :func:`touch`
-with the rows' ids (it reads them in one query), or with the deleted rows' old values.
+Bulk statements bypass the unit of work and its flush events. ``do_orm_execute`` covers
+ORM-enabled ``session.execute(update(Model).where(...).values(...))`` and
+``delete(Model).where(...)`` on a live model: one SELECT (``FOR UPDATE`` where the database
+has it) reads the declared fields of the rows the WHERE clause matches, before the
+statement; after an UPDATE, one more reads them by key. The version is bumped in the same
+UPDATE unless the statement sets it. Two queries per statement, whatever the number of
+rows; a bulk UPDATE that moves rows between filters sends deleted + created like any save.
+Bulk INSERTs (``insert(Model).values([...])``, ``session.execute(insert(Model), rows)``)
+and UPDATEs by primary key (``session.execute(update(Model), rows)``) are not seen: after
+one, call :func:`touch` with the rows' ids.
 """
 
 from __future__ import annotations
@@ -41,8 +48,14 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import event, inspect, select
-from sqlalchemy.orm import Session, SessionTransaction, scoped_session, sessionmaker
+from sqlalchemy import Column, Delete, Update, event, inspect, select
+from sqlalchemy.orm import (
+    ORMExecuteState,
+    Session,
+    SessionTransaction,
+    scoped_session,
+    sessionmaker,
+)
 
 from tidings.live.model import Change, ChangeBuffer, LiveSpec, Publication
 
@@ -69,6 +82,7 @@ def connect(target: Any, specs: Specs, publish: Publish) -> Any:
     event.listen(listened, "after_transaction_create", handlers.after_transaction_create)
     event.listen(listened, "after_commit", handlers.after_commit)
     event.listen(listened, "after_transaction_end", handlers.after_transaction_end)
+    event.listen(listened, "do_orm_execute", handlers.do_orm_execute)
     return listened
 
 
@@ -142,6 +156,40 @@ class _Handlers:
             buffer: ChangeBuffer = session.info.setdefault(BUFFER, ChangeBuffer())
             for change in changes:
                 buffer.record(change)
+
+    def do_orm_execute(self, state: ORMExecuteState) -> Any:
+        if not (state.is_update or state.is_delete) or state.bind_mapper is None:
+            return None
+        spec = self._specs(state.bind_mapper.class_)
+        statement = state.statement
+        if spec is None or not isinstance(statement, Update | Delete):
+            return None
+        if statement.whereclause is None and state.parameters is not None:
+            return None  # an UPDATE by primary key from a list of rows: see touch()
+        model = spec.model
+        session = state.session
+        columns = [getattr(model, name) for name in spec.fields]
+        found = select(*columns).with_for_update()
+        if statement.whereclause is not None:
+            found = found.where(statement.whereclause)
+        before = {row[spec.key]: dict(row) for row in session.execute(found).mappings()}
+        if isinstance(statement, Update):
+            version: Column[Any] = inspect(model).columns[spec.version]
+            # ValuesBase has no public accessor for the SET clause: read its private dict.
+            setting = getattr(statement, "_values", None) or {}
+            if not any(getattr(c, "key", c) == version.key for c in setting):
+                statement = statement.values({version: version + 1})
+        result = state.invoke_statement(statement=statement)
+        if not before:
+            return result
+        if isinstance(statement, Delete):
+            changes = [Change.deleted(spec, old) for old in before.values()]
+        else:
+            again = select(*columns).where(getattr(model, spec.key).in_(list(before)))
+            after = session.execute(again).mappings()
+            changes = [Change.saved(spec, before[row[spec.key]], dict(row)) for row in after]
+        _record(session, changes)
+        return result
 
     def after_transaction_create(self, session: Session, transaction: SessionTransaction) -> None:
         if transaction.nested:
@@ -242,13 +290,16 @@ def touch(
         changes += [
             Change.saved(spec, None, dict(row)) for row in session.execute(query).mappings()
         ]
-    if not changes:
-        return
-    if session.get_transaction() is None:
+    if changes and session.get_transaction() is None:
         raise RuntimeError("live touch: the session has no transaction to publish with")
-    buffer: ChangeBuffer = session.info.setdefault(BUFFER, ChangeBuffer())
-    for change in changes:
-        buffer.record(change)
+    _record(session, changes)
+
+
+def _record(session: Session, changes: list[Change]) -> None:
+    if changes:
+        buffer: ChangeBuffer = session.info.setdefault(BUFFER, ChangeBuffer())
+        for change in changes:
+            buffer.record(change)
 
 
 def specs_of(declared: Sequence[LiveSpec]) -> Specs:
