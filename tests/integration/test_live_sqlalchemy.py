@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,8 +27,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from postgres_server import PostgresServer
 from tidings import Realtime
-from tidings.live import LiveSpec, Publication, Publisher
-from tidings.live import sqlalchemy as live_sqlalchemy
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
 
@@ -66,7 +64,6 @@ class Live:
     ws_url: str
     engine: Engine
     factory: sessionmaker[Session]
-    spec: LiveSpec
     occupied_calls: list[list[str]] = field(default_factory=list)
     sent: list[list[dict[str, Any]]] = field(default_factory=list)
     statements: list[str] = field(default_factory=list)
@@ -81,9 +78,14 @@ class Live:
         return await asyncio.to_thread(in_thread)
 
     async def subscribe(self, open_socket: SocketOpener, *list_ids: int) -> PusherSocket:
+        """A client subscribed to these lists, each snapshot read (and empty)."""
         sock = await open_socket(self.ws_url)
         for list_id in list_ids:
             await sock.subscribe_private(channel(list_id))
+            assert await event_data(sock, "tidings:snapshot", list_id) == {
+                "rows": [],
+                "version": 0,
+            }
         return sock
 
     async def marker(self, list_id: int) -> int:
@@ -104,6 +106,20 @@ async def event_data(sock: PusherSocket, name: str, list_id: int) -> dict[str, A
     return data
 
 
+def declare(rt: Realtime, factory: Callable[[], Any], **options: Any) -> None:
+    """Todo live on ``rt``: one channel per list; its snapshot read with ``factory``."""
+
+    @rt.live(Todo, fields=FIELDS, filters=["list_id"], **options)
+    class TodoLive:
+        def authorize(self, user: object, list_id: str) -> bool:
+            return True
+
+        def snapshot(self, list_id: str) -> list[Todo]:
+            with factory() as session:
+                query = select(Todo).where(Todo.list_id == int(list_id)).order_by(Todo.id)
+                return list(session.scalars(query))
+
+
 def database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'live.db'}"
@@ -117,30 +133,31 @@ def database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> I
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def live(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Live]:
+async def live(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Live]:
     urls = database_url(request.param, tmp_path, request)
     engine = create_engine(next(urls))
     Base.metadata.create_all(engine)
     factory = sessionmaker(engine)
-    spec = LiveSpec.declare(Todo, None, fields=FIELDS, filters=["list_id"], max_payload=MAX_PAYLOAD)
     rt = embedded_realtime()
+    declare(rt, factory, max_payload=MAX_PAYLOAD)
+    rt.live_sqlalchemy(factory)
     async with serving(rt) as ws_url:
-        state = Live(rt, ws_url, engine, factory, spec)
+        state = Live(rt, ws_url, engine, factory)
+        # Watch what the live layer asks of the Realtime (the calls still go through).
+        occupied, trigger_batch = rt.occupied, rt.trigger_batch
 
-        def occupied(channels: Sequence[str]) -> set[str]:
+        def watch_occupied(channels: Sequence[str]) -> set[str]:
             state.occupied_calls.append(list(channels))
-            return set(channels) & set(rt.channels(prefix=PREFIX))
+            return occupied(channels)
 
-        def send(batch: list[dict[str, Any]]) -> None:
-            state.sent.append(batch)
-            rt.trigger_batch(batch)
+        def watch_trigger_batch(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+            state.sent.append([dict(entry) for entry in batch])
+            return trigger_batch(batch)
 
-        publisher = Publisher(occupied, send)
-
-        def publish(publications: list[Publication]) -> None:
-            publisher.publish(publications)
-
-        live_sqlalchemy.connect(factory, live_sqlalchemy.specs_of([spec]), publish)
+        monkeypatch.setattr(rt, "occupied", watch_occupied)
+        monkeypatch.setattr(rt, "trigger_batch", watch_trigger_batch)
 
         @event.listens_for(engine, "before_cursor_execute")
         def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -335,7 +352,7 @@ async def test_bulk_update_and_delete_are_seen_with_two_queries(
             insert(Todo).returning(Todo.id), [{"title": f"t{n}", "list_id": 1} for n in range(3)]
         )
         ids = sorted(found.scalars())
-        live_sqlalchemy.touch(session, live.spec, ids)
+        live.rt.live_touch(Todo, ids)
         session.commit()
         return ids
 
@@ -425,21 +442,19 @@ async def test_async_session_on_postgresql(
     name = postgres.create_database()
     url = postgres.sqlalchemy_url(name).replace("+psycopg:", "+psycopg_async:")
     engine = create_async_engine(url)
-    spec = LiveSpec.declare(Todo, None, fields=FIELDS, filters=["list_id"])
     factory = async_sessionmaker(engine, expire_on_commit=False)
     rt = embedded_realtime()
+    sync_engine = create_engine(postgres.sqlalchemy_url(name))
+    declare(rt, sessionmaker(sync_engine))  # the snapshot runs in a thread: a sync session
+    rt.live_sqlalchemy(factory)
     try:
         async with serving(rt) as ws_url:
-            publisher = Publisher(
-                lambda channels: set(channels) & set(rt.channels(prefix=PREFIX)),
-                rt.trigger_batch,
-            )
-            live_sqlalchemy.connect(factory, live_sqlalchemy.specs_of([spec]), publisher.publish)
             async with engine.begin() as conn:
                 await conn.run_sync(Base.metadata.create_all)
             sock = await open_socket(ws_url)
-            await sock.subscribe_private(channel(1))
-            await sock.subscribe_private(channel(2))
+            for list_id in (1, 2):
+                await sock.subscribe_private(channel(list_id))
+                await event_data(sock, "tidings:snapshot", list_id)
             async with factory() as session:
                 row = Todo(title="async", list_id=1)
                 session.add(row)
@@ -454,4 +469,5 @@ async def test_async_session_on_postgresql(
             assert (moved["list_id"], moved["done"], moved["version"]) == (2, True, 2)
     finally:
         await engine.dispose()
+        sync_engine.dispose()
         postgres.drop_database(name)

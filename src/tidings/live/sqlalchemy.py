@@ -44,9 +44,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Column, Delete, Update, event, inspect, select
 from sqlalchemy.orm import (
@@ -59,6 +60,10 @@ from sqlalchemy.orm import (
 
 from tidings.live.model import Change, ChangeBuffer, LiveSpec, Publication
 
+if TYPE_CHECKING:
+    from tidings.live.provider import Reader
+    from tidings.realtime import Realtime
+
 log = logging.getLogger("tidings.live")
 
 # session.info keys: the root transaction's buffer, its savepoints' marks, and "commit"
@@ -67,14 +72,59 @@ BUFFER = "tidings.live.buffer"
 MARKS = "tidings.live.marks"
 OUTCOME = "tidings.live.outcome"
 
-Specs = Callable[[type], LiveSpec | None]
+Specs = Callable[[type], Sequence[LiveSpec]]
 Publish = Callable[[list[Publication]], object]
 
+# The session whose root transaction began last in this context (thread, or asyncio task:
+# SQLAlchemy runs an AsyncSession's sync work in a greenlet sharing the task's context), for
+# rt.live_touch, which is given no session.
+_current: ContextVar[Session | None] = ContextVar("tidings_live_session", default=None)
 
-def connect(target: Any, specs: Specs, publish: Publish) -> Any:
-    """Publish the live rows that sessions of ``target`` commit. ``specs`` finds a mapped
-    class's declaration (None: not live); ``publish`` gets a commit's publications. Returns
-    what the events were attached to."""
+
+# -- the shell interface (tidings.live.orm.Shell) ---------------------------------------------
+
+
+def connect(rt: Realtime, target: Any) -> Any:
+    """``rt.live_sqlalchemy(target)``: publish the live rows that sessions of ``target``
+    commit, through ``rt``."""
+    return listen(target, rt.live_models.specs_for, rt.live_models.publish)
+
+
+def reader(spec: LiveSpec) -> Reader:
+    """The declared fields of a loaded instance (a snapshot row): attribute reads."""
+
+    def read(row: Any) -> dict[str, Any]:
+        return _values(row, spec)
+
+    return read
+
+
+def register(rt: Realtime, spec: LiveSpec) -> None:
+    """Nothing to do per model: ``rt.live_sqlalchemy(Session)`` connects the sessions."""
+
+
+def touch(
+    rt: Realtime,
+    specs: list[LiveSpec],
+    ids: list[Any],
+    deleted: bool,
+    rows: list[Any] | None,
+) -> None:
+    """``rt.live_touch``: in the session whose transaction is open in this thread or task
+    (the one that began last), see :func:`touch_session`."""
+    session = _current.get()
+    if session is None:
+        raise RuntimeError(
+            "live_touch on an SQLAlchemy model needs a session of a factory given to "
+            "rt.live_sqlalchemy() with its transaction open here (call it before commit)"
+        )
+    touch_session(session, specs, ids, deleted=deleted, rows=rows)
+
+
+def listen(target: Any, specs: Specs, publish: Publish) -> Any:
+    """Publish the live rows that sessions of ``target`` commit. ``specs`` gives a mapped
+    class's declarations (none: not live); ``publish`` gets a commit's publications.
+    Returns what the events were attached to."""
     listened = event_target(target)
     handlers = _Handlers(specs, publish)
     event.listen(listened, "before_flush", handlers.before_flush)
@@ -116,21 +166,21 @@ class _Handlers:
 
     def before_flush(self, session: Session, flush_context: Any, instances: Any) -> None:
         for row in [*session.new, *session.dirty]:
-            spec = self._specs(type(row))
-            if spec is None:
+            specs = self._specs(type(row))
+            if not specs:
                 continue
             state = inspect(row)
             if state.persistent and not session.is_modified(row, include_collections=False):
                 continue
-            if state.attrs[spec.version].history.added:
-                continue  # the app set the version itself: it wins
-            current = getattr(row, spec.version)  # an expired row is refreshed here
-            setattr(row, spec.version, (current or 0) + 1)
+            for version in {spec.version for spec in specs}:
+                if state.attrs[version].history.added:
+                    continue  # the app set the version itself: it wins
+                current = getattr(row, version)  # an expired row is refreshed here
+                setattr(row, version, (current or 0) + 1)
         for row in session.deleted:
-            spec = self._specs(type(row))
-            if spec is not None:
-                # After the DELETE an expired attribute can no longer be loaded.
-                unloaded = inspect(row).unloaded
+            # After the DELETE an expired attribute can no longer be loaded.
+            unloaded = inspect(row).unloaded
+            for spec in self._specs(type(row)):
                 for name in (spec.key, spec.version, *spec.filters):
                     if name in unloaded:
                         getattr(row, name)
@@ -139,60 +189,63 @@ class _Handlers:
         changes: list[Change] = []
         deleted = set(session.deleted)
         for row in session.new:
-            spec = self._specs(type(row))
-            if spec is not None:
+            for spec in self._specs(type(row)):
                 changes.append(Change.saved(spec, None, _values(row, spec)))
         for row in session.dirty:
-            spec = self._specs(type(row))
-            if spec is not None and row not in deleted:
-                new = _values(row, spec)
-                changes.append(Change.saved(spec, _old(row, spec, new), new))
+            if row not in deleted:
+                for spec in self._specs(type(row)):
+                    new = _values(row, spec)
+                    changes.append(Change.saved(spec, _old(row, spec, new), new))
         for row in deleted:
-            spec = self._specs(type(row))
-            if spec is not None:
-                old = _old(row, spec, _values(row, spec))
-                changes.append(Change.deleted(spec, old))
-        if changes:
-            buffer: ChangeBuffer = session.info.setdefault(BUFFER, ChangeBuffer())
-            for change in changes:
-                buffer.record(change)
+            for spec in self._specs(type(row)):
+                changes.append(Change.deleted(spec, _old(row, spec, _values(row, spec))))
+        _record(session, changes)
 
     def do_orm_execute(self, state: ORMExecuteState) -> Any:
         if not (state.is_update or state.is_delete) or state.bind_mapper is None:
             return None
-        spec = self._specs(state.bind_mapper.class_)
+        model = state.bind_mapper.class_
+        specs = self._specs(model)
         statement = state.statement
-        if spec is None or not isinstance(statement, Update | Delete):
+        if not specs or not isinstance(statement, Update | Delete):
             return None
         if statement.whereclause is None and state.parameters is not None:
             return None  # an UPDATE by primary key from a list of rows: see touch()
-        model = spec.model
         session = state.session
-        columns = [getattr(model, name) for name in spec.fields]
+        key = specs[0].key
+        names = list(dict.fromkeys(name for spec in specs for name in spec.fields))
+        columns = [getattr(model, name) for name in names]
         found = select(*columns).with_for_update()
         if statement.whereclause is not None:
             found = found.where(statement.whereclause)
-        before = {row[spec.key]: dict(row) for row in session.execute(found).mappings()}
+        before = {row[key]: dict(row) for row in session.execute(found).mappings()}
         if isinstance(statement, Update):
-            version: Column[Any] = inspect(model).columns[spec.version]
             # ValuesBase has no public accessor for the SET clause: read its private dict.
-            setting = getattr(statement, "_values", None) or {}
-            if not any(getattr(c, "key", c) == version.key for c in setting):
-                statement = statement.values({version: version + 1})
+            setting = {getattr(c, "key", c) for c in getattr(statement, "_values", None) or {}}
+            for name in {spec.version for spec in specs}:
+                version: Column[Any] = inspect(model).columns[name]
+                if version.key not in setting:
+                    statement = statement.values({version: version + 1})
         result = state.invoke_statement(statement=statement)
         if not before:
             return result
+        changes: list[Change] = []
         if isinstance(statement, Delete):
-            changes = [Change.deleted(spec, old) for old in before.values()]
+            for old in before.values():
+                changes += [Change.deleted(spec, spec.row(old)) for spec in specs]
         else:
-            again = select(*columns).where(getattr(model, spec.key).in_(list(before)))
-            after = session.execute(again).mappings()
-            changes = [Change.saved(spec, before[row[spec.key]], dict(row)) for row in after]
+            again = select(*columns).where(getattr(model, key).in_(list(before)))
+            for row in session.execute(again).mappings():
+                old = before[row[key]]
+                new = dict(row)
+                changes += [Change.saved(spec, spec.row(old), spec.row(new)) for spec in specs]
         _record(session, changes)
         return result
 
     def after_transaction_create(self, session: Session, transaction: SessionTransaction) -> None:
-        if transaction.nested:
+        if transaction.parent is None:
+            _current.set(session)
+        elif transaction.nested:
             buffer: ChangeBuffer = session.info.setdefault(BUFFER, ChangeBuffer())
             session.info.setdefault(MARKS, {})[transaction] = buffer.savepoint()
 
@@ -210,6 +263,8 @@ class _Handlers:
             if not committed and mark is not None and buffer is not None:
                 buffer.rollback_to(mark)
             return
+        if _current.get() is session:
+            _current.set(None)
         buffer = session.info.pop(BUFFER, None)
         session.info.pop(MARKS, None)
         if not committed or not buffer:
@@ -266,32 +321,42 @@ def _old(row: Any, spec: LiveSpec, new: Mapping[str, Any]) -> dict[str, Any]:
     return old
 
 
-def touch(
+def touch_session(
     session: Session,
-    spec: LiveSpec,
+    specs: Sequence[LiveSpec],
     ids: Iterable[Any] = (),
     *,
-    deleted: Collection[Mapping[str, Any]] = (),
+    deleted: bool = False,
+    rows: Iterable[Any] | None = None,
 ) -> None:
-    """Record rows that a bulk statement changed; they are published when ``session``'s
-    transaction commits and dropped if it rolls back.
+    """Record rows changed where the session's events do not see them (a bulk INSERT, an
+    UPDATE by primary key from a list, raw SQL); published when ``session``'s transaction
+    commits, dropped if it rolls back.
 
-    ``ids``: inserted or updated rows, read again in one query and sent as ``created`` (all
-    fields; a client replaces a row it knows when the version is newer, so a bulk UPDATE
-    must bump the version itself: ``values(version=Todo.version + 1)``). ``deleted``: rows
-    a bulk DELETE removed, each with the key, the version and the filters as they were
-    before it; each is sent as ``deleted`` with that version plus one."""
-    changes = [Change.deleted(spec, row) for row in deleted]
-    wanted = list(ids)
-    if wanted:
-        model = spec.model
-        columns = [getattr(model, name) for name in spec.fields]
-        query = select(*columns).where(getattr(model, spec.key).in_(wanted))
-        changes += [
-            Change.saved(spec, None, dict(row)) for row in session.execute(query).mappings()
-        ]
-    if changes and session.get_transaction() is None:
+    Saved rows are read again by ``ids`` in one query and sent as ``created`` (all fields;
+    a client replaces a row it knows when the version is newer: such a statement sets the
+    version itself). ``deleted=True``: before the DELETE, ``ids`` reads the rows; after it,
+    ``rows`` gives them as they were (instances or mappings with the key, the version and
+    the filters); each is sent as ``deleted`` with its version plus one."""
+    if session.get_transaction() is None:
         raise RuntimeError("live touch: the session has no transaction to publish with")
+    names = list(dict.fromkeys(name for spec in specs for name in spec.fields))
+    if rows is None:
+        model = specs[0].model
+        query = select(*[getattr(model, name) for name in names])
+        wanted = list(ids)
+        found = session.execute(query.where(getattr(model, specs[0].key).in_(wanted)))
+        stored: list[Mapping[str, Any]] = [dict(row) for row in found.mappings()]
+    else:
+        stored = [
+            row if isinstance(row, Mapping) else {name: getattr(row, name) for name in names}
+            for row in rows
+        ]
+    changes: list[Change] = []
+    for values in stored:
+        for spec in specs:
+            row = spec.row(values)
+            changes.append(Change.deleted(spec, row) if deleted else Change.saved(spec, None, row))
     _record(session, changes)
 
 
@@ -300,17 +365,3 @@ def _record(session: Session, changes: list[Change]) -> None:
         buffer: ChangeBuffer = session.info.setdefault(BUFFER, ChangeBuffer())
         for change in changes:
             buffer.record(change)
-
-
-def specs_of(declared: Sequence[LiveSpec]) -> Specs:
-    """A ``specs`` lookup over some declarations (subclasses of a live model are live too)."""
-    by_model = {spec.model: spec for spec in declared}
-
-    def find(model: type) -> LiveSpec | None:
-        for klass in model.__mro__:
-            spec = by_model.get(klass)
-            if spec is not None:
-                return spec
-        return None
-
-    return find
