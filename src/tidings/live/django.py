@@ -52,12 +52,19 @@ class _LiveModel:
     declared: list[_Declared] = field(default_factory=list)
     attnames: frozenset[str] = frozenset()
     versions: frozenset[str] = frozenset()
+    python: dict[str, Callable[[Any], Any]] = field(default_factory=dict)  # attname: to_python
 
     def stored(self, instance: Model) -> dict[str, Any]:
         """The declared fields as the instance holds them (a deferred one is absent: reading
         it would be a query)."""
         state = instance.__dict__
         return {a: state[a] for a in self.attnames if a in state}
+
+    def saved(self, instance: Model) -> dict[str, Any]:
+        """The declared fields as saved: a value the app assigned as text (``list_id =
+        request.POST["list"]``) as the field's Python value, as a load would give it."""
+        state = instance.__dict__
+        return {a: self.python[a](state[a]) for a in self.attnames if a in state}
 
 
 _models: dict[type, _LiveModel] = {}
@@ -73,7 +80,7 @@ def reader(spec: LiveSpec) -> Reader:
 
 
 def register(rt: Realtime, spec: LiveSpec) -> None:
-    model = spec.model
+    model: Any = spec.model
     live = _models.get(model)
     if live is None:
         live = _models[model] = _LiveModel()
@@ -85,6 +92,8 @@ def register(rt: Realtime, spec: LiveSpec) -> None:
     declared = _Declared(rt, spec, _attnames(spec))
     live.declared.append(declared)
     live.attnames = live.attnames | set(declared.attnames.values())
+    for name, attname in declared.attnames.items():
+        live.python[attname] = model._meta.get_field(name).to_python
     live.versions = live.versions | {declared.attnames[spec.version]}
 
 
@@ -199,7 +208,7 @@ def _saved(live: _LiveModel) -> Callable[..., None]:
     ) -> None:
         if raw:
             return
-        stored = live.stored(instance)
+        stored = live.saved(instance)
         loaded = None if created else instance.__dict__.get(LOADED)
         using = kwargs.get("using") or instance._state.db
         for one in live.declared:
