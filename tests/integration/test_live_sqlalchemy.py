@@ -214,6 +214,15 @@ async def test_create_update_delete_send_their_events(
     assert await live.run(read) == []
 
 
+async def test_snapshot_rows_are_the_declared_fields(live: Live, open_socket: SocketOpener) -> None:
+    first, second = await live.marker(7), await live.marker(7)
+    sock = await open_socket(live.ws_url)
+    await sock.subscribe_private(channel(7))
+    snapshot = await event_data(sock, "tidings:snapshot", 7)
+    row = {"title": "marker", "done": False, "list_id": 7, "version": 1}
+    assert snapshot == {"rows": [{"id": first, **row}, {"id": second, **row}], "version": 1}
+
+
 async def test_undeclared_field_change_sends_nothing_and_app_version_wins(
     live: Live, open_socket: SocketOpener
 ) -> None:
@@ -467,6 +476,24 @@ async def test_async_session_on_postgresql(
             assert await event_data(sock, "deleted", 1) == {"id": row.id, "version": 2}
             moved = await event_data(sock, "created", 2)
             assert (moved["list_id"], moved["done"], moved["version"]) == (2, True, 2)
+
+            async with factory() as session:
+                # A bulk UPDATE is seen as in a sync session; a bulk INSERT is touched from
+                # run_sync, where the session may query (touch re-reads the rows).
+                await session.execute(update(Todo).where(Todo.id == row.id).values(done=False))
+                found = await session.execute(
+                    insert(Todo).returning(Todo.id), [{"title": "bulk", "list_id": 2}]
+                )
+                ids = list(found.scalars())
+                await session.run_sync(lambda _: rt.live_touch(Todo, ids))
+                await session.commit()
+            assert await event_data(sock, "updated", 2) == {
+                "id": row.id,
+                "version": 3,
+                "done": False,
+            }
+            bulk = await event_data(sock, "created", 2)
+            assert (bulk["id"], bulk["title"]) == (ids[0], "bulk")
     finally:
         await engine.dispose()
         sync_engine.dispose()
