@@ -1,6 +1,6 @@
-"""Live Django models end to end: a real Django site (live_django_app.py, a child process
-with SQLite) saves rows through the ORM and its views; its embedded Realtime publishes to
-real WebSocket clients here."""
+"""Live Django models end to end: a real Django site (live_django_app.py, a child process,
+on SQLite and on PostgreSQL) saves rows through the ORM and its views; its embedded
+Realtime publishes to real WebSocket clients here."""
 
 from __future__ import annotations
 
@@ -53,11 +53,20 @@ class Site:
             return await asyncio.to_thread(self.run_sync, code)
 
 
-@pytest.fixture(scope="module")
-def django_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def django_site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    """The site on SQLite, then on a database of the session's PostgreSQL cluster."""
     directory = tmp_path_factory.mktemp("live_django")
+    database: list[str] = []
+    if request.param == "postgres":
+        postgres = request.getfixturevalue("postgres")
+        name = postgres.create_database()
+        request.addfinalizer(lambda: postgres.drop_database(name))
+        database.append(postgres.url(name))
     child = subprocess.Popen(
-        [sys.executable, str(APP), str(directory)],
+        [sys.executable, str(APP), str(directory), *database],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -85,9 +94,12 @@ async def site(django_site: Site) -> Site:
 
 
 async def watcher(site: Site, open_socket: SocketOpener, *channels: str) -> PusherSocket:
+    """A client subscribed to ``channels``, their snapshots (empty lists) read."""
     client = await open_socket(site.ws_url)
     for channel in channels:
         await client.subscribe_private(channel)
+        snapshot = await client.expect("tidings:snapshot", channel)
+        assert json.loads(snapshot["data"]) == {"rows": [], "version": 0}
     return client
 
 
@@ -270,7 +282,7 @@ async def test_one_occupied_question_per_commit_and_no_serialization_when_unwatc
         [["private-live.todo.list_id.3"], [LIST1, LIST2]],
     ]
     titles = [(await event(client))[1]["title"] for _ in range(2)]
-    assert titles == ["todo 1", "todo 3"]
+    assert titles == ["todo 0", "todo 2"]
 
 
 async def test_the_sender_is_excluded_through_a_django_view(
@@ -352,6 +364,31 @@ async def test_the_snapshot_route_and_provider(site: Site) -> None:
         [404, {"error": "no live model publishes to private-live.nothing.list_id.2"}],
         {"rows": rows, "version": 2},
     ]
+
+
+async def test_a_subscription_starts_with_the_snapshot_of_its_list(
+    site: Site, open_socket: SocketOpener
+) -> None:
+    ids = await site.run(
+        "first = Todo.objects.create(title='first', list_id=2)\n"
+        "second = Todo.objects.create(title='second', list_id=2)\n"
+        "second.done = True\n"
+        "second.save()\n"
+        "Todo.objects.create(title='elsewhere', list_id=1)\n"
+        "result = [first.pk, second.pk]\n"
+    )
+    client = await open_socket(site.ws_url)
+    await client.subscribe_private(LIST2)
+    snapshot = await client.expect("tidings:snapshot", LIST2)
+    assert json.loads(snapshot["data"]) == {
+        "rows": [
+            {"id": ids[0], "title": "first", "done": False, "list_id": 2, "version": 1},
+            {"id": ids[1], "title": "second", "done": True, "list_id": 2, "version": 2},
+        ],
+        "version": 2,
+    }
+    await site.run(f"Todo.objects.filter(pk={ids[0]}).delete()")
+    assert await event(client, LIST2) == ("deleted", {"id": ids[0], "version": 2})
 
 
 async def test_no_query_is_added_per_save(site: Site, open_socket: SocketOpener) -> None:

@@ -122,8 +122,14 @@ async def until(condition: Callable[[], bool]) -> None:
 # -- embedded --------------------------------------------------------------------------------
 
 
-async def test_events_during_the_fetch_arrive_after_the_snapshot_once_in_order() -> None:
-    async with live_server() as (rt, provider, ws_url):
+@pytest.mark.parametrize("broker", ["memory", "redis"])
+async def test_events_during_the_fetch_arrive_after_the_snapshot_once_in_order(
+    broker: str, redis_server: Any, redis_prefix: str
+) -> None:
+    settings: dict[str, Any] = {}
+    if broker == "redis":
+        settings = {"redis": redis_server.url, "redis_prefix": redis_prefix}
+    async with live_server(**settings) as (rt, provider, ws_url):
         channel = live_channel()
         async with socket(ws_url) as watcher, socket(ws_url) as client:
             assert await subscribed_with_snapshot(watcher, channel) == SNAPSHOT

@@ -23,10 +23,19 @@ from embedded_node import embedded_realtime, serving
 from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener
 from sqlalchemy import Engine, String, create_engine, delete, event, insert, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    scoped_session,
+    sessionmaker,
+)
 
 from postgres_server import PostgresServer
 from tidings import Realtime
+from tidings.live import LiveSpec, Publication, current_socket_id
+from tidings.live import sqlalchemy as live_sqlalchemy
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
 
@@ -223,6 +232,27 @@ async def test_snapshot_rows_are_the_declared_fields(live: Live, open_socket: So
     assert snapshot == {"rows": [{"id": first, **row}, {"id": second, **row}], "version": 1}
 
 
+async def test_the_sender_is_excluded(live: Live, open_socket: SocketOpener) -> None:
+    sender = await live.subscribe(open_socket, 1)
+    other = await live.subscribe(open_socket, 1)
+
+    def as_sender(session: Session) -> int:
+        # What the framework integrations do with the request's X-Socket-ID header.
+        token = current_socket_id.set(sender.socket_id)
+        try:
+            row = Todo(title="mine", list_id=1)
+            session.add(row)
+            session.commit()
+            return row.id
+        finally:
+            current_socket_id.reset(token)
+
+    todo_id = await live.run(as_sender)
+    assert (await event_data(other, "created", 1))["id"] == todo_id
+    marker = await live.marker(1)
+    assert (await event_data(sender, "created", 1))["id"] == marker
+
+
 async def test_undeclared_field_change_sends_nothing_and_app_version_wins(
     live: Live, open_socket: SocketOpener
 ) -> None:
@@ -325,28 +355,67 @@ async def test_filter_move_uses_history_without_a_query(
     }
 
 
-async def test_filter_set_while_expired_goes_to_the_new_channel_only(
-    live: Live, open_socket: SocketOpener, caplog: pytest.LogCaptureFixture
+async def test_filter_set_while_expired_still_reaches_the_old_channel(
+    live: Live, open_socket: SocketOpener
 ) -> None:
     old_list = await live.subscribe(open_socket, 1)
     new_list = await live.subscribe(open_socket, 3)
-    todo_id = await live.marker(1)
-    await event_data(old_list, "created", 1)
 
-    def blind_move(session: Session) -> None:
-        row = session.get(Todo, todo_id)
-        assert row is not None
-        session.expire(row)
-        row.list_id = 3  # never loaded: the old value is unknown
+    def create_then_move(session: Session) -> tuple[int, list[str]]:
+        row = Todo(title="milk", list_id=1)
+        session.add(row)
+        session.commit()  # expires the row
+        live.statements.clear()
+        row.list_id = 3  # active history: the row is refreshed here, the old value kept
         session.commit()
+        statements = list(live.statements)
+        return row.id, statements
 
-    with caplog.at_level(logging.WARNING, logger="tidings.live"):
-        await live.run(blind_move)
+    todo_id, statements = await live.run(create_then_move)
+    assert [s.split()[0] for s in statements] == ["SELECT", "UPDATE"], statements
+    await event_data(old_list, "created", 1)
+    assert await event_data(old_list, "deleted", 1) == {"id": todo_id, "version": 2}
     created = await event_data(new_list, "created", 3)
     assert (created["id"], created["list_id"], created["version"]) == (todo_id, 3, 2)
+
+
+class Note(Base):
+    """Published through listen() alone: no active history on its attributes."""
+
+    __tablename__ = "note"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str]
+    folder: Mapped[int]
+    version: Mapped[int] = mapped_column(default=0)
+
+
+def test_unknown_old_filter_goes_to_the_new_channel_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'notes.db'}")
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(engine)
+    spec = LiveSpec.declare(
+        Note, None, fields=["id", "text", "folder", "version"], filters=["folder"]
+    )
+    published: list[Publication] = []
+    live_sqlalchemy.listen(factory, lambda model: [spec] if model is Note else [], published.extend)
+    try:
+        with factory() as session:
+            note = Note(text="a", folder=1)
+            session.add(note)
+            session.commit()
+            note.folder = 2  # set while expired, with no active history: old value unknown
+            note.text = "b"
+            with caplog.at_level(logging.WARNING, logger="tidings.live"):
+                session.commit()
+    finally:
+        engine.dispose()
+    moved = published[1:]
+    assert [(p.action, p.channels, p.version) for p in moved] == [
+        ("created", [f"{PREFIX}note.folder.2"], 2)
+    ]
     assert any("set while expired" in r.getMessage() for r in caplog.records)
-    marker = await live.marker(1)  # the old channel got nothing before it
-    assert (await event_data(old_list, "created", 1))["id"] == marker
 
 
 async def test_bulk_update_and_delete_are_seen_with_two_queries(
@@ -425,21 +494,30 @@ async def test_payload_over_the_limit_is_stale(live: Live, open_socket: SocketOp
     assert await event_data(sock, "created", 1) == {"id": todo_id, "version": 1, "stale": True}
 
 
-async def test_unoccupied_channels_cost_one_question_and_no_send(
-    live: Live, open_socket: SocketOpener
+async def test_unoccupied_channels_cost_one_question_and_no_serialization(
+    live: Live, open_socket: SocketOpener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    serialized: list[Any] = []
+    data = Publication.data
+
+    def watch_data(publication: Publication) -> bytes:
+        serialized.append(publication.key)
+        return data(publication)
+
+    monkeypatch.setattr(Publication, "data", watch_data)
+
     def many(session: Session) -> None:
         session.add_all(Todo(title=f"t{n}", list_id=n % 4) for n in range(20))
         session.commit()
 
     await live.run(many)
     assert live.occupied_calls == [[channel(n) for n in range(4)]]
-    assert live.sent == []
+    assert (live.sent, serialized) == ([], [])
 
     sock = await live.subscribe(open_socket, 5)
     marker = await live.marker(5)
     assert (await event_data(sock, "created", 5))["id"] == marker
-    assert len(live.sent) == 1
+    assert (len(live.sent), serialized) == (1, [marker])
 
 
 async def test_async_session_on_postgresql(
@@ -498,3 +576,35 @@ async def test_async_session_on_postgresql(
         await engine.dispose()
         sync_engine.dispose()
         postgres.drop_database(name)
+
+
+def test_every_kind_of_session_target_connects_once(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'targets.db'}")
+    Base.metadata.create_all(engine)
+    spec = LiveSpec.declare(Note, None, fields=["id", "text", "folder", "version"])
+    published: list[Publication] = []
+
+    def connect(target: Any) -> None:
+        for _ in range(2):  # a second connect must not send twice
+            live_sqlalchemy.listen(target, lambda m: [spec] if m is Note else [], published.extend)
+
+    factory = sessionmaker(engine)
+    scoped = scoped_session(sessionmaker(engine))
+    one = Session(engine)
+    connect(factory)
+    connect(scoped)
+    connect(one)
+    try:
+        for session in (factory(), scoped(), one):
+            with session:
+                session.add(Note(text="a", folder=1))
+                session.commit()
+        with Session(engine) as unconnected:
+            unconnected.add(Note(text="b", folder=1))
+            unconnected.commit()
+    finally:
+        scoped.remove()
+        engine.dispose()
+    assert [(p.action, p.fields["text"]) for p in published] == [("created", "a")] * 3
+    with pytest.raises(TypeError, match="takes a sessionmaker"):
+        live_sqlalchemy.listen(engine, lambda m: [], published.extend)
