@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from browser_support import chromium, screenshot
-from server_process import TIMEOUT, ServerProcess
+from server_process import TIMEOUT, ServerProcess, free_port
 
 pytestmark = pytest.mark.node
 
@@ -116,10 +116,16 @@ def origin() -> Iterator[Origin]:
         thread.join(TIMEOUT)
 
 
-@pytest.fixture
-def tidings(make_server: Any) -> ServerProcess:
-    server: ServerProcess = make_server(apps=[APP])
-    return server
+@pytest.fixture(scope="module")
+def tidings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One ``tidings serve`` for the module, with one app and no snapshot provider."""
+    folder = tmp_path_factory.mktemp("tidings-js")
+    config = folder / "tidings.toml"
+    config.write_text("[[apps]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in APP.items()))
+    server = ServerProcess(free_port(), config, folder / "server.log")
+    server.start()
+    yield server
+    server.stop()
 
 
 def rows_text(page: Page) -> list[str]:
