@@ -249,7 +249,7 @@ def _deleted(live: _LiveModel) -> Callable[..., None]:
 # -- on commit ------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # found by identity in the on-commit list
 class _Pending:
     """One connection's committed changes, filled by their on-commit callbacks (those of a
     rolled-back savepoint never run) and published by the flush that runs after them."""
