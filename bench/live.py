@@ -13,7 +13,8 @@ What runs:
   ``--writers`` threads (the app's workers) updating one random row per transaction, at
   ``--rate`` rows/s together (open loop: each save is scheduled; late saves are reported,
   not hidden). A writer holds its rows loaded, as an app updating rows it just read would:
-  a save is one UPDATE and one COMMIT.
+  a save is one UPDATE and one COMMIT. With ``--session-per-save`` each save is a web
+  request's: a session of its own that reads the row (a SELECT), changes it and commits.
 - The subscribers: ``--subscribers`` WebSocket connections in ``--client-processes`` other
   processes (this file with ``--client``, asyncio + websockets), spread evenly over the
   filter channels ``private-live.item.list_id.N``; each waits for its ``tidings:snapshot``
@@ -96,6 +97,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=10_000)
     p.add_argument("--writers", type=int, default=1, help="writer threads (app workers)")
     p.add_argument("--client-processes", type=int, default=2)
+    p.add_argument(
+        "--session-per-save",
+        action="store_true",
+        help="each save in a session of its own that reads the row first (a web request)",
+    )
     p.add_argument("--client", nargs=2, metavar=("PORT", "CHANNELS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -220,8 +226,9 @@ def write(
 
     def writer(k: int) -> None:
         rng = random.Random(seed * 100 + k)
+        mine = ids[k::writers]
         with factory() as session:
-            rows = list(session.scalars(select(Item).where(Item.id.in_(ids[k::writers]))))
+            rows = list(session.scalars(select(Item).where(Item.id.in_(mine))))
             session.commit()
             go.wait()
             start = time.monotonic()
@@ -231,6 +238,13 @@ def write(
                     time.sleep(wait)
                 elif wait < -0.01:
                     next(late)
+                if args.session_per_save:  # a request: its own session, the row read afresh
+                    with factory() as request:
+                        row = request.get_one(Item, rng.choice(mine))
+                        row.title = f"title {k}.{n}"
+                        row.ts = time.time()
+                        request.commit()
+                    continue
                 row = rng.choice(rows)
                 row.title = f"title {k}.{n}"
                 row.ts = time.time()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -181,12 +182,12 @@ class PostgresServer:
                 "-w",
                 "-t",
                 str(int(4 * TIMEOUT)),
-                "-o",
+                "-o",  # run through a shell by pg_ctl: hence the quoting
                 " ".join(
                     [
                         f"-p {self.port}",
                         "-c listen_addresses=127.0.0.1",
-                        f"-c unix_socket_directories={self.directory}",
+                        f"-c unix_socket_directories={shlex.quote(str(self.directory))}",
                         "-c fsync=off",
                         "-c synchronous_commit=off",
                         "-c full_page_writes=off",

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener
@@ -141,6 +142,29 @@ async def test_created_updated_deleted_with_only_the_changed_fields(
     )
     assert (await event(client))[1]["title"] == "eggs"
     assert (await event(client))[1]["title"] == "bread"
+    # The version is saved along with update_fields, after a refresh, and when deferred.
+    versions = await site.run(
+        "todo = Todo.objects.create(title='v', list_id=1)\n"
+        "todo.done = True\n"
+        "todo.save(update_fields=['done'])\n"
+        "todo.refresh_from_db()\n"
+        "saved = [todo.version]\n"
+        "todo.title = 'w'\n"
+        "todo.save()\n"
+        "saved.append(Todo.objects.get(pk=todo.pk).version)\n"
+        "deferred = Todo.objects.only('id', 'title').get(pk=todo.pk)\n"
+        "deferred.title = 'x'\n"
+        "deferred.save()\n"
+        "saved.append(Todo.objects.get(pk=todo.pk).version)\n"
+        "result = saved\n"
+    )
+    assert versions == [2, 3, 4]
+    got = [await event(client) for _ in range(4)]
+    assert got[1:] == [
+        ("updated", {"id": ANY, "version": 2, "done": True}),
+        ("updated", {"id": ANY, "version": 3, "title": "w"}),
+        ("updated", {"id": ANY, "version": 4, "title": "x"}),
+    ]
 
 
 async def test_rollback_sends_nothing_and_a_savepoint_drops_only_its_part(

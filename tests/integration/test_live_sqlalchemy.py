@@ -23,11 +23,18 @@ from embedded_node import embedded_realtime, serving
 from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener
 from sqlalchemy import Engine, String, create_engine, delete, event, insert, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    scoped_session,
+    sessionmaker,
+)
 
 from postgres_server import PostgresServer
 from tidings import Realtime
-from tidings.live import LiveSpec, Publication
+from tidings.live import LiveSpec, Publication, current_socket_id
 from tidings.live import sqlalchemy as live_sqlalchemy
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
@@ -223,6 +230,27 @@ async def test_snapshot_rows_are_the_declared_fields(live: Live, open_socket: So
     snapshot = await event_data(sock, "tidings:snapshot", 7)
     row = {"title": "marker", "done": False, "list_id": 7, "version": 1}
     assert snapshot == {"rows": [{"id": first, **row}, {"id": second, **row}], "version": 1}
+
+
+async def test_the_sender_is_excluded(live: Live, open_socket: SocketOpener) -> None:
+    sender = await live.subscribe(open_socket, 1)
+    other = await live.subscribe(open_socket, 1)
+
+    def as_sender(session: Session) -> int:
+        # What the framework integrations do with the request's X-Socket-ID header.
+        token = current_socket_id.set(sender.socket_id)
+        try:
+            row = Todo(title="mine", list_id=1)
+            session.add(row)
+            session.commit()
+            return row.id
+        finally:
+            current_socket_id.reset(token)
+
+    todo_id = await live.run(as_sender)
+    assert (await event_data(other, "created", 1))["id"] == todo_id
+    marker = await live.marker(1)
+    assert (await event_data(sender, "created", 1))["id"] == marker
 
 
 async def test_undeclared_field_change_sends_nothing_and_app_version_wins(
@@ -466,21 +494,30 @@ async def test_payload_over_the_limit_is_stale(live: Live, open_socket: SocketOp
     assert await event_data(sock, "created", 1) == {"id": todo_id, "version": 1, "stale": True}
 
 
-async def test_unoccupied_channels_cost_one_question_and_no_send(
-    live: Live, open_socket: SocketOpener
+async def test_unoccupied_channels_cost_one_question_and_no_serialization(
+    live: Live, open_socket: SocketOpener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    serialized: list[Any] = []
+    data = Publication.data
+
+    def watch_data(publication: Publication) -> bytes:
+        serialized.append(publication.key)
+        return data(publication)
+
+    monkeypatch.setattr(Publication, "data", watch_data)
+
     def many(session: Session) -> None:
         session.add_all(Todo(title=f"t{n}", list_id=n % 4) for n in range(20))
         session.commit()
 
     await live.run(many)
     assert live.occupied_calls == [[channel(n) for n in range(4)]]
-    assert live.sent == []
+    assert (live.sent, serialized) == ([], [])
 
     sock = await live.subscribe(open_socket, 5)
     marker = await live.marker(5)
     assert (await event_data(sock, "created", 5))["id"] == marker
-    assert len(live.sent) == 1
+    assert (len(live.sent), serialized) == (1, [marker])
 
 
 async def test_async_session_on_postgresql(
@@ -539,3 +576,35 @@ async def test_async_session_on_postgresql(
         await engine.dispose()
         sync_engine.dispose()
         postgres.drop_database(name)
+
+
+def test_every_kind_of_session_target_connects_once(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'targets.db'}")
+    Base.metadata.create_all(engine)
+    spec = LiveSpec.declare(Note, None, fields=["id", "text", "folder", "version"])
+    published: list[Publication] = []
+
+    def connect(target: Any) -> None:
+        for _ in range(2):  # a second connect must not send twice
+            live_sqlalchemy.listen(target, lambda m: [spec] if m is Note else [], published.extend)
+
+    factory = sessionmaker(engine)
+    scoped = scoped_session(sessionmaker(engine))
+    one = Session(engine)
+    connect(factory)
+    connect(scoped)
+    connect(one)
+    try:
+        for session in (factory(), scoped(), one):
+            with session:
+                session.add(Note(text="a", folder=1))
+                session.commit()
+        with Session(engine) as unconnected:
+            unconnected.add(Note(text="b", folder=1))
+            unconnected.commit()
+    finally:
+        scoped.remove()
+        engine.dispose()
+    assert [(p.action, p.fields["text"]) for p in published] == [("created", "a")] * 3
+    with pytest.raises(TypeError, match="takes a sessionmaker"):
+        live_sqlalchemy.listen(engine, lambda m: [], published.extend)

@@ -52,6 +52,7 @@ class _LiveModel:
     declared: list[_Declared] = field(default_factory=list)
     attnames: frozenset[str] = frozenset()
     versions: frozenset[str] = frozenset()
+    needed: frozenset[str] = frozenset()  # versions, keys and filters: never left deferred
     python: dict[str, Callable[[Any], Any]] = field(default_factory=dict)  # attname: to_python
 
     def stored(self, instance: Model) -> dict[str, Any]:
@@ -95,6 +96,8 @@ def register(rt: Realtime, spec: LiveSpec) -> None:
     for name, attname in declared.attnames.items():
         live.python[attname] = model._meta.get_field(name).to_python
     live.versions = live.versions | {declared.attnames[spec.version]}
+    needed = (spec.key, spec.version, *spec.filters)
+    live.needed = live.needed | {declared.attnames[name] for name in needed}
 
 
 def touch(
@@ -139,10 +142,22 @@ def _wrap(model: Any, live: _LiveModel) -> None:
 
     def refresh_from_db(self: Model, *args: Any, **kwargs: Any) -> None:
         refresh(self, *args, **kwargs)
+        # Only the fields read now are as loaded: a deferred field loaded on access must
+        # not make the unsaved changes of the others look loaded too.
+        fields = kwargs.get("fields", args[1] if len(args) > 1 else None)
+        refreshed = live.stored(self)
+        if fields is not None:
+            names = {self._meta.get_field(name).attname for name in fields}
+            refreshed = {a: v for a, v in refreshed.items() if a in names}
         state = self.__dict__
-        state[LOADED] = {**state.get(LOADED, {}), **live.stored(self)}
+        state[LOADED] = {**state.get(LOADED, {}), **refreshed}
 
     def save_with_version(self: Model, *args: Any, **kwargs: Any) -> None:
+        missing = live.needed - self.__dict__.keys()
+        if missing and not self._state.adding:
+            # Deferred (.only()/.defer()) versions or filters: the event needs them. One
+            # query loads them; Django then saves the version with the loaded fields.
+            self.refresh_from_db(fields=sorted(missing))
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and not _includes_version(update_fields, live):
             kwargs["update_fields"] = [*update_fields, *live.versions]
@@ -234,7 +249,7 @@ def _deleted(live: _LiveModel) -> Callable[..., None]:
 # -- on commit ------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # found by identity in the on-commit list
 class _Pending:
     """One connection's committed changes, filled by their on-commit callbacks (those of a
     rolled-back savepoint never run) and published by the flush that runs after them."""

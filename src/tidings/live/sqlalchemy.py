@@ -1,9 +1,9 @@
 """Live models on SQLAlchemy 2.x: session events turn flushes into :class:`Change` records,
 published when the transaction commits.
 
-:func:`connect` listens on a ``Session`` class, a ``sessionmaker``, a ``scoped_session``, or
-an ``AsyncSession`` class or ``async_sessionmaker`` (their sync session, which has the
-events):
+:func:`connect` (``rt.live_sqlalchemy(...)``) listens on a ``sessionmaker``, a
+``scoped_session``, a ``Session`` class or instance, an ``async_sessionmaker``, or an
+``AsyncSession`` class or instance (their sync session, which has the events):
 
 - ``before_flush``: every new or modified live row gets its version bumped by one, unless
   the app set the version itself since the row was loaded.
@@ -37,7 +37,7 @@ UPDATE unless the statement sets it. Two queries per statement, whatever the num
 rows; a bulk UPDATE that moves rows between filters sends deleted + created like any save.
 Bulk INSERTs (``insert(Model).values([...])``, ``session.execute(insert(Model), rows)``)
 and UPDATEs by primary key (``session.execute(update(Model), rows)``) are not seen: after
-one, call :func:`touch` with the rows' ids.
+one, call ``rt.live_touch(Model, ids)`` (:func:`touch`) in the same transaction.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
@@ -76,10 +77,12 @@ OUTCOME = "tidings.live.outcome"
 Specs = Callable[[type], Sequence[LiveSpec]]
 Publish = Callable[[list[Publication]], object]
 
-# The session whose root transaction began last in this context (thread, or asyncio task:
-# SQLAlchemy runs an AsyncSession's sync work in a greenlet sharing the task's context), for
-# rt.live_touch, which is given no session.
-_current: ContextVar[Session | None] = ContextVar("tidings_live_session", default=None)
+# The sessions with a root transaction open in this context (thread, or asyncio task:
+# SQLAlchemy runs an AsyncSession's sync work in a greenlet sharing the task's context), in
+# the order they began, for rt.live_touch, which is given no session.
+_open: ContextVar[tuple[Session, ...]] = ContextVar("tidings_live_sessions", default=())
+
+_listened: weakref.WeakSet[Any] = weakref.WeakSet()  # what listen() connected
 
 
 # -- the shell interface (tidings.live.orm.Shell) ---------------------------------------------
@@ -127,13 +130,13 @@ def touch(
 ) -> None:
     """``rt.live_touch``: in the session whose transaction is open in this thread or task
     (the one that began last), see :func:`touch_session`."""
-    session = _current.get()
-    if session is None:
+    sessions = _open.get()
+    if not sessions:
         raise RuntimeError(
             "live_touch on an SQLAlchemy model needs a session of a factory given to "
             "rt.live_sqlalchemy() with its transaction open here (call it before commit)"
         )
-    touch_session(session, specs, ids, deleted=deleted, rows=rows)
+    touch_session(sessions[-1], specs, ids, deleted=deleted, rows=rows)
 
 
 def listen(target: Any, specs: Specs, publish: Publish) -> Any:
@@ -141,6 +144,9 @@ def listen(target: Any, specs: Specs, publish: Publish) -> Any:
     class's declarations (none: not live); ``publish`` gets a commit's publications.
     Returns what the events were attached to."""
     listened = event_target(target)
+    if listened in _listened:
+        return listened  # connected already: a second set of listeners would send twice
+    _listened.add(listened)
     handlers = _Handlers(specs, publish)
     event.listen(listened, "before_flush", handlers.before_flush)
     event.listen(listened, "after_flush", handlers.after_flush)
@@ -152,23 +158,30 @@ def listen(target: Any, specs: Specs, publish: Publish) -> Any:
 
 
 def event_target(target: Any) -> Any:
-    """The sessionmaker or Session class that ``target``'s sessions take their events from."""
+    """What ``target``'s sessions take their events from: a sessionmaker, a Session class
+    (every session of it and of its subclasses) or one Session."""
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
     if isinstance(target, scoped_session):
         return event_target(target.session_factory)
-    if isinstance(target, sessionmaker):
+    if isinstance(target, sessionmaker | Session):
         return target
     if isinstance(target, type) and issubclass(target, Session):
         return target
-    # AsyncSession and async_sessionmaker drive a sync Session, which has the events.
-    sync_class = getattr(target, "sync_session_class", None)
-    if isinstance(target, type) and isinstance(sync_class, type):
-        return sync_class
-    kw = getattr(target, "kw", None)
-    if isinstance(kw, dict) and hasattr(target, "class_"):  # an async_sessionmaker
-        return kw.get("sync_session_class") or Session
+    # An AsyncSession drives a sync Session, which has the events.
+    if isinstance(target, AsyncSession):
+        return target.sync_session
+    if isinstance(target, type) and issubclass(target, AsyncSession):
+        return target.sync_session_class
+    if isinstance(target, async_sessionmaker):
+        # A sync class of this maker's own, so that other sessions are not connected too.
+        base = target.kw.get("sync_session_class") or Session
+        live_class = type(f"Live{base.__name__}", (base,), {})
+        target.configure(sync_session_class=live_class)
+        return live_class
     raise TypeError(
-        "live_sqlalchemy() takes a Session class, a sessionmaker, a scoped_session, an "
-        f"AsyncSession class or an async_sessionmaker, not {target!r}"
+        "live_sqlalchemy() takes a sessionmaker, a scoped_session, a Session class or "
+        f"instance, an async_sessionmaker, or an AsyncSession class or instance, not {target!r}"
     )
 
 
@@ -259,7 +272,7 @@ class _Handlers:
 
     def after_transaction_create(self, session: Session, transaction: SessionTransaction) -> None:
         if transaction.parent is None:
-            _current.set(session)
+            _open.set((*_open.get(), session))
         elif transaction.nested:
             buffer: ChangeBuffer = session.info.setdefault(BUFFER, ChangeBuffer())
             session.info.setdefault(MARKS, {})[transaction] = buffer.savepoint()
@@ -278,8 +291,8 @@ class _Handlers:
             if not committed and mark is not None and buffer is not None:
                 buffer.rollback_to(mark)
             return
-        if _current.get() is session:
-            _current.set(None)
+        if session in _open.get():
+            _open.set(tuple(s for s in _open.get() if s is not session))
         buffer = session.info.pop(BUFFER, None)
         session.info.pop(MARKS, None)
         if not committed or not buffer:
