@@ -210,6 +210,11 @@ class EmbeddedBackend:
         async with self._refusals():
             return await user_ids(self.node, self.app, channel)
 
+    async def occupied(self, channels: Sequence[str]) -> set[str]:
+        # No app-enabled check and no name check: the live layer asks this on every commit
+        # with names it built, and an answer costs nothing that a refusal would protect.
+        return await self.node.occupied(self.app, channels)
+
     def _check(self, event: Event) -> Trigger:
         return check_trigger(
             event.channels, event.name, event.data, event.socket_id, event.info, self.limits

@@ -75,3 +75,13 @@ class Backend(Protocol):
     async def users(self, channel: str) -> list[str]:
         """Ids of a presence channel's members."""
         ...
+
+    async def occupied(self, channels: Sequence[str]) -> set[str]:
+        """Which of ``channels`` have at least one subscriber, cluster-wide.
+
+        The live layer asks once per commit, for every channel the commit could publish to,
+        and serializes nothing for the others. Embedded: the broker's counts (no network in
+        memory mode, one round trip with Redis); ``RedisClient``: one round trip;
+        ``HttpClient``: every channel (asking would cost a request per commit).
+        """
+        ...

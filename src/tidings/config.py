@@ -134,6 +134,21 @@ class AppSettings(BaseModel):
     cache_ttl: float = Field(1800.0, gt=0)
     allowed_origins: tuple[str, ...] = ()
     webhooks: tuple[AppWebhookSettings, ...] = ()
+    # Live channels (docs/live.md): the app's signed snapshot endpoint, the time and size
+    # one snapshot may take, how many are fetched at once (more wait their turn, within
+    # the timeout), and what one subscribing socket may hold meanwhile.
+    live_snapshot_url: str | None = Field(None, pattern=r"^https?://")
+    live_snapshot_timeout: float = Field(10.0, gt=0, le=300)
+    live_snapshot_max_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    live_snapshot_concurrency: int = Field(32, ge=1, le=10_000)
+    live_hold_max_messages: int = Field(10_000, ge=1, le=1_000_000)
+
+    @field_validator("live_snapshot_url")
+    @classmethod
+    def _snapshot_url(cls, url: str | None) -> str | None:
+        if url is not None and (public_url(url) == UNPARSABLE or not urlsplit(url).hostname):
+            raise ValueError("not a valid http(s)://host[:port]/path URL")
+        return url
 
     def to_app(self) -> App:
         fields = self.model_dump(exclude={"webhooks"})
@@ -322,7 +337,7 @@ def validate_settings(raw: Mapping[str, Any]) -> Settings:
 # Fields whose value an error may quote, URLs without user info, query or fragment. Never
 # quoted: secrets, webhook headers (credentials are their usual content), unknown fields (a
 # misspelt "secret"), list items and whole tables.
-URL_FIELDS = frozenset({"url", "redis"})
+URL_FIELDS = frozenset({"url", "redis", "live_snapshot_url"})
 HIDDEN_FIELDS = frozenset({"secret", "headers", "console_token", "console_session_key"})
 QUOTABLE_FIELDS = (
     (

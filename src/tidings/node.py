@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +33,13 @@ from tidings.core import transitions
 from tidings.core.apps import App, AppRegistry
 from tidings.core.counters import AppCounters as AppCounters
 from tidings.core.hub import Coalescer, Hub, Writer, write_to_many
+from tidings.core.live_hold import (
+    LiveHold,
+    SnapshotFailed,
+    is_live,
+    snapshot_failure,
+    snapshot_message,
+)
 from tidings.core.presence import MemberEvent, roster
 from tidings.core.publication import Publication
 from tidings.core.rate import TokenBucket
@@ -132,6 +139,13 @@ class WebhookEvents(Protocol):
     def cancel(self, app: App, key: tuple[str, ...]) -> bool: ...
 
 
+LiveSnapshots = Callable[[App, str, str], Awaitable[bytes]]
+"""``(app, channel, socket_id) -> body``: the snapshot of a live channel for one subscribing
+socket, the JSON ``{"rows": [...], "version": V}``. Raises
+:class:`~tidings.core.live_hold.SnapshotFailed` with a message for the client; any other
+exception is logged and the client told only that the snapshot failed."""
+
+
 class BackendRateLimited(Exception):
     """An app published more than max_backend_events_per_second (HTTP 429)."""
 
@@ -163,6 +177,18 @@ class _AppState:
     # The console's recorder while someone watches this app, else None: every hook on the
     # paths below is this one check (console/tap.py).
     tap: Tap | None = None
+    # Live subscriptions waiting for their snapshot, by (socket id, channel), and the
+    # fetches the app may run at once (made on first use, on the node's loop).
+    holds: dict[tuple[str, str], _Hold] = field(default_factory=dict)
+    snapshot_slots: asyncio.Semaphore | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Hold:
+    """A live subscription between subscription_succeeded and its snapshot."""
+
+    hold: LiveHold
+    task: asyncio.Task[None] | None = None
 
 
 class Node:
@@ -209,6 +235,11 @@ class Node:
         self.node_messages = NodeMessages(broker)
         # The console's handler of its control messages (console/watch.py), when enabled.
         self.console_control: Callable[[str, ControlMessage], None] | None = None
+        # Where snapshots of live channels come from (embedded: the live layer; `tidings
+        # serve`: the apps' live_snapshot_url), and the ids of the apps it serves (None:
+        # every app). Without one, private-live.* channels are plain private channels.
+        self.live_snapshots: LiveSnapshots | None = None
+        self.live_apps: frozenset[str] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -434,9 +465,14 @@ class Node:
             cached = await self.broker.cache_get(app.id, channel, self.clock())
         if connection.session.closed or socket_id not in state.connections:
             return  # the connection went away while we waited on the broker
-        if not again:
+        held: _Hold | None = None
+        if self._snapshots_for(app, channel):
+            held = self._start_hold(state, connection, channel)
+        elif not again:
             state.hub.add(channel, connection)
         connection.send(messages.event("pusher_internal:subscription_succeeded", channel, data))
+        if held is not None:
+            held.task = self._spawn(self._snapshot(connection, held))
         if state.tap is not None:
             state.tap.subscribed(socket_id, channel, member.user_id if member else None)
         if trace.isEnabledFor(logging.DEBUG):
@@ -472,6 +508,9 @@ class Node:
         socket_id = connection.socket_id
         state = self._states[app.id]
         state.hub.remove(channel, socket_id)
+        held = state.holds.pop((socket_id, channel), None)
+        if held is not None and held.task is not None:
+            held.task.cancel()  # its snapshot is for nobody now
         if state.tap is not None:
             state.tap.unsubscribed(socket_id, channel)
         presence_member = member if ctype.is_presence else None
@@ -563,6 +602,130 @@ class Node:
             await self.broker.unsubscribe(app.id, user.channel, socket_id)
         if await self.broker.user_offline(app.id, user.id, socket_id):
             await self.broker.control(app.id, ControlMessage("offline", user.id))
+
+    # -- live channels: the snapshot and the hold (core/live_hold.py) -----------------------
+
+    def _snapshots_for(self, app: App, channel: str) -> bool:
+        return (
+            self.live_snapshots is not None
+            and is_live(channel)
+            and (self.live_apps is None or app.id in self.live_apps)
+        )
+
+    def _start_hold(self, state: _AppState, connection: Connection, channel: str) -> _Hold:
+        """Put a hold in the hub in the connection's place on ``channel``: from now on its
+        publications are kept until the snapshot is sent."""
+        app, socket_id = state.app, connection.socket_id
+        previous = state.holds.pop((socket_id, channel), None)
+        if previous is not None and previous.task is not None:
+            previous.task.cancel()
+
+        def overflowed() -> None:
+            # Called mid-fan-out, where nothing may write to a socket or change the hub:
+            # the fetch is cancelled, and its task fails the subscription.
+            if held.task is not None:
+                held.task.cancel()
+
+        # Held bytes are bounded like the snapshot itself.
+        held = _Hold(
+            LiveHold(
+                socket_id,
+                channel,
+                app.live_hold_max_messages,
+                app.live_snapshot_max_bytes,
+                overflowed,
+            )
+        )
+        state.holds[(socket_id, channel)] = held
+        state.hub.add(channel, held.hold)
+        return held
+
+    async def _snapshot(self, connection: Connection, held: _Hold) -> None:
+        """Fetch the snapshot, then send it and what was held, or fail the subscription."""
+        app, channel, socket_id = connection.app, held.hold.channel, connection.socket_id
+        state = self._states[app.id]
+        provider = self.live_snapshots
+        assert provider is not None
+        if state.snapshot_slots is None:
+            state.snapshot_slots = asyncio.Semaphore(app.live_snapshot_concurrency)
+        try:
+            # The timeout counts the wait for a slot: a client waits that long at most.
+            async with asyncio.timeout(app.live_snapshot_timeout), state.snapshot_slots:
+                body = await provider(app, channel, socket_id)
+            message = snapshot_message(channel, body, app.live_snapshot_max_bytes)
+        except asyncio.CancelledError:
+            if state.holds.get((socket_id, channel)) is not held or not held.hold.overflowed:
+                raise  # unsubscribed, closed or shut down: _leave cleaned up
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            reason = (
+                f"more than {app.live_hold_max_messages} events or "
+                f"{app.live_snapshot_max_bytes} bytes arrived while the snapshot was fetched"
+            )
+        except TimeoutError:
+            reason = f"no snapshot within {app.live_snapshot_timeout:g} s"
+        except SnapshotFailed as exc:
+            reason = str(exc)
+        except Exception:
+            log.exception("snapshot of %s for %s failed", channel, socket_id)
+            reason = "the snapshot provider failed (see the server log)"
+        else:
+            if self._release(state, connection, held, message):
+                return
+            if state.holds.get((socket_id, channel)) is not held:
+                return
+            reason = "the events held while the snapshot was fetched overflowed"
+        await self._snapshot_failed(state, connection, held, reason)
+
+    def _release(
+        self, state: _AppState, connection: Connection, held: _Hold, message: bytes
+    ) -> bool:
+        """Send the snapshot and the held events, and swap the hold for the connection, in
+        this one tick; False if the subscription is gone or its hold overflowed."""
+        channel, socket_id = held.hold.channel, connection.socket_id
+        if state.holds.get((socket_id, channel)) is not held or connection.session.closed:
+            return False
+        # Publications of this tick not yet written reach the hold first...
+        self.outgoing.flush()
+        if held.hold.overflowed:
+            return False
+        del state.holds[(socket_id, channel)]
+        # ...then the connection takes the hold's place: whatever is published from here on
+        # is written at the end of the tick, after the snapshot and the held events below.
+        state.hub.add(channel, connection)
+        events = held.hold.release()
+        connection.send(message)
+        if events:
+            # Counted as deliveries when the hold took them: written, not counted again.
+            connection.publish(Publication(events))
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug(
+                "%s got the snapshot of %s (%d bytes) and %d held event(s)",
+                socket_id,
+                channel,
+                len(message),
+                len(events),
+            )
+        return True
+
+    async def _snapshot_failed(
+        self, state: _AppState, connection: Connection, held: _Hold, reason: str
+    ) -> None:
+        """Unsubscribe the socket (held events are dropped) and tell it why."""
+        channel, socket_id = held.hold.channel, connection.socket_id
+        if state.holds.get((socket_id, channel)) is not held:
+            return
+        del state.holds[(socket_id, channel)]
+        log.warning("snapshot of %s for %s failed: %s", channel, socket_id, reason)
+        # Forgotten first: a detach from now on has nothing to leave, and the client may
+        # subscribe again once it has the error (sent after the broker forgot it).
+        connection.session.forget(channel)
+        await self._leave(connection, channel, channel_type(channel), None)
+        refusal = snapshot_failure(channel, reason)
+        if state.tap is not None:
+            state.tap.refused_message(socket_id, refusal)
+        connection.send(refusal)
 
     # -- webhooks ----------------------------------------------------------------------------
 
@@ -709,11 +872,12 @@ class Node:
                     if actions:
                         await self._run(connection, actions)
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(report_failure)
+        return task
 
     # -- after a broker outage ---------------------------------------------------------------
 
@@ -791,6 +955,10 @@ class Node:
 
     async def subscription_count(self, app: App, channel: str) -> int:
         return await self.broker.subscription_count(app.id, channel)
+
+    async def occupied(self, app: App, channels: Sequence[str]) -> set[str]:
+        """Which of ``channels`` have a subscriber on any node (one broker call)."""
+        return await self.broker.occupied(app.id, channels)
 
     async def members(self, app: App, channel: str) -> list[Member]:
         return await self.broker.presence_members(app.id, channel)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
+from collections.abc import Sequence
 
 from tidings.brokers.base import (
     CachedEvent,
@@ -79,6 +80,10 @@ class MemoryBroker:
 
     async def channels(self, app_id: str) -> dict[str, int]:
         return {ch: len(s) for (app, ch), s in self._subscribers.items() if app == app_id}
+
+    async def occupied(self, app_id: str, channels: Sequence[str]) -> set[str]:
+        # An emptied channel's set is deleted (unsubscribe), so presence means occupied.
+        return {channel for channel in channels if (app_id, channel) in self._subscribers}
 
     async def presence_join(
         self, app_id: str, channel: str, socket_id: str, member: Member, max_members: int

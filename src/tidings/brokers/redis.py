@@ -34,6 +34,7 @@ import logging
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from importlib import resources
 
 import orjson
@@ -190,6 +191,18 @@ class ClusterRedis:
                 pipe.scard(self.key(app_id, "subs", name))
             counts = await pipe.execute()
         return {name: int(count) for name, count in zip(names, counts, strict=True) if count}
+
+    async def occupied(self, app_id: str, channels: Sequence[str]) -> set[str]:
+        """Which of ``channels`` have a subscriber: one pipelined EXISTS per channel, one
+        round trip (a subscription set that empties is deleted by Redis)."""
+        if not channels:
+            return set()
+        names = list(dict.fromkeys(channels))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(self.key(app_id, "subs", name))
+            found = await pipe.execute()
+        return {name for name, exists in zip(names, found, strict=True) if exists}
 
     async def presence_members(self, app_id: str, channel: str) -> list[Member]:
         members = await self.redis.hgetall(self.key(app_id, "members", channel))
@@ -555,6 +568,15 @@ class RedisBroker:
         except FAILURES as exc:
             self._failed(exc)
             return local
+
+    async def occupied(self, app_id: str, channels: Sequence[str]) -> set[str]:
+        if self._degraded:
+            return {c for c in channels if (app_id, c) in self._subs}
+        try:
+            return await self._cluster.occupied(app_id, channels)
+        except FAILURES as exc:
+            self._failed(exc)
+            return {c for c in channels if (app_id, c) in self._subs}
 
     # -- presence ----------------------------------------------------------------------------
 

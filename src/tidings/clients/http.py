@@ -135,6 +135,12 @@ class HttpClient:
         answer = await self._request("GET", f"/channels/{quote(channel, safe=PATH_SAFE)}/users")
         return [str(user["id"]) for user in answer.get("users", [])]
 
+    async def occupied(self, channels: Sequence[str]) -> set[str]:
+        """Every channel, unasked: the Pusher HTTP API answers occupancy one channel per
+        request, and the live layer would pay that on every commit. The live layer then
+        serializes and publishes every change; servers drop events nobody hears."""
+        return set(channels)
+
     # -- requests ----------------------------------------------------------------------------
 
     async def _request(

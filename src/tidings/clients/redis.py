@@ -245,6 +245,12 @@ class RedisClient:
             raise PublishError(400, "users are available only for presence channels")
         return [member.user_id for member in await self._members(channel)]
 
+    async def occupied(self, channels: Sequence[str]) -> set[str]:
+        """Which of ``channels`` have a subscriber on any node: one round trip."""
+        cluster = await self._redis()
+        with self._reachable():
+            return await cluster.occupied(self._app_id, channels)
+
     async def _members(self, channel: str) -> list[Member]:
         cluster = await self._redis()
         with self._reachable():

@@ -36,6 +36,13 @@ class App:
     cache_ttl: float = 1800.0
     allowed_origins: tuple[str, ...] = ()
     webhooks: tuple[WebhookTarget, ...] = ()
+    # Live channels (private-live.*): where `tidings serve` fetches snapshots, and the
+    # bounds of one fetch and of what a socket holds meanwhile (docs/live.md).
+    live_snapshot_url: str | None = None
+    live_snapshot_timeout: float = 10.0
+    live_snapshot_max_bytes: int = 8 * 1024 * 1024
+    live_snapshot_concurrency: int = 32
+    live_hold_max_messages: int = 10_000
 
     def session_policy(self, activity_timeout: float, pong_timeout: float) -> SessionPolicy:
         return SessionPolicy(

@@ -1,0 +1,142 @@
+/* tidings.js: Tidings.liveCollection(channel, options) keeps the rows of one live channel
+ * equal to the server's. ES2017, no dependencies. Docs: js/README.md (Tidings repository). */
+(function (root) {
+  'use strict';
+
+  const EVENTS = ['created', 'updated', 'deleted'];
+
+  function liveCollection(channel, options) {
+    const opts = Object.assign({ key: 'id', version: 'version', snapshotTimeout: 10000,
+      maxTombstones: 10000 }, options);
+    const K = opts.key;
+    const V = opts.version;
+    // Laravel Echo's channel objects carry the pusher-js channel as `.subscription`.
+    const source = typeof channel.bind === 'function' ? channel : channel.subscription;
+    let rows = new Map(); // String(id) -> row: snapshot order, then insertion order
+    const dead = new Map(); // String(id) -> version of a deleted row, oldest first
+    let list = null; // the rows as an array, built on demand after a change
+    let held = null; // events that arrived while the HTTP snapshot was on its way
+    let request = null; // the AbortController of that snapshot request
+    const warn = (what, detail) => console.warn('tidings: ' + what, detail);
+
+    // A version lives in its row, or in the tombstone of a deleted one.
+    const known = (id) => (rows.has(id) ? rows.get(id)[V] : dead.get(id));
+
+    function changed(change) {
+      list = null;
+      if (opts.onChange) opts.onChange(collection.rows, change);
+    }
+
+    // Every event carries the row's version: one comparison drops duplicates, replays of
+    // what the snapshot holds, and events overtaken by newer ones.
+    function apply(type, data) {
+      if (held) return void held.push([type, data]);
+      if (!data || typeof data !== 'object') return warn('bad ' + type + ' event', data);
+      const id = String(data[K]);
+      const have = known(id);
+      if (have !== undefined && !(data[V] > have)) return;
+      if (type === 'deleted') {
+        const row = rows.get(id);
+        rows.delete(id);
+        dead.set(id, data[V]);
+        // Tombstones only stop late events of deleted rows; the oldest go first.
+        if (dead.size > opts.maxTombstones) dead.delete(dead.keys().next().value);
+        return void (row && changed({ type, id: data[K], row }));
+      }
+      // An update patches a row we hold; without it there is nothing to patch.
+      if (type === 'updated' && !rows.has(id)) return;
+      if (data.stale) {
+        // Too big to send: the app fetches the row itself (and may hand it to put()).
+        return void (opts.onStale ? opts.onStale(data[K]) : warn('stale row', data[K]));
+      }
+      const row = Object.assign({}, type === 'updated' ? rows.get(id) : {}, data);
+      dead.delete(id);
+      rows.set(id, row);
+      changed({ type, id: data[K], row });
+    }
+
+    // A snapshot replaces the rows; a row we hold in a newer version than the snapshot's
+    // (or deleted since) keeps that state.
+    function applySnapshot(snap) {
+      if (!snap || !Array.isArray(snap.rows)) return warn('bad snapshot', snap);
+      const next = new Map();
+      for (const fresh of snap.rows) {
+        const id = String(fresh[K]);
+        const have = known(id);
+        if (have !== undefined && have > fresh[V]) {
+          if (rows.has(id)) next.set(id, rows.get(id));
+        } else {
+          dead.delete(id);
+          next.set(id, Object.assign({}, fresh));
+        }
+      }
+      rows = next;
+      changed({ type: 'snapshot', version: snap.version });
+    }
+
+    // Ends the wait for a snapshot: apply it (if any), replay the held events.
+    function release(snap) {
+      const events = held || [];
+      held = null;
+      if (request) request.abort();
+      request = null;
+      if (snap !== undefined) applySnapshot(snap);
+      for (const [type, data] of events) apply(type, data);
+    }
+
+    function fail(error) {
+      if (opts.onError) opts.onError(error);
+      else warn('snapshot failed', error);
+    }
+
+    // Without a Tidings snapshot it comes over HTTP; events arriving meanwhile are held and
+    // replayed after it: none is lost, none applies twice.
+    function fetchSnapshot() {
+      if (request) request.abort();
+      const mine = (request = new AbortController());
+      held = held || [];
+      const connection = source.pusher && source.pusher.connection;
+      const headers = { Accept: 'application/json' };
+      if (connection && connection.socket_id) headers['X-Socket-ID'] = connection.socket_id;
+      const timer = setTimeout(() => mine.abort(), opts.snapshotTimeout);
+      fetch(opts.snapshotUrl, { headers, credentials: 'same-origin', signal: mine.signal })
+        .then((response) => {
+          if (!response.ok) throw new Error('snapshot: HTTP ' + response.status);
+          return response.json();
+        })
+        .then((snap) => request === mine && release(snap),
+          (error) => request === mine && (release(),
+            fail(mine.signal.aborted ? new Error('snapshot: timed out') : error)))
+        .finally(() => clearTimeout(timer));
+    }
+
+    const handlers = {
+      'tidings:snapshot': release,
+      'pusher:subscription_succeeded': () => opts.snapshotUrl && fetchSnapshot(),
+      'pusher:subscription_error': fail,
+    };
+    for (const type of EVENTS) handlers[type] = (data) => apply(type, data);
+    for (const name of Object.keys(handlers)) source.bind(name, handlers[name]);
+    if (opts.snapshotUrl && source.subscribed) fetchSnapshot();
+
+    const collection = {
+      get rows() {
+        return list || (list = Array.from(rows.values()));
+      },
+      get: (id) => rows.get(String(id)),
+      put: (row) => apply('created', row),
+      refresh: () => opts.snapshotUrl && fetchSnapshot(),
+      unbind() {
+        for (const name of Object.keys(handlers)) source.unbind(name, handlers[name]);
+        held = null;
+        if (request) request.abort();
+        request = null;
+      },
+    };
+    return collection;
+  }
+
+  const Tidings = { liveCollection };
+  if (typeof module === 'object' && module.exports) module.exports = Tidings;
+  else root.Tidings = Tidings;
+})(typeof self !== 'undefined' ? self : this);
