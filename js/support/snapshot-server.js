@@ -9,7 +9,14 @@ async function snapshotServer(answer) {
   const requests = [];
   const sockets = new Set();
   const server = http.createServer(async (req, res) => {
-    const request = { method: req.method, url: req.url, headers: req.headers };
+    const request = { method: req.method, url: req.url, headers: req.headers, dropped: false };
+    // Resolves when the exchange ends; `dropped` tells whether the client hung up first.
+    request.closed = new Promise((resolve) =>
+      res.on('close', () => {
+        request.dropped = !res.writableEnded;
+        resolve();
+      }),
+    );
     requests.push(request);
     try {
       const { status = 200, body } = await answer(request);

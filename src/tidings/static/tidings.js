@@ -3,8 +3,6 @@
 (function (root) {
   'use strict';
 
-  const EVENTS = ['created', 'updated', 'deleted'];
-
   function liveCollection(channel, options) {
     const opts = Object.assign({ key: 'id', version: 'version', snapshotTimeout: 10000,
       maxTombstones: 10000 }, options);
@@ -18,6 +16,8 @@
     let held = null; // events that arrived while the HTTP snapshot was on its way
     let request = null; // the AbortController of that snapshot request
     const warn = (what, detail) => console.warn('tidings: ' + what, detail);
+    const fail = (error) => (opts.onError ? opts.onError(error) : warn('snapshot failed', error));
+    const cancel = () => request && (request.abort(), (request = null));
 
     // A version lives in its row, or in the tombstone of a deleted one.
     const known = (id) => (rows.has(id) ? rows.get(id)[V] : dead.get(id));
@@ -55,8 +55,8 @@
       changed({ type, id: data[K], row });
     }
 
-    // A snapshot replaces the rows; a row we hold in a newer version than the snapshot's
-    // (or deleted since) keeps that state.
+    // A snapshot replaces the rows; a row we hold in a newer version (or deleted since)
+    // keeps that state.
     function applySnapshot(snap) {
       if (!snap || !Array.isArray(snap.rows)) return warn('bad snapshot', snap);
       const next = new Map();
@@ -78,36 +78,34 @@
     function release(snap) {
       const events = held || [];
       held = null;
-      if (request) request.abort();
-      request = null;
+      cancel();
       if (snap !== undefined) applySnapshot(snap);
       for (const [type, data] of events) apply(type, data);
-    }
-
-    function fail(error) {
-      if (opts.onError) opts.onError(error);
-      else warn('snapshot failed', error);
     }
 
     // Without a Tidings snapshot it comes over HTTP; events arriving meanwhile are held and
     // replayed after it: none is lost, none applies twice.
     function fetchSnapshot() {
-      if (request) request.abort();
+      cancel();
       const mine = (request = new AbortController());
       held = held || [];
       const connection = source.pusher && source.pusher.connection;
       const headers = { Accept: 'application/json' };
       if (connection && connection.socket_id) headers['X-Socket-ID'] = connection.socket_id;
       const timer = setTimeout(() => mine.abort(), opts.snapshotTimeout);
+      const done = (snap, error) => {
+        clearTimeout(timer);
+        if (request !== mine) return; // superseded, or unbound
+        request = null;
+        release(snap);
+        if (error) fail(mine.signal.aborted ? new Error('snapshot: timed out') : error);
+      };
       fetch(opts.snapshotUrl, { headers, credentials: 'same-origin', signal: mine.signal })
         .then((response) => {
           if (!response.ok) throw new Error('snapshot: HTTP ' + response.status);
           return response.json();
         })
-        .then((snap) => request === mine && release(snap),
-          (error) => request === mine && (release(),
-            fail(mine.signal.aborted ? new Error('snapshot: timed out') : error)))
-        .finally(() => clearTimeout(timer));
+        .then((snap) => done(snap), (error) => done(undefined, error));
     }
 
     const handlers = {
@@ -115,7 +113,7 @@
       'pusher:subscription_succeeded': () => opts.snapshotUrl && fetchSnapshot(),
       'pusher:subscription_error': fail,
     };
-    for (const type of EVENTS) handlers[type] = (data) => apply(type, data);
+    for (const type of ['created', 'updated', 'deleted']) handlers[type] = (data) => apply(type, data);
     for (const name of Object.keys(handlers)) source.bind(name, handlers[name]);
     if (opts.snapshotUrl && source.subscribed) fetchSnapshot();
 
@@ -129,8 +127,7 @@
       unbind() {
         for (const name of Object.keys(handlers)) source.unbind(name, handlers[name]);
         held = null;
-        if (request) request.abort();
-        request = null;
+        cancel();
       },
     };
     return collection;
