@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 E2E := tests/e2e
 EXAMPLES := examples
+JS := js
 # Every Python package comes from uv.lock (`uv sync --locked`), uv itself from the hashed
 # tools/uv-requirements.txt; npm packages from package-lock.json files (`npm ci`).
 UV_HOME := .cache/uv
@@ -16,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: install example redis-server postgresql system-deps check-lock lock test-lowest run test lint typecheck pytest bench bench-quick bench-cluster fuzz soak clean
 
-install: system-deps check-lock $(VENV)/.installed $(E2E)/node_modules/.installed $(EXAMPLES)/node_modules/.installed conformance-deps
+install: system-deps check-lock $(VENV)/.installed $(E2E)/node_modules/.installed $(EXAMPLES)/node_modules/.installed $(JS)/node_modules/.installed conformance-deps
 
 # redis-server for the Redis broker's tests (each test run starts its own on a free port),
 # Debian's chromium for the browser tests (driven by Playwright; never `playwright install`)
@@ -70,6 +71,11 @@ $(E2E)/node_modules/.installed: $(E2E)/package.json $(E2E)/package-lock.json
 
 $(EXAMPLES)/node_modules/.installed: $(EXAMPLES)/package.json $(EXAMPLES)/package-lock.json
 	cd $(EXAMPLES) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# pusher-js for the Node tests of tidings.js (js/test, run by tests/e2e/test_tidings_js.py).
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 redis-server:
@@ -174,4 +180,4 @@ soak: $(VENV)/.installed
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(E2E)/node_modules $(EXAMPLES)/node_modules .pytest_cache .mypy_cache .ruff_cache .cache/ab27 $(UV_HOME)
+	rm -rf $(VENV) $(E2E)/node_modules $(EXAMPLES)/node_modules $(JS)/node_modules .pytest_cache .mypy_cache .ruff_cache .cache/ab27 $(UV_HOME)

@@ -24,6 +24,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from tidings.config import Settings
 from tidings.node import Node
+from tidings.server import tidings_js
 from tidings.server.app import REST_PATHS, InFlight
 from tidings.server.fallback import FallbackSettings, HttpFallback
 from tidings.server.http_edge import HttpResponse, Match, Router, json_error, read_limited
@@ -206,7 +207,9 @@ class AsgiHttp:
         self.in_flight = InFlight()
         self.fallback = HttpFallback(node, FallbackSettings.of(settings))
         rest = RestApi(node, settings.max_request_body)
-        self.router = Router([*rest.endpoints(), *self.fallback.endpoints()])
+        self.router = Router(
+            [*rest.endpoints(), *self.fallback.endpoints(), *tidings_js.endpoints()]
+        )
 
     async def start(self) -> None:
         await self.fallback.start()

@@ -31,11 +31,12 @@ from tidings.config import ConfigError, Settings
 from tidings.console.routes import Console
 from tidings.lifecycle import Lifecycle
 from tidings.node import Node
-from tidings.server import fanout
+from tidings.server import fanout, tidings_js
 from tidings.server.banner import client_hint
 from tidings.server.connection_guard import ConnectionGuard, GuardSettings
 from tidings.server.fallback import FallbackSettings, HttpFallback
 from tidings.server.health import Health
+from tidings.server.http_edge import aiohttp_routes
 from tidings.server.listening import listen_error
 from tidings.server.metrics import CLIENT_CLOSED_REQUEST, Metrics
 from tidings.server.rest import RestApi, error_response
@@ -158,6 +159,7 @@ def build_application(
     application[WEBSOCKET] = websocket
     application.add_routes(health.routes())
     application.add_routes(RestApi(node, settings.max_request_body).routes())
+    application.add_routes(aiohttp_routes(tidings_js.endpoints()))
     fallback = HttpFallback(node, FallbackSettings.of(settings))
     application[FALLBACK] = fallback
     application.add_routes(fallback.routes())

@@ -1,0 +1,151 @@
+'use strict';
+// A real `tidings serve` for the Node tests, started as a child process on a free port with a
+// config file in a temporary directory (removed at stop()), plus what the tests do with it:
+// REST publishes signed like Pusher's server SDKs do, and pusher-js clients pointed at it.
+//
+// The Python comes from TIDINGS_PYTHON (tests/e2e/test_tidings_js.py sets it to the venv's
+// interpreter), else the repository's .venv.
+
+const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const Pusher = require('pusher-js');
+const { WAIT_MS, until } = require('./wait');
+
+const APP = { id: '4321', key: 'live-key', secret: 'live-secret' };
+const PYTHON = process.env.TIDINGS_PYTHON || path.resolve(__dirname, '../../.venv/bin/python');
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.on('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+function hmac(secret, text) {
+  return crypto.createHmac('sha256', secret).update(text).digest('hex');
+}
+
+function exited(child) {
+  return child.exitCode !== null || child.signalCode !== null;
+}
+
+async function isReady(port) {
+  try {
+    const response = await fetch(`http://127.0.0.1:${port}/ready`);
+    return response.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+// Starts the server and waits for /ready. `app` adds settings to the one app (for example
+// live_snapshot_url). A port taken between freePort() and the bind gets another try.
+async function startTidings(app = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tidings-js-'));
+  const settings = { ...APP, client_events: false, ...app };
+  const lines = ['[[apps]]', ...Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`)];
+  const config = path.join(dir, 'tidings.toml');
+  fs.writeFileSync(config, lines.join('\n') + '\n');
+  const logPath = path.join(dir, 'server.log');
+  const logs = () => fs.readFileSync(logPath, 'utf8');
+
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    const log = fs.openSync(logPath, 'a');
+    const child = spawn(
+      PYTHON,
+      ['-m', 'tidings', 'serve', '--host', '127.0.0.1', '--port', String(port), '--config', config],
+      { cwd: dir, env: { ...process.env, PYTHONUNBUFFERED: '1' }, stdio: ['ignore', log, log] },
+    );
+    fs.closeSync(log);
+    const deadline = Date.now() + 4 * WAIT_MS;
+    while (!exited(child) && !(await isReady(port)) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    if (!exited(child) && (await isReady(port))) return tidingsHandle(port, child, dir, logs);
+    child.kill('SIGKILL');
+    if (attempt < 2 && logs().includes('address already in use')) continue;
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw new Error(`tidings serve did not become ready on port ${port}:\n${logs()}`);
+  }
+}
+
+function tidingsHandle(port, child, dir, logs) {
+  const clients = [];
+  return {
+    port,
+    logs,
+
+    // POST /apps/{id}/events, signed as Pusher's REST API wants it.
+    async publish(channel, name, data, socketId) {
+      const body = JSON.stringify({
+        name,
+        channels: [channel],
+        data: JSON.stringify(data),
+        ...(socketId ? { socket_id: socketId } : {}),
+      });
+      const pathName = `/apps/${APP.id}/events`;
+      const query = new URLSearchParams({
+        auth_key: APP.key,
+        auth_timestamp: String(Math.floor(Date.now() / 1000)),
+        auth_version: '1.0',
+        body_md5: crypto.createHash('md5').update(body).digest('hex'),
+      }).toString(); // keys already in sorted order, as the signature requires
+      const signature = hmac(APP.secret, `POST\n${pathName}\n${query}`);
+      const response = await fetch(`http://127.0.0.1:${port}${pathName}?${query}&auth_signature=${signature}`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body,
+      });
+      if (response.status !== 200) {
+        throw new Error(`publish ${name} on ${channel}: HTTP ${response.status} ${await response.text()}`);
+      }
+    },
+
+    // A pusher-js client on this server; private channels are authorized here with the
+    // app secret (the app's /pusher/auth would do the same).
+    client() {
+      const pusher = new Pusher(APP.key, {
+        cluster: 'local',
+        wsHost: '127.0.0.1',
+        wsPort: port,
+        forceTLS: false,
+        disableStats: true,
+        enabledTransports: ['ws'],
+        channelAuthorization: {
+          customHandler: ({ socketId, channelName }, callback) =>
+            callback(null, { auth: `${APP.key}:${hmac(APP.secret, `${socketId}:${channelName}`)}` }),
+        },
+      });
+      clients.push(pusher);
+      return pusher;
+    },
+
+    async stop() {
+      for (const pusher of clients) pusher.disconnect();
+      if (!exited(child)) {
+        const gone = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 3 * WAIT_MS);
+        await gone;
+        clearTimeout(timer);
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// Resolves when the pusher-js client is connected.
+function connected(pusher) {
+  return until('pusher-js connected', () => pusher.connection.state === 'connected');
+}
+
+module.exports = { APP, startTidings, connected };

@@ -1,0 +1,51 @@
+"""The Node tests of tidings.js (js/test/*.test.js, node:test) as one pytest test, so that
+``make test`` runs them: unit tests with a fake channel, the HTTP snapshot path against a local
+server, and the real pusher-js 8.6.0 against a real ``tidings serve`` that the Node tests start
+themselves (with this venv's Python). Their full output is shown when one fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server_process import TIMEOUT
+
+pytestmark = [pytest.mark.node, pytest.mark.timeout(30 * TIMEOUT)]
+
+JS_DIR = Path(__file__).resolve().parents[2] / "js"
+
+
+def test_tidings_js_node_tests() -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not on PATH: the tidings.js tests need Node.js 18+")
+    if not (JS_DIR / "node_modules" / "pusher-js" / "package.json").is_file():
+        pytest.fail(f"pusher-js is not installed: run `make install` (npm ci in {JS_DIR})")
+    files = sorted(str(p.relative_to(JS_DIR)) for p in (JS_DIR / "test").glob("*.test.js"))
+    assert files, f"no tests in {JS_DIR / 'test'}"
+    # Its own process group: on a timeout the Node runner's children and the `tidings serve`
+    # processes they started go down with it.
+    proc = subprocess.Popen(
+        [node, "--test", "--test-reporter=spec", *files],
+        cwd=JS_DIR,
+        env={**os.environ, "TIDINGS_PYTHON": sys.executable, "NO_COLOR": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=25 * TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"node --test did not finish within {25 * TIMEOUT} s:\n{output}")
+    assert proc.returncode == 0, f"node --test failed (exit {proc.returncode}):\n{output}"
+    assert "# fail 0" in output.replace("ℹ", "#"), output
