@@ -41,9 +41,12 @@ if TYPE_CHECKING:  # the embedded parts are imported when used: a client needs n
     from tidings.core.apps import App
     from tidings.hooks import Hooks
     from tidings.lifecycle import Lifecycle
+    from tidings.live.orm import Shell
+    from tidings.live.provider import LiveModels
     from tidings.node import Node
 
 T = TypeVar("T")
+C = TypeVar("C")
 H = TypeVar("H", bound=Callable[..., Any])
 
 NOT_STARTED = (
@@ -454,6 +457,16 @@ class Realtime:
         channel, names = _text("name", name), _names(info)
         return await self._call(lambda backend: backend.channel(channel, names))
 
+    def occupied(self, channels: Sequence[str]) -> set[str]:
+        """Which of ``channels`` have at least one subscriber, in one round trip (a backend
+        that cannot tell, such as a Pusher HTTP client, answers all of them)."""
+        names = _names(channels)
+        return self._sync(_occupied(names))
+
+    async def aoccupied(self, channels: Sequence[str]) -> set[str]:
+        names = _names(channels)
+        return await self._call(_occupied(names))
+
     def users(self, channel: str) -> list[str]:
         """The user ids of a presence channel's members."""
         name = _text("channel", channel)
@@ -528,6 +541,81 @@ class Realtime:
             )
         return self.hooks.before(event, channel)
 
+    # -- live models (tidings.live) --------------------------------------------------------
+
+    @functools.cached_property
+    def live_models(self) -> LiveModels:
+        """The ``@rt.live`` declarations; an embedded node takes its snapshots from them."""
+        from tidings.live.provider import LiveModels
+
+        models = LiveModels(self)
+        if self._lifecycle is not None:
+            self._lifecycle.node.live_snapshots = models.snapshot  # type: ignore[attr-defined]
+        return models
+
+    def live(
+        self,
+        model: type,
+        *,
+        fields: Sequence[str],
+        filters: Sequence[str] = (),
+        key: str = "id",
+        version: str | None = "version",
+        name: str | None = None,
+        max_payload: int = 8_192,
+    ) -> Callable[[type[C]], type[C]]:
+        """``@rt.live(Todo, fields=[...], filters=["list_id"])`` on a class with
+        ``authorize(self, user, **filters) -> bool`` and ``snapshot(self, **filters) -> rows``
+        (each sync or async): rows of ``model`` publish ``created``, ``updated`` and
+        ``deleted`` to ``private-live.{name}.{filter}.{value}`` when their transaction
+        commits (see docs/live.md). A Django model connects its signals here; an SQLAlchemy
+        model needs ``rt.live_sqlalchemy(Session)`` once."""
+        from tidings.live.model import LiveSpec
+
+        def register(handler_class: type[C]) -> type[C]:
+            spec = LiveSpec.declare(
+                model,
+                handler_class(),
+                fields=fields,
+                filters=filters,
+                key=key,
+                version=version,
+                name=name,
+                max_payload=max_payload,
+            )
+            shell = _orm(model)
+            self.live_models.add(spec, shell.reader(spec))
+            for pattern, filter_name in spec.patterns():
+                self.authorize(pattern)(_live_rule(spec.handler, filter_name))
+            shell.register(self, spec)
+            return handler_class
+
+        return register
+
+    def live_touch(
+        self,
+        model: type,
+        ids: Iterable[Any],
+        deleted: bool = False,
+        rows: Iterable[Any] | None = None,
+    ) -> None:
+        """Publish rows changed where no signal or session event sees them (``bulk_create``,
+        ``QuerySet.update()``, ``QuerySet.delete()``, raw SQL): re-read ``ids`` in one query
+        and publish them as ``created`` (clients replace a row they know when its version is
+        newer), on commit of the current transaction. ``deleted=True`` publishes ``deleted``:
+        call it before the delete in the same transaction (it reads the rows), or after with
+        ``rows``, the rows as read before the delete (instances or mappings)."""
+        specs = self.live_models.specs_for(model)
+        if not specs:
+            raise ValueError(f"{model.__name__} is not a live model: declare it with @rt.live")
+        _orm(model).touch(self, specs, list(ids), deleted, None if rows is None else list(rows))
+
+    def live_sqlalchemy(self, session: Any) -> None:
+        """Publish the live SQLAlchemy models' changes made through ``session`` (a
+        ``sessionmaker``, a ``Session`` class or instance) when it commits."""
+        # live-sqlalchemy's module; imported when used, like SQLAlchemy itself.
+        importlib.import_module("tidings.live.sqlalchemy").connect(self, session)
+
     # -- the bridge to the home loop -------------------------------------------------------
 
     def _on_home(
@@ -589,6 +677,40 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _occupied(channels: tuple[str, ...]) -> Callable[[Backend], Awaitable[set[str]]]:
+    async def ask(backend: Backend) -> set[str]:
+        # A backend without `occupied` (a custom one) cannot tell: all count as occupied.
+        occupied = getattr(backend, "occupied", None)
+        if occupied is None:
+            return set(channels)
+        return set(await occupied(channels))
+
+    return ask
+
+
+def _orm(model: type) -> Shell:
+    """The ORM shell of a live model's class: Django's or SQLAlchemy's."""
+    from tidings.live.orm import shell_for
+
+    return shell_for(model)
+
+
+def _live_rule(handler: Any, filter_name: str | None) -> Callable[..., Any]:
+    """The ``@authorize`` rule of one live channel pattern: ``handler.authorize(user,
+    **{filter: value})``, its result (a coroutine for an async one) passed through."""
+    if filter_name is None:
+
+        def rule(user: object) -> Any:
+            return handler.authorize(user)
+
+        return rule
+
+    def filtered(user: object, value: str) -> Any:
+        return handler.authorize(user, **{filter_name: value})
+
+    return filtered
 
 
 def _trigger(event: Event) -> Callable[[Backend], Awaitable[dict[str, Any]]]:

@@ -6,7 +6,11 @@ Each module (``flask``, ``django``, ``fastapi``) serves, for one :class:`tidings
   ``channelAuthorization`` and ``userAuthentication`` endpoints, answered by the rules
   declared with ``@rt.authorize``, ``@rt.presence`` and ``@rt.user``;
 - ``POST /pusher/webhook`` (``webhook(rt)``), which checks the Pusher signature and runs
-  the ``@rt.on`` handlers, so the same handlers work when Tidings runs standalone.
+  the ``@rt.on`` handlers, so the same handlers work when Tidings runs standalone;
+- ``POST /pusher/live-snapshot``, signed like a webhook, answering a standalone Tidings with
+  the snapshot of a ``private-live.`` channel (``@rt.live``; see docs/live.md);
+- the request's ``X-Socket-ID`` header as :data:`tidings.live.current_socket_id`, so that a
+  live model's events skip the connection whose request made the change.
 
 Requests may be form-encoded (what pusher-js sends) or JSON. Refusals are 403 with
 ``{"error": "..."}``, malformed requests 400, badly signed webhooks 401.
@@ -14,13 +18,16 @@ Requests may be form-encoded (what pusher-js sends) or JSON. Refusals are 403 wi
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs
 
 import orjson
 
 from tidings.authorization import Authorizer, AuthRefused
 from tidings.hooks import Hooks
+
+if TYPE_CHECKING:
+    from tidings.live.provider import LiveModels
 
 MAX_AUTH_BODY = 64 * 1024  # an auth request holds a socket id and a channel name
 
@@ -34,6 +41,9 @@ class Integrated(Protocol):
 
     @property
     def hooks(self) -> Hooks: ...
+
+    @property
+    def live_models(self) -> LiveModels: ...
 
 
 def auth_fields(content_type: str | None, body: bytes) -> dict[str, str]:

@@ -9,6 +9,11 @@ request without it gets Django's CSRF failure response (403, ``CSRF_FAILURE_VIEW
 ``urlpatterns += webhook(rt)`` serves the ``@rt.on`` handlers as the app's webhook URL
 (``/pusher/webhook``) when Tidings runs standalone; it is exempt from CSRF, being checked by
 its Pusher signature instead.
+
+Live models (``@rt.live``): add ``"tidings.integrations.django.LiveMiddleware"`` to
+``MIDDLEWARE`` so a change made by a request skips the connection named by its
+``X-Socket-ID`` header. ``urls(rt)`` also serves ``pusher/live-snapshot`` (exempt from CSRF,
+signed like a webhook), where a standalone Tidings fetches a live channel's snapshot.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from django.views.decorators.http import require_POST  # type: ignore[import-unt
 from tidings.authorization import AuthRefused
 from tidings.hooks import WebhookRefused, verify_webhook
 from tidings.integrations import Integrated, auth_fields, error_body
+from tidings.live.model import current_socket_id
+from tidings.live.provider import answer_snapshot, socket_id_header
 
 View = Callable[[HttpRequest], HttpResponse]
 
@@ -49,8 +56,24 @@ def _posted(view: View) -> View:
     return protected
 
 
+class LiveMiddleware:
+    """Sets :data:`tidings.live.current_socket_id` from the ``X-Socket-ID`` header for the
+    request, so the live events of its changes are not sent back to that connection."""
+
+    def __init__(self, get_response: View) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        token = current_socket_id.set(socket_id_header(request.headers.get("X-Socket-ID")))
+        try:
+            return self.get_response(request)
+        finally:
+            current_socket_id.reset(token)
+
+
 def urls(rt: Integrated) -> list[URLPattern]:
-    """``pusher/auth`` and ``pusher/user-auth`` for pusher-js."""
+    """``pusher/auth`` and ``pusher/user-auth`` for pusher-js, and ``pusher/live-snapshot``
+    for a standalone Tidings."""
 
     def channel_auth(request: HttpRequest) -> HttpResponse:
         try:
@@ -70,9 +93,24 @@ def urls(rt: Integrated) -> list[URLPattern]:
             return JsonResponse(error_body(refused.message), status=refused.status)
         return JsonResponse(answer)
 
+    def live_snapshot(request: HttpRequest) -> HttpResponse:
+        status, body = answer_snapshot(
+            rt.live_models,
+            rt.authorizer.app,
+            request.headers.get("X-Pusher-Key"),
+            request.headers.get("X-Pusher-Signature"),
+            request.body,
+        )
+        return HttpResponse(body, status=status, content_type="application/json")
+
     return [
         path("pusher/auth", _posted(channel_auth), name="tidings-auth"),
         path("pusher/user-auth", _posted(user_auth), name="tidings-user-auth"),
+        path(
+            "pusher/live-snapshot",
+            csrf_exempt(require_POST(live_snapshot)),
+            name="tidings-live-snapshot",
+        ),
     ]
 
 

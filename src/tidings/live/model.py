@@ -302,9 +302,31 @@ Send = Callable[[list[dict[str, Any]]], object]
 BATCH = 10  # Pusher's limit of events per batch trigger
 
 
+def targets(publications: Sequence[Publication]) -> list[str]:
+    """Every channel the publications go to, once: what ``occupied`` is asked about."""
+    return list(dict.fromkeys(c for p in publications for c in p.channels))
+
+
+def batches(publications: Sequence[Publication], occupied: set[str]) -> list[list[dict[str, Any]]]:
+    """Batch-trigger entries for the occupied channels, at most :data:`BATCH` a batch; a
+    publication with no occupied channel is never serialized."""
+    entries: list[dict[str, Any]] = []
+    for publication in publications:
+        channels = [c for c in publication.channels if c in occupied]
+        if not channels:
+            continue
+        data = publication.data().decode()
+        for channel in channels:
+            entry: dict[str, Any] = {"channel": channel, "name": publication.action, "data": data}
+            if publication.socket_id is not None:
+                entry["socket_id"] = publication.socket_id
+            entries.append(entry)
+    return [entries[start : start + BATCH] for start in range(0, len(entries), BATCH)]
+
+
 class Publisher:
-    """Publishes a commit's publications: one ``occupied`` question for all their channels,
-    serialization only for those with an occupied channel, then batch triggers."""
+    """Publishes a commit's publications from a thread: one ``occupied`` question for all
+    their channels, serialization only for those with an occupied channel, batch triggers."""
 
     def __init__(self, occupied: Occupied, send: Send) -> None:
         self._occupied = occupied
@@ -316,26 +338,11 @@ class Publisher:
         if not publications:
             return 0
         try:
-            targets = list(dict.fromkeys(c for p in publications for c in p.channels))
-            occupied = self._occupied(targets)
-            batch: list[dict[str, Any]] = []
-            for publication in publications:
-                channels = [c for c in publication.channels if c in occupied]
-                if not channels:
-                    continue
-                data = publication.data().decode()
-                for channel in channels:
-                    entry: dict[str, Any] = {
-                        "channel": channel,
-                        "name": publication.action,
-                        "data": data,
-                    }
-                    if publication.socket_id is not None:
-                        entry["socket_id"] = publication.socket_id
-                    batch.append(entry)
-            for start in range(0, len(batch), BATCH):
-                self._send(batch[start : start + BATCH])
-            return len(batch)
+            sent = 0
+            for batch in batches(publications, self._occupied(targets(publications))):
+                self._send(batch)
+                sent += len(batch)
+            return sent
         except Exception:
             log.exception("live: publishing %d change(s) failed", len(publications))
             return 0
