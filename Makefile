@@ -96,11 +96,14 @@ postgresql:
 NAME ?=
 PORT ?= 8000
 EXAMPLE_NAMES := $(notdir $(patsubst %/run.py,%,$(wildcard $(EXAMPLES)/*/run.py)))
-example: check-lock $(UV) redis-server $(EXAMPLES)/node_modules/.installed
+example: check-lock redis-server $(EXAMPLES)/node_modules/.installed $(VENV)/.installed-examples
 	@test -n "$(NAME)" -a -f "$(EXAMPLES)/$(NAME)/run.py" || { \
 		echo >&2 "usage: make example NAME=<name> [PORT=8000], NAME one of: $(EXAMPLE_NAMES)"; exit 2; }
-	@$(UV) sync --quiet --locked --inexact --group examples --python $(PYTHON) --reinstall-package tidings
 	PORT=$(PORT) $(BIN)/python $(EXAMPLES)/$(NAME)/run.py
+
+$(VENV)/.installed-examples: pyproject.toml uv.lock src/tidings/_fanout.c $(UV)
+	$(UV) sync --quiet --locked --inexact --group examples --python $(PYTHON) --reinstall-package tidings
+	touch $@
 
 # Flags for `tidings serve`: make run ARGS="--config tidings.toml --port 6002".
 ARGS ?=

@@ -134,7 +134,7 @@ class AppSettings(BaseModel):
     cache_ttl: float = Field(1800.0, gt=0)
     allowed_origins: tuple[str, ...] = ()
     webhooks: tuple[AppWebhookSettings, ...] = ()
-    # Live channels (docs/live.md): the app's signed snapshot endpoint, the time and size
+    # Live channels (docs/live-snapshot.md): the app's signed snapshot endpoint, the time and size
     # one snapshot may take, how many are fetched at once (more wait their turn, within
     # the timeout), and what one subscribing socket may hold meanwhile.
     live_snapshot_url: str | None = Field(None, pattern=r"^https?://")

@@ -23,6 +23,7 @@ from tidings.brokers.memory import MemoryBroker
 from tidings.config import Settings
 from tidings.core.admission import Admission
 from tidings.core.apps import AppRegistry
+from tidings.live.snapshots import HttpSnapshots
 from tidings.node import Node, NodeSettings
 from tidings.protocol.errors import ErrorCode
 from tidings.server import fanout
@@ -71,6 +72,7 @@ class Lifecycle:
         self.settings = settings
         self.node: Node = make_node(settings)
         self.webhooks: WebhookSender | None = None
+        self.snapshots: HttpSnapshots | None = None
         self.health = Health(self.node.broker, "redis" if settings.redis else "memory")
         self.edges: list[Edge] = []
         self.running = False
@@ -83,6 +85,12 @@ class Lifecycle:
         if self.webhooks is not None:
             self.node.webhooks = self.webhooks
             await self.webhooks.start()
+        if any(app.live_snapshot_url for app in self.node.apps):
+            # Apps with a live_snapshot_url get their snapshots from it; an embedding live
+            # layer may replace this provider (it answers for its own app).
+            self.snapshots = HttpSnapshots(self.node.apps)
+            self.node.live_snapshots = self.snapshots
+            self.node.live_apps = self.snapshots.app_ids
         await self.node.start()
         self.running = True
 
@@ -142,6 +150,8 @@ class Lifecycle:
         if self.webhooks is not None:
             await self.webhooks.close()  # pending events go to the durable queue first
         await self.node.close()
+        if self.snapshots is not None:
+            await self.snapshots.close()
 
 
 def make_node(settings: Settings) -> Node:

@@ -13,10 +13,7 @@ browser download (``playwright install``) is never used. Either missing fails th
 
 from __future__ import annotations
 
-import http.server
 import os
-import shutil
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,19 +22,9 @@ from urllib.parse import urlencode, urlsplit
 
 import pusher
 import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, expect
 
-try:
-    from playwright.sync_api import (
-        Browser,
-        ConsoleMessage,
-        Page,
-        Request,
-        Response,
-        expect,
-        sync_playwright,
-    )
-except ImportError:  # reported by the `browser` fixture as a failure, never a skip
-    sync_playwright = None  # type: ignore[assignment]
+from browser_support import ARTIFACTS, chromium, page_server, pusher_js
 
 pytestmark = pytest.mark.node
 
@@ -47,20 +34,6 @@ APP_KEY = "app-key"
 APP_SECRET = "app-secret"
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-PUSHER_JS = ROOT / "tests" / "e2e" / "node_modules" / "pusher-js" / "dist" / "web" / "pusher.min.js"
-ARTIFACTS = ROOT / "test-artifacts"
-
-# Debian's Chromium as root on a machine that must not talk to Google's update/sync hosts.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 EVENT_COUNT = 5
 FALLBACKS = ("xhr_streaming", "xhr_polling")
@@ -69,46 +42,16 @@ FALLBACKS = ("xhr_streaming", "xhr_polling")
 # -- the page's origin ------------------------------------------------------------------------
 
 
-class PageHandler(http.server.BaseHTTPRequestHandler):
-    """Serves exactly two files: the test page and the pusher-js browser bundle."""
-
-    FILES = {
-        "/": (HERE / "page.html", "text/html; charset=utf-8"),
-        "/pusher.min.js": (PUSHER_JS, "application/javascript; charset=utf-8"),
-    }
-
-    def do_GET(self) -> None:
-        entry = self.FILES.get(urlsplit(self.path).path)
-        if entry is None:
-            self.send_error(404)
-            return
-        body = entry[0].read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Type", entry[1])
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep pytest's output for failures
-
-
 @pytest.fixture(scope="module")
 def page_origin() -> Iterator[str]:
     """``http://127.0.0.1:P`` serving page.html and pusher.min.js (not the Tidings port)."""
-    if not PUSHER_JS.is_file():
-        pytest.fail(f"pusher-js is not installed: run `npm ci` in {PUSHER_JS.parents[3]}")
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PageHandler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, name="page-origin", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(TIMEOUT)
+    bundle = pusher_js()
+    files = {
+        "/": ((HERE / "page.html").read_bytes, "text/html; charset=utf-8"),
+        "/pusher.min.js": (lambda: bundle, "application/javascript; charset=utf-8"),
+    }
+    with page_server(files, "page-origin") as origin:
+        yield origin
 
 
 # -- the browser ------------------------------------------------------------------------------
@@ -117,26 +60,8 @@ def page_origin() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless Debian Chromium launched by Playwright (sync API; these tests are not async)."""
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail(
-            "chromium is not on PATH: install Debian's package "
-            "(apt-get install -y --no-install-recommends chromium); "
-            "`playwright install` is not used"
-        )
-    if sync_playwright is None:
-        pytest.fail("the playwright Python package is missing: pip install playwright")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            timeout=4 * TIMEOUT * 1000,
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium(4 * TIMEOUT) as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.server
 import json
 import re
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +31,7 @@ from playwright.sync_api import (
     expect,
 )
 
-from browser_support import ROOT, chromium, screenshot
+from browser_support import chromium, page_server, pusher_js, screenshot
 from server_process import TIMEOUT, ServerProcess, free_port, toml_value
 
 pytestmark = pytest.mark.node
@@ -41,7 +39,6 @@ pytestmark = pytest.mark.node
 APP = {"id": "12345", "key": "console-key", "secret": "console-secret"}
 OTHER_APP = {"id": "23456", "key": "other-key", "secret": "other-secret"}
 OPERATOR_TOKEN = "operator-token-for-the-console-test"
-PUSHER_JS = ROOT / "tests" / "e2e" / "node_modules" / "pusher-js" / "dist" / "web" / "pusher.min.js"
 WAIT_MS = 4 * TIMEOUT * 1000
 
 # Chromium's own console note on every HTTP error answer. The page may only cause the ones the
@@ -306,50 +303,26 @@ def open_console(
     return lambda: ConsolePage(contexts(), console_server)
 
 
-class ClientFiles(http.server.BaseHTTPRequestHandler):
-    """The test client's page and the pusher-js bundle; and a webhook receiver that takes
-    every POST."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_GET(self) -> None:
-        if urlsplit(self.path).path == "/pusher.min.js":
-            body, kind = PUSHER_JS.read_bytes(), "application/javascript"
-        elif urlsplit(self.path).path == "/":
-            body, kind = CLIENT_PAGE.encode(), "text/html; charset=utf-8"
-        else:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+@pytest.fixture
+def live_console(open_console: Callable[[], ConsolePage]) -> ConsolePage:
+    """A console logged in with the app's key and secret, its event stream live."""
+    console = open_console()
+    console.login_with_key(APP["key"], APP["secret"])
+    console.wait_live()
+    return console
 
 
 @pytest.fixture(scope="module")
 def client_origin() -> Iterator[str]:
-    """The clients' own origin. A real local server, not a Playwright route: Chromium's Local
-    Network Access checks refuse a routed (so, public) page a WebSocket to 127.0.0.1."""
-    if not PUSHER_JS.is_file():
-        pytest.fail(f"pusher-js is not installed: run `npm ci` in {PUSHER_JS.parents[3]}")
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ClientFiles)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, name="console-clients", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(TIMEOUT)
+    """The clients' own origin: their page and pusher-js, and the webhook receiver (every
+    POST is answered 200)."""
+    bundle = pusher_js()
+    files = {
+        "/": (CLIENT_PAGE.encode, "text/html; charset=utf-8"),
+        "/pusher.min.js": (lambda: bundle, "application/javascript"),
+    }
+    with page_server(files, "console-clients") as origin:
+        yield origin
 
 
 @pytest.fixture
@@ -386,11 +359,9 @@ def test_wrong_credentials_are_refused(open_console: Callable[[], ConsolePage]) 
 
 
 def test_live_connection_subscription_and_test_event(
-    open_console: Callable[[], ConsolePage], open_client: Callable[..., ClientPage]
+    live_console: ConsolePage, open_client: Callable[..., ClientPage]
 ) -> None:
-    console = open_console()
-    console.login_with_key(APP["key"], APP["secret"])
-    console.wait_live()
+    console = live_console
     cookie = console.cookie()
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
     # One app: no selector, the app is named instead.
@@ -427,10 +398,8 @@ def test_live_connection_subscription_and_test_event(
     console.assert_clean()
 
 
-def test_send_event_errors_are_shown(open_console: Callable[[], ConsolePage]) -> None:
-    console = open_console()
-    console.login_with_key(APP["key"], APP["secret"])
-    console.wait_live()
+def test_send_event_errors_are_shown(live_console: ConsolePage) -> None:
+    console = live_console
     console.allow(400, f"/console/api/apps/{APP['id']}/events")
     console.by("event-channel").fill("not a channel name!")
     console.by("event-send").click()
@@ -440,11 +409,9 @@ def test_send_event_errors_are_shown(open_console: Callable[[], ConsolePage]) ->
 
 
 def test_webhook_sent_shows_in_the_log(
-    open_console: Callable[[], ConsolePage], open_client: Callable[..., ClientPage]
+    live_console: ConsolePage, open_client: Callable[..., ClientPage]
 ) -> None:
-    console = open_console()
-    console.login_with_key(APP["key"], APP["secret"])
-    console.wait_live()
+    console = live_console
     client = open_client()
     channel = unique("hooked")
     client.subscribe(channel)
@@ -458,11 +425,9 @@ def test_webhook_sent_shows_in_the_log(
 
 
 def test_refused_subscription_shows_its_reason(
-    open_console: Callable[[], ConsolePage], open_client: Callable[..., ClientPage]
+    live_console: ConsolePage, open_client: Callable[..., ClientPage]
 ) -> None:
-    console = open_console()
-    console.login_with_key(APP["key"], APP["secret"])
-    console.wait_live()
+    console = live_console
     client = open_client()
     channel = unique("private-badsig")
     answer = client.subscribe(channel, outcome="error")
@@ -478,10 +443,8 @@ def test_refused_subscription_shows_its_reason(
     console.assert_clean()
 
 
-def test_filter_and_pause(open_console: Callable[[], ConsolePage], rest: pusher.Pusher) -> None:
-    console = open_console()
-    console.login_with_key(APP["key"], APP["secret"])
-    console.wait_live()
+def test_filter_and_pause(live_console: ConsolePage, rest: pusher.Pusher) -> None:
+    console = live_console
     shown, other = unique("filter-shown"), unique("filter-other")
     rest.trigger(shown, "wanted", {"html": "<b>not markup</b>"})
     rest.trigger(other, "unwanted", {"n": 2})
@@ -526,11 +489,9 @@ def test_filter_and_pause(open_console: Callable[[], ConsolePage], rest: pusher.
 
 
 def test_presence_members_show_when_the_channel_is_clicked(
-    open_console: Callable[[], ConsolePage], open_client: Callable[..., ClientPage]
+    live_console: ConsolePage, open_client: Callable[..., ClientPage]
 ) -> None:
-    console = open_console()
-    console.login_with_key(APP["key"], APP["secret"])
-    console.wait_live()
+    console = live_console
     channel = unique("presence-room")
     alice, bob = open_client("alice"), open_client("bob")
     alice.subscribe(channel)

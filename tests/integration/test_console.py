@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import json
 import mimetypes
 import ssl
@@ -20,10 +18,6 @@ import aiohttp
 import pusher
 import pytest
 from console_client import ConsoleClient, EventStream
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fallback_helpers import FallbackSession
 from pusher_helpers import (
     APP_ID,
@@ -40,6 +34,7 @@ from pusher_helpers import (
 from webhook_helpers import Receiver, webhook_config
 
 from server_process import ServerProcess, free_port
+from tls_support import self_signed
 
 TOKEN = "operator-token-0123456789"
 OTHER_ID, OTHER_KEY, OTHER_SECRET = "23456", "other-key", "other-secret"
@@ -703,33 +698,3 @@ async def test_at_most_twenty_streams_per_node(
 
 
 # --- TLS ----------------------------------------------------------------------------------
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path

@@ -37,7 +37,7 @@ class App:
     allowed_origins: tuple[str, ...] = ()
     webhooks: tuple[WebhookTarget, ...] = ()
     # Live channels (private-live.*): where `tidings serve` fetches snapshots, and the
-    # bounds of one fetch and of what a socket holds meanwhile (docs/live.md).
+    # bounds of one fetch and of what a socket holds meanwhile (docs/live-snapshot.md).
     live_snapshot_url: str | None = None
     live_snapshot_timeout: float = 10.0
     live_snapshot_max_bytes: int = 8 * 1024 * 1024

@@ -1,0 +1,180 @@
+'use strict';
+// liveCollection with the real pusher-js against a real `tidings serve` that has a snapshot
+// provider (the app's `live_snapshot_url`, played here by a Node HTTP server that checks the
+// webhook-style signature). On subscribing to a private-live.* channel, Tidings holds the
+// channel's events for that socket, sends `tidings:snapshot`, then releases them: the client
+// needs no snapshotUrl, and nothing published during the snapshot is lost or doubled.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const http = require('node:http');
+
+const { liveCollection } = require('../../src/tidings/static/tidings.js');
+const { APP, startTidings, connected } = require('../support/tidings-server');
+const { until } = require('../support/wait');
+
+const unique = (prefix) => prefix + crypto.randomBytes(5).toString('hex');
+const byId = (rows) => [...rows].sort((a, b) => a.id - b.id);
+
+// The app's snapshot endpoint: answers with `answer({channel, socket_id})` once the
+// signature of the raw body checks out, and records every call.
+function provider() {
+  const calls = [];
+  const state = { answer: null };
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (chunk) => chunks.push(chunk));
+    req.on('end', async () => {
+      const raw = Buffer.concat(chunks);
+      const expected = crypto.createHmac('sha256', APP.secret).update(raw).digest('hex');
+      const call = {
+        body: JSON.parse(raw.toString('utf8')),
+        key: req.headers['x-pusher-key'],
+        signed: req.headers['x-pusher-signature'] === expected,
+      };
+      calls.push(call);
+      try {
+        const { status = 200, body } = await state.answer(call.body);
+        res.writeHead(status, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify(body));
+      } catch (error) {
+        res.writeHead(500, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify({ error: String(error) }));
+      }
+    });
+  });
+  return { server, calls, state };
+}
+
+let tidings;
+let snapshots;
+test.before(async () => {
+  snapshots = provider();
+  await new Promise((resolve) => snapshots.server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${snapshots.server.address().port}/pusher/live-snapshot`;
+  tidings = await startTidings({ live_snapshot_url: url });
+});
+test.after(async () => {
+  if (tidings) await tidings.stop();
+  snapshots.server.closeAllConnections();
+  await new Promise((resolve) => snapshots.server.close(resolve));
+});
+
+// A table whose writes publish the live events the Tidings live layer would send.
+function table(channel, rows) {
+  const db = new Map(rows.map((row) => [row.id, row]));
+  return {
+    rows: () => byId(db.values()),
+    snapshot: () => ({ rows: byId(db.values()), version: Math.max(0, ...[...db.values()].map((r) => r.version)) }),
+    async create(row) {
+      db.set(row.id, { ...row, version: 1 });
+      await tidings.publish(channel, 'created', db.get(row.id));
+    },
+    async update(id, fields) {
+      const row = { ...db.get(id), ...fields, version: db.get(id).version + 1 };
+      db.set(id, row);
+      await tidings.publish(channel, 'updated', { id, version: row.version, ...fields });
+    },
+    async remove(id) {
+      const version = db.get(id).version + 1;
+      db.delete(id);
+      await tidings.publish(channel, 'deleted', { id, version });
+    },
+  };
+}
+
+function watch(channel) {
+  const seen = { events: [], changes: [], errors: [] };
+  channel.bind_global((name) => seen.events.push(name));
+  const live = liveCollection(channel, {
+    onChange: (rows, change) => seen.changes.push(change.type),
+    onError: (error) => seen.errors.push(error),
+  });
+  return { live, seen };
+}
+
+test('tidings:snapshot: events published while the app reads the snapshot arrive after it', async () => {
+  const name = unique('private-live.todo.list_id.');
+  const todos = table(name, [
+    { id: 1, title: 'a', version: 1 },
+    { id: 2, title: 'b', version: 3 },
+  ]);
+  snapshots.state.answer = async () => {
+    await todos.update(1, { title: 'a2' });
+    await todos.create({ id: 3, title: 'c' });
+    const snapshot = todos.snapshot();
+    await todos.update(2, { title: 'b2' });
+    await todos.remove(3);
+    await todos.create({ id: 4, title: 'd' });
+    return { body: snapshot };
+  };
+
+  const pusher = tidings.client();
+  await connected(pusher);
+  const { live, seen } = watch(pusher.subscribe(name));
+  await until('the snapshot and the held events', () => seen.changes.length === 4 || seen.errors.length);
+
+  assert.deepEqual(seen.errors, []);
+  assert.deepEqual(live.rows, todos.rows());
+  // All five held events reached the client, after the snapshot; the two it already held
+  // were dropped by version.
+  assert.deepEqual(seen.events, [
+    'pusher:subscription_succeeded',
+    'tidings:snapshot',
+    'updated',
+    'created',
+    'updated',
+    'deleted',
+    'created',
+  ]);
+  assert.deepEqual(seen.changes, ['snapshot', 'updated', 'deleted', 'created']);
+  const call = snapshots.calls.at(-1);
+  assert.deepEqual(call.body, { channel: name, socket_id: pusher.connection.socket_id });
+  assert.equal(call.key, APP.key);
+  assert.ok(call.signed, 'X-Pusher-Signature is the HMAC of the body');
+
+  // Live afterwards.
+  await todos.update(4, { title: 'd2' });
+  await until('the live update', () => live.get(4).title === 'd2');
+  live.unbind();
+  pusher.disconnect();
+});
+
+test('tidings:snapshot: after a reconnect the fresh snapshot heals what was missed', async () => {
+  const name = unique('private-live.todo.list_id.');
+  const todos = table(name, [
+    { id: 1, title: 'a', version: 1 },
+    { id: 2, title: 'b', version: 1 },
+  ]);
+  snapshots.state.answer = () => ({ body: todos.snapshot() });
+  const pusher = tidings.client();
+  await connected(pusher);
+  const { live, seen } = watch(pusher.subscribe(name));
+  await until('the first snapshot', () => seen.changes.length === 1);
+
+  pusher.disconnect();
+  await until('disconnected', () => pusher.connection.state === 'disconnected');
+  await todos.remove(1);
+  await todos.update(2, { title: 'b2' });
+  await todos.create({ id: 3, title: 'c' });
+
+  pusher.connect();
+  await until('the second snapshot', () => seen.changes.length === 2);
+  assert.deepEqual(live.rows, todos.rows());
+  assert.deepEqual(seen.errors, []);
+  live.unbind();
+  pusher.disconnect();
+});
+
+test('a snapshot the app fails to give is a SnapshotFailed subscription error', async () => {
+  const name = unique('private-live.todo.list_id.');
+  snapshots.state.answer = () => ({ status: 500, body: { error: 'database down' } });
+  const pusher = tidings.client();
+  await connected(pusher);
+  const { live, seen } = watch(pusher.subscribe(name));
+  await until('onError', () => seen.errors.length === 1);
+  assert.equal(seen.errors[0].type, 'SnapshotFailed');
+  assert.deepEqual(live.rows, []);
+  live.unbind();
+  pusher.disconnect();
+});
