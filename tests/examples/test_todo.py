@@ -141,6 +141,17 @@ def test_members_see_each_others_changes_live(
     expect_items(alice, left)
     expect_items(bob, left)
 
+    # bob's connection drops while alice adds an item: when pusher-js is back it
+    # subscribes again, and the fresh snapshot brings what he missed.
+    bob.evaluate("() => window.todo.pusher.disconnect()")
+    alice.get_by_test_id("todo-input").fill("Jam")
+    alice.get_by_test_id("todo-input").press("Enter")
+    left = [*left, ("Jam", False)]
+    expect_items(alice, left)
+    bob.evaluate("() => window.todo.pusher.connect()")
+    expect_items(bob, left)
+    expect(bob.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+
     # A reload shows the same lists: the snapshot, fresh from the database.
     expect_items(open_list(alice, site, 1), left)
     expect_items(open_list(bob_weekend, site, 2), [*WEEKEND, ("Tea", True)])
