@@ -194,3 +194,5 @@ def test_only_members_get_a_list(
     assert (empty.status, empty.json()) == (400, {"error": "the title is empty"})
     bad = carol.request.post(site + "items/5/done", form={"done": "yes"}, headers=csrf)
     assert (bad.status, bad.json()) == (400, {"error": "done must be true or false"})
+    nowhere = carol.request.post(site + "items/5/move", form={"list": "²"}, headers=csrf)
+    assert (nowhere.status, nowhere.json()) == (400, {"error": "no list to move the item to"})

@@ -19,7 +19,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
-from todo_site.realtime import rt
+from todo_site.realtime import LIST_ID, rt
 
 from .models import TITLE_MAX, Todo, TodoList
 
@@ -142,7 +142,7 @@ def move(request: HttpRequest, pk: int) -> dict[str, Any]:
     one's ``created``. The page is on the old list: it gets the ``deleted``."""
     item = item_for_update(request, pk)
     target = request.POST.get("list", "")
-    if not target.isdigit():
+    if not LIST_ID.match(target):
         raise Refused(400, "no list to move the item to")
     to = member_list(request, target)
     if to.pk == item.list_id:
