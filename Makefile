@@ -144,19 +144,22 @@ conformance: $(VENV)/.installed conformance-deps
 # on one Redis (~5 min). The peers install themselves into .cache/bench/; matplotlib (plots)
 # goes into .venv here, never as a package dependency. BENCH_ARGS=--docs copies the plots to
 # docs/img/. `make bench-quick`: 1 run, N = 1,000, short phases (~3 min). Last, bench/hold.py
-# holds 50,000 connections with 4 workers on Redis (one process may not hold 20,000 here).
+# holds 50,000 connections with 4 workers on Redis (one process may not hold 20,000 here), and
+# bench/live.py measures live models on PostgreSQL (issue 15; --quick in bench-quick).
 BENCH_ARGS ?=
 BENCH_DEPS = $(UV) sync --quiet --locked --inexact --extra dev --group bench --python $(PYTHON)
 bench: install
 	$(BENCH_DEPS)
 	$(BIN)/python bench/fanout.py $(BENCH_ARGS); a=$$?; \
 	$(BIN)/python bench/cluster.py --configs memory,redis2; b=$$?; \
-	$(BIN)/python bench/hold.py; c=$$?; exit $$((a || b || c))
+	$(BIN)/python bench/hold.py; c=$$?; \
+	$(BIN)/python bench/live.py; d=$$?; exit $$((a || b || c || d))
 
 bench-quick: install
 	$(BENCH_DEPS)
 	$(BIN)/python bench/fanout.py --quick $(BENCH_ARGS); a=$$?; \
-	$(BIN)/python bench/cluster.py --quick --configs memory,redis2; b=$$?; exit $$((a || b))
+	$(BIN)/python bench/cluster.py --quick --configs memory,redis2; b=$$?; \
+	$(BIN)/python bench/live.py --quick; c=$$?; exit $$((a || b || c))
 
 bench-cluster: $(VENV)/.installed system-deps
 	$(BIN)/python bench/cluster.py

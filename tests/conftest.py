@@ -135,3 +135,31 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def redis_prefix() -> str:
     """A key and pub/sub channel prefix no other test uses."""
     return f"t{uuid4().hex[:12]}"
+
+
+# --- PostgreSQL: one cluster per pytest process (per xdist worker); a fresh database per test ---
+
+from postgres_server import PostgresServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster (initdb + pg_ctl) on a free port, for the whole session.
+
+    Shared by every test of this process: never stop it in a test; take a database of your
+    own with ``postgres_url`` (or ``postgres.create_database()``).
+    """
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """A libpq URL of an empty database made for this test, dropped after it.
+
+    SQLAlchemy: ``postgres.sqlalchemy_url(name)``; Django: ``postgres.django_settings(name)``,
+    with ``name = postgres_url.rsplit("/", 1)[1]``.
+    """
+    name = postgres.create_database()
+    yield postgres.url(name)
+    postgres.drop_database(name)

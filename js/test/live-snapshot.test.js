@@ -11,7 +11,7 @@ const http = require('node:http');
 
 const { liveCollection } = require('../../src/tidings/static/tidings.js');
 const { APP, startTidings, connected } = require('../support/tidings-server');
-const { until } = require('../support/wait');
+const { WAIT_MS, until } = require('../support/wait');
 
 const unique = (prefix) => prefix + crypto.randomBytes(5).toString('hex');
 const byId = (rows) => [...rows].sort((a, b) => a.id - b.id);
@@ -177,4 +177,47 @@ test('a snapshot the app fails to give is a SnapshotFailed subscription error', 
   assert.deepEqual(live.rows, []);
   live.unbind();
   pusher.disconnect();
+});
+
+test('a burst of writes while 10 clients subscribe: every client ends equal to the table', async () => {
+  const name = unique('private-live.todo.list_id.');
+  const todos = table(
+    name,
+    [1, 2, 3, 4, 5].map((id) => ({ id, title: 'start', version: 1 })),
+  );
+  // The rows are read at once; the answer leaves a turn of the event loop later, so writes
+  // keep landing between the read and the answer.
+  const readAt = []; // how many writes were done when each snapshot was read
+  snapshots.state.answer = async () => {
+    const body = todos.snapshot();
+    readAt.push(writes);
+    await new Promise((resolve) => setImmediate(resolve));
+    return { body };
+  };
+  let writes = 0;
+  const burst = (async () => {
+    for (let i = 0; i < 150; i++, writes++) {
+      if (i % 15 === 14) await todos.create({ id: 100 + i, title: 'new' });
+      else if (i % 15 === 7) await todos.remove(todos.rows().at(-1).id);
+      else await todos.update(todos.rows()[i % 4].id, { title: `t${i}` });
+    }
+  })();
+  const clients = await Promise.all(
+    Array.from({ length: 10 }, async () => {
+      const pusher = tidings.client();
+      await connected(pusher);
+      return { pusher, ...watch(pusher.subscribe(name)) };
+    }),
+  );
+  await burst;
+  const same = (client) => JSON.stringify(byId(client.live.rows)) === JSON.stringify(todos.rows());
+  await until('every client equal to the table', () => clients.every(same), 4 * WAIT_MS);
+  for (const client of clients) {
+    assert.deepEqual(client.seen.errors, []);
+    assert.equal(client.seen.changes[0], 'snapshot');
+    client.live.unbind();
+    client.pusher.disconnect();
+  }
+  assert.equal(readAt.length, 10);
+  assert.ok(readAt.some((n) => n > 0 && n < 150), `snapshots read mid-burst: ${readAt}`);
 });

@@ -172,11 +172,15 @@ test('a snapshot that never comes times out after snapshotTimeout', async (t) =>
   assert.match(errors[0].message, /timed out/);
 });
 
-test('a body that is not JSON is an error, not a crash', async (t) => {
-  const server = await snapshotServer(() => ({ body: '<html>login</html>' }));
+test('a body that is not JSON, or not {rows, version}, is an error, not a crash', async (t) => {
+  const bodies = ['<html>login</html>', { error: 'no rows here' }];
+  const server = await snapshotServer(() => ({ body: bodies.shift() }));
   t.after(() => server.close());
-  const { errors } = collect(new FakeChannel({ subscribed: true }), { snapshotUrl: server.url });
+  const { live, errors } = collect(new FakeChannel({ subscribed: true }), { snapshotUrl: server.url });
   await until('onError', () => errors.length === 1);
+  live.refresh();
+  await until('onError again', () => errors.length === 2);
+  assert.match(errors[1].message, /bad snapshot/);
 });
 
 test('pusher:subscription_error (e.g. SnapshotFailed from Tidings) reaches onError', () => {

@@ -550,7 +550,7 @@ class Realtime:
 
         models = LiveModels(self)
         if self._lifecycle is not None:
-            self._lifecycle.node.live_snapshots = models.snapshot  # type: ignore[attr-defined]
+            self._lifecycle.node.live_snapshots = models.snapshot
         return models
 
     def live(
@@ -680,14 +680,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def _occupied(channels: tuple[str, ...]) -> Callable[[Backend], Awaitable[set[str]]]:
-    async def ask(backend: Backend) -> set[str]:
-        # A backend without `occupied` (a custom one) cannot tell: all count as occupied.
-        occupied = getattr(backend, "occupied", None)
-        if occupied is None:
-            return set(channels)
-        return set(await occupied(channels))
-
-    return ask
+    return lambda backend: backend.occupied(channels)
 
 
 def _orm(model: type) -> Shell:

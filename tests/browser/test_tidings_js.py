@@ -7,9 +7,7 @@ DOM. The Node tests of the same file are in js/test (tests/e2e/test_tidings_js.p
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -20,16 +18,15 @@ from urllib.parse import urlsplit
 
 import pusher
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Request, expect
 
-from browser_support import chromium, screenshot
-from server_process import TIMEOUT, ServerProcess
+from browser_support import chromium, page_server, pusher_js, screenshot
+from server_process import TIMEOUT, ServerProcess, free_port
 
 pytestmark = pytest.mark.node
 
 ROOT = Path(__file__).resolve().parents[2]
 TIDINGS_JS = ROOT / "src" / "tidings" / "static" / "tidings.js"
-PUSHER_JS = ROOT / "js" / "node_modules" / "pusher-js" / "dist" / "web" / "pusher.min.js"
 APP = {"id": "54321", "key": "browser-key", "secret": "browser-secret"}
 
 PAGE = """<!doctype html>
@@ -66,64 +63,37 @@ PAGE = """<!doctype html>
 
 @dataclass
 class Origin:
-    """The page's origin: the page, pusher-js and the snapshot endpoint."""
+    """The page's origin (main's ``page_server``): the page, pusher-js and the snapshot
+    endpoint, whose answer the test sets."""
 
     url: str
     page: bytes = b""
     snapshot: dict[str, Any] = field(default_factory=dict)
-    socket_ids: list[str | None] = field(default_factory=list)
 
 
 @pytest.fixture
 def origin() -> Iterator[Origin]:
-    if not PUSHER_JS.is_file():
-        pytest.fail(f"pusher-js is not installed: run `make install` (npm ci in {ROOT / 'js'})")
     state = Origin(url="")
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = urlsplit(self.path).path
-            if path == "/snapshot":
-                state.socket_ids.append(self.headers.get("X-Socket-ID"))
-                self.answer(json.dumps(state.snapshot).encode(), "application/json")
-            elif path == "/pusher.min.js":
-                self.answer(PUSHER_JS.read_bytes(), "application/javascript")
-            elif path == "/":
-                self.answer(state.page, "text/html; charset=utf-8")
-            else:
-                self.send_error(404)
-
-        def answer(self, body: bytes, content_type: str) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, name="tidings-js-page", daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    files = {
+        "/": (lambda: state.page, "text/html; charset=utf-8"),
+        "/pusher.min.js": (pusher_js, "application/javascript"),
+        "/snapshot": (lambda: json.dumps(state.snapshot).encode(), "application/json"),
+    }
+    with page_server(files, "tidings-js-page") as url:
+        state.url = url
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(TIMEOUT)
 
 
-@pytest.fixture
-def tidings(make_server: Any) -> ServerProcess:
-    server: ServerProcess = make_server(apps=[APP])
-    return server
-
-
-def rows_text(page: Page) -> list[str]:
-    return page.locator('[data-testid="row"]').all_inner_texts()
+@pytest.fixture(scope="module")
+def tidings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One ``tidings serve`` for the module, with one app and no snapshot provider."""
+    folder = tmp_path_factory.mktemp("tidings-js")
+    config = folder / "tidings.toml"
+    config.write_text("[[apps]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in APP.items()))
+    server = ServerProcess(free_port(), config, folder / "server.log")
+    server.start()
+    yield server
+    server.stop()
 
 
 def test_tidings_js_is_served_with_its_headers(tidings: ServerProcess) -> None:
@@ -165,11 +135,18 @@ def test_live_collection_in_chromium(tidings: ServerProcess, origin: Origin) -> 
         context = browser.new_context()
         page = context.new_page()
         page.set_default_timeout(4 * TIMEOUT * 1000)
+        socket_ids: list[str | None] = []  # X-Socket-ID of every snapshot request
+
+        def record(request: Request) -> None:
+            if urlsplit(request.url).path == "/snapshot":
+                socket_ids.append(request.headers.get("x-socket-id"))
+
+        page.on("request", record)
         try:
             page.goto(origin.url + "/")
             rows = page.locator('[data-testid="row"]')
             expect(rows).to_have_text(["1 milk v1", "2 bread v4"])
-            assert origin.socket_ids == [page.evaluate("pusher.connection.socket_id")]
+            assert socket_ids == [page.evaluate("pusher.connection.socket_id")]
 
             rest.trigger(channel, "created", {"id": 3, "title": "eggs", "version": 1})
             rest.trigger(channel, "updated", {"id": 1, "title": "oat milk", "version": 2})

@@ -1,7 +1,8 @@
 """The Node tests of tidings.js (js/test/*.test.js, node:test) as one pytest test, so that
 ``make test`` runs them: unit tests with a fake channel, the HTTP snapshot path against a local
 server, and the real pusher-js 8.6.0 against a real ``tidings serve`` that the Node tests start
-themselves (with this venv's Python). Their full output is shown when one fails."""
+themselves (with this venv's Python), with and without a snapshot provider
+(``live_snapshot_url``). Their full output is shown when one fails."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -121,8 +122,14 @@ async def until(condition: Callable[[], bool]) -> None:
 # -- embedded --------------------------------------------------------------------------------
 
 
-async def test_events_during_the_fetch_arrive_after_the_snapshot_once_in_order() -> None:
-    async with live_server() as (rt, provider, ws_url):
+@pytest.mark.parametrize("broker", ["memory", "redis"])
+async def test_events_during_the_fetch_arrive_after_the_snapshot_once_in_order(
+    broker: str, redis_server: Any, redis_prefix: str
+) -> None:
+    settings: dict[str, Any] = {}
+    if broker == "redis":
+        settings = {"redis": redis_server.url, "redis_prefix": redis_prefix}
+    async with live_server(**settings) as (rt, provider, ws_url):
         channel = live_channel()
         async with socket(ws_url) as watcher, socket(ws_url) as client:
             assert await subscribed_with_snapshot(watcher, channel) == SNAPSHOT
@@ -408,53 +415,79 @@ async def test_standalone_snapshot_from_the_signed_endpoint(
         await publisher.close()
 
 
-@pytest.mark.parametrize(
-    ("mode", "reason"),
-    [
-        ("bad-signature", "answered 401"),
-        ("500", "answered 500"),
-        ("garbage", "not valid JSON"),
-        ("oversize", "larger than 2048 bytes"),
-        ("timeout", "no snapshot within 1 s"),
-    ],
-)
+FAILURES = [
+    ("bad-signature", "answered 401"),
+    ("500", "answered 500"),
+    ("garbage", "not valid JSON"),
+    ("oversize", "larger than 2048 bytes"),
+    ("timeout", "no snapshot within 1 s"),
+]
+
+
 async def test_standalone_failures_are_snapshot_failed(
-    standalone: ServerProcess, snapshot_app: SnapshotApp, mode: str, reason: str
+    standalone: ServerProcess, snapshot_app: SnapshotApp
 ) -> None:
-    channel = live_channel()
-    snapshot_app.mode = mode
-    if mode == "bad-signature":
-        snapshot_app.secret = "another-secret"  # the app checks with a secret Tidings lacks
-    if mode == "timeout":
-        snapshot_app.go.clear()
-    async with socket(standalone.ws_url) as client:
-        await subscribe(client, channel, LIVE_SECRET)
-        error = await client.expect("pusher:subscription_error", channel)
-        assert error["data"]["type"] == "SnapshotFailed", error
-        assert error["data"]["status"] == 500, error
-        assert reason in error["data"]["error"], error
-        assert "127.0.0.1" not in error["data"]["error"]
-        await client.assert_silent(QUIET)
-    logs = standalone.logs()
-    assert f"snapshot of {channel}" in logs
-    assert LIVE_SECRET not in logs
+    # One server for every failure (each spawn costs seconds); a fresh channel each.
+    for mode, reason in FAILURES:
+        channel = live_channel()
+        snapshot_app.mode = mode
+        # bad-signature: the app checks with a secret Tidings does not have.
+        snapshot_app.secret = "another-secret" if mode == "bad-signature" else LIVE_SECRET
+        if mode == "timeout":
+            snapshot_app.go.clear()
+        async with socket(standalone.ws_url) as client:
+            await subscribe(client, channel, LIVE_SECRET)
+            error = await client.expect("pusher:subscription_error", channel)
+            assert error["data"]["type"] == "SnapshotFailed", (mode, error)
+            assert error["data"]["status"] == 500, (mode, error)
+            assert reason in error["data"]["error"], (mode, error)
+            assert "127.0.0.1" not in error["data"]["error"]
+            await client.assert_silent(QUIET)
+        snapshot_app.go.set()
+        logs = standalone.logs()
+        assert f"snapshot of {channel}" in logs, mode
+    assert LIVE_SECRET not in standalone.logs()
 
 
-async def test_tidings_js_is_served_with_an_etag(server: ServerProcess) -> None:
+async def check_tidings_js(http_url: str) -> None:
+    """200 with the package's file, an ETag, revalidation; 304 while the ETag matches."""
     source = Path(__file__).parents[2] / "src" / "tidings" / "static" / "tidings.js"
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{server.http_url}/tidings.js") as response:
+        async with http.get(f"{http_url}/tidings.js") as response:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("application/javascript")
             assert await response.read() == source.read_bytes()
             etag = response.headers["ETag"]
             assert response.headers["Cache-Control"] == "no-cache"
+        for matching in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+            async with http.get(
+                f"{http_url}/tidings.js", headers={"If-None-Match": matching}
+            ) as response:
+                assert response.status == 304, matching
+                assert await response.read() == b""
+                assert response.headers["ETag"] == etag
         async with http.get(
-            f"{server.http_url}/tidings.js", headers={"If-None-Match": etag}
-        ) as response:
-            assert response.status == 304
-            assert await response.read() == b""
-        async with http.get(
-            f"{server.http_url}/tidings.js", headers={"If-None-Match": '"other"'}
+            f"{http_url}/tidings.js", headers={"If-None-Match": '"other"'}
         ) as response:
             assert response.status == 200
+
+
+async def test_tidings_js_under_tidings_serve(server: ServerProcess) -> None:
+    await check_tidings_js(server.http_url)
+
+
+async def test_tidings_js_under_asgi_wrapping_fastapi(tmp_path: Path) -> None:
+    apps_dir = str(Path(__file__).resolve().parent / "asgi_apps")
+    if apps_dir not in sys.path:
+        sys.path.insert(0, apps_dir)
+    from asgi_server import AsgiServer
+
+    server = AsgiServer("fastapi", tmp_path)
+    await asyncio.to_thread(server.start)
+    try:
+        await check_tidings_js(server.http_url)
+        # The wrapped app's own routes are still its own.
+        status, body = await asyncio.to_thread(server.request, "GET", "/hello")
+        assert status == 200
+    finally:
+        server.stop()

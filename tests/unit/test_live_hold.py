@@ -79,10 +79,10 @@ def test_bad_snapshots_are_refused_with_the_reason(body: bytes, error: str) -> N
 
 
 class Client:
-    def __init__(self, node: Node) -> None:
-        self.session: Session = node.new_session(APP)
+    def __init__(self, node: Node, app: App = APP) -> None:
+        self.session: Session = node.new_session(app)
         self.socket_id = self.session.socket_id
-        self.app = APP
+        self.app = app
         self.node = node
         self.sent: list[bytes] = []
         node.attach(self)
@@ -104,7 +104,7 @@ class Client:
         return [(m["event"], m.get("data")) for m in map(json.loads, self.sent)]
 
     async def subscribe(self, channel: str = CHANNEL) -> None:
-        auth = f"{APP.key}:{sign(APP.secret, f'{self.socket_id}:{channel}')}"
+        auth = f"{self.app.key}:{sign(self.app.secret, f'{self.socket_id}:{channel}')}"
         data = {"channel": channel, "auth": auth}
         await self.node.receive(self, json.dumps({"event": "pusher:subscribe", "data": data}))
 
@@ -280,3 +280,38 @@ async def test_provider_serves_only_its_apps(node: Node) -> None:
     await client.subscribe()
     await publish(node, 1)
     assert [e for e, _ in client.events()] == ["pusher_internal:subscription_succeeded", "updated"]
+
+
+async def test_fetches_beyond_the_app_concurrency_wait_their_turn() -> None:
+    app = App("2", "key2", "secret2", live_snapshot_concurrency=2, live_snapshot_timeout=5.0)
+    node = Node(AppRegistry.of([app]), MemoryBroker())
+    await node.start()
+    try:
+        running = 0
+        most = 0
+        go = asyncio.Event()
+
+        async def provider(app: App, channel: str, socket_id: str) -> bytes:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await go.wait()
+            running -= 1
+            return b'{"rows": [], "version": 0}'
+
+        node.live_snapshots = provider
+        clients = []
+        for _ in range(5):
+            client = Client(node, app)
+            await client.subscribe()
+            clients.append(client)
+        await until(lambda: running == 2)
+        await asyncio.sleep(0.05)
+        assert running == 2  # the other three wait for a slot
+        go.set()
+        await until(
+            lambda: all(any(e == "tidings:snapshot" for e, _ in c.events()) for c in clients)
+        )
+        assert most == 2
+    finally:
+        await node.close()

@@ -52,12 +52,20 @@ class _LiveModel:
     declared: list[_Declared] = field(default_factory=list)
     attnames: frozenset[str] = frozenset()
     versions: frozenset[str] = frozenset()
+    needed: frozenset[str] = frozenset()  # versions, keys and filters: never left deferred
+    python: dict[str, Callable[[Any], Any]] = field(default_factory=dict)  # attname: to_python
 
     def stored(self, instance: Model) -> dict[str, Any]:
         """The declared fields as the instance holds them (a deferred one is absent: reading
         it would be a query)."""
         state = instance.__dict__
         return {a: state[a] for a in self.attnames if a in state}
+
+    def saved(self, instance: Model) -> dict[str, Any]:
+        """The declared fields as saved: a value the app assigned as text (``list_id =
+        request.POST["list"]``) as the field's Python value, as a load would give it."""
+        state = instance.__dict__
+        return {a: self.python[a](state[a]) for a in self.attnames if a in state}
 
 
 _models: dict[type, _LiveModel] = {}
@@ -73,7 +81,7 @@ def reader(spec: LiveSpec) -> Reader:
 
 
 def register(rt: Realtime, spec: LiveSpec) -> None:
-    model = spec.model
+    model: Any = spec.model
     live = _models.get(model)
     if live is None:
         live = _models[model] = _LiveModel()
@@ -85,7 +93,11 @@ def register(rt: Realtime, spec: LiveSpec) -> None:
     declared = _Declared(rt, spec, _attnames(spec))
     live.declared.append(declared)
     live.attnames = live.attnames | set(declared.attnames.values())
+    for name, attname in declared.attnames.items():
+        live.python[attname] = model._meta.get_field(name).to_python
     live.versions = live.versions | {declared.attnames[spec.version]}
+    needed = (spec.key, spec.version, *spec.filters)
+    live.needed = live.needed | {declared.attnames[name] for name in needed}
 
 
 def touch(
@@ -130,10 +142,22 @@ def _wrap(model: Any, live: _LiveModel) -> None:
 
     def refresh_from_db(self: Model, *args: Any, **kwargs: Any) -> None:
         refresh(self, *args, **kwargs)
+        # Only the fields read now are as loaded: a deferred field loaded on access must
+        # not make the unsaved changes of the others look loaded too.
+        fields = kwargs.get("fields", args[1] if len(args) > 1 else None)
+        refreshed = live.stored(self)
+        if fields is not None:
+            names = {self._meta.get_field(name).attname for name in fields}
+            refreshed = {a: v for a, v in refreshed.items() if a in names}
         state = self.__dict__
-        state[LOADED] = {**state.get(LOADED, {}), **live.stored(self)}
+        state[LOADED] = {**state.get(LOADED, {}), **refreshed}
 
     def save_with_version(self: Model, *args: Any, **kwargs: Any) -> None:
+        missing = live.needed - self.__dict__.keys()
+        if missing and not self._state.adding:
+            # Deferred (.only()/.defer()) versions or filters: the event needs them. One
+            # query loads them; Django then saves the version with the loaded fields.
+            self.refresh_from_db(fields=sorted(missing))
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and not _includes_version(update_fields, live):
             kwargs["update_fields"] = [*update_fields, *live.versions]
@@ -199,7 +223,7 @@ def _saved(live: _LiveModel) -> Callable[..., None]:
     ) -> None:
         if raw:
             return
-        stored = live.stored(instance)
+        stored = live.saved(instance)
         loaded = None if created else instance.__dict__.get(LOADED)
         using = kwargs.get("using") or instance._state.db
         for one in live.declared:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from tidings.core.live_hold import SnapshotFailed
 from tidings.core.webhooks import signature
 from tidings.live.model import PREFIX, LiveSpec, Publication, batches, serialize, targets
 
@@ -119,7 +120,10 @@ class LiveModels:
     async def snapshot(self, app: App, channel: str, socket_id: str) -> bytes:
         """``node.live_snapshots``: the JSON ``{"rows": [...], "version": V}`` of a channel;
         a sync ``snapshot()`` (and the rows it returns, a lazy query) runs in a thread."""
-        return await self.asnapshot(channel)
+        try:
+            return await self.asnapshot(channel)
+        except SnapshotRefused as refused:
+            raise SnapshotFailed(refused.message) from None
 
     async def asnapshot(self, channel: str) -> bytes:
         spec, filters = self._declared(channel)

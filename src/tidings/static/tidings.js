@@ -16,7 +16,7 @@
     let held = null; // events that arrived while the HTTP snapshot was on its way
     let request = null; // the AbortController of that snapshot request
     const warn = (what, detail) => console.warn('tidings: ' + what, detail);
-    const fail = (error) => (opts.onError ? opts.onError(error) : warn('snapshot failed', error));
+    const fail = (error) => (opts.onError ? opts.onError(error) : warn('error', error));
     const cancel = () => request && (request.abort(), (request = null));
 
     // A version lives in its row, or in the tombstone of a deleted one.
@@ -58,7 +58,7 @@
     // A snapshot replaces the rows; a row we hold in a newer version (or deleted since)
     // keeps that state.
     function applySnapshot(snap) {
-      if (!snap || !Array.isArray(snap.rows)) return warn('bad snapshot', snap);
+      if (!snap || !Array.isArray(snap.rows)) return fail(new Error('bad snapshot'));
       const next = new Map();
       for (const fresh of snap.rows) {
         const id = String(fresh[K]);
