@@ -151,6 +151,8 @@ def test_members_see_each_others_changes_live(
     bob.evaluate("() => window.todo.pusher.connect()")
     expect_items(bob, left)
     expect(bob.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+    assert len(events(bob, "tidings:snapshot")) == 1  # the one after reconnecting
+    assert [data["title"] for data in events(bob, "created")] == ["Tea"]  # not "Jam"
 
     # A reload shows the same lists: the snapshot, fresh from the database.
     expect_items(open_list(alice, site, 1), left)
