@@ -9,10 +9,12 @@ each. Every client applies what it receives with the rule of the JS helper's
 event whose version is not newer than the one known for that id is dropped, deletes leave a
 tombstone, an ``updated`` for an unknown id is ignored).
 
-When the burst has committed, every client's rows must equal the database's rows of its list
-(every declared field), whatever moment it subscribed at: a change committed between the
-snapshot query and the subscription would be missing without the node's hold, and a change
-both in the snapshot and in the held events would be applied twice without the versions.
+The app's ``snapshot()`` is slow on purpose (up to 0.1 s before and after its query), so
+changes commit while it runs. When the burst has committed, every client's rows must equal
+the database's rows of its list (every declared field), whatever moment it subscribed at: a
+change committed after the snapshot's query would be lost without the node's hold (with the
+held events dropped, this test fails). And the race must have happened: some changes
+reached a client both in its snapshot and as a held event, which the version rule dropped.
 """
 
 from __future__ import annotations
