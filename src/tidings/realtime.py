@@ -323,6 +323,8 @@ class Realtime:
         the backend and its loop thread. Nothing to do when not running."""
         if self.running:
             home = self._home
+            if "live_models" in self.__dict__:  # live changes committed before the stop go out
+                await self._call(lambda backend: self.live_models.flush())
             await self._call(lambda backend: home.stop())
             if isinstance(home, _ThreadHome):
                 home.stop_thread()
@@ -331,6 +333,8 @@ class Realtime:
         """:meth:`stop`, from code with no event loop (an ``atexit`` handler, a worker's exit)."""
         if self.running:
             home = self._home
+            if "live_models" in self.__dict__:
+                self._sync(lambda backend: self.live_models.flush())
             self._sync(lambda backend: home.stop())
             if isinstance(home, _ThreadHome):
                 home.stop_thread()

@@ -155,18 +155,18 @@ async def live(
     async with serving(rt) as ws_url:
         state = Live(rt, ws_url, engine, factory)
         # Watch what the live layer asks of the Realtime (the calls still go through).
-        occupied, trigger_batch = rt.occupied, rt.trigger_batch
+        occupied, trigger_batch = rt.aoccupied, rt.atrigger_batch
 
-        def watch_occupied(channels: Sequence[str]) -> set[str]:
+        async def watch_occupied(channels: Sequence[str]) -> set[str]:
             state.occupied_calls.append(list(channels))
-            return occupied(channels)
+            return await occupied(channels)
 
-        def watch_trigger_batch(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        async def watch_trigger_batch(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             state.sent.append([dict(entry) for entry in batch])
-            return trigger_batch(batch)
+            return await trigger_batch(batch)
 
-        monkeypatch.setattr(rt, "occupied", watch_occupied)
-        monkeypatch.setattr(rt, "trigger_batch", watch_trigger_batch)
+        monkeypatch.setattr(rt, "aoccupied", watch_occupied)
+        monkeypatch.setattr(rt, "atrigger_batch", watch_trigger_batch)
 
         @event.listens_for(engine, "before_cursor_execute")
         def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:

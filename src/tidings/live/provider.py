@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import inspect
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,11 @@ class LiveModels:
         self._rt = rt
         self.specs: dict[str, LiveSpec] = {}
         self._readers: dict[str, Reader] = {}
+        # The last commit's publishing task (on the Realtime's loop), and how many changes
+        # saving threads have queued that are not published yet.
+        self._tail: asyncio.Task[None] | None = None
+        self._queued = 0
+        self._lock = threading.Lock()
 
     def add(self, spec: LiveSpec, reader: Reader | None = None) -> None:
         if spec.name in self.specs:
@@ -81,9 +87,11 @@ class LiveModels:
     # -- publishing ----------------------------------------------------------------------
 
     def publish(self, publications: Sequence[Publication]) -> None:
-        """Publish a commit's events: one ``occupied`` round trip, serialization only for
-        occupied channels, batch triggers. From the Realtime's own loop (an async view with
-        a sync session) the work is scheduled there instead of waited for. Never raises."""
+        """Publish a commit's events, after those of every earlier commit, without waiting
+        for them: they are queued on the Realtime's loop, where :meth:`apublish` runs one
+        commit at a time (one ``occupied`` round trip, serialization only for occupied
+        channels, batch triggers). The saving thread waits only when more than
+        ``MAX_QUEUED`` changes are queued. Never raises."""
         if not publications:
             return
         rt = self._rt
@@ -93,18 +101,62 @@ class LiveModels:
                 len(publications),
             )
             return
-        loop = _running_loop()
-        if rt.embedded and loop is not None and loop is rt.loop:
-            task = loop.create_task(self.apublish(publications))
-            _pending.add(task)
-            task.add_done_callback(_pending.discard)
-            return
         try:
-            occupied = rt.occupied(targets(publications))
-            for batch in batches(publications, occupied):
-                rt.trigger_batch(batch)
+            loop = rt._home.loop()
         except Exception:
-            log.exception("live: publishing %d change(s) failed", len(publications))
+            log.exception("live: %d change(s) not published", len(publications))
+            return
+        if _running_loop() is loop:
+            self._enqueue(publications)
+            return
+        with self._lock:
+            self._queued += len(publications)
+            full = self._queued > MAX_QUEUED
+        # call_soon_threadsafe keeps the order of the calls: commits are published in order.
+        loop.call_soon_threadsafe(self._enqueue, publications, True)
+        if full:
+            try:
+                asyncio.run_coroutine_threadsafe(self.flush(), loop).result(rt.timeout)
+            except Exception:
+                log.exception("live: waiting for queued changes to be published failed")
+
+    def _enqueue(self, publications: Sequence[Publication], counted: bool = False) -> None:
+        """On the loop: publish ``publications`` once the commit before them is published."""
+        task = asyncio.get_running_loop().create_task(
+            self._after(self._tail, publications, counted)
+        )
+        self._tail = task
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+
+    async def _after(
+        self,
+        previous: asyncio.Task[None] | None,
+        publications: Sequence[Publication],
+        counted: bool,
+    ) -> None:
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            await self.apublish(publications)
+        finally:
+            if counted:
+                with self._lock:
+                    self._queued -= len(publications)
+
+    def wait(self) -> None:
+        """:meth:`flush` from a thread that is not the Realtime's loop (a sync view, a test,
+        a management command that must know its changes went out before it exits)."""
+        if not self._rt.running:
+            return
+        # Scheduled after every _enqueue already asked of the loop (its calls keep their order).
+        loop = self._rt._home.loop()
+        asyncio.run_coroutine_threadsafe(self.flush(), loop).result(self._rt.timeout)
+
+    async def flush(self) -> None:
+        """Wait until every commit queued so far is published (from the Realtime's loop)."""
+        while self._tail is not None and not self._tail.done():
+            await asyncio.wait([self._tail])
 
     async def apublish(self, publications: Sequence[Publication]) -> None:
         """:meth:`publish` from an event loop."""
@@ -185,6 +237,8 @@ def _attributes(spec: LiveSpec) -> Reader:
 
 
 _pending: set[asyncio.Task[None]] = set()
+# Changes queued by saving threads before they wait for the loop to catch up.
+MAX_QUEUED = 10_000
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
