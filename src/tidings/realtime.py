@@ -616,6 +616,8 @@ class Realtime:
         ``deleted``: call it before the delete in the same transaction (it reads the rows),
         or after with ``rows``, the rows as read before the delete (instances or mappings)."""
         specs = self._live_specs(model)
+        if deleted and old is not None:
+            raise ValueError("live_touch: old= compares saved rows; deleted=True takes rows=")
         _orm(model).touch(
             self,
             specs,

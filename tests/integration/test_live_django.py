@@ -417,6 +417,22 @@ async def test_live_touch_with_the_old_rows_compares_without_a_query(
         "created",
         {"id": ids[0], "title": "bulk 0", "list_id": 1, "version": 3},
     )
+    refusals = await site.run(
+        "def refusal(call):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except (TypeError, ValueError) as exc:\n"
+        "        return str(exc)\n"
+        "def enter_with_a_session():\n"
+        "    with rt.live_changes(Todo, [1], session=object()):\n"
+        "        pass\n"
+        "result = [refusal(lambda: rt.live_touch(Todo, [1], deleted=True, old=[])),\n"
+        "          refusal(enter_with_a_session)]\n"
+    )
+    assert refusals == [
+        "live_touch: old= compares saved rows; deleted=True takes rows=",
+        "live_changes(session=...) is for SQLAlchemy models, not Django's",
+    ]
 
 
 async def test_a_payload_over_the_limit_is_sent_stale(
