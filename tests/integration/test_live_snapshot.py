@@ -218,12 +218,12 @@ async def test_disconnecting_mid_fetch_leaves_nothing_behind() -> None:
             await provider.wait_asked()
             assert await occupied_of(rt, [channel]) == {channel}
         state = rt.node._states[APP_ID]
-        await until(lambda: not state.holds and not state.hub.count(channel))
+        await until(lambda: not rt.node.live_subscriptions and not state.hub.count(channel))
         assert await occupied_of(rt, [channel]) == set()
         provider.go.set()
         await rt.atrigger(channel, "updated", {"n": 1})
         await asyncio.sleep(QUIET)
-        assert not state.holds and not state.hub.count(channel)
+        assert not rt.node.live_subscriptions and not state.hub.count(channel)
 
 
 async def test_hold_overflow_fails_the_subscription_and_frees_the_hold() -> None:
@@ -238,7 +238,7 @@ async def test_hold_overflow_fails_the_subscription_and_frees_the_hold() -> None
             error = await client.expect("pusher:subscription_error", channel)
             assert error["data"]["type"] == "SnapshotFailed"
             assert "more than 5 events" in error["data"]["error"]
-            assert not rt.node._states[APP_ID].holds
+            assert not rt.node.live_subscriptions
             provider.go.set()
             await client.assert_silent(QUIET)
 

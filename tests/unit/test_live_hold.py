@@ -175,7 +175,7 @@ async def test_events_published_during_the_fetch_follow_the_snapshot(node: Node)
         "updated",
     ]
     assert [json.loads(d)["n"] for e, d in events if e == "updated"] == [0, 1, 2, 3]
-    assert not node._states[APP.id].holds
+    assert not node.live_subscriptions
 
 
 async def test_publication_pending_in_the_tick_of_the_swap_is_not_lost(node: Node) -> None:
@@ -258,7 +258,7 @@ async def test_unsubscribing_or_closing_mid_fetch_leaves_nothing(node: Node) -> 
     await node.receive(leaver, json.dumps(unsubscribe))
     await node.detach(closer)
     state = node._states[APP.id]
-    assert not state.holds and state.hub.count(CHANNEL) == 0
+    assert not node.live_subscriptions and state.hub.count(CHANNEL) == 0
     provider.go.set()
     await asyncio.sleep(0.05)
     assert "tidings:snapshot" not in [e for e, _ in leaver.events() + closer.events()]

@@ -1,8 +1,9 @@
 """No gap between a live channel's snapshot and its live events: the hold.
 
 A socket that subscribes to a ``private-live.`` channel must see every row change exactly
-once after the rows it is first sent. The node therefore puts a :class:`LiveHold` in the
-hub in the socket's place *before* it asks for the snapshot: from then on every publication
+once after the rows it is first sent. The node (``tidings/live_subscriptions.py``, the
+asyncio half of this module) therefore puts a :class:`LiveHold` in the hub in the socket's
+place *before* it asks for the snapshot: from then on every publication
 for that socket and channel is kept, in order, while the snapshot is fetched. When the
 snapshot arrives the node sends it, then what was held, and puts the connection back in the
 hub, all in one loop tick (nothing can be published in between). An event both in the
