@@ -3,11 +3,11 @@
 A socket that subscribes to a ``private-live.`` channel must see every row change exactly
 once after the rows it is first sent. The node (``tidings/live_subscriptions.py``, the
 asyncio half of this module) therefore puts a :class:`LiveHold` in the hub in the socket's
-place *before* it asks for the snapshot: from then on every publication
-for that socket and channel is kept, in order, while the snapshot is fetched. When the
-snapshot arrives the node sends it, then what was held, and puts the connection back in the
-hub, all in one loop tick (nothing can be published in between). An event both in the
-snapshot and held is dropped by the client, which keeps each row's version.
+place *before* it asks for the snapshot: from then on every publication for that socket
+and channel is kept, in order, while the snapshot is fetched. When the snapshot arrives the
+node sends it, then what was held, and puts the connection back in the hub, all in one loop
+tick (nothing can be published in between). An event both in the snapshot and held is
+dropped by the client, which keeps each row's version.
 
 The hold is bounded (messages and bytes): past either bound it keeps nothing more, drops
 what it held and reports the overflow once; the node then fails the subscription
