@@ -15,6 +15,9 @@ whole story; :mod:`tidings.core.live_hold` is its pure half):
 
 An unsubscribe or a close meanwhile calls :meth:`~LiveSubscriptions.drop`, which cancels the
 fetch: its result is for nobody.
+
+How each snapshot ended, the holds that overflowed and the held events released are counted
+per app (:class:`LiveStats`) for ``/metrics``.
 """
 
 from __future__ import annotations
@@ -22,12 +25,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
 from tidings.core.apps import App
 from tidings.core.hub import Hub
-from tidings.core.live_hold import LiveHold, SnapshotFailed, snapshot_failure, snapshot_message
+from tidings.core.live_hold import (
+    HOLD_BOUNDS,
+    LiveHold,
+    SnapshotFailed,
+    snapshot_failure,
+    snapshot_message,
+)
 from tidings.core.publication import Publication
 from tidings.protocol.session import Session
 
@@ -60,6 +70,30 @@ class LiveConnection(Protocol):
 
 
 C = TypeVar("C", bound=LiveConnection)
+
+
+class SnapshotResult(StrEnum):
+    """How one live subscription's snapshot ended (the ``result`` label in ``/metrics``)."""
+
+    OK = "ok"  # sent, with the events held meanwhile
+    TIMEOUT = "timeout"  # not there within live_snapshot_timeout (the wait for a slot counts)
+    REFUSED = "refused"  # the provider raised SnapshotFailed (standalone: not 200, unreachable)
+    INVALID = "invalid"  # the body was not {"rows", "version"} JSON within the size limit
+    ERROR = "error"  # the provider raised anything else: a bug, logged with its traceback
+    OVERFLOW = "overflow"  # more was published meanwhile than the hold keeps
+    ABANDONED = "abandoned"  # the socket unsubscribed or closed first (or the node stopped)
+
+
+@dataclass(slots=True)
+class LiveStats:
+    """Totals since start of one app's live subscriptions, for ``/metrics``."""
+
+    snapshots: dict[SnapshotResult, int] = field(
+        default_factory=lambda: dict.fromkeys(SnapshotResult, 0)
+    )
+    # Holds that overflowed, by the setting whose bound was passed (core/live_hold.py).
+    overflows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(HOLD_BOUNDS, 0))
+    released: int = 0  # events held while a snapshot was fetched, then sent after it
 
 
 @dataclass(slots=True, eq=False)
@@ -97,10 +131,22 @@ class LiveSubscriptions(Generic[C]):
         self._pending: dict[tuple[str, str, str], PendingSnapshot[C]] = {}
         # The fetches each app may run at once (made on first use, on the node's loop).
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._stats: dict[str, LiveStats] = {}
 
     def __len__(self) -> int:
         """Subscriptions waiting for their snapshot, every app included."""
         return len(self._pending)
+
+    def waiting(self, app: App) -> int:
+        """``app``'s subscriptions waiting for their snapshot now."""
+        return sum(1 for app_id, _, _ in self._pending if app_id == app.id)
+
+    def stats(self, app: App) -> LiveStats:
+        """What ``app``'s live subscriptions came to since start."""
+        stats = self._stats.get(app.id)
+        if stats is None:
+            stats = self._stats[app.id] = LiveStats()
+        return stats
 
     def hold(
         self, hub: Hub, connection: C, channel: str, provider: SnapshotProvider
@@ -113,6 +159,8 @@ class LiveSubscriptions(Generic[C]):
         def overflowed() -> None:
             # Called mid-fan-out, where nothing may write to a socket or change the hub:
             # the fetch is cancelled, and its task fails the subscription.
+            if hold.overflowed:
+                self.stats(app).overflows[hold.overflowed] += 1
             if pending.task is not None:
                 pending.task.cancel()
 
@@ -150,35 +198,51 @@ class LiveSubscriptions(Generic[C]):
         slots = self._slots.get(app.id)
         if slots is None:
             slots = self._slots[app.id] = asyncio.Semaphore(app.live_snapshot_concurrency)
+        results = self.stats(app).snapshots
+        result: SnapshotResult
         try:
             # The timeout counts the wait for a slot: a client waits that long at most.
             async with asyncio.timeout(app.live_snapshot_timeout), slots:
                 body = await pending.provider(app, channel, socket_id)
-            message = snapshot_message(channel, body, app.live_snapshot_max_bytes)
         except asyncio.CancelledError:
             if not self._current(pending) or not hold.overflowed:
+                results[SnapshotResult.ABANDONED] += 1
                 raise  # unsubscribed, closed or shut down: drop() cleaned up
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            reason = (
-                f"more than {app.live_hold_max_messages} events or "
-                f"{app.live_snapshot_max_bytes} bytes arrived while the snapshot was fetched"
-            )
+            result, reason = SnapshotResult.OVERFLOW, self._overflowed(app)
         except TimeoutError:
+            result = SnapshotResult.TIMEOUT
             reason = f"no snapshot within {app.live_snapshot_timeout:g} s"
         except SnapshotFailed as exc:
-            reason = str(exc)
+            result, reason = SnapshotResult.REFUSED, str(exc)
         except Exception:
             log.exception("snapshot of %s for %s failed", channel, socket_id)
+            result = SnapshotResult.ERROR
             reason = "the snapshot provider failed (see the server log)"
         else:
-            if self._release(pending, message):
-                return
-            if not self._current(pending):
-                return
-            reason = "the events held while the snapshot was fetched overflowed"
-        await self._failed(pending, reason)
+            try:
+                message = snapshot_message(channel, body, app.live_snapshot_max_bytes)
+            except SnapshotFailed as exc:
+                result, reason = SnapshotResult.INVALID, str(exc)
+            else:
+                if self._release(pending, message):
+                    results[SnapshotResult.OK] += 1
+                    return
+                if not self._current(pending) or connection.session.closed:
+                    # Gone meanwhile: its unsubscribe or detach forgets it (drop()).
+                    results[SnapshotResult.ABANDONED] += 1
+                    return
+                result, reason = SnapshotResult.OVERFLOW, self._overflowed(app)
+        await self._failed(pending, result, reason)
+
+    @staticmethod
+    def _overflowed(app: App) -> str:
+        return (
+            f"more than {app.live_hold_max_messages} events or "
+            f"{app.live_snapshot_max_bytes} bytes arrived while the snapshot was fetched"
+        )
 
     def _release(self, pending: PendingSnapshot[C], message: bytes) -> bool:
         """Send the snapshot and the held events, and swap the hold for the connection, in
@@ -199,6 +263,7 @@ class LiveSubscriptions(Generic[C]):
         if events:
             # Counted as deliveries when the hold took them: written, not counted again.
             connection.publish(Publication(events))
+            self.stats(connection.app).released += len(events)
         if trace.isEnabledFor(logging.DEBUG):
             trace.debug(
                 "%s got the snapshot of %s (%d bytes) and %d held event(s)",
@@ -209,10 +274,15 @@ class LiveSubscriptions(Generic[C]):
             )
         return True
 
-    async def _failed(self, pending: PendingSnapshot[C], reason: str) -> None:
+    async def _failed(
+        self, pending: PendingSnapshot[C], result: SnapshotResult, reason: str
+    ) -> None:
         """Forget the subscription (held events are dropped) and have the node end it."""
+        results = self.stats(pending.connection.app).snapshots
         if not self._current(pending):
+            results[SnapshotResult.ABANDONED] += 1
             return
+        results[result] += 1
         del self._pending[pending.key]
         channel, connection = pending.hold.channel, pending.connection
         log.warning("snapshot of %s for %s failed: %s", channel, connection.socket_id, reason)

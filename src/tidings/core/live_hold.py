@@ -28,6 +28,8 @@ from tidings.protocol import messages
 
 LIVE_PREFIX = "private-live."
 SNAPSHOT_EVENT = "tidings:snapshot"
+# The app settings that bound a hold, as LiveHold.overflowed names them.
+HOLD_BOUNDS = ("live_hold_max_messages", "live_snapshot_max_bytes")
 
 
 class SnapshotFailed(Exception):
@@ -45,7 +47,8 @@ class LiveHold:
 
     ``limit_messages`` and ``limit_bytes`` bound what is kept; ``on_overflow`` is called once,
     from inside the fan-out that passed a bound (it must only schedule work, never write to
-    a socket or change the hub).
+    a socket or change the hub). ``overflowed`` then names the app setting of the bound
+    passed (``live_hold_max_messages`` or ``live_snapshot_max_bytes``), for the metrics.
     """
 
     __slots__ = (
@@ -70,7 +73,7 @@ class LiveHold:
     ) -> None:
         self.socket_id = socket_id
         self.channel = channel
-        self.overflowed = False
+        self.overflowed: str | None = None
         self._messages: list[bytes] = []
         self._bytes = 0
         self._limit_messages = limit_messages
@@ -87,8 +90,11 @@ class LiveHold:
             return
         added = publication.messages
         size = self._bytes + sum([len(m) for m in added])
-        if len(self._messages) + len(added) > self._limit_messages or size > self._limit_bytes:
-            self.overflowed = True
+        if len(self._messages) + len(added) > self._limit_messages:
+            self.overflowed = HOLD_BOUNDS[0]
+        elif size > self._limit_bytes:
+            self.overflowed = HOLD_BOUNDS[1]
+        if self.overflowed:
             self._messages = []
             self._bytes = 0
             self._on_overflow()
