@@ -33,13 +33,7 @@ from tidings.core import transitions
 from tidings.core.apps import App, AppRegistry
 from tidings.core.counters import AppCounters as AppCounters
 from tidings.core.hub import Coalescer, Hub, Writer, write_to_many
-from tidings.core.live_hold import (
-    LiveHold,
-    SnapshotFailed,
-    is_live,
-    snapshot_failure,
-    snapshot_message,
-)
+from tidings.core.live_hold import is_live
 from tidings.core.presence import MemberEvent, roster
 from tidings.core.publication import Publication
 from tidings.core.rate import TokenBucket
@@ -47,6 +41,7 @@ from tidings.core.registry import AppConnections, Registry, handshake_refusal
 from tidings.core.transitions import CacheMisses, CountThrottle, DirtyCounts, Held, Occurred
 from tidings.core.views import PresenceViews
 from tidings.core.watchlist import Watchlist
+from tidings.live_subscriptions import LiveSubscriptions, PendingSnapshot, SnapshotProvider
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
 from tidings.protocol.errors import MESSAGES, ErrorCode
@@ -139,13 +134,6 @@ class WebhookEvents(Protocol):
     def cancel(self, app: App, key: tuple[str, ...]) -> bool: ...
 
 
-LiveSnapshots = Callable[[App, str, str], Awaitable[bytes]]
-"""``(app, channel, socket_id) -> body``: the snapshot of a live channel for one subscribing
-socket, the JSON ``{"rows": [...], "version": V}``. Raises
-:class:`~tidings.core.live_hold.SnapshotFailed` with a message for the client; any other
-exception is logged and the client told only that the snapshot failed."""
-
-
 class BackendRateLimited(Exception):
     """An app published more than max_backend_events_per_second (HTTP 429)."""
 
@@ -177,18 +165,6 @@ class _AppState:
     # The console's recorder while someone watches this app, else None: every hook on the
     # paths below is this one check (console/tap.py).
     tap: Tap | None = None
-    # Live subscriptions waiting for their snapshot, by (socket id, channel), and the
-    # fetches the app may run at once (made on first use, on the node's loop).
-    holds: dict[tuple[str, str], _Hold] = field(default_factory=dict)
-    snapshot_slots: asyncio.Semaphore | None = None
-
-
-@dataclass(slots=True, eq=False)
-class _Hold:
-    """A live subscription between subscription_succeeded and its snapshot."""
-
-    hold: LiveHold
-    task: asyncio.Task[None] | None = None
 
 
 class Node:
@@ -238,8 +214,12 @@ class Node:
         # Where snapshots of live channels come from (embedded: the live layer; `tidings
         # serve`: the apps' live_snapshot_url), and the ids of the apps it serves (None:
         # every app). Without one, private-live.* channels are plain private channels.
-        self.live_snapshots: LiveSnapshots | None = None
+        self.live_snapshots: SnapshotProvider | None = None
         self.live_apps: frozenset[str] | None = None
+        # Live subscriptions whose deliveries are held while their snapshot is fetched.
+        self.live_subscriptions: LiveSubscriptions[Connection] = LiveSubscriptions(
+            self.outgoing.flush, self._spawn, self._snapshot_failed
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -465,14 +445,15 @@ class Node:
             cached = await self.broker.cache_get(app.id, channel, self.clock())
         if connection.session.closed or socket_id not in state.connections:
             return  # the connection went away while we waited on the broker
-        held: _Hold | None = None
-        if self._snapshots_for(app, channel):
-            held = self._start_hold(state, connection, channel)
+        held: PendingSnapshot[Connection] | None = None
+        provider = self._snapshot_provider(app, channel)
+        if provider is not None:
+            held = self.live_subscriptions.hold(state.hub, connection, channel, provider)
         elif not again:
             state.hub.add(channel, connection)
         connection.send(messages.event("pusher_internal:subscription_succeeded", channel, data))
         if held is not None:
-            held.task = self._spawn(self._snapshot(connection, held))
+            self.live_subscriptions.fetch(held)
         if state.tap is not None:
             state.tap.subscribed(socket_id, channel, member.user_id if member else None)
         if trace.isEnabledFor(logging.DEBUG):
@@ -508,9 +489,7 @@ class Node:
         socket_id = connection.socket_id
         state = self._states[app.id]
         state.hub.remove(channel, socket_id)
-        held = state.holds.pop((socket_id, channel), None)
-        if held is not None and held.task is not None:
-            held.task.cancel()  # its snapshot is for nobody now
+        self.live_subscriptions.drop(app, socket_id, channel)  # its snapshot is for nobody now
         if state.tap is not None:
             state.tap.unsubscribed(socket_id, channel)
         presence_member = member if ctype.is_presence else None
@@ -603,128 +582,23 @@ class Node:
         if await self.broker.user_offline(app.id, user.id, socket_id):
             await self.broker.control(app.id, ControlMessage("offline", user.id))
 
-    # -- live channels: the snapshot and the hold (core/live_hold.py) -----------------------
+    # -- live channels: the snapshot and the hold (live_subscriptions.py) --------------------
 
-    def _snapshots_for(self, app: App, channel: str) -> bool:
-        return (
-            self.live_snapshots is not None
-            and is_live(channel)
-            and (self.live_apps is None or app.id in self.live_apps)
-        )
+    def _snapshot_provider(self, app: App, channel: str) -> SnapshotProvider | None:
+        """Where the snapshot of ``channel`` comes from, or None: a plain private channel."""
+        if not is_live(channel) or (self.live_apps is not None and app.id not in self.live_apps):
+            return None
+        return self.live_snapshots
 
-    def _start_hold(self, state: _AppState, connection: Connection, channel: str) -> _Hold:
-        """Put a hold in the hub in the connection's place on ``channel``: from now on its
-        publications are kept until the snapshot is sent."""
-        app, socket_id = state.app, connection.socket_id
-        previous = state.holds.pop((socket_id, channel), None)
-        if previous is not None and previous.task is not None:
-            previous.task.cancel()
-
-        def overflowed() -> None:
-            # Called mid-fan-out, where nothing may write to a socket or change the hub:
-            # the fetch is cancelled, and its task fails the subscription.
-            if held.task is not None:
-                held.task.cancel()
-
-        # Held bytes are bounded like the snapshot itself.
-        held = _Hold(
-            LiveHold(
-                socket_id,
-                channel,
-                app.live_hold_max_messages,
-                app.live_snapshot_max_bytes,
-                overflowed,
-            )
-        )
-        state.holds[(socket_id, channel)] = held
-        state.hub.add(channel, held.hold)
-        return held
-
-    async def _snapshot(self, connection: Connection, held: _Hold) -> None:
-        """Fetch the snapshot, then send it and what was held, or fail the subscription."""
-        app, channel, socket_id = connection.app, held.hold.channel, connection.socket_id
-        state = self._states[app.id]
-        provider = self.live_snapshots
-        assert provider is not None
-        if state.snapshot_slots is None:
-            state.snapshot_slots = asyncio.Semaphore(app.live_snapshot_concurrency)
-        try:
-            # The timeout counts the wait for a slot: a client waits that long at most.
-            async with asyncio.timeout(app.live_snapshot_timeout), state.snapshot_slots:
-                body = await provider(app, channel, socket_id)
-            message = snapshot_message(channel, body, app.live_snapshot_max_bytes)
-        except asyncio.CancelledError:
-            if state.holds.get((socket_id, channel)) is not held or not held.hold.overflowed:
-                raise  # unsubscribed, closed or shut down: _leave cleaned up
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            reason = (
-                f"more than {app.live_hold_max_messages} events or "
-                f"{app.live_snapshot_max_bytes} bytes arrived while the snapshot was fetched"
-            )
-        except TimeoutError:
-            reason = f"no snapshot within {app.live_snapshot_timeout:g} s"
-        except SnapshotFailed as exc:
-            reason = str(exc)
-        except Exception:
-            log.exception("snapshot of %s for %s failed", channel, socket_id)
-            reason = "the snapshot provider failed (see the server log)"
-        else:
-            if self._release(state, connection, held, message):
-                return
-            if state.holds.get((socket_id, channel)) is not held:
-                return
-            reason = "the events held while the snapshot was fetched overflowed"
-        await self._snapshot_failed(state, connection, held, reason)
-
-    def _release(
-        self, state: _AppState, connection: Connection, held: _Hold, message: bytes
-    ) -> bool:
-        """Send the snapshot and the held events, and swap the hold for the connection, in
-        this one tick; False if the subscription is gone or its hold overflowed."""
-        channel, socket_id = held.hold.channel, connection.socket_id
-        if state.holds.get((socket_id, channel)) is not held or connection.session.closed:
-            return False
-        # Publications of this tick not yet written reach the hold first...
-        self.outgoing.flush()
-        if held.hold.overflowed:
-            return False
-        del state.holds[(socket_id, channel)]
-        # ...then the connection takes the hold's place: whatever is published from here on
-        # is written at the end of the tick, after the snapshot and the held events below.
-        state.hub.add(channel, connection)
-        events = held.hold.release()
-        connection.send(message)
-        if events:
-            # Counted as deliveries when the hold took them: written, not counted again.
-            connection.publish(Publication(events))
-        if trace.isEnabledFor(logging.DEBUG):
-            trace.debug(
-                "%s got the snapshot of %s (%d bytes) and %d held event(s)",
-                socket_id,
-                channel,
-                len(message),
-                len(events),
-            )
-        return True
-
-    async def _snapshot_failed(
-        self, state: _AppState, connection: Connection, held: _Hold, reason: str
-    ) -> None:
-        """Unsubscribe the socket (held events are dropped) and tell it why."""
-        channel, socket_id = held.hold.channel, connection.socket_id
-        if state.holds.get((socket_id, channel)) is not held:
-            return
-        del state.holds[(socket_id, channel)]
-        log.warning("snapshot of %s for %s failed: %s", channel, socket_id, reason)
+    async def _snapshot_failed(self, connection: Connection, channel: str, refusal: bytes) -> None:
+        """Unsubscribe the socket whose snapshot failed and tell it why."""
         # Forgotten first: a detach from now on has nothing to leave, and the client may
         # subscribe again once it has the error (sent after the broker forgot it).
         connection.session.forget(channel)
         await self._leave(connection, channel, channel_type(channel), None)
-        refusal = snapshot_failure(channel, reason)
-        if state.tap is not None:
-            state.tap.refused_message(socket_id, refusal)
+        tap = self._states[connection.app.id].tap
+        if tap is not None:
+            tap.refused_message(connection.socket_id, refusal)
         connection.send(refusal)
 
     # -- webhooks ----------------------------------------------------------------------------
