@@ -10,6 +10,7 @@ from broker_contract import (
     OTHER_APP,
     BrokerFactory,
     cluster,
+    eventually,
 )
 from tidings.brokers.control import Terminate, UserOffline, UserOnline
 
@@ -42,3 +43,40 @@ async def test_control_reaches_every_node_once(make_broker: BrokerFactory) -> No
     expected = Counter([(APP, first), (APP, second), (APP, third)])
     assert Counter(a.controls) == expected
     assert Counter(b.controls) == expected
+
+
+class Inbox:
+    """A node-message handler that keeps what it got."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+
+    async def __call__(self, payload: bytes) -> None:
+        self.payloads.append(payload)
+
+
+async def test_a_payload_to_this_node_is_handled_before_to_node_returns(
+    make_broker: BrokerFactory,
+) -> None:
+    node = await make_broker()
+    inbox = Inbox()
+    node.broker.control.on_node_message(inbox)
+    await node.broker.control.to_node(node.broker.node_id, b"{\x00 any bytes \xff")
+    assert inbox.payloads == [b"{\x00 any bytes \xff"]
+
+
+@cluster
+async def test_a_payload_reaches_its_node_alone_in_order(make_broker: BrokerFactory) -> None:
+    a, b, c = await make_broker("a"), await make_broker("b"), await make_broker("c")
+    inboxes = {node.name: Inbox() for node in (a, b, c)}
+    for node in (a, b, c):
+        node.broker.control.on_node_message(inboxes[node.name])
+    sent = [f"p{i}".encode() for i in range(20)]
+    for payload in sent:
+        await a.broker.control.to_node(b.broker.node_id, payload)
+    await a.broker.control.to_node("no-such-node", b"nobody")  # dropped, no error
+    await a.broker.control.to_node(c.broker.node_id, b"end")
+    await eventually(lambda: inboxes["c"].payloads == [b"end"], "c's payload")
+    await eventually(lambda: len(inboxes["b"].payloads) == len(sent), "b's payloads")
+    assert inboxes["b"].payloads == sent
+    assert inboxes["a"].payloads == []

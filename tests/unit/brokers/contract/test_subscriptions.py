@@ -64,3 +64,23 @@ async def test_subscription_counts_are_cluster_wide(make_broker: BrokerFactory) 
     assert await b.subscriptions.unsubscribe(APP, "c", "2.1") == 0
     assert await a.subscriptions.channels(APP) == {"d": 1}
     assert await b.subscriptions.channels(APP) == {"d": 1}
+
+
+async def test_occupied_channels(make_broker: BrokerFactory) -> None:
+    broker = (await make_broker()).broker
+    assert await broker.subscriptions.occupied(APP, []) == set()
+    assert await broker.subscriptions.occupied(APP, ["c", "d"]) == set()
+    await broker.subscriptions.subscribe(APP, "c", "1.1")
+    await broker.subscriptions.subscribe(OTHER_APP, "d", "2.1")
+    assert await broker.subscriptions.occupied(APP, ["c", "d", "c"]) == {"c"}
+    await broker.subscriptions.unsubscribe(APP, "c", "1.1")
+    assert await broker.subscriptions.occupied(APP, ["c", "d"]) == set()
+
+
+@cluster
+async def test_occupied_is_cluster_wide(make_broker: BrokerFactory) -> None:
+    a, b = (await make_broker("a")).broker, (await make_broker("b")).broker
+    await b.subscriptions.subscribe(APP, "c", "2.1")
+    assert await a.subscriptions.occupied(APP, ["c", "d"]) == {"c"}
+    await b.subscriptions.unsubscribe(APP, "c", "2.1")
+    assert await a.subscriptions.occupied(APP, ["c"]) == set()
