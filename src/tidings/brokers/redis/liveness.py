@@ -22,7 +22,7 @@ from tidings.brokers.redis.control_bus import RedisControlBus
 from tidings.brokers.redis.link import RedisLink
 from tidings.brokers.redis.listener import RECONNECT_BACKOFF_MAX
 from tidings.brokers.redis.mirror import Mirror
-from tidings.brokers.redis.scripts import SEP, UNLIMITED, Scripts
+from tidings.brokers.redis.scripts import SEP, UNLIMITED, Scripts, presence_entry
 from tidings.protocol import messages
 from tidings.tasks import spawn
 
@@ -186,7 +186,7 @@ class Liveness:
             await scripts.subscribe(app, ch, s)
         for (app, ch), members in list(mirror.presence.items()):
             for s, m in list(members.items()):
-                if SEP.join((app, ch, s, m.user_id)) in held_presence:
+                if presence_entry(app, ch, s, m.user_id) in held_presence:
                     continue
                 _, first, _ = await scripts.presence_join(app, ch, s, m, UNLIMITED)
                 if first:
