@@ -812,10 +812,10 @@ class Node:
                 assert_never(message)
 
     def _member_event(self, state: _AppState, channel: str, event: MemberEvent) -> None:
+        kind = "member_added" if event.added else "member_removed"
         member: bytes | None = None
         for socket_id in state.views.offer(channel, event, state.connections):
             member = member or _member_message(channel, event)
-            kind = "member_added" if event.added else "member_removed"
             self._send_isolated(state, socket_id, member, kind)
 
     def _watched(self, state: _AppState, user_id: str, kind: Literal["online", "offline"]) -> None:
