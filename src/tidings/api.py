@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from tidings.backends import Event, PublishError
+from tidings.brokers.history import HistoryPage
 from tidings.core.apps import App
 from tidings.node import BackendRateLimited, ClusterUnavailable, Node
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, channel_type, name_error
@@ -128,6 +129,23 @@ async def channel_info(node: Node, app: App, channel: str, info: tuple[str, ...]
                 "ttl": ttl,
             }
     return result
+
+
+def history_page(page: HistoryPage) -> dict[str, Any]:
+    """``GET /channels/{name}/history``'s answer: the position, ``complete``, and each kept
+    event as subscribers received it (``event``, ``channel``, ``data``, ``user_id``) after
+    its ``offset``. The socket_id it excluded is not shown: it names a client connection."""
+    events = []
+    for stored in page.events:
+        event: dict[str, Any] = {"offset": stored.offset}
+        event.update(orjson.loads(stored.message))
+        events.append(event)
+    return {
+        "epoch": page.position.epoch,
+        "offset": page.position.offset,
+        "complete": page.complete,
+        "events": events,
+    }
 
 
 async def user_ids(node: Node, app: App, channel: str) -> list[str]:

@@ -9,7 +9,6 @@ from fnmatch import fnmatchcase
 from tidings.core.webhooks import WebhookTarget
 from tidings.protocol.session import SessionPolicy
 
-
 # Events Pusher or Tidings itself sends (presence member events, subscription replies, the
 # live snapshot...): state of one moment, never replayed as if it had just happened.
 UNSTORED_EVENT_PREFIXES = ("pusher:", "pusher_internal:", "tidings:")
