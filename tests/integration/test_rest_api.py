@@ -778,5 +778,5 @@ def test_history_requests_are_signed(history_server: Any) -> None:
     path = f"/apps/{APP_ID}/channels/{unique('history-sig')}/history"
     forged = rest_request(history_server.http_url, "GET", path, signature="0" * 64)
     assert_error_response(forged, 401)
-    bad_name = history_of(history_server, "history-bad name")
+    bad_name = history_of(history_server, "history-bad!name")
     assert_error_response(bad_name, 400)
