@@ -2,8 +2,8 @@
 history message.
 
 Starts a private redis-server on a free loopback port, adds 10,000 of each through the
-RedisBroker (history: its store) and reports ``used_memory`` deltas (the figures in
-docs/deployment.md and docs/benchmarks.md):
+RedisBroker (history: its store, the scripts every node runs) and reports ``used_memory``
+deltas (the figures in docs/deployment.md and docs/benchmarks.md):
 
     .venv/bin/python bench/redis_memory.py [--n 10000]
 """
@@ -21,8 +21,10 @@ import redis
 from redis import asyncio as aioredis
 
 from tidings.brokers.control import ControlMessage
+from tidings.brokers.history import Position
 from tidings.brokers.redis import RedisBroker
-from tidings.brokers.redis_history import RedisHistory
+from tidings.brokers.redis.cluster import ClusterRedis
+from tidings.brokers.redis.history import HistoryStore
 from tidings.protocol.session import Member
 
 
@@ -32,7 +34,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ignore_delivery(app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+def ignore_delivery(
+    app_id: str, channel: str, frame: bytes, exclude: str | None, position: Position | None
+) -> None:
     pass
 
 
@@ -87,7 +91,7 @@ def history_event(i: int, size: int) -> bytes:
 async def measure_history(url: str, port: int, n: int) -> None:
     client = redis.Redis(port=port)
     server = aioredis.Redis.from_url(url)
-    history = RedisHistory(server, "hist", sharded=False, origin="n1")
+    history = HistoryStore(ClusterRedis(server, "hist", sharded=False), origin="n1")
 
     def used() -> int:
         return int(client.info("memory")["used_memory"])

@@ -20,7 +20,14 @@ from tidings.brokers.history import HistoryPage
 from tidings.core.apps import App
 from tidings.node import BackendRateLimited, ClusterUnavailable, Node
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, channel_type, name_error
-from tidings.protocol.rest import RestError, RestLimits, Trigger, check_trigger, parse_info
+from tidings.protocol.rest import (
+    HistoryQuery,
+    RestError,
+    RestLimits,
+    Trigger,
+    check_trigger,
+    parse_info,
+)
 
 
 def rest_limits(app: App) -> RestLimits:
@@ -129,6 +136,16 @@ async def channel_info(node: Node, app: App, channel: str, info: tuple[str, ...]
                 "ttl": ttl,
             }
     return result
+
+
+async def channel_history(
+    node: Node, app: App, channel: str, query: HistoryQuery
+) -> dict[str, Any]:
+    """``GET /channels/{name}/history``: the channel's kept events after ``query.since``."""
+    check_channel_name(app, channel)
+    if app.history_rule(channel) is None:
+        raise RestError(404, "no history is kept for this channel (no history rule matches it)")
+    return history_page(await node.history(app, channel, query.since, query.limit))
 
 
 def history_page(page: HistoryPage) -> dict[str, Any]:

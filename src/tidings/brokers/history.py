@@ -17,7 +17,7 @@ is gone but the top offset is not, so a client that missed nothing still recover
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,9 +56,14 @@ class HistoryPage:
     complete: bool
 
 
-PositionedDeliver = Callable[[str, str, bytes, "str | None", "Position | None"], None]
-"""``deliver(app_id, channel, message, exclude, position)``: a publication for local
-subscribers, with its position in the channel's history (None: the channel keeps none)."""
+def new_epoch() -> str:
+    """A short random epoch: 8 hex digits, drawn for every stream that starts over (a
+    collision between two epochs of one channel: one in four billion)."""
+    return secrets.token_hex(4)
+
+
+class HistoryUnavailable(Exception):
+    """The history cannot be read: the shared backend is unreachable (degraded)."""
 
 
 def page(position: Position, since: int, events: list[Stored]) -> HistoryPage:
@@ -73,14 +78,17 @@ def page(position: Position, since: int, events: list[Stored]) -> HistoryPage:
 
 
 class History(Protocol):
-    """Per-channel history (the channel-state family, beside the cache).
+    """Per-channel history (channel state, beside the cache), held by ``broker.history``.
 
-    Ordering: offsets of one channel are assigned in one total order (the store's), and
-    every node delivers a channel's positioned publications in offset order.
-    Delivery: as pub/sub (at most once per node); what a node misses is in the stream, and
-    the offsets let it notice.
-    Failure: the store's errors propagate; the caller decides what an unreachable store
-    means (a node serves its local clients without positions, a REST read answers 503).
+    Ordering: a channel's offsets are assigned in one total order (the process's for
+    memory, Redis's for Redis), and every node is handed a channel's positioned
+    publications in that order.
+    Delivery: as pub/sub, at most once per node; what a node misses is in the stream, and
+    the offsets let it notice (a jump) and fill the hole with :meth:`since`.
+    Failure, while degraded: :meth:`publish` delivers to this node's subscribers without a
+    position and keeps nothing (other nodes miss it, as with pub/sub); :meth:`position` and
+    :meth:`since` raise :class:`HistoryUnavailable`, the only calls of the broker that
+    raise because of an outage: there is no local answer to give.
     """
 
     async def publish(
@@ -92,10 +100,12 @@ class History(Protocol):
         *,
         size: int,
         ttl: float,
-    ) -> Position:
+    ) -> Position | None:
         """Atomically: take the next offset, append ``message``, trim the stream to ``size``
         entries, keep it ``ttl`` seconds after this publication, and deliver it to every
-        node (this one included) with its position. Returns that position."""
+        node (this one included) with its position. Returns that position; None when the
+        backend could not be reached (degraded: delivered to this node's subscribers only,
+        without a position, and not kept)."""
         ...
 
     async def position(self, app_id: str, channel: str, *, ttl: float) -> Position:

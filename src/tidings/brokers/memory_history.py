@@ -10,29 +10,18 @@ clients, so the map they key must be bounded.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Protocol
 
-from tidings.brokers.history import (
-    META_TTL,
-    HistoryPage,
-    Position,
-    PositionedDeliver,
-    Stored,
-    page,
-)
+from tidings.brokers.base import Deliver
+from tidings.brokers.history import META_TTL, HistoryPage, Position, Stored, new_epoch, page
 
 MAX_CHANNELS = 100_000  # channel metas kept; past it the least recently published goes
 SWEEP_EVERY = 1_024  # publications between two sweeps of expired streams (at least)
-
-
-def new_epoch() -> str:
-    """A short random epoch: 8 hex digits, fresh for every stream that starts over."""
-    return secrets.token_hex(4)
 
 
 @dataclass(slots=True)
@@ -44,19 +33,26 @@ class _Channel:
     entries: deque[Stored] = field(default_factory=deque)
 
 
+class Local(Protocol):
+    """Where this process's publications are delivered (the broker's pub/sub)."""
+
+    @property
+    def deliver(self) -> Deliver | None: ...
+
+
 class MemoryHistory:
     """:class:`~tidings.brokers.history.History` for one process.
 
-    ``publish`` delivers through ``deliver`` before it returns, so offsets reach local
-    subscribers in order."""
+    ``publish`` delivers through ``local.deliver`` before it returns, so offsets reach
+    local subscribers in order."""
 
     def __init__(
         self,
-        deliver: PositionedDeliver,
+        local: Local,
         clock: Callable[[], float] = time.monotonic,
         max_channels: int = MAX_CHANNELS,
     ) -> None:
-        self._deliver = deliver
+        self._local = local
         self._clock = clock
         self._max_channels = max_channels
         self._channels: OrderedDict[tuple[str, str], _Channel] = OrderedDict()
@@ -89,7 +85,9 @@ class MemoryHistory:
         if self._publishes_since_sweep >= max(SWEEP_EVERY, len(self._channels)):
             self._sweep(now)  # amortised: O(1) per publication
         position = Position(state.epoch, state.top)
-        self._deliver(app_id, channel, message, exclude, position)
+        deliver = self._local.deliver
+        if deliver is not None:  # None: the broker is not started (or stopped)
+            deliver(app_id, channel, message, exclude, position)
         return position
 
     async def position(self, app_id: str, channel: str, *, ttl: float) -> Position:
