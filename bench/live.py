@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/live.py          # 1,000 saves/s for 20 s, 100 filters, 1,000 sockets
     .venv/bin/python bench/live.py --quick  # the same rate for 4 s, 25 filters, 250 sockets
+    .venv/bin/python bench/live.py --quick --profile  # plus cProfile of the app's threads
 
 What runs:
 
@@ -33,17 +34,23 @@ What it reports:
   costs per change (events built, occupied check, fan-out to the sockets). The subscribers'
   and PostgreSQL's CPU are not in it.
 
-Results: a table on stdout and bench/results/live-<timestamp>.json.
+Results: a table on stdout and bench/results/live-<timestamp>.json. ``--profile``: cProfile
+runs in the writer threads and on the event loop's thread during the live window (it slows
+them: read its shares, not the rates), and the functions that took the most time are
+written to bench/results/live-<timestamp>-profile.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import hashlib
 import hmac
+import io
 import itertools
 import json
+import pstats
 import random
 import resource
 import statistics
@@ -51,7 +58,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +108,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--session-per-save",
         action="store_true",
         help="each save in a session of its own that reads the row first (a web request)",
+    )
+    p.add_argument(
+        "--profile", action="store_true", help="cProfile the app's threads in the live window"
     )
     p.add_argument("--client", nargs=2, metavar=("PORT", "CHANNELS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -202,11 +212,18 @@ class Window:
     late: int = 0  # saves that started more than 10 ms after their scheduled time
     statements: int = 0
     cpu: float = 0.0
+    writer_cpu: float = 0.0  # the writer threads' own CPU (SQLAlchemy, Tidings' session hooks)
+    loop_cpu: float = 0.0  # the event loop thread's (Tidings: publishing, fan-out)
     seconds: float = 0.0
+    profiles: list[cProfile.Profile] = field(default_factory=list)
 
 
 def write(
-    factory: sessionmaker[Session], engine: Any, args: argparse.Namespace, seed: int
+    factory: sessionmaker[Session],
+    engine: Any,
+    args: argparse.Namespace,
+    seed: int,
+    profile: bool = False,
 ) -> Window:
     """``args.writers`` threads, each updating one random row of its own share per
     transaction, together ``args.rate`` saves/s for ``args.seconds``."""
@@ -223,8 +240,20 @@ def write(
     rate = args.rate / writers
     total = int(rate * args.seconds)
     go = threading.Barrier(writers + 1)
+    lock = threading.Lock()
 
     def writer(k: int) -> None:
+        cpu = time.thread_time()
+        if not profile:
+            save(k)
+        else:
+            profiler = cProfile.Profile()
+            window.profiles.append(profiler)
+            profiler.runcall(save, k)
+        with lock:
+            window.writer_cpu += time.thread_time() - cpu
+
+    def save(k: int) -> None:
         rng = random.Random(seed * 100 + k)
         mine = ids[k::writers]
         with factory() as session:
@@ -353,7 +382,15 @@ async def live_run(
         log(f"all subscribed with their snapshots in {time.monotonic() - subscribed:.1f} s")
 
         log(f"live: {args.rate} saves/s for {args.seconds} s")
-        window = await asyncio.to_thread(write, factory, engine, args, 2)
+        loop_profiler = cProfile.Profile() if args.profile else None
+        if loop_profiler is not None:
+            loop_profiler.enable()
+        loop_cpu = time.thread_time()
+        window = await asyncio.to_thread(write, factory, engine, args, 2, args.profile)
+        window.loop_cpu = time.thread_time() - loop_cpu
+        if loop_profiler is not None:
+            loop_profiler.disable()
+            window.profiles.append(loop_profiler)
         per_channel = args.subscribers // args.filters
         expected = window.saves * per_channel
         await asyncio.sleep(1.0)  # the last saves' events are on their way
@@ -380,7 +417,20 @@ async def live_run(
         "expected": expected,
         "latencies": latencies,
         "client_cpu": sum(r["cpu"] for r in reports),
+        "profile": profile_text(window.profiles) if window.profiles else None,
     }
+
+
+def profile_text(profiles: list[cProfile.Profile], top: int = 45) -> str:
+    """The functions that took the most time in all the profiled threads together."""
+    out = io.StringIO()
+    stats = pstats.Stats(profiles[0], stream=out)
+    for profiler in profiles[1:]:
+        stats.add(profiler)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("cumulative").print_stats("tidings|asyncio", top)
+    return out.getvalue()
 
 
 def summarize(args: argparse.Namespace, baseline: Window, live: dict[str, Any]) -> dict[str, Any]:
@@ -419,8 +469,12 @@ def summarize(args: argparse.Namespace, baseline: Window, live: dict[str, Any]) 
             "baseline": round(1000 * baseline.cpu / baseline.saves, 3),
             "live": round(1000 * window.cpu / window.saves, 3),
             "tidings": round(1000 * (window.cpu / window.saves - baseline.cpu / baseline.saves), 3),
+            "writer_threads": round(1000 * window.writer_cpu / window.saves, 3),
+            "writer_threads_baseline": round(1000 * baseline.writer_cpu / baseline.saves, 3),
+            "event_loop_thread": round(1000 * window.loop_cpu / window.saves, 3),
         },
         "client_cpu_s": round(live["client_cpu"], 2),
+        "profile": live["profile"],
     }
     return result
 
@@ -450,6 +504,10 @@ def report(result: dict[str, Any]) -> None:
         f"  CPU per change           {cpu['live']} ms with Tidings, {cpu['baseline']} ms without "
         f"(Tidings: {cpu['tidings']} ms)"
     )
+    print(
+        f"    by thread              writers {cpu['writer_threads']} ms "
+        f"({cpu['writer_threads_baseline']} ms without), event loop {cpu['event_loop_thread']} ms"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -460,7 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     report(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"live-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    profile = result.pop("profile")
+    if profile is not None:
+        profile_path = RESULTS / f"live-{stamp}-profile.txt"
+        profile_path.write_text(profile)
+        log(f"profile: {profile_path.relative_to(ROOT)}")
+    path = RESULTS / f"live-{stamp}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     log(f"results: {path.relative_to(ROOT)}")
     d = result["deliveries"]
