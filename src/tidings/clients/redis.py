@@ -149,6 +149,11 @@ class RedisClient:
             return {}
         return {"batch": [await self._attributes(t.channels[0], t.info) for t in triggers]}
 
+    async def trigger_many(self, events: Sequence[Event]) -> None:
+        if any(len(e.channels) != 1 for e in events):
+            raise PublishError(400, "every batch event has exactly one channel")
+        await self._publish([self._check(event) for event in events])
+
     async def send_to_user(self, user_id: str, name: str, data: str) -> None:
         """An event on the user's ``#server-to-user-`` channel: every socket signed in as
         ``user_id``, on every node, gets it (Pusher's ``sendToUser``)."""
