@@ -128,6 +128,7 @@ class ClusterRedis:
         self.redis = redis
         self.prefix = prefix
         self.sharded = sharded
+        self._count_and_publish = redis.register_script(_load_script("count_and_publish"))
 
     def key(self, app_id: str, *parts: str) -> str:
         return ":".join((self.prefix, app_id, *parts))
@@ -179,6 +180,25 @@ class ClusterRedis:
             pipe.expire(key, 2)
             total, _ = await pipe.execute()
         return int(total)
+
+    async def count_and_publish(
+        self,
+        origin: str,
+        app_id: str,
+        second: int,
+        events: int,
+        limit: int,
+        publications: Sequence[tuple[str, bytes, str | None]],
+    ) -> int:
+        """:meth:`count_backend_events` (``events``), then :meth:`publish` each of
+        ``publications`` (channel, message, exclude) in order unless the new total is over
+        ``limit``: one round trip. Returns the total. Not for sharded pub/sub (a script's
+        SPUBLISH must stay in one slot): sharded callers count and publish one by one."""
+        arguments: list[bytes | int] = [events, limit]
+        for channel, message, exclude in publications:
+            arguments += [self.topic(app_id, channel), encode_publication(origin, exclude, message)]
+        key = self.key(app_id, "rate", str(second))
+        return int(await self._count_and_publish(keys=[key], args=arguments))
 
     async def subscription_count(self, app_id: str, channel: str) -> int:
         return int(await self.redis.scard(self.key(app_id, "subs", channel)))
