@@ -71,13 +71,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Float, Integer, String, create_engine, event, insert, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+T = TypeVar("T")
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
@@ -133,6 +135,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "processes publish through Redis to a `tidings serve --redis` node",
     )
     p.add_argument("--processes", type=int, default=2, help="writer processes (redis-client)")
+    p.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="the embedding app's event loop (uvicorn picks uvloop when it is installed)",
+    )
     p.add_argument("--writer-process", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--client", nargs=2, metavar=("PORT", "CHANNELS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -352,11 +360,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             factory = sessionmaker(engine, expire_on_commit=False)
             log(f"baseline: {args.rate} saves/s for {args.seconds} s without Tidings")
             baseline = write(factory, engine, args, seed=1)
-            live = asyncio.run(live_run(args, factory, engine, snapshot_engine))
+            live = run_loop(args, live_run(args, factory, engine, snapshot_engine))
             return summarize(args, baseline, live)
         finally:
             snapshot_engine.dispose()
             engine.dispose()
+
+
+def run_loop(args: argparse.Namespace, main: Coroutine[Any, Any, T]) -> T:
+    """``main`` on the event loop the embedding app would run (``--loop``)."""
+    if args.loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def declare(rt: Any, snapshot_engine: Any) -> None:
@@ -663,6 +680,7 @@ def summarize(args: argparse.Namespace, baseline: Window, live: dict[str, Any]) 
                 "client_processes",
                 "mode",
                 "processes",
+                "loop",
             )
         },
         "achieved_rate": {
