@@ -4,6 +4,7 @@
     .venv/bin/python bench/live.py --quick  # the same rate for 4 s, 25 filters, 250 sockets
     .venv/bin/python bench/live.py --quick --profile  # plus cProfile of the app's threads
     .venv/bin/python bench/live.py --mode redis-client --processes 2  # app in 2 processes
+    .venv/bin/python bench/live.py --quick --loop uvloop  # the embedding app on uvloop
 
 What runs:
 
