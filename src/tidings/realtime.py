@@ -423,6 +423,11 @@ class Realtime:
         events = _batch(batch)
         return await self._call(lambda backend: backend.trigger_batch(events))
 
+    async def _atrigger_many(self, events: Sequence[Event]) -> None:
+        """Events Tidings built itself (the live models' commits), in order, in one call
+        to the backend: no batch limit and no answer, so none of a batch's bookkeeping."""
+        await self._call(lambda backend: backend.trigger_many(events))
+
     def send_to_user(self, user_id: str, event: str, data: Any) -> None:
         """An event for every connection signed in as ``user_id``."""
         user, encoded = _text("user_id", user_id), _encode(data)
