@@ -212,7 +212,7 @@ class RedisClient:
                         for channel in trigger.channels:
                             await self._publish_one(cluster, trigger, channel)
                     return
-                # Nothing cached or stored: the count and every PUBLISH in one script, one round trip.
+                # Nothing cached or stored: the count and every PUBLISH in one script.
                 publications = [
                     (channel, messages.event(t.name, channel, t.data), t.socket_id)
                     for t in triggers
