@@ -58,6 +58,7 @@ from typing import Any
 
 import orjson
 
+import pyspy
 import servers
 from cluster_nodes import RedisServer
 from loadclient import APP_ID, APP_KEY, APP_SECRET
@@ -239,10 +240,15 @@ def run_case(
         a0, k0 = {"t": time.monotonic(), "all": all_processes()}, core_times()
         s0 = cpu_seconds(pid)
         r0 = cpu_seconds(redis_pid) if redis_pid else 0.0
+        spy = None
+        if plan.profile and not server.startswith("soketi"):
+            spy = pyspy.start_profiler(pid, workdir, tag, plan.seconds, plan.profile_lines)
         result = wrk(port, pool, plan.seconds, workdir / f"wrk-{tag}.log")
         s1 = cpu_seconds(pid)
         r1 = cpu_seconds(redis_pid) if redis_pid else 0.0
         a1, k1 = {"t": time.monotonic(), "all": all_processes()}, core_times()
+        if spy is not None:
+            record["saturate"] = {"profile": pyspy.finish(spy, workdir, tag)}
         if subscribers is not None:
             record["subscribers"] = subscribers.finish()
             subscribers = None
@@ -300,6 +306,8 @@ class Plan:
     warm: float
     workdir: Path
     cases: tuple[Case, ...]
+    profile: bool = False  # py-spy the Python servers during each measured run
+    profile_lines: bool = False  # by line, pausing the server per sample (bench/pyspy.py)
 
 
 def measure(server: str, run: int, plan: Plan, redis: RedisServer) -> list[dict[str, Any]]:
@@ -480,6 +488,18 @@ def targets(data: dict[str, Any], inprocess: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def print_profiles(records: list[dict[str, Any]], top: int = 20) -> None:
+    for r in records:
+        prof = r.get("saturate", {}).get("profile")
+        if not prof or "self" not in prof:
+            continue
+        print(f"\nprofile {r['server']} {r['case']} run {r['run'] + 1} ({prof['samples']} samples)")
+        for title in ("self", "inclusive"):
+            print(f"  {title} %")
+            for name, share in prof[title][:top]:
+                print(f"  {share:6.1f}   {name}")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -491,6 +511,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--servers", default=",".join(SERVERS), help=f"subset of {','.join(SERVERS)}")
     p.add_argument("--cases", default=",".join(CASES), help=f"subset of {','.join(CASES)}")
     p.add_argument("--no-in-process", action="store_true", help="skip the in-process rates")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the Python servers during each case (py-spy shares wrk's core)",
+    )
+    p.add_argument("--profile-lines", action="store_true", help="--profile by source line")
     args = p.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
     args.seconds = args.seconds or (2.0 if args.quick else 5.0)
@@ -518,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = RESULTS / f"publish-{stamp}"
     workdir.mkdir()
     cases = tuple(CASES[c] for c in args.cases)
-    plan = Plan(args.seconds, 1.0, workdir, cases)  # wrk takes whole seconds
+    profile = args.profile or args.profile_lines
+    plan = Plan(args.seconds, 1.0, workdir, cases, profile, args.profile_lines)  # whole seconds
     per_server = len(cases) * (plan.seconds + plan.warm + 1.5) + 4
     expected = args.runs * len(args.servers) * per_server + 4 * args.seconds + 10
     log(
@@ -564,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in bad:
             what = r.get("error") or "; ".join(r["problems"])
             print(f"  {r['server']} {r['case']} run {r['run'] + 1}: {what}")
+    print_profiles(records)
     print(f"\nresults: {out_path.relative_to(ROOT)}")
     if interrupted:
         return 130
