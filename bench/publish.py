@@ -453,11 +453,11 @@ def summary(
     ]
     for case in cases:
         lines.append(f"\n{case.name} (median (min–max) of runs)")
-        lines.append(f"  {'server':<14}" + "".join(f"{c[0]:>25}" for c in columns))
+        lines.append(f"  {'server':<14}" + "".join(f"{c[0]:>27}" for c in columns))
         for server in names:
             rows = good(records, server, case.name)
             cells = [median_range([r[key] for r in rows], d) for _, key, d in columns]
-            lines.append(f"  {server:<14}" + "".join(f"{c:>25}" for c in cells))
+            lines.append(f"  {server:<14}" + "".join(f"{c:>27}" for c in cells))
             data[f"{case.name}/{server}"] = {
                 key: statistics.median([r[key] for r in rows]) if rows else None
                 for _, key, _ in columns
