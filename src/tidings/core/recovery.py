@@ -68,6 +68,7 @@ class Settled:
     recovered: bool | None
     messages: list[bytes]
     replayed: int  # of ``messages``, how many came from the history
+    positioned: bool = True  # False: the history could not be read; a stock subscription
 
 
 def recoverable(
@@ -139,6 +140,12 @@ class Catchup:
         offsets = publication.offsets or [None] * len(added)
         self._held.extend(zip(added, offsets, strict=True))
         self._bytes = size
+
+    def release(self) -> list[bytes]:
+        """Everything held, in order, when no position could be read (the subscription
+        goes on as a stock one); the catch-up keeps nothing after this."""
+        held, self._held, self._bytes = self._held, [], 0
+        return [m for m, _ in held]
 
     def settle(
         self,

@@ -27,7 +27,7 @@ from tidings.protocol.errors import ErrorCode, ProtocolError
 VERSION = 1
 UNRECOVERED_EVENT = "tidings:unrecovered"
 # An epoch is the history store's short random string; a socket id is Pusher's "1234.5678".
-MAX_EPOCH_LENGTH = 64
+MAX_EPOCH_LENGTH = 32
 MAX_OFFSET = 2**53 - 1  # what a JavaScript number holds exactly
 _SOCKET_ID = re.compile(r"\d{1,20}\.\d{1,20}")
 
