@@ -85,12 +85,13 @@ async def test_stock_frames_are_byte_identical(
         await sock.send_event("pusher:subscribe", data)
         succeeded = await sock.ws.recv()
         assert succeeded == (
-            '{"event":"pusher_internal:subscription_succeeded","channel":"%s","data":"{}"}'
-            % channel
+            '{"event":"pusher_internal:subscription_succeeded","channel":"'
+            + channel
+            + '","data":"{}"}'
         )
         await asyncio.to_thread(trigger, server.http_url, channel, "news", '{"n":1}')
         frame = await _next_non_count(sock)
-        assert frame == '{"event":"news","channel":"%s","data":"{\\"n\\":1}"}' % channel
+        assert frame == '{"event":"news","channel":"' + channel + '","data":"{\\"n\\":1}"}'
 
 
 async def _next_non_count(sock: Any) -> str:
@@ -115,11 +116,11 @@ async def test_opted_in_socket_gets_its_position_and_every_offset(
     await asyncio.to_thread(trigger, server.http_url, channel, "news", '{"n":2}')
     frame = await follower.sock.ws.recv()  # type: ignore[union-attr]
     assert frame == (
-        '{"event":"news","channel":"%s","data":"{\\"n\\":2}","tidings":{"offset":2}}' % channel
+        '{"event":"news","channel":"' + channel + '","data":"{\\"n\\":2}","tidings":{"offset":2}}'
     )
     # The stock subscriber of the same channel got the frame without the offset.
     assert await _next_non_count(stock) == (
-        '{"event":"news","channel":"%s","data":"{\\"n\\":2}"}' % channel
+        '{"event":"news","channel":"' + channel + '","data":"{\\"n\\":2}"}'
     )
 
 
