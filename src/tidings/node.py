@@ -22,7 +22,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -43,6 +43,7 @@ from tidings.core.live_hold import (
 from tidings.core.presence import MemberEvent, roster
 from tidings.core.publication import Publication
 from tidings.core.rate import TokenBucket
+from tidings.core.recovery import Settled
 from tidings.core.registry import AppConnections, Registry, handshake_refusal
 from tidings.core.transitions import CacheMisses, CountThrottle, DirtyCounts, Held, Occurred
 from tidings.core.views import PresenceViews
@@ -50,6 +51,7 @@ from tidings.core.watchlist import Watchlist
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
 from tidings.protocol.errors import MESSAGES, ErrorCode
+from tidings.protocol.recovery import succeeded_data
 from tidings.protocol.rest import Trigger
 from tidings.protocol.session import (
     Action,
@@ -63,7 +65,11 @@ from tidings.protocol.session import (
     SignIn,
     User,
 )
+from tidings.recovery import AppRecovery
 from tidings.tasks import report_failure, spawn
+
+if TYPE_CHECKING:
+    from tidings.brokers.history import Position
 
 log = logging.getLogger("tidings.node")
 # What clients and the REST API do, line by line (`tidings serve --debug`, or
@@ -181,6 +187,8 @@ class _AppState:
     # fetches the app may run at once (made on first use, on the node's loop).
     holds: dict[tuple[str, str], _Hold] = field(default_factory=dict)
     snapshot_slots: asyncio.Semaphore | None = None
+    # History on this node: positioned deliveries, gap fills, catch-ups (tidings/recovery.py).
+    recovery: AppRecovery = field(init=False)
 
 
 @dataclass(slots=True, eq=False)
@@ -216,6 +224,16 @@ class Node:
             app.id: _AppState(app, Hub(write, self.outgoing.flush), self._registry.of(app.id))
             for app in apps
         }
+        for state in self._states.values():
+            state.recovery = AppRecovery(
+                state.app,
+                state.hub,
+                state.counters,
+                self.outgoing,
+                lambda: self.broker.history,
+                self._spawn,
+                state.connections.get,
+            )
         self._policies = {
             app.id: app.session_policy(self.settings.activity_timeout, self.settings.pong_timeout)
             for app in apps
@@ -466,11 +484,28 @@ class Node:
         if connection.session.closed or socket_id not in state.connections:
             return  # the connection went away while we waited on the broker
         held: _Hold | None = None
-        if self._snapshots_for(app, channel):
+        settled: Settled | None = None
+        live = self._snapshots_for(app, channel)
+        rule = None if again or live else state.recovery.rule(channel, join.opt_in)
+        if live:
             held = self._start_hold(state, connection, channel)
+        elif rule is not None and join.opt_in is not None:
+            # Opted in on a channel with history: its position, and what it missed.
+            settled = await state.recovery.catch_up(connection, channel, join.opt_in, rule)
+            if settled is None:
+                return  # left, closed or overflowed while the history was read
+            if settled.positioned:
+                data = succeeded_data(
+                    orjson.loads(data), settled.epoch, settled.offset, settled.recovered
+                )
         elif not again:
             state.hub.add(channel, connection)
         connection.send(messages.event("pusher_internal:subscription_succeeded", channel, data))
+        if settled is not None and settled.messages:
+            # The replay, then what was published while the history was read: written
+            # before anything published from now on (same tick, no flush in between).
+            connection.publish(Publication(settled.messages))
+            state.counters.deliveries += len(settled.messages)
         if held is not None:
             held.task = self._spawn(self._snapshot(connection, held))
         if state.tap is not None:
@@ -508,6 +543,7 @@ class Node:
         socket_id = connection.socket_id
         state = self._states[app.id]
         state.hub.remove(channel, socket_id)
+        state.recovery.left(socket_id, channel)
         held = state.holds.pop((socket_id, channel), None)
         if held is not None and held.task is not None:
             held.task.cancel()  # its snapshot is for nobody now
@@ -761,10 +797,21 @@ class Node:
 
     # -- broker callbacks (every node) -------------------------------------------------------
 
-    def _deliver(self, app_id: str, channel: str, message: bytes, exclude: str | None) -> None:
+    def _deliver(
+        self,
+        app_id: str,
+        channel: str,
+        message: bytes,
+        exclude: str | None,
+        position: Position | None = None,
+    ) -> None:
         state = self._states.get(app_id)
-        if state is not None:
+        if state is None:
+            return
+        if position is None:
             self.outgoing.add(state.hub, channel, message, exclude, state.counters)
+        else:  # a channel with history: in offset order, holes filled first
+            state.recovery.deliver(channel, message, exclude, position.offset, position.epoch)
 
     def _control(self, app_id: str, message: ControlMessage) -> None:
         if message.kind == "console":
