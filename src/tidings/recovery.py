@@ -16,6 +16,7 @@ writes to connections. Three rules it keeps:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,6 +39,10 @@ log = logging.getLogger("tidings.recovery")
 # socket (catch-up) or the channel's sockets (fill) are closed with 4200 and reconnect.
 MAX_HELD_MESSAGES = 10_000
 MAX_HELD_BYTES = 16 * 1024 * 1024
+
+# How long a catch-up waits for the bus to bring this node up to the position it read (a
+# publication reaches the store's reader before its pub/sub copy reaches this node).
+BUS_WAIT = 2.0
 
 GAP_UNFILLED = "Missed events could not be recovered from the channel history"
 CATCHUP_OVERFLOWED = "Too many events arrived while the channel history was read"
@@ -87,6 +92,7 @@ class AppRecovery:
         "_socket",
         "_gaps",
         "_catchups",
+        "_waiters",
     )
 
     def __init__(
@@ -108,6 +114,8 @@ class AppRecovery:
         self._socket = socket  # a connection of this app by socket id
         self._gaps = Gaps(MAX_HELD_MESSAGES)
         self._catchups: dict[tuple[str, str], Catchup] = {}
+        # Catch-ups waiting for the bus to deliver a channel up to an offset.
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
 
     # -- deliveries from the bus -------------------------------------------------------------
 
@@ -122,6 +130,7 @@ class AppRecovery:
         match self._gaps.arrive(channel, epoch, arrival):
             case Verdict.DELIVER:
                 self._outgoing.add(self._hub, channel, message, exclude, self._counters, offset)
+                self._wake(channel, offset)
             case Verdict.DUPLICATE | Verdict.HELD:
                 pass
             case Verdict.FILL:
@@ -131,9 +140,11 @@ class AppRecovery:
                 # are told to re-fetch; stock sockets just go on.
                 self._close(self._hub.positioned_subscribers(channel), EPOCH_CHANGED)
                 self._outgoing.add(self._hub, channel, message, exclude, self._counters, offset)
+                self._wake(channel, None)
             case Verdict.OVERFLOW:
                 self._counters.gaps_unfilled += 1
                 self._close(self._hub.subscribers(channel), GAP_UNFILLED)
+                self._wake(channel, None)
 
     async def _fill(self, channel: str) -> None:
         after = self._gaps.filling_after(channel)
@@ -154,10 +165,55 @@ class AppRecovery:
             self._counters.gaps_unfilled += 1
             log.warning("a gap in %s could not be filled: closing its sockets", channel)
             self._close(self._hub.subscribers(channel), GAP_UNFILLED)
+            self._wake(channel, None)
             return
         self._counters.gaps_filled += 1
         for a in out:
             self._outgoing.add(self._hub, channel, a.message, a.exclude, self._counters, a.offset)
+        if out:
+            self._wake(channel, out[-1].offset)
+
+    def _wake(self, channel: str, offset: int | None) -> None:
+        """The bus delivered ``channel`` up to ``offset`` (None: it never will, in this
+        epoch): wake the catch-ups waiting for it."""
+        waiters = self._waiters.get(channel)
+        if not waiters:
+            return
+        keep = []
+        for needed, future in waiters:
+            if offset is None or needed <= offset:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                keep.append((needed, future))
+        if keep:
+            self._waiters[channel] = keep
+        else:
+            del self._waiters[channel]
+
+    async def _bus_reaches(self, channel: str, top: Located) -> None:
+        """Wait (at most :data:`BUS_WAIT`) until the bus delivered ``channel`` up to
+        ``top`` here, so no publication the read covered can reach the socket after it
+        takes the catch-up's place (it is dropped by the catch-up, or as a duplicate).
+
+        Nothing to wait for when no offset of this epoch was delivered yet: the gap
+        tracker is then seeded with ``top`` and drops older ones as duplicates."""
+        last = self._gaps.last(channel, top.epoch)
+        if last is None or last >= top.offset:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(channel, []).append((top.offset, future))
+        try:
+            async with asyncio.timeout(BUS_WAIT):
+                await future
+        except TimeoutError:
+            log.debug("the bus did not bring %s to %d within %s s", channel, top.offset, BUS_WAIT)
+        finally:
+            waiters = self._waiters.get(channel)
+            if waiters is not None:
+                waiters[:] = [w for w in waiters if w[1] is not future]
+                if not waiters:
+                    del self._waiters[channel]
 
     def _close(self, subscribers: Any, reason: str) -> None:
         for subscriber in list(subscribers):
@@ -221,6 +277,7 @@ class AppRecovery:
                 del self._catchups[key]
                 self._hub.remove(channel, socket_id)
             raise
+        await self._bus_reaches(channel, top)
         if self._catchups.get(key) is not catchup:
             return None  # unsubscribed or closed while we read
         # Publications of this tick not yet written reach the catch-up first...

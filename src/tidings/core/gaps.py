@@ -89,6 +89,12 @@ class Gaps:
         if channel not in self._tracks:
             self._tracks[channel] = _Track(top.epoch, top.offset)
 
+    def last(self, channel: str, epoch: str) -> int | None:
+        """The last offset of ``epoch`` delivered here on ``channel`` (None: none tracked,
+        or another epoch)."""
+        track = self._tracks.get(channel)
+        return track.last if track is not None and track.epoch == epoch else None
+
     def filling_after(self, channel: str) -> int | None:
         """The offset to read the history after, while a fill of ``channel`` runs."""
         track = self._tracks.get(channel)

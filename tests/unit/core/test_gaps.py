@@ -84,3 +84,10 @@ def test_forget() -> None:
     g.arrive("c", "E", a(1))
     g.forget("c")
     assert g.arrive("c", "E", a(5)) is Verdict.DELIVER
+
+
+def test_last_is_per_epoch() -> None:
+    g = Gaps(10)
+    assert g.last("c", "E") is None
+    g.arrive("c", "E", a(4))
+    assert g.last("c", "E") == 4 and g.last("c", "F") is None
