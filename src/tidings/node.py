@@ -22,11 +22,21 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, assert_never
 
 import orjson
 
-from tidings.brokers.base import Broker, CachedEvent, ControlMessage, PresenceJoin
+from tidings.brokers.base import Broker, CachedEvent, PresenceJoin
+from tidings.brokers.control import (
+    Console,
+    ControlMessage,
+    MemberAdded,
+    MemberRemoved,
+    Recount,
+    Terminate,
+    UserOffline,
+    UserOnline,
+)
 from tidings.brokers.node_messages import NodeMessages
 from tidings.console.tap import Tap
 from tidings.core import transitions
@@ -250,9 +260,9 @@ class Node:
         self.client_event_filter: Callable[[App, Broadcast, str], Awaitable[str | None]] | None
         self.client_event_filter = None
         # The broker's node-to-node messages, shared by the HTTP fallback and the console.
-        self.node_messages = NodeMessages(broker)
+        self.node_messages = NodeMessages(broker.control)
         # The console's handler of its control messages (console/watch.py), when enabled.
-        self.console_control: Callable[[str, ControlMessage], None] | None = None
+        self.console_control: Callable[[str, Console], None] | None = None
         # Where snapshots of live channels come from (embedded: the live layer; `tidings
         # serve`: the apps' live_snapshot_url), and the ids of the apps it serves (None:
         # every app). Without one, private-live.* channels are plain private channels.
@@ -454,11 +464,11 @@ class Node:
             again = True  # the hub already delivers this user's channel since sign-in
         elif join.type.is_presence and member is not None:
             if again:
-                members = await self.broker.presence_members(app.id, channel)
+                members = await self.broker.presence.members(app.id, channel)
             else:
                 # Member events that arrive while the roster is read are held by the view.
                 view = state.views.open(channel, socket_id)
-                joined = await self.broker.presence_join(
+                joined = await self.broker.presence.join(
                     app.id, channel, socket_id, member, app.max_presence_members
                 )
                 if not joined.accepted:
@@ -477,10 +487,10 @@ class Node:
             data = messages.dumps(roster(members))
         count = 0
         if not again:
-            count = await self.broker.subscribe(app.id, channel, socket_id)
+            count = await self.broker.subscriptions.subscribe(app.id, channel, socket_id)
         cached: CachedEvent | None = None
         if join.type.cache:
-            cached = await self.broker.cache_get(app.id, channel, self.clock())
+            cached = await self.broker.cache.get(app.id, channel, self.clock())
         if connection.session.closed or socket_id not in state.connections:
             return  # the connection went away while we waited on the broker
         held: _Hold | None = None
@@ -529,8 +539,8 @@ class Node:
         if joined is not None and joined.first and member is not None:
             self._transition(app, transitions.member_joined(channel, member.user_id))
             info = messages.dumps(member.user_info)
-            added = ControlMessage("member_added", member.user_id, channel, info)
-            await self.broker.control(app.id, added)
+            added = MemberAdded(channel, member.user_id, info)
+            await self.broker.control.send(app.id, added)
         if not again:
             self._count_changed(app, channel, join.type)
 
@@ -556,7 +566,7 @@ class Node:
         # must not keep the member too, nor a failed fan-out swallow a webhook.
         left: int | None = None
         with _isolated("unsubscribing %s from %s failed", socket_id, channel):
-            left = await self.broker.unsubscribe(app.id, channel, socket_id)
+            left = await self.broker.subscriptions.unsubscribe(app.id, channel, socket_id)
         if presence_member is not None:
             with _isolated("%s leaving presence channel %s failed", socket_id, channel):
                 await self._member_left(app, channel, socket_id, presence_member)
@@ -565,12 +575,12 @@ class Node:
 
     async def _member_left(self, app: App, channel: str, socket_id: str, member: Member) -> None:
         """Pusher: member_removed when a user's last connection leaves a presence channel."""
-        if not await self.broker.presence_leave(app.id, channel, socket_id, member.user_id):
+        if not await self.broker.presence.leave(app.id, channel, socket_id, member.user_id):
             return
         # Held before the members are told: the webhook is owed whatever the fan-out does.
         self._hold(app, transitions.member_left(channel, member.user_id))
-        removed = ControlMessage("member_removed", member.user_id, channel)
-        await self.broker.control(app.id, removed)
+        removed = MemberRemoved(channel, member.user_id)
+        await self.broker.control.send(app.id, removed)
 
     async def _client_event(self, connection: Connection, event: Broadcast) -> None:
         if self.client_event_filter is not None:
@@ -589,7 +599,7 @@ class Node:
         )
         # Pusher: client events are never echoed to the sender.
         message = messages.event(event.event, event.channel, event.data, event.user_id)
-        if not await self.broker.publish(
+        if not await self.broker.pubsub.publish(
             connection.app.id, event.channel, message, connection.socket_id
         ):
             self._undelivered(connection)
@@ -615,16 +625,16 @@ class Node:
         socket_id = connection.socket_id
         state.connections.sign_in(user.id, socket_id)
         state.hub.add(user.channel, connection)
-        await self.broker.subscribe(app.id, user.channel, socket_id)
+        await self.broker.subscriptions.subscribe(app.id, user.channel, socket_id)
         state.watchlist.watch(socket_id, user.watchlist)
         if user.watchlist:
-            online = set(await self.broker.users_online(app.id, list(user.watchlist)))
+            online = set(await self.broker.presence.users_online(app.id, list(user.watchlist)))
             # Events that arrived while we asked are newer than this snapshot (Watchlist).
             told = state.watchlist.snapshot(socket_id, user.watchlist, online)
             if told:
                 connection.send(_watchlist_message("online", told))
-        if await self.broker.user_online(app.id, user.id, socket_id):
-            await self.broker.control(app.id, ControlMessage("online", user.id))
+        if await self.broker.presence.user_online(app.id, user.id, socket_id):
+            await self.broker.control.send(app.id, UserOnline(user.id))
 
     async def _sign_out(self, connection: Connection, user: User) -> None:
         app = connection.app
@@ -635,9 +645,9 @@ class Node:
         state.hub.remove(user.channel, socket_id)
         # Still signed out (and announced offline) if the user channel's unsubscribe fails.
         with _isolated("unsubscribing %s from %s failed", socket_id, user.channel):
-            await self.broker.unsubscribe(app.id, user.channel, socket_id)
-        if await self.broker.user_offline(app.id, user.id, socket_id):
-            await self.broker.control(app.id, ControlMessage("offline", user.id))
+            await self.broker.subscriptions.unsubscribe(app.id, user.channel, socket_id)
+        if await self.broker.presence.user_offline(app.id, user.id, socket_id):
+            await self.broker.control.send(app.id, UserOffline(user.id))
 
     # -- live channels: the snapshot and the hold (core/live_hold.py) -----------------------
 
@@ -814,45 +824,53 @@ class Node:
             state.recovery.deliver(channel, message, exclude, position.offset, position.epoch)
 
     def _control(self, app_id: str, message: ControlMessage) -> None:
-        if message.kind == "console":
-            if self.console_control is not None:
-                self.console_control(app_id, message)
-            return
         state = self._states.get(app_id)
-        if state is None:
-            return
         # Every loop below isolates its recipients: a socket that cannot be written to (its
         # peer vanished a moment ago) never keeps the event from the others, nor raises into
         # whoever sent the message (a detach announcing member_removed).
-        if message.kind == "terminate":
-            for connection in state.connections.of_user(message.user_id):
-                with _isolated("terminating %s failed", connection.socket_id):
-                    actions = connection.session.close(
-                        ErrorCode.UNAUTHORIZED, "Connection terminated by the app"
-                    )
-                    for action in actions:
-                        if isinstance(action, Send | Close):
-                            self._answer(connection, action)
-        elif message.kind in ("member_added", "member_removed"):
-            added = message.kind == "member_added"
-            info = orjson.loads(message.data) if added and message.data else None
-            event = MemberEvent(added, message.user_id, info)
-            member: bytes | None = None
-            for socket_id in state.views.offer(message.channel, event, state.connections):
-                member = member or _member_message(message.channel, event)
-                self._send_isolated(state, socket_id, member, message.kind)
-        elif message.kind == "recount":
-            app = state.app
-            ctype = channel_type(message.channel)
-            if state.hub.count(message.channel):
-                self._count_changed(app, message.channel, ctype, local_only=True)
-        elif message.kind in ("online", "offline"):
-            online = message.kind == "online"
-            told = state.watchlist.announce(message.user_id, online, state.connections)
-            watched: bytes | None = None
-            for socket_id in told:
-                watched = watched or _watchlist_message(message.kind, [message.user_id])
-                self._send_isolated(state, socket_id, watched, f"watchlist {message.kind}")
+        match message:
+            case Console():
+                if self.console_control is not None:
+                    self.console_control(app_id, message)
+            case _ if state is None:
+                pass  # an app this node does not serve
+            case Terminate(user_id=user_id):
+                for connection in state.connections.of_user(user_id):
+                    with _isolated("terminating %s failed", connection.socket_id):
+                        actions = connection.session.close(
+                            ErrorCode.UNAUTHORIZED, "Connection terminated by the app"
+                        )
+                        for action in actions:
+                            if isinstance(action, Send | Close):
+                                self._answer(connection, action)
+            case MemberAdded(channel=channel, user_id=user_id, user_info=user_info):
+                info = orjson.loads(user_info) if user_info else None
+                self._member_event(state, channel, MemberEvent(True, user_id, info))
+            case MemberRemoved(channel=channel, user_id=user_id):
+                self._member_event(state, channel, MemberEvent(False, user_id, None))
+            case Recount(channel=channel):
+                if state.hub.count(channel):
+                    self._count_changed(state.app, channel, channel_type(channel), local_only=True)
+            case UserOnline(user_id=user_id):
+                self._watched(state, user_id, "online")
+            case UserOffline(user_id=user_id):
+                self._watched(state, user_id, "offline")
+            case _:
+                assert_never(message)
+
+    def _member_event(self, state: _AppState, channel: str, event: MemberEvent) -> None:
+        kind = "member_added" if event.added else "member_removed"
+        member: bytes | None = None
+        for socket_id in state.views.offer(channel, event, state.connections):
+            member = member or _member_message(channel, event)
+            self._send_isolated(state, socket_id, member, kind)
+
+    def _watched(self, state: _AppState, user_id: str, kind: Literal["online", "offline"]) -> None:
+        told = state.watchlist.announce(user_id, kind == "online", state.connections)
+        watched: bytes | None = None
+        for socket_id in told:
+            watched = watched or _watchlist_message(kind, [user_id])
+            self._send_isolated(state, socket_id, watched, f"watchlist {kind}")
 
     def _send_isolated(self, state: _AppState, socket_id: str, message: bytes, what: str) -> None:
         """One recipient of a control message's fan-out; its failure is logged, no more."""
@@ -882,7 +900,7 @@ class Node:
                 await self._flush_count(app_id, channel, local_only)
 
     async def _flush_count(self, app_id: str, channel: str, local_only: bool) -> None:
-        count = await self.broker.subscription_count(app_id, channel)
+        count = await self.broker.subscriptions.count(app_id, channel)
         state = self._states[app_id]
         if not local_only:
             self._count_webhook(state, channel, count)
@@ -892,7 +910,7 @@ class Node:
             if local_only:
                 self._deliver(app_id, channel, message, None)
             else:
-                await self.broker.publish(app_id, channel, message, None)
+                await self.broker.pubsub.publish(app_id, channel, message, None)
 
     def _count_webhook(self, state: _AppState, channel: str, count: int) -> None:
         app = state.app
@@ -944,7 +962,7 @@ class Node:
 
     async def _recheck_channel(self, state: _AppState, channel: str) -> None:
         state.views.begin_recheck(channel)
-        members = await self.broker.presence_members(state.app.id, channel)
+        members = await self.broker.presence.members(state.app.id, channel)
         # Degraded: the roster came from this node's mirror and says nothing of the others.
         trusted = members if not self.broker.degraded else None
         for socket_id, events in state.views.recheck(channel, trusted):
@@ -960,7 +978,7 @@ class Node:
     async def check_backend_rate(self, app: App, events: int) -> None:
         """Count ``events`` against max_backend_events_per_second (cluster-wide); raise when
         over it. Refused events still count, as a client hammering the API keeps paying."""
-        total = await self.broker.count_backend_events(app.id, events, self.wall_clock())
+        total = await self.broker.rates.count_backend_events(app.id, events, self.wall_clock())
         if total > app.max_backend_events_per_second:
             raise BackendRateLimited(
                 f"more than {app.max_backend_events_per_second} events per second"
@@ -988,34 +1006,34 @@ class Node:
                 self._states[app.id].cache_misses.forget(channel)
                 now = self.clock()
                 cached = CachedEvent(message, now + app.cache_ttl)
-                await self.broker.cache_set(app.id, channel, cached, now)
-            if not await self.broker.publish(app.id, channel, message, trigger.socket_id):
+                await self.broker.cache.set(app.id, channel, cached, now)
+            if not await self.broker.pubsub.publish(app.id, channel, message, trigger.socket_id):
                 raise ClusterUnavailable("the cluster backend stopped answering")
 
     async def channels(self, app: App, prefix: str = "") -> dict[str, int]:
         """Occupied channels with their subscription counts (user channels are internal)."""
         return {
             name: count
-            for name, count in (await self.broker.channels(app.id)).items()
+            for name, count in (await self.broker.subscriptions.channels(app.id)).items()
             if count and name.startswith(prefix) and not name.startswith(USER_CHANNEL_PREFIX)
         }
 
     async def subscription_count(self, app: App, channel: str) -> int:
-        return await self.broker.subscription_count(app.id, channel)
+        return await self.broker.subscriptions.count(app.id, channel)
 
     async def occupied(self, app: App, channels: Sequence[str]) -> set[str]:
         """Which of ``channels`` have a subscriber on any node (one broker call)."""
-        return await self.broker.occupied(app.id, channels)
+        return await self.broker.subscriptions.occupied(app.id, channels)
 
     async def members(self, app: App, channel: str) -> list[Member]:
-        return await self.broker.presence_members(app.id, channel)
+        return await self.broker.presence.members(app.id, channel)
 
     async def cached(self, app: App, channel: str) -> CachedEvent | None:
-        return await self.broker.cache_get(app.id, channel, self.clock())
+        return await self.broker.cache.get(app.id, channel, self.clock())
 
     async def terminate_user(self, app: App, user_id: str) -> None:
         """Close every connection signed in as ``user_id``, on every node."""
-        await self.broker.control(app.id, ControlMessage("terminate", user_id))
+        await self.broker.control.send(app.id, Terminate(user_id))
 
     async def drain(self, code: ErrorCode = ErrorCode.RECONNECT) -> None:
         """Refuse new connections and close every one with ``code`` (4200: reconnect)."""
