@@ -22,7 +22,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, assert_never
+from typing import TYPE_CHECKING, Any, Literal, Protocol, assert_never
 
 import orjson
 
@@ -47,6 +47,7 @@ from tidings.core.live_hold import is_live
 from tidings.core.presence import MemberEvent, roster
 from tidings.core.publication import Publication
 from tidings.core.rate import TokenBucket
+from tidings.core.recovery import Settled
 from tidings.core.registry import AppConnections, Registry, handshake_refusal
 from tidings.core.transitions import CacheMisses, CountThrottle, DirtyCounts, Held, Occurred
 from tidings.core.views import PresenceViews
@@ -55,6 +56,7 @@ from tidings.live_subscriptions import LiveSubscriptions, PendingSnapshot, Snaps
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
 from tidings.protocol.errors import MESSAGES, ErrorCode
+from tidings.protocol.recovery import succeeded_data
 from tidings.protocol.rest import Trigger
 from tidings.protocol.session import (
     Action,
@@ -68,7 +70,11 @@ from tidings.protocol.session import (
     SignIn,
     User,
 )
+from tidings.recovery import AppRecovery
 from tidings.tasks import report_failure, spawn
+
+if TYPE_CHECKING:
+    from tidings.brokers.history import Position
 
 log = logging.getLogger("tidings.node")
 # What clients and the REST API do, line by line (`tidings serve --debug`, or
@@ -175,6 +181,8 @@ class _AppState:
     # The console's recorder while someone watches this app, else None: every hook on the
     # paths below is this one check (console/tap.py).
     tap: Tap | None = None
+    # History on this node: positioned deliveries, gap fills, catch-ups (tidings/recovery.py).
+    recovery: AppRecovery = field(init=False)
 
 
 class Node:
@@ -202,6 +210,16 @@ class Node:
             app.id: _AppState(app, Hub(write, self.outgoing.flush), self._registry.of(app.id))
             for app in apps
         }
+        for state in self._states.values():
+            state.recovery = AppRecovery(
+                state.app,
+                state.hub,
+                state.counters,
+                self.outgoing,
+                lambda: self.broker.history,
+                self._spawn,
+                state.connections.get,
+            )
         self._policies = {
             app.id: app.session_policy(self.settings.activity_timeout, self.settings.pong_timeout)
             for app in apps
@@ -456,12 +474,28 @@ class Node:
         if connection.session.closed or socket_id not in state.connections:
             return  # the connection went away while we waited on the broker
         held: PendingSnapshot[Connection] | None = None
+        settled: Settled | None = None
         provider = self._snapshot_provider(app, channel)
+        rule = None if again or provider is not None else state.recovery.rule(channel, join.opt_in)
         if provider is not None:
             held = self.live_subscriptions.hold(state.hub, connection, channel, provider)
+        elif rule is not None and join.opt_in is not None:
+            # Opted in on a channel with history: its position, and what it missed.
+            settled = await state.recovery.catch_up(connection, channel, join.opt_in, rule)
+            if settled is None:
+                return  # left, closed or overflowed while the history was read
+            if settled.positioned:
+                data = succeeded_data(
+                    orjson.loads(data), settled.epoch, settled.offset, settled.recovered
+                )
         elif not again:
             state.hub.add(channel, connection)
         connection.send(messages.event("pusher_internal:subscription_succeeded", channel, data))
+        if settled is not None and settled.messages:
+            # The replay, then what was published while the history was read: written
+            # before anything published from now on (same tick, no flush in between).
+            connection.publish(Publication(settled.messages))
+            state.counters.deliveries += len(settled.messages)
         if held is not None:
             self.live_subscriptions.fetch(held)
         if state.tap is not None:
@@ -499,6 +533,7 @@ class Node:
         socket_id = connection.socket_id
         state = self._states[app.id]
         state.hub.remove(channel, socket_id)
+        state.recovery.left(socket_id, channel)
         self.live_subscriptions.drop(app, socket_id, channel)  # its snapshot is for nobody now
         if state.tap is not None:
             state.tap.unsubscribed(socket_id, channel)
@@ -645,10 +680,21 @@ class Node:
 
     # -- broker callbacks (every node) -------------------------------------------------------
 
-    def _deliver(self, app_id: str, channel: str, message: bytes, exclude: str | None) -> None:
+    def _deliver(
+        self,
+        app_id: str,
+        channel: str,
+        message: bytes,
+        exclude: str | None,
+        position: Position | None = None,
+    ) -> None:
         state = self._states.get(app_id)
-        if state is not None:
+        if state is None:
+            return
+        if position is None:
             self.outgoing.add(state.hub, channel, message, exclude, state.counters)
+        else:  # a channel with history: in offset order, holes filled first
+            state.recovery.deliver(channel, message, exclude, position.offset, position.epoch)
 
     def _control(self, app_id: str, message: ControlMessage) -> None:
         state = self._states.get(app_id)
