@@ -322,9 +322,14 @@ class Node:
         code = self.refusal(app)
         return (code, MESSAGES[code]) if code is not None else None
 
-    def new_session(self, app: App) -> Session:
+    def new_session(self, app: App, activity_timeout: float | None = None) -> Session:
+        """A session for a new connection to ``app``; ``activity_timeout``: this one's own
+        (the SSE edge's ping interval), else the server's."""
         socket_id = self._registry.free_socket_id(app.id, secrets.randbelow)
-        return Session(socket_id, self._policies[app.id], self.clock())
+        policy = self._policies[app.id]
+        if activity_timeout is not None:
+            policy = dataclasses.replace(policy, activity_timeout=activity_timeout)
+        return Session(socket_id, policy, self.clock())
 
     def attach(self, connection: Connection, transport: str = "ws") -> None:
         """Register a connection and send it ``pusher:connection_established``.
