@@ -22,7 +22,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, assert_never
+from typing import Any, Literal, Protocol, assert_never
 
 import orjson
 
@@ -73,9 +73,6 @@ from tidings.protocol.session import (
 )
 from tidings.recovery import AppRecovery
 from tidings.tasks import report_failure, spawn
-
-if TYPE_CHECKING:
-    from tidings.brokers.history import Position
 
 log = logging.getLogger("tidings.node")
 # What clients and the REST API do, line by line (`tidings serve --debug`, or

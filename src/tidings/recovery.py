@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from tidings.core.apps import App
+from tidings.core.apps import App, HistoryRule
 from tidings.core.counters import AppCounters
 from tidings.core.gaps import Arrival, Gaps, Verdict
 from tidings.core.hub import Coalescer, Hub
@@ -29,9 +29,6 @@ from tidings.core.publication import Publication
 from tidings.core.recovery import Catchup, Located, Settled, StoredEvent
 from tidings.protocol.errors import ErrorCode
 from tidings.protocol.recovery import OptIn
-
-if TYPE_CHECKING:
-    from tidings.core.apps import HistoryRule
 
 log = logging.getLogger("tidings.recovery")
 

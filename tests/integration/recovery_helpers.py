@@ -48,38 +48,38 @@ def batch(http_url: str, channel: str, datas: list[str]) -> None:
 
 @dataclass
 class Publisher:
-    """Publishes ``tick`` events numbered 1, 2, 3... to ``channel`` at about ``rate`` per
-    second, in batches of ``per_request``, until stopped."""
+    """Publishes ``tick`` events to ``channel`` at about ``rate`` per second, in batches of
+    ``per_request``, from ``lanes`` concurrent REST clients, until stopped. With one lane
+    the data of the events are 1, 2, 3... in publication order."""
 
     http_url: str
     channel: str
     rate: float
     per_request: int = 1
+    lanes: int = 1
     sent: int = 0
-    _task: asyncio.Task[None] | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: bool = False
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        self._tasks = [asyncio.ensure_future(self._run()) for _ in range(self.lanes)]
 
     async def _run(self) -> None:
-        interval = self.per_request / self.rate
+        interval = self.per_request * self.lanes / self.rate
         loop = asyncio.get_running_loop()
         next_at = loop.time()
+        send = batch if self.per_request > 1 else _one
         while not self._stopping:
             datas = [str(self.sent + i + 1) for i in range(self.per_request)]
-            await asyncio.to_thread(
-                batch if self.per_request > 1 else _one, self.http_url, self.channel, datas
-            )
-            self.sent += len(datas)
+            self.sent += len(datas)  # counted first: another lane numbers its own next
+            await asyncio.to_thread(send, self.http_url, self.channel, datas)
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
     async def stop(self) -> int:
-        """Stop after the request in flight (so ``sent`` is exactly what was published)."""
-        assert self._task is not None
+        """Stop after the requests in flight (so ``sent`` is exactly what was published)."""
         self._stopping = True
-        await self._task
+        await asyncio.gather(*self._tasks)
         return self.sent
 
 

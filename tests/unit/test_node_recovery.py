@@ -13,14 +13,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from test_node import FakeClock, FakeConnection, connect
 
 from tidings.brokers.history import Position
 from tidings.brokers.memory import MemoryBroker
 from tidings.core.apps import App, AppRegistry, HistoryRule
+from tidings.core.publication import Publication
 from tidings.node import Node, NodeSettings
 from tidings.protocol.errors import ErrorCode
 from tidings.protocol.rest import Trigger
+from tidings.protocol.session import Session
 
 APP = App(
     "12345",
@@ -29,6 +30,52 @@ APP = App(
     client_events=True,
     history=(HistoryRule("hist-*", 100, 300.0), HistoryRule("small-*", 2, 300.0)),
 )
+
+
+class FakeClock:
+    def __call__(self) -> float:
+        return 1000.0
+
+
+class FakeConnection:
+    """Records what a client would read: messages sent to it and publications."""
+
+    def __init__(self, node: Node, app: App) -> None:
+        self.session: Session = node.new_session(app)
+        self.socket_id = self.session.socket_id
+        self.app = app
+        self.node = node
+        self.sent: list[bytes] = []
+        self.closed: tuple[int, str] | None = None
+
+    def send(self, message: bytes) -> None:
+        if self.node.outgoing:  # as the real connections do: earlier publications first
+            self.node.outgoing.flush()
+        self.sent.append(message)
+
+    def publish(self, publication: Publication) -> None:
+        self.sent.extend(publication.messages)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def take(self) -> list[dict[str, Any]]:
+        self.node.outgoing.flush()
+        messages = [json.loads(message) for message in self.sent]
+        self.sent.clear()
+        return messages
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        await self.node.receive(self, json.dumps(message))
+
+    async def subscribe(self, channel: str) -> None:
+        await self.send_json({"event": "pusher:subscribe", "data": {"channel": channel}})
+
+
+def connect(node: Node) -> FakeConnection:
+    connection = FakeConnection(node, APP)
+    node.attach(connection)
+    return connection
 
 
 @pytest.fixture
@@ -60,7 +107,7 @@ async def lossy() -> AsyncIterator[tuple[Node, set[int]]]:
 
 
 async def publish(node: Node, channel: str, data: str, socket_id: str | None = None) -> None:
-    await node.trigger(APP, Trigger("tick", (channel,), data, socket_id))
+    await node.trigger(APP, Trigger("tick", data, (channel,), socket_id, ()))
 
 
 async def opt_in(
@@ -91,6 +138,7 @@ async def test_opted_in_gets_positions_stock_gets_todays_bytes(node: Node) -> No
     await stock.subscribe("hist-a")
     assert stock.take()[0]["data"] == "{}"
     await publish(node, "hist-a", "1")
+    node.outgoing.flush()
     assert (
         opted.sent[-1] == b'{"event":"tick","channel":"hist-a","data":"1","tidings":{"offset":2}}'
     )
