@@ -331,7 +331,7 @@ class Node:
     def attach(self, connection: Connection, transport: str = "ws") -> None:
         """Register a connection and send it ``pusher:connection_established``.
 
-        ``transport``: how it is connected, for the console (``ws``, ``asgi-ws``,
+        ``transport``: how it is connected, for the console (``ws``, ``asgi-ws``, ``sse``,
         ``xhr_streaming``, ``xhr_polling``)."""
         state = self._states[connection.app.id]
         self._registry.add(connection.app.id, connection.socket_id, connection)
