@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from pusher_helpers import APP_ID, APP_KEY, APP_SECRET, TIMEOUT, unique
-from recovery_helpers import trigger
+from recovery_helpers import batch, trigger
 
 import tidings
 from tidings.protocol import sse
@@ -303,3 +305,60 @@ async def test_cors_preflight_allows_last_event_id(server: Any, http: Any) -> No
     )
     assert response.status == 204
     assert "Last-Event-ID" in response.headers["Access-Control-Allow-Headers"]
+
+
+async def test_a_stream_that_stops_reading_is_cut(make_server: Callable[..., Any]) -> None:
+    """A client that reads nothing (a tiny receive window, then silence) while events pile
+    up: past max_write_buffer the stream is cut and counted as a slow consumer."""
+    server = make_server(APPS, max_write_buffer=1024)
+    channel = unique("plain")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        writer.write(
+            f"GET /app/{APP_KEY}/events?channel={channel} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\n\r\n".encode()
+        )
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        while (await reader.readline()) != b"retry: %d\n" % sse.RETRY_MS:
+            pass
+        payload = "x" * 8000
+        cut = f'tidings_slow_consumer_closes_total{{app="{APP_ID}"}} 1.0'
+        async with asyncio.timeout(4 * TIMEOUT):
+            while cut not in await metrics(server):
+                await asyncio.to_thread(batch, server.http_url, channel, [payload] * 10)
+        # The client gets what was on its way, then the end of the connection.
+        async with asyncio.timeout(4 * TIMEOUT):
+            while await reader.read(65536):
+                pass
+    finally:
+        writer.close()
+
+
+async def metrics(server: Any) -> str:
+    def read() -> str:
+        with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=TIMEOUT) as r:
+            return str(r.read().decode())
+
+    text = await asyncio.to_thread(read)
+    return "\n".join(line for line in text.splitlines() if "slow_consumer" in line)
+
+
+async def test_a_full_node_tells_the_browser_to_retry(
+    make_server: Callable[..., Any], http: Client
+) -> None:
+    """Over the node's max_connections: a 200 stream that says why and ends, since
+    EventSource retries after a 200 but gives up for good on any other status."""
+    server = make_server(APPS, max_connections=1)
+    first = await open_stream(http, url(server, "news"))
+    await first.block()
+    second = await open_stream(http, url(server, "news"))
+    await second.block()  # the prelude
+    await second.block()  # retry: 2000
+    refusal = (await second.message()).message
+    assert refusal["event"] == "pusher:error" and refusal["data"]["code"] == 4100
+    with pytest.raises(EOFError):
+        await second.block()
