@@ -154,6 +154,7 @@ async def test_headers_prelude_and_an_event_per_message(server: Any, http: Any) 
     assert headers["Content-Type"] == "text/event-stream; charset=utf-8"
     assert headers["Cache-Control"] == "private, no-cache, no-store, must-revalidate, max-age=0"
     assert headers["X-Accel-Buffering"] == "no"
+    assert headers["Pragma"] == "no-cache" and headers["Expires"] == "0"
     assert headers["Access-Control-Allow-Origin"] == "https://a.example"
     first = await stream.opened()
     # Only the history channel has a position: its epoch, at offset 0 (nothing published).
@@ -249,6 +250,7 @@ async def test_private_channels_need_a_valid_token(server: Any, http: Any) -> No
     refusals = {
         "": "private channels need a token",
         "&token=123": "token must be",
+        "&token=" + "1" * 200: "token too long",
         "&token=" + tidings.sse_token("wrong-secret", [private]): "does not sign",
         "&token=" + tidings.sse_token(APP_SECRET, [private, unique("private-x")]): "does not",
         "&token=" + tidings.sse_token(APP_SECRET, [private], now=1000.0): "expired",

@@ -47,11 +47,14 @@ log = logging.getLogger("tidings.sse")
 
 CHECK_INTERVAL = 1.0  # seconds between checks that an idle stream's client is still there
 
+# As Centrifugo's uni_sse sends them: nothing between the browser and us may cache a stream
+# (HTTP/1.0 caches read Pragma and Expires), and nginx passes each event on unbuffered.
 HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "private, no-cache, no-store, must-revalidate, max-age=0",
     "Pragma": "no-cache",
-    "X-Accel-Buffering": "no",  # nginx: pass each event through, unbuffered
+    "Expires": "0",
+    "X-Accel-Buffering": "no",
 }
 
 # Events the stream keeps to itself: the connection's own bookkeeping, not the app's.
@@ -234,7 +237,8 @@ class SseEndpoint:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.get("/app/{key}/events", self.handle),
+            # No HEAD: it would subscribe a stream that can never send anything.
+            web.get("/app/{key}/events", self.handle, allow_head=False),
             web.options("/app/{key}/events", self.preflight),
         ]
 
