@@ -125,6 +125,16 @@ def server(make_server: Callable[..., Any]) -> Any:
     return make_server(APPS, sse_ping_interval=0.5)
 
 
+@pytest.fixture(params=["memory", "redis"])
+def either(request: pytest.FixtureRequest, make_server: Callable[..., Any]) -> Any:
+    """A server keeping history in memory, or in Redis (a fresh key prefix)."""
+    if request.param == "memory":
+        return make_server(APPS)
+    redis = request.getfixturevalue("redis_server")
+    prefix = request.getfixturevalue("redis_prefix")
+    return make_server(APPS, redis=redis.url, redis_prefix=prefix)
+
+
 def url(server: Any, *channels: str, key: str = APP_KEY, **query: str) -> str:
     parts = [f"channel={c}" for c in channels] + [f"{k}={v}" for k, v in query.items()]
     return f"{server.http_url}/app/{key}/events?{'&'.join(parts)}"
@@ -186,7 +196,8 @@ async def test_a_quiet_stream_is_pinged(server: Any, http: Any) -> None:
         pings += 1
 
 
-async def test_last_event_id_resumes_with_exactly_the_missed_events(server: Any, http: Any) -> None:
+async def test_last_event_id_resumes_with_exactly_the_missed_events(either: Any, http: Any) -> None:
+    server = either
     hist, other = unique("hist"), unique("hist")
     stream = await open_stream(http, url(server, hist, other))
     await stream.opened()
@@ -224,7 +235,8 @@ async def test_last_event_id_resumes_with_exactly_the_missed_events(server: Any,
     assert [m["data"] for m in resumed if m["channel"] == other] == ["b"]
 
 
-async def test_an_id_it_cannot_use_gets_tidings_unrecovered(server: Any, http: Any) -> None:
+async def test_an_id_it_cannot_use_gets_tidings_unrecovered(either: Any, http: Any) -> None:
+    server = either
     hist = unique("hist")
     await send(server, hist, "1")
     stale = f"1.{sse.tag(hist)}-oldepoch-1"  # another epoch: the history was reset
