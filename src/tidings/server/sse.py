@@ -332,8 +332,8 @@ class SseEndpoint:
                 await stream.wait(CHECK_INTERVAL)
             if not client_gone(request):
                 await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass  # the client went away
+        except ConnectionResetError:
+            pass  # the client went away, or the stream was cut as a slow consumer
         finally:
             stream.close(int(ErrorCode.RECONNECT), "Stream ended")
             await node.detach(stream)
