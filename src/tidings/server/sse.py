@@ -317,8 +317,8 @@ class SseEndpoint:
                 return _refusal(stream.refused, cors)
             if stream.closing:  # drained or cut meanwhile
                 return await _retry_later(request, cors, ErrorCode.RECONNECT, "Stream closed")
+            # No length: chunked on HTTP/1.1, read to the close on HTTP/1.0 (aiohttp's choice).
             response = web.StreamResponse(status=200, headers={**HEADERS, **cors})
-            response.enable_chunked_encoding()
             await response.prepare(request)
             await response.write(sse.PRELUDE)
             stream.begin(channels if unreadable else [])
