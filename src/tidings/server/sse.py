@@ -196,7 +196,7 @@ class SseConnection(ConnectionBase):
         if item.position is None:
             self.ids.forget(item.channel)  # no history, or none readable now: no resume
         elif item.recovered is True:
-            mark = self.resumed[item.channel]
+            mark = self.resumed.get(item.channel, item.position)
             self.ids.set(item.channel, mark.epoch, mark.offset)
         else:
             self.ids.set(item.channel, item.position.epoch, item.position.offset)
