@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tidings.brokers.history import Position
+from tidings.brokers.history import HistoryUnavailable, Position
 from tidings.brokers.memory import MemoryBroker
 from tidings.core.apps import App, AppRegistry, HistoryRule
 from tidings.core.publication import Publication
@@ -276,3 +276,21 @@ async def test_presence_keeps_its_roster_beside_the_position(node: Node) -> None
     succeeded = json.loads(c.take()[0]["data"])
     assert succeeded["presence"]["ids"] == ["ann"]
     assert succeeded["tidings"]["offset"] == 0
+
+
+async def test_history_out_of_reach_gives_a_stock_subscription(node: Node) -> None:
+    async def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise HistoryUnavailable("the shared backend is unreachable")
+
+    node.broker.history.position = unavailable  # type: ignore[method-assign]
+    c = connect(node)
+    c.take()
+    subscribe = {"channel": "hist-down", "tidings": {"v": 1}}
+    await c.send_json({"event": "pusher:subscribe", "data": subscribe})
+    assert c.take() == [succeeded_plain("hist-down")]
+    node._deliver(APP.id, "hist-down", b'{"event":"x","channel":"hist-down"}', None)
+    assert c.take() == [{"event": "x", "channel": "hist-down"}]
+
+
+def succeeded_plain(channel: str) -> dict[str, Any]:
+    return {"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": "{}"}
