@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
+from tidings.brokers.history import HistoryUnavailable
 from tidings.core.apps import App, HistoryRule
 from tidings.core.counters import AppCounters
 from tidings.core.gaps import Arrival, Gaps, Verdict
@@ -256,10 +257,13 @@ class AppRecovery:
             else:
                 page = await history.since(self.app.id, channel, resume.offset, rule.size)
                 top, events, complete = page.position, page.events, page.complete
-        except Exception:
+        except Exception as exc:
             # The store is out of reach (a Redis outage): the subscription goes on as a
             # stock one rather than fail, or loop through reconnects until Redis is back.
-            log.exception("reading the history of %s for %s failed", channel, socket_id)
+            if isinstance(exc, HistoryUnavailable):
+                log.warning("no history for %s's subscription to %s: %s", socket_id, channel, exc)
+            else:
+                log.exception("reading the history of %s for %s failed", channel, socket_id)
             if self._catchups.get(key) is not catchup:
                 return None
             self._outgoing.flush()

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from tidings.brokers.history import Position
+from tidings.brokers.history import HistoryUnavailable, Position
 from tidings.brokers.memory import MemoryBroker
 from tidings.core.apps import App, AppRegistry, HistoryRule
 from tidings.core.publication import Publication
 from tidings.node import Node, NodeSettings
+from tidings.protocol.auth import sign
 from tidings.protocol.errors import ErrorCode
 from tidings.protocol.rest import Trigger
 from tidings.protocol.session import Session
@@ -28,7 +29,11 @@ APP = App(
     "app-key",
     "app-secret",
     client_events=True,
-    history=(HistoryRule("hist-*", 100, 300.0), HistoryRule("small-*", 2, 300.0)),
+    history=(
+        HistoryRule("hist-*", 100, 300.0),
+        HistoryRule("small-*", 2, 300.0),
+        HistoryRule("presence-hist-*", 100, 300.0),
+    ),
 )
 
 
@@ -253,3 +258,39 @@ async def _settle(node: Node) -> None:
     for _ in range(20):
         await asyncio.sleep(0)
     node.outgoing.flush()
+
+
+async def test_presence_keeps_its_roster_beside_the_position(node: Node) -> None:
+    c = connect(node)
+    c.take()
+    channel_data = json.dumps({"user_id": "ann"})
+    channel = "presence-hist-p"
+    signature = sign(APP.secret, f"{c.socket_id}:{channel}:{channel_data}")
+    data = {
+        "channel": channel,
+        "auth": f"{APP.key}:{signature}",
+        "channel_data": channel_data,
+        "tidings": {"v": 1},
+    }
+    await c.send_json({"event": "pusher:subscribe", "data": data})
+    succeeded = json.loads(c.take()[0]["data"])
+    assert succeeded["presence"]["ids"] == ["ann"]
+    assert succeeded["tidings"]["offset"] == 0
+
+
+async def test_history_out_of_reach_gives_a_stock_subscription(node: Node) -> None:
+    async def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise HistoryUnavailable("the shared backend is unreachable")
+
+    node.broker.history.position = unavailable  # type: ignore[method-assign]
+    c = connect(node)
+    c.take()
+    subscribe = {"channel": "hist-down", "tidings": {"v": 1}}
+    await c.send_json({"event": "pusher:subscribe", "data": subscribe})
+    assert c.take() == [succeeded_plain("hist-down")]
+    node._deliver(APP.id, "hist-down", b'{"event":"x","channel":"hist-down"}', None)
+    assert c.take() == [{"event": "x", "channel": "hist-down"}]
+
+
+def succeeded_plain(channel: str) -> dict[str, Any]:
+    return {"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": "{}"}

@@ -24,6 +24,23 @@ class HistoryRule:
     ttl: float = 300.0
 
 
+def rule_of(rules: Iterable[HistoryRule], channel: str) -> HistoryRule | None:
+    """The first of ``rules`` whose pattern matches ``channel``, or None."""
+    for rule in rules:
+        if fnmatchcase(channel, rule.pattern):
+            return rule
+    return None
+
+
+def stored_under(rules: Iterable[HistoryRule], channel: str, event: str) -> HistoryRule | None:
+    """The rule under which ``event`` on ``channel`` is kept, or None: the channel keeps no
+    history, or the event is one Pusher or Tidings sends. The nodes and the publish-only
+    Redis client decide with this one function."""
+    if event.startswith(UNSTORED_EVENT_PREFIXES):
+        return None
+    return rule_of(rules, channel)
+
+
 @dataclass(frozen=True, slots=True)
 class App:
     """One Pusher app. The defaults of its limits are in config.AppSettings and the README."""
@@ -80,17 +97,12 @@ class App:
 
     def history_rule(self, channel: str) -> HistoryRule | None:
         """The history rule of ``channel``: the first one whose pattern matches, or None."""
-        for rule in self.history:
-            if fnmatchcase(channel, rule.pattern):
-                return rule
-        return None
+        return rule_of(self.history, channel)
 
     def stored(self, channel: str, event: str) -> HistoryRule | None:
         """The rule under which ``event`` on ``channel`` is kept in history, or None: the
         channel keeps none, or the event is one Pusher or Tidings sends."""
-        if event.startswith(UNSTORED_EVENT_PREFIXES):
-            return None
-        return self.history_rule(channel)
+        return stored_under(self.history, channel, event)
 
     def origin_allowed(self, origin: str | None) -> bool:
         """No list means any origin; otherwise an exact match or ``*``."""
