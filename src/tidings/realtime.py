@@ -538,6 +538,13 @@ class Realtime:
     async def aauthenticate_user(self, user: object, socket_id: str) -> dict[str, str]:
         return await self.authorizer.aauthenticate_user(user, socket_id)
 
+    def sse_token(self, channels: Sequence[str], ttl: float = 3600.0) -> str:
+        """The ``token`` of a Server-Sent Events stream of ``channels`` (its private ones
+        signed with the app's secret; ``docs/sse.md``), valid ``ttl`` seconds."""
+        from tidings.authorization import sse_token
+
+        return sse_token(self.authorizer.app.secret, channels, ttl)
+
     def on(self, name: str, channel: str | None = None) -> Callable[[H], H]:
         """``@rt.on("member_added", channel="presence-room.{room}")``: webhook events, in
         process when embedded, else through ``tidings.integrations.*.webhook(rt)``."""

@@ -44,6 +44,18 @@ APP_COUNTERS = (
     ("tidings_slow_consumer_closes", "Connections closed as slow consumers", "slow_consumers"),
     ("tidings_received_bytes", "Bytes of the messages received from clients", "bytes_in"),
     ("tidings_sent_bytes", "Bytes written to clients", "bytes_out"),
+    ("tidings_history_gaps_filled", "Lost bus messages filled from channel history", "gaps_filled"),
+    (
+        "tidings_history_gaps_unfilled",
+        "Lost bus messages history could not fill (the channel's sockets closed with 4200)",
+        "gaps_unfilled",
+    ),
+    ("tidings_recoveries", "Subscriptions that recovered every missed event", "recovered"),
+    (
+        "tidings_recoveries_refused",
+        "Subscriptions that asked to recover and were told to re-fetch",
+        "unrecovered",
+    ),
 )
 
 
