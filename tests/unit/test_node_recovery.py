@@ -294,3 +294,67 @@ async def test_history_out_of_reach_gives_a_stock_subscription(node: Node) -> No
 
 def succeeded_plain(channel: str) -> dict[str, Any]:
     return {"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": "{}"}
+
+
+class GatedReads:
+    """``broker.history.since`` that reads at once but answers only when the test opens
+    the gate: publications made meanwhile are newer than the page."""
+
+    def __init__(self, node: Node) -> None:
+        self.gate = asyncio.Event()
+        self.reading = asyncio.Event()
+        history = node.broker.history
+        since = history.since
+
+        async def gated(*args: Any, **kwargs: Any) -> Any:
+            page = await since(*args, **kwargs)
+            self.reading.set()
+            await self.gate.wait()
+            return page
+
+        history.since = gated  # type: ignore[method-assign]
+
+
+async def test_publications_during_the_read_follow_the_replay_once(node: Node) -> None:
+    first = connect(node)
+    first.take()
+    epoch = (await opt_in(first, "hist-m"))["tidings"]["epoch"]
+    await publish(node, "hist-m", "1")
+    await node.detach(first)
+    await publish(node, "hist-m", "2")
+    reads = GatedReads(node)
+    second = connect(node)
+    second.take()
+    recover = {"v": 1, "recover": {"epoch": epoch, "offset": 1}}
+    subscribe = {"channel": "hist-m", "tidings": recover}
+    joining = asyncio.ensure_future(
+        second.send_json({"event": "pusher:subscribe", "data": subscribe})
+    )
+    await reads.reading.wait()
+    await publish(node, "hist-m", "3")  # after the page was read: held, then sent
+    await publish(node, "hist-m", "4")
+    node.outgoing.flush()
+    assert second.sent == []  # nothing reaches the socket before subscription_succeeded
+    reads.gate.set()
+    await joining
+    received = second.take()
+    assert received[0]["event"] == "pusher_internal:subscription_succeeded"
+    assert json.loads(received[0]["data"])["recovered"] is True
+    assert offsets(received[1:]) == [2, 3, 4]
+    await publish(node, "hist-m", "5")
+    assert offsets(second.take()) == [5]
+
+
+async def test_unsubscribing_during_the_read_sends_nothing(node: Node) -> None:
+    reads = GatedReads(node)
+    c = connect(node)
+    c.take()
+    subscribe = {"channel": "hist-x", "tidings": {"v": 1, "recover": {"epoch": "e", "offset": 0}}}
+    joining = asyncio.ensure_future(c.send_json({"event": "pusher:subscribe", "data": subscribe}))
+    await reads.reading.wait()
+    await c.send_json({"event": "pusher:unsubscribe", "data": {"channel": "hist-x"}})
+    reads.gate.set()
+    await joining
+    await publish(node, "hist-x", "1")
+    assert c.take() == []
+    assert node.app_gauges(APP)[2] == 0  # no subscription left on this node

@@ -86,8 +86,10 @@ def positioned(message: bytes, offset: int) -> bytes:
     """``message`` (a JSON object) with ``"tidings":{"offset":N}`` as its last key.
 
     A splice, not a re-encoding: the message's own bytes are kept as they are, so every
-    other key reads exactly as a stock subscriber gets it."""
-    return b'%s,"tidings":{"offset":%d}}' % (message[:-1], offset)
+    other key reads exactly as a stock subscriber gets it. The message is a Pusher event
+    (never ``{}``); whitespace after its closing brace, which JSON allows and the bus
+    accepts, is dropped first."""
+    return b'%s,"tidings":{"offset":%d}}' % (message.rstrip()[:-1], offset)
 
 
 def succeeded_data(base: dict[str, Any], epoch: str, offset: int, recovered: bool | None) -> str:

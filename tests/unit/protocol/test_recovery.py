@@ -67,6 +67,10 @@ def test_positioned_splices_the_offset_as_the_last_key() -> None:
     assert list(decoded) == ["event", "channel", "data", "tidings"]
 
 
+def test_positioned_ignores_whitespace_after_the_object() -> None:
+    assert positioned(b'{"event":"x"} \n', 2) == b'{"event":"x","tidings":{"offset":2}}'
+
+
 def test_succeeded_data_for_public_and_presence() -> None:
     assert orjson.loads(succeeded_data({}, "E", 4, None)) == {
         "tidings": {"epoch": "E", "offset": 4}
