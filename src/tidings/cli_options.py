@@ -27,6 +27,7 @@ FLAG_HELP: dict[str, str] = {
     "max_connections": "Connections per node; past it new ones are closed with 4100.",
     "max_connection_rate": "New connections per second per node, 0 for no limit; past it 503.",
     "max_write_buffer": "Unsent to one socket before it is closed as a slow consumer.",
+    "websocket_engine": "What reads WebSockets after the handshake: tidings or aiohttp.",
     "max_request_body": "REST request body limit.",
     "shutdown_timeout": "Time to finish in-flight requests on stop.",
     "request_header_timeout": "From accept until a request's headers are complete.",

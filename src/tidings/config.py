@@ -188,6 +188,10 @@ class Settings(BaseModel):
     max_connections: int = Field(100_000, ge=1)
     max_connection_rate: int = Field(10_000, ge=0)
     max_write_buffer: int = Field(1024 * 1024, ge=1024)
+    # What reads a WebSocket after its handshake: "tidings", our own asyncio.Protocol
+    # (server/websocket_protocol.py: no task, reader or queue per idle socket), or
+    # "aiohttp", its WebSocket reader (the engine before issue 17).
+    websocket_engine: Literal["tidings", "aiohttp"] = "aiohttp"
     max_request_body: int = Field(262144, ge=1024)
     shutdown_timeout: float = Field(10.0, ge=0)
     # Slow clients (server/connection_guard.py). A request's headers must be complete

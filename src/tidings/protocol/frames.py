@@ -1,7 +1,7 @@
 """Server-to-client WebSocket frames, built once and written to many sockets.
 
 RFC 6455 section 5.2: a server frame is unmasked, so the same bytes serve every
-recipient. Only single-frame (FIN) text and close frames are built here.
+recipient. Only single-frame (FIN) frames are built here.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 import struct
 
 _TEXT = 0x81  # FIN + opcode 0x1 (text)
+_BINARY = 0x82  # FIN + opcode 0x2 (binary)
 _CLOSE = 0x88  # FIN + opcode 0x8 (close)
+_PONG = 0x8A  # FIN + opcode 0xA (pong)
 
 
 def _header(first: int, length: int) -> bytes:
@@ -29,6 +31,16 @@ def text_frame_size(length: int) -> int:
 def text_frame(payload: bytes) -> bytes:
     """One unmasked text frame carrying ``payload`` (UTF-8 JSON)."""
     return _header(_TEXT, len(payload)) + payload
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """One unmasked binary frame (the conformance echo; Pusher itself sends none)."""
+    return _header(_BINARY, len(payload)) + payload
+
+
+def pong_frame(payload: bytes) -> bytes:
+    """RFC 6455 5.5.3: the answer to a ping carries the ping's payload (<= 125 bytes)."""
+    return _header(_PONG, len(payload)) + payload
 
 
 def close_reason(reason: str) -> bytes:

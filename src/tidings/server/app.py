@@ -156,7 +156,7 @@ def build_application(
     )
     application[IN_FLIGHT] = in_flight
     application.add_routes(metrics.routes())
-    websocket = WebSocketEndpoint(node, settings.max_write_buffer)
+    websocket = WebSocketEndpoint(node, settings.max_write_buffer, settings.websocket_engine)
     application[WEBSOCKET] = websocket
     application.add_routes(health.routes())
     application.add_routes(RestApi(node, settings.max_request_body).routes())

@@ -8,12 +8,17 @@ handshake timeout), text echoed through :func:`tidings.protocol.frames.text_fram
 straight to the transport as the fan-out does, binary through aiohttp's writer. Only the
 message size limit is larger, for Autobahn's 16 MiB cases.
 
+With ``websocket_engine = "tidings"`` the echo runs on our own protocol instead
+(:class:`~tidings.server.websocket_protocol.EchoConnection`): the same frame reader, close
+handshake and limits as ``/app/{key}``, so Autobahn tests the engine clients get.
+
 It is mounted only by ``tidings serve --conformance`` (``TIDINGS_CONFORMANCE=1``): an echo
 on a public port reflects anything to anyone, so that mode logs a loud warning.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import WSMsgType, web
@@ -49,6 +54,9 @@ class ConformanceEcho:
         ws = self.endpoint._response(MAX_MESSAGE_BYTES)  # noqa: SLF001
         if not ws.can_prepare(request).ok:
             return web.json_response({"error": "WebSocket upgrade expected"}, status=400)
+        if self.endpoint.engine == "tidings":
+            self._take_over(request)
+            return web.Response()  # never sent: the socket is the echo's (take_over)
         await ws.prepare(request)
         transport = request.transport
         if transport is None:
@@ -60,6 +68,27 @@ class ConformanceEcho:
             elif msg.type is WSMsgType.BINARY:
                 await ws.send_bytes(msg.data)
         return ws
+
+    def _take_over(self, request: web.Request) -> None:
+        from tidings.server.websocket_protocol import EchoConnection, take_over
+
+        node = self.endpoint.node
+        app = next(iter(node.apps))  # an echo has no app; its counters take one's
+
+        def connect(transport: asyncio.Transport) -> EchoConnection:
+            return EchoConnection(
+                node,
+                node.new_session(app),
+                app,
+                transport,
+                self.endpoint.max_write_buffer,
+                self.endpoint._tasks,  # noqa: SLF001 - closing handshakes end with the server's
+                node.outgoing,
+                node.counters(app),
+                MAX_MESSAGE_BYTES - 1,
+            )
+
+        take_over(request, connect)
 
 
 def log_warning() -> None:

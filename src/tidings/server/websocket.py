@@ -57,7 +57,7 @@ class WebSocketConnection(Sink, ConnectionBase):
         self,
         session: Session,
         app: App,
-        ws: web.WebSocketResponse,
+        ws: web.WebSocketResponse | None,
         transport: asyncio.Transport,
         high_water: int,
         tasks: set[asyncio.Task[None]],
@@ -122,6 +122,7 @@ class WebSocketConnection(Sink, ConnectionBase):
         task.add_done_callback(report_failure)
 
     async def _close_handshake(self, code: int, reason: str) -> None:
+        assert self._ws is not None  # ProtocolConnection closes without aiohttp's response
         try:
             await self._ws.close(code=code, message=close_reason(reason), drain=False)
         except Exception:  # the peer may already be gone
@@ -159,9 +160,13 @@ def connection_rate_exceeded() -> web.Response:
 
 
 class WebSocketEndpoint:
-    def __init__(self, node: Node, max_write_buffer: int) -> None:
+    """``/app/{key}``; ``engine`` reads the socket after the handshake: ``"tidings"``, our
+    own protocol (server/websocket_protocol.py), or ``"aiohttp"``, its WebSocket reader."""
+
+    def __init__(self, node: Node, max_write_buffer: int, engine: str = "aiohttp") -> None:
         self.node = node
         self.max_write_buffer = max_write_buffer
+        self.engine = engine
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _response(self, max_msg_size: int) -> web.WebSocketResponse:
@@ -191,8 +196,12 @@ class WebSocketEndpoint:
             return _not_websocket()
         if not self.node.take_connection_slot(app):
             return connection_rate_exceeded()
-        await ws.prepare(request)
         refusal = self._refusal(request, app)
+        if refusal is None and app is not None and self.engine == "tidings":
+            self._take_over(request, app)
+            # aiohttp's attempt to send this response meets no socket (take_over).
+            return web.Response()
+        await ws.prepare(request)
         if refusal is not None or app is None:
             code, text = refusal or (ErrorCode.APP_NOT_FOUND, MESSAGES[ErrorCode.APP_NOT_FOUND])
             tap = self.node.tap(app.id) if app is not None else None
@@ -251,6 +260,27 @@ class WebSocketEndpoint:
                     )
             await self.node.detach(connection, ws.close_code)
         return ws
+
+    def _take_over(self, request: web.Request, app: App) -> None:
+        # Imported here: websocket_protocol builds on this module's WebSocketConnection.
+        from tidings.server.websocket_protocol import ProtocolConnection, take_over
+
+        node = self.node
+
+        def connect(transport: asyncio.Transport) -> ProtocolConnection:
+            return ProtocolConnection(
+                node,
+                node.new_session(app),
+                app,
+                transport,
+                self.max_write_buffer,
+                self._tasks,
+                node.outgoing,
+                node.counters(app),
+                app.max_message_bytes,
+            )
+
+        node.attach(take_over(request, connect))
 
     def _refusal(self, request: web.Request, app: App | None) -> tuple[ErrorCode, str] | None:
         return self.node.admission(
