@@ -3,6 +3,8 @@
     tidings        this repository, `python -m tidings serve` from .venv
     tidings-asgi   this repository under uvicorn: `rt.asgi()` (bench/peers/tidings_asgi.py)
     tidings-history  `tidings serve` with history kept on the bench channel (docs/history.md)
+    tidings-aiohttp-ws  `tidings serve` with websocket_engine = "aiohttp" (the reader before
+                   issue 17)
     soketi         Soketi 1.6.1 (Node, uWebSockets.js), npm ci into .cache/bench/soketi from the
                    package.json and package-lock.json in bench/peers/soketi/
     socketio       python-socketio on aiohttp + uvloop (bench/peers/socketio_server.py), from
@@ -54,6 +56,10 @@ SERVERS = {
     "tidings-asgi": Server("tidings-asgi", "Tidings-ASGI", "pusher", True),
     # The same server with history kept on the bench channel (issue 16: at most 1.3x the cost)
     "tidings-history": Server("tidings-history", "Tidings, history on", "pusher", True),
+    # The same server reading WebSockets with aiohttp's reader (the engine before issue 17)
+    "tidings-aiohttp-ws": Server(
+        "tidings-aiohttp-ws", "Tidings, aiohttp WS reader", "pusher", True
+    ),
     "socketio": Server("socketio", "python-socketio", "socketio", True),
     "socketio-asgi": Server("socketio-asgi", "python-socketio-ASGI", "socketio", True),
     "raw": Server("raw", "raw aiohttp", "pusher", True),
@@ -144,10 +150,14 @@ def _json_field(path: Path, key: str) -> str:
 # ---------------------------------------------------------------- starting
 
 
-def tidings_config(path: Path, log_level: str, history: bool = False) -> Path:
-    """``history``: the bench channel keeps its last 100 events (docs/history.md)."""
+def tidings_config(
+    path: Path, log_level: str, history: bool = False, engine: str = "tidings"
+) -> Path:
+    """``history``: the bench channel keeps its last 100 events (docs/history.md);
+    ``engine``: what reads WebSockets after the handshake (``websocket_engine``)."""
     path.write_text(
         f'log_level = "{log_level}"\n'
+        f'websocket_engine = "{engine}"\n'
         "max_connections = 200000\n"
         "\n[[apps]]\n"
         f'id = "{APP_ID}"\nkey = "{APP_KEY}"\nsecret = "{APP_SECRET}"\n'
@@ -241,6 +251,7 @@ def command(
         script = str(SOKETI_DIR / "node_modules" / "@soketi" / "soketi" / "bin" / "server.js")
         return [*pin, node, script, "start"], soketi_env(port)
     history = name == "tidings-history"
-    config = tidings_config(workdir / f"tidings-{port}.toml", log_level, history)
+    engine = "aiohttp" if name == "tidings-aiohttp-ws" else "tidings"
+    config = tidings_config(workdir / f"tidings-{port}.toml", log_level, history, engine)
     cmd = [*pin, PYTHON, "-m", "tidings", "serve", *where, "--config", str(config)]
     return cmd, server_env()

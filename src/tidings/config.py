@@ -191,7 +191,7 @@ class Settings(BaseModel):
     # What reads a WebSocket after its handshake: "tidings", our own asyncio.Protocol
     # (server/websocket_protocol.py: no task, reader or queue per idle socket), or
     # "aiohttp", its WebSocket reader (the engine before issue 17).
-    websocket_engine: Literal["tidings", "aiohttp"] = "aiohttp"
+    websocket_engine: Literal["tidings", "aiohttp"] = "tidings"
     max_request_body: int = Field(262144, ge=1024)
     shutdown_timeout: float = Field(10.0, ge=0)
     # Slow clients (server/connection_guard.py). A request's headers must be complete

@@ -163,7 +163,7 @@ class WebSocketEndpoint:
     """``/app/{key}``; ``engine`` reads the socket after the handshake: ``"tidings"``, our
     own protocol (server/websocket_protocol.py), or ``"aiohttp"``, its WebSocket reader."""
 
-    def __init__(self, node: Node, max_write_buffer: int, engine: str = "aiohttp") -> None:
+    def __init__(self, node: Node, max_write_buffer: int, engine: str = "tidings") -> None:
         self.node = node
         self.max_write_buffer = max_write_buffer
         self.engine = engine
