@@ -111,6 +111,15 @@ class Admission(Generic[K]):
         self.cuts[Cut.PER_IP] += 1
         return False
 
+    def hand_over(self, conn: K, successor: K) -> None:
+        """``conn``'s socket now belongs to ``successor`` (a WebSocket leaving the HTTP
+        server after its handshake): it stays counted under its address, as ``successor``."""
+        self._headers.pop(conn, None)
+        self._bodies.pop(conn, None)
+        address = self._address_of.pop(conn, None)
+        if address is not None:
+            self._address_of[successor] = address
+
     def lost(self, conn: K) -> None:
         """``conn`` closed, for whatever reason."""
         self._headers.pop(conn, None)

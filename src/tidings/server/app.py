@@ -33,7 +33,7 @@ from tidings.lifecycle import Lifecycle
 from tidings.node import Node
 from tidings.server import fanout, tidings_js
 from tidings.server.banner import client_hint
-from tidings.server.connection_guard import ConnectionGuard, GuardSettings
+from tidings.server.connection_guard import GUARD, ConnectionGuard, GuardSettings
 from tidings.server.fallback import FallbackSettings, HttpFallback
 from tidings.server.health import Health
 from tidings.server.http_edge import aiohttp_routes
@@ -234,6 +234,7 @@ class AiohttpServer:
         self.application = build_application(
             lifecycle.node, settings, lifecycle.health, lifecycle.metrics(guard.admission)
         )
+        self.application[GUARD] = guard  # WebSockets taken over are handed over to it
         self.runner = guard.runner(
             self.application,
             handle_signals=False,

@@ -12,7 +12,9 @@ for as long as it likes. This edge feeds aiohttp's connection events into
 - deadlines: one periodic sweep for all connections, not a timer per connection.
 
 An established WebSocket never passes through here again: its frames go straight to
-aiohttp's WebSocket reader, untouched.
+its reader, untouched. When our own WebSocket protocol takes the socket over from aiohttp
+(server/websocket_protocol.py), :meth:`ConnectionGuard.hand_over` keeps it counted under
+its address until it closes, so aiohttp's request handler can be freed.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class ConnectionGuard:
 
     def __init__(self, settings: GuardSettings) -> None:
         self.settings = settings
-        self.admission: Admission[RequestHandler] = Admission(
+        # Keys: aiohttp's request handlers, and the WebSocket connections handed over.
+        self.admission: Admission[object] = Admission(
             AdmissionLimits(
                 header_timeout=settings.header_timeout,
                 body_timeout=settings.body_timeout,
@@ -98,8 +101,14 @@ class ConnectionGuard:
         for conn, reason in self.admission.accepted(handler, counted, self._now()):
             self._cut(conn, reason)
 
-    def lost(self, handler: RequestHandler) -> None:
+    def lost(self, handler: object) -> None:
         self.admission.lost(handler)
+        self._proxied.pop(handler, None)  # type: ignore[call-overload]
+
+    def hand_over(self, handler: RequestHandler, successor: object) -> None:
+        """The handler's socket now belongs to ``successor``; call :meth:`lost` with it
+        when the socket closes."""
+        self.admission.hand_over(handler, successor)
         self._proxied.pop(handler, None)
 
     def wrap(self, handle: AppHandler) -> AppHandler:
@@ -152,7 +161,9 @@ class ConnectionGuard:
         finally:
             self._sweeper = self._loop.call_later(self.sweep_interval, self._sweep)
 
-    def _cut(self, handler: RequestHandler, reason: Cut) -> None:
+    def _cut(self, handler: object, reason: Cut) -> None:
+        # Only pending connections are cut, and a handed-over WebSocket is never pending.
+        assert isinstance(handler, RequestHandler)
         if log.isEnabledFor(logging.DEBUG):
             peer = handler.transport.get_extra_info("peername") if handler.transport else None
             address = peer[0] if isinstance(peer, tuple) and peer else "?"
@@ -161,6 +172,9 @@ class ConnectionGuard:
             handler.force_close()
         except Exception:  # one connection's failure never stops the sweep
             log.exception("closing a connection (%s) failed", reason)
+
+
+GUARD = web.AppKey("connection_guard", ConnectionGuard)  # set by the server that has one
 
 
 class GuardedServer(web.Server):

@@ -4,8 +4,8 @@
 aiohttp parses the upgrade request and routes it; :func:`take_over` then answers 101 itself
 and moves the transport to a :class:`ProtocolConnection`, an ``asyncio.Protocol`` that is
 also the node's connection and the fan-out writer's ``Sink``. From then on aiohttp holds
-nothing for the socket but its request handler's bookkeeping (the connection guard's
-per-address count, the server's connection table), and no task waits on it: an idle
+nothing for the socket (the connection guard keeps counting it under its address), and no
+task waits on it: an idle
 WebSocket is this one object, its :class:`~tidings.protocol.websocket.FrameReader` and the
 transport. Issue 17: aiohttp's own per-connection objects (the request, its handler task,
 the reader, queue and writer) were about 11.5 KiB of the 15.2 KiB per idle connection.
@@ -23,7 +23,7 @@ import base64
 import hashlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from aiohttp import web
 
@@ -34,11 +34,9 @@ from tidings.protocol import messages
 from tidings.protocol import websocket as ws
 from tidings.protocol.frames import binary_frame, close_frame, pong_frame, text_frame
 from tidings.protocol.session import Session
+from tidings.server.connection_guard import GUARD, ConnectionGuard
 from tidings.server.websocket import CLOSE_HANDSHAKE_TIMEOUT, WebSocketConnection
 from tidings.tasks import report_failure
-
-if TYPE_CHECKING:
-    from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger("tidings.websocket")
 trace = logging.getLogger("tidings.debug")
@@ -73,7 +71,7 @@ class ProtocolConnection(WebSocketConnection, asyncio.Protocol):
     __slots__ = (
         "_node",
         "_reader",
-        "_handler",
+        "_guard",
         "_inbox",
         "_busy",
         "_lost",
@@ -96,9 +94,8 @@ class ProtocolConnection(WebSocketConnection, asyncio.Protocol):
         super().__init__(session, app, None, transport, high_water, tasks, outgoing, counters)
         self._node = node
         self._reader = ws.FrameReader(max_message)
-        # aiohttp's handler of the upgrade request: told when the socket is gone, so the
-        # connection guard and aiohttp's connection table forget it then, not before.
-        self._handler: RequestHandler | None = None  # set by take_over
+        # Counts this socket under its address until it closes (set by take_over).
+        self._guard: ConnectionGuard | None = None
         self._inbox: list[ws.Event] = []  # events waiting for the message being handled
         self._busy = False  # a message is being handled (a task runs node.receive)
         self._lost = False  # the socket is closed (connection_lost ran)
@@ -124,9 +121,9 @@ class ProtocolConnection(WebSocketConnection, asyncio.Protocol):
         self._lost = True
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
-        handler, self._handler = self._handler, None
-        if handler is not None:
-            handler.connection_lost(exc)
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.lost(self)
         if not self._busy:  # otherwise the message's task detaches when it is done
             self._detach()
 
@@ -285,13 +282,16 @@ def take_over(
     early: bytes = getattr(handler, "_message_tail", b"")
     transport.write(switching_protocols(request.headers["Sec-WebSocket-Key"]))
     connection = connect(transport)
-    connection._handler = handler  # noqa: SLF001 - told at connection_lost, see __init__
     transport.set_protocol(connection)
-    # aiohttp must now neither write this request's response nor close the socket when the
-    # handler returns: its handler forgets the transport (the response's write then fails as
-    # a client disconnect, which aiohttp ignores) and keep-alive timers are off.
-    handler.keep_alive(False)
-    handler.transport = None
+    guard = request.app.get(GUARD)
+    if guard is not None:
+        guard.hand_over(handler, connection)
+        connection._guard = guard  # noqa: SLF001 - the guard hears of its close
+    # To aiohttp the connection is now lost: its handler leaves aiohttp's connection table
+    # (and is freed with the request), and, its transport gone, the response the request
+    # handler returns is never written (aiohttp takes that for a client disconnect).
+    handler.transport = None  # connection_lost must not close what is now ours
+    handler.connection_lost(None)
     if early:
         connection.data_received(early)
     return connection
