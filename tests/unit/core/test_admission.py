@@ -87,6 +87,25 @@ def test_readdress_moves_a_proxied_connection_to_its_client() -> None:
     assert admission.cuts[Cut.PER_IP] == 1
 
 
+def test_hand_over_keeps_the_socket_counted_under_its_successor() -> None:
+    admission: Admission[str] = Admission(AdmissionLimits(20.0, 30.0, 100, max_per_address=1))
+    assert admission.accepted("handler", "10.0.0.1", now=0.0) == []
+    admission.request_started("handler", now=0.0, body_complete=True)
+    admission.hand_over("handler", "websocket")
+    admission.lost("handler")  # the HTTP server forgets its handler: still counted
+    assert admission.accepted("next", "10.0.0.1", now=0.0) == [("next", Cut.PER_IP)]
+    admission.lost("websocket")
+    assert admission.accepted("again", "10.0.0.1", now=0.0) == []
+
+
+def test_a_handed_over_socket_is_never_pending() -> None:
+    admission: Admission[str] = Admission(LIMITS)
+    admission.accepted("handler", None, now=0.0)
+    admission.hand_over("handler", "websocket")
+    assert admission.pending == 0
+    assert admission.expired(now=1000.0) == []
+
+
 def test_no_per_address_limit_counts_nothing() -> None:
     admission: Admission[int] = Admission(AdmissionLimits(20.0, 30.0, 10_000))
     for conn in range(1000):

@@ -149,9 +149,7 @@ def test_unmask_is_its_own_inverse(payload: bytes, mask: bytes) -> None:
 
 
 @given(st.lists(st.text(max_size=40), min_size=1, max_size=5), st.integers(1, 7))
-def test_any_fragmentation_and_read_size_gives_the_message(
-    parts: list[str], chunk: int
-) -> None:
+def test_any_fragmentation_and_read_size_gives_the_message(parts: list[str], chunk: int) -> None:
     data = b"".join(
         frame(0x1 if i == 0 else 0x0, p.encode(), fin=i == len(parts) - 1)
         for i, p in enumerate(parts)
