@@ -1,7 +1,7 @@
 """Client-to-server WebSocket frames, sans I/O: bytes in, messages and verdicts out.
 
 :class:`FrameReader` is the server side of RFC 6455 after the handshake, for an endpoint
-that negotiates no extension (permessage-deflate stays off: see docs/websocket.md). Feed it
+that negotiates no extension (permessage-deflate stays off: see docs/conformance.md). Feed it
 what the socket delivered; it returns complete events in order:
 
 - :class:`Text` and :class:`Binary`: whole messages, reassembled from their fragments;

@@ -51,7 +51,7 @@ def accept_key(key: str) -> str:
 
 
 def switching_protocols(key: str) -> bytes:
-    # No Sec-WebSocket-Extensions: permessage-deflate stays off (docs/websocket.md); no
+    # No Sec-WebSocket-Extensions: permessage-deflate stays off (docs/conformance.md); no
     # subprotocol: Pusher clients ask for none.
     return (
         "HTTP/1.1 101 Switching Protocols\r\n"
