@@ -102,8 +102,8 @@ def edge_middleware(in_flight: InFlight, metrics: Metrics) -> Middleware:
     goes away mid-request (an aborted upload) is a debug line, not an error with a
     traceback.
 
-    One, not three: a WebSocket keeps its request's middleware frames for its whole life,
-    and every frame is memory per connection."""
+    One, not three: on the aiohttp engine a WebSocket keeps its request's middleware frames
+    for its whole life, and every frame is memory per connection."""
 
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:

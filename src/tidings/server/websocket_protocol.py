@@ -109,7 +109,8 @@ class ProtocolConnection(WebSocketConnection, asyncio.Protocol):
         if self._busy:
             self._inbox.extend(events)
             # Bounded: one read's events wait; the socket is read again once they are done.
-            self.transport.pause_reading()
+            if not self.transport.is_closing():
+                self.transport.pause_reading()
             return
         self._handle(events)
 
