@@ -224,13 +224,17 @@ class ProtocolConnection(WebSocketConnection, asyncio.Protocol):
             self.transport.abort()  # the client never answered, or never read the rest
 
     def _detach(self) -> None:
-        if trace.isEnabledFor(logging.DEBUG):
-            self._log_end()
-        code = self._client_code if self._client_code is not None else ABNORMAL
-        task = asyncio.ensure_future(self._node.detach(self, code))
+        task = asyncio.ensure_future(self._ended())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(report_failure)
+
+    async def _ended(self) -> None:
+        # The "ended" line and the node's "closed" line are written in one step, in order.
+        if trace.isEnabledFor(logging.DEBUG):
+            self._log_end()
+        code = self._client_code if self._client_code is not None else ABNORMAL
+        await self._node.detach(self, code)
 
     def _log_end(self) -> None:
         if self.closed_with is not None:
