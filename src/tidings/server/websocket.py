@@ -3,13 +3,18 @@
 Outbound frames are written straight to the transport (never ``await ws.send`` in a
 loop over subscribers); a connection whose unsent buffer passes the high-water mark is
 a slow consumer and is closed with 4100 so it never slows the others.
+
+What reads the socket after the handshake is the ``websocket_engine`` setting: by default
+our own protocol (``server/websocket_protocol.py``, no aiohttp object or task per idle
+socket), or aiohttp's WebSocket reader in :meth:`WebSocketEndpoint.handle`'s loop. Both share
+:class:`WebSocketConnection`'s writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
+from typing import Literal, cast
 
 from aiohttp import WebSocketError, WSMsgType, web
 
@@ -163,7 +168,9 @@ class WebSocketEndpoint:
     """``/app/{key}``; ``engine`` reads the socket after the handshake: ``"tidings"``, our
     own protocol (server/websocket_protocol.py), or ``"aiohttp"``, its WebSocket reader."""
 
-    def __init__(self, node: Node, max_write_buffer: int, engine: str = "tidings") -> None:
+    def __init__(
+        self, node: Node, max_write_buffer: int, engine: Literal["tidings", "aiohttp"] = "tidings"
+    ) -> None:
         self.node = node
         self.max_write_buffer = max_write_buffer
         self.engine = engine
