@@ -261,6 +261,19 @@ test('with storage, a new page (a new Pusher) recovers what the old one missed',
   await until('the position forgotten', () => !storage.has(`tidings:app-key:${name}`));
 });
 
+test('a stored position for a channel that keeps no history is dropped', async () => {
+  const name = unique('plain-');
+  const key = `tidings:app-key:${name}`;
+  const storage = new Map([[key, JSON.stringify({ epoch: 'e1', offset: 4, socket_id: '1.2' })]]);
+  const pusher = client({
+    storage: { getItem: (k) => storage.get(k) ?? null, setItem: (k, v) => storage.set(k, v), removeItem: (k) => storage.delete(k) },
+  });
+  pusher.subscribe(name);
+  await subscribed(pusher, name);
+  assert.deepEqual(subscribes(name)[0].data.tidings.recover, { epoch: 'e1', offset: 4, socket_id: '1.2' });
+  await until('the position dropped', () => !storage.has(key));
+});
+
 test('garbage in storage is ignored', async () => {
   const name = unique();
   const stored = { [`tidings:app-key:${name}`]: '{"epoch": 5, "offset": "x"' };

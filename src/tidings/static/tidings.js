@@ -180,6 +180,9 @@
     };
 
     function subscribed(name, data) {
+      // Unsubscribed while pending: pusher-js has just sent pusher:unsubscribe (forgotten).
+      const channel = pusher.channel(name);
+      if (!channel || !channel.subscribed) return;
       const server = data && data.tidings;
       // No position: the channel keeps no history (or this is not a Tidings server).
       if (!server || typeof server.epoch !== 'string' || !Number.isInteger(server.offset)) {
@@ -209,9 +212,12 @@
 
     // Runs for each frame after pusher-js dispatched it to the app's handlers: a handler that
     // throws stops the dispatch, this never runs, and the event's offset stays unrecorded.
+    // (The same holds for pusher:subscription_succeeded: if its handler throws, events of that
+    // subscription are not recorded, and the next resubscription asks from the older offset.)
     function afterDispatch(message) {
       const text = message && message.data;
-      if (typeof text !== 'string' || text.indexOf('tidings') < 0) return;
+      if (typeof text !== 'string') return;
+      if (text.indexOf('tidings') < 0 && text.indexOf('subscription_succeeded') < 0) return;
       let frame;
       try {
         frame = JSON.parse(text);
