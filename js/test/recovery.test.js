@@ -305,7 +305,11 @@ test('Laravel Echo with `client:` recovers the same way', async () => {
   const pusher = client();
   const echo = new Echo({ broadcaster: 'pusher', client: pusher, withoutInterceptors: true });
   const seen = [];
-  echo.channel(name).listen('.OrderShipped', (data) => seen.push(data.n));
+  const unrecovered = [];
+  echo
+    .channel(name)
+    .listen('.OrderShipped', (data) => seen.push(data.n))
+    .listen('.tidings:unrecovered', (data) => unrecovered.push(data));
   await subscribed(pusher, name);
   const shipped = (from, to, exclude) => {
     for (let n = from; n <= to; n++) server.publish(name, 'OrderShipped', { n }, exclude);
@@ -319,6 +323,10 @@ test('Laravel Echo with `client:` recovers the same way', async () => {
   assert.deepEqual(seen, [1, 2, 3, 4, 5]);
   assert.notEqual(echo.socketId(), oldSocket);
   assert.equal(subscribes(name)[1].data.tidings.recover.offset, 2);
+  server.drop(echo.socketId());
+  server.restart(name);
+  await until('tidings:unrecovered', () => unrecovered.length === 1);
+  assert.deepEqual(unrecovered, [server.position(name)]);
   echo.leave(name);
   await until('the unsubscribe', () => server.connections.get(echo.socketId()).received.some((m) => m.event === 'pusher:unsubscribe'));
 });
