@@ -131,8 +131,25 @@ async function pusherServer({ history = () => 100 } = {}) {
     );
   }
 
+  // What Tidings refuses with 4303 (src/tidings/protocol/recovery.py), in short.
+  function malformed(tidings) {
+    if (tidings === undefined) return false;
+    if (!tidings || tidings.v !== 1) return true;
+    const r = tidings.recover;
+    if (r === undefined) return false;
+    return !(
+      r && typeof r.epoch === 'string' && r.epoch.length > 0 && r.epoch.length <= 32 &&
+      Number.isSafeInteger(r.offset) && r.offset >= 0 &&
+      (r.socket_id === undefined || /^\d{1,20}\.\d{1,20}$/.test(r.socket_id))
+    );
+  }
+
   function subscribe(connection, data) {
     subscribes.push({ socketId: connection.id, data });
+    if (malformed(data.tidings)) {
+      const error = { message: 'pusher:subscribe: tidings malformed', code: 4303 };
+      return deliver(connection, JSON.stringify({ event: 'pusher:error', data: error }));
+    }
     const name = data.channel;
     const state = channel(name);
     const optedIn = Boolean(data.tidings && data.tidings.v === 1 && history(name) > 0);

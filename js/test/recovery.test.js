@@ -274,13 +274,22 @@ test('a stored position for a channel that keeps no history is dropped', async (
   await until('the position dropped', () => !storage.has(key));
 });
 
-test('garbage in storage is ignored', async () => {
-  const name = unique();
-  const stored = { [`tidings:app-key:${name}`]: '{"epoch": 5, "offset": "x"' };
-  const pusher = client({ storage: { getItem: (k) => stored[k] || null, setItem() {}, removeItem() {} } });
-  pusher.subscribe(name);
-  await subscribed(pusher, name);
-  assert.deepEqual(subscribes(name)[0].data.tidings, { v: 1 });
+test('garbage in storage is ignored, never sent (the server would refuse the subscription)', async () => {
+  const garbage = [
+    '{"epoch": "e1", "offset": 3',
+    '{"epoch": 5, "offset": 3, "socket_id": "1.2"}',
+    `{"epoch": "${'e'.repeat(33)}", "offset": 3, "socket_id": "1.2"}`,
+    '{"epoch": "e1", "offset": -1, "socket_id": "1.2"}',
+    '{"epoch": "e1", "offset": 9007199254740992, "socket_id": "1.2"}',
+    '{"epoch": "e1", "offset": 3, "socket_id": "1.2; drop"}',
+  ];
+  for (const text of garbage) {
+    const name = unique();
+    const pusher = client({ storage: { getItem: () => text, setItem() {}, removeItem() {} } });
+    pusher.subscribe(name);
+    await subscribed(pusher, name);
+    assert.deepEqual(subscribes(name)[0].data.tidings, { v: 1 }, text);
+  }
 });
 
 test('a channel without history: no position, nothing to recover, events as usual', async () => {

@@ -143,8 +143,10 @@
     const positions = new Map(); // channel -> {epoch, offset, socket_id}
     const live = new Map(); // channel -> offset that ends the replay, once subscribed
     const storageKey = (name) => 'tidings:' + pusher.key + ':' + name;
-    const valid = (p) => p && typeof p.epoch === 'string' && Number.isInteger(p.offset) &&
-      p.offset >= 0 && typeof p.socket_id === 'string';
+    // What the server accepts (anything else is refused with 4303 and no subscription).
+    const valid = (p) => p && typeof p.epoch === 'string' && p.epoch.length > 0 &&
+      p.epoch.length <= 32 && Number.isSafeInteger(p.offset) && p.offset >= 0 &&
+      /^\d{1,20}\.\d{1,20}$/.test(p.socket_id);
     // Storage can be full, disabled or hold garbage: recovery then just starts afresh.
     const store = (name, call) => { try { return storage && call(storageKey(name)); } catch (e) {} };
 
