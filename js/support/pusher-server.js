@@ -164,7 +164,8 @@ async function pusherServer({ history = () => 100 } = {}) {
         replay = state.events.filter((e) => e.offset > recover.offset && e.exclude !== recover.socket_id);
       }
     }
-    deliver(connection, JSON.stringify({ event: 'pusher_internal:subscription_succeeded', channel: name, data: JSON.stringify(succeeded) }));
+    const event = 'pusher_internal:subscription_succeeded';
+    deliver(connection, JSON.stringify({ event, channel: name, data: JSON.stringify(succeeded) }));
     for (const stored of replay) deliver(connection, frame(name, stored, true));
     if (recover && !succeeded.recovered) {
       const position = JSON.stringify(succeeded.tidings);
@@ -182,7 +183,9 @@ async function pusherServer({ history = () => 100 } = {}) {
     connection.received.push(message);
     if (message.event === 'pusher:ping') deliver(connection, JSON.stringify({ event: 'pusher:pong', data: '{}' }));
     else if (message.event === 'pusher:subscribe') subscribe(connection, message.data);
-    else if (message.event === 'pusher:unsubscribe') channel(message.data.channel).subscribers.delete(connection.id);
+    else if (message.event === 'pusher:unsubscribe') {
+      channel(message.data.channel).subscribers.delete(connection.id);
+    }
   }
 
   const server = http.createServer((req, res) => res.writeHead(404).end());

@@ -51,6 +51,13 @@ function publish(name, from, to, exclude) {
   for (let n = from; n <= to; n++) server.publish(name, 'x', { n }, exclude);
 }
 
+// The part of sessionStorage the plugin uses, over a Map.
+const sessionStorageOver = (map) => ({
+  getItem: (k) => (map.has(k) ? map.get(k) : null),
+  setItem: (k, v) => map.set(k, String(v)),
+  removeItem: (k) => map.delete(k),
+});
+
 const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 // In a browser an exception in a WebSocket message handler is reported and the next message
@@ -100,7 +107,7 @@ test('the first subscribe opts in, the position is learned, events reach handler
   assert.deepEqual(seen[0], [{ n: 3 }, {}]);
 });
 
-test('a dropped socket: the resubscription asks from the last offset and gets exactly what was missed', async () => {
+test('a dropped socket: the resubscription asks from the last offset, gets exactly what was missed', async () => {
   const name = unique();
   const pusher = client();
   const seen = listen(pusher.subscribe(name));
@@ -225,11 +232,7 @@ test('a new epoch (the server lost the stream) is not recovered either', async (
 
 test('with storage, a new page (a new Pusher) recovers what the old one missed', async () => {
   const storage = new Map();
-  const sessionStorage = {
-    getItem: (k) => (storage.has(k) ? storage.get(k) : null),
-    setItem: (k, v) => storage.set(k, String(v)),
-    removeItem: (k) => storage.delete(k),
-  };
+  const sessionStorage = sessionStorageOver(storage);
   const name = unique();
   const first = client({ storage: sessionStorage });
   const seen = listen(first.subscribe(name));
@@ -250,7 +253,8 @@ test('with storage, a new page (a new Pusher) recovers what the old one missed',
   await subscribed(second, name, 2);
   await until('events 4 and 5', () => seenAfter.length === 2);
   assert.deepEqual(seenAfter, [4, 5]);
-  assert.deepEqual(subscribes(name)[1].data.tidings.recover, { epoch: server.position(name).epoch, offset: 3, socket_id: oldSocket });
+  const recover = subscribes(name)[1].data.tidings.recover;
+  assert.deepEqual(recover, { epoch: server.position(name).epoch, offset: 3, socket_id: oldSocket });
 
   // Another app key does not share the position; unsubscribing forgets it.
   const other = client({ storage: sessionStorage, key: 'other-key' });
@@ -265,9 +269,7 @@ test('a stored position for a channel that keeps no history is dropped', async (
   const name = unique('plain-');
   const key = `tidings:app-key:${name}`;
   const storage = new Map([[key, JSON.stringify({ epoch: 'e1', offset: 4, socket_id: '1.2' })]]);
-  const pusher = client({
-    storage: { getItem: (k) => storage.get(k) ?? null, setItem: (k, v) => storage.set(k, v), removeItem: (k) => storage.delete(k) },
-  });
+  const pusher = client({ storage: sessionStorageOver(storage) });
   pusher.subscribe(name);
   await subscribed(pusher, name);
   assert.deepEqual(subscribes(name)[0].data.tidings.recover, { epoch: 'e1', offset: 4, socket_id: '1.2' });
@@ -337,5 +339,6 @@ test('Laravel Echo with `client:` recovers the same way', async () => {
   await until('tidings:unrecovered', () => unrecovered.length === 1);
   assert.deepEqual(unrecovered, [server.position(name)]);
   echo.leave(name);
-  await until('the unsubscribe', () => server.connections.get(echo.socketId()).received.some((m) => m.event === 'pusher:unsubscribe'));
+  const received = server.connections.get(echo.socketId()).received;
+  await until('the unsubscribe', () => received.some((m) => m.event === 'pusher:unsubscribe'));
 });
