@@ -46,12 +46,19 @@ async function isReady(port) {
   }
 }
 
+// The app's TOML: strings, numbers and booleans as JSON writes them; `history` (a list of
+// {pattern, size, ttl}) as [[apps.history]] tables.
+function appToml({ history = [], ...settings }) {
+  const pairs = (object) => Object.entries(object).map(([k, v]) => `${k} = ${JSON.stringify(v)}`);
+  return ['[[apps]]', ...pairs(settings), ...history.flatMap((rule) => ['[[apps.history]]', ...pairs(rule)])];
+}
+
 // Starts the server and waits for /ready. `app` adds settings to the one app (for example
-// live_snapshot_url). A port taken between freePort() and the bind gets another try.
+// live_snapshot_url, or history rules). A port taken between freePort() and the bind gets
+// another try.
 async function startTidings(app = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tidings-js-'));
-  const settings = { ...APP, client_events: false, ...app };
-  const lines = ['[[apps]]', ...Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`)];
+  const lines = appToml({ ...APP, client_events: false, ...app });
   const config = path.join(dir, 'tidings.toml');
   fs.writeFileSync(config, lines.join('\n') + '\n');
   const logPath = path.join(dir, 'server.log');
@@ -73,8 +80,9 @@ async function startTidings(app = {}) {
     if (!exited(child) && (await isReady(port))) return tidingsHandle(port, child, dir, logs);
     child.kill('SIGKILL');
     if (attempt < 2 && logs().includes('address already in use')) continue;
+    const output = logs(); // read before the directory goes
     fs.rmSync(dir, { recursive: true, force: true });
-    throw new Error(`tidings serve did not become ready on port ${port}:\n${logs()}`);
+    throw new Error(`tidings serve did not become ready on port ${port}:\n${output}`);
   }
 }
 
@@ -110,13 +118,13 @@ function tidingsHandle(port, child, dir, logs) {
       }
     },
 
-    // A pusher-js client on this server; private channels are authorized here with the
-    // app secret (the app's /pusher/auth would do the same).
-    client() {
+    // A pusher-js client on this server (or on `wsPort`, a proxy in front of it); private
+    // channels are authorized here with the app secret (the app's /pusher/auth would do the same).
+    client({ wsPort = port } = {}) {
       const pusher = new Pusher(APP.key, {
         cluster: 'local',
         wsHost: '127.0.0.1',
-        wsPort: port,
+        wsPort,
         forceTLS: false,
         disableStats: true,
         enabledTransports: ['ws'],
