@@ -17,7 +17,7 @@ import time
 
 import redis
 
-from tidings.brokers.base import ControlMessage
+from tidings.brokers.control import ControlMessage
 from tidings.brokers.redis import RedisBroker
 from tidings.protocol.session import Member
 
@@ -47,15 +47,15 @@ async def measure(url: str, port: int, n: int) -> None:
     steps = [
         (
             "subscription to an occupied channel",
-            lambda i: broker.subscribe("1", "one-channel", f"{i}.1"),
+            lambda i: broker.subscriptions.subscribe("1", "one-channel", f"{i}.1"),
         ),
         (
             "channel with its first subscriber",
-            lambda i: broker.subscribe("1", f"channel-{i}", f"{i}.2"),
+            lambda i: broker.subscriptions.subscribe("1", f"channel-{i}", f"{i}.2"),
         ),
         (
             "presence member (~20 B user_info)",
-            lambda i: broker.presence_join(
+            lambda i: broker.presence.join(
                 "1",
                 f"presence-room-{i // 100}",
                 f"{i}.3",
@@ -63,7 +63,7 @@ async def measure(url: str, port: int, n: int) -> None:
                 100,
             ),
         ),
-        ("signed-in socket", lambda i: broker.user_online("1", f"user-{i}", f"{i}.4")),
+        ("signed-in socket", lambda i: broker.presence.user_online("1", f"user-{i}", f"{i}.4")),
     ]
     for label, step in steps:
         before = used()

@@ -17,6 +17,13 @@ creates (``nobody`` when there is none), through ``setpriv``, which execs the bi
 that user's ids and no PAM session. The temporary directory is then made that user's, and
 it is created directly under the system temp dir: pytest's ``tmp_path`` lives under a
 ``0700`` directory of root's that the unprivileged user could not enter.
+
+A test process that is SIGKILLed (an xdist worker past its timeout, an OOM kill) never
+reaches ``close()``: its ``tidings-pg-*`` directory (tens of MB) stays behind. Each new
+``PostgresServer`` first sweeps those (:func:`sweep_stale_clusters`): a directory goes only
+when the test process that made it (recorded in its ``owner`` file) is gone and no
+postmaster runs in it. A postmaster that outlived its test process is left running: stopping
+servers is not a sweep's business, and its directory goes once it is stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -35,12 +43,18 @@ from pathlib import Path
 from types import TracebackType
 from uuid import uuid4
 
+import psutil
 import psycopg
 
 TIMEOUT = 5.0 * float(os.environ.get("TIDINGS_TEST_TIMEOUT_SCALE", "1"))
 
 SUPERUSER = "postgres"
 PORT_ATTEMPTS = 3  # a free port can be taken by someone else before postgres binds it
+PREFIX = "tidings-pg-"
+OWNER_FILE = "owner"  # "<pid> <process start time>" of the test process that made the cluster
+# A directory without an owner file (made by an older fixture, or one being made right now)
+# is left alone this long after its last change.
+UNOWNED_GRACE = 3600.0
 
 
 def free_port() -> int:
@@ -98,14 +112,86 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
     )
 
 
+def _our_uids(user: pwd.struct_passwd | None) -> set[int]:
+    """Who owns our cluster directories: us, and the user the binaries run as (root only)."""
+    return {os.geteuid()} | ({user.pw_uid} if user is not None else set())
+
+
+def _process_alive(pid: int, started: float | None = None, name: str | None = None) -> bool:
+    """Whether ``pid`` runs and is the process meant: started at ``started`` (a recycled pid
+    is another process), or with ``name`` in its name. A process we may not inspect counts
+    as alive: nothing of it is ours to remove."""
+    try:
+        process = psutil.Process(pid)
+        if started is not None and abs(process.create_time() - started) > 1.0:
+            return False
+        return name is None or name in process.name()
+    except psutil.NoSuchProcess:  # zombies included
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def _owner_alive(directory: Path) -> bool | None:
+    """Whether the test process that made ``directory`` runs; None when it is not recorded."""
+    try:
+        pid, started = (directory / OWNER_FILE).read_text().split()
+        return _process_alive(int(pid), started=float(started))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return True  # unreadable or garbage: not ours to judge
+
+
+def _postmaster_running(data: Path) -> bool:
+    """Whether a postmaster runs in ``data``: its postmaster.pid names a live postgres."""
+    try:
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, IndexError):
+        return True  # unreadable, or being written: assume it runs
+    return _process_alive(pid, name="postgres")
+
+
+def sweep_stale_clusters(uids: set[int], tmp: Path | None = None) -> list[Path]:
+    """Remove the cluster directories SIGKILLed test processes left in ``tmp`` (the system
+    temp dir); returns those removed.
+
+    Only what is certainly dead goes: a real directory (not a symlink) named ``tidings-pg-*``,
+    owned by one of ``uids``, whose owner process is gone (or, with no owner recorded,
+    untouched for UNOWNED_GRACE), and in which no postmaster runs. Another worker's cluster,
+    even one still in initdb, has a live owner.
+    """
+    removed: list[Path] = []
+    for path in Path(tmp or tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            info = path.lstat()
+        except OSError:
+            continue  # swept by another worker meanwhile
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid not in uids:
+            continue
+        owner = _owner_alive(path)
+        if owner is None:
+            owner = time.time() - info.st_mtime < UNOWNED_GRACE
+        if owner or _postmaster_running(path / "data"):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 class PostgresServer:
     """One cluster: ``start()`` (initdb + pg_ctl start), ``create_database()``, ``close()``."""
 
     def __init__(self) -> None:
         self.bindir = find_bindir()
         self.user = _unprivileged_user()
+        sweep_stale_clusters(_our_uids(self.user))
         # Short path on purpose: the unix socket's path must fit in 107 bytes.
-        self.directory = Path(tempfile.mkdtemp(prefix="tidings-pg-"))
+        self.directory = Path(tempfile.mkdtemp(prefix=PREFIX))
+        me = psutil.Process()
+        (self.directory / OWNER_FILE).write_text(f"{me.pid} {me.create_time()!r}\n")
         self.data = self.directory / "data"
         self.log_path = self.directory / "postgres.log"
         self.port = 0

@@ -206,6 +206,37 @@ test('rows handed to onChange are copies: the app may keep them, events never mu
   assert.notEqual(live.get(1), before);
 });
 
+test('apply(event, data) from the app goes through the same version check', () => {
+  // The answer of the page's own write (sent with X-Socket-ID, so the server leaves this
+  // socket out of its event), applied like the event it stands for.
+  const { channel, changes, live } = setup();
+  channel.emit('tidings:snapshot', snapshot([{ id: 1, title: 'a', version: 1 }]));
+  live.apply('created', { id: 2, title: 'mine', version: 1 });
+  live.apply('updated', { id: 1, title: 'b', version: 3 });
+  channel.emit('updated', { id: 1, title: 'from another tab', version: 2 }); // overtaken
+  live.apply('updated', { id: 1, title: 'b', version: 3 }); // an answer retried: a duplicate
+  assert.deepEqual(live.rows, [
+    { id: 1, title: 'b', version: 3 },
+    { id: 2, title: 'mine', version: 1 },
+  ]);
+  live.apply('deleted', { id: 2, version: 2 });
+  channel.emit('created', { id: 2, title: 'mine', version: 1 }); // late: the tombstone wins
+  assert.deepEqual(live.rows.map((row) => row.id), [1]);
+  assert.deepEqual(changes.map(([type]) => type), ['snapshot', 'created', 'updated', 'deleted']);
+});
+
+test('apply() with an event that is not created, updated or deleted is warned about', (t) => {
+  const warn = t.mock.method(console, 'warn', () => {});
+  const { channel, changes, live } = setup();
+  channel.emit('tidings:snapshot', snapshot([{ id: 1, version: 1 }]));
+  live.apply('tidings:snapshot', { rows: [], version: 2 });
+  live.apply('moved', { id: 1, version: 2 });
+  assert.equal(warn.mock.callCount(), 2);
+  assert.match(warn.mock.calls[1].arguments[0], /unknown event/);
+  assert.deepEqual(live.rows, [{ id: 1, version: 1 }]);
+  assert.equal(changes.length, 1);
+});
+
 test('malformed events and snapshots are warned about, not thrown', (t) => {
   const warn = t.mock.method(console, 'warn', () => {});
   const { channel, live } = setup();

@@ -7,81 +7,26 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
-const http = require('node:http');
 
 const { liveCollection } = require('../../src/tidings/static/tidings.js');
+const { byId, liveTable, snapshotProvider } = require('../support/live-app');
 const { APP, startTidings, connected } = require('../support/tidings-server');
 const { WAIT_MS, until } = require('../support/wait');
 
 const unique = (prefix) => prefix + crypto.randomBytes(5).toString('hex');
-const byId = (rows) => [...rows].sort((a, b) => a.id - b.id);
-
-// The app's snapshot endpoint: answers with `answer({channel, socket_id})` once the
-// signature of the raw body checks out, and records every call.
-function provider() {
-  const calls = [];
-  const state = { answer: null };
-  const server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on('data', (chunk) => chunks.push(chunk));
-    req.on('end', async () => {
-      const raw = Buffer.concat(chunks);
-      const expected = crypto.createHmac('sha256', APP.secret).update(raw).digest('hex');
-      const call = {
-        body: JSON.parse(raw.toString('utf8')),
-        key: req.headers['x-pusher-key'],
-        signed: req.headers['x-pusher-signature'] === expected,
-      };
-      calls.push(call);
-      try {
-        const { status = 200, body } = await state.answer(call.body);
-        res.writeHead(status, { 'Content-Type': 'application/json' });
-        res.end(JSON.stringify(body));
-      } catch (error) {
-        res.writeHead(500, { 'Content-Type': 'application/json' });
-        res.end(JSON.stringify({ error: String(error) }));
-      }
-    });
-  });
-  return { server, calls, state };
-}
 
 let tidings;
 let snapshots;
 test.before(async () => {
-  snapshots = provider();
-  await new Promise((resolve) => snapshots.server.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${snapshots.server.address().port}/pusher/live-snapshot`;
-  tidings = await startTidings({ live_snapshot_url: url });
+  snapshots = await snapshotProvider();
+  tidings = await startTidings({ live_snapshot_url: snapshots.url });
 });
 test.after(async () => {
   if (tidings) await tidings.stop();
-  snapshots.server.closeAllConnections();
-  await new Promise((resolve) => snapshots.server.close(resolve));
+  await snapshots.close();
 });
 
-// A table whose writes publish the live events the Tidings live layer would send.
-function table(channel, rows) {
-  const db = new Map(rows.map((row) => [row.id, row]));
-  return {
-    rows: () => byId(db.values()),
-    snapshot: () => ({ rows: byId(db.values()), version: Math.max(0, ...[...db.values()].map((r) => r.version)) }),
-    async create(row) {
-      db.set(row.id, { ...row, version: 1 });
-      await tidings.publish(channel, 'created', db.get(row.id));
-    },
-    async update(id, fields) {
-      const row = { ...db.get(id), ...fields, version: db.get(id).version + 1 };
-      db.set(id, row);
-      await tidings.publish(channel, 'updated', { id, version: row.version, ...fields });
-    },
-    async remove(id) {
-      const version = db.get(id).version + 1;
-      db.delete(id);
-      await tidings.publish(channel, 'deleted', { id, version });
-    },
-  };
-}
+const table = (channel, rows) => liveTable(tidings, channel, rows);
 
 function watch(channel) {
   const seen = { events: [], changes: [], errors: [] };

@@ -86,6 +86,24 @@ test('events during the snapshot fetch are held, then replayed: none lost, none 
   assert.equal(live.get(4).title, 'e');
 });
 
+test('apply() during the fetch is held with the events and replayed after the snapshot', async (t) => {
+  const server = await gatedServer(t);
+  const channel = new FakeChannel();
+  const { live, changes } = collect(channel, { snapshotUrl: server.url });
+  channel.emit('pusher:subscription_succeeded', {});
+  await server.requested(1);
+  live.apply('created', { id: 2, title: 'mine', version: 1 }); // a write answered meanwhile
+  live.apply('updated', { id: 1, title: 'old', version: 1 }); // already in the snapshot
+  assert.deepEqual(changes, []);
+  server.gates[0].resolve({ body: { rows: [{ id: 1, title: 'a', version: 1 }], version: 1 } });
+  await until('the snapshot and the held write', () => changes.length === 2);
+  assert.deepEqual(changes, [
+    ['snapshot', ['1@1']],
+    ['created', ['1@1', '2@1']],
+  ]);
+  assert.deepEqual(live.get(1), { id: 1, title: 'a', version: 1 });
+});
+
 test('a channel already subscribed is fetched at once', async (t) => {
   const server = await snapshotServer(() => ({ body: { rows: [{ id: 1, version: 1 }], version: 1 } }));
   t.after(() => server.close());

@@ -22,24 +22,28 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, assert_never
 
 import orjson
 
-from tidings.brokers.base import Broker, CachedEvent, ControlMessage, PresenceJoin
+from tidings.brokers.base import Broker, CachedEvent, PresenceJoin
+from tidings.brokers.control import (
+    Console,
+    ControlMessage,
+    MemberAdded,
+    MemberRemoved,
+    Recount,
+    Terminate,
+    UserOffline,
+    UserOnline,
+)
 from tidings.brokers.node_messages import NodeMessages
 from tidings.console.tap import Tap
 from tidings.core import transitions
 from tidings.core.apps import App, AppRegistry
 from tidings.core.counters import AppCounters as AppCounters
 from tidings.core.hub import Coalescer, Hub, Writer, write_to_many
-from tidings.core.live_hold import (
-    LiveHold,
-    SnapshotFailed,
-    is_live,
-    snapshot_failure,
-    snapshot_message,
-)
+from tidings.core.live_hold import is_live
 from tidings.core.presence import MemberEvent, roster
 from tidings.core.publication import Publication
 from tidings.core.rate import TokenBucket
@@ -47,6 +51,7 @@ from tidings.core.registry import AppConnections, Registry, handshake_refusal
 from tidings.core.transitions import CacheMisses, CountThrottle, DirtyCounts, Held, Occurred
 from tidings.core.views import PresenceViews
 from tidings.core.watchlist import Watchlist
+from tidings.live_subscriptions import LiveSubscriptions, PendingSnapshot, SnapshotProvider
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
 from tidings.protocol.errors import MESSAGES, ErrorCode
@@ -139,13 +144,6 @@ class WebhookEvents(Protocol):
     def cancel(self, app: App, key: tuple[str, ...]) -> bool: ...
 
 
-LiveSnapshots = Callable[[App, str, str], Awaitable[bytes]]
-"""``(app, channel, socket_id) -> body``: the snapshot of a live channel for one subscribing
-socket, the JSON ``{"rows": [...], "version": V}``. Raises
-:class:`~tidings.core.live_hold.SnapshotFailed` with a message for the client; any other
-exception is logged and the client told only that the snapshot failed."""
-
-
 class BackendRateLimited(Exception):
     """An app published more than max_backend_events_per_second (HTTP 429)."""
 
@@ -177,18 +175,6 @@ class _AppState:
     # The console's recorder while someone watches this app, else None: every hook on the
     # paths below is this one check (console/tap.py).
     tap: Tap | None = None
-    # Live subscriptions waiting for their snapshot, by (socket id, channel), and the
-    # fetches the app may run at once (made on first use, on the node's loop).
-    holds: dict[tuple[str, str], _Hold] = field(default_factory=dict)
-    snapshot_slots: asyncio.Semaphore | None = None
-
-
-@dataclass(slots=True, eq=False)
-class _Hold:
-    """A live subscription between subscription_succeeded and its snapshot."""
-
-    hold: LiveHold
-    task: asyncio.Task[None] | None = None
 
 
 class Node:
@@ -232,14 +218,18 @@ class Node:
         self.client_event_filter: Callable[[App, Broadcast, str], Awaitable[str | None]] | None
         self.client_event_filter = None
         # The broker's node-to-node messages, shared by the HTTP fallback and the console.
-        self.node_messages = NodeMessages(broker)
+        self.node_messages = NodeMessages(broker.control)
         # The console's handler of its control messages (console/watch.py), when enabled.
-        self.console_control: Callable[[str, ControlMessage], None] | None = None
+        self.console_control: Callable[[str, Console], None] | None = None
         # Where snapshots of live channels come from (embedded: the live layer; `tidings
         # serve`: the apps' live_snapshot_url), and the ids of the apps it serves (None:
         # every app). Without one, private-live.* channels are plain private channels.
-        self.live_snapshots: LiveSnapshots | None = None
+        self.live_snapshots: SnapshotProvider | None = None
         self.live_apps: frozenset[str] | None = None
+        # Live subscriptions whose deliveries are held while their snapshot is fetched.
+        self.live_subscriptions: LiveSubscriptions[Connection] = LiveSubscriptions(
+            self.outgoing.flush, self._spawn, self._snapshot_failed
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -436,11 +426,11 @@ class Node:
             again = True  # the hub already delivers this user's channel since sign-in
         elif join.type.is_presence and member is not None:
             if again:
-                members = await self.broker.presence_members(app.id, channel)
+                members = await self.broker.presence.members(app.id, channel)
             else:
                 # Member events that arrive while the roster is read are held by the view.
                 view = state.views.open(channel, socket_id)
-                joined = await self.broker.presence_join(
+                joined = await self.broker.presence.join(
                     app.id, channel, socket_id, member, app.max_presence_members
                 )
                 if not joined.accepted:
@@ -459,20 +449,21 @@ class Node:
             data = messages.dumps(roster(members))
         count = 0
         if not again:
-            count = await self.broker.subscribe(app.id, channel, socket_id)
+            count = await self.broker.subscriptions.subscribe(app.id, channel, socket_id)
         cached: CachedEvent | None = None
         if join.type.cache:
-            cached = await self.broker.cache_get(app.id, channel, self.clock())
+            cached = await self.broker.cache.get(app.id, channel, self.clock())
         if connection.session.closed or socket_id not in state.connections:
             return  # the connection went away while we waited on the broker
-        held: _Hold | None = None
-        if self._snapshots_for(app, channel):
-            held = self._start_hold(state, connection, channel)
+        held: PendingSnapshot[Connection] | None = None
+        provider = self._snapshot_provider(app, channel)
+        if provider is not None:
+            held = self.live_subscriptions.hold(state.hub, connection, channel, provider)
         elif not again:
             state.hub.add(channel, connection)
         connection.send(messages.event("pusher_internal:subscription_succeeded", channel, data))
         if held is not None:
-            held.task = self._spawn(self._snapshot(connection, held))
+            self.live_subscriptions.fetch(held)
         if state.tap is not None:
             state.tap.subscribed(socket_id, channel, member.user_id if member else None)
         if trace.isEnabledFor(logging.DEBUG):
@@ -494,8 +485,8 @@ class Node:
         if joined is not None and joined.first and member is not None:
             self._transition(app, transitions.member_joined(channel, member.user_id))
             info = messages.dumps(member.user_info)
-            added = ControlMessage("member_added", member.user_id, channel, info)
-            await self.broker.control(app.id, added)
+            added = MemberAdded(channel, member.user_id, info)
+            await self.broker.control.send(app.id, added)
         if not again:
             self._count_changed(app, channel, join.type)
 
@@ -508,9 +499,7 @@ class Node:
         socket_id = connection.socket_id
         state = self._states[app.id]
         state.hub.remove(channel, socket_id)
-        held = state.holds.pop((socket_id, channel), None)
-        if held is not None and held.task is not None:
-            held.task.cancel()  # its snapshot is for nobody now
+        self.live_subscriptions.drop(app, socket_id, channel)  # its snapshot is for nobody now
         if state.tap is not None:
             state.tap.unsubscribed(socket_id, channel)
         presence_member = member if ctype.is_presence else None
@@ -520,7 +509,7 @@ class Node:
         # must not keep the member too, nor a failed fan-out swallow a webhook.
         left: int | None = None
         with _isolated("unsubscribing %s from %s failed", socket_id, channel):
-            left = await self.broker.unsubscribe(app.id, channel, socket_id)
+            left = await self.broker.subscriptions.unsubscribe(app.id, channel, socket_id)
         if presence_member is not None:
             with _isolated("%s leaving presence channel %s failed", socket_id, channel):
                 await self._member_left(app, channel, socket_id, presence_member)
@@ -529,12 +518,12 @@ class Node:
 
     async def _member_left(self, app: App, channel: str, socket_id: str, member: Member) -> None:
         """Pusher: member_removed when a user's last connection leaves a presence channel."""
-        if not await self.broker.presence_leave(app.id, channel, socket_id, member.user_id):
+        if not await self.broker.presence.leave(app.id, channel, socket_id, member.user_id):
             return
         # Held before the members are told: the webhook is owed whatever the fan-out does.
         self._hold(app, transitions.member_left(channel, member.user_id))
-        removed = ControlMessage("member_removed", member.user_id, channel)
-        await self.broker.control(app.id, removed)
+        removed = MemberRemoved(channel, member.user_id)
+        await self.broker.control.send(app.id, removed)
 
     async def _client_event(self, connection: Connection, event: Broadcast) -> None:
         if self.client_event_filter is not None:
@@ -553,7 +542,7 @@ class Node:
         )
         # Pusher: client events are never echoed to the sender.
         message = messages.event(event.event, event.channel, event.data, event.user_id)
-        if not await self.broker.publish(
+        if not await self.broker.pubsub.publish(
             connection.app.id, event.channel, message, connection.socket_id
         ):
             self._undelivered(connection)
@@ -579,16 +568,16 @@ class Node:
         socket_id = connection.socket_id
         state.connections.sign_in(user.id, socket_id)
         state.hub.add(user.channel, connection)
-        await self.broker.subscribe(app.id, user.channel, socket_id)
+        await self.broker.subscriptions.subscribe(app.id, user.channel, socket_id)
         state.watchlist.watch(socket_id, user.watchlist)
         if user.watchlist:
-            online = set(await self.broker.users_online(app.id, list(user.watchlist)))
+            online = set(await self.broker.presence.users_online(app.id, list(user.watchlist)))
             # Events that arrived while we asked are newer than this snapshot (Watchlist).
             told = state.watchlist.snapshot(socket_id, user.watchlist, online)
             if told:
                 connection.send(_watchlist_message("online", told))
-        if await self.broker.user_online(app.id, user.id, socket_id):
-            await self.broker.control(app.id, ControlMessage("online", user.id))
+        if await self.broker.presence.user_online(app.id, user.id, socket_id):
+            await self.broker.control.send(app.id, UserOnline(user.id))
 
     async def _sign_out(self, connection: Connection, user: User) -> None:
         app = connection.app
@@ -599,132 +588,27 @@ class Node:
         state.hub.remove(user.channel, socket_id)
         # Still signed out (and announced offline) if the user channel's unsubscribe fails.
         with _isolated("unsubscribing %s from %s failed", socket_id, user.channel):
-            await self.broker.unsubscribe(app.id, user.channel, socket_id)
-        if await self.broker.user_offline(app.id, user.id, socket_id):
-            await self.broker.control(app.id, ControlMessage("offline", user.id))
+            await self.broker.subscriptions.unsubscribe(app.id, user.channel, socket_id)
+        if await self.broker.presence.user_offline(app.id, user.id, socket_id):
+            await self.broker.control.send(app.id, UserOffline(user.id))
 
-    # -- live channels: the snapshot and the hold (core/live_hold.py) -----------------------
+    # -- live channels: the snapshot and the hold (live_subscriptions.py) --------------------
 
-    def _snapshots_for(self, app: App, channel: str) -> bool:
-        return (
-            self.live_snapshots is not None
-            and is_live(channel)
-            and (self.live_apps is None or app.id in self.live_apps)
-        )
+    def _snapshot_provider(self, app: App, channel: str) -> SnapshotProvider | None:
+        """Where the snapshot of ``channel`` comes from, or None: a plain private channel."""
+        if not is_live(channel) or (self.live_apps is not None and app.id not in self.live_apps):
+            return None
+        return self.live_snapshots
 
-    def _start_hold(self, state: _AppState, connection: Connection, channel: str) -> _Hold:
-        """Put a hold in the hub in the connection's place on ``channel``: from now on its
-        publications are kept until the snapshot is sent."""
-        app, socket_id = state.app, connection.socket_id
-        previous = state.holds.pop((socket_id, channel), None)
-        if previous is not None and previous.task is not None:
-            previous.task.cancel()
-
-        def overflowed() -> None:
-            # Called mid-fan-out, where nothing may write to a socket or change the hub:
-            # the fetch is cancelled, and its task fails the subscription.
-            if held.task is not None:
-                held.task.cancel()
-
-        # Held bytes are bounded like the snapshot itself.
-        held = _Hold(
-            LiveHold(
-                socket_id,
-                channel,
-                app.live_hold_max_messages,
-                app.live_snapshot_max_bytes,
-                overflowed,
-            )
-        )
-        state.holds[(socket_id, channel)] = held
-        state.hub.add(channel, held.hold)
-        return held
-
-    async def _snapshot(self, connection: Connection, held: _Hold) -> None:
-        """Fetch the snapshot, then send it and what was held, or fail the subscription."""
-        app, channel, socket_id = connection.app, held.hold.channel, connection.socket_id
-        state = self._states[app.id]
-        provider = self.live_snapshots
-        assert provider is not None
-        if state.snapshot_slots is None:
-            state.snapshot_slots = asyncio.Semaphore(app.live_snapshot_concurrency)
-        try:
-            # The timeout counts the wait for a slot: a client waits that long at most.
-            async with asyncio.timeout(app.live_snapshot_timeout), state.snapshot_slots:
-                body = await provider(app, channel, socket_id)
-            message = snapshot_message(channel, body, app.live_snapshot_max_bytes)
-        except asyncio.CancelledError:
-            if state.holds.get((socket_id, channel)) is not held or not held.hold.overflowed:
-                raise  # unsubscribed, closed or shut down: _leave cleaned up
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            reason = (
-                f"more than {app.live_hold_max_messages} events or "
-                f"{app.live_snapshot_max_bytes} bytes arrived while the snapshot was fetched"
-            )
-        except TimeoutError:
-            reason = f"no snapshot within {app.live_snapshot_timeout:g} s"
-        except SnapshotFailed as exc:
-            reason = str(exc)
-        except Exception:
-            log.exception("snapshot of %s for %s failed", channel, socket_id)
-            reason = "the snapshot provider failed (see the server log)"
-        else:
-            if self._release(state, connection, held, message):
-                return
-            if state.holds.get((socket_id, channel)) is not held:
-                return
-            reason = "the events held while the snapshot was fetched overflowed"
-        await self._snapshot_failed(state, connection, held, reason)
-
-    def _release(
-        self, state: _AppState, connection: Connection, held: _Hold, message: bytes
-    ) -> bool:
-        """Send the snapshot and the held events, and swap the hold for the connection, in
-        this one tick; False if the subscription is gone or its hold overflowed."""
-        channel, socket_id = held.hold.channel, connection.socket_id
-        if state.holds.get((socket_id, channel)) is not held or connection.session.closed:
-            return False
-        # Publications of this tick not yet written reach the hold first...
-        self.outgoing.flush()
-        if held.hold.overflowed:
-            return False
-        del state.holds[(socket_id, channel)]
-        # ...then the connection takes the hold's place: whatever is published from here on
-        # is written at the end of the tick, after the snapshot and the held events below.
-        state.hub.add(channel, connection)
-        events = held.hold.release()
-        connection.send(message)
-        if events:
-            # Counted as deliveries when the hold took them: written, not counted again.
-            connection.publish(Publication(events))
-        if trace.isEnabledFor(logging.DEBUG):
-            trace.debug(
-                "%s got the snapshot of %s (%d bytes) and %d held event(s)",
-                socket_id,
-                channel,
-                len(message),
-                len(events),
-            )
-        return True
-
-    async def _snapshot_failed(
-        self, state: _AppState, connection: Connection, held: _Hold, reason: str
-    ) -> None:
-        """Unsubscribe the socket (held events are dropped) and tell it why."""
-        channel, socket_id = held.hold.channel, connection.socket_id
-        if state.holds.get((socket_id, channel)) is not held:
-            return
-        del state.holds[(socket_id, channel)]
-        log.warning("snapshot of %s for %s failed: %s", channel, socket_id, reason)
+    async def _snapshot_failed(self, connection: Connection, channel: str, refusal: bytes) -> None:
+        """Unsubscribe the socket whose snapshot failed and tell it why."""
         # Forgotten first: a detach from now on has nothing to leave, and the client may
         # subscribe again once it has the error (sent after the broker forgot it).
         connection.session.forget(channel)
         await self._leave(connection, channel, channel_type(channel), None)
-        refusal = snapshot_failure(channel, reason)
-        if state.tap is not None:
-            state.tap.refused_message(socket_id, refusal)
+        tap = self._states[connection.app.id].tap
+        if tap is not None:
+            tap.refused_message(connection.socket_id, refusal)
         connection.send(refusal)
 
     # -- webhooks ----------------------------------------------------------------------------
@@ -767,45 +651,53 @@ class Node:
             self.outgoing.add(state.hub, channel, message, exclude, state.counters)
 
     def _control(self, app_id: str, message: ControlMessage) -> None:
-        if message.kind == "console":
-            if self.console_control is not None:
-                self.console_control(app_id, message)
-            return
         state = self._states.get(app_id)
-        if state is None:
-            return
         # Every loop below isolates its recipients: a socket that cannot be written to (its
         # peer vanished a moment ago) never keeps the event from the others, nor raises into
         # whoever sent the message (a detach announcing member_removed).
-        if message.kind == "terminate":
-            for connection in state.connections.of_user(message.user_id):
-                with _isolated("terminating %s failed", connection.socket_id):
-                    actions = connection.session.close(
-                        ErrorCode.UNAUTHORIZED, "Connection terminated by the app"
-                    )
-                    for action in actions:
-                        if isinstance(action, Send | Close):
-                            self._answer(connection, action)
-        elif message.kind in ("member_added", "member_removed"):
-            added = message.kind == "member_added"
-            info = orjson.loads(message.data) if added and message.data else None
-            event = MemberEvent(added, message.user_id, info)
-            member: bytes | None = None
-            for socket_id in state.views.offer(message.channel, event, state.connections):
-                member = member or _member_message(message.channel, event)
-                self._send_isolated(state, socket_id, member, message.kind)
-        elif message.kind == "recount":
-            app = state.app
-            ctype = channel_type(message.channel)
-            if state.hub.count(message.channel):
-                self._count_changed(app, message.channel, ctype, local_only=True)
-        elif message.kind in ("online", "offline"):
-            online = message.kind == "online"
-            told = state.watchlist.announce(message.user_id, online, state.connections)
-            watched: bytes | None = None
-            for socket_id in told:
-                watched = watched or _watchlist_message(message.kind, [message.user_id])
-                self._send_isolated(state, socket_id, watched, f"watchlist {message.kind}")
+        match message:
+            case Console():
+                if self.console_control is not None:
+                    self.console_control(app_id, message)
+            case _ if state is None:
+                pass  # an app this node does not serve
+            case Terminate(user_id=user_id):
+                for connection in state.connections.of_user(user_id):
+                    with _isolated("terminating %s failed", connection.socket_id):
+                        actions = connection.session.close(
+                            ErrorCode.UNAUTHORIZED, "Connection terminated by the app"
+                        )
+                        for action in actions:
+                            if isinstance(action, Send | Close):
+                                self._answer(connection, action)
+            case MemberAdded(channel=channel, user_id=user_id, user_info=user_info):
+                info = orjson.loads(user_info) if user_info else None
+                self._member_event(state, channel, MemberEvent(True, user_id, info))
+            case MemberRemoved(channel=channel, user_id=user_id):
+                self._member_event(state, channel, MemberEvent(False, user_id, None))
+            case Recount(channel=channel):
+                if state.hub.count(channel):
+                    self._count_changed(state.app, channel, channel_type(channel), local_only=True)
+            case UserOnline(user_id=user_id):
+                self._watched(state, user_id, "online")
+            case UserOffline(user_id=user_id):
+                self._watched(state, user_id, "offline")
+            case _:
+                assert_never(message)
+
+    def _member_event(self, state: _AppState, channel: str, event: MemberEvent) -> None:
+        kind = "member_added" if event.added else "member_removed"
+        member: bytes | None = None
+        for socket_id in state.views.offer(channel, event, state.connections):
+            member = member or _member_message(channel, event)
+            self._send_isolated(state, socket_id, member, kind)
+
+    def _watched(self, state: _AppState, user_id: str, kind: Literal["online", "offline"]) -> None:
+        told = state.watchlist.announce(user_id, kind == "online", state.connections)
+        watched: bytes | None = None
+        for socket_id in told:
+            watched = watched or _watchlist_message(kind, [user_id])
+            self._send_isolated(state, socket_id, watched, f"watchlist {kind}")
 
     def _send_isolated(self, state: _AppState, socket_id: str, message: bytes, what: str) -> None:
         """One recipient of a control message's fan-out; its failure is logged, no more."""
@@ -835,7 +727,7 @@ class Node:
                 await self._flush_count(app_id, channel, local_only)
 
     async def _flush_count(self, app_id: str, channel: str, local_only: bool) -> None:
-        count = await self.broker.subscription_count(app_id, channel)
+        count = await self.broker.subscriptions.count(app_id, channel)
         state = self._states[app_id]
         if not local_only:
             self._count_webhook(state, channel, count)
@@ -845,7 +737,7 @@ class Node:
             if local_only:
                 self._deliver(app_id, channel, message, None)
             else:
-                await self.broker.publish(app_id, channel, message, None)
+                await self.broker.pubsub.publish(app_id, channel, message, None)
 
     def _count_webhook(self, state: _AppState, channel: str, count: int) -> None:
         app = state.app
@@ -897,7 +789,7 @@ class Node:
 
     async def _recheck_channel(self, state: _AppState, channel: str) -> None:
         state.views.begin_recheck(channel)
-        members = await self.broker.presence_members(state.app.id, channel)
+        members = await self.broker.presence.members(state.app.id, channel)
         # Degraded: the roster came from this node's mirror and says nothing of the others.
         trusted = members if not self.broker.degraded else None
         for socket_id, events in state.views.recheck(channel, trusted):
@@ -913,7 +805,7 @@ class Node:
     async def check_backend_rate(self, app: App, events: int) -> None:
         """Count ``events`` against max_backend_events_per_second (cluster-wide); raise when
         over it. Refused events still count, as a client hammering the API keeps paying."""
-        total = await self.broker.count_backend_events(app.id, events, self.wall_clock())
+        total = await self.broker.rates.count_backend_events(app.id, events, self.wall_clock())
         if total > app.max_backend_events_per_second:
             raise BackendRateLimited(
                 f"more than {app.max_backend_events_per_second} events per second"
@@ -941,34 +833,34 @@ class Node:
                 self._states[app.id].cache_misses.forget(channel)
                 now = self.clock()
                 cached = CachedEvent(message, now + app.cache_ttl)
-                await self.broker.cache_set(app.id, channel, cached, now)
-            if not await self.broker.publish(app.id, channel, message, trigger.socket_id):
+                await self.broker.cache.set(app.id, channel, cached, now)
+            if not await self.broker.pubsub.publish(app.id, channel, message, trigger.socket_id):
                 raise ClusterUnavailable("the cluster backend stopped answering")
 
     async def channels(self, app: App, prefix: str = "") -> dict[str, int]:
         """Occupied channels with their subscription counts (user channels are internal)."""
         return {
             name: count
-            for name, count in (await self.broker.channels(app.id)).items()
+            for name, count in (await self.broker.subscriptions.channels(app.id)).items()
             if count and name.startswith(prefix) and not name.startswith(USER_CHANNEL_PREFIX)
         }
 
     async def subscription_count(self, app: App, channel: str) -> int:
-        return await self.broker.subscription_count(app.id, channel)
+        return await self.broker.subscriptions.count(app.id, channel)
 
     async def occupied(self, app: App, channels: Sequence[str]) -> set[str]:
         """Which of ``channels`` have a subscriber on any node (one broker call)."""
-        return await self.broker.occupied(app.id, channels)
+        return await self.broker.subscriptions.occupied(app.id, channels)
 
     async def members(self, app: App, channel: str) -> list[Member]:
-        return await self.broker.presence_members(app.id, channel)
+        return await self.broker.presence.members(app.id, channel)
 
     async def cached(self, app: App, channel: str) -> CachedEvent | None:
-        return await self.broker.cache_get(app.id, channel, self.clock())
+        return await self.broker.cache.get(app.id, channel, self.clock())
 
     async def terminate_user(self, app: App, user_id: str) -> None:
         """Close every connection signed in as ``user_id``, on every node."""
-        await self.broker.control(app.id, ControlMessage("terminate", user_id))
+        await self.broker.control.send(app.id, Terminate(user_id))
 
     async def drain(self, code: ErrorCode = ErrorCode.RECONNECT) -> None:
         """Refuse new connections and close every one with ``code`` (4200: reconnect)."""

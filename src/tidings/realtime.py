@@ -25,6 +25,7 @@ import importlib
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # the embedded parts are imported when used: a client needs n
     from tidings.core.apps import App
     from tidings.hooks import Hooks
     from tidings.lifecycle import Lifecycle
+    from tidings.live.model import LiveSpec
     from tidings.live.orm import Shell
     from tidings.live.provider import LiveModels
     from tidings.node import Node
@@ -602,17 +604,47 @@ class Realtime:
         ids: Iterable[Any],
         deleted: bool = False,
         rows: Iterable[Any] | None = None,
+        old: Iterable[Any] | None = None,
     ) -> None:
         """Publish rows changed where no signal or session event sees them (``bulk_create``,
         ``QuerySet.update()``, ``QuerySet.delete()``, raw SQL): re-read ``ids`` in one query
-        and publish them as ``created`` (clients replace a row they know when its version is
-        newer), on commit of the current transaction. ``deleted=True`` publishes ``deleted``:
-        call it before the delete in the same transaction (it reads the rows), or after with
-        ``rows``, the rows as read before the delete (instances or mappings)."""
+        (or take them from ``rows``) and publish them as ``created`` (clients replace a row
+        they know when its version is newer), on commit of the current transaction. With
+        ``old``, the rows as the app read them before the write, each is compared with its
+        old self instead: ``updated`` with the changed fields, and a filter move ``deleted``
+        on the old channel and ``created`` on the new. ``deleted=True`` publishes
+        ``deleted``: call it before the delete in the same transaction (it reads the rows),
+        or after with ``rows``, the rows as read before the delete (instances or mappings)."""
+        specs = self._live_specs(model)
+        if deleted and old is not None:
+            raise ValueError("live_touch: old= compares saved rows; deleted=True takes rows=")
+        _orm(model).touch(
+            self,
+            specs,
+            list(ids),
+            deleted,
+            None if rows is None else list(rows),
+            None if old is None else list(old),
+        )
+
+    def live_changes(
+        self, model: type, ids: Iterable[Any], *, session: Any = None
+    ) -> AbstractContextManager[None]:
+        """``with rt.live_changes(Todo, ids): Todo.objects.filter(...).update(...)``: publish
+        what the block's bulk write does to the rows ``ids``, filter moves included. The
+        rows are read before the block (one ``SELECT ... FOR UPDATE``) and after it (one
+        ``SELECT``); each is published as ``updated`` with the fields that changed, as
+        ``deleted`` on its old channel and ``created`` on its new one when a filter changed,
+        as ``deleted`` when it is gone, ``created`` when it is new; on commit of the current
+        transaction. SQLAlchemy: in ``session``, by default the one whose transaction is
+        open here (as for :meth:`live_touch`)."""
+        return _orm(model).changes(self, self._live_specs(model), list(ids), session)
+
+    def _live_specs(self, model: type) -> list[LiveSpec]:
         specs = self.live_models.specs_for(model)
         if not specs:
             raise ValueError(f"{model.__name__} is not a live model: declare it with @rt.live")
-        _orm(model).touch(self, specs, list(ids), deleted, None if rows is None else list(rows))
+        return specs
 
     def live_sqlalchemy(self, session: Any) -> None:
         """Publish the live SQLAlchemy models' changes made through ``session`` (a

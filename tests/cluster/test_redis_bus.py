@@ -163,7 +163,7 @@ def listener_task() -> asyncio.Task[Any]:
     (task,) = [
         t
         for t in asyncio.all_tasks()
-        if getattr(t.get_coro(), "__qualname__", "") == "RedisBroker._listen_forever"
+        if getattr(t.get_coro(), "__qualname__", "") == "Listener.listen_forever"
     ]
     return task
 
@@ -185,14 +185,15 @@ async def test_a_dead_listener_is_reported_degraded_and_restarted(
         await sock.expect("before", channel)
 
         # Hold the new listener before it resyncs, so the degraded state can be seen.
-        resync = node.broker._resync
+        listener = node.broker.listener
+        resync = listener._resync
         release = asyncio.Event()
 
         async def held_resync() -> None:
             await release.wait()
             await resync()
 
-        monkeypatch.setattr(node.broker, "_resync", held_resync)
+        monkeypatch.setattr(listener, "_resync", held_resync)
         listener_task().cancel()  # dies as a bug or a stray BaseException would kill it
 
         async def is_degraded() -> bool:

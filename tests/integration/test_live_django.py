@@ -267,6 +267,174 @@ async def test_bulk_paths(site: Site, open_socket: SocketOpener) -> None:
     assert await event(client) == ("deleted", {"id": ids[2], "version": 3})
 
 
+async def made(site: Site, client: PusherSocket, count: int) -> list[int]:
+    """``count`` todos created on list 1, their ``created`` events read."""
+    ids: list[int] = await site.run(
+        f"result = [Todo.objects.create(title=f'bulk {{n}}', list_id=1).pk\n"
+        f"          for n in range({count})]\n"
+    )
+    assert [(await event(client))[1]["id"] for _ in ids] == ids
+    return ids
+
+
+async def test_a_bulk_update_in_live_changes_moves_rows_between_lists(
+    site: Site, open_socket: SocketOpener
+) -> None:
+    first = await watcher(site, open_socket, LIST1)
+    second = await watcher(site, open_socket, LIST2)
+    ids = await made(site, first, 3)
+    statements = await site.run(
+        f"from django.db.models import F\n"
+        f"ids = {ids}\n"
+        f"with capture(connection) as queries:\n"
+        f"    with rt.live_changes(Todo, ids):\n"
+        f"        Todo.objects.filter(pk__in=ids[:2]).update(\n"
+        f"            list_id=2, version=F('version') + 1)\n"
+        f"        Todo.objects.filter(pk=ids[2]).update(done=True, version=F('version') + 1)\n"
+        f"result = [q['sql'].split()[0] for q in queries.captured_queries]\n"
+    )
+    # Outside a transaction the block is one: the reads before and after, the two UPDATEs.
+    assert [s for s in statements if s in ("SELECT", "UPDATE")] == [
+        "SELECT",
+        "UPDATE",
+        "UPDATE",
+        "SELECT",
+    ]
+    assert [await event(first) for _ in range(3)] == [
+        ("deleted", {"id": ids[0], "version": 2}),
+        ("deleted", {"id": ids[1], "version": 2}),
+        ("updated", {"id": ids[2], "version": 2, "done": True}),
+    ]
+    assert [await event(second, LIST2) for _ in range(2)] == [
+        ("created", {"id": n, "title": f"bulk {i}", "done": False, "list_id": 2, "version": 2})
+        for i, n in enumerate(ids[:2])
+    ]
+    # Rows the block deletes or creates among its ids are published as such.
+    created = await site.run(
+        f"with transaction.atomic():\n"
+        f"    with rt.live_changes(Todo, [{ids[2]}, 999]):\n"
+        f"        Todo.objects.filter(pk={ids[2]})._raw_delete(connection.alias)\n"
+        f"        Todo.objects.bulk_create([Todo(pk=999, title='new', list_id=1, version=1)])\n"
+        f"result = 999\n"
+    )
+    assert [await event(first) for _ in range(2)] == [
+        ("created", {"id": created, "title": "new", "done": False, "list_id": 1, "version": 1}),
+        ("deleted", {"id": ids[2], "version": 3}),
+    ]
+
+
+async def test_live_changes_sends_nothing_of_what_rolls_back(
+    site: Site, open_socket: SocketOpener
+) -> None:
+    first = await watcher(site, open_socket, LIST1)
+    second = await watcher(site, open_socket, LIST2)
+    ids = await made(site, first, 3)
+    lists = await site.run(
+        f"import contextlib\n"
+        f"from django.db.models import F\n"
+        f"class Boom(Exception): pass\n"
+        f"def move(pk, **values):\n"
+        f"    with rt.live_changes(Todo, [pk]):\n"
+        f"        Todo.objects.filter(pk=pk).update(**values, version=F('version') + 1)\n"
+        f"# An exception leaving the block, in a transaction and on its own.\n"
+        f"for outer in (transaction.atomic, contextlib.nullcontext):\n"
+        f"    try:\n"
+        f"        with outer():\n"
+        f"            with rt.live_changes(Todo, [{ids[0]}]):\n"
+        f"                Todo.objects.filter(pk={ids[0]}).update(list_id=2)\n"
+        f"                raise Boom\n"
+        f"    except Boom:\n"
+        f"        pass\n"
+        f"# A transaction that rolls back after the block.\n"
+        f"try:\n"
+        f"    with transaction.atomic():\n"
+        f"        move({ids[0]}, list_id=2)\n"
+        f"        raise Boom\n"
+        f"except Boom:\n"
+        f"    pass\n"
+        f"# A savepoint rolled back drops its block; the rest of the transaction publishes.\n"
+        f"with transaction.atomic():\n"
+        f"    move({ids[1]}, title='kept')\n"
+        f"    try:\n"
+        f"        with transaction.atomic():\n"
+        f"            move({ids[2]}, list_id=2)\n"
+        f"            raise Boom\n"
+        f"    except Boom:\n"
+        f"        pass\n"
+        f"    move({ids[0]}, done=True)\n"
+        f"result = list(Todo.objects.order_by('pk').values_list('list_id', flat=True))\n"
+    )
+    assert lists == [1, 1, 1]
+    assert [await event(first) for _ in range(2)] == [
+        ("updated", {"id": ids[1], "version": 2, "title": "kept"}),
+        ("updated", {"id": ids[0], "version": 2, "done": True}),
+    ]
+    marker = await site.run("result = Todo.objects.create(title='marker', list_id=2).pk")
+    assert (await event(second, LIST2))[1]["id"] == marker
+
+
+async def test_live_touch_with_the_old_rows_compares_without_a_query(
+    site: Site, open_socket: SocketOpener
+) -> None:
+    first = await watcher(site, open_socket, LIST1)
+    second = await watcher(site, open_socket, LIST2)
+    ids = await made(site, first, 2)
+    statements = await site.run(
+        f"from django.db.models import F\n"
+        f"ids = {ids}\n"
+        f"old = list(Todo.objects.filter(pk__in=ids).order_by('pk'))  # instances\n"
+        f"with capture(connection) as queries:\n"
+        f"    with transaction.atomic():\n"
+        f"        Todo.objects.filter(pk=ids[0]).update(list_id=2, version=F('version') + 1)\n"
+        f"        Todo.objects.filter(pk=ids[1]).update(title='renamed', version=2)\n"
+        f"        rt.live_touch(Todo, ids, old=old)\n"
+        f"result = [q['sql'].split()[0] for q in queries.captured_queries]\n"
+    )
+    assert statements.count("SELECT") == 1  # the rows after: the old ones are given
+    assert [await event(first) for _ in range(2)] == [
+        ("deleted", {"id": ids[0], "version": 2}),
+        ("updated", {"id": ids[1], "version": 2, "title": "renamed"}),
+    ]
+    assert await event(second, LIST2) == (
+        "created",
+        {"id": ids[0], "title": "bulk 0", "done": False, "list_id": 2, "version": 2},
+    )
+    # Old and new rows both given (mappings with the key, the version and the filters):
+    # no query at all; fields the old rows lack count as changed.
+    statements = await site.run(
+        f"ids = {ids}\n"
+        f"with capture(connection) as queries:\n"
+        f"    with transaction.atomic():\n"
+        f"        Todo.objects.filter(pk=ids[0]).update(list_id=1, version=3)\n"
+        f"        rt.live_touch(Todo, ids[:1],\n"
+        f"            old=[{{'id': ids[0], 'list_id': 2, 'version': 2}}],\n"
+        f"            rows=[{{'id': ids[0], 'title': 'bulk 0', 'list_id': 1, 'version': 3}}])\n"
+        f"result = [q['sql'].split()[0] for q in queries.captured_queries]\n"
+    )
+    assert "SELECT" not in statements
+    assert await event(second, LIST2) == ("deleted", {"id": ids[0], "version": 3})
+    assert await event(first) == (
+        "created",
+        {"id": ids[0], "title": "bulk 0", "list_id": 1, "version": 3},
+    )
+    refusals = await site.run(
+        "def refusal(call):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except (TypeError, ValueError) as exc:\n"
+        "        return str(exc)\n"
+        "def enter_with_a_session():\n"
+        "    with rt.live_changes(Todo, [1], session=object()):\n"
+        "        pass\n"
+        "result = [refusal(lambda: rt.live_touch(Todo, [1], deleted=True, old=[])),\n"
+        "          refusal(enter_with_a_session)]\n"
+    )
+    assert refusals == [
+        "live_touch: old= compares saved rows; deleted=True takes rows=",
+        "live_changes(session=...) is for SQLAlchemy models, not Django's",
+    ]
+
+
 async def test_a_payload_over_the_limit_is_sent_stale(
     site: Site, open_socket: SocketOpener
 ) -> None:

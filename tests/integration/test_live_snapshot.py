@@ -34,7 +34,9 @@ from pusher_helpers import (
     PusherSocket,
     channel_auth,
     raw_connect,
+    scrape,
     unique,
+    value,
     ws_app_url,
 )
 
@@ -218,12 +220,12 @@ async def test_disconnecting_mid_fetch_leaves_nothing_behind() -> None:
             await provider.wait_asked()
             assert await occupied_of(rt, [channel]) == {channel}
         state = rt.node._states[APP_ID]
-        await until(lambda: not state.holds and not state.hub.count(channel))
+        await until(lambda: not rt.node.live_subscriptions and not state.hub.count(channel))
         assert await occupied_of(rt, [channel]) == set()
         provider.go.set()
         await rt.atrigger(channel, "updated", {"n": 1})
         await asyncio.sleep(QUIET)
-        assert not state.holds and not state.hub.count(channel)
+        assert not rt.node.live_subscriptions and not state.hub.count(channel)
 
 
 async def test_hold_overflow_fails_the_subscription_and_frees_the_hold() -> None:
@@ -238,7 +240,7 @@ async def test_hold_overflow_fails_the_subscription_and_frees_the_hold() -> None
             error = await client.expect("pusher:subscription_error", channel)
             assert error["data"]["type"] == "SnapshotFailed"
             assert "more than 5 events" in error["data"]["error"]
-            assert not rt.node._states[APP_ID].holds
+            assert not rt.node.live_subscriptions
             provider.go.set()
             await client.assert_silent(QUIET)
 
@@ -413,14 +415,18 @@ async def test_standalone_snapshot_from_the_signed_endpoint(
             assert await updates(client, 3) == [0, 1, 2]
     finally:
         await publisher.close()
+    _, found = scrape(standalone.http_url)
+    assert value(found, "tidings_live_snapshots_total", app=APP_ID, result="ok") == 1
+    assert value(found, "tidings_live_held_events_released_total", app=APP_ID) == 3
+    assert value(found, "tidings_live_snapshots_waiting", app=APP_ID) == 0
 
 
 FAILURES = [
-    ("bad-signature", "answered 401"),
-    ("500", "answered 500"),
-    ("garbage", "not valid JSON"),
-    ("oversize", "larger than 2048 bytes"),
-    ("timeout", "no snapshot within 1 s"),
+    ("bad-signature", "answered 401", "refused"),
+    ("500", "answered 500", "refused"),
+    ("garbage", "not valid JSON", "invalid"),
+    ("oversize", "larger than 2048 bytes", "refused"),
+    ("timeout", "no snapshot within 1 s", "timeout"),
 ]
 
 
@@ -428,7 +434,7 @@ async def test_standalone_failures_are_snapshot_failed(
     standalone: ServerProcess, snapshot_app: SnapshotApp
 ) -> None:
     # One server for every failure (each spawn costs seconds); a fresh channel each.
-    for mode, reason in FAILURES:
+    for mode, reason, _ in FAILURES:
         channel = live_channel()
         snapshot_app.mode = mode
         # bad-signature: the app checks with a secret Tidings does not have.
@@ -447,6 +453,11 @@ async def test_standalone_failures_are_snapshot_failed(
         logs = standalone.logs()
         assert f"snapshot of {channel}" in logs, mode
     assert LIVE_SECRET not in standalone.logs()
+    _, found = scrape(standalone.http_url)
+    for result in ("ok", "timeout", "refused", "invalid", "error", "overflow", "abandoned"):
+        expected = sum(1 for _, _, counted in FAILURES if counted == result)
+        counted = value(found, "tidings_live_snapshots_total", app=APP_ID, result=result)
+        assert counted == expected, (result, counted)
 
 
 async def check_tidings_js(http_url: str) -> None:

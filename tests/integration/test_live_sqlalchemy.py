@@ -21,7 +21,17 @@ from typing import Any, TypeVar
 import pytest
 from embedded_node import embedded_realtime, serving
 from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener
-from sqlalchemy import Engine, String, create_engine, delete, event, insert, select, update
+from sqlalchemy import (
+    Engine,
+    String,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -479,6 +489,163 @@ async def test_bulk_update_and_delete_are_seen_with_two_queries(
     await live.run(bulk_rolled_back)
     marker = await live.marker(2)
     assert (await event_data(new_list, "created", 2))["id"] == marker
+
+
+async def made(live: Live, sock: PusherSocket, count: int) -> list[int]:
+    """``count`` rows committed on list 1, their ``created`` events read."""
+    ids = [await live.marker(1) for _ in range(count)]
+    for todo_id in ids:
+        assert (await event_data(sock, "created", 1))["id"] == todo_id
+    return ids
+
+
+async def test_live_changes_sees_an_update_by_primary_key_and_raw_sql(
+    live: Live, open_socket: SocketOpener
+) -> None:
+    old_list = await live.subscribe(open_socket, 1)
+    new_list = await live.subscribe(open_socket, 2)
+    ids = await made(live, old_list, 3)
+
+    def by_primary_key(session: Session) -> list[str]:
+        live.statements.clear()
+        with live.rt.live_changes(Todo, ids, session=session):
+            # An ORM UPDATE by primary key from a list: no session event sees it.
+            session.execute(
+                update(Todo),
+                [
+                    {"id": ids[0], "list_id": 2, "version": 2},
+                    {"id": ids[1], "done": True, "version": 2},
+                ],
+            )
+        session.commit()
+        return [s.split()[0] for s in live.statements]
+
+    statements = await live.run(by_primary_key)
+    # One read before, one after; the UPDATEs (one per set of keys) in between.
+    reads = [n for n, s in enumerate(statements) if s == "SELECT"]
+    assert reads == [0, len(statements) - 1] and "UPDATE" in statements, statements
+    assert await event_data(old_list, "deleted", 1) == {"id": ids[0], "version": 2}
+    assert await event_data(old_list, "updated", 1) == {"id": ids[1], "version": 2, "done": True}
+    assert await event_data(new_list, "created", 2) == {
+        "id": ids[0],
+        "title": "marker",
+        "done": False,
+        "list_id": 2,
+        "version": 2,
+    }
+
+    def raw_sql(session: Session) -> None:
+        with session.begin():
+            # Without session=: the session whose transaction is open here.
+            with live.rt.live_changes(Todo, [ids[2], ids[0]]):
+                session.execute(
+                    text("UPDATE todo SET list_id = 2, version = version + 1 WHERE id = :id"),
+                    {"id": ids[2]},
+                )
+                session.execute(text("DELETE FROM todo WHERE id = :id"), {"id": ids[0]})
+
+    await live.run(raw_sql)
+    # The rows still there first (by key), then those the block deleted.
+    assert await event_data(old_list, "deleted", 1) == {"id": ids[2], "version": 2}
+    moved = await event_data(new_list, "created", 2)
+    assert (moved["id"], moved["list_id"], moved["version"]) == (ids[2], 2, 2)
+    assert await event_data(new_list, "deleted", 2) == {"id": ids[0], "version": 3}
+
+
+async def test_live_changes_sends_nothing_of_what_rolls_back(
+    live: Live, open_socket: SocketOpener
+) -> None:
+    old_list = await live.subscribe(open_socket, 1)
+    new_list = await live.subscribe(open_socket, 2)
+    ids = await made(live, old_list, 3)
+    bump = "UPDATE todo SET {}, version = version + 1 WHERE id = :id"
+
+    def move(session: Session, todo_id: int, setting: str) -> None:
+        with live.rt.live_changes(Todo, [todo_id], session=session):
+            session.execute(text(bump.format(setting)), {"id": todo_id})
+
+    def rolled_back(session: Session) -> list[int]:
+        class Boom(Exception):
+            pass
+
+        with pytest.raises(Boom), session.begin():  # an exception leaves the block
+            with live.rt.live_changes(Todo, [ids[0]]):
+                session.execute(text(bump.format("list_id = 2")), {"id": ids[0]})
+                raise Boom
+        move(session, ids[0], "list_id = 2")  # a rollback after the block
+        session.rollback()
+        with session.begin():
+            move(session, ids[1], "title = 'kept'")
+            savepoint = session.begin_nested()  # a savepoint rolled back drops its block
+            move(session, ids[2], "list_id = 2")
+            savepoint.rollback()
+            move(session, ids[0], "done = true")
+        return list(session.scalars(select(Todo.list_id).order_by(Todo.id)))
+
+    assert await live.run(rolled_back) == [1, 1, 1]
+    assert await event_data(old_list, "updated", 1) == {
+        "id": ids[1],
+        "version": 2,
+        "title": "kept",
+    }
+    assert await event_data(old_list, "updated", 1) == {"id": ids[0], "version": 2, "done": True}
+    marker = await live.marker(2)
+    assert (await event_data(new_list, "created", 2))["id"] == marker
+
+
+async def test_live_touch_with_the_old_rows_compares_them(
+    live: Live, open_socket: SocketOpener
+) -> None:
+    old_list = await live.subscribe(open_socket, 1)
+    new_list = await live.subscribe(open_socket, 2)
+    ids = await made(live, old_list, 2)
+
+    def with_old(session: Session) -> list[str]:
+        old = list(session.scalars(select(Todo).where(Todo.id.in_(ids)).order_by(Todo.id)))
+        before = [{name: getattr(row, name) for name in FIELDS} for row in old]
+        live.statements.clear()
+        session.execute(
+            update(Todo),
+            [
+                {"id": ids[0], "list_id": 2, "version": 2},
+                {"id": ids[1], "title": "renamed", "version": 2},
+            ],
+        )
+        live.rt.live_touch(Todo, ids, old=before)
+        session.commit()
+        return [s.split()[0] for s in live.statements]
+
+    statements = await live.run(with_old)
+    assert statements.count("SELECT") == 1  # the rows after: the old ones are given
+    assert await event_data(old_list, "deleted", 1) == {"id": ids[0], "version": 2}
+    assert await event_data(old_list, "updated", 1) == {
+        "id": ids[1],
+        "version": 2,
+        "title": "renamed",
+    }
+    created = await event_data(new_list, "created", 2)
+    assert (created["id"], created["list_id"], created["version"]) == (ids[0], 2, 2)
+
+    def both_given(session: Session) -> None:
+        session.execute(update(Todo), [{"id": ids[0], "list_id": 1, "version": 3}])
+        live.rt.live_touch(
+            Todo,
+            ids[:1],
+            old=[{"id": ids[0], "list_id": 2, "version": 2}],
+            rows=[{"id": ids[0], "title": "marker", "list_id": 1, "version": 3}],
+        )
+        with pytest.raises(ValueError, match="old= compares saved rows"):
+            live.rt.live_touch(Todo, ids, deleted=True, old=[])
+        session.commit()
+
+    await live.run(both_given)
+    assert await event_data(new_list, "deleted", 2) == {"id": ids[0], "version": 3}
+    assert await event_data(old_list, "created", 1) == {
+        "id": ids[0],
+        "title": "marker",
+        "list_id": 1,
+        "version": 3,
+    }
 
 
 async def test_payload_over_the_limit_is_stale(live: Live, open_socket: SocketOpener) -> None:

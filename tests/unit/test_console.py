@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tidings.brokers.base import ControlMessage
+from tidings.brokers.control import Console
 from tidings.brokers.memory import MemoryBroker
 from tidings.brokers.node_messages import NodeMessages, UnknownNodeMessage
 from tidings.config import ConfigError, load_settings
@@ -184,14 +184,14 @@ def test_failed_logins_are_limited_per_address() -> None:
 
 async def test_node_messages_go_to_the_handler_of_their_first_byte() -> None:
     broker = MemoryBroker()
-    messages = NodeMessages(broker)
+    messages = NodeMessages(broker.control)
     got: list[bytes] = []
 
     async def handler(payload: bytes) -> None:
         got.append(payload)
 
     messages.handle(b"{", handler)
-    await broker.to_node(broker.node_id, b'{"t":"x"}')
+    await broker.control.to_node(broker.node_id, b'{"t":"x"}')
     assert got == [b'{"t":"x"}']
     for unknown in (b"Zzz", b"", b"\xff"):
         with pytest.raises(UnknownNodeMessage):
@@ -212,7 +212,7 @@ async def test_garbage_batches_and_control_data_are_refused() -> None:
             await watch.on_node_message(payload)
     for data in ("", "[]", '{"z": 1}', '{"w": 5}'):
         with pytest.raises(BadConsoleMessage):
-            watch.on_control(APP.id, ControlMessage("console", data=data))
+            watch.on_control(APP.id, Console(data))
     # A good batch from another node reaches this node's listener.
     stream = Stream(APP.id, "session")
     watch.streams[APP.id] = {stream}

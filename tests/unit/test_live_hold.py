@@ -19,6 +19,7 @@ from tidings.brokers.memory import MemoryBroker
 from tidings.core.apps import App, AppRegistry
 from tidings.core.live_hold import LiveHold, SnapshotFailed, snapshot_message
 from tidings.core.publication import Publication
+from tidings.live_subscriptions import SnapshotResult
 from tidings.node import Node
 from tidings.protocol.auth import sign
 from tidings.protocol.rest import Trigger
@@ -41,13 +42,18 @@ def test_hold_keeps_publications_in_order_until_released() -> None:
     assert len(hold) == 0
 
 
-@pytest.mark.parametrize(("messages", "size"), [(3, 1000), (10, 5)])
-def test_hold_overflow_drops_everything_and_reports_once(messages: int, size: int) -> None:
+@pytest.mark.parametrize(
+    ("messages", "size", "setting"),
+    [(3, 1000, "live_hold_max_messages"), (10, 5, "live_snapshot_max_bytes")],
+)
+def test_hold_overflow_drops_everything_and_reports_once(
+    messages: int, size: int, setting: str
+) -> None:
     told: list[int] = []
     hold = LiveHold("1.1", CHANNEL, messages, size, lambda: told.append(1))
     for _ in range(5):
         hold.publish(Publication([b"abc"]))
-    assert hold.overflowed and told == [1] and len(hold) == 0
+    assert hold.overflowed == setting and told == [1] and len(hold) == 0
     with pytest.raises(RuntimeError):
         hold.release()
 
@@ -175,7 +181,11 @@ async def test_events_published_during_the_fetch_follow_the_snapshot(node: Node)
         "updated",
     ]
     assert [json.loads(d)["n"] for e, d in events if e == "updated"] == [0, 1, 2, 3]
-    assert not node._states[APP.id].holds
+    assert not node.live_subscriptions
+    stats = node.live_subscriptions.stats(APP)
+    assert stats.snapshots[SnapshotResult.OK] == 2  # the watcher's and the client's
+    assert sum(stats.snapshots.values()) == 2
+    assert stats.released == 3
 
 
 async def test_publication_pending_in_the_tick_of_the_swap_is_not_lost(node: Node) -> None:
@@ -230,6 +240,17 @@ async def test_a_failed_snapshot_unsubscribes_with_snapshot_failed(
     assert "updated" not in [e for e, _ in events]
     assert CHANNEL not in client.session.subscriptions
     assert node._states[APP.id].hub.count(CHANNEL) == 0
+    stats = node.live_subscriptions.stats(APP)
+    result = {
+        "raises": SnapshotResult.REFUSED,
+        "garbage": SnapshotResult.INVALID,
+        "crash": SnapshotResult.ERROR,
+        "overflow": SnapshotResult.OVERFLOW,
+    }[failure]
+    assert {r: n for r, n in stats.snapshots.items() if n} == {result: 1}
+    overflowed = 1 if failure == "overflow" else 0
+    assert stats.overflows == {"live_hold_max_messages": overflowed, "live_snapshot_max_bytes": 0}
+    assert stats.released == 0
     assert await node.subscription_count(APP, CHANNEL) == 0
     await publish(node, 99)
     await asyncio.sleep(0.01)
@@ -245,6 +266,7 @@ async def test_a_slow_snapshot_times_out(node: Node) -> None:
     await until(lambda: any(e == "pusher:subscription_error" for e, _ in client.events()))
     assert asyncio.get_running_loop().time() - started >= APP.live_snapshot_timeout
     assert "no snapshot within 2 s" in client.events()[-1][1]["error"]
+    assert node.live_subscriptions.stats(APP).snapshots[SnapshotResult.TIMEOUT] == 1
 
 
 async def test_unsubscribing_or_closing_mid_fetch_leaves_nothing(node: Node) -> None:
@@ -254,16 +276,40 @@ async def test_unsubscribing_or_closing_mid_fetch_leaves_nothing(node: Node) -> 
     await leaver.subscribe()
     await closer.subscribe()
     await until(lambda: len(provider.asked) == 2)
+    assert node.live_subscriptions.waiting(APP) == 2
     unsubscribe = {"event": "pusher:unsubscribe", "data": {"channel": CHANNEL}}
     await node.receive(leaver, json.dumps(unsubscribe))
     await node.detach(closer)
     state = node._states[APP.id]
-    assert not state.holds and state.hub.count(CHANNEL) == 0
+    assert not node.live_subscriptions and state.hub.count(CHANNEL) == 0
+    assert node.live_subscriptions.waiting(APP) == 0
     provider.go.set()
     await asyncio.sleep(0.05)
     assert "tidings:snapshot" not in [e for e, _ in leaver.events() + closer.events()]
     assert await node.subscription_count(APP, CHANNEL) == 0
     assert not [t for t in node._tasks if not t.done()]
+    snapshots = node.live_subscriptions.stats(APP).snapshots
+    assert {r: n for r, n in snapshots.items() if n} == {SnapshotResult.ABANDONED: 2}
+
+
+async def test_a_snapshot_for_a_closing_connection_is_neither_sent_nor_refused(
+    node: Node,
+) -> None:
+    # detach marks the session closed, then leaves its channels one await at a time: a
+    # snapshot that arrives in between is abandoned, not reported as a failure.
+    provider = Provider()
+    node.live_snapshots = provider
+    client = Client(node)
+    await client.subscribe()
+    await until(lambda: provider.asked)
+    client.session.closed = True
+    provider.go.set()
+    snapshots = node.live_subscriptions.stats(APP).snapshots
+    await until(lambda: snapshots[SnapshotResult.ABANDONED] == 1)
+    assert [e for e, _ in client.events()] == ["pusher_internal:subscription_succeeded"]
+    assert sum(snapshots.values()) == 1
+    await node.detach(client)
+    assert not node.live_subscriptions
 
 
 async def test_without_a_provider_live_channels_are_plain_private(node: Node) -> None:

@@ -103,6 +103,33 @@ def test_a_filter_move_is_deleted_on_the_old_channel_and_created_on_the_new() ->
     ]
 
 
+def test_rows_before_and_after_a_bulk_write_compare_into_events(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    declared = spec()
+    before = [row(1), row(2), row(3), row(4)]
+    after = [
+        row(1, list_id=6, version=2),  # moved
+        row(2, done=True, version=2),  # changed in place
+        row(3),  # untouched
+        row(5, title="new"),  # made by the write
+    ]  # row 4: deleted by it
+    with caplog.at_level(logging.WARNING, logger="tidings.live"):
+        changes = model.compared(declared, before, after)
+    assert events(changes) == [
+        (LIST5, "deleted", {"id": 1, "version": 2}),
+        (LIST6, "created", row(1, list_id=6, version=2)),
+        (LIST5, "updated", {"id": 2, "version": 2, "done": True}),
+        (LIST5, "created", row(5, title="new")),
+        (LIST5, "deleted", {"id": 4, "version": 2}),
+    ]
+    assert not caplog.records
+    # A write that forgot the version: its events would be dropped as not newer.
+    with caplog.at_level(logging.WARNING, logger="tidings.live"):
+        model.compared(declared, [row(1)], [row(1, list_id=6)])
+    assert ["without a version bump" in r.getMessage() for r in caplog.records] == [True]
+
+
 def test_changes_to_one_row_fold_into_one_publication() -> None:
     declared = spec()
     first = row(version=1)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tidings.brokers.base import ControlMessage
-from tidings.brokers.memory import MemoryBroker
+from tidings.brokers.control import UserOffline, UserOnline
+from tidings.brokers.memory import MemoryBroker, MemoryPresence, MemorySubscriptions
 from tidings.core.apps import App, AppRegistry
 from tidings.core.publication import Publication
 from tidings.core.webhooks import WebhookTarget
@@ -644,7 +644,7 @@ async def test_watchlist_online_offline(node: Node) -> None:
     await node.detach(already)  # nobody watches any more: nothing to send, nothing raised
 
 
-class SlowSnapshotBroker(MemoryBroker):
+class SlowSnapshotPresence(MemoryPresence):
     """users_online answers only when released, as a Redis round trip might: cluster
     events about the watched users can arrive in between."""
 
@@ -663,7 +663,8 @@ class SlowSnapshotBroker(MemoryBroker):
 async def test_watchlist_events_during_the_signin_snapshot_are_told_once(
     clock: FakeClock,
 ) -> None:
-    broker = SlowSnapshotBroker()
+    broker = MemoryBroker()
+    broker.presence = presence = SlowSnapshotPresence()
     node = Node(AppRegistry.of([APP]), broker, clock=clock)
     await node.start()
     try:
@@ -672,20 +673,20 @@ async def test_watchlist_events_during_the_signin_snapshot_are_told_once(
         watcher = connect(node)
         watcher.take()
         signin = asyncio.ensure_future(watcher.signin("w", watchlist=["u1", "u2", "u3"]))
-        await broker.asked.wait()
+        await presence.asked.wait()
         # While the snapshot (u1, u2 online) is on its way, other nodes report:
-        node._control(APP.id, ControlMessage("online", "u1"))  # already in the snapshot
-        node._control(APP.id, ControlMessage("offline", "u2"))  # newer than the snapshot
-        node._control(APP.id, ControlMessage("online", "u3"))  # newer than the snapshot
-        broker.release.set()
+        node._control(APP.id, UserOnline("u1"))  # already in the snapshot
+        node._control(APP.id, UserOffline("u2"))  # newer than the snapshot
+        node._control(APP.id, UserOnline("u3"))  # newer than the snapshot
+        presence.release.set()
         await signin
         messages = [m for m in watcher.take() if m["event"] != "pusher:signin_success"]
         assert messages == [
             watchlist_event("online", ["u1"]),
             watchlist_event("online", ["u3"]),
         ]
-        node._control(APP.id, ControlMessage("offline", "u3"))
-        node._control(APP.id, ControlMessage("offline", "u2"))  # it was never told online
+        node._control(APP.id, UserOffline("u3"))
+        node._control(APP.id, UserOffline("u2"))  # it was never told online
         assert watcher.take() == [watchlist_event("offline", ["u3"])]
     finally:
         await node.close()
@@ -788,9 +789,9 @@ async def test_detach_cleans_everything(node: Node) -> None:
 
     assert await node.channels(APP) == {}
     assert await node.channels(COUNTING) == {}
-    assert await node.broker.channels(APP.id) == {}  # the user channel too
+    assert await node.broker.subscriptions.channels(APP.id) == {}  # the user channel too
     assert await node.members(APP, "presence-room") == []
-    assert await node.broker.users_online(APP.id, ["u1"]) == []
+    assert await node.broker.presence.users_online(APP.id, ["u1"]) == []
     assert node.connection_count == 0
     assert node.connections() == []
     assert connection.session.subscriptions == {}
@@ -846,8 +847,8 @@ class HeldWebhooks:
         return self.held.pop(key, None) is not None
 
 
-class FlakyBroker(MemoryBroker):
-    """The memory broker, but unsubscribe and subscription_count raise for some channels."""
+class FlakySubscriptions(MemorySubscriptions):
+    """The memory broker's, but unsubscribe and count raise for some channels."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -858,10 +859,10 @@ class FlakyBroker(MemoryBroker):
             raise RuntimeError(f"unsubscribe {channel} failed")
         return await super().unsubscribe(app_id, channel, socket_id)
 
-    async def subscription_count(self, app_id: str, channel: str) -> int:
+    async def count(self, app_id: str, channel: str) -> int:
         if channel in self.failing:
-            raise RuntimeError(f"subscription_count {channel} failed")
-        return await super().subscription_count(app_id, channel)
+            raise RuntimeError(f"subscription count of {channel} failed")
+        return await super().count(app_id, channel)
 
 
 class VanishedConnection(FakeConnection):
@@ -882,13 +883,16 @@ class VanishedConnection(FakeConnection):
 
 
 @pytest.fixture
-async def hooked(clock: FakeClock) -> AsyncIterator[tuple[Node, FlakyBroker, HeldWebhooks]]:
-    broker = FlakyBroker()
+async def hooked(
+    clock: FakeClock,
+) -> AsyncIterator[tuple[Node, FlakySubscriptions, HeldWebhooks]]:
+    broker = MemoryBroker()
+    broker.subscriptions = subscriptions = FlakySubscriptions()
     node = Node(AppRegistry.of([HOOKED]), broker, clock=clock)
     webhooks = HeldWebhooks()
     node.webhooks = webhooks
     await node.start()
-    yield node, broker, webhooks
+    yield node, subscriptions, webhooks
     await node.close()
 
 
@@ -904,7 +908,7 @@ def member_removed(user_id: str) -> dict[str, Any]:
 
 
 async def test_a_raising_recipient_never_stops_a_control_fanout(
-    hooked: tuple[Node, FlakyBroker, HeldWebhooks], caplog: pytest.LogCaptureFixture
+    hooked: tuple[Node, FlakySubscriptions, HeldWebhooks], caplog: pytest.LogCaptureFixture
 ) -> None:
     """member_removed and watchlist "offline" reach every other socket, the leaver's detach
     completes, and its member_removed webhook is held."""
@@ -925,7 +929,7 @@ async def test_a_raising_recipient_never_stops_a_control_fanout(
     for c in (first, last):
         assert c.take() == [member_removed("leaver"), watchlist_event("offline", ["leaver"])]
     assert [m.user_id for m in await node.members(HOOKED, ROOM)] == ["first", "middle", "last"]
-    assert await node.broker.users_online(HOOKED.id, ["leaver"]) == []
+    assert await node.broker.presence.users_online(HOOKED.id, ["leaver"]) == []
     assert ("removed", ROOM, "leaver") in webhooks.held
     assert caplog.text.count(f"member_removed to {middle.socket_id} failed") == 1
     assert caplog.text.count(f"watchlist offline to {middle.socket_id} failed") == 1
@@ -936,7 +940,7 @@ async def test_a_raising_recipient_never_stops_a_control_fanout(
 
 
 async def test_terminate_and_drain_go_on_past_a_raising_connection(
-    hooked: tuple[Node, FlakyBroker, HeldWebhooks],
+    hooked: tuple[Node, FlakySubscriptions, HeldWebhooks],
 ) -> None:
     node, _, _ = hooked
     broken, healthy = vanishing(node), connect(node, HOOKED)
@@ -952,7 +956,7 @@ async def test_terminate_and_drain_go_on_past_a_raising_connection(
 
 
 async def test_detach_goes_on_when_one_channel_fails(
-    hooked: tuple[Node, FlakyBroker, HeldWebhooks],
+    hooked: tuple[Node, FlakySubscriptions, HeldWebhooks],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -982,7 +986,7 @@ async def test_detach_goes_on_when_one_channel_fails(
 
     assert await node.channels(HOOKED) == {"broken": 1, ROOM: 1}  # only the failed step stays
     assert [m.user_id for m in await node.members(HOOKED, ROOM)] == ["observer"]
-    assert await node.broker.users_online(HOOKED.id, ["u1"]) == []
+    assert await node.broker.presence.users_online(HOOKED.id, ["u1"]) == []
     assert observer.take() == [member_removed("u1"), watchlist_event("offline", ["u1"])]
     assert ("removed", ROOM, "u1") in webhooks.held
     assert ("vacated", "news") in webhooks.held
@@ -991,31 +995,31 @@ async def test_detach_goes_on_when_one_channel_fails(
 
 
 async def test_a_failing_broker_step_never_keeps_a_ghost_member(
-    hooked: tuple[Node, FlakyBroker, HeldWebhooks],
+    hooked: tuple[Node, FlakySubscriptions, HeldWebhooks],
 ) -> None:
     """The presence channel's unsubscribe and the user channel's fail: the member still
     leaves (and is announced), the user is still signed out."""
-    node, broker, webhooks = hooked
+    node, subscriptions, webhooks = hooked
     connection, observer = connect(node, HOOKED), connect(node, HOOKED)
     await observer.join_presence(ROOM, "observer")
     await connection.signin("u1")
     await connection.join_presence(ROOM, "u1")
     observer.take()
-    broker.failing |= {ROOM, "#server-to-user-u1"}
+    subscriptions.failing |= {ROOM, "#server-to-user-u1"}
 
     await node.detach(connection)
 
     assert [m.user_id for m in await node.members(HOOKED, ROOM)] == ["observer"]
     assert observer.take() == [member_removed("u1")]
     assert ("removed", ROOM, "u1") in webhooks.held
-    assert await node.broker.users_online(HOOKED.id, ["u1"]) == []
+    assert await node.broker.presence.users_online(HOOKED.id, ["u1"]) == []
 
 
 async def test_one_failing_subscription_count_never_stops_the_others(
-    hooked: tuple[Node, FlakyBroker, HeldWebhooks],
+    hooked: tuple[Node, FlakySubscriptions, HeldWebhooks],
 ) -> None:
-    node, broker, _ = hooked
-    broker.failing.add("a")
+    node, subscriptions, _ = hooked
+    subscriptions.failing.add("a")
     connection = connect(node, HOOKED)
     await connection.subscribe("a")
     await connection.subscribe("b")

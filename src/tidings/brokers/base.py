@@ -1,9 +1,24 @@
-"""The Broker interface: everything that must be shared between nodes of a cluster.
+"""The broker: everything that must be shared between the nodes of a cluster.
 
 A node keeps its own sockets in a :class:`~tidings.core.hub.Hub`; the broker carries
-publications between nodes and holds the cluster-wide state (subscription counts,
-presence members, signed-in users, cache-channel events). ``memory.py`` is the
-single-process implementation; a Redis implementation sits beside it.
+publications between nodes and holds the cluster-wide state. It is a set of small
+interfaces, each with its own guarantee, held by one :class:`Broker`:
+
+- ``broker.pubsub`` (:class:`PubSub`): publications to a channel's subscribers;
+- ``broker.subscriptions`` (:class:`Subscriptions`): who subscribes to what, counted;
+- ``broker.presence`` (:class:`Presence`): presence members and signed-in users;
+- ``broker.cache`` (:class:`Cache`): channel state, the last event of each cache channel;
+- ``broker.claims`` (:class:`Claims`): which node owns an HTTP fallback session;
+- ``broker.control`` (:class:`ControlBus`): control messages and node-to-node payloads;
+- ``broker.rates`` (:class:`RateCounters`): REST events per second, cluster-wide.
+
+``memory.py`` implements them for one process; ``redis/`` for a cluster sharing a Redis.
+
+Degraded mode (Redis only): while the shared backend is unreachable, every interface
+answers from what this node knows (its own sockets) and ``broker.degraded`` is True; no
+call raises because of the outage. Each docstring below says what that local answer is.
+When the backend returns, the node writes its sockets back and :meth:`Broker.on_recovered`
+handlers re-read what they showed clients meanwhile.
 """
 
 from __future__ import annotations
@@ -12,13 +27,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from tidings.brokers.control import ControlMessage
 from tidings.protocol.session import Member
 
 Deliver = Callable[[str, str, bytes, "str | None"], None]
 """``deliver(app_id, channel, message, exclude_socket_id)``: write one Pusher message (JSON,
 unframed) to local subscribers."""
 
-Control = Callable[[str, "ControlMessage"], Awaitable[None] | None]
+Control = Callable[[str, ControlMessage], Awaitable[None] | None]
 """``control(app_id, message)``: act on a cluster-wide control message locally."""
 
 Reaped = Callable[[str, str, str, str], None]
@@ -26,26 +42,10 @@ Reaped = Callable[[str, str, str, str], None]
 ``channel_vacated``, reported once, on the node that reaped it."""
 
 NodeHandler = Callable[[bytes], Awaitable[None]]
-"""``handler(payload)``: a message sent to this node alone (see :meth:`Broker.to_node`)."""
+"""``handler(payload)``: a message sent to this node alone (see :meth:`ControlBus.to_node`)."""
 
 Recovered = Callable[[], Awaitable[None]]
 """``recovered()``: the shared backend is back after an outage (see :meth:`Broker.on_recovered`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ControlMessage:
-    """A cluster-wide event every node acts on for its own sockets.
-
-    ``terminate``, ``online`` and ``offline`` concern a user; ``member_added`` and
-    ``member_removed`` a presence member of ``channel`` (``data``: the user_info JSON);
-    ``recount``: ``channel``'s subscription count changed without a local join or leave
-    (a dead node was reaped).
-    """
-
-    kind: str
-    user_id: str = ""
-    channel: str = ""
-    data: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,22 +65,8 @@ class CachedEvent:
     expires_at: float
 
 
-class Broker(Protocol):
-    @property
-    def node_id(self) -> str:
-        """This node's id, unique in the cluster."""
-        ...
-
-    @property
-    def degraded(self) -> bool:
-        """True while the shared backend is unreachable and only local clients are served."""
-        ...
-
-    async def start(self, deliver: Deliver, control: Control) -> None:
-        """Begin receiving publications; ``deliver`` is called for every one, in order."""
-        ...
-
-    async def close(self) -> None: ...
+class PubSub(Protocol):
+    """Publications to the subscribers of a channel, on every node."""
 
     async def publish(self, app_id: str, channel: str, message: bytes, exclude: str | None) -> bool:
         """Deliver ``message`` (a Pusher event, JSON: each edge frames it) to every
@@ -88,24 +74,31 @@ class Broker(Protocol):
 
         Ordering: messages published by one node to one channel arrive in publish order.
         Delivery: at most once; a subscriber that is gone or too slow misses it.
-        Failure: this node's subscribers always get it; returns False when the other nodes
-        could not be reached (degraded), True when it was handed to every node.
+        Failure: this node's subscribers always get it, before this returns; returns False
+        when the other nodes could not be reached (degraded: they miss it), True when it
+        was handed to every node.
         """
         ...
 
-    async def control(self, app_id: str, message: ControlMessage) -> None:
-        """Run ``message`` on every node (the local one included)."""
-        ...
+
+class Subscriptions(Protocol):
+    """Who subscribes to which channel, counted cluster-wide.
+
+    Every call is atomic in the backend. While degraded, counts are this node's own
+    subscribers; the node's subscriptions are written back when the backend returns."""
 
     async def subscribe(self, app_id: str, channel: str, socket_id: str) -> int:
-        """Count a new subscriber of ``channel``; returns the cluster-wide count after it."""
+        """Count a new subscriber of ``channel`` (this node starts hearing the channel's
+        publications); returns the cluster-wide count after it."""
         ...
 
     async def unsubscribe(self, app_id: str, channel: str, socket_id: str) -> int:
         """Forget a subscriber of ``channel``; returns the cluster-wide count after it."""
         ...
 
-    async def subscription_count(self, app_id: str, channel: str) -> int: ...
+    async def count(self, app_id: str, channel: str) -> int:
+        """``channel``'s subscribers on every node."""
+        ...
 
     async def channels(self, app_id: str) -> dict[str, int]:
         """Every occupied channel of the app with its subscription count."""
@@ -115,21 +108,31 @@ class Broker(Protocol):
         """Which of ``channels`` have at least one subscriber on any node.
 
         Cheap by contract: no network in memory mode, one round trip with Redis (the live
-        layer asks once per commit). While degraded: this node's own subscribers only.
-        """
+        layer asks once per commit)."""
         ...
 
-    async def presence_join(
+
+class Presence(Protocol):
+    """Presence channel members and signed-in users, cluster-wide.
+
+    A user is a member while any of its sockets, on any node, is in the channel; "first"
+    and "last" answers say when to announce it (exactly one node sees each). Atomic per
+    call. While degraded: this node's sockets only; when the backend returns, users who
+    joined or left meanwhile are announced to the other nodes."""
+
+    async def join(
         self, app_id: str, channel: str, socket_id: str, member: Member, max_members: int
     ) -> PresenceJoin:
         """Add a socket of ``member``; refused when the user is new and the channel is full."""
         ...
 
-    async def presence_leave(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
+    async def leave(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
         """Remove a socket; True when it was the user's last one in the channel."""
         ...
 
-    async def presence_members(self, app_id: str, channel: str) -> list[Member]: ...
+    async def members(self, app_id: str, channel: str) -> list[Member]:
+        """The channel's roster, one entry per user."""
+        ...
 
     async def user_online(self, app_id: str, user_id: str, socket_id: str) -> bool:
         """Count a signed-in socket; True when it is the user's first one anywhere."""
@@ -143,19 +146,105 @@ class Broker(Protocol):
         """Which of ``user_ids`` have at least one signed-in socket."""
         ...
 
-    async def cache_set(self, app_id: str, channel: str, event: CachedEvent, now: float) -> None:
+
+class Cache(Protocol):
+    """Channel state: the last event of each cache channel, shared by every node.
+
+    Best effort: while degraded nothing is stored and nothing is found (a subscriber gets
+    ``pusher:cache_miss``, as Pusher sends when nothing was cached)."""
+
+    async def set(self, app_id: str, channel: str, event: CachedEvent, now: float) -> None:
         """Keep ``event`` as the channel's last event until ``event.expires_at``."""
         ...
 
-    async def cache_get(self, app_id: str, channel: str, now: float) -> CachedEvent | None: ...
-
-    async def claim(self, key: str, ttl: float) -> str:
-        """Claim ``key`` (an HTTP fallback session) for this node unless a live node holds
-        it; returns the owner's node id. The claim lapses after ``ttl`` seconds unless
-        :meth:`refresh_claims` renews it."""
+    async def get(self, app_id: str, channel: str, now: float) -> CachedEvent | None:
+        """The channel's last event, unless it expired."""
         ...
 
-    async def refresh_claims(self, keys: list[str], ttl: float) -> None: ...
+
+class Claims(Protocol):
+    """Which node owns a key (an HTTP fallback session), so requests reach that node.
+
+    While degraded every claim is granted to this node (no other node can be asked)."""
+
+    async def claim(self, key: str, ttl: float) -> str:
+        """Claim ``key`` for this node unless a live node holds it; returns the owner's
+        node id. The claim lapses after ``ttl`` seconds unless :meth:`refresh` renews it."""
+        ...
+
+    async def refresh(self, keys: list[str], ttl: float) -> None:
+        """Renew this node's claims of ``keys`` for ``ttl`` seconds."""
+        ...
+
+
+class ControlBus(Protocol):
+    """Control messages (to every node) and payloads to one node.
+
+    Delivery: at most once, in send order per sender. While degraded, only this node acts
+    on a control message and payloads to other nodes are dropped."""
+
+    async def send(self, app_id: str, message: ControlMessage) -> None:
+        """Run ``message`` on every node, this one included (before this returns)."""
+        ...
+
+    async def to_node(self, node_id: str, payload: bytes) -> None:
+        """Send ``payload`` to one node (this one: handled before this returns)."""
+        ...
+
+    def on_node_message(self, handler: NodeHandler) -> None:
+        """Handle the payloads other nodes send to this one with :meth:`to_node`."""
+        ...
+
+
+class RateCounters(Protocol):
+    """Per-second counters shared by every node (Pusher's per-app message quota)."""
+
+    async def count_backend_events(self, app_id: str, events: int, now: float) -> int:
+        """Add ``events`` to the app's REST events in the current second (cluster-wide);
+        returns the total after adding them. While degraded: this node's count."""
+        ...
+
+
+class Broker(Protocol):
+    """The interfaces above, with the node's identity and lifecycle."""
+
+    @property
+    def pubsub(self) -> PubSub: ...
+
+    @property
+    def subscriptions(self) -> Subscriptions: ...
+
+    @property
+    def presence(self) -> Presence: ...
+
+    @property
+    def cache(self) -> Cache: ...
+
+    @property
+    def claims(self) -> Claims: ...
+
+    @property
+    def control(self) -> ControlBus: ...
+
+    @property
+    def rates(self) -> RateCounters: ...
+
+    @property
+    def node_id(self) -> str:
+        """This node's id, unique in the cluster."""
+        ...
+
+    @property
+    def degraded(self) -> bool:
+        """True while the shared backend is unreachable and only local clients are served."""
+        ...
+
+    async def start(self, deliver: Deliver, control: Control) -> None:
+        """Begin receiving publications and control messages: ``deliver`` is called for
+        every publication, in order, ``control`` for every control message."""
+        ...
+
+    async def close(self) -> None: ...
 
     def on_reaped(self, handler: Reaped) -> None:
         """Be told, on the reaping node only, what a dead node's departure changed."""
@@ -165,17 +254,4 @@ class Broker(Protocol):
         """Be told when the shared backend is back after an outage and every node has had
         time to write its state back: member events published meanwhile were lost, so the
         handler re-reads what it shows clients. Never called by a broker without outages."""
-        ...
-
-    def on_node_message(self, handler: NodeHandler) -> None:
-        """Handle messages other nodes send to this one with :meth:`to_node`."""
-        ...
-
-    async def to_node(self, node_id: str, payload: bytes) -> None:
-        """Send ``payload`` to one node. At most once; order kept per sender and receiver."""
-        ...
-
-    async def count_backend_events(self, app_id: str, events: int, now: float) -> int:
-        """Add ``events`` to the app's REST events in the current second (cluster-wide);
-        returns the total after adding them."""
         ...

@@ -11,7 +11,9 @@ frames it for its own clients. It reaches every subscriber's stream as it is, so
 that is not exactly that would corrupt them: it is checked before anything is written.
 
 Control messages (``{prefix}#control``): a JSON object ``{"o": origin, "a": app id, "k":
-kind, "u": user id, "c": channel, "d": data}`` of one of the :data:`CONTROL_KINDS`.
+kind, "u": user id, "c": channel, "d": data}``, every key always present (nodes of earlier
+releases read them all). :data:`CONTROL_KINDS` maps each kind to its class in
+``control.py``, and :data:`WIRE_FIELDS` each field of those classes to its key.
 """
 
 from __future__ import annotations
@@ -20,11 +22,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from tidings.brokers.base import ControlMessage
+from tidings.brokers.control import (
+    Console,
+    ControlMessage,
+    MemberAdded,
+    MemberRemoved,
+    Recount,
+    Terminate,
+    UserOffline,
+    UserOnline,
+)
 
 log = logging.getLogger("tidings.redis")
 
@@ -37,9 +49,19 @@ no Tidings node sends), ``handler_error`` (decoded, but acting on it raised)."""
 
 DROP_REASONS: tuple[DropReason, ...] = ("malformed", "bad_frame", "unknown_kind", "handler_error")
 
-CONTROL_KINDS = frozenset(
-    {"terminate", "online", "offline", "member_added", "member_removed", "recount", "console"}
-)
+CONTROL_KINDS: dict[str, type[ControlMessage]] = {
+    "terminate": Terminate,
+    "online": UserOnline,
+    "offline": UserOffline,
+    "member_added": MemberAdded,
+    "member_removed": MemberRemoved,
+    "recount": Recount,
+    "console": Console,
+}
+KIND_OF: dict[type[ControlMessage], str] = {cls: kind for kind, cls in CONTROL_KINDS.items()}
+
+WIRE_FIELDS = {"user_id": "u", "channel": "c", "user_info": "d", "data": "d"}
+"""The key of each control message field on the bus (``d``: the one free-form string)."""
 
 LOG_INTERVAL = 60.0  # seconds between two log lines about drops of one reason
 
@@ -96,16 +118,10 @@ def check_message(message: bytes) -> None:
 
 
 def encode_control(origin: str, app_id: str, message: ControlMessage) -> bytes:
-    return orjson.dumps(
-        {
-            "o": origin,
-            "a": app_id,
-            "k": message.kind,
-            "u": message.user_id,
-            "c": message.channel,
-            "d": message.data,
-        }
-    )
+    body = {"o": origin, "a": app_id, "k": KIND_OF[type(message)], "u": "", "c": "", "d": ""}
+    for part in dataclass_fields(message):
+        body[WIRE_FIELDS[part.name]] = getattr(message, part.name)
+    return orjson.dumps(body)
 
 
 def decode_control(data: bytes) -> ControlEnvelope:
@@ -121,15 +137,16 @@ def decode_control(data: bytes) -> ControlEnvelope:
     if not fields["o"] or not fields["a"]:
         raise Dropped("malformed", "control message without origin or app")
     kind = fields["k"]
-    if kind not in CONTROL_KINDS:
+    cls = CONTROL_KINDS.get(kind)
+    if cls is None:
         raise Dropped("unknown_kind", f"control message of unknown kind {kind[:40]!r}")
-    if kind == "member_added" and fields["d"]:
+    if cls is MemberAdded and fields["d"]:
         try:
             orjson.loads(fields["d"])
         except orjson.JSONDecodeError:
             raise Dropped("malformed", "member_added user_info is not JSON") from None
-    message = ControlMessage(kind, fields["u"], fields["c"], fields["d"])
-    return ControlEnvelope(fields["o"], fields["a"], message)
+    values = {part.name: fields[WIRE_FIELDS[part.name]] for part in dataclass_fields(cls)}
+    return ControlEnvelope(fields["o"], fields["a"], cls(**values))
 
 
 @dataclass(slots=True)

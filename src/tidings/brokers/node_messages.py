@@ -1,4 +1,4 @@
-"""Several users of the one node-to-node path (:meth:`Broker.to_node`), told apart by the
+"""Several users of the one node-to-node path (:meth:`ControlBus.to_node`), told apart by the
 first byte of each payload.
 
 The HTTP fallback's relay writes JSON objects, so its messages start with ``{`` (the tag
@@ -9,7 +9,7 @@ the broker counts and logs like any message it cannot act on.
 
 from __future__ import annotations
 
-from tidings.brokers.base import Broker, NodeHandler
+from tidings.brokers.base import ControlBus, NodeHandler
 
 
 class UnknownNodeMessage(ValueError):
@@ -17,11 +17,11 @@ class UnknownNodeMessage(ValueError):
 
 
 class NodeMessages:
-    """The broker's one node-message handler, dispatching on the payload's first byte."""
+    """The control bus's one node-message handler, dispatching on the payload's first byte."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, bus: ControlBus) -> None:
         self._handlers: dict[int, NodeHandler] = {}
-        broker.on_node_message(self.dispatch)
+        bus.on_node_message(self.dispatch)
 
     def handle(self, tag: bytes, handler: NodeHandler) -> None:
         """Give ``handler`` every payload that starts with ``tag`` (one byte), tag included."""

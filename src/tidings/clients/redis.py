@@ -41,7 +41,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tidings.backends import Event, PublishError
-from tidings.brokers.base import ControlMessage
+from tidings.brokers.control import Terminate
 from tidings.brokers.redis import COMMAND_TIMEOUT, FAILURES, ClusterRedis, check_prefix
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, channel_type, name_error
@@ -192,7 +192,7 @@ class RedisClient:
             raise PublishError(400, "user id missing")
         cluster = await self._redis()
         with self._reachable():
-            await cluster.control(self._origin, self._app_id, ControlMessage("terminate", user_id))
+            await cluster.control(self._origin, self._app_id, Terminate(user_id))
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ their records and their stats to each watcher with the broker's node-to-node mes
 batches (at most ``1 / FLUSH_INTERVAL`` per second). The node serving a stream sums the
 stats of every node that reported in the last ``REPORT_TTL`` seconds.
 
-Control data (JSON in ``ControlMessage.data``): ``{"w": node}`` watches the message's app,
+Control data (JSON in ``Console.data``): ``{"w": node}`` watches the message's app,
 ``{"u": node}`` stops watching it, ``{"r": session, "x": expiry}`` revokes a console
 session (a logout) on every node. Batches (node messages tagged :data:`TAG`):
 ``{"a": app, "n": node, "r": [records], "s": [deliveries_per_second, connections]}``.
@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from tidings.brokers.base import ControlMessage
+from tidings.brokers.control import Console
 from tidings.console.streams import Stream, frame
 from tidings.console.tap import DEFAULT_RATE, Record, Tap
 from tidings.node import Node
@@ -36,7 +36,6 @@ from tidings.tasks import spawn
 log = logging.getLogger("tidings.console")
 
 TAG = b"C"  # the first byte of the console's node messages (brokers/node_messages.py)
-CONTROL_KIND = "console"
 WATCH_RENEW = 5.0
 WATCH_TTL = 15.0
 FLUSH_INTERVAL = 0.25
@@ -193,16 +192,16 @@ class Watch:
             self._announced.pop(app_id, None)
         data = orjson.dumps({"w" if watching else "u": self.node_id}).decode()
         try:
-            await self.node.broker.control(app_id, ControlMessage(CONTROL_KIND, data=data))
+            await self.node.broker.control.send(app_id, Console(data))
         except Exception:
             log.exception("console: announcing a watch of app %s failed", app_id)
 
     async def revoke(self, app_id: str, session_id: str, expires: float) -> None:
         """Tell every node (this one included) that a session has logged out."""
         data = orjson.dumps({"r": session_id, "x": expires}).decode()
-        await self.node.broker.control(app_id, ControlMessage(CONTROL_KIND, data=data))
+        await self.node.broker.control.send(app_id, Console(data))
 
-    def on_control(self, app_id: str, message: ControlMessage) -> None:
+    def on_control(self, app_id: str, message: Console) -> None:
         try:
             body = orjson.loads(message.data)
         except orjson.JSONDecodeError:
@@ -266,7 +265,7 @@ class Watch:
         if stats is not None:
             batch["s"] = stats
         try:
-            await self.node.broker.to_node(node_id, TAG + orjson.dumps(batch))
+            await self.node.broker.control.to_node(node_id, TAG + orjson.dumps(batch))
         except Exception:
             log.exception("console: sending records to node %s failed", node_id)
 

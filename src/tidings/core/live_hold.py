@@ -1,12 +1,13 @@
 """No gap between a live channel's snapshot and its live events: the hold.
 
 A socket that subscribes to a ``private-live.`` channel must see every row change exactly
-once after the rows it is first sent. The node therefore puts a :class:`LiveHold` in the
-hub in the socket's place *before* it asks for the snapshot: from then on every publication
-for that socket and channel is kept, in order, while the snapshot is fetched. When the
-snapshot arrives the node sends it, then what was held, and puts the connection back in the
-hub, all in one loop tick (nothing can be published in between). An event both in the
-snapshot and held is dropped by the client, which keeps each row's version.
+once after the rows it is first sent. The node (``tidings/live_subscriptions.py``, the
+asyncio half of this module) therefore puts a :class:`LiveHold` in the hub in the socket's
+place *before* it asks for the snapshot: from then on every publication for that socket
+and channel is kept, in order, while the snapshot is fetched. When the snapshot arrives the
+node sends it, then what was held, and puts the connection back in the hub, all in one loop
+tick (nothing can be published in between). An event both in the snapshot and held is
+dropped by the client, which keeps each row's version.
 
 The hold is bounded (messages and bytes): past either bound it keeps nothing more, drops
 what it held and reports the overflow once; the node then fails the subscription
@@ -27,6 +28,8 @@ from tidings.protocol import messages
 
 LIVE_PREFIX = "private-live."
 SNAPSHOT_EVENT = "tidings:snapshot"
+# The app settings that bound a hold, as LiveHold.overflowed names them.
+HOLD_BOUNDS = ("live_hold_max_messages", "live_snapshot_max_bytes")
 
 
 class SnapshotFailed(Exception):
@@ -44,7 +47,8 @@ class LiveHold:
 
     ``limit_messages`` and ``limit_bytes`` bound what is kept; ``on_overflow`` is called once,
     from inside the fan-out that passed a bound (it must only schedule work, never write to
-    a socket or change the hub).
+    a socket or change the hub). ``overflowed`` then names the app setting of the bound
+    passed (``live_hold_max_messages`` or ``live_snapshot_max_bytes``), for the metrics.
     """
 
     __slots__ = (
@@ -69,7 +73,7 @@ class LiveHold:
     ) -> None:
         self.socket_id = socket_id
         self.channel = channel
-        self.overflowed = False
+        self.overflowed: str | None = None
         self._messages: list[bytes] = []
         self._bytes = 0
         self._limit_messages = limit_messages
@@ -86,8 +90,11 @@ class LiveHold:
             return
         added = publication.messages
         size = self._bytes + sum([len(m) for m in added])
-        if len(self._messages) + len(added) > self._limit_messages or size > self._limit_bytes:
-            self.overflowed = True
+        if len(self._messages) + len(added) > self._limit_messages:
+            self.overflowed = HOLD_BOUNDS[0]
+        elif size > self._limit_bytes:
+            self.overflowed = HOLD_BOUNDS[1]
+        if self.overflowed:
             self._messages = []
             self._bytes = 0
             self._on_overflow()

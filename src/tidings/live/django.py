@@ -12,12 +12,14 @@
   save publishes at once, as ``on_commit`` would.
 - ``QuerySet.delete()`` sends ``post_delete`` for each row (Django loads them first, since a
   receiver is connected), so it publishes by itself; ``bulk_create`` and
-  ``QuerySet.update()`` send no signal: :func:`touch` (``rt.live_touch``) covers them.
+  ``QuerySet.update()`` send no signal: :func:`touch` (``rt.live_touch``) covers them, and
+  :func:`changes` (``rt.live_changes``) an update that may move rows between filters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +27,7 @@ from django.db import connections, router, transaction  # type: ignore[import-un
 from django.db.models import Model  # type: ignore[import-untyped]
 from django.db.models.signals import post_delete, post_save, pre_save  # type: ignore[import-untyped]
 
-from tidings.live.model import Change, ChangeBuffer, LiveSpec, fold
+from tidings.live.model import Change, ChangeBuffer, LiveSpec, compared, fold
 
 if TYPE_CHECKING:
     from tidings.live.provider import Reader
@@ -106,22 +108,72 @@ def touch(
     ids: list[Any],
     deleted: bool,
     rows: list[Any] | None,
+    old: list[Any] | None = None,
 ) -> None:
     """``rt.live_touch``: the rows (re-read in one query, or given) recorded as saved, or as
-    deleted, in the current transaction of the model's write database."""
+    deleted, in the current transaction of the model's write database; with ``old`` (the
+    rows as read before the write), each compared with its old self."""
     model: Any = specs[0].model
     using = router.db_for_write(model)
-    declared = [_Declared(rt, spec, _attnames(spec)) for spec in specs]
-    attnames = sorted({a for d in declared for a in d.attnames.values()})
+    declared = _declare_all(rt, specs)
     if rows is None:
-        found = model._base_manager.using(using).filter(pk__in=ids).values(*attnames)
-        stored = [dict(row) for row in found]
+        stored = _read(model, using, ids, declared)
     else:
         stored = [_row(row, declared) for row in rows]
-    for values in stored:
-        for one in declared:
-            row = one.values(values)
-            change = Change.deleted(one.spec, row) if deleted else Change.saved(one.spec, None, row)
+    if deleted:
+        for values in stored:
+            for one in declared:
+                _record(one.rt, Change.deleted(one.spec, one.values(values)), using)
+        return
+    before = [] if old is None else [_row(row, declared) for row in old]
+    _record_compared(declared, before, stored, using)
+
+
+@contextmanager
+def changes(rt: Realtime, specs: list[LiveSpec], ids: list[Any], session: Any) -> Iterator[None]:
+    """``rt.live_changes``: the rows read before the block (``SELECT ... FOR UPDATE``, so no
+    other transaction moves them meanwhile) and after it, each compared with its old self.
+
+    The block runs in ``transaction.atomic(savepoint=False)``: outside a transaction it is
+    one; inside one, an exception leaving the block dooms the whole transaction, as
+    Django's own nested ``atomic`` without a savepoint does. Either way, nothing of a block
+    that raised is published."""
+    if session is not None:
+        raise TypeError("live_changes(session=...) is for SQLAlchemy models, not Django's")
+    model: Any = specs[0].model
+    using = router.db_for_write(model)
+    declared = _declare_all(rt, specs)
+    with transaction.atomic(using=using, savepoint=False):
+        before = _read(model, using, ids, declared, lock=True)
+        yield
+        _record_compared(declared, before, _read(model, using, ids, declared), using)
+
+
+def _declare_all(rt: Realtime, specs: list[LiveSpec]) -> list[_Declared]:
+    return [_Declared(rt, spec, _attnames(spec)) for spec in specs]
+
+
+def _read(
+    model: Any, using: str, ids: list[Any], declared: list[_Declared], lock: bool = False
+) -> list[dict[str, Any]]:
+    """The declared fields of the rows ``ids``, by attname, in one query (by key: their
+    events go out in that order)."""
+    attnames = sorted({a for d in declared for a in d.attnames.values()})
+    rows = model._base_manager.using(using).filter(pk__in=ids).order_by("pk")
+    if lock:
+        rows = rows.select_for_update()  # ignored where the database has no FOR UPDATE
+    return [dict(row) for row in rows.values(*attnames)]
+
+
+def _record_compared(
+    declared: list[_Declared],
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+    using: str,
+) -> None:
+    for one in declared:
+        old = [one.values(values) for values in before]
+        for change in compared(one.spec, old, [one.values(values) for values in after]):
             _record(one.rt, change, using)
 
 

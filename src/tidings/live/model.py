@@ -157,8 +157,8 @@ class LiveSpec:
 @dataclass(frozen=True, slots=True)
 class Change:
     """One save or delete, as the ORM shell saw it. ``old``: the declared fields as loaded
-    (None: a new row, or a row re-read by ``live_touch``); ``new``: as saved (None: deleted).
-    ``socket_id``: the request's ``X-Socket-ID`` when the change was made."""
+    (None: a new row, or one ``live_touch`` re-read with no ``old=``); ``new``: as saved
+    (None: deleted). ``socket_id``: the request's ``X-Socket-ID`` when the change was made."""
 
     spec: LiveSpec
     key: Any
@@ -173,6 +173,31 @@ class Change:
     @classmethod
     def deleted(cls, spec: LiveSpec, old: Values) -> Change:
         return cls(spec, old[spec.key], dict(old), None, current_socket_id.get())
+
+
+def compared(spec: LiveSpec, before: Iterable[Values], after: Iterable[Values]) -> list[Change]:
+    """The changes that turn rows as they were into rows as they are (the declared fields of
+    each, matched by key): a row in both is saved (a filter move is deleted + created), a
+    row only after is created, a row only before is deleted.
+
+    What a bulk write (``QuerySet.update()``, raw SQL) needs: the rows read before it and
+    after it, as ``rt.live_changes`` does. A row that changed with the same version is
+    logged: clients drop an event that is not newer than what they know."""
+    old = {row[spec.key]: row for row in before}
+    changes: list[Change] = []
+    for row in after:
+        was = old.pop(row[spec.key], None)
+        if was is not None and was.get(spec.version) == row.get(spec.version):
+            if spec.changed(was, row) or spec.channels(was) != spec.channels(row):
+                log.warning(
+                    "live %s: row %r changed without a version bump: clients drop its "
+                    "events as not newer (bump the version in the bulk write itself)",
+                    spec.name,
+                    row[spec.key],
+                )
+        changes.append(Change.saved(spec, was, row))
+    changes.extend(Change.deleted(spec, row) for row in old.values())
+    return changes
 
 
 @dataclass(slots=True)

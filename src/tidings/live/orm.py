@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
@@ -33,8 +34,16 @@ class Shell(Protocol):
         ids: list[Any],
         deleted: bool,
         rows: list[Any] | None,
+        old: list[Any] | None,
     ) -> None:
         """``rt.live_touch``: record rows changed behind the ORM's back, published on commit."""
+        ...
+
+    def changes(
+        self, rt: Realtime, specs: list[LiveSpec], ids: list[Any], session: Any
+    ) -> AbstractContextManager[None]:
+        """``rt.live_changes``: record what a block does to these rows, read before and
+        after it, published on commit."""
         ...
 
 

@@ -9,7 +9,8 @@ app's secret), and the app answers 200 with ``{"rows": [...], "version": V}``.
 
 Everything that goes wrong becomes :class:`~tidings.core.live_hold.SnapshotFailed`, whose
 message reaches the client: it names the cause (status, size, unreachable), never the
-URL or anything signed. The server log has the URL, without its credentials.
+URL or anything signed. The server log has the URL, without its credentials. A timeout
+stays a ``TimeoutError``: the node says so to the client and counts it as one.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class HttpSnapshots:
                     raise SnapshotFailed(f"the app's snapshot endpoint answered {response.status}")
                 return await _read_capped(response, app.live_snapshot_max_bytes)
         except TimeoutError:
-            raise SnapshotFailed(f"no snapshot within {app.live_snapshot_timeout:g} s") from None
+            raise  # the node's to report; aiohttp's timeouts are ClientErrors too
         except aiohttp.ClientError as exc:
             reason = scrub(str(exc) or type(exc).__name__, url, also=(app.secret,))
             self._warn(app, url, f"unreachable: {reason}")

@@ -37,7 +37,9 @@ UPDATE unless the statement sets it. Two queries per statement, whatever the num
 rows; a bulk UPDATE that moves rows between filters sends deleted + created like any save.
 Bulk INSERTs (``insert(Model).values([...])``, ``session.execute(insert(Model), rows)``)
 and UPDATEs by primary key (``session.execute(update(Model), rows)``) are not seen: after
-one, call ``rt.live_touch(Model, ids)`` (:func:`touch`) in the same transaction.
+one, call ``rt.live_touch(Model, ids)`` (:func:`touch`) in the same transaction, or run an
+UPDATE that may move rows between filters in ``with rt.live_changes(Model, ids):``
+(:func:`changes`), which reads the rows before and after it.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ import asyncio
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +63,7 @@ from sqlalchemy.orm import (
     sessionmaker,
 )
 
-from tidings.live.model import Change, ChangeBuffer, LiveSpec, Publication
+from tidings.live.model import Change, ChangeBuffer, LiveSpec, Publication, compared
 
 if TYPE_CHECKING:
     from tidings.live.provider import Reader
@@ -127,16 +130,29 @@ def touch(
     ids: list[Any],
     deleted: bool,
     rows: list[Any] | None,
+    old: list[Any] | None = None,
 ) -> None:
     """``rt.live_touch``: in the session whose transaction is open in this thread or task
     (the one that began last), see :func:`touch_session`."""
+    touch_session(_current("live_touch"), specs, ids, deleted=deleted, rows=rows, old=old)
+
+
+def changes(
+    rt: Realtime, specs: list[LiveSpec], ids: list[Any], session: Session | None
+) -> AbstractContextManager[None]:
+    """``rt.live_changes``: :func:`changes_session` in ``session``, or in the session whose
+    transaction is open in this thread or task (the one that began last)."""
+    return changes_session(session or _current("live_changes"), specs, ids)
+
+
+def _current(caller: str) -> Session:
     sessions = _open.get()
     if not sessions:
         raise RuntimeError(
-            "live_touch on an SQLAlchemy model needs a session of a factory given to "
+            f"{caller} on an SQLAlchemy model needs a session of a factory given to "
             "rt.live_sqlalchemy() with its transaction open here (call it before commit)"
         )
-    touch_session(sessions[-1], specs, ids, deleted=deleted, rows=rows)
+    return sessions[-1]
 
 
 def listen(target: Any, specs: Specs, publish: Publish) -> Any:
@@ -356,36 +372,86 @@ def touch_session(
     *,
     deleted: bool = False,
     rows: Iterable[Any] | None = None,
+    old: Iterable[Any] | None = None,
 ) -> None:
     """Record rows changed where the session's events do not see them (a bulk INSERT, an
     UPDATE by primary key from a list, raw SQL); published when ``session``'s transaction
     commits, dropped if it rolls back.
 
-    Saved rows are read again by ``ids`` in one query and sent as ``created`` (all fields;
-    a client replaces a row it knows when the version is newer: such a statement sets the
-    version itself). ``deleted=True``: before the DELETE, ``ids`` reads the rows; after it,
-    ``rows`` gives them as they were (instances or mappings with the key, the version and
-    the filters); each is sent as ``deleted`` with its version plus one."""
+    Saved rows are read again by ``ids`` in one query (or given as ``rows``). Without
+    ``old`` each is sent as ``created`` (all fields; a client replaces a row it knows when
+    the version is newer: such a statement sets the version itself). With ``old``, the
+    rows as they were before the write (instances or mappings with at least the key, the
+    version and the filters), each is compared with its old self: ``updated`` with the
+    changed fields, a filter move as ``deleted`` on the old channel and ``created`` on the
+    new. ``deleted=True``: before the DELETE, ``ids`` reads the rows; after it, ``rows``
+    gives them as they were; each is sent as ``deleted`` with its version plus one."""
     if session.get_transaction() is None:
         raise RuntimeError("live touch: the session has no transaction to publish with")
-    names = list(dict.fromkeys(name for spec in specs for name in spec.fields))
-    if rows is None:
-        model = specs[0].model
-        query = select(*[getattr(model, name) for name in names])
-        wanted = list(ids)
-        found = session.execute(query.where(getattr(model, specs[0].key).in_(wanted)))
-        stored: list[Mapping[str, Any]] = [dict(row) for row in found.mappings()]
-    else:
-        stored = [
-            row if isinstance(row, Mapping) else {name: getattr(row, name) for name in names}
-            for row in rows
-        ]
+    if deleted and old is not None:
+        raise ValueError("live touch: old= compares saved rows; deleted=True takes rows=")
+    names = _names(specs)
+    stored = _read(session, specs, ids) if rows is None else _mappings(rows, names)
     changes: list[Change] = []
-    for values in stored:
+    if deleted:
+        for values in stored:
+            changes += [Change.deleted(spec, spec.row(values)) for spec in specs]
+    else:
+        before = [] if old is None else _mappings(old, names)
         for spec in specs:
-            row = spec.row(values)
-            changes.append(Change.deleted(spec, row) if deleted else Change.saved(spec, None, row))
+            changes += compared(spec, _rows(spec, before), _rows(spec, stored))
     _record(session, changes)
+
+
+@contextmanager
+def changes_session(
+    session: Session, specs: Sequence[LiveSpec], ids: Iterable[Any]
+) -> Iterator[None]:
+    """Record what the block does to the rows ``ids`` (an UPDATE by primary key from a list,
+    raw SQL, a Core statement): they are read before it (``FOR UPDATE`` where the database
+    has it, so no other transaction moves them meanwhile) and after it, two queries, and
+    each is compared with its old self, as :func:`touch_session` with ``old`` does.
+
+    A block that raises records nothing: its writes must roll back with it (a
+    ``Session.begin()`` block does; a ``begin_nested()`` around it keeps the rest)."""
+    wanted = list(ids)
+    before = _read(session, specs, wanted, lock=True)
+    yield
+    after = _read(session, specs, wanted)
+    _record(
+        session,
+        [c for spec in specs for c in compared(spec, _rows(spec, before), _rows(spec, after))],
+    )
+
+
+def _names(specs: Sequence[LiveSpec]) -> list[str]:
+    return list(dict.fromkeys(name for spec in specs for name in spec.fields))
+
+
+def _read(
+    session: Session, specs: Sequence[LiveSpec], ids: Iterable[Any], lock: bool = False
+) -> list[Mapping[str, Any]]:
+    """The declared fields of the rows ``ids``, in one query (by key: their events go out in
+    that order)."""
+    model = specs[0].model
+    key = getattr(model, specs[0].key)
+    query = select(*[getattr(model, name) for name in _names(specs)])
+    query = query.where(key.in_(list(ids))).order_by(key)
+    if lock:
+        query = query.with_for_update()
+    return [dict(row) for row in session.execute(query).mappings()]
+
+
+def _mappings(rows: Iterable[Any], names: list[str]) -> list[Mapping[str, Any]]:
+    """Rows given by the app: mappings as they are, instances by attribute."""
+    return [
+        row if isinstance(row, Mapping) else {name: getattr(row, name) for name in names}
+        for row in rows
+    ]
+
+
+def _rows(spec: LiveSpec, rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [spec.row(values) for values in rows]
 
 
 def _record(session: Session, changes: list[Change]) -> None:

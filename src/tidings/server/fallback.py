@@ -230,7 +230,7 @@ class HttpFallback:
                 return json_error(404, "unknown session")
             await self._deliver_sent(http_session, texts)
             return accepted
-        owner = await self.node.broker.claim(key, self._claim_ttl)
+        owner = await self.node.broker.claims.claim(key, self._claim_ttl)
         if owner == self.node.broker.node_id:
             return json_error(404, "unknown session")  # nobody had it: just claimed it
         # The owner checks the binding and drops a send that fails it (fire and forget:
@@ -281,7 +281,7 @@ class HttpFallback:
                 return await responder.end()
         if http_session is None:
             assert app is not None
-            owner = await self.node.broker.claim(key, self._claim_ttl)
+            owner = await self.node.broker.claims.claim(key, self._claim_ttl)
             if owner != self.node.broker.node_id:
                 return await self._relay(key, owner, request, stream)
             # A request for the same new session may have opened it while we asked.
@@ -433,7 +433,7 @@ class HttpFallback:
                 await self._to(owner, {"t": "detach", "k": key, "r": relay_id})
 
     async def _to(self, node_id: str, message: dict[str, Any]) -> None:
-        await self.node.broker.to_node(node_id, orjson.dumps(message))
+        await self.node.broker.control.to_node(node_id, orjson.dumps(message))
 
     def _receiver_done(self, relay_id: str) -> None:
         self.remote_receivers.pop(relay_id, None)
@@ -534,7 +534,7 @@ class HttpFallback:
             now = time.monotonic()
             if now - last_refresh >= settings.session_timeout / 2:
                 last_refresh = now
-                await self.node.broker.refresh_claims(list(self.sessions), self._claim_ttl)
+                await self.node.broker.claims.refresh(list(self.sessions), self._claim_ttl)
             for http_session in list(self.sessions.values()):
                 detached = http_session.detached_at
                 timeout = settings.session_timeout

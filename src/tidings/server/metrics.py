@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from tidings.brokers.bus import BusStats
 from tidings.brokers.latency import RoundTrips
 from tidings.core.admission import Admission, Cut
+from tidings.live_subscriptions import SnapshotResult
 from tidings.node import AppCounters, Node
 from tidings.protocol.errors import ErrorCode
 from tidings.redaction import public_url
@@ -103,6 +104,7 @@ class NodeCollector(Collector):
         yield from (connections, channels, subscriptions)
         yield from counted.values()
         yield from self._refusals()
+        yield from self._live()
         if self.admission is not None:
             yield from self._http_cuts(self.admission)
         if self.webhooks is not None:
@@ -175,6 +177,40 @@ class NodeCollector(Collector):
             if app_id != NO_APP or counters.connection_rate_refusals:
                 rate.add_metric([app_id], counters.connection_rate_refusals)
         yield from (errors, closes, rate)
+
+    def _live(self) -> Iterator[Metric]:
+        """Snapshots of live channels and the holds that wait for them (live_subscriptions.py)."""
+        live = self.node.live_subscriptions
+        snapshots = CounterMetricFamily(
+            "tidings_live_snapshots",
+            "Snapshots of live channels, by how they ended (ok, timeout, refused, invalid, "
+            "error, overflow, abandoned)",
+            labels=["app", "result"],
+        )
+        overflows = CounterMetricFamily(
+            "tidings_live_hold_overflows",
+            "Holds that passed a bound while their snapshot was fetched, by that setting",
+            labels=["app", "setting"],
+        )
+        released = CounterMetricFamily(
+            "tidings_live_held_events_released",
+            "Events held while a snapshot was fetched, then sent after it",
+            labels=["app"],
+        )
+        waiting = GaugeMetricFamily(
+            "tidings_live_snapshots_waiting",
+            "Live subscriptions whose snapshot is being fetched",
+            labels=["app"],
+        )
+        for app in self.node.apps:
+            stats = live.stats(app)
+            for result in SnapshotResult:
+                snapshots.add_metric([app.id, result.value], stats.snapshots[result])
+            for setting, n in stats.overflows.items():
+                overflows.add_metric([app.id, setting], n)
+            released.add_metric([app.id], stats.released)
+            waiting.add_metric([app.id], live.waiting(app))
+        yield from (snapshots, overflows, released, waiting)
 
     @staticmethod
     def _http_cuts(admission: Admission[Any]) -> Iterator[Metric]:

@@ -10,17 +10,17 @@
       maxTombstones: 10000 }, options);
     const K = opts.key;
     const V = opts.version;
+    const EVENTS = ['created', 'updated', 'deleted'];
     // Laravel Echo's channel objects carry the pusher-js channel as `.subscription`.
-    const source = typeof channel.bind === 'function' ? channel : channel.subscription;
+    const source = channel.bind ? channel : channel.subscription;
     let rows = new Map(); // String(id) -> row: snapshot order, then insertion order
     const dead = new Map(); // String(id) -> version of a deleted row, oldest first
-    let list = null; // the rows as an array, built on demand after a change
-    let held = null; // events that arrived while the HTTP snapshot was on its way
-    let request = null; // the AbortController of that snapshot request
+    let list = null; // .rows, built on demand after a change
+    let held = null; // events held while the HTTP snapshot is on its way
+    let request = null; // that request's AbortController
     const warn = (what, detail) => console.warn('tidings: ' + what, detail);
     const fail = (error) => (opts.onError ? opts.onError(error) : warn('error', error));
     const cancel = () => request && (request.abort(), (request = null));
-
     // A version lives in its row, or in the tombstone of a deleted one.
     const known = (id) => (rows.has(id) ? rows.get(id)[V] : dead.get(id));
 
@@ -32,13 +32,14 @@
     // Every event carries the row's version: one comparison drops duplicates, replays of
     // what the snapshot holds, and events overtaken by newer ones.
     function apply(type, data) {
+      if (!EVENTS.includes(type)) return warn('unknown event', type);
       if (held) return void held.push([type, data]);
       if (!data || typeof data !== 'object') return warn('bad ' + type + ' event', data);
       const id = String(data[K]);
       const have = known(id);
       if (have !== undefined && !(data[V] > have)) return;
+      const row = rows.get(id);
       if (type === 'deleted') {
-        const row = rows.get(id);
         rows.delete(id);
         dead.set(id, data[V]);
         // Tombstones only stop late events of deleted rows; the oldest go first.
@@ -46,15 +47,13 @@
         return void (row && changed({ type, id: data[K], row }));
       }
       // An update patches a row we hold; without it there is nothing to patch.
-      if (type === 'updated' && !rows.has(id)) return;
-      if (data.stale) {
-        // Too big to send: the app fetches the row itself (and may hand it to put()).
-        return void (opts.onStale ? opts.onStale(data[K]) : warn('stale row', data[K]));
-      }
-      const row = Object.assign({}, type === 'updated' ? rows.get(id) : {}, data);
+      if (type === 'updated' && !row) return;
+      // Too big to send: the app fetches the row itself (and may hand it to put()).
+      if (data.stale) return void (opts.onStale ? opts.onStale(data[K]) : warn('stale row', data[K]));
+      const next = Object.assign({}, type === 'updated' ? row : {}, data);
       dead.delete(id);
-      rows.set(id, row);
-      changed({ type, id: data[K], row });
+      rows.set(id, next);
+      changed({ type, id: data[K], row: next });
     }
 
     // A snapshot replaces the rows; a row we hold in a newer version (or deleted since)
@@ -65,18 +64,16 @@
       for (const fresh of snap.rows) {
         const id = String(fresh[K]);
         const have = known(id);
-        if (have !== undefined && have > fresh[V]) {
-          if (rows.has(id)) next.set(id, rows.get(id));
-        } else {
+        if (have === undefined || !(have > fresh[V])) {
           dead.delete(id);
           next.set(id, Object.assign({}, fresh));
-        }
+        } else if (rows.has(id)) next.set(id, rows.get(id));
       }
       rows = next;
       changed({ type: 'snapshot', version: snap.version });
     }
 
-    // Ends the wait for a snapshot: apply it (if any), replay the held events.
+    // The wait for a snapshot ends: apply it (if any), replay the held events.
     function release(snap) {
       const events = held || [];
       held = null;
@@ -85,15 +82,15 @@
       for (const [type, data] of events) apply(type, data);
     }
 
-    // Without a Tidings snapshot it comes over HTTP; events arriving meanwhile are held and
-    // replayed after it: none is lost, none applies twice.
+    // No Tidings snapshot: it comes over HTTP, and events are held meanwhile and replayed
+    // after it: none is lost, none applies twice.
     function fetchSnapshot() {
       cancel();
       const mine = (request = new AbortController());
       held = held || [];
-      const connection = source.pusher && source.pusher.connection;
+      const socketId = source.pusher && source.pusher.connection.socket_id;
       const headers = { Accept: 'application/json' };
-      if (connection && connection.socket_id) headers['X-Socket-ID'] = connection.socket_id;
+      if (socketId) headers['X-Socket-ID'] = socketId;
       const timer = setTimeout(() => mine.abort(), opts.snapshotTimeout);
       const done = (snap, error) => {
         clearTimeout(timer);
@@ -103,31 +100,30 @@
         if (error) fail(mine.signal.aborted ? new Error('snapshot: timed out') : error);
       };
       fetch(opts.snapshotUrl, { headers, credentials: 'same-origin', signal: mine.signal })
-        .then((response) => {
-          if (!response.ok) throw new Error('snapshot: HTTP ' + response.status);
-          return response.json();
-        })
-        .then((snap) => done(snap), (error) => done(undefined, error));
+        .then((r) => (r.ok ? r.json() : Promise.reject(new Error('snapshot: HTTP ' + r.status))))
+        .then(done, (error) => done(undefined, error));
     }
 
+    const refresh = () => opts.snapshotUrl && fetchSnapshot();
     const handlers = {
       'tidings:snapshot': release,
-      'pusher:subscription_succeeded': () => opts.snapshotUrl && fetchSnapshot(),
+      'pusher:subscription_succeeded': refresh,
       'pusher:subscription_error': fail,
     };
-    for (const type of ['created', 'updated', 'deleted']) handlers[type] = (data) => apply(type, data);
-    for (const name of Object.keys(handlers)) source.bind(name, handlers[name]);
-    if (opts.snapshotUrl && source.subscribed) fetchSnapshot();
+    for (const type of EVENTS) handlers[type] = (data) => apply(type, data);
+    for (const name in handlers) source.bind(name, handlers[name]);
+    if (source.subscribed) refresh();
 
     const collection = {
       get rows() {
-        return list || (list = Array.from(rows.values()));
+        return list || (list = [...rows.values()]);
       },
       get: (id) => rows.get(String(id)),
+      apply,
       put: (row) => apply('created', row),
-      refresh: () => opts.snapshotUrl && fetchSnapshot(),
+      refresh,
       unbind() {
-        for (const name of Object.keys(handlers)) source.unbind(name, handlers[name]);
+        for (const name in handlers) source.unbind(name, handlers[name]);
         held = null;
         cancel();
       },

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
+import orjson
 import pytest
 
-from tidings.brokers.base import ControlMessage
 from tidings.brokers.bus import (
+    CONTROL_KINDS,
     BusStats,
     Dropped,
     Publication,
@@ -15,6 +16,16 @@ from tidings.brokers.bus import (
     decode_publication,
     encode_control,
     encode_publication,
+)
+from tidings.brokers.control import (
+    Console,
+    ControlMessage,
+    MemberAdded,
+    MemberRemoved,
+    Recount,
+    Terminate,
+    UserOffline,
+    UserOnline,
 )
 from tidings.protocol.frames import text_frame
 
@@ -57,12 +68,44 @@ def test_publications_tidings_did_not_write_are_dropped(data: bytes, reason: str
     assert dropped.value.reason == reason
 
 
+EVERY_KIND: list[tuple[ControlMessage, dict[str, str]]] = [
+    (Terminate("u1"), {"k": "terminate", "u": "u1", "c": "", "d": ""}),
+    (UserOnline("u1"), {"k": "online", "u": "u1", "c": "", "d": ""}),
+    (UserOffline("u1"), {"k": "offline", "u": "u1", "c": "", "d": ""}),
+    (
+        MemberAdded("presence-p", "u1", '{"n":1}'),
+        {"k": "member_added", "u": "u1", "c": "presence-p", "d": '{"n":1}'},
+    ),
+    (
+        MemberRemoved("presence-p", "u1"),
+        {"k": "member_removed", "u": "u1", "c": "presence-p", "d": ""},
+    ),
+    (Recount("presence-p"), {"k": "recount", "u": "", "c": "presence-p", "d": ""}),
+    (Console('{"w":"n2"}'), {"k": "console", "u": "", "c": "", "d": '{"w":"n2"}'}),
+]
+
+
+@pytest.mark.parametrize(("message", "wire"), EVERY_KIND)
+def test_every_control_kind_keeps_the_wire_shape_of_earlier_releases(
+    message: ControlMessage, wire: dict[str, str]
+) -> None:
+    """Every key is written, as nodes of the previous release wrote and expect them, and
+    what such a node writes decodes into the typed message."""
+    encoded = encode_control("n1", "app", message)
+    assert orjson.loads(encoded) == {"o": "n1", "a": "app", **wire}
+    assert decode_control(orjson.dumps({"o": "n1", "a": "app", **wire})).message == message
+
+
+def test_every_control_class_has_a_kind() -> None:
+    assert {type(m) for m, _ in EVERY_KIND} == set(CONTROL_KINDS.values())
+
+
 def test_control_messages_round_trip() -> None:
-    message = ControlMessage("member_added", "u1", "presence-p", '{"name":"A"}')
+    message = MemberAdded("presence-p", "u1", '{"name":"A"}')
     envelope = decode_control(encode_control("node-1", "app", message))
     assert (envelope.origin, envelope.app_id, envelope.message) == ("node-1", "app", message)
     terminate = decode_control(b'{"o":"n","a":"app","k":"terminate","u":"u1"}')
-    assert terminate.message == ControlMessage("terminate", "u1")
+    assert terminate.message == Terminate("u1")
 
 
 @pytest.mark.parametrize(

@@ -161,8 +161,8 @@
 
   // X-Socket-ID: pusher-js does not send it by itself. With it, LiveMiddleware leaves this
   // tab out of the event its write causes (everyone else, this user's other tabs too, gets
-  // it), and this tab applies the view's answer instead: the same event and row, fed to the
-  // collection through the channel, so it passes the same version check. We chose this over
+  // it), and this tab applies the view's answer instead: the same event and row, handed to
+  // todos.apply, so they pass the version check the channel's events pass. We chose this over
   // waiting for our own event (no header) so that the tab that wrote does not depend on its
   // socket: its change shows as soon as the answer is back, even while pusher-js is
   // reconnecting, and an answer that arrives after a newer event is dropped by its version.
@@ -181,7 +181,7 @@
       render(todos.rows); // undo what the control shows (a tick, a choice) from the rows
       return false;
     }
-    channel.emit(answer.event, answer.row);
+    todos.apply(answer.event, answer.row);
     return true;
   }
 

@@ -1,0 +1,146 @@
+"""The keys and bus of one Tidings cluster in one Redis, shared by every writer.
+
+Keys are ``{prefix}:{app}:…``; topics ``{prefix}#{app}#{channel}`` (publications),
+``{prefix}#control`` and ``{prefix}#node#{node id}``. The nodes' broker and the publish-only
+client (``tidings.clients.redis``) both go through :class:`ClusterRedis`, so the bus format
+and the shared keys have one writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import orjson
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tidings.brokers.bus import encode_control, encode_publication
+from tidings.brokers.control import ControlMessage
+from tidings.protocol.session import Member
+
+COMMAND_TIMEOUT = 2.0
+FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+"""What redis-py raises when Redis cannot be reached or does not answer in time."""
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def check_prefix(prefix: str) -> None:
+    """Keys are ``prefix:…`` and topics ``prefix#…``: neither separator may be in it."""
+    if not prefix or "#" in prefix or ":" in prefix:
+        raise ValueError("redis prefix must be non-empty without '#' or ':'")
+
+
+class ClusterRedis:
+    """The keys and bus of one Tidings cluster in one Redis, as every writer uses them.
+
+    Shared by :class:`RedisBroker` (every node) and the publish-only
+    :class:`tidings.clients.redis.RedisClient`, so that a publication, a cached event or a
+    backend-event count written by either is byte for byte what the other writes and reads.
+    Every method raises what redis-py raises (see ``FAILURES``): each caller decides what an
+    unreachable Redis means to it (a node serves its local clients, a client refuses).
+    """
+
+    def __init__(self, redis: aioredis.Redis, prefix: str, sharded: bool) -> None:
+        check_prefix(prefix)
+        self.redis = redis
+        self.prefix = prefix
+        self.sharded = sharded
+
+    def key(self, app_id: str, *parts: str) -> str:
+        return ":".join((self.prefix, app_id, *parts))
+
+    def topic(self, app_id: str, channel: str) -> bytes:
+        return f"{self.prefix}#{app_id}#{channel}".encode()
+
+    @property
+    def control_topic(self) -> bytes:
+        return f"{self.prefix}#control".encode()
+
+    def node_topic(self, node_id: str) -> bytes:
+        """Where payloads to one node go (``ControlBus.to_node``)."""
+        return f"{self.prefix}#node#{node_id}".encode()
+
+    def node_key(self, node_id: str, kind: str) -> str:
+        """A node's index of what it added (``subs``, ``presence``, ``users``), for reaping."""
+        return f"{self.prefix}:node:{node_id}:{kind}"
+
+    @property
+    def nodes_key(self) -> str:
+        """The live nodes and their heartbeat deadlines."""
+        return f"{self.prefix}:nodes"
+
+    def claim_key(self, key: str) -> str:
+        return f"{self.prefix}:claim:{key}"
+
+    async def publish(
+        self, origin: str, app_id: str, channel: str, message: bytes, exclude: str | None
+    ) -> None:
+        """``message`` to every node subscribed to ``channel`` (nodes skip their own origin).
+
+        The publish-only client (``tidings.clients.redis``) publishes through here too, so
+        the bus format has one writer."""
+        payload = encode_publication(origin, exclude, message)
+        if self.sharded:
+            await self.redis.spublish(self.topic(app_id, channel), payload)
+        else:
+            await self.redis.publish(self.topic(app_id, channel), payload)
+
+    async def control(self, origin: str, app_id: str, message: ControlMessage) -> None:
+        """``message`` to every node but ``origin``."""
+        await self.redis.publish(self.control_topic, encode_control(origin, app_id, message))
+
+    async def cache_set(self, app_id: str, channel: str, message: bytes, ttl: float) -> None:
+        """The last event of a cache channel (the Pusher message), kept ``ttl`` seconds."""
+        ttl_ms = max(1, int(ttl * 1000))
+        await self.redis.set(self.key(app_id, "cache", channel), message, px=ttl_ms)
+
+    async def cache_get(self, app_id: str, channel: str) -> tuple[bytes, float] | None:
+        """The cached message and the seconds it has left, or None."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.key(app_id, "cache", channel))
+            pipe.pttl(self.key(app_id, "cache", channel))
+            message, ttl_ms = await pipe.execute()
+        if message is None or ttl_ms is None or ttl_ms <= 0:
+            return None
+        return bytes(message), ttl_ms / 1000
+
+    async def count_backend_events(self, app_id: str, events: int, second: int) -> int:
+        """Add ``events`` to the cluster-wide count of ``second``; the new total."""
+        key = self.key(app_id, "rate", str(second))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incrby(key, events)
+            pipe.expire(key, 2)
+            total, _ = await pipe.execute()
+        return int(total)
+
+    async def subscription_count(self, app_id: str, channel: str) -> int:
+        return int(await self.redis.scard(self.key(app_id, "subs", channel)))
+
+    async def channels(self, app_id: str) -> dict[str, int]:
+        """Every channel with at least one subscriber, and its subscription count."""
+        names = [text(n) for n in await self.redis.smembers(self.key(app_id, "channels"))]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.scard(self.key(app_id, "subs", name))
+            counts = await pipe.execute()
+        return {name: int(count) for name, count in zip(names, counts, strict=True) if count}
+
+    async def occupied(self, app_id: str, channels: Sequence[str]) -> set[str]:
+        """Which of ``channels`` have a subscriber: one pipelined EXISTS per channel, one
+        round trip (a subscription set that empties is deleted by Redis)."""
+        if not channels:
+            return set()
+        names = list(dict.fromkeys(channels))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(self.key(app_id, "subs", name))
+            found = await pipe.execute()
+        return {name for name, exists in zip(names, found, strict=True) if exists}
+
+    async def presence_members(self, app_id: str, channel: str) -> list[Member]:
+        members = await self.redis.hgetall(self.key(app_id, "members", channel))
+        return [Member(text(k), orjson.loads(v)) for k, v in members.items()]
