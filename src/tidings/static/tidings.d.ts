@@ -39,6 +39,8 @@ export interface LiveCollection<Row> {
   /** Every row: snapshot order, then order of arrival. The same array until the next change. */
   readonly rows: Row[];
   get(id: unknown): Row | undefined;
+  /** An event ('created', 'updated' or 'deleted') through the same version check. */
+  apply(type: 'created' | 'updated' | 'deleted', data: Partial<Row>): void;
   put(row: Row): void;
   refresh(): void;
   unbind(): void;
