@@ -88,34 +88,41 @@ async function startTidings(app = {}) {
 
 function tidingsHandle(port, child, dir, logs) {
   const clients = [];
+
+  // A REST call signed as Pusher's server SDKs sign it.
+  async function post(endpoint, json, what) {
+    const body = JSON.stringify(json);
+    const pathName = `/apps/${APP.id}/${endpoint}`;
+    const query = new URLSearchParams({
+      auth_key: APP.key,
+      auth_timestamp: String(Math.floor(Date.now() / 1000)),
+      auth_version: '1.0',
+      body_md5: crypto.createHash('md5').update(body).digest('hex'),
+    }).toString(); // keys already in sorted order, as the signature requires
+    const signature = hmac(APP.secret, `POST\n${pathName}\n${query}`);
+    const response = await fetch(`http://127.0.0.1:${port}${pathName}?${query}&auth_signature=${signature}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body,
+    });
+    if (response.status !== 200) throw new Error(`${what}: HTTP ${response.status} ${await response.text()}`);
+  }
+
   return {
     port,
     logs,
 
     // POST /apps/{id}/events, signed as Pusher's REST API wants it.
-    async publish(channel, name, data, socketId) {
-      const body = JSON.stringify({
-        name,
-        channels: [channel],
-        data: JSON.stringify(data),
-        ...(socketId ? { socket_id: socketId } : {}),
-      });
-      const pathName = `/apps/${APP.id}/events`;
-      const query = new URLSearchParams({
-        auth_key: APP.key,
-        auth_timestamp: String(Math.floor(Date.now() / 1000)),
-        auth_version: '1.0',
-        body_md5: crypto.createHash('md5').update(body).digest('hex'),
-      }).toString(); // keys already in sorted order, as the signature requires
-      const signature = hmac(APP.secret, `POST\n${pathName}\n${query}`);
-      const response = await fetch(`http://127.0.0.1:${port}${pathName}?${query}&auth_signature=${signature}`, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body,
-      });
-      if (response.status !== 200) {
-        throw new Error(`publish ${name} on ${channel}: HTTP ${response.status} ${await response.text()}`);
-      }
+    publish(channel, name, data, socketId) {
+      const body = { name, channels: [channel], data: JSON.stringify(data) };
+      if (socketId) body.socket_id = socketId;
+      return post('events', body, `publish ${name} on ${channel}`);
+    },
+
+    // POST /apps/{id}/batch_events: events of one channel, {name, data} each (10 at most).
+    publishBatch(channel, events) {
+      const batch = events.map(({ name, data }) => ({ channel, name, data: JSON.stringify(data) }));
+      return post('batch_events', { batch }, `a batch of ${events.length} on ${channel}`);
     },
 
     // A pusher-js client on this server (or on `wsPort`, a proxy in front of it); private
