@@ -26,13 +26,14 @@ test.after(() => server.close());
 
 const unique = (prefix = 'orders-') => `${prefix}${++channelCount}`;
 
-// A pusher-js client with the plugin; `seen` lists the `n` of each `x` event its handler got.
+// A pusher-js client with the plugin, disconnected after the test.
 function client({ storage, key = 'app-key' } = {}) {
   const pusher = withRecovery(new Pusher(key, server.options()), { storage });
   clients.push(pusher);
   return pusher;
 }
 
+// The `n` of each event a handler of `channel` got, in order.
 function listen(channel, event = 'x') {
   const seen = [];
   channel.bind(event, (data) => seen.push(data.n));
