@@ -11,6 +11,8 @@ run and each configuration (order alternating per run so drift hits all of them)
               through node 1's REST API (node 2 gets it from Redis)
     workers2  1 ``serve --workers 2 --redis``: two worker processes on one port (SO_REUSEPORT;
               the kernel splits connections and publishes between them)
+    redis1-history, redis2-history   redis1 and redis2 keeping history on channel "bench"
+              (only when named in --configs: docs/history.md, issue 16)
 
 it measures, with the C load client of bench/fanout.py (N subscribers of channel "bench"):
 connections/s, subscriptions/s, latency p50/p99 at a moderate open-loop rate, saturation
@@ -56,6 +58,8 @@ from loadclient import LoadClient, build_client, write_requests
 from procs import RESULTS, ROOT, log
 
 CONFIGS = ("memory", "redis1", "redis2", "workers2")
+# Also runnable (--configs): redis1 and redis2 with history on the bench channel.
+EXTRA_CONFIGS = ("redis1-history", "redis2-history")
 BROADCASTS_IN_FLIGHT = fanout.BROADCASTS_IN_FLIGHT
 HANDSHAKES_IN_FLIGHT = fanout.HANDSHAKES_IN_FLIGHT
 WARMUP_CONNECTIONS = fanout.WARMUP_CONNECTIONS
@@ -379,7 +383,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.runs = args.runs or (1 if args.quick else 3)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     for c in args.configs:
-        if c not in CONFIGS:
+        if c not in CONFIGS + EXTRA_CONFIGS:
             p.error(f"unknown configuration {c!r}")
     if args.n % 2:
         p.error("--n must be even (N/2 subscribers per node)")

@@ -87,6 +87,15 @@ class Layout:
     redis: str
 
 
+# Configurations that are another one with history kept on the bench channel (issue 16).
+WITH_HISTORY = {"redis1-history": "redis1", "redis2-history": "redis2"}
+
+
+def shape(config: str) -> str:
+    """The processes of ``config``: the configuration it is, with or without history."""
+    return WITH_HISTORY.get(config, config)
+
+
 def layout(config: str, cpus: list[int]) -> Layout:
     c = [str(x) for x in cpus]
     if len(c) >= 4:
@@ -94,7 +103,7 @@ def layout(config: str, cpus: list[int]) -> Layout:
     if len(c) < 2:
         raise SystemExit("needs at least 2 cores")
     both = f"{c[0]},{c[1]}"
-    if config in ("memory", "redis1"):
+    if shape(config) in ("memory", "redis1"):
         return Layout([c[0]], c[1], both)
     return Layout([c[0], c[1]], both, both)
 
@@ -118,9 +127,14 @@ class Cluster:
 
 
 def node_config(
-    path: Path, log_level: str, redis_url: str | None, prefix: str, workers: int
+    path: Path,
+    log_level: str,
+    redis_url: str | None,
+    prefix: str,
+    workers: int,
+    history: bool = False,
 ) -> Path:
-    tidings_config(path, log_level)
+    tidings_config(path, log_level, history)
     top = ""
     if redis_url:
         top += f'redis = "{redis_url}"\nredis_prefix = "{prefix}"\n'
@@ -157,9 +171,9 @@ def start_cluster(
     config: str, lay: Layout, redis_url: str, prefix: str, workdir: Path, tag: str, log_level: str
 ) -> Cluster:
     env = server_env()
-    use_redis = config != "memory"
-    workers = 2 if config == "workers2" else 1
-    count = 2 if config == "redis2" else 1
+    use_redis = shape(config) != "memory"
+    workers = 2 if shape(config) == "workers2" else 1
+    count = 2 if shape(config) == "redis2" else 1
     cluster = Cluster(config, prefix, [])
     for i in range(count):
         port = procs.free_port()
@@ -169,6 +183,7 @@ def start_cluster(
             redis_url if use_redis else None,
             prefix,
             workers,
+            config in WITH_HISTORY,
         )
         cores = ",".join(lay.nodes) if workers > 1 else lay.nodes[i]
         cmd = ["taskset", "-c", cores, procs.PYTHON, "-m", "tidings", "serve"]

@@ -19,6 +19,8 @@ LABELS = {
     "redis1": "1 node, Redis",
     "redis2": "2 nodes, Redis",
     "workers2": "--workers 2, Redis",
+    "redis1-history": "1 node, Redis, history",
+    "redis2-history": "2 nodes, Redis, history",
 }
 
 

@@ -459,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {r['server']} N={r['n']:,} run {r['run'] + 1}: {r.get('error') or r['ok']}")
     # A peer that cannot hold N or keep up is a result; Tidings failing, or any harness error
     # (an exception, a silent client), makes the exit status 1.
-    failed = [r for r in bad if "error" in r or r["server"] in ("tidings", "tidings-asgi")]
+    ours = ("tidings", "tidings-asgi", "tidings-history")
+    failed = [r for r in bad if "error" in r or r["server"] in ours]
     pyspy.print_profiles(records)
     for png in report.plots(records, args.n, args.servers, RESULTS / f"fanout-{stamp}", args.docs):
         print(f"plot: {png.relative_to(ROOT)}")

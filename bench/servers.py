@@ -2,6 +2,7 @@
 
     tidings        this repository, `python -m tidings serve` from .venv
     tidings-asgi   this repository under uvicorn: `rt.asgi()` (bench/peers/tidings_asgi.py)
+    tidings-history  `tidings serve` with history kept on the bench channel (docs/history.md)
     soketi         Soketi 1.6.1 (Node, uWebSockets.js), npm ci into .cache/bench/soketi from the
                    package.json and package-lock.json in bench/peers/soketi/
     socketio       python-socketio on aiohttp + uvloop (bench/peers/socketio_server.py), from
@@ -51,6 +52,8 @@ SERVERS = {
     "tidings": Server("tidings", "Tidings", "pusher", True),
     "soketi": Server("soketi", "Soketi 1.6.1", "pusher", False),
     "tidings-asgi": Server("tidings-asgi", "Tidings-ASGI", "pusher", True),
+    # The same server with history kept on the bench channel (issue 16: at most 1.3x the cost)
+    "tidings-history": Server("tidings-history", "Tidings, history on", "pusher", True),
     "socketio": Server("socketio", "python-socketio", "socketio", True),
     "socketio-asgi": Server("socketio-asgi", "python-socketio-ASGI", "socketio", True),
     "raw": Server("raw", "raw aiohttp", "pusher", True),
@@ -141,7 +144,8 @@ def _json_field(path: Path, key: str) -> str:
 # ---------------------------------------------------------------- starting
 
 
-def tidings_config(path: Path, log_level: str) -> Path:
+def tidings_config(path: Path, log_level: str, history: bool = False) -> Path:
+    """``history``: the bench channel keeps its last 100 events (docs/history.md)."""
     path.write_text(
         f'log_level = "{log_level}"\n'
         "max_connections = 200000\n"
@@ -149,6 +153,7 @@ def tidings_config(path: Path, log_level: str) -> Path:
         f'id = "{APP_ID}"\nkey = "{APP_KEY}"\nsecret = "{APP_SECRET}"\n'
         "max_connections = 200000\n"
         "max_backend_events_per_second = 1000000\n"
+        + ('\n[[apps.history]]\npattern = "bench*"\nsize = 100\nttl = 300\n' if history else "")
     )
     return path
 
@@ -235,6 +240,7 @@ def command(
         node = shutil.which("node") or "node"
         script = str(SOKETI_DIR / "node_modules" / "@soketi" / "soketi" / "bin" / "server.js")
         return [*pin, node, script, "start"], soketi_env(port)
-    config = tidings_config(workdir / f"tidings-{port}.toml", log_level)
+    history = name == "tidings-history"
+    config = tidings_config(workdir / f"tidings-{port}.toml", log_level, history)
     cmd = [*pin, PYTHON, "-m", "tidings", "serve", *where, "--config", str(config)]
     return cmd, server_env()

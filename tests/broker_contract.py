@@ -29,6 +29,7 @@ from tidings.brokers.base import Broker
 from tidings.brokers.control import (
     ControlMessage,
 )
+from tidings.brokers.history import Position
 from tidings.protocol.session import Member
 
 TIMEOUT = 5.0 * float(os.environ.get("TIDINGS_TEST_TIMEOUT_SCALE", "1"))
@@ -83,8 +84,19 @@ class Node:
     deliveries: list[Delivery] = field(default_factory=list)
     controls: list[tuple[str, ControlMessage]] = field(default_factory=list)
 
-    def deliver(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+    # The position each delivery came with (``broker.history``), index for index.
+    positions: list[Position | None] = field(default_factory=list)
+
+    def deliver(
+        self,
+        app_id: str,
+        channel: str,
+        frame: bytes,
+        exclude: str | None,
+        position: Position | None,
+    ) -> None:
         self.deliveries.append((app_id, channel, frame, exclude))
+        self.positions.append(position)
 
     async def control(self, app_id: str, message: ControlMessage) -> None:
         self.controls.append((app_id, message))
@@ -122,6 +134,7 @@ class BrokerFactory:
         self.redis_url = redis_url
         self.prefix = prefix
         self.nodes: list[Node] = []
+        self.now = 1000.0  # the memory broker's clock (history expiry): tests move it
 
     async def __call__(
         self, name: str | None = None, prefix: str | None = None, node_ttl: float = NODE_TTL
@@ -137,7 +150,7 @@ class BrokerFactory:
         elif self.kind == "memory":
             from tidings.brokers.memory import MemoryBroker
 
-            broker = MemoryBroker()
+            broker = MemoryBroker(clock=lambda: self.now)
         else:
             from tidings.brokers.redis import RedisBroker
 

@@ -16,10 +16,18 @@ from typing import Any
 import orjson
 
 from tidings.backends import Event, PublishError
+from tidings.brokers.history import HistoryPage
 from tidings.core.apps import App
 from tidings.node import BackendRateLimited, ClusterUnavailable, Node
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, channel_type, name_error
-from tidings.protocol.rest import RestError, RestLimits, Trigger, check_trigger, parse_info
+from tidings.protocol.rest import (
+    HistoryQuery,
+    RestError,
+    RestLimits,
+    Trigger,
+    check_trigger,
+    parse_info,
+)
 
 
 def rest_limits(app: App) -> RestLimits:
@@ -128,6 +136,33 @@ async def channel_info(node: Node, app: App, channel: str, info: tuple[str, ...]
                 "ttl": ttl,
             }
     return result
+
+
+async def channel_history(
+    node: Node, app: App, channel: str, query: HistoryQuery
+) -> dict[str, Any]:
+    """``GET /channels/{name}/history``: the channel's kept events after ``query.since``."""
+    check_channel_name(app, channel)
+    if app.history_rule(channel) is None:
+        raise RestError(404, "no history is kept for this channel (no history rule matches it)")
+    return history_page(await node.history(app, channel, query.since, query.limit))
+
+
+def history_page(page: HistoryPage) -> dict[str, Any]:
+    """``GET /channels/{name}/history``'s answer: the position, ``complete``, and each kept
+    event as subscribers received it (``event``, ``channel``, ``data``, ``user_id``) after
+    its ``offset``. The socket_id it excluded is not shown: it names a client connection."""
+    events = []
+    for stored in page.events:
+        event: dict[str, Any] = {"offset": stored.offset}
+        event.update(orjson.loads(stored.message))
+        events.append(event)
+    return {
+        "epoch": page.position.epoch,
+        "offset": page.position.offset,
+        "complete": page.complete,
+        "events": events,
+    }
 
 
 async def user_ids(node: Node, app: App, channel: str) -> list[str]:

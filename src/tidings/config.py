@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from tidings.core.apps import App
+from tidings.core.apps import App, HistoryRule
 from tidings.core.client_address import parse_networks
 from tidings.core.webhooks import EVENT_TYPES, WebhookTarget
 from tidings.redaction import UNPARSABLE, public_url
@@ -106,6 +106,20 @@ class AppWebhookSettings(BaseModel):
         )
 
 
+class AppHistorySettings(BaseModel):
+    """One ``[[apps.history]]`` entry: channels matching ``pattern`` keep history."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A channel name with the glob characters * ? [ ] (protocol/channels.py's alphabet).
+    pattern: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_\-=@,.;*?\[\]!]+$")
+    size: int = Field(100, ge=1, le=10_000)
+    ttl: float = Field(300.0, ge=1, le=86_400)
+
+    def to_rule(self) -> HistoryRule:
+        return HistoryRule(self.pattern, self.size, self.ttl)
+
+
 class AppSettings(BaseModel):
     """One ``[[apps]]`` entry. Defaults match Pusher's documented limits."""
 
@@ -142,6 +156,9 @@ class AppSettings(BaseModel):
     live_snapshot_max_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     live_snapshot_concurrency: int = Field(32, ge=1, le=10_000)
     live_hold_max_messages: int = Field(10_000, ge=1, le=1_000_000)
+    # Channel history (docs/history.md): the first rule whose pattern matches a channel
+    # decides its size and ttl; channels matching none keep no history.
+    history: tuple[AppHistorySettings, ...] = Field((), max_length=100)
 
     @field_validator("live_snapshot_url")
     @classmethod
@@ -151,8 +168,12 @@ class AppSettings(BaseModel):
         return url
 
     def to_app(self) -> App:
-        fields = self.model_dump(exclude={"webhooks"})
-        return App(**fields, webhooks=tuple(w.to_target() for w in self.webhooks))
+        fields = self.model_dump(exclude={"webhooks", "history"})
+        return App(
+            **fields,
+            webhooks=tuple(w.to_target() for w in self.webhooks),
+            history=tuple(rule.to_rule() for rule in self.history),
+        )
 
 
 class Settings(BaseModel):
@@ -345,9 +366,10 @@ QUOTABLE_FIELDS = (
         | frozenset(AppSettings.model_fields)
         | frozenset(AppWebhookSettings.model_fields)
         | frozenset(WebhookFilter.model_fields)
+        | frozenset(AppHistorySettings.model_fields)
     )
     - HIDDEN_FIELDS
-    - {"apps", "webhooks", "filter"}
+    - {"apps", "webhooks", "filter", "history"}
 )
 
 

@@ -37,6 +37,7 @@ from tidings.brokers.control import (
     UserOffline,
     UserOnline,
 )
+from tidings.brokers.history import HistoryPage, Position
 from tidings.brokers.node_messages import NodeMessages
 from tidings.console.tap import Tap
 from tidings.core import transitions
@@ -542,8 +543,8 @@ class Node:
         )
         # Pusher: client events are never echoed to the sender.
         message = messages.event(event.event, event.channel, event.data, event.user_id)
-        if not await self.broker.pubsub.publish(
-            connection.app.id, event.channel, message, connection.socket_id
+        if not await self._publish(
+            connection.app, event.channel, event.event, message, connection.socket_id
         ):
             self._undelivered(connection)
         hook: dict[str, Any] = {
@@ -645,7 +646,16 @@ class Node:
 
     # -- broker callbacks (every node) -------------------------------------------------------
 
-    def _deliver(self, app_id: str, channel: str, message: bytes, exclude: str | None) -> None:
+    def _deliver(
+        self,
+        app_id: str,
+        channel: str,
+        message: bytes,
+        exclude: str | None,
+        position: Position | None = None,
+    ) -> None:
+        """A publication for this node's subscribers; ``position``: its place in the
+        channel's history (None: the channel keeps none), for recovery to act on."""
         state = self._states.get(app_id)
         if state is not None:
             self.outgoing.add(state.hub, channel, message, exclude, state.counters)
@@ -834,8 +844,27 @@ class Node:
                 now = self.clock()
                 cached = CachedEvent(message, now + app.cache_ttl)
                 await self.broker.cache.set(app.id, channel, cached, now)
-            if not await self.broker.pubsub.publish(app.id, channel, message, trigger.socket_id):
+            if not await self._publish(app, channel, trigger.name, message, trigger.socket_id):
                 raise ClusterUnavailable("the cluster backend stopped answering")
+
+    async def _publish(
+        self, app: App, channel: str, event: str, message: bytes, exclude: str | None
+    ) -> bool:
+        """Publish an app's or a client's event: through the channel's history when the app
+        keeps one for it (docs/history.md), else over pub/sub. False when the other nodes
+        could not be reached (this node's subscribers have it all the same)."""
+        rule = app.stored(channel, event)
+        if rule is None:
+            return await self.broker.pubsub.publish(app.id, channel, message, exclude)
+        position = await self.broker.history.publish(
+            app.id, channel, message, exclude, size=rule.size, ttl=rule.ttl
+        )
+        return position is not None
+
+    async def history(self, app: App, channel: str, since: int, limit: int) -> HistoryPage:
+        """The channel's kept events after offset ``since`` (raises
+        :class:`~tidings.brokers.history.HistoryUnavailable` while degraded)."""
+        return await self.broker.history.since(app.id, channel, since, limit)
 
     async def channels(self, app: App, prefix: str = "") -> dict[str, int]:
         """Occupied channels with their subscription counts (user channels are internal)."""

@@ -33,6 +33,7 @@ from tidings.clients import RedisClient, open_backend
 
 RATE_APP = {"id": "777", "key": "rate-key", "secret": "rate-secret"}
 RATE_LIMIT = 4
+HISTORY_RULE = {"pattern": "history-*", "size": 100, "ttl": 60}
 
 
 @pytest.fixture(params=[False, True], ids=["publish", "spublish"])
@@ -45,7 +46,13 @@ def node(
     make_server: Callable[..., ServerProcess], redis_server: Any, redis_prefix: str, sharded: bool
 ) -> ServerProcess:
     apps = [
-        {"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET, "subscription_count": True},
+        {
+            "id": APP_ID,
+            "key": APP_KEY,
+            "secret": APP_SECRET,
+            "subscription_count": True,
+            "history": [HISTORY_RULE],
+        },
         {**RATE_APP, "max_backend_events_per_second": RATE_LIMIT},
     ]
     return make_server(
@@ -113,6 +120,49 @@ async def test_trigger_reaches_subscribers_in_order_with_rest_triggers(
         {"event": "last", "channel": other, "data": '"b1"'},
         {"event": "last", "channel": channel, "data": '"b2"'},
     ]
+
+
+async def test_history_channels_keep_the_clients_events_in_one_stream_with_the_nodes(
+    node: ServerProcess,
+    redis_server: Any,
+    redis_prefix: str,
+    sharded: bool,
+    open_socket: SocketOpener,
+) -> None:
+    backend = open_backend(
+        redis_server.url,
+        app_id=APP_ID,
+        redis_prefix=redis_prefix,
+        redis_sharded=sharded,
+        history=[HISTORY_RULE],
+    )
+    await backend.start()
+    try:
+        channel = unique("history-orders")
+        sock = await open_socket(node.ws_url)
+        await sock.subscribe(channel)
+        for i in range(4):
+            if i % 2:
+                await backend.trigger(Event((channel,), "tick", str(i), socket_id="9.9"))
+            else:
+                body = {"name": "tick", "channels": [channel], "data": str(i)}
+                assert await arest(node, "POST", "/events", json_body=body) == {}
+        assert [m["data"] for m in await sock.recv_n(4)] == ["0", "1", "2", "3"]
+        page = await arest(node, "GET", f"/channels/{channel}/history")
+        assert (page["offset"], page["complete"]) == (4, True)
+        assert [(e["offset"], e["data"]) for e in page["events"]] == [
+            (1, "0"),
+            (2, "1"),
+            (3, "2"),
+            (4, "3"),
+        ]
+    finally:
+        await backend.close()
+
+
+def test_history_rules_of_a_client_are_checked() -> None:
+    with pytest.raises(ValueError, match="size"):
+        RedisClient("redis://127.0.0.1:1/0", APP_ID, history=[{"pattern": "c", "size": 0}])
 
 
 async def test_socket_id_excludes_the_sender(

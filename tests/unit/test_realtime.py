@@ -11,6 +11,7 @@ argument checks.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -181,6 +182,22 @@ async def test_embedded_sync_call_on_its_loop_refuses_and_await_works() -> None:
         # From a worker thread, the same sync call is fine.
         assert await asyncio.to_thread(rt.trigger, "a", "e", {"n": 1}) == {}
     assert not rt.running
+
+
+async def test_embedded_triggers_to_history_channels_are_kept_in_order() -> None:
+    rules = [{"pattern": "chat-*", "size": 2, "ttl": 60}]
+    async with Realtime(
+        app_id="1", key="k", secret="s", shutdown_ready_delay=0, history=rules
+    ) as rt:
+        for n in range(3):
+            await rt.atrigger(["chat-1", "news"], "said", {"n": n})
+        page = await rt.node.history(rt.app, "chat-1", 0, 10)
+        assert page.position.offset == 3 and not page.complete  # size 2: offset 1 is gone
+        assert [(e.offset, json.loads(e.message)["data"]) for e in page.events] == [
+            (2, '{"n":1}'),
+            (3, '{"n":2}'),
+        ]
+        assert (await rt.node.history(rt.app, "news", 0, 10)).position.offset == 0
 
 
 async def test_embedded_not_started_or_stopped_says_how_to_start() -> None:

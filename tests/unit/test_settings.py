@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tidings.config import DEV_APP, ConfigError, Settings, load_settings, parse_app_spec
+from tidings.core.apps import HistoryRule
 
 SECRET = "s3cr3t-value"
 
@@ -223,6 +224,37 @@ def app_file(tmp_path: Path, extra: str, secret: str = SECRET, second: str = "")
 def test_bad_app_values(tmp_path: Path, extra: str, location: str, shown: str) -> None:
     message = config_error(app_file(tmp_path, extra))
     assert f"setting {location}:" in message and shown in message
+    assert SECRET not in message
+
+
+def test_history_rules(tmp_path: Path) -> None:
+    rules = '[[apps.history]]\npattern = "chat-*"\nsize = 5\n[[apps.history]]\npattern = "*"\n'
+    (app,) = load_settings(app_file(tmp_path, rules), {}).apps
+    assert [rule.to_rule() for rule in app.history] == [
+        HistoryRule("chat-*", 5, 300.0),
+        HistoryRule("*", 100, 300.0),
+    ]
+    assert app.to_app().history_rule("chat-1") == HistoryRule("chat-*", 5, 300.0)
+
+
+@pytest.mark.parametrize(
+    ("rule", "location", "shown"),
+    [
+        ('pattern = "c"\nsize = 0', "history.0.size", "(got 0)"),
+        ('pattern = "c"\nsize = 10001', "history.0.size", "(got 10001)"),
+        ('pattern = "c"\nttl = 0.5', "history.0.ttl", "(got 0.5)"),
+        ('pattern = "c"\nttl = 86401', "history.0.ttl", "(got 86401)"),
+        ('pattern = "a b"', "history.0.pattern", "(got 'a b')"),
+        ('pattern = ""', "history.0.pattern", "(got '')"),
+        ("size = 5", "history.0.pattern", "required but missing"),
+        ('pattern = "c"\nlength = 5', "history.0.length", "(value not shown)"),
+    ],
+)
+def test_bad_history_rules_name_the_setting(
+    tmp_path: Path, rule: str, location: str, shown: str
+) -> None:
+    message = config_error(app_file(tmp_path, f"[[apps.history]]\n{rule}"))
+    assert f"setting apps[app1].{location}" in message and shown in message, message
     assert SECRET not in message
 
 

@@ -8,6 +8,8 @@ interfaces, each with its own guarantee, held by one :class:`Broker`:
 - ``broker.subscriptions`` (:class:`Subscriptions`): who subscribes to what, counted;
 - ``broker.presence`` (:class:`Presence`): presence members and signed-in users;
 - ``broker.cache`` (:class:`Cache`): channel state, the last event of each cache channel;
+- ``broker.history`` (:class:`~tidings.brokers.history.History`): channel state, the last
+  events of each channel with history, with their positions (``history.py``);
 - ``broker.claims`` (:class:`Claims`): which node owns an HTTP fallback session;
 - ``broker.control`` (:class:`ControlBus`): control messages and node-to-node payloads;
 - ``broker.rates`` (:class:`RateCounters`): REST events per second, cluster-wide.
@@ -28,11 +30,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tidings.brokers.control import ControlMessage
+from tidings.brokers.history import History, Position
 from tidings.protocol.session import Member
 
-Deliver = Callable[[str, str, bytes, "str | None"], None]
-"""``deliver(app_id, channel, message, exclude_socket_id)``: write one Pusher message (JSON,
-unframed) to local subscribers."""
+Deliver = Callable[[str, str, bytes, "str | None", "Position | None"], None]
+"""``deliver(app_id, channel, message, exclude_socket_id, position)``: write one Pusher
+message (JSON, unframed) to local subscribers. ``position``: its place in the channel's
+history (``broker.history``), or None for a channel without history (or a publication made
+while the history could not be reached)."""
 
 Control = Callable[[str, ControlMessage], Awaitable[None] | None]
 """``control(app_id, message)``: act on a cluster-wide control message locally."""
@@ -219,6 +224,9 @@ class Broker(Protocol):
 
     @property
     def cache(self) -> Cache: ...
+
+    @property
+    def history(self) -> History: ...
 
     @property
     def claims(self) -> Claims: ...

@@ -37,6 +37,7 @@ from tidings.brokers.control import (
     UserOffline,
     UserOnline,
 )
+from tidings.brokers.history import MAX_EPOCH_LENGTH, Position
 
 log = logging.getLogger("tidings.redis")
 
@@ -64,6 +65,8 @@ WIRE_FIELDS = {"user_id": "u", "channel": "c", "user_info": "d", "data": "d"}
 """The key of each control message field on the bus (``d``: the one free-form string)."""
 
 LOG_INTERVAL = 60.0  # seconds between two log lines about drops of one reason
+POSITIONED = b"\x01"  # the first byte of a publication that carries its position
+MAX_OFFSET_DIGITS = 18  # an offset always fits in a signed 64-bit Redis integer
 
 
 class Dropped(Exception):
@@ -81,6 +84,7 @@ class Publication(NamedTuple):
     origin: str  # the publishing node's id
     exclude: str | None  # Pusher: the socket_id that must not receive it
     message: bytes  # one Pusher event (JSON)
+    position: Position | None = None  # its place in the channel's history, if it keeps one
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +100,39 @@ def encode_publication(origin: str, exclude: str | None, message: bytes) -> byte
     return b"".join((origin.encode(), b"\x00", (exclude or "").encode(), b"\x00", message))
 
 
+def encode_positioned(
+    position: Position, origin: str, exclude: str | None, message: bytes
+) -> bytes:
+    """A publication with its position, as ``lua/history_publish.lua`` writes it (the Lua
+    script is the writer; this is its specification, for tests and readers)."""
+    header = b"%s%s\x00%d\x00" % (POSITIONED, position.epoch.encode(), position.offset)
+    return header + encode_publication(origin, exclude, message)
+
+
 def decode_publication(data: bytes) -> Publication:
+    if data[:1] == POSITIONED:
+        position, rest = _decode_position(data)
+        return _decode_plain(rest)._replace(position=position)
+    return _decode_plain(data)
+
+
+def _decode_position(data: bytes) -> tuple[Position, bytes]:
+    epoch, _, rest = data[1:].partition(b"\x00")
+    offset, found, rest = rest.partition(b"\x00")
+    if not found or not 0 < len(epoch) <= MAX_EPOCH_LENGTH or not epoch.isalnum():
+        raise Dropped("malformed", "no alphanumeric epoch in a positioned publication")
+    if not 0 < len(offset) <= MAX_OFFSET_DIGITS or not offset.isdigit() or offset[:1] == b"0":
+        raise Dropped("malformed", "no positive offset in a positioned publication")
+    return Position(epoch.decode(), int(offset)), rest
+
+
+def _decode_plain(data: bytes) -> Publication:
     origin, _, rest = data.partition(b"\x00")
     exclude, found, message = rest.partition(b"\x00")
     if not found or not origin or not origin.isascii() or not exclude.isascii():
         raise Dropped("malformed", "no ASCII origin/exclude header")
+    if origin[:1] == POSITIONED:
+        raise Dropped("malformed", "a second position where the origin belongs")
     check_message(message)
     return Publication(origin.decode(), exclude.decode() or None, message)
 

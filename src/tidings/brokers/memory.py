@@ -8,8 +8,9 @@ to lose: the broker is never degraded.
 from __future__ import annotations
 
 import inspect
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tidings.brokers.base import (
     CachedEvent,
@@ -21,6 +22,7 @@ from tidings.brokers.base import (
     Recovered,
 )
 from tidings.brokers.control import ControlMessage
+from tidings.brokers.memory_history import MemoryHistory
 from tidings.core.presence import PresenceChannel
 from tidings.protocol.session import Member
 
@@ -34,7 +36,7 @@ class MemoryPubSub:
 
     async def publish(self, app_id: str, channel: str, message: bytes, exclude: str | None) -> bool:
         if self.deliver is not None:
-            self.deliver(app_id, channel, message, exclude)
+            self.deliver(app_id, channel, message, exclude, None)
         return True
 
 
@@ -189,11 +191,13 @@ class MemoryBroker:
     node_id = NODE_ID
     degraded = False
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: what history expiry reads (tests move it instead of waiting)."""
         self.pubsub = MemoryPubSub()
         self.subscriptions = MemorySubscriptions()
         self.presence = MemoryPresence()
         self.cache = MemoryCache()
+        self.history = MemoryHistory(self.pubsub, clock)
         self.claims = LocalClaims()
         self.control = MemoryControlBus()
         self.rates = MemoryRates()

@@ -7,7 +7,9 @@ node's own code for everything that reaches Redis (:class:`~tidings.brokers.redi
 - the same cluster-wide count of backend events per second (``max_backend_events_per_second``);
 - for a cache channel, the same cached message, so a later subscriber gets it and
   ``info=cache`` shows it;
-- then the same bytes a node PUBLISHes (or SPUBLISHes) on ``{prefix}#{app}#{channel}``.
+- then the same bytes a node PUBLISHes (or SPUBLISHes) on ``{prefix}#{app}#{channel}``;
+  or, for a channel with history (the ``history`` option: give the app's rules), the
+  same Lua script a node runs, which keeps the event and publishes it with its position.
 
 The client has no app configuration: the limits are options whose defaults are the server's,
 and ``redis_prefix`` / ``redis_sharded`` must match the cluster's settings.
@@ -32,7 +34,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -43,6 +45,8 @@ from redis.backoff import NoBackoff
 from tidings.backends import Event, PublishError
 from tidings.brokers.control import Terminate
 from tidings.brokers.redis import COMMAND_TIMEOUT, FAILURES, ClusterRedis, check_prefix
+from tidings.brokers.redis.history import HistoryStore
+from tidings.core.apps import HistoryRule, stored_under
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, channel_type, name_error
 from tidings.protocol.rest import RestError, RestLimits, Trigger, check_trigger, parse_info
@@ -52,12 +56,25 @@ from tidings.redaction import public_url, scrub
 POOL_SIZE = 8  # publishes are serialised; the rest are reads
 
 
+def history_rules(rules: Sequence[HistoryRule | Mapping[str, Any]]) -> tuple[HistoryRule, ...]:
+    """The rules as a node holds them, checked as a node checks its configuration."""
+    from tidings.config import AppHistorySettings  # pydantic: only when rules are given
+
+    return tuple(
+        rule if isinstance(rule, HistoryRule) else AppHistorySettings(**rule).to_rule()
+        for rule in rules
+    )
+
+
 class RedisClient:
     """The :class:`~tidings.backends.Backend` of ``Realtime.client("redis://…")``.
 
-    ``max_backend_events_per_second`` and ``cache_ttl`` are the app's settings in the
-    cluster's configuration (same names, same defaults): the count is shared with the
-    cluster's nodes, so give the value they use.
+    ``max_backend_events_per_second``, ``cache_ttl`` and ``history`` are the app's settings
+    in the cluster's configuration (same names, same defaults): the count is shared with
+    the cluster's nodes, and an event to a channel with history that the client published
+    without its rule would be missing from the channel's history, so give what they use.
+    ``history``: the ``[[apps.history]]`` rules, as dicts (``{"pattern": "chat-*", "size":
+    100, "ttl": 300}``) or :class:`~tidings.core.apps.HistoryRule`.
     """
 
     def __init__(
@@ -70,6 +87,7 @@ class RedisClient:
         limits: RestLimits | None = None,
         max_backend_events_per_second: int = 10000,
         cache_ttl: float = 1800.0,
+        history: Sequence[HistoryRule | Mapping[str, Any]] = (),
     ) -> None:
         if not app_id:
             raise ValueError("a Redis client needs the app_id of the app it publishes to")
@@ -81,9 +99,11 @@ class RedisClient:
         self._limits = limits or RestLimits()
         self._max_events = max_backend_events_per_second
         self._cache_ttl = cache_ttl
+        self._history = history_rules(history)
         # Publications carry a node id so a node can skip its own; a client's is its own.
         self._origin = f"client-{secrets.token_hex(6)}"
         self._cluster: ClusterRedis | None = None
+        self._store: HistoryStore | None = None
         self._lock = asyncio.Lock()  # bound to a loop only when first contended
 
     def __repr__(self) -> str:
@@ -103,9 +123,10 @@ class RedisClient:
             retry=Retry(NoBackoff(), 0),
         )
         self._cluster = ClusterRedis(redis, self._prefix, self._sharded)
+        self._store = HistoryStore(self._cluster, self._origin)
 
     async def close(self) -> None:
-        cluster, self._cluster = self._cluster, None
+        cluster, self._cluster, self._store = self._cluster, None, None
         if cluster is not None:
             await cluster.redis.aclose(close_connection_pool=True)
 
@@ -183,7 +204,14 @@ class RedisClient:
         message = messages.event(trigger.name, channel, trigger.data)
         if channel_type(channel).cache:
             await cluster.cache_set(self._app_id, channel, message, self._cache_ttl)
-        await cluster.publish(self._origin, self._app_id, channel, message, trigger.socket_id)
+        rule = stored_under(self._history, channel, trigger.name)
+        if rule is None:
+            await cluster.publish(self._origin, self._app_id, channel, message, trigger.socket_id)
+            return
+        assert self._store is not None  # made with the cluster
+        await self._store.publish(
+            self._app_id, channel, message, trigger.socket_id, size=rule.size, ttl=rule.ttl
+        )
 
     async def terminate_user(self, user_id: str) -> None:
         """Every node closes the sockets signed in as ``user_id`` (the control message a

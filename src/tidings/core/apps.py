@@ -4,9 +4,41 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 from tidings.core.webhooks import WebhookTarget
 from tidings.protocol.session import SessionPolicy
+
+# Events Pusher or Tidings itself sends (presence member events, subscription replies, the
+# live snapshot...): state of one moment, never replayed as if it had just happened.
+UNSTORED_EVENT_PREFIXES = ("pusher:", "pusher_internal:", "tidings:")
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRule:
+    """Channels matching ``pattern`` (a glob: ``chat-*``) keep their last ``size``
+    publications for ``ttl`` seconds after the last one (docs/history.md)."""
+
+    pattern: str
+    size: int = 100
+    ttl: float = 300.0
+
+
+def rule_of(rules: Iterable[HistoryRule], channel: str) -> HistoryRule | None:
+    """The first of ``rules`` whose pattern matches ``channel``, or None."""
+    for rule in rules:
+        if fnmatchcase(channel, rule.pattern):
+            return rule
+    return None
+
+
+def stored_under(rules: Iterable[HistoryRule], channel: str, event: str) -> HistoryRule | None:
+    """The rule under which ``event`` on ``channel`` is kept, or None: the channel keeps no
+    history, or the event is one Pusher or Tidings sends. The nodes and the publish-only
+    Redis client decide with this one function."""
+    if event.startswith(UNSTORED_EVENT_PREFIXES):
+        return None
+    return rule_of(rules, channel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +75,7 @@ class App:
     live_snapshot_max_bytes: int = 8 * 1024 * 1024
     live_snapshot_concurrency: int = 32
     live_hold_max_messages: int = 10_000
+    history: tuple[HistoryRule, ...] = ()
 
     def session_policy(self, activity_timeout: float, pong_timeout: float) -> SessionPolicy:
         return SessionPolicy(
@@ -61,6 +94,15 @@ class App:
                 self.authorized_connections_timeout if self.authorized_connections else None
             ),
         )
+
+    def history_rule(self, channel: str) -> HistoryRule | None:
+        """The history rule of ``channel``: the first one whose pattern matches, or None."""
+        return rule_of(self.history, channel)
+
+    def stored(self, channel: str, event: str) -> HistoryRule | None:
+        """The rule under which ``event`` on ``channel`` is kept in history, or None: the
+        channel keeps none, or the event is one Pusher or Tidings sends."""
+        return stored_under(self.history, channel, event)
 
     def origin_allowed(self, origin: str | None) -> bool:
         """No list means any origin; otherwise an exact match or ``*``."""

@@ -60,6 +60,41 @@ def parse_info(value: object) -> tuple[str, ...]:
     return attributes
 
 
+HISTORY_LIMIT = 100  # events one history page holds unless ``limit`` says otherwise
+MAX_HISTORY_LIMIT = 1000
+MAX_OFFSET = 2**63 - 1  # offsets are Redis integers
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """``GET /channels/{name}/history?since=N&limit=M``: events after offset ``since``."""
+
+    since: int
+    limit: int
+
+
+def parse_history_query(since: str | None, limit: str | None) -> HistoryQuery:
+    """``since`` (default 0: from the oldest kept) and ``limit`` (default
+    :data:`HISTORY_LIMIT`, at most :data:`MAX_HISTORY_LIMIT`), as decimal integers."""
+    return HistoryQuery(
+        _integer("since", since, 0, 0, MAX_OFFSET),
+        _integer("limit", limit, HISTORY_LIMIT, 1, MAX_HISTORY_LIMIT),
+    )
+
+
+def _integer(name: str, value: str | None, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    # ASCII digits only (str.isdigit takes other scripts' digits), and few enough of them
+    # that int() never works on a long string.
+    if not value.isascii() or not value.isdigit() or len(value) > len(str(high)):
+        raise RestError(400, f"{name} must be an integer from {low} to {high}")
+    number = int(value)
+    if not low <= number <= high:
+        raise RestError(400, f"{name} must be an integer from {low} to {high}")
+    return number
+
+
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(body)

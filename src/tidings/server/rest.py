@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from tidings import api
+from tidings.brokers.history import HistoryUnavailable
 from tidings.core.apps import App
 from tidings.node import BackendRateLimited, ClusterUnavailable, Node
 from tidings.protocol.auth import rest_request_error
-from tidings.protocol.rest import RestError, parse_batch, parse_info
+from tidings.protocol.rest import RestError, parse_batch, parse_history_query, parse_info
 from tidings.protocol.rest import parse_trigger as parse_trigger_body
 from tidings.server.http_edge import (
     Endpoint,
@@ -57,6 +58,7 @@ class RestApi:
             Route("GET", "/apps/{app_id}/channels", self._wrap(self.channels)),
             Route("GET", "/apps/{app_id}/channels/{channel}", self._wrap(self.channel)),
             Route("GET", "/apps/{app_id}/channels/{channel}/users", self._wrap(self.users)),
+            Route("GET", "/apps/{app_id}/channels/{channel}/history", self._wrap(self.history)),
             Route(
                 "POST",
                 "/apps/{app_id}/users/{user_id}/terminate_connections",
@@ -86,6 +88,9 @@ class RestApi:
             return json_error(429, str(exc))
         except ClusterUnavailable as exc:
             error = json_error(503, f"{exc}: event not published, retry later")
+            return HttpResponse(error.status, error.body, headers={"Retry-After": RETRY_AFTER})
+        except HistoryUnavailable as exc:
+            error = json_error(503, f"{exc}: retry later")
             return HttpResponse(error.status, error.body, headers={"Retry-After": RETRY_AFTER})
         return json_response(result)
 
@@ -144,6 +149,10 @@ class RestApi:
     async def users(self, request: HttpRequest, app: App, body: bytes) -> object:
         ids = await api.user_ids(self.node, app, request.params["channel"])
         return {"users": [{"id": user_id} for user_id in ids]}
+
+    async def history(self, request: HttpRequest, app: App, body: bytes) -> object:
+        query = parse_history_query(request.query.get("since"), request.query.get("limit"))
+        return await api.channel_history(self.node, app, request.params["channel"], query)
 
     async def terminate(self, request: HttpRequest, app: App, body: bytes) -> object:
         await api.terminate_user(self.node, app, request.params["user_id"])

@@ -6,6 +6,8 @@ import logging
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tidings.brokers.bus import (
     CONTROL_KINDS,
@@ -15,6 +17,7 @@ from tidings.brokers.bus import (
     decode_control,
     decode_publication,
     encode_control,
+    encode_positioned,
     encode_publication,
 )
 from tidings.brokers.control import (
@@ -27,6 +30,7 @@ from tidings.brokers.control import (
     UserOffline,
     UserOnline,
 )
+from tidings.brokers.history import Position
 from tidings.protocol.frames import text_frame
 
 EVENT = b'{"event":"e","channel":"c","data":"{}"}'
@@ -66,6 +70,55 @@ def test_publications_tidings_did_not_write_are_dropped(data: bytes, reason: str
     with pytest.raises(Dropped) as dropped:
         decode_publication(data)
     assert dropped.value.reason == reason
+
+
+@pytest.mark.parametrize("exclude", [None, "1.2"])
+def test_positioned_publications_round_trip(exclude: str | None) -> None:
+    position = Position("a1b2c3d4", 123456)
+    data = encode_positioned(position, "node-1", exclude, EVENT)
+    assert (
+        data == b"\x01a1b2c3d4\x00123456\x00node-1\x00" + (exclude or "").encode() + b"\x00" + EVENT
+    )
+    assert decode_publication(data) == Publication("node-1", exclude, EVENT, position)
+    assert decode_publication(encode_publication("node-1", exclude, EVENT)).position is None
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x01", "malformed"),
+        (b"\x01e\x00", "malformed"),  # no offset
+        (b"\x01\x001\x00n\x00\x00" + EVENT, "malformed"),  # empty epoch
+        (b"\x01" + b"e" * 33 + b"\x001\x00n\x00\x00" + EVENT, "malformed"),  # epoch too long
+        (b"\x01e-1\x001\x00n\x00\x00" + EVENT, "malformed"),  # not alphanumeric
+        (b"\x01\xc3\xa9\x001\x00n\x00\x00" + EVENT, "malformed"),  # not ASCII
+        (b"\x01e\x00\x00n\x00\x00" + EVENT, "malformed"),  # empty offset
+        (b"\x01e\x000\x00n\x00\x00" + EVENT, "malformed"),  # offset 0 is "none yet"
+        (b"\x01e\x0007\x00n\x00\x00" + EVENT, "malformed"),  # leading zero
+        (b"\x01e\x00-7\x00n\x00\x00" + EVENT, "malformed"),
+        (b"\x01e\x00" + b"9" * 19 + b"\x00n\x00\x00" + EVENT, "malformed"),  # past 64 bits
+        (b"\x01e\x00\xd9\xa1\x00n\x00\x00" + EVENT, "malformed"),  # Arabic-Indic digit
+        (b"\x01e\x001\x00", "malformed"),  # position, then nothing
+        (b"\x01e\x001\x00n\x00\x00" + EVENT[:-1], "bad_frame"),
+        (b"\x01e\x001\x00\x01e\x002\x00n\x00\x00" + EVENT, "malformed"),  # two positions
+    ],
+)
+def test_positioned_publications_tidings_did_not_write_are_dropped(
+    data: bytes, reason: str
+) -> None:
+    with pytest.raises(Dropped) as dropped:
+        decode_publication(data)
+    assert dropped.value.reason == reason
+
+
+@given(st.binary(max_size=200))
+def test_no_bytes_make_the_decoder_raise_anything_but_dropped(data: bytes) -> None:
+    for candidate in (data, b"\x01" + data, b"\x01e\x001\x00" + data):
+        try:
+            publication = decode_publication(candidate)
+        except Dropped:
+            continue
+        assert publication.position is None or publication.position.offset > 0
 
 
 EVERY_KIND: list[tuple[ControlMessage, dict[str, str]]] = [

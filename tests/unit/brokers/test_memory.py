@@ -23,11 +23,11 @@ async def test_publish_before_start_and_after_close_is_dropped() -> None:
 
 async def test_publish_delivers_synchronously_in_order() -> None:
     broker = MemoryBroker()
-    delivered: list[tuple[str, str, bytes, str | None]] = []
+    delivered: list[tuple[str, str, bytes, str | None, object]] = []
     await broker.start(lambda *args: delivered.append(args), lambda app, msg: None)
     await broker.pubsub.publish(APP, "c", b"one", None)
     await broker.pubsub.publish(APP, "c", b"two", "1.1")
-    assert delivered == [(APP, "c", b"one", None), (APP, "c", b"two", "1.1")]
+    assert delivered == [(APP, "c", b"one", None, None), (APP, "c", b"two", "1.1", None)]
 
 
 async def test_control_sync_and_async_handlers() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tidings.core.apps import App, AppRegistry
+from tidings.core.apps import App, AppRegistry, HistoryRule
 from tidings.protocol.session import SessionPolicy
 
 
@@ -81,3 +81,22 @@ def test_registry_rejects_duplicates() -> None:
         AppRegistry.of([App("1", "ka", "s"), App("1", "kb", "s")])
     with pytest.raises(ValueError, match="duplicate app key 'k'"):
         AppRegistry.of([App("1", "k", "s"), App("2", "k", "s")])
+
+
+def test_the_first_matching_history_rule_decides() -> None:
+    chat, rest = HistoryRule("chat-*", size=5, ttl=60), HistoryRule("*-feed")
+    app = App("1", "k", "s", history=(chat, rest, HistoryRule("chat-x-feed", size=9)))
+    assert app.history_rule("chat-x-feed") is chat
+    assert app.history_rule("news-feed") is rest
+    assert app.history_rule("private-chat-1") is None  # a glob matches the whole name
+    assert App("1", "k", "s").history_rule("chat-1") is None
+
+
+@pytest.mark.parametrize(
+    "event", ["pusher:cache_miss", "pusher_internal:member_added", "tidings:snapshot"]
+)
+def test_events_pusher_or_tidings_send_are_never_stored(event: str) -> None:
+    app = App("1", "k", "s", history=(HistoryRule("*"),))
+    assert app.stored("presence-room", event) is None
+    assert app.stored("presence-room", "client-typing") == HistoryRule("*")
+    assert app.stored("presence-room", "pusher-like-but-not:x") == HistoryRule("*")

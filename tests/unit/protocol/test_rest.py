@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tidings.protocol.rest import (
+    HistoryQuery,
     RestError,
     RestLimits,
     Trigger,
     parse_batch,
+    parse_history_query,
     parse_info,
     parse_trigger,
 )
@@ -219,3 +221,32 @@ def test_parse_info() -> None:
     with pytest.raises(RestError) as caught:
         parse_info("user_count,members")
     assert (caught.value.status, caught.value.message) == (400, "unknown info attribute 'members'")
+
+
+def test_history_query_defaults_and_bounds() -> None:
+    assert parse_history_query(None, None) == HistoryQuery(since=0, limit=100)
+    assert parse_history_query("12", "1000") == HistoryQuery(since=12, limit=1000)
+    assert parse_history_query(str(2**63 - 1), "1").since == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("since", "limit", "named"),
+    [
+        ("-1", None, "since"),
+        ("1.5", None, "since"),
+        ("", None, "since"),
+        (" 1", None, "since"),
+        ("\u0661", None, "since"),  # an Arabic-Indic one: a digit to str.isdigit, not to us
+        ("9" * 19, None, "since"),
+        ("9" * 5000, None, "since"),
+        (None, "0", "limit"),
+        (None, "1001", "limit"),
+        (None, "ten", "limit"),
+    ],
+)
+def test_bad_history_queries_are_400_naming_the_parameter(
+    since: str | None, limit: str | None, named: str
+) -> None:
+    with pytest.raises(RestError) as caught:
+        parse_history_query(since, limit)
+    assert caught.value.status == 400 and caught.value.message.startswith(f"{named} must be")

@@ -19,6 +19,7 @@ from tidings.brokers.redis.cache import RedisCache
 from tidings.brokers.redis.claims import RedisClaims
 from tidings.brokers.redis.cluster import COMMAND_TIMEOUT, FAILURES
 from tidings.brokers.redis.control_bus import RedisControlBus
+from tidings.brokers.redis.history import RedisHistory
 from tidings.brokers.redis.link import UNREACHABLE_REPORT_INTERVAL, RedisLink
 from tidings.brokers.redis.listener import Listener
 from tidings.brokers.redis.liveness import RECOVERY_SETTLE, Liveness
@@ -56,6 +57,7 @@ class RedisBroker:
         self.subscriptions = RedisSubscriptions(self.link, scripts, mirror, self.listener)
         self.presence = RedisPresence(self.link, scripts, mirror)
         self.cache = RedisCache(self.link)
+        self.history = RedisHistory(self.link, self.pubsub)
         self.claims = RedisClaims(self.link)
         self.rates = RedisRates(self.link)
 

@@ -22,7 +22,7 @@ class RedisPubSub:
 
     async def publish(self, app_id: str, channel: str, message: bytes, exclude: str | None) -> bool:
         if self.deliver is not None:
-            self.deliver(app_id, channel, message, exclude)
+            self.deliver(app_id, channel, message, exclude, None)
         origin = self._link.node_id
 
         async def to_other_nodes() -> bool:
@@ -33,9 +33,14 @@ class RedisPubSub:
         return await self._link.call(to_other_nodes, lambda: False)
 
     def received(self, topic: bytes, data: bytes) -> None:
-        """A publication from the bus (raises ``Dropped`` for one no node writes)."""
+        """A publication from the bus (raises ``Dropped`` for one no node writes).
+
+        A positioned one (``history.py``) is delivered here even when this node published
+        it: it was not delivered locally then, so that every node sees one order."""
         if data.startswith(self._own_origin) or self.deliver is None:
             return  # delivered locally when it was published
         publication = decode_publication(data)
         _, app_id, channel = topic.decode().split("#", 2)
-        self.deliver(app_id, channel, publication.message, publication.exclude)
+        self.deliver(
+            app_id, channel, publication.message, publication.exclude, publication.position
+        )
