@@ -15,7 +15,7 @@ export UV_PYTHON_DOWNLOADS := never
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install example redis-server postgresql system-deps check-lock lock test-lowest run test lint typecheck pytest bench bench-quick bench-cluster fuzz soak clean
+.PHONY: install example redis-server wrk postgresql system-deps check-lock lock test-lowest run test lint typecheck pytest bench bench-quick bench-cluster fuzz soak clean
 
 install: system-deps check-lock $(VENV)/.installed $(E2E)/node_modules/.installed $(EXAMPLES)/node_modules/.installed $(JS)/node_modules/.installed conformance-deps
 
@@ -83,6 +83,13 @@ redis-server:
 		echo "installing redis-server with apt-get"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
+# wrk, the HTTP load generator of bench/publish.py (REST triggers replayed from a pool of
+# pre-signed requests by bench/publish.lua).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+		echo "installing wrk with apt-get (bench/publish.py)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
+
 # PostgreSQL for the live-model tests (each run makes its own cluster with initdb on a free
 # port; the server is never started as a service).
 postgresql:
@@ -145,21 +152,24 @@ conformance: $(VENV)/.installed conformance-deps
 # goes into .venv here, never as a package dependency. BENCH_ARGS=--docs copies the plots to
 # docs/img/. `make bench-quick`: 1 run, N = 1,000, short phases (~3 min). Last, bench/hold.py
 # holds 50,000 connections with 4 workers on Redis (one process may not hold 20,000 here), and
-# bench/live.py measures live models on PostgreSQL (issue 15; --quick in bench-quick).
+# bench/live.py measures live models on PostgreSQL (issue 15; --quick in bench-quick), and
+# bench/publish.py the REST publish path against Soketi with wrk (issue 18; --quick too).
 BENCH_ARGS ?=
 BENCH_DEPS = $(UV) sync --quiet --locked --inexact --extra dev --group bench --python $(PYTHON)
-bench: install
+bench: install wrk
 	$(BENCH_DEPS)
 	$(BIN)/python bench/fanout.py $(BENCH_ARGS); a=$$?; \
 	$(BIN)/python bench/cluster.py --configs memory,redis2; b=$$?; \
 	$(BIN)/python bench/hold.py; c=$$?; \
-	$(BIN)/python bench/live.py; d=$$?; exit $$((a || b || c || d))
+	$(BIN)/python bench/live.py; d=$$?; \
+	$(BIN)/python bench/publish.py; e=$$?; exit $$((a || b || c || d || e))
 
-bench-quick: install
+bench-quick: install wrk
 	$(BENCH_DEPS)
 	$(BIN)/python bench/fanout.py --quick $(BENCH_ARGS); a=$$?; \
 	$(BIN)/python bench/cluster.py --quick --configs memory,redis2; b=$$?; \
-	$(BIN)/python bench/live.py --quick; c=$$?; exit $$((a || b || c))
+	$(BIN)/python bench/live.py --quick; c=$$?; \
+	$(BIN)/python bench/publish.py --quick; d=$$?; exit $$((a || b || c || d))
 
 bench-cluster: $(VENV)/.installed system-deps
 	$(BIN)/python bench/cluster.py

@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/live.py          # 1,000 saves/s for 20 s, 100 filters, 1,000 sockets
     .venv/bin/python bench/live.py --quick  # the same rate for 4 s, 25 filters, 250 sockets
+    .venv/bin/python bench/live.py --quick --profile  # plus cProfile of the app's threads
+    .venv/bin/python bench/live.py --mode redis-client --processes 2  # app in 2 processes
+    .venv/bin/python bench/live.py --quick --loop uvloop  # the embedding app on uvloop
 
 What runs:
 
@@ -33,31 +36,51 @@ What it reports:
   costs per change (events built, occupied check, fan-out to the sockets). The subscribers'
   and PostgreSQL's CPU are not in it.
 
-Results: a table on stdout and bench/results/live-<timestamp>.json.
+``--mode redis-client`` measures the multi-process setup instead: ``--processes`` writer
+processes (the app's workers, one writer thread each, ``--rate`` saves/s together), each
+publishing through ``Realtime.client("redis://…")`` to a ``tidings serve --redis`` node
+that holds the subscribers' sockets; a redis-server of its own (tests/redis_server.py).
+The node fetches each channel's snapshot from the signed endpoint
+(``live_snapshot_url``) that this process serves. CPU per change is then the writer
+processes' CPU (writer thread plus the client's loop thread) over their saves, against a
+baseline of the same processes without Tidings; the node's and Redis's CPU per change are
+reported beside it.
+
+Results: a table on stdout and bench/results/live-<timestamp>.json. ``--profile``: cProfile
+runs in the writer threads and on the event loop's thread during the live window (it slows
+them: read its shares, not the rates), and the functions that took the most time are
+written to bench/results/live-<timestamp>-profile.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import hashlib
 import hmac
+import io
 import itertools
 import json
+import os
+import pstats
 import random
 import resource
+import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Float, Integer, String, create_engine, event, insert, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+T = TypeVar("T")
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
@@ -102,6 +125,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="each save in a session of its own that reads the row first (a web request)",
     )
+    p.add_argument(
+        "--profile", action="store_true", help="cProfile the app's threads in the live window"
+    )
+    p.add_argument(
+        "--mode",
+        choices=["embedded", "redis-client"],
+        default="embedded",
+        help="embedded: one app process serves the sockets; redis-client: --processes app "
+        "processes publish through Redis to a `tidings serve --redis` node",
+    )
+    p.add_argument("--processes", type=int, default=2, help="writer processes (redis-client)")
+    p.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="the embedding app's event loop (uvicorn picks uvloop when it is installed)",
+    )
+    p.add_argument("--writer-process", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--client", nargs=2, metavar=("PORT", "CHANNELS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -202,11 +243,18 @@ class Window:
     late: int = 0  # saves that started more than 10 ms after their scheduled time
     statements: int = 0
     cpu: float = 0.0
+    writer_cpu: float = 0.0  # the writer threads' own CPU (SQLAlchemy, Tidings' session hooks)
     seconds: float = 0.0
+    profiles: list[cProfile.Profile] = field(default_factory=list)
 
 
 def write(
-    factory: sessionmaker[Session], engine: Any, args: argparse.Namespace, seed: int
+    factory: sessionmaker[Session],
+    engine: Any,
+    args: argparse.Namespace,
+    seed: int,
+    profile: bool = False,
+    share: tuple[int, int] = (0, 1),
 ) -> Window:
     """``args.writers`` threads, each updating one random row of its own share per
     transaction, together ``args.rate`` saves/s for ``args.seconds``."""
@@ -218,13 +266,25 @@ def write(
         next(statements)
 
     with factory() as session:
-        ids = list(session.scalars(select(Item.id)))
+        ids = list(session.scalars(select(Item.id).order_by(Item.id)))[share[0] :: share[1]]
     writers = max(1, args.writers)
     rate = args.rate / writers
     total = int(rate * args.seconds)
     go = threading.Barrier(writers + 1)
+    lock = threading.Lock()
 
     def writer(k: int) -> None:
+        cpu = time.thread_time()
+        if not profile:
+            save(k)
+        else:
+            profiler = cProfile.Profile()
+            window.profiles.append(profiler)
+            profiler.runcall(save, k)
+        with lock:
+            window.writer_cpu += time.thread_time() - cpu
+
+    def save(k: int) -> None:
         rng = random.Random(seed * 100 + k)
         mine = ids[k::writers]
         with factory() as session:
@@ -279,14 +339,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from sqlalchemy.orm import sessionmaker
-
     from postgres_server import PostgresServer
 
     with PostgresServer() as pg:
         log(f"PostgreSQL on port {pg.port} ({pg.bindir})")
-        dbname = pg.create_database()
-        engine = create_engine(pg.sqlalchemy_url(dbname))
+        url = pg.sqlalchemy_url(pg.create_database())
+        engine = create_engine(url)
         Base.metadata.create_all(engine)
         with engine.begin() as conn:
             conn.execute(
@@ -296,16 +354,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for n in range(args.rows)
                 ],
             )
-        factory = sessionmaker(engine, expire_on_commit=False)
+        snapshot_engine = create_engine(url)
+        try:
+            if args.mode == "redis-client":
+                return cluster_run(args, url, snapshot_engine)
+            factory = sessionmaker(engine, expire_on_commit=False)
+            log(f"baseline: {args.rate} saves/s for {args.seconds} s without Tidings")
+            baseline = write(factory, engine, args, seed=1)
+            live = run_loop(args, live_run(args, factory, engine, snapshot_engine))
+            return summarize(args, baseline, live)
+        finally:
+            snapshot_engine.dispose()
+            engine.dispose()
 
-        log(f"baseline: {args.rate} saves/s for {args.seconds} s without Tidings")
-        baseline = write(factory, engine, args, seed=1)
 
-        snapshot_engine = create_engine(pg.sqlalchemy_url(dbname))
-        live = asyncio.run(live_run(args, factory, engine, snapshot_engine))
-        snapshot_engine.dispose()
-        engine.dispose()
-    return summarize(args, baseline, live)
+def run_loop(args: argparse.Namespace, main: Coroutine[Any, Any, T]) -> T:
+    """``main`` on the event loop the embedding app would run (``--loop``)."""
+    if args.loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def declare(rt: Any, snapshot_engine: Any) -> None:
+    """The benchmark's live model on ``rt`` (its snapshots read with ``snapshot_engine``)."""
+
+    @rt.live(Item, fields=["id", "title", "list_id", "version", "ts"], filters=["list_id"])
+    class ItemLive:
+        def authorize(self, user: object, list_id: str) -> bool:
+            return True
+
+        def snapshot(self, list_id: str) -> list[Any]:
+            if snapshot_engine is None:
+                raise RuntimeError("a writer process serves no snapshots")
+            with Session(snapshot_engine) as session:
+                return list(session.scalars(select(Item).where(Item.list_id == int(list_id))))
 
 
 async def live_run(
@@ -316,71 +400,269 @@ async def live_run(
 
     rt = Realtime(app_id=APP_ID, key=APP_KEY, secret=APP_SECRET, port=0, shutdown_ready_delay=0)
     rt.live_sqlalchemy(factory)
-
-    @rt.live(Item, fields=["id", "title", "list_id", "version", "ts"], filters=["list_id"])
-    class ItemLive:
-        def authorize(self, user: object, list_id: str) -> bool:
-            return True
-
-        def snapshot(self, list_id: str) -> list[Any]:
-            with Session(snapshot_engine) as session:
-                return list(session.scalars(select(Item).where(Item.list_id == int(list_id))))
-
+    declare(rt, snapshot_engine)
     await rt.start()
     clients: list[subprocess.Popen[str]] = []
     try:
         port = (await listen(rt)).port
-        log(
-            f"Tidings on port {port}; {args.subscribers} subscribers in "
-            f"{args.client_processes} processes"
-        )
-        channels = [channel_of(n % args.filters) for n in range(args.subscribers)]
-        for k in range(args.client_processes):
-            mine = channels[k :: args.client_processes]
-            clients.append(
-                subprocess.Popen(
-                    [sys.executable, __file__, "--client", str(port), ",".join(mine)],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        subscribed = time.monotonic()
-        for proc in clients:
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)  # type: ignore[union-attr]
-            if not line:
-                raise RuntimeError("a client process exited before its subscribers were ready")
-        log(f"all subscribed with their snapshots in {time.monotonic() - subscribed:.1f} s")
-
+        log(f"Tidings on port {port}")
+        clients = await start_clients(args, port)
         log(f"live: {args.rate} saves/s for {args.seconds} s")
-        window = await asyncio.to_thread(write, factory, engine, args, 2)
-        per_channel = args.subscribers // args.filters
-        expected = window.saves * per_channel
-        await asyncio.sleep(1.0)  # the last saves' events are on their way
-        reports = []
-        for proc in clients:
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write("report\n")
-            proc.stdin.flush()
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
-            reports.append(json.loads(line))
+        loop_profiler = cProfile.Profile() if args.profile else None
+        if loop_profiler is not None:
+            loop_profiler.enable()
+        window = await asyncio.to_thread(write, factory, engine, args, 2, args.profile)
+        if loop_profiler is not None:
+            loop_profiler.disable()
+            window.profiles.append(loop_profiler)
+        return await collect(args, clients, window)
     finally:
-        for proc in clients:
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(clients)
         await rt.stop()
-    latencies = [x for r in reports for x in r["latencies"]]
+
+
+async def start_clients(args: argparse.Namespace, port: int) -> list[subprocess.Popen[str]]:
+    """The subscriber processes, once every socket has its snapshot."""
+    log(f"{args.subscribers} subscribers in {args.client_processes} processes")
+    channels = [channel_of(n % args.filters) for n in range(args.subscribers)]
+    clients = []
+    for k in range(args.client_processes):
+        mine = channels[k :: args.client_processes]
+        clients.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--client", str(port), ",".join(mine)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    subscribed = time.monotonic()
+    for proc in clients:
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)  # type: ignore[union-attr]
+        if not line:
+            stop_all(clients)
+            raise RuntimeError("a client process exited before its subscribers were ready")
+    log(f"all subscribed with their snapshots in {time.monotonic() - subscribed:.1f} s")
+    return clients
+
+
+async def collect(
+    args: argparse.Namespace, clients: list[subprocess.Popen[str]], window: Window
+) -> dict[str, Any]:
+    """The subscribers' reports once the last saves' events had a second to arrive."""
+    per_channel = args.subscribers // args.filters
+    await asyncio.sleep(1.0)
+    reports = []
+    for proc in clients:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("report\n")
+        proc.stdin.flush()
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
+        reports.append(json.loads(line))
     return {
         "window": window,
         "received": sum(r["received"] for r in reports),
-        "expected": expected,
-        "latencies": latencies,
+        "expected": window.saves * per_channel,
+        "latencies": [x for r in reports for x in r["latencies"]],
         "client_cpu": sum(r["cpu"] for r in reports),
+        "profile": profile_text(window.profiles) if window.profiles else None,
     }
+
+
+def stop_all(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# --- redis-client mode: writer processes, a `tidings serve --redis` node ------------------
+
+
+def writer_process(args: argparse.Namespace) -> None:
+    """One app worker: ``--writer-process INDEX COUNT DB_URL REDIS_URL`` (REDIS_URL ``-``:
+    without Tidings). Prints "ready", saves its share once it reads "go", prints its
+    :class:`Window` as JSON."""
+    index, count, db_url, redis_url = args.writer_process
+    engine = create_engine(db_url)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    rt = None
+    if redis_url != "-":
+        from tidings import Realtime
+
+        rt = Realtime.client(redis_url, app_id=APP_ID, key=APP_KEY, secret=APP_SECRET)
+        rt.live_sqlalchemy(factory)
+        declare(rt, None)
+        rt.occupied([channel_of(0)])  # connected before the window opens
+    print("ready", flush=True)
+    sys.stdin.readline()
+    mine = argparse.Namespace(**{**vars(args), "rate": args.rate / int(count), "writers": 1})
+    window = write(factory, engine, mine, seed=10 + int(index), share=(int(index), int(count)))
+    if rt is not None:
+        rt.live_models.wait()
+        rt.close()
+    engine.dispose()
+    fields = ("saves", "late", "statements", "cpu", "writer_cpu", "seconds")
+    print(json.dumps({name: getattr(window, name) for name in fields}), flush=True)
+
+
+def run_writers(args: argparse.Namespace, db_url: str, redis_url: str) -> Window:
+    """``args.processes`` writer processes started together; their windows added up."""
+    count = args.processes
+    command = [sys.executable, __file__, *sys.argv[1:], "--writer-process"]
+    procs = [
+        subprocess.Popen(
+            [*command, str(k), str(count), db_url, redis_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(count)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a writer process failed to start")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        total = Window()
+        for proc in procs:
+            assert proc.stdout is not None
+            result = json.loads(proc.stdout.readline())
+            total.saves += result["saves"]
+            total.late += result["late"]
+            total.statements += result["statements"]
+            total.cpu += result["cpu"]
+            total.writer_cpu += result["writer_cpu"]
+            total.seconds = max(total.seconds, result["seconds"])
+        return total
+    finally:
+        stop_all(procs)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of another process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cluster_run(args: argparse.Namespace, db_url: str, snapshot_engine: Any) -> dict[str, Any]:
+    from redis_server import RedisServer
+
+    log(f"baseline: {args.processes} processes, {args.rate} saves/s for {args.seconds} s")
+    baseline = run_writers(args, db_url, "-")
+    with RedisServer() as redis_server:
+        log(f"redis-server on port {redis_server.port}")
+        live = asyncio.run(cluster_live(args, db_url, redis_server, snapshot_engine))
+    return summarize(args, baseline, live)
+
+
+async def cluster_live(
+    args: argparse.Namespace, db_url: str, redis_server: Any, snapshot_engine: Any
+) -> dict[str, Any]:
+    import tempfile
+
+    from aiohttp import web
+
+    from tidings import Realtime
+    from tidings.live.provider import aanswer_snapshot
+
+    # The app's snapshot endpoint, which the node calls for every subscribing socket.
+    rt = Realtime.client(redis_server.url, app_id=APP_ID, key=APP_KEY, secret=APP_SECRET)
+    declare(rt, snapshot_engine)
+
+    async def live_snapshot(request: web.Request) -> web.Response:
+        status, body = await aanswer_snapshot(
+            rt.live_models,
+            rt.authorizer.app,
+            request.headers.get("X-Pusher-Key"),
+            request.headers.get("X-Pusher-Signature"),
+            await request.read(),
+        )
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/pusher/live-snapshot", live_snapshot)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    snapshot_port = runner.addresses[0][1]
+
+    folder = Path(tempfile.mkdtemp(prefix="tidings-live-bench-"))
+    config = folder / "tidings.toml"
+    config.write_text(
+        f'[[apps]]\nid = "{APP_ID}"\nkey = "{APP_KEY}"\nsecret = "{APP_SECRET}"\n'
+        f'live_snapshot_url = "http://127.0.0.1:{snapshot_port}/pusher/live-snapshot"\n'
+    )
+    port = free_port()
+    node = subprocess.Popen(
+        [sys.executable, "-m", "tidings", "serve", "--config", str(config)]
+        + ["--port", str(port), "--redis", redis_server.url, "--shutdown-ready-delay", "0"],
+        stdout=(folder / "node.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    clients: list[subprocess.Popen[str]] = []
+    try:
+        await wait_ready(port, node)
+        log(f"tidings serve --redis on port {port} (log: {folder / 'node.log'})")
+        clients = await start_clients(args, port)
+        log(f"live: {args.processes} processes, {args.rate} saves/s for {args.seconds} s")
+        node_cpu, redis_cpu = process_cpu(node.pid), process_cpu(redis_server.proc.pid)
+        window = await asyncio.to_thread(run_writers, args, db_url, redis_server.url)
+        node_cpu = process_cpu(node.pid) - node_cpu
+        redis_cpu = process_cpu(redis_server.proc.pid) - redis_cpu
+        result = await collect(args, clients, window)
+        result["node_cpu"], result["redis_cpu"] = node_cpu, redis_cpu
+        return result
+    finally:
+        stop_all(clients)
+        node.terminate()
+        node.wait(timeout=30)
+        await runner.cleanup()
+        rt.close()
+
+
+async def wait_ready(port: int, node: subprocess.Popen[bytes]) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if node.poll() is not None:
+                raise RuntimeError(f"tidings serve exited with {node.returncode}")
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/ready") as answer:
+                    if answer.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("tidings serve did not become ready within 30 s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def profile_text(profiles: list[cProfile.Profile], top: int = 45) -> str:
+    """The functions that took the most time in all the profiled threads together."""
+    out = io.StringIO()
+    stats = pstats.Stats(profiles[0], stream=out)
+    for profiler in profiles[1:]:
+        stats.add(profiler)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("cumulative").print_stats("tidings|asyncio", top)
+    return out.getvalue()
 
 
 def summarize(args: argparse.Namespace, baseline: Window, live: dict[str, Any]) -> dict[str, Any]:
@@ -397,6 +679,9 @@ def summarize(args: argparse.Namespace, baseline: Window, live: dict[str, Any]) 
                 "rows",
                 "writers",
                 "client_processes",
+                "mode",
+                "processes",
+                "loop",
             )
         },
         "achieved_rate": {
@@ -419,9 +704,17 @@ def summarize(args: argparse.Namespace, baseline: Window, live: dict[str, Any]) 
             "baseline": round(1000 * baseline.cpu / baseline.saves, 3),
             "live": round(1000 * window.cpu / window.saves, 3),
             "tidings": round(1000 * (window.cpu / window.saves - baseline.cpu / baseline.saves), 3),
+            "writer_threads": round(1000 * window.writer_cpu / window.saves, 3),
+            "writer_threads_baseline": round(1000 * baseline.writer_cpu / baseline.saves, 3),
+            # Embedded: the event loop (publishing, fan-out); redis-client: the client's loop.
+            "other_threads": round(1000 * (window.cpu - window.writer_cpu) / window.saves, 3),
         },
         "client_cpu_s": round(live["client_cpu"], 2),
+        "profile": live["profile"],
     }
+    if "node_cpu" in live:
+        result["cpu_ms_per_change"]["node"] = round(1000 * live["node_cpu"] / window.saves, 3)
+        result["cpu_ms_per_change"]["redis"] = round(1000 * live["redis_cpu"] / window.saves, 3)
     return result
 
 
@@ -432,9 +725,14 @@ def report(result: dict[str, Any]) -> None:
     cpu = result["cpu_ms_per_change"]
     d = result["deliveries"]
     print()
+    writers = (
+        f"{p['processes']} writer processes publishing through Redis to tidings serve"
+        if p["mode"] == "redis-client"
+        else f"{p['writers']} writer threads of the embedding process"
+    )
     print(
-        f"live models, PostgreSQL: {p['rate']} saves/s for {p['seconds']} s by {p['writers']} "
-        f"writer threads, {p['filters']} filters, {p['subscribers']} subscribers"
+        f"live models, PostgreSQL: {p['rate']} saves/s for {p['seconds']} s by {writers}, "
+        f"{p['filters']} filters, {p['subscribers']} subscribers"
     )
     rate, late = result["achieved_rate"], result["late_saves"]
     print(
@@ -450,6 +748,13 @@ def report(result: dict[str, Any]) -> None:
         f"  CPU per change           {cpu['live']} ms with Tidings, {cpu['baseline']} ms without "
         f"(Tidings: {cpu['tidings']} ms)"
     )
+    loop = "client loop" if p["mode"] == "redis-client" else "event loop"
+    print(
+        f"    by thread              writers {cpu['writer_threads']} ms "
+        f"({cpu['writer_threads_baseline']} ms without), {loop} {cpu['other_threads']} ms"
+    )
+    if "node" in cpu:
+        print(f"    elsewhere              tidings serve {cpu['node']} ms, redis {cpu['redis']} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -457,10 +762,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.client:
         asyncio.run(client_main(int(args.client[0]), args.client[1].split(",")))
         return 0
+    if args.writer_process:
+        writer_process(args)
+        return 0
     result = run(args)
     report(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"live-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    profile = result.pop("profile")
+    if profile is not None:
+        profile_path = RESULTS / f"live-{stamp}-profile.txt"
+        profile_path.write_text(profile)
+        log(f"profile: {profile_path.relative_to(ROOT)}")
+    path = RESULTS / f"live-{stamp}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     log(f"results: {path.relative_to(ROOT)}")
     d = result["deliveries"]

@@ -2,9 +2,10 @@
 
 It speaks just enough of the Pusher wire format for bench/loadclient.c to treat it like
 Tidings (connection_established on connect, subscription_succeeded on any subscribe,
-pong on ping) and takes publishes on the same REST path, but it checks no signature,
-validates nothing, and broadcasts the way reference/websocket-stacks.md calls `pre`:
-the frame is encoded once and written with `transport.write()` to every subscriber.
+pong on ping) and takes publishes on the same REST paths (events, and batch_events for
+bench/publish.py), but it checks no signature, validates nothing, and broadcasts the way
+reference/websocket-stacks.md calls `pre`: the frame is encoded once and written with
+`transport.write()` to every subscriber.
 
     python bench/raw_aiohttp.py --host 127.0.0.1 --port 6001
 """
@@ -68,13 +69,22 @@ async def subscriber(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def publish(request: web.Request) -> web.Response:
-    event = orjson.loads(await request.read())
+def broadcast(event: dict[str, str]) -> None:
     frame = text_frame(
         orjson.dumps({"event": event["name"], "channel": event["channel"], "data": event["data"]})
     )
     for transport in SUBSCRIBERS:
         transport.write(frame)
+
+
+async def publish(request: web.Request) -> web.Response:
+    broadcast(orjson.loads(await request.read()))
+    return web.Response(body=b"{}", content_type="application/json")
+
+
+async def publish_batch(request: web.Request) -> web.Response:
+    for event in orjson.loads(await request.read())["batch"]:
+        broadcast(event)
     return web.Response(body=b"{}", content_type="application/json")
 
 
@@ -86,6 +96,7 @@ def make_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/app/{key}", subscriber)
     app.router.add_post("/apps/{app_id}/events", publish)
+    app.router.add_post("/apps/{app_id}/batch_events", publish_batch)
     app.router.add_get("/ready", ready)
     return app
 

@@ -7,11 +7,20 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from tidings.authorization import sse_token
     from tidings.backends import Backend, Event, PublishError
     from tidings.hooks import ClientEvent
     from tidings.realtime import Realtime
 
-__all__ = ["Backend", "ClientEvent", "Event", "PublishError", "Realtime", "__version__"]
+__all__ = [
+    "Backend",
+    "ClientEvent",
+    "Event",
+    "PublishError",
+    "Realtime",
+    "__version__",
+    "sse_token",
+]
 
 _HOMES = {
     "Backend": "tidings.backends",
@@ -19,6 +28,7 @@ _HOMES = {
     "Event": "tidings.backends",
     "PublishError": "tidings.backends",
     "Realtime": "tidings.realtime",
+    "sse_token": "tidings.authorization",
 }
 
 

@@ -9,8 +9,8 @@ turns them into HTTP answers. :class:`EmbeddedBackend` turns them into
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -198,6 +198,7 @@ class EmbeddedBackend:
         self.node = node
         self.app = app
         self.limits = rest_limits(app)
+        self._refusing = Refusals(app)
 
     async def start(self) -> None:
         """Nothing to open: the node is the lifecycle's."""
@@ -223,6 +224,11 @@ class EmbeddedBackend:
             triggers = [self._check(event) for event in events]
             await publish(self.node, self.app, triggers)
             return await batch_info(self.node, self.app, triggers)
+
+    async def trigger_many(self, events: Sequence[Event]) -> None:
+        # No batch limit and no info answer: one rate-limit count and one context for all.
+        async with self._refusals():
+            await publish(self.node, self.app, [self._check(event) for event in events])
 
     async def send_to_user(self, user_id: str, name: str, data: str) -> None:
         async with self._refusals():
@@ -255,18 +261,32 @@ class EmbeddedBackend:
             event.channels, event.name, event.data, event.socket_id, event.info, self.limits
         )
 
-    @asynccontextmanager
-    async def _refusals(self) -> AsyncIterator[None]:
-        """Each refusal as the :class:`PublishError` carrying the status REST answers."""
+    def _refusals(self) -> Refusals:
+        return self._refusing
+
+
+class Refusals:
+    """``async with``: each refusal as the :class:`PublishError` carrying the status REST
+    answers. One per backend, entered by every call: an ``asynccontextmanager`` would make
+    an async generator per call (and the loop registers each one), for one check."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def __aenter__(self) -> None:
         if not self.app.enabled:
             raise PublishError(403, "app disabled")
-        try:
-            yield
-        except RestError as exc:
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, RestError):
             raise PublishError(exc.status, exc.message) from None
-        except BackendRateLimited as exc:
+        if isinstance(exc, BackendRateLimited):
             raise PublishError(429, str(exc)) from None
-        except ClusterUnavailable as exc:
+        if isinstance(exc, ClusterUnavailable):
             raise PublishError(503, f"{exc}: event not published, retry later") from None
 
 

@@ -38,12 +38,13 @@ import base64
 import hashlib
 import inspect
 import re
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tidings.core.apps import App
-from tidings.protocol import messages
+from tidings.protocol import messages, sse
 from tidings.protocol.auth import channel_string_to_sign, sign
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, channel_type, name_error
 
@@ -67,6 +68,32 @@ class AuthRefused(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+def sse_token(
+    app_secret: str, channels: Iterable[str], ttl: float = 3600.0, *, now: float | None = None
+) -> str:
+    """The ``token`` of a Server-Sent Events stream with private channels (``docs/sse.md``):
+    ``GET /app/{key}/events?channel=...&token=...``, valid ``ttl`` seconds from ``now``
+    (default: the current time).
+
+    ``channels``: the stream's channels, as in its URL; the token signs its private ones,
+    exactly, so the app decides which private channels the stream may read as it would
+    answer a Pusher auth request (it is the answer to every reconnect, so choose ``ttl`` for
+    how long the page may keep reading)."""
+    listed = list(dict.fromkeys(channels))
+    if not listed or len(listed) > sse.MAX_CHANNELS:
+        raise ValueError(f"a stream has 1 to {sse.MAX_CHANNELS} channels, not {len(listed)}")
+    for channel in listed:
+        if (problem := name_error(channel, 200)) is not None:
+            raise ValueError(f"channel {channel!r}: {problem}")
+        if channel_type(channel).kind not in (ChannelKind.PUBLIC, ChannelKind.PRIVATE):
+            raise ValueError(f"channel {channel!r}: streams carry public and private- channels")
+    if not ttl > 0:
+        raise ValueError(f"ttl must be positive, not {ttl!r}")
+    private = [c for c in listed if channel_type(c).kind is ChannelKind.PRIVATE]
+    expires = int((time.time() if now is None else now) + ttl)
+    return sse.sign_token(app_secret, private, expires)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ FLAG_HELP: dict[str, str] = {
     "receive request.",
     "http_max_unconfirmed": "HTTP fallback sessions per node opened but not yet received from.",
     "http_bind_ip": "Refuse HTTP fallback requests from another address than the opener's.",
+    "sse_ping_interval": "A Server-Sent Events stream quiet this long gets a ping comment.",
     "redis": "Redis URL for scale-out, e.g. redis://127.0.0.1:6379/0; none: in-memory broker.",
     "redis_prefix": "Prefix of every Redis key.",
     "redis_sharded": "Fan out with Redis 7 sharded pub/sub (SPUBLISH/SSUBSCRIBE).",

@@ -219,6 +219,7 @@ class Settings(BaseModel):
     http_unconfirmed_timeout: float = Field(5.0, gt=0, le=3600)
     http_max_unconfirmed: int = Field(10_000, ge=1)
     http_bind_ip: bool = False
+    sse_ping_interval: float = Field(20.0, gt=0, le=3600)
     redis: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
     redis_prefix: str = Field("tidings", pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
     redis_sharded: bool = False

@@ -48,6 +48,7 @@ from tidings.core.live_hold import is_live
 from tidings.core.presence import MemberEvent, roster
 from tidings.core.publication import Publication
 from tidings.core.rate import TokenBucket
+from tidings.core.recovery import Settled
 from tidings.core.registry import AppConnections, Registry, handshake_refusal
 from tidings.core.transitions import CacheMisses, CountThrottle, DirtyCounts, Held, Occurred
 from tidings.core.views import PresenceViews
@@ -56,6 +57,7 @@ from tidings.live_subscriptions import LiveSubscriptions, PendingSnapshot, Snaps
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
 from tidings.protocol.errors import MESSAGES, ErrorCode
+from tidings.protocol.recovery import succeeded_data
 from tidings.protocol.rest import Trigger
 from tidings.protocol.session import (
     Action,
@@ -69,6 +71,7 @@ from tidings.protocol.session import (
     SignIn,
     User,
 )
+from tidings.recovery import AppRecovery
 from tidings.tasks import report_failure, spawn
 
 log = logging.getLogger("tidings.node")
@@ -176,6 +179,8 @@ class _AppState:
     # The console's recorder while someone watches this app, else None: every hook on the
     # paths below is this one check (console/tap.py).
     tap: Tap | None = None
+    # History on this node: positioned deliveries, gap fills, catch-ups (tidings/recovery.py).
+    recovery: AppRecovery = field(init=False)
 
 
 class Node:
@@ -203,6 +208,16 @@ class Node:
             app.id: _AppState(app, Hub(write, self.outgoing.flush), self._registry.of(app.id))
             for app in apps
         }
+        for state in self._states.values():
+            state.recovery = AppRecovery(
+                state.app,
+                state.hub,
+                state.counters,
+                self.outgoing,
+                lambda: self.broker.history,
+                self._spawn,
+                state.connections.get,
+            )
         self._policies = {
             app.id: app.session_policy(self.settings.activity_timeout, self.settings.pong_timeout)
             for app in apps
@@ -304,14 +319,19 @@ class Node:
         code = self.refusal(app)
         return (code, MESSAGES[code]) if code is not None else None
 
-    def new_session(self, app: App) -> Session:
+    def new_session(self, app: App, activity_timeout: float | None = None) -> Session:
+        """A session for a new connection to ``app``; ``activity_timeout``: this one's own
+        (the SSE edge's ping interval), else the server's."""
         socket_id = self._registry.free_socket_id(app.id, secrets.randbelow)
-        return Session(socket_id, self._policies[app.id], self.clock())
+        policy = self._policies[app.id]
+        if activity_timeout is not None:
+            policy = dataclasses.replace(policy, activity_timeout=activity_timeout)
+        return Session(socket_id, policy, self.clock())
 
     def attach(self, connection: Connection, transport: str = "ws") -> None:
         """Register a connection and send it ``pusher:connection_established``.
 
-        ``transport``: how it is connected, for the console (``ws``, ``asgi-ws``,
+        ``transport``: how it is connected, for the console (``ws``, ``asgi-ws``, ``sse``,
         ``xhr_streaming``, ``xhr_polling``)."""
         state = self._states[connection.app.id]
         self._registry.add(connection.app.id, connection.socket_id, connection)
@@ -457,12 +477,28 @@ class Node:
         if connection.session.closed or socket_id not in state.connections:
             return  # the connection went away while we waited on the broker
         held: PendingSnapshot[Connection] | None = None
+        settled: Settled | None = None
         provider = self._snapshot_provider(app, channel)
+        rule = None if again or provider is not None else state.recovery.rule(channel, join.opt_in)
         if provider is not None:
             held = self.live_subscriptions.hold(state.hub, connection, channel, provider)
+        elif rule is not None and join.opt_in is not None:
+            # Opted in on a channel with history: its position, and what it missed.
+            settled = await state.recovery.catch_up(connection, channel, join.opt_in, rule)
+            if settled is None:
+                return  # left, closed or overflowed while the history was read
+            if settled.positioned:
+                data = succeeded_data(
+                    orjson.loads(data), settled.epoch, settled.offset, settled.recovered
+                )
         elif not again:
             state.hub.add(channel, connection)
         connection.send(messages.event("pusher_internal:subscription_succeeded", channel, data))
+        if settled is not None and settled.messages:
+            # The replay, then what was published while the history was read: written
+            # before anything published from now on (same tick, no flush in between).
+            connection.publish(Publication(settled.messages))
+            state.counters.deliveries += len(settled.messages)
         if held is not None:
             self.live_subscriptions.fetch(held)
         if state.tap is not None:
@@ -500,6 +536,7 @@ class Node:
         socket_id = connection.socket_id
         state = self._states[app.id]
         state.hub.remove(channel, socket_id)
+        state.recovery.left(socket_id, channel)
         self.live_subscriptions.drop(app, socket_id, channel)  # its snapshot is for nobody now
         if state.tap is not None:
             state.tap.unsubscribed(socket_id, channel)
@@ -657,8 +694,12 @@ class Node:
         """A publication for this node's subscribers; ``position``: its place in the
         channel's history (None: the channel keeps none), for recovery to act on."""
         state = self._states.get(app_id)
-        if state is not None:
+        if state is None:
+            return
+        if position is None:
             self.outgoing.add(state.hub, channel, message, exclude, state.counters)
+        else:  # a channel with history: in offset order, holes filled first
+            state.recovery.deliver(channel, message, exclude, position.offset, position.epoch)
 
     def _control(self, app_id: str, message: ControlMessage) -> None:
         state = self._states.get(app_id)

@@ -423,6 +423,11 @@ class Realtime:
         events = _batch(batch)
         return await self._call(lambda backend: backend.trigger_batch(events))
 
+    async def _atrigger_many(self, events: Sequence[Event]) -> None:
+        """Events Tidings built itself (the live models' commits), in order, in one call
+        to the backend: no batch limit and no answer, so none of a batch's bookkeeping."""
+        await self._call(lambda backend: backend.trigger_many(events))
+
     def send_to_user(self, user_id: str, event: str, data: Any) -> None:
         """An event for every connection signed in as ``user_id``."""
         user, encoded = _text("user_id", user_id), _encode(data)
@@ -532,6 +537,13 @@ class Realtime:
 
     async def aauthenticate_user(self, user: object, socket_id: str) -> dict[str, str]:
         return await self.authorizer.aauthenticate_user(user, socket_id)
+
+    def sse_token(self, channels: Sequence[str], ttl: float = 3600.0) -> str:
+        """The ``token`` of a Server-Sent Events stream of ``channels`` (its private ones
+        signed with the app's secret; ``docs/sse.md``), valid ``ttl`` seconds."""
+        from tidings.authorization import sse_token
+
+        return sse_token(self.authorizer.app.secret, channels, ttl)
 
     def on(self, name: str, channel: str | None = None) -> Callable[[H], H]:
         """``@rt.on("member_added", channel="presence-room.{room}")``: webhook events, in

@@ -165,6 +165,21 @@ def test_history_rules_of_a_client_are_checked() -> None:
         RedisClient("redis://127.0.0.1:1/0", APP_ID, history=[{"pattern": "c", "size": 0}])
 
 
+async def test_trigger_many_publishes_more_than_a_batch_in_order(
+    node: ServerProcess, client: RedisClient, open_socket: SocketOpener
+) -> None:
+    """What the live models send on a commit: no batch limit, order kept across channels
+    (one script call without sharding, one command at a time with it)."""
+    channels = (unique("many"), unique("many"))
+    sock = await open_socket(node.ws_url)
+    for channel in channels:
+        await sock.subscribe(channel)
+    events = [event(channels[i % 2], "n", json.dumps(i)) for i in range(12)]
+    await client.trigger_many(events)
+    got = await sock.recv_n(12)
+    assert [(m["channel"], m["data"]) for m in got] == [(e.channels[0], e.data) for e in events]
+
+
 async def test_socket_id_excludes_the_sender(
     node: ServerProcess, client: RedisClient, open_socket: SocketOpener
 ) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +44,7 @@ from sqlalchemy.orm import (
 
 from postgres_server import PostgresServer
 from tidings import Realtime
+from tidings.backends import Event
 from tidings.live import LiveSpec, Publication, current_socket_id
 from tidings.live import sqlalchemy as live_sqlalchemy
 
@@ -84,7 +85,7 @@ class Live:
     engine: Engine
     factory: sessionmaker[Session]
     occupied_calls: list[list[str]] = field(default_factory=list)
-    sent: list[list[dict[str, Any]]] = field(default_factory=list)
+    sent: list[list[Event]] = field(default_factory=list)
     statements: list[str] = field(default_factory=list)
 
     async def run(self, work: Callable[[Session], T]) -> T:
@@ -165,18 +166,18 @@ async def live(
     async with serving(rt) as ws_url:
         state = Live(rt, ws_url, engine, factory)
         # Watch what the live layer asks of the Realtime (the calls still go through).
-        occupied, trigger_batch = rt.aoccupied, rt.atrigger_batch
+        occupied, trigger_many = rt.aoccupied, rt._atrigger_many
 
         async def watch_occupied(channels: Sequence[str]) -> set[str]:
             state.occupied_calls.append(list(channels))
             return await occupied(channels)
 
-        async def watch_trigger_batch(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-            state.sent.append([dict(entry) for entry in batch])
-            return await trigger_batch(batch)
+        async def watch_trigger_many(events: Sequence[Event]) -> None:
+            state.sent.append(list(events))
+            await trigger_many(events)
 
         monkeypatch.setattr(rt, "aoccupied", watch_occupied)
-        monkeypatch.setattr(rt, "atrigger_batch", watch_trigger_batch)
+        monkeypatch.setattr(rt, "_atrigger_many", watch_trigger_many)
 
         @event.listens_for(engine, "before_cursor_execute")
         def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:

@@ -297,7 +297,7 @@ class AsgiHttp:
             key = query.get("auth_key")
             app = self.node.apps.by_key(key) if key else None
         label = app.id if app is not None else NO_APP
-        self.metrics.rest_latency.labels(label, endpoint, str(status)).observe(seconds)
+        self.metrics.observe_rest(label, endpoint, status, seconds)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from tidings.redaction import public_url, scrub
 
 DEFAULT_TIMEOUT = 10.0  # seconds for one request, connection included
 MAX_ERROR_TEXT = 300  # characters of a non-JSON error body quoted in the PublishError
+BATCH_SIZE = 10  # Pusher's limit of events per POST /batch_events
 # Channel names use only these and letters and digits, all valid in a path as they are:
 # quoting them would make the path sent differ from the path signed on some servers.
 PATH_SAFE = "-_=@,.;"
@@ -108,6 +109,11 @@ class HttpClient:
         batch = [{**_entry(e), "channel": e.channels[0]} for e in events]
         answer = await self._request("POST", "/batch_events", body=orjson.dumps({"batch": batch}))
         return {"batch": answer["batch"]} if "batch" in answer else {}
+
+    async def trigger_many(self, events: Sequence[Event]) -> None:
+        """One ``POST /batch_events`` per :data:`BATCH_SIZE` events, in order."""
+        for start in range(0, len(events), BATCH_SIZE):
+            await self.trigger_batch(events[start : start + BATCH_SIZE])
 
     async def send_to_user(self, user_id: str, name: str, data: str) -> None:
         """An event on the user's ``#server-to-user-`` channel (Pusher's ``sendToUser``)."""

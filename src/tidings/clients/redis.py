@@ -170,6 +170,11 @@ class RedisClient:
             return {}
         return {"batch": [await self._attributes(t.channels[0], t.info) for t in triggers]}
 
+    async def trigger_many(self, events: Sequence[Event]) -> None:
+        if any(len(e.channels) != 1 for e in events):
+            raise PublishError(400, "every batch event has exactly one channel")
+        await self._publish([self._check(event) for event in events])
+
     async def send_to_user(self, user_id: str, name: str, data: str) -> None:
         """An event on the user's ``#server-to-user-`` channel: every socket signed in as
         ``user_id``, on every node, gets it (Pusher's ``sendToUser``)."""
@@ -184,7 +189,9 @@ class RedisClient:
             raise PublishError(exc.status, exc.message) from None
 
     async def _publish(self, triggers: list[Trigger]) -> None:
-        """Count the events against the rate limit, then cache and publish them in order.
+        """Count the events against the rate limit, then cache and publish them in order:
+        in one script (one round trip), unless a cache channel, a channel with history (its
+        own script) or sharded pub/sub needs one command at a time.
 
         Refused events still count, as on a node (a client hammering the API keeps paying).
         The lock keeps the order of calls: another call's commands cannot come in between.
@@ -193,12 +200,34 @@ class RedisClient:
         async with self._lock:
             with self._reachable():
                 second = int(time.time())
-                total = await cluster.count_backend_events(self._app_id, len(triggers), second)
+                if cluster.sharded or any(
+                    channel_type(c).cache or stored_under(self._history, c, t.name) is not None
+                    for t in triggers
+                    for c in t.channels
+                ):
+                    total = await cluster.count_backend_events(self._app_id, len(triggers), second)
+                    if total > self._max_events:
+                        raise PublishError(429, f"more than {self._max_events} events per second")
+                    for trigger in triggers:
+                        for channel in trigger.channels:
+                            await self._publish_one(cluster, trigger, channel)
+                    return
+                # Nothing cached or stored: the count and every PUBLISH in one script.
+                publications = [
+                    (channel, messages.event(t.name, channel, t.data), t.socket_id)
+                    for t in triggers
+                    for channel in t.channels
+                ]
+                total = await cluster.count_and_publish(
+                    self._origin,
+                    self._app_id,
+                    second,
+                    len(triggers),
+                    self._max_events,
+                    publications,
+                )
                 if total > self._max_events:
                     raise PublishError(429, f"more than {self._max_events} events per second")
-                for trigger in triggers:
-                    for channel in trigger.channels:
-                        await self._publish_one(cluster, trigger, channel)
 
     async def _publish_one(self, cluster: ClusterRedis, trigger: Trigger, channel: str) -> None:
         message = messages.event(trigger.name, channel, trigger.data)

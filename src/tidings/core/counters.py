@@ -17,6 +17,13 @@ class AppCounters:
     bytes_in: int = 0  # bytes of the messages received from clients
     bytes_out: int = 0  # bytes written to clients (frames included)
     connection_rate_refusals: int = 0  # new connections answered 503 (max_connection_rate)
+    # History (tidings/recovery.py): holes in a channel's deliveries filled from its history,
+    # and those that could not be (the channel's sockets closed with 4200); opted-in
+    # subscriptions that asked to recover, by outcome.
+    gaps_filled: int = 0
+    gaps_unfilled: int = 0
+    recovered: int = 0
+    unrecovered: int = 0
     # pusher:error messages sent, by code (None: an error Pusher sends without a code)
     errors: dict[int | None, int] = field(default_factory=dict)
     closes: dict[int, int] = field(default_factory=dict)  # close codes sent, by code

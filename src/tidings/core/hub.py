@@ -58,63 +58,89 @@ def write_to_many(
 
 
 class Hub:
-    """Local subscribers of one app's channels, keyed by socket id within a channel."""
+    """Local subscribers of one app's channels, keyed by socket id within a channel.
 
-    __slots__ = ("_channels", "_write", "_before_change")
+    A channel's subscribers are two disjoint sets: stock ones, written the publication as
+    published, and *positioned* ones (opted in to recovery on a channel with history),
+    written :attr:`Publication.positioned`. Each set is one writer call, so both keep the
+    encode-once fan-out; a channel nobody opted in to costs one more dict lookup."""
+
+    __slots__ = ("_channels", "_positioned", "_write", "_before_change")
 
     def __init__(
         self, write: Writer = write_to_many, before_change: Callable[[], None] | None = None
     ) -> None:
         self._channels: dict[str, dict[str, Subscriber]] = {}
+        self._positioned: dict[str, dict[str, Subscriber]] = {}
         self._write = write
         # Called before anyone is added or removed: the node's Coalescer.flush, so that
         # publications made before a subscription change reach exactly the old subscribers.
         self._before_change = before_change
 
-    def add(self, channel: str, subscriber: Subscriber) -> bool:
-        """Add a subscriber; True when it is the channel's first local subscriber."""
+    def add(self, channel: str, subscriber: Subscriber, positioned: bool = False) -> bool:
+        """Add a subscriber (replacing one with its socket id, in either set); True when it
+        is the channel's first local subscriber."""
         if self._before_change is not None:
             self._before_change()
-        subscribers = self._channels.get(channel)
-        if subscribers is None:
-            self._channels[channel] = {subscriber.socket_id: subscriber}
-            return True
-        subscribers[subscriber.socket_id] = subscriber
-        return False
+        first = channel not in self._channels and channel not in self._positioned
+        socket_id = subscriber.socket_id
+        into, other = (
+            (self._positioned, self._channels) if positioned else (self._channels, self._positioned)
+        )
+        _discard(other, channel, socket_id)
+        into.setdefault(channel, {})[socket_id] = subscriber
+        return first
 
     def remove(self, channel: str, socket_id: str) -> bool:
         """Remove a subscriber; True when the channel has no local subscriber left."""
         if self._before_change is not None:
             self._before_change()
-        subscribers = self._channels.get(channel)
-        if subscribers is None:
+        if channel not in self._channels and channel not in self._positioned:
             return False
-        subscribers.pop(socket_id, None)
-        if subscribers:
-            return False
-        del self._channels[channel]
-        return True
+        _discard(self._channels, channel, socket_id)
+        _discard(self._positioned, channel, socket_id)
+        return channel not in self._channels and channel not in self._positioned
 
     def deliver(self, channel: str, publication: Publication, exclude: str | None = None) -> int:
         """Write ``publication`` to the channel's local subscribers but ``exclude``."""
+        n = 0
         subscribers = self._channels.get(channel)
-        if not subscribers:
-            return 0
-        return self._write(publication, subscribers, exclude)
+        if subscribers:
+            n = self._write(publication, subscribers, exclude)
+        positioned = self._positioned.get(channel)
+        if positioned:
+            n += self._write(publication.positioned, positioned, exclude)
+        return n
 
     def contains(self, channel: str, socket_id: str) -> bool:
-        subscribers = self._channels.get(channel)
-        return subscribers is not None and socket_id in subscribers
+        return socket_id in self._channels.get(channel, ()) or socket_id in self._positioned.get(
+            channel, ()
+        )
+
+    def is_positioned(self, channel: str, socket_id: str) -> bool:
+        return socket_id in self._positioned.get(channel, ())
 
     def count(self, channel: str) -> int:
-        subscribers = self._channels.get(channel)
-        return len(subscribers) if subscribers else 0
+        return len(self._channels.get(channel, ())) + len(self._positioned.get(channel, ()))
 
     def subscribers(self, channel: str) -> Iterator[Subscriber]:
-        return iter(list(self._channels.get(channel, {}).values()))
+        stock = list(self._channels.get(channel, {}).values())
+        return iter(stock + list(self._positioned.get(channel, {}).values()))
+
+    def positioned_subscribers(self, channel: str) -> Iterator[Subscriber]:
+        return iter(list(self._positioned.get(channel, {}).values()))
 
     def channels(self) -> Iterator[str]:
-        return iter(self._channels)
+        if not self._positioned:
+            return iter(self._channels)
+        return iter(self._channels.keys() | self._positioned.keys())
+
+
+def _discard(sets: dict[str, dict[str, Subscriber]], channel: str, socket_id: str) -> None:
+    subscribers = sets.get(channel)
+    if subscribers is not None and subscribers.pop(socket_id, None) is not None:
+        if not subscribers:
+            del sets[channel]
 
 
 class Counted(Protocol):
@@ -142,7 +168,7 @@ class Coalescer:
     __slots__ = ("_pending", "_schedule", "_scheduled")
 
     def __init__(self, schedule: Callable[[Callable[[], None]], object]) -> None:
-        self._pending: list[tuple[Hub, str, bytes, str | None, Counted]] = []  # messages
+        self._pending: list[_Pending] = []  # messages
         self._schedule = schedule  # e.g. loop.call_soon
         self._scheduled = False
 
@@ -150,10 +176,17 @@ class Coalescer:
         return bool(self._pending)
 
     def add(
-        self, hub: Hub, channel: str, message: bytes, exclude: str | None, counters: Counted
+        self,
+        hub: Hub,
+        channel: str,
+        message: bytes,
+        exclude: str | None,
+        counters: Counted,
+        offset: int | None = None,
     ) -> None:
-        """Queue one Pusher message for ``channel``'s subscribers but ``exclude``."""
-        self._pending.append((hub, channel, message, exclude, counters))
+        """Queue one Pusher message for ``channel``'s subscribers but ``exclude``;
+        ``offset``: its place in the channel's history, if it has one."""
+        self._pending.append((hub, channel, message, exclude, counters, offset))
         if not self._scheduled:
             self._scheduled = True
             self._schedule(self._on_tick)
@@ -169,14 +202,18 @@ class Coalescer:
         self._pending = []
         start = 0
         while start < len(pending):
-            hub, channel, message, exclude, counters = pending[start]
+            hub, channel, message, exclude, counters, offset = pending[start]
             end = start + 1
             while end < len(pending) and _same_target(pending[end], pending[start]):
                 end += 1
             if end - start > 1:
-                publication = Publication([p[2] for p in pending[start:end]])
+                run = pending[start:end]
+                offsets = [p[5] for p in run]
+                publication = Publication(
+                    [p[2] for p in run], offsets if any(o is not None for o in offsets) else None
+                )
             else:
-                publication = Publication([message])
+                publication = Publication([message], None if offset is None else [offset])
             try:
                 written = hub.deliver(channel, publication, exclude)
             except Exception:  # a writer that broke its contract: the next channels still go
@@ -188,7 +225,9 @@ class Coalescer:
             start = end
 
 
-def _same_target(
-    a: tuple[Hub, str, bytes, str | None, Counted], b: tuple[Hub, str, bytes, str | None, Counted]
-) -> bool:
+# (hub, channel, message, exclude, counters, offset)
+_Pending = tuple[Hub, str, bytes, str | None, Counted, int | None]
+
+
+def _same_target(a: _Pending, b: _Pending) -> bool:
     return a[0] is b[0] and a[1] == b[1] and a[3] == b[3]

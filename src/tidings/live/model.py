@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import orjson
 
+from tidings.backends import Event
+
 log = logging.getLogger("tidings.live")
 
 PREFIX = "private-live."
@@ -332,20 +334,32 @@ def targets(publications: Sequence[Publication]) -> list[str]:
     return list(dict.fromkeys(c for p in publications for c in p.channels))
 
 
-def batches(publications: Sequence[Publication], occupied: set[str]) -> list[list[dict[str, Any]]]:
-    """Batch-trigger entries for the occupied channels, at most :data:`BATCH` a batch; a
-    publication with no occupied channel is never serialized."""
-    entries: list[dict[str, Any]] = []
+def events(publications: Sequence[Publication], occupied: set[str]) -> list[Event]:
+    """One event per occupied channel of each publication, in order; a publication with
+    no occupied channel is never serialized, one with several is serialized once."""
+    found: list[Event] = []
     for publication in publications:
         channels = [c for c in publication.channels if c in occupied]
         if not channels:
             continue
         data = publication.data().decode()
-        for channel in channels:
-            entry: dict[str, Any] = {"channel": channel, "name": publication.action, "data": data}
-            if publication.socket_id is not None:
-                entry["socket_id"] = publication.socket_id
-            entries.append(entry)
+        action, socket_id = publication.action, publication.socket_id
+        found += [Event((channel,), action, data, socket_id) for channel in channels]
+    return found
+
+
+def batches(publications: Sequence[Publication], occupied: set[str]) -> list[list[dict[str, Any]]]:
+    """:func:`events` as batch-trigger entries, at most :data:`BATCH` a batch."""
+    entries: list[dict[str, Any]] = []
+    for event in events(publications, occupied):
+        entry: dict[str, Any] = {
+            "channel": event.channels[0],
+            "name": event.name,
+            "data": event.data,
+        }
+        if event.socket_id is not None:
+            entry["socket_id"] = event.socket_id
+        entries.append(entry)
     return [entries[start : start + BATCH] for start in range(0, len(entries), BATCH)]
 
 

@@ -15,6 +15,7 @@ import hmac
 import inspect
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ import orjson
 
 from tidings.core.live_hold import SnapshotFailed
 from tidings.core.webhooks import signature
-from tidings.live.model import PREFIX, LiveSpec, Publication, batches, serialize, targets
+from tidings.live.model import PREFIX, LiveSpec, Publication, events, serialize, targets
 
 if TYPE_CHECKING:
     from tidings.core.apps import App
@@ -51,9 +52,11 @@ class LiveModels:
         self._rt = rt
         self.specs: dict[str, LiveSpec] = {}
         self._readers: dict[str, Reader] = {}
-        # The last commit's publishing task (on the Realtime's loop), and how many changes
-        # saving threads have queued that are not published yet.
-        self._tail: asyncio.Task[None] | None = None
+        # Commits queued for the Realtime's loop, the task publishing them (while it runs),
+        # whether a wake-up is on its way to the loop, and how many changes are queued.
+        self._queue: deque[Sequence[Publication]] = deque()
+        self._drainer: asyncio.Task[None] | None = None
+        self._waking = False
         self._queued = 0
         self._lock = threading.Lock()
 
@@ -88,9 +91,8 @@ class LiveModels:
 
     def publish(self, publications: Sequence[Publication]) -> None:
         """Publish a commit's events, after those of every earlier commit, without waiting
-        for them: they are queued on the Realtime's loop, where :meth:`apublish` runs one
-        commit at a time (one ``occupied`` round trip, serialization only for occupied
-        channels, batch triggers). The saving thread waits only when more than
+        for them: they are queued for the Realtime's loop, which publishes whatever has
+        queued up in one go (:meth:`_drain`). The saving thread waits only when more than
         ``MAX_QUEUED`` changes are queued. Never raises."""
         if not publications:
             return
@@ -106,41 +108,45 @@ class LiveModels:
         except Exception:
             log.exception("live: %d change(s) not published", len(publications))
             return
-        if _running_loop() is loop:
-            self._enqueue(publications)
-            return
         with self._lock:
+            self._queue.append(publications)
             self._queued += len(publications)
             full = self._queued > MAX_QUEUED
-        # call_soon_threadsafe keeps the order of the calls: commits are published in order.
-        loop.call_soon_threadsafe(self._enqueue, publications, True)
+            # One wake-up on its way is enough: it drains whatever is queued when it runs.
+            wake, self._waking = not self._waking, True
+        if _running_loop() is loop:
+            if wake:
+                self._wake()
+            return
+        if wake:
+            loop.call_soon_threadsafe(self._wake)
         if full:
             try:
                 asyncio.run_coroutine_threadsafe(self.flush(), loop).result(rt.timeout)
             except Exception:
                 log.exception("live: waiting for queued changes to be published failed")
 
-    def _enqueue(self, publications: Sequence[Publication], counted: bool = False) -> None:
-        """On the loop: publish ``publications`` once the commit before them is published."""
-        task = asyncio.get_running_loop().create_task(
-            self._after(self._tail, publications, counted)
-        )
-        self._tail = task
-        _pending.add(task)
-        task.add_done_callback(_pending.discard)
+    def _wake(self) -> None:
+        """On the loop: start draining the queue, unless a drain is under way (it goes on
+        until the queue is empty, so it will publish what was just queued)."""
+        with self._lock:
+            self._waking = False
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
 
-    async def _after(
-        self,
-        previous: asyncio.Task[None] | None,
-        publications: Sequence[Publication],
-        counted: bool,
-    ) -> None:
-        try:
-            if previous is not None and not previous.done():
-                await asyncio.wait([previous])
-            await self.apublish(publications)
-        finally:
-            if counted:
+    async def _drain(self) -> None:
+        """Publish the queued commits in commit order: all those queued by now together
+        (one ``occupied`` question, one call to the backend), then the next ones."""
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return
+                commits = list(self._queue)
+                self._queue.clear()
+            publications = [publication for commit in commits for publication in commit]
+            try:
+                await self.apublish(publications)
+            finally:
                 with self._lock:
                     self._queued -= len(publications)
 
@@ -149,21 +155,30 @@ class LiveModels:
         a management command that must know its changes went out before it exits)."""
         if not self._rt.running:
             return
-        # Scheduled after every _enqueue already asked of the loop (its calls keep their order).
+        # Scheduled after every _wake already asked of the loop (its calls keep their order).
         loop = self._rt._home.loop()
         asyncio.run_coroutine_threadsafe(self.flush(), loop).result(self._rt.timeout)
 
     async def flush(self) -> None:
         """Wait until every commit queued so far is published (from the Realtime's loop)."""
-        while self._tail is not None and not self._tail.done():
-            await asyncio.wait([self._tail])
+        while True:
+            if self._drainer is not None and not self._drainer.done():
+                await asyncio.wait([self._drainer])
+            elif self._queue:
+                self._wake()  # its wake-up has not run yet
+            else:
+                return
 
     async def apublish(self, publications: Sequence[Publication]) -> None:
-        """:meth:`publish` from an event loop."""
+        """Publish now, from the Realtime's loop or another: one ``occupied`` question for
+        every channel of ``publications``, serialization only for the occupied ones, one
+        call to the backend. Never raises: the commits are done, a failure is logged (the
+        clients heal on their next snapshot)."""
         try:
             occupied = await self._rt.aoccupied(targets(publications))
-            for batch in batches(publications, occupied):
-                await self._rt.atrigger_batch(batch)
+            found = events(publications, occupied)
+            if found:
+                await self._rt._atrigger_many(found)
         except Exception:
             log.exception("live: publishing %d change(s) failed", len(publications))
 
@@ -236,7 +251,6 @@ def _attributes(spec: LiveSpec) -> Reader:
     return read
 
 
-_pending: set[asyncio.Task[None]] = set()
 # Changes queued by saving threads before they wait for the loop to catch up.
 MAX_QUEUED = 10_000
 

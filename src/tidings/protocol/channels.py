@@ -46,18 +46,29 @@ class ChannelType:
         return self.kind in (ChannelKind.PRIVATE, ChannelKind.PRESENCE)
 
 
-def channel_type(name: str) -> ChannelType:
-    """The kind of a channel, from its prefix (the cache- variants included)."""
-    if name.startswith(USER_CHANNEL_PREFIX):
-        return ChannelType(ChannelKind.USER, cache=False)
+# The few channel types there are, made once: channel_type() runs for every channel of
+# every publication, and building a frozen dataclass costs more than finding its prefix.
+_USER = ChannelType(ChannelKind.USER, cache=False)
+_PUBLIC = ChannelType(ChannelKind.PUBLIC, cache=False)
+_PUBLIC_CACHE = ChannelType(ChannelKind.PUBLIC, cache=True)
+_PREFIXED = tuple(
+    (prefix, prefix + "cache-", ChannelType(kind, cache=False), ChannelType(kind, cache=True))
     for prefix, kind in (
         ("private-encrypted-", ChannelKind.ENCRYPTED),
         ("private-", ChannelKind.PRIVATE),
         ("presence-", ChannelKind.PRESENCE),
-    ):
+    )
+)
+
+
+def channel_type(name: str) -> ChannelType:
+    """The kind of a channel, from its prefix (the cache- variants included)."""
+    if name.startswith(USER_CHANNEL_PREFIX):
+        return _USER
+    for prefix, cache_prefix, plain, cached in _PREFIXED:
         if name.startswith(prefix):
-            return ChannelType(kind, cache=name.startswith(prefix + "cache-"))
-    return ChannelType(ChannelKind.PUBLIC, cache=name.startswith("cache-"))
+            return cached if name.startswith(cache_prefix) else plain
+    return _PUBLIC_CACHE if name.startswith("cache-") else _PUBLIC
 
 
 def name_error(name: object, max_length: int) -> str | None:

@@ -29,6 +29,7 @@ class ErrorCode(IntEnum):
     CLOSED_AFTER_INACTIVITY = 4202
     CLIENT_EVENT_RATE_LIMIT = 4301
     WATCHLIST_LIMIT = 4302
+    INVALID_TIDINGS = 4303  # Tidings: a malformed recovery field in pusher:subscribe
 
     @property
     def reconnects(self) -> bool:
@@ -52,6 +53,7 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.CLOSED_AFTER_INACTIVITY: "Closed after inactivity",
     ErrorCode.CLIENT_EVENT_RATE_LIMIT: "Client event rejected due to rate limit",
     ErrorCode.WATCHLIST_LIMIT: "Watchlist limit exceeded: only the first 100 user ids are watched",
+    ErrorCode.INVALID_TIDINGS: "Invalid tidings field in pusher:subscribe",
 }
 
 

@@ -21,6 +21,7 @@ class Subscribe:
     channel: str
     auth: object
     channel_data: object
+    tidings: object = None  # the recovery opt-in (protocol/recovery.py), checked by the session
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,12 @@ def decode(text: str | bytes) -> Command:
             return Pong()
         case "pusher:subscribe":
             data = _data_object(raw, event)
-            return Subscribe(_channel(data, event), data.get("auth"), data.get("channel_data"))
+            return Subscribe(
+                _channel(data, event),
+                data.get("auth"),
+                data.get("channel_data"),
+                data.get("tidings"),
+            )
         case "pusher:unsubscribe":
             return Unsubscribe(_channel(_data_object(raw, event), event))
         case "pusher:signin":

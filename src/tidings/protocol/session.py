@@ -18,6 +18,7 @@ from tidings.protocol.auth import channel_auth_error, user_auth_error
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
 from tidings.protocol.channels import name_error as channel_name_error
 from tidings.protocol.errors import ErrorCode, ProtocolError
+from tidings.protocol.recovery import OptIn, opt_in
 
 # Pusher: "The user id ... at most 128 characters"; "watchlist ... up to 100 user ids".
 MAX_USER_ID_LENGTH = 128
@@ -85,11 +86,15 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """Subscribe the connection; the node answers with subscription_succeeded or an error."""
+    """Subscribe the connection; the node answers with subscription_succeeded or an error.
+
+    ``opt_in``: the client asked for positions (and maybe recovery); the node honours it on
+    channels with history and ignores it elsewhere."""
 
     channel: str
     type: ChannelType
     member: Member | None
+    opt_in: OptIn | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +232,12 @@ class Session:
         if len(self.subscriptions) >= policy.max_channels_per_connection:
             limit = policy.max_channels_per_connection
             return _refuse(channel, "LimitReached", f"more than {limit} channels", 4100)
+        try:
+            wanted = opt_in(command.tidings)
+        except ProtocolError as exc:
+            # Not subscribed: a client that asked for recovery must not silently get a
+            # subscription without it.
+            return [Send(messages.error(exc.message, exc.code))]
         member: Member | None = None
         if ctype.kind is ChannelKind.USER:
             if self.user is None or channel != self.user.channel:
@@ -259,7 +270,7 @@ class Session:
         if ctype.needs_auth:
             self.authorized = True
         self.subscriptions[channel] = member
-        return [Join(channel, ctype, member)]
+        return [Join(channel, ctype, member, wanted)]
 
     def _member(self, channel: str, channel_data: str) -> Member | list[Action]:
         """The member a signed ``channel_data`` describes, or the subscription_error."""

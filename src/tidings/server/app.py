@@ -40,6 +40,7 @@ from tidings.server.http_edge import aiohttp_routes
 from tidings.server.listening import listen_error
 from tidings.server.metrics import CLIENT_CLOSED_REQUEST, Metrics
 from tidings.server.rest import RestApi, error_response
+from tidings.server.sse import SseEndpoint, SseSettings
 from tidings.server.websocket import WebSocketEndpoint
 
 if TYPE_CHECKING:
@@ -163,6 +164,8 @@ def build_application(
     fallback = HttpFallback(node, FallbackSettings.of(settings))
     application[FALLBACK] = fallback
     application.add_routes(fallback.routes())
+    # Before /app/{key}/{tail}, which answers every other path under a key.
+    application.add_routes(SseEndpoint(node, SseSettings.of(settings)).routes())
     application.add_routes(
         [
             web.get("/app/{key}", websocket.handle),

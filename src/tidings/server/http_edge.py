@@ -303,7 +303,7 @@ def aiohttp_response(response: HttpResponse) -> web.Response:
         body=response.body or None,
         status=response.status,
         content_type=response.content_type,
-        headers=response.headers,
+        headers=response.headers or None,  # (None: aiohttp then copies no mapping)
     )
 
 

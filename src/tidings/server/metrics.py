@@ -44,6 +44,18 @@ APP_COUNTERS = (
     ("tidings_slow_consumer_closes", "Connections closed as slow consumers", "slow_consumers"),
     ("tidings_received_bytes", "Bytes of the messages received from clients", "bytes_in"),
     ("tidings_sent_bytes", "Bytes written to clients", "bytes_out"),
+    ("tidings_history_gaps_filled", "Lost bus messages filled from channel history", "gaps_filled"),
+    (
+        "tidings_history_gaps_unfilled",
+        "Lost bus messages history could not fill (the channel's sockets closed with 4200)",
+        "gaps_unfilled",
+    ),
+    ("tidings_recoveries", "Subscriptions that recovered every missed event", "recovered"),
+    (
+        "tidings_recoveries_refused",
+        "Subscriptions that asked to recover and were told to re-fetch",
+        "unrecovered",
+    ),
 )
 
 
@@ -250,6 +262,11 @@ class Metrics:
             ["app", "endpoint", "status"],
             registry=self.registry,
         )
+        # Each label set's histogram, looked up once: prometheus_client's labels() checks
+        # and finds the child under a lock on every call, a cost paid per trigger (issue 18).
+        # The keys are the server's, never a client's: a configured app's id (or NO_APP),
+        # a route's pattern, a status this server answered; so the map stays small.
+        self._rest_latency_of: dict[tuple[str, str, int], Histogram] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/metrics", self.metrics)]
@@ -290,7 +307,16 @@ class Metrics:
         finally:
             route = request.match_info.route.resource
             endpoint = route.canonical if route is not None else "unknown"
-            self.rest_latency.labels(self._app_label(request), endpoint, str(status)).observe(
-                time.perf_counter() - started
+            self.observe_rest(
+                self._app_label(request), endpoint, status, time.perf_counter() - started
             )
         return response
+
+    def observe_rest(self, app_label: str, endpoint: str, status: int, seconds: float) -> None:
+        """One REST request's latency, by app, endpoint (route pattern) and status."""
+        key = (app_label, endpoint, status)
+        histogram = self._rest_latency_of.get(key)
+        if histogram is None:
+            histogram = self.rest_latency.labels(app_label, endpoint, str(status))
+            self._rest_latency_of[key] = histogram
+        histogram.observe(seconds)

@@ -20,7 +20,13 @@ from tidings.brokers.history import HistoryUnavailable
 from tidings.core.apps import App
 from tidings.node import BackendRateLimited, ClusterUnavailable, Node
 from tidings.protocol.auth import rest_request_error
-from tidings.protocol.rest import RestError, parse_batch, parse_history_query, parse_info
+from tidings.protocol.rest import (
+    RestError,
+    RestLimits,
+    parse_batch,
+    parse_history_query,
+    parse_info,
+)
 from tidings.protocol.rest import parse_trigger as parse_trigger_body
 from tidings.server.http_edge import (
     Endpoint,
@@ -49,6 +55,8 @@ class RestApi:
     def __init__(self, node: Node, max_request_body: int) -> None:
         self.node = node
         self.max_request_body = max_request_body
+        # Per app, not per request: each app's body limits, with the App they came from.
+        self._limits: dict[str, tuple[App, RestLimits]] = {}
 
     def endpoints(self) -> list[Route]:
         """The API's routes, for any server (see ``server/http_edge.py``)."""
@@ -125,15 +133,21 @@ class RestApi:
             raise RestError(403, "app disabled")
         return app
 
+    def _limits_of(self, app: App) -> RestLimits:
+        known = self._limits.get(app.id)
+        if known is None or known[0] is not app:
+            known = self._limits[app.id] = (app, api.rest_limits(app))
+        return known[1]
+
     # -- handlers ----------------------------------------------------------------------------
 
     async def events(self, request: HttpRequest, app: App, body: bytes) -> object:
-        trigger = parse_trigger_body(body, api.rest_limits(app))
+        trigger = parse_trigger_body(body, self._limits_of(app))
         await api.publish(self.node, app, [trigger], source="rest")
         return await api.trigger_info(self.node, app, trigger)
 
     async def batch_events(self, request: HttpRequest, app: App, body: bytes) -> object:
-        triggers = parse_batch(body, api.rest_limits(app))
+        triggers = parse_batch(body, self._limits_of(app))
         await api.publish(self.node, app, triggers, source="rest")
         return await api.batch_info(self.node, app, triggers)
 

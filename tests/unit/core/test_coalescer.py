@@ -144,3 +144,26 @@ def test_a_raising_writer_never_loses_the_other_channels(caplog: pytest.LogCaptu
     assert sub.writes == [[b"good"]]
     assert counters.deliveries == 1
     assert "delivering to bad failed" in caplog.text
+
+
+def test_a_run_keeps_each_message_offset_for_positioned_subscribers() -> None:
+    ticks = Ticks()
+    outgoing = Coalescer(ticks)
+    hub = Hub()
+    stock, opted = Sub("1.1"), Sub("2.2")
+    hub.add("c", stock)
+    hub.add("c", opted, positioned=True)
+    counters = Counters()
+    outgoing.add(hub, "c", b'{"event":"a"}', None, counters, 1)
+    outgoing.add(hub, "c", b'{"event":"n"}', None, counters)  # not stored: no offset
+    outgoing.add(hub, "c", b'{"event":"b"}', None, counters, 2)
+    ticks.tick()
+    assert stock.writes == [[b'{"event":"a"}', b'{"event":"n"}', b'{"event":"b"}']]
+    assert opted.writes == [
+        [
+            b'{"event":"a","tidings":{"offset":1}}',
+            b'{"event":"n"}',
+            b'{"event":"b","tidings":{"offset":2}}',
+        ]
+    ]
+    assert counters.deliveries == 6

@@ -129,3 +129,31 @@ def test_write_to_many_goes_on_past_a_raising_subscriber(caplog: pytest.LogCaptu
     assert write_to_many(p(b"x"), subscribers, None) == 2
     assert a.messages == [b"x"] and c.messages == [b"x"]
     assert caplog.text.count("writing to 2.2 failed") == 1
+
+
+def test_positioned_subscribers_get_the_spliced_copy_stock_ones_the_original() -> None:
+    hub = Hub()
+    stock, opted = FakeSubscriber("1.1"), FakeSubscriber("2.2")
+    assert hub.add("news", stock) is True
+    assert hub.add("news", opted, positioned=True) is False
+    publication = Publication([b'{"event":"x","channel":"news"}'], [7])
+    assert hub.deliver("news", publication) == 2
+    assert stock.publications[0] is publication  # byte for byte what it got before
+    assert opted.messages == [b'{"event":"x","channel":"news","tidings":{"offset":7}}']
+    assert hub.deliver("news", publication, exclude="2.2") == 1
+    assert len(opted.publications) == 1
+    assert hub.count("news") == 2 and hub.is_positioned("news", "2.2")
+    assert {s.socket_id for s in hub.subscribers("news")} == {"1.1", "2.2"}
+
+
+def test_a_socket_moves_between_the_sets_and_the_channel_empties_once() -> None:
+    hub = Hub()
+    a = FakeSubscriber("1.1")
+    assert hub.add("news", a, positioned=True) is True
+    assert hub.add("news", a) is False  # replaced, not added twice
+    assert hub.count("news") == 1 and not hub.is_positioned("news", "1.1")
+    assert list(hub.channels()) == ["news"]
+    assert hub.remove("news", "1.1") is True
+    assert hub.count("news") == 0 and list(hub.channels()) == []
+    hub.add("only-positioned", a, positioned=True)
+    assert list(hub.channels()) == ["only-positioned"] and hub.contains("only-positioned", "1.1")

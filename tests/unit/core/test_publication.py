@@ -76,3 +76,14 @@ def test_size_is_the_frame_length_whether_or_not_it_was_built(length: int) -> No
     built = Publication(run)
     assert built.size == len(built.frame) == unbuilt.size
     assert text_frame_size(length) == len(text_frame(b"z" * length))
+
+
+def test_positioned_is_made_once_and_only_when_there_are_offsets() -> None:
+    plain = Publication([b'{"event":"a"}'])
+    assert plain.positioned is plain
+    publication = Publication([b'{"event":"a"}', b'{"event":"b"}'], [4, None])
+    copy = publication.positioned
+    assert copy is publication.positioned
+    assert copy.messages == [b'{"event":"a","tidings":{"offset":4}}', b'{"event":"b"}']
+    assert copy.offsets == [4, None]
+    assert publication.messages == [b'{"event":"a"}', b'{"event":"b"}']  # untouched

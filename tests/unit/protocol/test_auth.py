@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tidings.protocol.auth import (
     EMPTY_MD5,
@@ -108,6 +112,33 @@ def test_user_auth() -> None:
 def test_rest_string_to_sign_lowercases_sorts_and_drops_signature() -> None:
     query = [("b", "2"), ("A", "1"), ("auth_signature", "zzz"), ("c", "x y")]
     assert rest_string_to_sign("get", "/p", query) == "GET\n/p\na=1&b=2&c=x y"
+
+
+def test_rest_repeated_names_are_signed_in_the_order_sent() -> None:
+    query = [("b", "2"), ("a", "z"), ("B", "1"), ("a", "y")]
+    assert rest_string_to_sign("POST", "/p", query) == "POST\n/p\na=z&a=y&b=2&b=1"
+
+
+NAMES = st.sampled_from(["auth_key", "AUTH_Signature", "auth_signature", "b", "B", "a", "İ", "ß"])
+
+
+@given(
+    method=st.sampled_from(["get", "POST", "Delete"]),
+    query=st.lists(st.tuples(st.one_of(NAMES, st.text(max_size=4)), st.text(max_size=4))),
+)
+def test_rest_string_to_sign_as_the_rule_reads(method: str, query: list[tuple[str, str]]) -> None:
+    # The rule written out plainly (the function is shaped for speed: it runs per request).
+    kept = [(k.lower(), v) for k, v in query if k.lower() != "auth_signature"]
+    kept = sorted(kept, key=lambda kv: kv[0])
+    expected = "\n".join((method.upper(), "/apps/1/events", "&".join(f"{k}={v}" for k, v in kept)))
+    assert rest_string_to_sign(method, "/apps/1/events", query) == expected
+
+
+def test_sign_is_hmac_sha256_hex_for_every_secret() -> None:
+    for secret in ("", SECRET, "another-secret", "ünïcode"):
+        for message in ("", "a", "POST\n/apps/1/events\nauth_key=k"):
+            expected = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+            assert sign(secret, message) == expected
 
 
 def test_rest_bad_signature() -> None:

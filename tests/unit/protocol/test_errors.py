@@ -24,6 +24,7 @@ def test_codes_match_pusher() -> None:
         "CLOSED_AFTER_INACTIVITY": 4202,
         "CLIENT_EVENT_RATE_LIMIT": 4301,
         "WATCHLIST_LIMIT": 4302,
+        "INVALID_TIDINGS": 4303,  # Tidings' own, in Pusher's "other errors" range
     }
 
 

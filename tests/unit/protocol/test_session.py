@@ -9,6 +9,7 @@ import pytest
 from tidings.protocol.auth import sign
 from tidings.protocol.channels import ChannelKind, ChannelType
 from tidings.protocol.errors import ErrorCode
+from tidings.protocol.recovery import OptIn, Resume
 from tidings.protocol.session import (
     Broadcast,
     Close,
@@ -133,6 +134,23 @@ def test_subscribe_public() -> None:
     assert session.receive(subscribe("news", signed=False), T0) == [Join("news", PUBLIC, None)]
     assert session.subscriptions == {"news": None}
     assert not session.authorized  # public channels do not authorize a connection
+
+
+def test_subscribe_with_the_tidings_opt_in() -> None:
+    session = new()
+    recover = {"epoch": "E", "offset": 3, "socket_id": "9.9"}
+    text = frame("pusher:subscribe", {"channel": "news", "tidings": {"v": 1, "recover": recover}})
+    assert session.receive(text, T0) == [Join("news", PUBLIC, None, OptIn(Resume("E", 3, "9.9")))]
+    assert session.subscriptions == {"news": None}
+
+
+def test_subscribe_with_a_malformed_opt_in_is_refused_with_4303_and_not_subscribed() -> None:
+    session = new()
+    text = frame("pusher:subscribe", {"channel": "news", "tidings": {"v": 1, "recover": []}})
+    assert session.receive(text, T0) == [
+        error("pusher:subscribe: tidings recover must be an object", 4303)
+    ]
+    assert session.subscriptions == {} and not session.closed
 
 
 def test_subscribe_public_data_as_json_string() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from importlib import resources
 
 import orjson
 from redis import asyncio as aioredis
@@ -49,6 +50,8 @@ class ClusterRedis:
         self.redis = redis
         self.prefix = prefix
         self.sharded = sharded
+        lua = resources.files("tidings.brokers").joinpath("lua/count_and_publish.lua").read_text()
+        self._count_and_publish = redis.register_script(lua)
 
     def key(self, app_id: str, *parts: str) -> str:
         return ":".join((self.prefix, app_id, *parts))
@@ -116,6 +119,25 @@ class ClusterRedis:
             pipe.expire(key, 2)
             total, _ = await pipe.execute()
         return int(total)
+
+    async def count_and_publish(
+        self,
+        origin: str,
+        app_id: str,
+        second: int,
+        events: int,
+        limit: int,
+        publications: Sequence[tuple[str, bytes, str | None]],
+    ) -> int:
+        """:meth:`count_backend_events` (``events``), then :meth:`publish` each of
+        ``publications`` (channel, message, exclude) in order unless the new total is over
+        ``limit``: one round trip. Returns the total. Not for sharded pub/sub (a script's
+        SPUBLISH must stay in one slot): sharded callers count and publish one by one."""
+        arguments: list[bytes | int] = [events, limit]
+        for channel, message, exclude in publications:
+            arguments += [self.topic(app_id, channel), encode_publication(origin, exclude, message)]
+        key = self.key(app_id, "rate", str(second))
+        return int(await self._count_and_publish(keys=[key], args=arguments))
 
     async def subscription_count(self, app_id: str, channel: str) -> int:
         return int(await self.redis.scard(self.key(app_id, "subs", channel)))
