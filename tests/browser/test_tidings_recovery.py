@@ -1,9 +1,11 @@
 """``Tidings.withRecovery`` in Chromium: a page reload recovers through the tab's
 ``sessionStorage``, and a handler that throws gets its event again after the connection drops
 (in a browser an exception in a WebSocket handler is reported and the next message is handled
-as usual, which the Node tests in js/test can only imitate). The server is js/test's
-Pusher-protocol server speaking the recovery wire format (js/support/pusher-server-main.js, a
-Node process); what the page's handler saw is read back from the DOM.
+as usual, which the Node tests in js/test can only imitate). Each test runs against a real
+``tidings serve`` keeping history for ``orders-*`` (events triggered with the ``pusher`` SDK)
+and against js/test's Pusher-protocol server (js/support/pusher-server-main.js, a Node
+process), which pins the wire format down on its own. What the page's handler saw is read
+back from the DOM.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pusher
 import pytest
 from playwright.sync_api import Page, expect
 
 from browser_support import chromium, page_server, pusher_js
-from server_process import TIMEOUT
+from server_process import TIMEOUT, ServerProcess, free_port
 
 pytestmark = pytest.mark.node
 
@@ -51,12 +54,11 @@ class RecoveryServer:
         assert line, f"the Node server exited ({self.process.poll()})"
         return json.loads(line)
 
-    def publish(self, channel: str, event: str, data: object) -> int:
+    def publish(self, channel: str, event: str, data: object) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write(json.dumps({"publish": [channel, event, data]}) + "\n")
         self.process.stdin.flush()
-        offset: int = self._answer()["offset"]
-        return offset
+        self._answer()
 
     def stop(self) -> None:
         """Closing stdin ends it; a process that hangs is killed."""
@@ -68,6 +70,36 @@ class RecoveryServer:
             self.process.kill()
             self.process.wait()
         self.process.stdout.close()
+
+
+class TidingsServer:
+    """A real ``tidings serve`` whose app keeps 100 events of ``orders-*`` for 5 minutes."""
+
+    APP = {"id": "65432", "key": "recovery-key", "secret": "recovery-secret"}
+
+    def __init__(self, folder: Path) -> None:
+        config = folder / "tidings.toml"
+        app = "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.APP.items())
+        rule = '[[apps.history]]\npattern = "orders-*"\nsize = 100\nttl = 300\n'
+        config.write_text(f"[[apps]]\n{app}{rule}")
+        self.process = ServerProcess(free_port(), config, folder / "server.log")
+        self.process.start()
+        self.port = self.process.port
+        self.rest = pusher.Pusher(
+            app_id=self.APP["id"],
+            key=self.APP["key"],
+            secret=self.APP["secret"],
+            host="127.0.0.1",
+            port=self.port,
+            ssl=False,
+            timeout=TIMEOUT,
+        )
+
+    def publish(self, channel: str, event: str, data: object) -> None:
+        self.rest.trigger(channel, event, data)
+
+    def stop(self) -> None:
+        self.process.stop()
 
 
 # The channel comes from the query string; `failOn` names an event number whose handler throws.
@@ -103,15 +135,20 @@ PAGE = """<!doctype html>
 """
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RecoveryServer]:
-    server = RecoveryServer()
+@pytest.fixture(scope="module", params=["tidings", "node"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TidingsServer | RecoveryServer]:
+    if request.param == "tidings":
+        server: TidingsServer | RecoveryServer = TidingsServer(tmp_path_factory.mktemp("tidings"))
+    else:
+        server = RecoveryServer()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def origin(server: RecoveryServer) -> Iterator[str]:
+def origin(server: TidingsServer | RecoveryServer) -> Iterator[str]:
     page = PAGE % {"tidings": "", "key": json.dumps("recovery-key"), "port": server.port}
     files = {
         "/": (lambda: page.encode(), "text/html; charset=utf-8"),
@@ -141,7 +178,7 @@ def subscribed(page: Page, channel: str) -> None:
 
 
 def test_a_reloaded_page_gets_what_happened_while_it_was_away(
-    page: Page, origin: str, server: RecoveryServer
+    page: Page, origin: str, server: TidingsServer | RecoveryServer
 ) -> None:
     channel = f"orders-{uuid.uuid4().hex[:10]}"
     url = f"{origin}/?channel={channel}"
@@ -161,7 +198,7 @@ def test_a_reloaded_page_gets_what_happened_while_it_was_away(
 
 
 def test_a_throwing_handler_gets_its_event_again_after_a_drop(
-    page: Page, origin: str, server: RecoveryServer
+    page: Page, origin: str, server: TidingsServer | RecoveryServer
 ) -> None:
     channel = f"orders-{uuid.uuid4().hex[:10]}"
     page.goto(f"{origin}/?channel={channel}&failOn=3")
