@@ -80,6 +80,29 @@ test("the old socket's own events are not replayed", async () => {
   assert.equal(client.succeeded[1].recovered, true);
 });
 
+test('Laravel Echo with `client:` recovers the same way', async () => {
+  // laravel-echo 2.5.0's CommonJS build does not load under Node ("type": "module"): its ES module does.
+  const { default: Echo } = await import('laravel-echo');
+  const name = unique('orders-');
+  const pusher = withRecovery(tidings.client({ wsPort: proxy.port }));
+  const echo = new Echo({ broadcaster: 'pusher', client: pusher, withoutInterceptors: true });
+  const seen = [];
+  const channel = echo.channel(name).listen('.OrderShipped', (data) => seen.push(data.n));
+  const succeeded = [];
+  channel.subscribed(() => succeeded.push(pusher.connection.socket_id));
+  await until('subscribed', () => succeeded.length === 1);
+  await tidings.publish(name, 'OrderShipped', { n: 1 });
+  await until('event 1', () => seen.length === 1);
+  proxy.hold();
+  proxy.cut();
+  for (let n = 2; n <= 4; n++) await tidings.publish(name, 'OrderShipped', { n });
+  proxy.release();
+  await until('events 2-4', () => seen.length === 4);
+  assert.deepEqual(seen, [1, 2, 3, 4]);
+  assert.equal(succeeded.length, 2);
+  assert.notEqual(succeeded[1], succeeded[0]);
+});
+
 test('more missed than the channel keeps: recovered false, no replay, tidings:unrecovered', async () => {
   const name = unique('small-');
   const client = await subscriber(name);
