@@ -122,7 +122,7 @@ test('more missed than the channel keeps: recovered false, no replay, tidings:un
   assert.deepEqual(client.seen, [1, 11]);
 });
 
-test('100 clients cut and reconnecting while 1,000 events a second are published: none lost or doubled', async () => {
+test('100 clients cut and reconnecting during 1,000 events a second: none lost or doubled', async () => {
   const name = unique('orders-');
   const clients = await Promise.all(Array.from({ length: 100 }, () => subscriber(name)));
   const total = 2000;
