@@ -205,8 +205,15 @@ class RateCounters(Protocol):
     """Per-second counters shared by every node (Pusher's per-app message quota)."""
 
     async def count_backend_events(self, app_id: str, events: int, now: float) -> int:
-        """Add ``events`` to the app's REST events in the current second (cluster-wide);
-        returns the total after adding them. While degraded: this node's count."""
+        """Add ``events`` to the app's REST events in the current second; returns the total
+        after adding them: this node's count plus the other nodes' as of the last
+        :meth:`reconcile` (never a round trip per call; the slack is in docs/redis.md).
+        While degraded: this node's count."""
+        ...
+
+    async def reconcile(self) -> None:
+        """Share this node's counts with the other nodes and learn theirs now (a node does
+        it by itself every 100 ms while it counts)."""
         ...
 
 

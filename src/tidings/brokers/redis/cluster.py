@@ -120,6 +120,17 @@ class ClusterRedis:
             total, _ = await pipe.execute()
         return int(total)
 
+    async def add_backend_events(self, counts: Sequence[tuple[str, int, int]]) -> list[int]:
+        """Add each (app, second, events) of ``counts`` to the cluster-wide count of that
+        second, in one round trip; the new totals, in the same order."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for app_id, second, events in counts:
+                key = self.key(app_id, "rate", str(second))
+                pipe.incrby(key, events)
+                pipe.expire(key, 2)
+            replies = await pipe.execute()
+        return [int(total) for total in replies[::2]]
+
     async def count_and_publish(
         self,
         origin: str,
