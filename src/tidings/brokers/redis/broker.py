@@ -86,6 +86,7 @@ class RedisBroker:
 
     async def close(self) -> None:
         await self.rates.close()
+        await self.pubsub.close()
         await self.liveness.close()
         await self.listener.close()
         if not self.link.degraded:
