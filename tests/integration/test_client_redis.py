@@ -25,8 +25,9 @@ from pusher_helpers import (
     rest_request,
     unique,
 )
+from redis import asyncio as aioredis
 
-from redis_server import free_port
+from redis_server import TIMEOUT, free_port
 from server_process import ServerProcess
 from tidings.backends import Event, PublishError
 from tidings.clients import RedisClient, open_backend
@@ -217,9 +218,11 @@ async def test_limits_are_the_rest_apis(client: RedisClient) -> None:
 async def test_backend_rate_limit_is_shared_with_rest_triggers(
     node: ServerProcess, redis_server: Any, redis_prefix: str, sharded: bool
 ) -> None:
-    """4 events a second for the app, on the node and in the client: 3 through REST and
-    1 through the client pass, the next client event and the next REST event are refused.
-    Counts are per wall-clock second: a run that straddles two seconds is done again."""
+    """4 events a second for the app, on the node and in the client: 3 through REST and,
+    once the node has added them to Redis (within its reconcile interval), 1 through the
+    client pass; the next client event is refused, and so are 2 more REST events (the
+    node's own 3 + 2). Counts are per wall-clock second: a run that straddles two seconds
+    is done again."""
     client = RedisClient(
         redis_server.url,
         RATE_APP["id"],
@@ -248,14 +251,26 @@ async def test_backend_rate_limit_is_shared_with_rest_triggers(
             return exc.status
         return 200
 
+    redis = aioredis.Redis.from_url(redis_server.url)
+
+    async def reconciled(second: int) -> None:
+        """The node's 3 events are in Redis (it adds them every 100 ms, not per request)."""
+        key = f"{redis_prefix}:{RATE_APP['id']}:rate:{second}"
+        deadline = time.monotonic() + TIMEOUT
+        while int(await redis.get(key) or 0) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
     try:
         for _ in range(5):
+            # A fresh second: the last attempt's events must not count against this one.
+            await asyncio.sleep(1 - time.time() % 1)
             second = int(time.time())
-            statuses = [
-                await asyncio.to_thread(post, "/batch_events", {"batch": [one] * 3}),
+            statuses = [await asyncio.to_thread(post, "/batch_events", {"batch": [one] * 3})]
+            await reconciled(second)
+            statuses += [
                 await client_status(),
                 await client_status(),
-                await asyncio.to_thread(post, "/events", one),
+                await asyncio.to_thread(post, "/batch_events", {"batch": [one] * 2}),
             ]
             if int(time.time()) == second:
                 break
@@ -263,6 +278,7 @@ async def test_backend_rate_limit_is_shared_with_rest_triggers(
             pytest.fail("no run fitted in one wall-clock second")
     finally:
         await client.close()
+        await redis.aclose()
     assert statuses == [200, 200, 429, 429]
 
 
