@@ -149,20 +149,25 @@ class ClusterRedis:
         self,
         origin: str,
         app_id: str,
-        second: int,
-        events: int,
         limit: int,
-        publications: Sequence[tuple[str, bytes, str | None]],
-    ) -> int:
-        """:meth:`count_backend_events` (``events``), then :meth:`publish` each of
-        ``publications`` (channel, message, exclude) in order unless the new total is over
-        ``limit``: one round trip. Returns the total. Not for sharded pub/sub (a script's
-        SPUBLISH must stay in one slot): sharded callers count and publish one by one."""
-        arguments: list[bytes | int] = [events, limit]
-        for channel, message, exclude in publications:
-            arguments += [self.topic(app_id, channel), encode_publication(origin, exclude, message)]
-        key = self.key(app_id, "rate", str(second))
-        return int(await self._count_and_publish(keys=[key], args=arguments))
+        calls: Sequence[tuple[int, int, Sequence[tuple[str, bytes, str | None]]]],
+    ) -> list[int]:
+        """For each (second, events, publications) of ``calls``, in order: add ``events`` to
+        the count of ``second`` (:meth:`count_backend_events`), then :meth:`publish` each of
+        ``publications`` (channel, message, exclude) unless the new total is over ``limit``.
+        One script per call, all in one pipeline: one round trip. Returns the totals. Not
+        for sharded pub/sub (a script's SPUBLISH must stay in one slot): sharded callers
+        count and publish one by one."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for second, events, publications in calls:
+                arguments: list[bytes | int] = [events, limit]
+                for channel, message, exclude in publications:
+                    payload = encode_publication(origin, exclude, message)
+                    arguments += [self.topic(app_id, channel), payload]
+                key = self.key(app_id, "rate", str(second))
+                await self._count_and_publish(keys=[key], args=arguments, client=pipe)
+            totals = await pipe.execute()
+        return [int(total) for total in totals]
 
     async def subscription_count(self, app_id: str, channel: str) -> int:
         return int(await self.redis.scard(self.key(app_id, "subs", channel)))
