@@ -73,11 +73,16 @@ class CachedEvent:
 class PubSub(Protocol):
     """Publications to the subscribers of a channel, on every node."""
 
-    async def publish(self, app_id: str, channel: str, message: bytes, exclude: str | None) -> bool:
+    def publish(
+        self, app_id: str, channel: str, message: bytes, exclude: str | None
+    ) -> Awaitable[bool]:
         """Deliver ``message`` (a Pusher event, JSON: each edge frames it) to every
         subscriber of ``channel`` on every node but ``exclude``.
 
-        Ordering: messages published by one node to one channel arrive in publish order.
+        Ordering: messages published by one node to one channel arrive in publish order:
+        the order in which the awaitables are awaited (an ``async def``), or already the
+        order of the calls (Redis: its publications are queued before this returns, so a
+        caller may start several and await them together; see ``redis/pubsub.py``).
         Delivery: at most once; a subscriber that is gone or too slow misses it.
         Failure: this node's subscribers always get it, before this returns; returns False
         when the other nodes could not be reached (degraded: they miss it), True when it

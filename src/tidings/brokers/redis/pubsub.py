@@ -34,17 +34,22 @@ class RedisPubSub:
         self._pending: list[_Pending] = []
         self._sender: asyncio.Task[None] | None = None
 
-    async def publish(self, app_id: str, channel: str, message: bytes, exclude: str | None) -> bool:
+    def publish(
+        self, app_id: str, channel: str, message: bytes, exclude: str | None
+    ) -> asyncio.Future[bool]:
+        """Delivered locally and queued for the sender before this returns (so the order
+        of the calls is the order on the bus); the future says whether it went out."""
         if self.deliver is not None:
             self.deliver(app_id, channel, message, exclude, None)
-        if self._link.degraded:
-            return False  # at most once: other nodes miss what is published in an outage
         sent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if self._link.degraded:
+            sent.set_result(False)  # at most once: other nodes miss what is published now
+            return sent
         self._pending.append((app_id, channel, message, exclude, sent))
         if self._sender is None:
             # A task, not a call now: what else this loop tick publishes joins the pipeline.
             self._sender = asyncio.create_task(self._send())
-        return await sent
+        return sent
 
     async def close(self) -> None:
         """Let the publications already accepted go out (or fail) before the link closes."""
