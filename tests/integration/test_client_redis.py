@@ -181,6 +181,23 @@ async def test_trigger_many_publishes_more_than_a_batch_in_order(
     assert [(m["channel"], m["data"]) for m in got] == [(e.channels[0], e.data) for e in events]
 
 
+async def test_concurrent_triggers_share_pipelines_and_keep_the_call_order(
+    node: ServerProcess, client: RedisClient, open_socket: SocketOpener
+) -> None:
+    """Calls made together go out in pipelines of their scripts (or one command at a time
+    for a cache channel), in the order of the calls, each one answered."""
+    channel, cached = unique("together"), unique("cache-together")
+    sock = await open_socket(node.ws_url)
+    await sock.subscribe(channel)
+    await sock.subscribe(cached)
+    await sock.expect("pusher:cache_miss", cached)
+    events = [event(cached if i % 7 == 3 else channel, "n", json.dumps(i)) for i in range(40)]
+    answers = await asyncio.gather(*(client.trigger(e) for e in events))
+    assert answers == [{}] * len(events)
+    got = await sock.recv_n(len(events))
+    assert [(m["channel"], m["data"]) for m in got] == [(e.channels[0], e.data) for e in events]
+
+
 async def test_socket_id_excludes_the_sender(
     node: ServerProcess, client: RedisClient, open_socket: SocketOpener
 ) -> None:

@@ -132,6 +132,9 @@ class RedisClient:
         self._store = HistoryStore(self._cluster, self._origin)
 
     async def close(self) -> None:
+        if self._sender is not None:
+            # The calls already made go out (or fail, each answered) before the pool closes.
+            await asyncio.shield(self._sender)
         cluster, self._cluster, self._store = self._cluster, None, None
         if cluster is not None:
             await cluster.redis.aclose(close_connection_pool=True)
