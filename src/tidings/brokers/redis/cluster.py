@@ -52,6 +52,8 @@ class ClusterRedis:
         self.sharded = sharded
         lua = resources.files("tidings.brokers").joinpath("lua/count_and_publish.lua").read_text()
         self._count_and_publish = redis.register_script(lua)
+        lua = resources.files("tidings.brokers").joinpath("lua/publish_many.lua").read_text()
+        self._publish_many = redis.register_script(lua)
 
     def key(self, app_id: str, *parts: str) -> str:
         return ":".join((self.prefix, app_id, *parts))
@@ -96,14 +98,23 @@ class ClusterRedis:
         self, origin: str, publications: Sequence[tuple[str, str, bytes, str | None]]
     ) -> None:
         """Each (app, channel, message, exclude) of ``publications`` as :meth:`publish`
-        does, in order, in one pipeline: one round trip for them all."""
+        does, in order, in one round trip: one script (one command to pack and one reply
+        to parse), or with sharded pub/sub (a script's SPUBLISH must stay in one slot) a
+        pipeline."""
+        if not self.sharded:
+            arguments: list[bytes] = []
+            for app_id, channel, message, exclude in publications:
+                arguments += [
+                    self.topic(app_id, channel),
+                    encode_publication(origin, exclude, message),
+                ]
+            await self._publish_many(args=arguments)
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
             for app_id, channel, message, exclude in publications:
-                payload = encode_publication(origin, exclude, message)
-                if self.sharded:
-                    pipe.spublish(self.topic(app_id, channel), payload)
-                else:
-                    pipe.publish(self.topic(app_id, channel), payload)
+                pipe.spublish(
+                    self.topic(app_id, channel), encode_publication(origin, exclude, message)
+                )
             await pipe.execute()
 
     async def control(self, origin: str, app_id: str, message: ControlMessage) -> None:
