@@ -161,6 +161,8 @@ class BrokerFactory:
                 node_id=f"{prefix}-{name}",
                 sharded=self.kind == "redis-sharded",
                 node_ttl=node_ttl,
+                # The tests reconcile the rate counters themselves (no timer races them).
+                rate_reconcile_interval=3600,
             )
         node = Node(name, broker)
         self.nodes.append(node)  # closed at teardown even if start() fails half-way

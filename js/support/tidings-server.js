@@ -46,12 +46,19 @@ async function isReady(port) {
   }
 }
 
+// The app's TOML: strings, numbers and booleans as JSON writes them; `history` (a list of
+// {pattern, size, ttl}) as [[apps.history]] tables.
+function appToml({ history = [], ...settings }) {
+  const pairs = (object) => Object.entries(object).map(([k, v]) => `${k} = ${JSON.stringify(v)}`);
+  return ['[[apps]]', ...pairs(settings), ...history.flatMap((rule) => ['[[apps.history]]', ...pairs(rule)])];
+}
+
 // Starts the server and waits for /ready. `app` adds settings to the one app (for example
-// live_snapshot_url). A port taken between freePort() and the bind gets another try.
+// live_snapshot_url, or history rules). A port taken between freePort() and the bind gets
+// another try.
 async function startTidings(app = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tidings-js-'));
-  const settings = { ...APP, client_events: false, ...app };
-  const lines = ['[[apps]]', ...Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`)];
+  const lines = appToml({ ...APP, client_events: false, ...app });
   const config = path.join(dir, 'tidings.toml');
   fs.writeFileSync(config, lines.join('\n') + '\n');
   const logPath = path.join(dir, 'server.log');
@@ -73,50 +80,58 @@ async function startTidings(app = {}) {
     if (!exited(child) && (await isReady(port))) return tidingsHandle(port, child, dir, logs);
     child.kill('SIGKILL');
     if (attempt < 2 && logs().includes('address already in use')) continue;
+    const output = logs(); // read before the directory goes
     fs.rmSync(dir, { recursive: true, force: true });
-    throw new Error(`tidings serve did not become ready on port ${port}:\n${logs()}`);
+    throw new Error(`tidings serve did not become ready on port ${port}:\n${output}`);
   }
 }
 
 function tidingsHandle(port, child, dir, logs) {
   const clients = [];
+
+  // A REST call signed as Pusher's server SDKs sign it.
+  async function post(endpoint, json, what) {
+    const body = JSON.stringify(json);
+    const pathName = `/apps/${APP.id}/${endpoint}`;
+    const query = new URLSearchParams({
+      auth_key: APP.key,
+      auth_timestamp: String(Math.floor(Date.now() / 1000)),
+      auth_version: '1.0',
+      body_md5: crypto.createHash('md5').update(body).digest('hex'),
+    }).toString(); // keys already in sorted order, as the signature requires
+    const signature = hmac(APP.secret, `POST\n${pathName}\n${query}`);
+    const response = await fetch(`http://127.0.0.1:${port}${pathName}?${query}&auth_signature=${signature}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body,
+    });
+    if (response.status !== 200) throw new Error(`${what}: HTTP ${response.status} ${await response.text()}`);
+  }
+
   return {
     port,
     logs,
 
     // POST /apps/{id}/events, signed as Pusher's REST API wants it.
-    async publish(channel, name, data, socketId) {
-      const body = JSON.stringify({
-        name,
-        channels: [channel],
-        data: JSON.stringify(data),
-        ...(socketId ? { socket_id: socketId } : {}),
-      });
-      const pathName = `/apps/${APP.id}/events`;
-      const query = new URLSearchParams({
-        auth_key: APP.key,
-        auth_timestamp: String(Math.floor(Date.now() / 1000)),
-        auth_version: '1.0',
-        body_md5: crypto.createHash('md5').update(body).digest('hex'),
-      }).toString(); // keys already in sorted order, as the signature requires
-      const signature = hmac(APP.secret, `POST\n${pathName}\n${query}`);
-      const response = await fetch(`http://127.0.0.1:${port}${pathName}?${query}&auth_signature=${signature}`, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body,
-      });
-      if (response.status !== 200) {
-        throw new Error(`publish ${name} on ${channel}: HTTP ${response.status} ${await response.text()}`);
-      }
+    publish(channel, name, data, socketId) {
+      const body = { name, channels: [channel], data: JSON.stringify(data) };
+      if (socketId) body.socket_id = socketId;
+      return post('events', body, `publish ${name} on ${channel}`);
     },
 
-    // A pusher-js client on this server; private channels are authorized here with the
-    // app secret (the app's /pusher/auth would do the same).
-    client() {
+    // POST /apps/{id}/batch_events: events of one channel, {name, data} each (10 at most).
+    publishBatch(channel, events) {
+      const batch = events.map(({ name, data }) => ({ channel, name, data: JSON.stringify(data) }));
+      return post('batch_events', { batch }, `a batch of ${events.length} on ${channel}`);
+    },
+
+    // A pusher-js client on this server (or on `wsPort`, a proxy in front of it); private
+    // channels are authorized here with the app secret (the app's /pusher/auth would do the same).
+    client({ wsPort = port } = {}) {
       const pusher = new Pusher(APP.key, {
         cluster: 'local',
         wsHost: '127.0.0.1',
-        wsPort: port,
+        wsPort,
         forceTLS: false,
         disableStats: true,
         enabledTransports: ['ws'],

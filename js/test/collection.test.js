@@ -269,11 +269,13 @@ test('in a browser the script defines window.Tidings', () => {
   window.self = window;
   vm.runInNewContext(source, window);
   assert.equal(typeof window.Tidings.liveCollection, 'function');
+  assert.equal(typeof window.Tidings.withRecovery, 'function');
 });
 
-test('tidings.js stays small: under 6 KB unminified', () => {
+// Two helpers: liveCollection (~6 KB) and withRecovery (~5 KB), readable, unminified.
+test('tidings.js stays small: under 12 KB unminified', () => {
   const fs = require('node:fs');
   const path = require('node:path');
   const size = fs.statSync(path.join(__dirname, '../../src/tidings/static/tidings.js')).size;
-  assert.ok(size < 6 * 1024, `tidings.js is ${size} bytes`);
+  assert.ok(size < 12 * 1024, `tidings.js is ${size} bytes`);
 });

@@ -25,3 +25,15 @@ test('the README documents the options tidings.js reads, and only those', () => 
   const read = [...new Set([...source.matchAll(/opts\.(\w+)/g)].map((m) => m[1]))].sort();
   assert.deepEqual(documented, read);
 });
+
+// tidings.d.ts is checked with tsc by hand (TypeScript is not a dependency); this keeps its
+// exports and liveCollection's options in step with the code.
+test('tidings.d.ts declares what tidings.js exports, and the options it reads', () => {
+  const types = fs.readFileSync(path.join(__dirname, '../../src/tidings/static/tidings.d.ts'), 'utf8');
+  const declared = [...types.matchAll(/^export function (\w+)/gm)].map((m) => m[1]).sort();
+  assert.deepEqual(declared, Object.keys(require('../../src/tidings/static/tidings.js')).sort());
+  const block = types.split('interface LiveCollectionOptions')[1].split('\n}')[0];
+  const options = [...block.matchAll(/^ {2}(\w+)\??[(:]/gm)].map((m) => m[1]).sort();
+  const read = [...new Set([...source.matchAll(/opts\.(\w+)/g)].map((m) => m[1]))].sort();
+  assert.deepEqual(options, read);
+});

@@ -77,8 +77,7 @@ async def publish(
     """Publish checked triggers, counted against the app's backend rate limit first.
     ``source`` (``rest``, ``console``, ``python``) is shown by the console."""
     await node.check_backend_rate(app, len(triggers))
-    for trigger in triggers:
-        await node.trigger(app, trigger, source)
+    await node.trigger_all(app, triggers, source)
 
 
 async def batch_info(node: Node, app: App, triggers: Sequence[Trigger]) -> dict[str, Any]:

@@ -863,30 +863,60 @@ class Node:
             )
 
     async def trigger(self, app: App, trigger: Trigger, source: str = "python") -> None:
-        """Publish one event to its channels: encoded once per channel, written once per socket.
+        """Publish one event to its channels: :meth:`trigger_all` of one."""
+        await self.trigger_all(app, (trigger,), source)
+
+    async def trigger_all(
+        self, app: App, triggers: Sequence[Trigger], source: str = "python"
+    ) -> None:
+        """Publish events (a REST batch) to their channels, in order: each encoded once per
+        channel, written once per socket.
 
         ``source`` names the caller for the console: ``rest``, ``console`` or ``python``.
+        Plain pub/sub publications are all started before the first is awaited, so that a
+        broker that pipelines them (Redis) sends a batch in one round trip; a cache channel
+        or one with history waits for those before it (one order per channel).
 
         Raises :class:`ClusterUnavailable` when the other nodes cannot be reached: before
         anything is published if the broker is known to be degraded (a retry then delivers
-        it once), else after the failed channel (its own subscribers may have it)."""
+        it once), else once the publications started have ended (this node's subscribers
+        have them)."""
         if self.broker.degraded:
             raise ClusterUnavailable("the cluster backend is unreachable")
         state = self._states[app.id]
-        state.counters.publications += len(trigger.channels)
-        if state.tap is not None:
-            state.tap.api_message(
-                list(trigger.channels), trigger.name, trigger.data, trigger.socket_id, source
-            )
-        for channel in trigger.channels:
-            message = messages.event(trigger.name, channel, trigger.data)
-            if channel_type(channel).cache:
-                self._states[app.id].cache_misses.forget(channel)
-                now = self.clock()
-                cached = CachedEvent(message, now + app.cache_ttl)
-                await self.broker.cache.set(app.id, channel, cached, now)
-            if not await self._publish(app, channel, trigger.name, message, trigger.socket_id):
-                raise ClusterUnavailable("the cluster backend stopped answering")
+        started: list[Awaitable[bool]] = []
+        try:
+            for trigger in triggers:
+                state.counters.publications += len(trigger.channels)
+                if state.tap is not None:
+                    state.tap.api_message(
+                        list(trigger.channels),
+                        trigger.name,
+                        trigger.data,
+                        trigger.socket_id,
+                        source,
+                    )
+                for channel in trigger.channels:
+                    message = messages.event(trigger.name, channel, trigger.data)
+                    exclude = trigger.socket_id
+                    if (
+                        not channel_type(channel).cache
+                        and app.stored(channel, trigger.name) is None
+                    ):
+                        started.append(
+                            self.broker.pubsub.publish(app.id, channel, message, exclude)
+                        )
+                        continue
+                    await _all_published(started)
+                    if channel_type(channel).cache:
+                        state.cache_misses.forget(channel)
+                        now = self.clock()
+                        cached = CachedEvent(message, now + app.cache_ttl)
+                        await self.broker.cache.set(app.id, channel, cached, now)
+                    if not await self._publish(app, channel, trigger.name, message, exclude):
+                        raise ClusterUnavailable("the cluster backend stopped answering")
+        finally:
+            await _all_published(started)
 
     async def _publish(
         self, app: App, channel: str, event: str, message: bytes, exclude: str | None
@@ -952,3 +982,12 @@ def _member_message(channel: str, event: MemberEvent) -> bytes:
         return messages.event("pusher_internal:member_added", channel, data)
     data = messages.dumps({"user_id": event.user_id})
     return messages.event("pusher_internal:member_removed", channel, data)
+
+
+async def _all_published(started: list[Awaitable[bool]]) -> None:
+    """Await every publication ``started``, in order (each one, even after a failure: a
+    coroutine never awaited would not publish); raise ClusterUnavailable if any failed."""
+    results = [await publication for publication in started]
+    started.clear()
+    if not all(results):
+        raise ClusterUnavailable("the cluster backend stopped answering")

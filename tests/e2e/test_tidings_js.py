@@ -1,8 +1,10 @@
 """The Node tests of tidings.js (js/test/*.test.js, node:test) as one pytest test, so that
 ``make test`` runs them: unit tests with a fake channel, the HTTP snapshot path against a local
-server, and the real pusher-js 8.6.0 against a real ``tidings serve`` that the Node tests start
+server, the real pusher-js 8.6.0 against a real ``tidings serve`` that the Node tests start
 themselves (with this venv's Python), with and without a snapshot provider
-(``live_snapshot_url``). Their full output is shown when one fails."""
+(``live_snapshot_url``), and the recovery plugin with pusher-js and Laravel Echo against a
+Pusher-protocol server in Node that speaks the recovery wire format. Their full output is shown
+when one fails."""
 
 from __future__ import annotations
 
@@ -25,9 +27,10 @@ JS_DIR = Path(__file__).resolve().parents[2] / "js"
 def test_tidings_js_node_tests() -> None:
     node = shutil.which("node")
     if node is None:
-        pytest.fail("node is not on PATH: the tidings.js tests need Node.js 18+")
-    if not (JS_DIR / "node_modules" / "pusher-js" / "package.json").is_file():
-        pytest.fail(f"pusher-js is not installed: run `make install` (npm ci in {JS_DIR})")
+        pytest.fail("node is not on PATH: the tidings.js tests need Node.js 20.19+")
+    for package in ("pusher-js", "laravel-echo"):
+        if not (JS_DIR / "node_modules" / package / "package.json").is_file():
+            pytest.fail(f"{package} is not installed: run `make install` (npm ci in {JS_DIR})")
     files = sorted(str(p.relative_to(JS_DIR)) for p in (JS_DIR / "test").glob("*.test.js"))
     assert files, f"no tests in {JS_DIR / 'test'}"
     # Its own process group: on a timeout the Node runner's children and the `tidings serve`

@@ -25,8 +25,9 @@ from pusher_helpers import (
     rest_request,
     unique,
 )
+from redis import asyncio as aioredis
 
-from redis_server import free_port
+from redis_server import TIMEOUT, free_port
 from server_process import ServerProcess
 from tidings.backends import Event, PublishError
 from tidings.clients import RedisClient, open_backend
@@ -180,6 +181,23 @@ async def test_trigger_many_publishes_more_than_a_batch_in_order(
     assert [(m["channel"], m["data"]) for m in got] == [(e.channels[0], e.data) for e in events]
 
 
+async def test_concurrent_triggers_share_pipelines_and_keep_the_call_order(
+    node: ServerProcess, client: RedisClient, open_socket: SocketOpener
+) -> None:
+    """Calls made together go out in pipelines of their scripts (or one command at a time
+    for a cache channel), in the order of the calls, each one answered."""
+    channel, cached = unique("together"), unique("cache-together")
+    sock = await open_socket(node.ws_url)
+    await sock.subscribe(channel)
+    await sock.subscribe(cached)
+    await sock.expect("pusher:cache_miss", cached)
+    events = [event(cached if i % 7 == 3 else channel, "n", json.dumps(i)) for i in range(40)]
+    answers = await asyncio.gather(*(client.trigger(e) for e in events))
+    assert answers == [{}] * len(events)
+    got = await sock.recv_n(len(events))
+    assert [(m["channel"], m["data"]) for m in got] == [(e.channels[0], e.data) for e in events]
+
+
 async def test_socket_id_excludes_the_sender(
     node: ServerProcess, client: RedisClient, open_socket: SocketOpener
 ) -> None:
@@ -217,9 +235,11 @@ async def test_limits_are_the_rest_apis(client: RedisClient) -> None:
 async def test_backend_rate_limit_is_shared_with_rest_triggers(
     node: ServerProcess, redis_server: Any, redis_prefix: str, sharded: bool
 ) -> None:
-    """4 events a second for the app, on the node and in the client: 3 through REST and
-    1 through the client pass, the next client event and the next REST event are refused.
-    Counts are per wall-clock second: a run that straddles two seconds is done again."""
+    """4 events a second for the app, on the node and in the client: 3 through REST and,
+    once the node has added them to Redis (within its reconcile interval), 1 through the
+    client pass; the next client event is refused, and so are 2 more REST events (the
+    node's own 3 + 2). Counts are per wall-clock second: a run that straddles two seconds
+    is done again."""
     client = RedisClient(
         redis_server.url,
         RATE_APP["id"],
@@ -248,14 +268,26 @@ async def test_backend_rate_limit_is_shared_with_rest_triggers(
             return exc.status
         return 200
 
+    redis = aioredis.Redis.from_url(redis_server.url)
+
+    async def reconciled(second: int) -> None:
+        """The node's 3 events are in Redis (it adds them every 100 ms, not per request)."""
+        key = f"{redis_prefix}:{RATE_APP['id']}:rate:{second}"
+        deadline = time.monotonic() + TIMEOUT
+        while int(await redis.get(key) or 0) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
     try:
         for _ in range(5):
+            # A fresh second: the last attempt's events must not count against this one.
+            await asyncio.sleep(1 - time.time() % 1)
             second = int(time.time())
-            statuses = [
-                await asyncio.to_thread(post, "/batch_events", {"batch": [one] * 3}),
+            statuses = [await asyncio.to_thread(post, "/batch_events", {"batch": [one] * 3})]
+            await reconciled(second)
+            statuses += [
                 await client_status(),
                 await client_status(),
-                await asyncio.to_thread(post, "/events", one),
+                await asyncio.to_thread(post, "/batch_events", {"batch": [one] * 2}),
             ]
             if int(time.time()) == second:
                 break
@@ -263,6 +295,7 @@ async def test_backend_rate_limit_is_shared_with_rest_triggers(
             pytest.fail("no run fitted in one wall-clock second")
     finally:
         await client.close()
+        await redis.aclose()
     assert statuses == [200, 200, 429, 429]
 
 

@@ -1032,3 +1032,28 @@ async def test_one_failing_subscription_count_never_stops_the_others(
             "data": '{"subscription_count":1}',
         }
     ]
+
+
+async def test_trigger_all_keeps_the_batch_order_across_plain_and_cache_channels(
+    node: Node,
+) -> None:
+    """Plain publications of a batch start together; a cache channel's waits for them, so
+    a subscriber of both sees the batch in its order."""
+    connection = connect(node)
+    connection.take()
+    await connection.subscribe("news")
+    await connection.subscribe("cache-news")
+    connection.take()
+    batch = [
+        Trigger("e1", "1", ("news",), None, ()),
+        Trigger("e2", "2", ("cache-news",), None, ()),
+        Trigger("e3", "3", ("news",), None, ()),
+        Trigger("e4", "4", ("news",), None, ()),
+    ]
+    await node.trigger_all(APP, batch)
+    assert [(m["event"], m["channel"]) for m in connection.take()] == [
+        ("e1", "news"),
+        ("e2", "cache-news"),
+        ("e3", "news"),
+        ("e4", "news"),
+    ]

@@ -73,11 +73,16 @@ class CachedEvent:
 class PubSub(Protocol):
     """Publications to the subscribers of a channel, on every node."""
 
-    async def publish(self, app_id: str, channel: str, message: bytes, exclude: str | None) -> bool:
+    def publish(
+        self, app_id: str, channel: str, message: bytes, exclude: str | None
+    ) -> Awaitable[bool]:
         """Deliver ``message`` (a Pusher event, JSON: each edge frames it) to every
         subscriber of ``channel`` on every node but ``exclude``.
 
-        Ordering: messages published by one node to one channel arrive in publish order.
+        Ordering: messages published by one node to one channel arrive in publish order:
+        the order in which the awaitables are awaited (an ``async def``), or already the
+        order of the calls (Redis: its publications are queued before this returns, so a
+        caller may start several and await them together; see ``redis/pubsub.py``).
         Delivery: at most once; a subscriber that is gone or too slow misses it.
         Failure: this node's subscribers always get it, before this returns; returns False
         when the other nodes could not be reached (degraded: they miss it), True when it
@@ -205,8 +210,15 @@ class RateCounters(Protocol):
     """Per-second counters shared by every node (Pusher's per-app message quota)."""
 
     async def count_backend_events(self, app_id: str, events: int, now: float) -> int:
-        """Add ``events`` to the app's REST events in the current second (cluster-wide);
-        returns the total after adding them. While degraded: this node's count."""
+        """Add ``events`` to the app's REST events in the current second; returns the total
+        after adding them: this node's count plus the other nodes' as of the last
+        :meth:`reconcile` (never a round trip per call; the slack is in docs/redis.md).
+        While degraded: this node's count."""
+        ...
+
+    async def reconcile(self) -> None:
+        """Share this node's counts with the other nodes and learn theirs now (a node does
+        it by itself every 100 ms while it counts)."""
         ...
 
 

@@ -186,6 +186,9 @@ class MemoryRates:
         self._seconds[app_id] = (second, count)
         return count
 
+    async def reconcile(self) -> None:
+        """One process: nothing to share."""
+
 
 class MemoryBroker:
     node_id = NODE_ID

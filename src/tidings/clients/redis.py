@@ -15,7 +15,8 @@ The client has no app configuration: the limits are options whose defaults are t
 and ``redis_prefix`` / ``redis_sharded`` must match the cluster's settings.
 
 Order: calls are written to Redis one after the other, in the order they were made on the
-client's loop, so events published in order arrive in order. Redis unreachable: every call
+client's loop, so events published in order arrive in order; calls made together share a
+pipeline (one round trip), calls made while it is out share the next. Redis unreachable: every call
 raises ``PublishError(503)``, as the REST API answers while its node cannot reach Redis
 (a node would reach its own sockets; a client has none, so nothing was published).
 
@@ -34,7 +35,8 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -53,7 +55,10 @@ from tidings.protocol.rest import RestError, RestLimits, Trigger, check_trigger,
 from tidings.protocol.session import Member
 from tidings.redaction import public_url, scrub
 
-POOL_SIZE = 8  # publishes are serialised; the rest are reads
+POOL_SIZE = 8  # publishes go out one pipeline at a time; the rest are reads
+MAX_PIPELINE = 256  # calls per pipeline; more wait for the next one
+
+_Queued = tuple[list[Trigger], "asyncio.Future[None]"]
 
 
 def history_rules(rules: Sequence[HistoryRule | Mapping[str, Any]]) -> tuple[HistoryRule, ...]:
@@ -104,7 +109,8 @@ class RedisClient:
         self._origin = f"client-{secrets.token_hex(6)}"
         self._cluster: ClusterRedis | None = None
         self._store: HistoryStore | None = None
-        self._lock = asyncio.Lock()  # bound to a loop only when first contended
+        self._queue: deque[_Queued] = deque()  # calls not yet written, in call order
+        self._sender: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"RedisClient({public_url(self._url)!r}, app_id={self._app_id!r})"
@@ -126,6 +132,9 @@ class RedisClient:
         self._store = HistoryStore(self._cluster, self._origin)
 
     async def close(self) -> None:
+        if self._sender is not None:
+            # The calls already made go out (or fail, each answered) before the pool closes.
+            await asyncio.shield(self._sender)
         cluster, self._cluster, self._store = self._cluster, None, None
         if cluster is not None:
             await cluster.redis.aclose(close_connection_pool=True)
@@ -189,45 +198,100 @@ class RedisClient:
             raise PublishError(exc.status, exc.message) from None
 
     async def _publish(self, triggers: list[Trigger]) -> None:
-        """Count the events against the rate limit, then cache and publish them in order:
-        in one script (one round trip), unless a cache channel, a channel with history (its
-        own script) or sharded pub/sub needs one command at a time.
+        """Count the events against the rate limit, then cache and publish them, in the
+        order of the calls: queued for the one sender (``_send``), which writes calls one
+        after the other, so that another call's commands cannot come in between.
 
         Refused events still count, as on a node (a client hammering the API keeps paying).
-        The lock keeps the order of calls: another call's commands cannot come in between.
         """
         cluster = await self._redis()
-        async with self._lock:
-            with self._reachable():
-                second = int(time.time())
-                if cluster.sharded or any(
-                    channel_type(c).cache or stored_under(self._history, c, t.name) is not None
-                    for t in triggers
-                    for c in t.channels
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((triggers, done))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send(cluster))
+        await done
+
+    def _one_by_one(self, triggers: list[Trigger]) -> bool:
+        """A cache channel (its SET), a channel with history (its own script) or sharded
+        pub/sub (a script's SPUBLISH must stay in one slot) needs a command at a time."""
+        return self._sharded or any(
+            channel_type(c).cache or stored_under(self._history, c, t.name) is not None
+            for t in triggers
+            for c in t.channels
+        )
+
+    async def _send(self, cluster: ClusterRedis) -> None:
+        """Write the queued calls in order: each run of calls with nothing cached or stored
+        as one pipeline of scripts (count and PUBLISH, one round trip for them all; the
+        calls made while it is out make the next one), any other call on its own."""
+        try:
+            while self._queue:
+                if self._one_by_one(self._queue[0][0]):
+                    batch = [self._queue.popleft()]
+                    await self._settle(batch, self._publish_one_by_one(cluster, batch[0][0]))
+                    continue
+                batch = []
+                while (
+                    self._queue
+                    and len(batch) < MAX_PIPELINE
+                    and not self._one_by_one(self._queue[0][0])
                 ):
-                    total = await cluster.count_backend_events(self._app_id, len(triggers), second)
-                    if total > self._max_events:
-                        raise PublishError(429, f"more than {self._max_events} events per second")
-                    for trigger in triggers:
-                        for channel in trigger.channels:
-                            await self._publish_one(cluster, trigger, channel)
-                    return
-                # Nothing cached or stored: the count and every PUBLISH in one script.
-                publications = [
+                    batch.append(self._queue.popleft())
+                await self._settle(batch, self._count_and_publish(cluster, batch))
+        finally:
+            self._sender = None
+
+    async def _settle(self, batch: list[_Queued], sending: Awaitable[list[int]]) -> None:
+        """Answer each call of ``batch``: done, over the limit (429) or unreachable (503)."""
+        try:
+            with self._reachable():
+                totals = await sending
+        except PublishError as exc:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(PublishError(exc.status, exc.message))
+            return
+        except BaseException as exc:  # cancelled with the loop: no caller waits forever
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(PublishError(503, f"not done: {exc!r}"))
+            raise
+        for (_, done), total in zip(batch, totals, strict=True):
+            if done.done():
+                continue  # its caller was cancelled
+            if total > self._max_events:
+                done.set_exception(
+                    PublishError(429, f"more than {self._max_events} events per second")
+                )
+            else:
+                done.set_result(None)
+
+    async def _count_and_publish(self, cluster: ClusterRedis, batch: list[_Queued]) -> list[int]:
+        second = int(time.time())
+        calls = [
+            (
+                second,
+                len(triggers),
+                [
                     (channel, messages.event(t.name, channel, t.data), t.socket_id)
                     for t in triggers
                     for channel in t.channels
-                ]
-                total = await cluster.count_and_publish(
-                    self._origin,
-                    self._app_id,
-                    second,
-                    len(triggers),
-                    self._max_events,
-                    publications,
-                )
-                if total > self._max_events:
-                    raise PublishError(429, f"more than {self._max_events} events per second")
+                ],
+            )
+            for triggers, _ in batch
+        ]
+        return await cluster.count_and_publish(self._origin, self._app_id, self._max_events, calls)
+
+    async def _publish_one_by_one(
+        self, cluster: ClusterRedis, triggers: list[Trigger]
+    ) -> list[int]:
+        second = int(time.time())
+        total = await cluster.count_backend_events(self._app_id, len(triggers), second)
+        if total <= self._max_events:
+            for trigger in triggers:
+                for channel in trigger.channels:
+                    await self._publish_one(cluster, trigger, channel)
+        return [total]
 
     async def _publish_one(self, cluster: ClusterRedis, trigger: Trigger, channel: str) -> None:
         message = messages.event(trigger.name, channel, trigger.data)

@@ -1,5 +1,7 @@
 /* tidings.js: Tidings.liveCollection(channel, options) keeps the rows of one live channel
- * equal to the server's. ES2017, no dependencies. Docs: js/README.md (Tidings repository). */
+ * equal to the server's; Tidings.withRecovery(pusher, {storage}) makes a pusher-js client
+ * recover the events it missed while disconnected. ES2017, no dependencies.
+ * Docs: js/README.md (Tidings repository). */
 (function (root) {
   'use strict';
 
@@ -129,7 +131,120 @@
     return collection;
   }
 
-  const Tidings = { liveCollection };
+  // Recovery (Tidings issue 16): every subscription opts in with a `tidings` field; the server
+  // answers with the channel's position {epoch, offset} and tags each event with its offset.
+  // On a resubscription the plugin asks for what came after the last offset it recorded.
+  function withRecovery(pusher, options) {
+    const storage = (options && options.storage) || null;
+    const positions = new Map(); // channel -> {epoch, offset, socket_id}
+    const live = new Map(); // channel -> offset that ends the replay, once subscribed
+    const storageKey = (name) => 'tidings:' + pusher.key + ':' + name;
+    // What the server accepts (anything else is refused with 4303 and no subscription).
+    const valid = (p) => p && typeof p.epoch === 'string' && p.epoch.length > 0 &&
+      p.epoch.length <= 32 && Number.isSafeInteger(p.offset) && p.offset >= 0 &&
+      /^\d{1,20}\.\d{1,20}$/.test(p.socket_id);
+    // Storage can be full, disabled or hold garbage: recovery then just starts afresh.
+    const store = (name, call) => { try { return storage && call(storageKey(name)); } catch (e) {} };
+
+    function load(name) {
+      if (!positions.has(name)) {
+        const saved = store(name, (key) => JSON.parse(storage.getItem(key)));
+        if (valid(saved)) positions.set(name, saved);
+      }
+      return positions.get(name);
+    }
+    function save(name, position) {
+      positions.set(name, position);
+      store(name, (key) => storage.setItem(key, JSON.stringify(position)));
+    }
+    function forget(name) {
+      positions.delete(name);
+      live.delete(name);
+      store(name, (key) => storage.removeItem(key));
+    }
+
+    const send = pusher.send_event;
+    pusher.send_event = function (name, data, channel) {
+      if (name === 'pusher:subscribe' && data && typeof data.channel === 'string') {
+        const position = load(data.channel);
+        const tidings = { v: 1 };
+        if (position) tidings.recover = Object.assign({}, position);
+        live.delete(data.channel);
+        data = Object.assign({}, data, { tidings });
+      } else if (name === 'pusher:unsubscribe' && data) {
+        forget(data.channel);
+      }
+      return send.call(this, name, data, channel);
+    };
+
+    function subscribed(name, data) {
+      // Unsubscribed while pending: pusher-js has just sent pusher:unsubscribe (forgotten).
+      const channel = pusher.channel(name);
+      if (!channel || !channel.subscribed) return;
+      const server = data && data.tidings;
+      // No position: the channel keeps no history (or this is not a Tidings server).
+      if (!server || typeof server.epoch !== 'string' || !Number.isInteger(server.offset)) {
+        return forget(name);
+      }
+      const mine = positions.get(name);
+      const socketId = pusher.connection.socket_id;
+      if (data.recovered === true && mine && mine.epoch === server.epoch) {
+        // The missed events follow, each recorded like a live one. Until they reach the top,
+        // the position keeps the old socket_id, whose own events the server leaves out.
+        live.set(name, server.offset);
+        if (mine.offset >= server.offset) save(name, Object.assign({}, mine, { socket_id: socketId }));
+      } else {
+        // A fresh subscription, or one that could not recover (tidings:unrecovered follows
+        // and reaches the channel's bindings): start from the server's position.
+        live.set(name, server.offset);
+        save(name, { epoch: server.epoch, offset: server.offset, socket_id: socketId });
+      }
+    }
+
+    function recorded(name, offset) {
+      const mine = positions.get(name);
+      if (!live.has(name) || !mine || !(offset > mine.offset)) return;
+      const socketId = offset >= live.get(name) ? pusher.connection.socket_id : mine.socket_id;
+      save(name, { epoch: mine.epoch, offset, socket_id: socketId });
+    }
+
+    // Runs for each frame after pusher-js dispatched it to the app's handlers: a handler that
+    // throws stops the dispatch, this never runs, and the event's offset stays unrecorded.
+    // (The same holds for pusher:subscription_succeeded: if its handler throws, events of that
+    // subscription are not recorded, and the next resubscription asks from the older offset.)
+    function afterDispatch(message) {
+      const text = message && message.data;
+      if (typeof text !== 'string') return;
+      if (text.indexOf('tidings') < 0 && text.indexOf('subscription_succeeded') < 0) return;
+      let frame;
+      try {
+        frame = JSON.parse(text);
+      } catch (e) {
+        return;
+      }
+      if (!frame || typeof frame.channel !== 'string') return;
+      if (frame.event === 'pusher_internal:subscription_succeeded') {
+        let data;
+        try {
+          data = JSON.parse(frame.data);
+        } catch (e) {}
+        subscribed(frame.channel, data);
+      } else if (frame.tidings && Number.isInteger(frame.tidings.offset)) {
+        recorded(frame.channel, frame.tidings.offset);
+      }
+    }
+
+    // pusher-js binds its own listener to each new socket's transport first: ours runs after.
+    function watch() {
+      const connection = pusher.connection.connection;
+      if (connection && connection.transport) connection.transport.bind('message', afterDispatch);
+    }
+    pusher.connection.bind('connected', watch);
+    if (pusher.connection.state === 'connected') watch();
+    return pusher;
+  }
+
+  const Tidings = { liveCollection, withRecovery };
   if (typeof module === 'object' && module.exports) module.exports = Tidings;
   else root.Tidings = Tidings;
 })(typeof self !== 'undefined' ? self : this);

@@ -26,7 +26,7 @@ from tidings.brokers.redis.liveness import RECOVERY_SETTLE, Liveness
 from tidings.brokers.redis.mirror import Mirror
 from tidings.brokers.redis.presence import RedisPresence
 from tidings.brokers.redis.pubsub import RedisPubSub
-from tidings.brokers.redis.rates import RedisRates
+from tidings.brokers.redis.rates import RECONCILE_INTERVAL, RedisRates
 from tidings.brokers.redis.scripts import Scripts
 from tidings.brokers.redis.subscriptions import RedisSubscriptions
 
@@ -42,6 +42,7 @@ class RedisBroker:
         node_ttl: float = 15.0,
         recovery_settle: float = RECOVERY_SETTLE,
         unreachable_report_interval: float = UNREACHABLE_REPORT_INTERVAL,
+        rate_reconcile_interval: float = RECONCILE_INTERVAL,
     ) -> None:
         node_id = node_id or secrets.token_hex(6)
         self.link = RedisLink(url, prefix, node_id, sharded, unreachable_report_interval)
@@ -59,7 +60,7 @@ class RedisBroker:
         self.cache = RedisCache(self.link)
         self.history = RedisHistory(self.link, self.pubsub)
         self.claims = RedisClaims(self.link)
-        self.rates = RedisRates(self.link)
+        self.rates = RedisRates(self.link, rate_reconcile_interval)
 
     @property
     def node_id(self) -> str:
@@ -84,6 +85,8 @@ class RedisBroker:
             await asyncio.wait_for(self.link.connected.wait(), COMMAND_TIMEOUT)
 
     async def close(self) -> None:
+        await self.rates.close()
+        await self.pubsub.close()
         await self.liveness.close()
         await self.listener.close()
         if not self.link.degraded:

@@ -52,6 +52,8 @@ class ClusterRedis:
         self.sharded = sharded
         lua = resources.files("tidings.brokers").joinpath("lua/count_and_publish.lua").read_text()
         self._count_and_publish = redis.register_script(lua)
+        lua = resources.files("tidings.brokers").joinpath("lua/publish_many.lua").read_text()
+        self._publish_many = redis.register_script(lua)
 
     def key(self, app_id: str, *parts: str) -> str:
         return ":".join((self.prefix, app_id, *parts))
@@ -92,6 +94,29 @@ class ClusterRedis:
         else:
             await self.redis.publish(self.topic(app_id, channel), payload)
 
+    async def publish_many(
+        self, origin: str, publications: Sequence[tuple[str, str, bytes, str | None]]
+    ) -> None:
+        """Each (app, channel, message, exclude) of ``publications`` as :meth:`publish`
+        does, in order, in one round trip: one script (one command to pack and one reply
+        to parse), or with sharded pub/sub (a script's SPUBLISH must stay in one slot) a
+        pipeline."""
+        if not self.sharded:
+            arguments: list[bytes] = []
+            for app_id, channel, message, exclude in publications:
+                arguments += [
+                    self.topic(app_id, channel),
+                    encode_publication(origin, exclude, message),
+                ]
+            await self._publish_many(args=arguments)
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for app_id, channel, message, exclude in publications:
+                pipe.spublish(
+                    self.topic(app_id, channel), encode_publication(origin, exclude, message)
+                )
+            await pipe.execute()
+
     async def control(self, origin: str, app_id: str, message: ControlMessage) -> None:
         """``message`` to every node but ``origin``."""
         await self.redis.publish(self.control_topic, encode_control(origin, app_id, message))
@@ -120,24 +145,40 @@ class ClusterRedis:
             total, _ = await pipe.execute()
         return int(total)
 
+    async def add_backend_events(self, counts: Sequence[tuple[str, int, int]]) -> list[int]:
+        """Add each (app, second, events) of ``counts`` to the cluster-wide count of that
+        second, in one round trip; the new totals, in the same order."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for app_id, second, events in counts:
+                key = self.key(app_id, "rate", str(second))
+                pipe.incrby(key, events)
+                pipe.expire(key, 2)
+            replies = await pipe.execute()
+        return [int(total) for total in replies[::2]]
+
     async def count_and_publish(
         self,
         origin: str,
         app_id: str,
-        second: int,
-        events: int,
         limit: int,
-        publications: Sequence[tuple[str, bytes, str | None]],
-    ) -> int:
-        """:meth:`count_backend_events` (``events``), then :meth:`publish` each of
-        ``publications`` (channel, message, exclude) in order unless the new total is over
-        ``limit``: one round trip. Returns the total. Not for sharded pub/sub (a script's
-        SPUBLISH must stay in one slot): sharded callers count and publish one by one."""
-        arguments: list[bytes | int] = [events, limit]
-        for channel, message, exclude in publications:
-            arguments += [self.topic(app_id, channel), encode_publication(origin, exclude, message)]
-        key = self.key(app_id, "rate", str(second))
-        return int(await self._count_and_publish(keys=[key], args=arguments))
+        calls: Sequence[tuple[int, int, Sequence[tuple[str, bytes, str | None]]]],
+    ) -> list[int]:
+        """For each (second, events, publications) of ``calls``, in order: add ``events`` to
+        the count of ``second`` (:meth:`count_backend_events`), then :meth:`publish` each of
+        ``publications`` (channel, message, exclude) unless the new total is over ``limit``.
+        One script per call, all in one pipeline: one round trip. Returns the totals. Not
+        for sharded pub/sub (a script's SPUBLISH must stay in one slot): sharded callers
+        count and publish one by one."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for second, events, publications in calls:
+                arguments: list[bytes | int] = [events, limit]
+                for channel, message, exclude in publications:
+                    payload = encode_publication(origin, exclude, message)
+                    arguments += [self.topic(app_id, channel), payload]
+                key = self.key(app_id, "rate", str(second))
+                await self._count_and_publish(keys=[key], args=arguments, client=pipe)
+            totals = await pipe.execute()
+        return [int(total) for total in totals]
 
     async def subscription_count(self, app_id: str, channel: str) -> int:
         return int(await self.redis.scard(self.key(app_id, "subs", channel)))

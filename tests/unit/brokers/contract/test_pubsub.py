@@ -4,6 +4,8 @@ publication once, in publish order per publishing node, byte for byte; the publi
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from broker_contract import (
@@ -177,3 +179,26 @@ async def test_closed_node_receives_nothing(make_broker: BrokerFactory) -> None:
     await c.wait_control(APP, Terminate("u1"))
     assert b.deliveries == []
     assert b.controls == []
+
+
+@cluster
+async def test_concurrent_publishes_reach_another_node_in_call_order(
+    make_broker: BrokerFactory,
+) -> None:
+    """Publications made together (as concurrent REST requests make them) share pipelines;
+    each channel's arrive on the other node in the order of the calls, every call answered."""
+    a, b = await make_broker("a"), await make_broker("b")
+    for channel in ("c", "d"):
+        await b.broker.subscriptions.subscribe(APP, channel, "2.1")
+    sent = [("c" if i % 2 else "d", event_message("e", str(i))) for i in range(300)]
+    answers = await asyncio.gather(
+        *(a.broker.pubsub.publish(APP, channel, frame, None) for channel, frame in sent)
+    )
+    assert answers == [True] * len(sent)
+    ends = {channel: marker() for channel in ("c", "d")}
+    for channel, end in ends.items():
+        await a.broker.pubsub.publish(APP, channel, end, None)
+        await b.wait_frame(APP, channel, end)
+    for channel, end in ends.items():
+        got = [frame for app, c, frame, _ in b.deliveries if c == channel]
+        assert got == [frame for c, frame in sent if c == channel] + [end]
