@@ -105,7 +105,8 @@ class FrameReader:
 
     def __init__(self, max_message: int) -> None:
         self.max_message = max_message  # inclusive: a message of exactly this size passes
-        self._buffer = b""  # unparsed bytes (usually empty between reads)
+        # Unparsed bytes: b"" between frames (nearly always), a bytearray while one is partial.
+        self._buffer: bytes | bytearray = b""
         self._opcode: int | None = None  # the fragmented message in progress, if any
         self._fragments: list[bytes] = []
         self._size = 0
@@ -116,7 +117,11 @@ class FrameReader:
         """Parse what arrived; returns the complete events, in order."""
         if self._done:
             return []
-        buffer = self._buffer + data if self._buffer else data
+        if self._buffer:  # a frame is incomplete: append in place (a big frame in many reads)
+            self._buffer += data
+            buffer = self._buffer
+        else:
+            buffer = data
         events: list[Event] = []
         pos = 0
         try:
@@ -130,10 +135,15 @@ class FrameReader:
             self._release()
             events.append(Failed(violation.code, violation.reason))
             return events
-        self._buffer = buffer[pos:] if not self._done else b""
+        if self._done or pos == len(buffer):
+            self._buffer = b""
+        elif isinstance(buffer, bytearray):
+            del buffer[:pos]
+        else:
+            self._buffer = bytearray(buffer[pos:])
         return events
 
-    def _frame(self, buf: bytes, pos: int, events: list[Event]) -> int:
+    def _frame(self, buf: bytes | bytearray, pos: int, events: list[Event]) -> int:
         """Parse one frame at ``pos``; returns the position after it, or ``pos`` when the
         frame is not complete yet."""
         end = len(buf)
@@ -181,7 +191,7 @@ class FrameReader:
         if end < start + length:
             return pos
         mask = buf[start - 4 : start]
-        payload = unmask(buf[start : start + length], mask)
+        payload = unmask(bytes(buf[start : start + length]), bytes(mask))
         if opcode >= CLOSE:
             events.append(self._control(opcode, payload))
         else:
