@@ -56,15 +56,20 @@ class RedisLink:
         self.url = url
         self.node_id = node_id
         self.redis: AnyRedis
+        # A cluster client's pools refuse a command over their size instead of waiting:
+        # commands wait here instead (a burst is load, not an outage), with room left in
+        # each pool for the heartbeat and the reaper, which do not go through ``call``.
+        self._commands: asyncio.Semaphore | None = None
         if is_cluster_url(url):
             # redis-py follows MOVED and refreshes its slot map itself; a master that does
             # not answer is an outage like a lost Redis (pub/sub is always sharded there).
             self.redis = connect(
                 url,
-                max_connections=POOL_SIZE,
+                max_connections=2 * POOL_SIZE,
                 socket_timeout=COMMAND_TIMEOUT,
                 socket_connect_timeout=COMMAND_TIMEOUT,
             )
+            self._commands = asyncio.Semaphore(POOL_SIZE)
             sharded = True
         else:
             # A burst of commands (a reconnect storm subscribing thousands of sockets) waits
@@ -96,7 +101,10 @@ class RedisLink:
         if self.degraded:
             return fallback()
         try:
-            return await command()
+            if self._commands is None:
+                return await command()
+            async with self._commands:
+                return await command()
         except FAILURES as exc:
             self.failed(exc)
             return fallback()

@@ -40,26 +40,27 @@ class ShardedPubSub:
     async def ssubscribe(self, *topics: bytes) -> None:
         if self._cluster._initialize:  # noqa: SLF001  (redis-py connects lazily)
             await self._cluster.initialize()
-        by_master: dict[str, list[bytes]] = defaultdict(list)
+        # One SSUBSCRIBE names channels of one slot (Redis answers CROSSSLOT otherwise).
+        by_slot: dict[tuple[str, int], list[bytes]] = defaultdict(list)
         for topic in topics:
             node = self._cluster.get_node_from_key(topic.decode())
             if node is None:
                 raise ConnectionError(f"no Redis Cluster master serves {topic!r}")
-            by_master[node.name].append(topic)
+            by_slot[(node.name, self._cluster.keyslot(topic))].append(topic)
             self._owners[topic] = node.name
-        for name, some in by_master.items():
+        for (name, _), some in by_slot.items():
             pubsub = await self._shard(name)
             await pubsub.ssubscribe(*some)
             if name not in self._readers:  # read once subscribed: there is a connection
                 self._readers[name] = spawn(self._read(pubsub), "redis shard reader")
 
     async def sunsubscribe(self, *topics: bytes) -> None:
-        by_master: dict[str, list[bytes]] = defaultdict(list)
+        by_slot: dict[tuple[str, int], list[bytes]] = defaultdict(list)
         for topic in topics:
             name = self._owners.pop(topic, None)
             if name is not None:
-                by_master[name].append(topic)
-        for name, some in by_master.items():
+                by_slot[(name, self._cluster.keyslot(topic))].append(topic)
+        for (name, _), some in by_slot.items():
             await self._shards[name].sunsubscribe(*some)
 
     async def get_message(self, timeout: float) -> Message | None:
