@@ -1,9 +1,14 @@
 """Cluster fixtures: several `tidings serve` processes sharing one Redis.
 
 ``make_cluster(n)`` starts ``n`` nodes (through the ``make_server`` fixture of tests/conftest.py)
-pointed at the session ``redis_server`` with this test's unique ``redis_prefix`` and a short
-``node_ttl`` so a killed node is noticed within seconds. The nodes start in parallel and are
-stopped after the test by ``make_server``.
+pointed at ``redis_backend`` with this test's unique ``redis_prefix`` and a short ``node_ttl``
+so a killed node is noticed within seconds. The nodes start in parallel and are stopped after
+the test by ``make_server``.
+
+``redis_backend`` is parametrized: every test of the suite runs on the session ``redis_server``
+and on the session ``redis_cluster`` (a real 3-master Redis Cluster, ``--redis-cluster``).
+A test about one redis-server itself (it restarts it, or writes to it with a plain client)
+takes :data:`single_redis`.
 
 tests/integration and tests/e2e are put on ``sys.path`` so the test modules can import
 ``pusher_helpers`` (the raw Pusher WebSocket client and REST signer) and the pusher-js
@@ -53,11 +58,25 @@ def print_logs_on_failure(request: pytest.FixtureRequest, nodes: list[Any]) -> N
         print(f"--- node {i} (port {node.port}) log tail ---\n{tail}")
 
 
+BACKENDS = ["redis", "redis-cluster"]
+single_redis = pytest.mark.parametrize("redis_backend", ["redis"], indirect=True)
+"""For a test that stops or restarts its Redis, or talks to one redis-server directly."""
+
+
+@pytest.fixture(params=BACKENDS)
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """The URL nodes are given: the session redis-server's, or the Redis Cluster's
+    (``redis+cluster://``, what ``--redis-cluster`` sets)."""
+    if request.param == "redis-cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    return str(request.getfixturevalue("redis_server").url)
+
+
 @pytest.fixture
 def make_cluster(
     request: pytest.FixtureRequest,
     make_server: Callable[..., Any],
-    redis_server: Any,
+    redis_backend: str,
     redis_prefix: str,
 ) -> Iterator[ClusterFactory]:
     """Factory: ``make_cluster(n=3, **settings)`` → ``n`` ready ServerProcess nodes on one Redis.
@@ -68,7 +87,7 @@ def make_cluster(
 
     def factory(n: int = 3, *, redis_url: str | None = None, **settings: Any) -> list[Any]:
         merged: dict[str, Any] = {
-            "redis": redis_url if redis_url is not None else redis_server.url,
+            "redis": redis_url if redis_url is not None else redis_backend,
             "redis_prefix": redis_prefix,
             "node_ttl": NODE_TTL,
             **settings,
