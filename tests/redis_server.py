@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -286,3 +287,58 @@ class RedisClusterServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class RedisBus:
+    """The nodes' Redis pub/sub as a stranger reaches it: the topics nodes listen on
+    (``brokers/redis/cluster.py``), publishing on them and listening to one, with plain
+    pub/sub on one Redis and sharded pub/sub on a Redis Cluster, as the nodes do."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.sharded = url.startswith("redis+cluster://")
+        self.prefix = prefix
+        self._client: Any = (
+            redis.RedisCluster.from_url(url.replace("redis+cluster://", "redis://", 1))
+            if self.sharded
+            else redis.Redis.from_url(url)
+        )
+
+    def topic(self, channel: str, app_id: str = "12345") -> bytes:
+        return f"{self.prefix}#{{{app_id}#{channel}}}".encode()
+
+    @property
+    def control(self) -> bytes:
+        return f"{self.prefix}#{{control}}".encode()
+
+    def node(self, node_id: str) -> bytes:
+        return f"{self.prefix}#node#{{{node_id}}}".encode()
+
+    def publish(self, topic: bytes, data: bytes) -> int:
+        """Publish; the number of subscribers that got it."""
+        if self.sharded:
+            return int(self._client.spublish(topic, data))
+        return int(self._client.publish(topic, data))
+
+    def listen(self, topic: bytes) -> Any:
+        """A pub/sub connection subscribed to ``topic`` (read with :meth:`next_message`)."""
+        pubsub = self._client.pubsub()
+        if self.sharded:
+            pubsub.ssubscribe(topic)
+        else:
+            pubsub.subscribe(topic)
+        return pubsub
+
+    def next_message(self, pubsub: Any, timeout: float) -> bytes | None:
+        """The data of the next message on ``pubsub`` within ``timeout``, or None."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if self.sharded:
+                message = pubsub.get_sharded_message(timeout=min(left, 0.1))
+            else:
+                message = pubsub.get_message(timeout=left)
+            if message is not None and message["type"] in ("message", "smessage"):
+                return bytes(message["data"])
+        return None
+
+    def close(self) -> None:
+        self._client.close()

@@ -32,7 +32,7 @@ for folder in (TESTS / "integration", TESTS / "e2e"):
 
 from pusher_helpers import SocketOpener, open_sockets  # noqa: E402
 
-from redis_server import RedisServer  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
+from redis_server import RedisBus, RedisServer  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
 
 # Seconds without a heartbeat after which survivors declare a node dead (heartbeat every 1 s).
 NODE_TTL = 3
@@ -70,6 +70,14 @@ def redis_backend(request: pytest.FixtureRequest) -> str:
     if request.param == "redis-cluster":
         return str(request.getfixturevalue("redis_cluster").url)
     return str(request.getfixturevalue("redis_server").url)
+
+
+@pytest.fixture
+def bus(redis_backend: str, redis_prefix: str) -> Iterator[RedisBus]:
+    """The nodes' pub/sub topics under this test's prefix, on this test's backend."""
+    opened = RedisBus(redis_backend, redis_prefix)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture
