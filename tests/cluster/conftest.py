@@ -7,8 +7,7 @@ the test by ``make_server``.
 
 ``redis_backend`` is parametrized: every test of the suite runs on the session ``redis_server``
 and on the session ``redis_cluster`` (a real 3-master Redis Cluster, ``--redis-cluster``).
-A test about one redis-server itself (it restarts it, or writes to it with a plain client)
-takes :data:`single_redis`.
+A test that owns its redis-server (``own_redis``, an outage test) runs on it alone.
 
 tests/integration and tests/e2e are put on ``sys.path`` so the test modules can import
 ``pusher_helpers`` (the raw Pusher WebSocket client and REST signer) and the pusher-js
@@ -59,11 +58,17 @@ def print_logs_on_failure(request: pytest.FixtureRequest, nodes: list[Any]) -> N
 
 
 BACKENDS = ["redis", "redis-cluster"]
-single_redis = pytest.mark.parametrize("redis_backend", ["redis"], indirect=True)
-"""For a test that stops or restarts its Redis, or talks to one redis-server directly."""
 
 
-@pytest.fixture(params=BACKENDS)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that owns a redis-server (``own_redis``: it stops or restarts it) runs on
+    that one Redis alone; every other test runs on each of ``BACKENDS``."""
+    if "redis_backend" in metafunc.fixturenames:
+        owns = "own_redis" in metafunc.fixturenames
+        metafunc.parametrize("redis_backend", ["redis"] if owns else BACKENDS, indirect=True)
+
+
+@pytest.fixture
 def redis_backend(request: pytest.FixtureRequest) -> str:
     """The URL nodes are given: the session redis-server's, or the Redis Cluster's
     (``redis+cluster://``, what ``--redis-cluster`` sets)."""

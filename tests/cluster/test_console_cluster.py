@@ -25,7 +25,7 @@ from pusher_helpers import (
     unique,
 )
 
-from redis_server import RedisBus, RedisServer
+from redis_server import RedisBus
 
 
 def node_id(http_url: str) -> str:
@@ -168,9 +168,9 @@ async def test_garbage_on_the_console_paths_is_dropped_and_the_stream_goes_on(
 
 
 async def test_a_login_on_one_worker_is_good_on_the_other(
-    make_server: Callable[..., Any], redis_server: RedisServer, redis_prefix: str
+    make_server: Callable[..., Any], redis_backend: str, redis_prefix: str
 ) -> None:
-    server = make_server(workers=2, redis=redis_server.url, redis_prefix=redis_prefix, console=True)
+    server = make_server(workers=2, redis=redis_backend, redis_prefix=redis_prefix, console=True)
     deadline = time.monotonic() + 4 * TIMEOUT
     while server.logs().count("listening on ") < 2:
         assert time.monotonic() < deadline, server.logs()
