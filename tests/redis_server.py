@@ -235,7 +235,9 @@ class RedisClusterServer:
         """Every node agrees the cluster is up (all slots served, replicas attached)."""
         deadline = time.monotonic() + 4 * TIMEOUT
         while time.monotonic() < deadline:
-            if all(self.cluster_info(s).get("cluster_state") == "ok" for s in self.live()):
+            if all(self.cluster_info(s).get("cluster_state") == "ok" for s in self.live()) and all(
+                len(shard) >= 3 + self.replicas for shard in self.slots()
+            ):
                 return
             time.sleep(0.1)
         raise RedisServerError("the Redis Cluster did not reach cluster_state:ok")
@@ -257,18 +259,28 @@ class RedisClusterServer:
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         return dict(line.split(":", 1) for line in text.split() if ":" in line)
 
-    def master_of(self, key: str) -> RedisServer:
-        """The server that serves ``key``'s slot now."""
+    def slots(self) -> list[Any]:
+        """``CLUSTER SLOTS`` as a live node sees it: [start, end, master, *replicas]."""
+        client = redis.Redis(host="127.0.0.1", port=self.live()[0].port, socket_timeout=TIMEOUT)
+        try:
+            return list(client.execute_command("CLUSTER SLOTS"))
+        except redis.RedisError:
+            return []
+        finally:
+            client.close()
+
+    def master_of(self, key: str | bytes) -> RedisServer | None:
+        """The server that serves ``key``'s slot now (None while no one does)."""
         client = redis.Redis(host="127.0.0.1", port=self.live()[0].port, socket_timeout=TIMEOUT)
         try:
             slot = int(client.execute_command("CLUSTER KEYSLOT", key))
-            for start, end, master, *_ in client.execute_command("CLUSTER SLOTS"):
-                if start <= slot <= end:
-                    port = int(master[1])
-                    return next(s for s in self.servers if s.port == port)
         finally:
             client.close()
-        raise RedisServerError(f"no master serves {key!r}")
+        for start, end, master, *_ in self.slots():
+            if start <= slot <= end:
+                port = int(master[1])
+                return next(s for s in self.servers if s.port == port)
+        return None
 
     def close(self) -> None:
         for server in self.servers:

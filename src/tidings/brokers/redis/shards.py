@@ -40,6 +40,10 @@ class ShardedPubSub:
     async def ssubscribe(self, *topics: bytes) -> None:
         if self._cluster._initialize:  # noqa: SLF001  (redis-py connects lazily)
             await self._cluster.initialize()
+        elif not self._shards:
+            # A new connection after a failure: the master that failed may have been
+            # replaced (a promoted replica), which only a fresh slot map knows.
+            await self._cluster.nodes_manager.initialize()
         # One SSUBSCRIBE names channels of one slot (Redis answers CROSSSLOT otherwise).
         by_slot: dict[tuple[str, int], list[bytes]] = defaultdict(list)
         for topic in topics:
