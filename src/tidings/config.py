@@ -282,18 +282,20 @@ class Settings(BaseModel):
                 raise ValueError(f"setting {name}: file {path!r} not found")
         return self
 
-    @model_validator(mode="after")
-    def _one_redis(self) -> Settings:
+    @model_validator(mode="before")
+    @classmethod
+    def _one_redis(cls, raw: Any) -> Any:
         """``redis_cluster`` becomes ``redis`` as a ``redis+cluster://`` URL: one setting
         says whether and how Redis is used (``brokers/redis/connect.py``)."""
-        if self.redis_cluster is None:
-            return self
-        scheme, rest = self.redis_cluster.split("://", 1)
+        if not isinstance(raw, dict) or not isinstance(raw.get("redis_cluster"), str):
+            return raw
+        scheme, separator, rest = raw["redis_cluster"].partition("://")
+        if not separator or scheme not in ("redis", "rediss"):
+            return raw  # the field's own check names the bad value
         url = f"{scheme}+cluster://{rest}"
-        if self.redis is not None and self.redis != url:
+        if raw.get("redis") not in (None, url):
             raise ValueError("redis and redis_cluster both given: give one of them")
-        self.redis = url
-        return self
+        return {**raw, "redis": url}
 
     @model_validator(mode="after")
     def _workers_need_redis(self) -> Settings:
