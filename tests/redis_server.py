@@ -197,7 +197,7 @@ class RedisClusterServer:
     ``kill_master(i)`` SIGKILLs one master so a test can watch its replica take over.
     """
 
-    def __init__(self, directory: Path | None = None, masters: int = 3, replicas: int = 0):
+    def __init__(self, directory: Path | None = None, masters: int = 3, replicas: int = 0) -> None:
         self._own_directory = directory is None
         self.directory = (
             Path(tempfile.mkdtemp(prefix="tidings-cluster-")) if directory is None else directory
