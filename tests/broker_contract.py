@@ -2,9 +2,9 @@
 that record what they deliver, and the waits that make asynchronous delivery testable.
 
 Every behaviour of the suite is written once and runs against ``MemoryBroker`` and against
-``RedisBroker`` on a real redis-server (plain and sharded pub/sub), each test under its own
-key prefix. Cluster behaviours (two nodes sharing a prefix) run on Redis only: the memory
-broker is a single node by design.
+``RedisBroker`` on a real redis-server (plain and sharded pub/sub) and on a real 3-master
+Redis Cluster, each test under its own key prefix. Cluster behaviours (two nodes sharing a
+prefix) run on Redis only: the memory broker is a single node by design.
 
 Deliveries through Redis are asynchronous. Waits are bounded polls; "nothing arrived" is
 proved by publishing a later marker the receiver must get, from the same node, and waiting
@@ -38,8 +38,8 @@ NODE_TTL = 2 * TIMEOUT  # long enough that no live test node is ever declared de
 APP = "12345"
 OTHER_APP = "23456"
 
-IMPLEMENTATIONS = ["memory", "redis", "redis-sharded"]
-CLUSTERED = ["redis", "redis-sharded"]  # the memory broker is one node by design
+IMPLEMENTATIONS = ["memory", "redis", "redis-sharded", "redis-cluster"]
+CLUSTERED = ["redis", "redis-sharded", "redis-cluster"]  # memory is one node by design
 # A node on its own: the memory broker, and a Redis broker that cannot reach its Redis
 # (degraded: it answers from its own sockets).
 ALONE = ["memory", "redis-unreachable"]

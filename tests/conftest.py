@@ -115,7 +115,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 # --- Redis: one real redis-server for the whole session; tests isolate themselves by prefix ---
 
-from redis_server import RedisServer  # noqa: E402
+from redis_server import RedisClusterServer, RedisServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -129,6 +129,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+    """A real 3-master Redis Cluster, started on first use and stopped at session end.
+
+    Shared like ``redis_server``: isolate with ``redis_prefix``; a test that kills a
+    master starts its own :class:`RedisClusterServer`.
+    """
+    cluster = RedisClusterServer(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.close()
 
 
 @pytest.fixture

@@ -52,6 +52,8 @@ FLAG_HELP: dict[str, str] = {
     "http_bind_ip": "Refuse HTTP fallback requests from another address than the opener's.",
     "sse_ping_interval": "A Server-Sent Events stream quiet this long gets a ping comment.",
     "redis": "Redis URL for scale-out, e.g. redis://127.0.0.1:6379/0; none: in-memory broker.",
+    "redis_cluster": "Redis Cluster node URL, e.g. redis://10.0.0.5:7000 (keys hash-tagged, "
+    "sharded pub/sub); the same as --redis redis+cluster://10.0.0.5:7000.",
     "redis_prefix": "Prefix of every Redis key.",
     "redis_sharded": "Fan out with Redis 7 sharded pub/sub (SPUBLISH/SSUBSCRIBE).",
     "node_ttl": "Time without a heartbeat before a node is declared dead.",
@@ -78,6 +80,7 @@ METAVARS = {
     "tls_key": "PATH",
     "http_path": "PATH",
     "redis": "URL",
+    "redis_cluster": "URL",
     "webhook_queue": "PATH",
     "console_token": "TOKEN",
 }

@@ -224,7 +224,11 @@ class Settings(BaseModel):
     http_max_unconfirmed: int = Field(10_000, ge=1)
     http_bind_ip: bool = False
     sse_ping_interval: float = Field(20.0, gt=0, le=3600)
-    redis: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
+    redis: str | None = Field(
+        None, pattern=r"^(redis|rediss|redis\+cluster|rediss\+cluster|unix)://"
+    )
+    # A Redis Cluster found from one of its nodes: the same as redis = "redis+cluster://…".
+    redis_cluster: str | None = Field(None, pattern=r"^(redis|rediss)://")
     redis_prefix: str = Field("tidings", pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
     redis_sharded: bool = False
     node_ttl: float = Field(15.0, ge=1, le=3600)
@@ -281,6 +285,21 @@ class Settings(BaseModel):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"setting {name}: file {path!r} not found")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_redis(cls, raw: Any) -> Any:
+        """``redis_cluster`` becomes ``redis`` as a ``redis+cluster://`` URL: one setting
+        says whether and how Redis is used (``brokers/redis/connect.py``)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("redis_cluster"), str):
+            return raw
+        scheme, separator, rest = raw["redis_cluster"].partition("://")
+        if not separator or scheme not in ("redis", "rediss"):
+            return raw  # the field's own check names the bad value
+        url = f"{scheme}+cluster://{rest}"
+        if raw.get("redis") not in (None, url):
+            raise ValueError("redis and redis_cluster both given: give one of them")
+        return {**raw, "redis": url}
 
     @model_validator(mode="after")
     def _workers_need_redis(self) -> Settings:
@@ -363,7 +382,7 @@ def validate_settings(raw: Mapping[str, Any]) -> Settings:
 # Fields whose value an error may quote, URLs without user info, query or fragment. Never
 # quoted: secrets, webhook headers (credentials are their usual content), unknown fields (a
 # misspelt "secret"), list items and whole tables.
-URL_FIELDS = frozenset({"url", "redis", "live_snapshot_url"})
+URL_FIELDS = frozenset({"url", "redis", "redis_cluster", "live_snapshot_url"})
 HIDDEN_FIELDS = frozenset({"secret", "headers", "console_token", "console_session_key"})
 QUOTABLE_FIELDS = (
     (

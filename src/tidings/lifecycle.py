@@ -199,9 +199,9 @@ def make_webhooks(settings: Settings, node: Node) -> WebhookSender | None:
     queue: WebhookQueue
     client = None
     if settings.redis:
-        from redis import asyncio as aioredis
+        from tidings.brokers.redis.connect import connect
 
-        client = aioredis.Redis.from_url(settings.redis)
+        client = connect(settings.redis, max_connections=8)
         queue = RedisQueue(client, settings.redis_prefix)
     else:
         queue = SqliteQueue(settings.webhook_queue)

@@ -118,6 +118,11 @@ def _call_soon(callback: Callable[[], None]) -> None:
     asyncio.get_running_loop().call_soon(callback)
 
 
+# How often a node tells the others its connections per app, and learns theirs: an app's
+# max_connections may be passed by what the other nodes admitted within this (the slack).
+CONNECTION_REPORT_INTERVAL = 1.0
+
+
 @contextlib.contextmanager
 def _isolated(what: str, *args: object) -> Iterator[None]:
     """One item of a loop over connections, channels or messages: if it fails, the failure
@@ -228,6 +233,7 @@ class Node:
         self._dirty_counts = DirtyCounts()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None
         self.draining = False
         self.webhooks: WebhookEvents | None = None
         # Embedded apps' ``before`` hooks: the data to publish for a client event, or None.
@@ -254,14 +260,18 @@ class Node:
         self.broker.on_recovered(self.recheck_presence)
         await self.broker.start(self._deliver, self._control)
         self._ticker = spawn(self._tick_forever(), "node timers")
+        self._reporter = spawn(self._report_connections_forever(), "connection counts")
 
     async def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._reporter):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for task in list(self._tasks):
             task.cancel()
+        # Gone: the other nodes stop counting this node's connections at once.
+        await self.broker.connections.report({app.id: 0 for app in self.apps}, 1.0)
         await self.broker.close()
 
     @property
@@ -814,6 +824,16 @@ class Node:
                     actions = connection.session.tick(now)
                     if actions:
                         await self._run(connection, actions)
+
+    async def _report_connections_forever(self) -> None:
+        """Every app's ``max_connections`` is cluster-wide: tell the other nodes this
+        node's counts and learn theirs, every ``CONNECTION_REPORT_INTERVAL``."""
+        while True:
+            with _isolated("reporting connection counts failed"):
+                counts = self._registry.counts()
+                interval = CONNECTION_REPORT_INTERVAL
+                self._registry.elsewhere(await self.broker.connections.report(counts, interval))
+            await asyncio.sleep(CONNECTION_REPORT_INTERVAL)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)

@@ -1,9 +1,13 @@
 """Cluster fixtures: several `tidings serve` processes sharing one Redis.
 
 ``make_cluster(n)`` starts ``n`` nodes (through the ``make_server`` fixture of tests/conftest.py)
-pointed at the session ``redis_server`` with this test's unique ``redis_prefix`` and a short
-``node_ttl`` so a killed node is noticed within seconds. The nodes start in parallel and are
-stopped after the test by ``make_server``.
+pointed at ``redis_backend`` with this test's unique ``redis_prefix`` and a short ``node_ttl``
+so a killed node is noticed within seconds. The nodes start in parallel and are stopped after
+the test by ``make_server``.
+
+``redis_backend`` is parametrized: every test of the suite runs on the session ``redis_server``
+and on the session ``redis_cluster`` (a real 3-master Redis Cluster, ``--redis-cluster``).
+A test that owns its redis-server (``own_redis``, an outage test) runs on it alone.
 
 tests/integration and tests/e2e are put on ``sys.path`` so the test modules can import
 ``pusher_helpers`` (the raw Pusher WebSocket client and REST signer) and the pusher-js
@@ -27,7 +31,7 @@ for folder in (TESTS / "integration", TESTS / "e2e"):
 
 from pusher_helpers import SocketOpener, open_sockets  # noqa: E402
 
-from redis_server import RedisServer  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
+from redis_server import RedisBus, RedisServer  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
 
 # Seconds without a heartbeat after which survivors declare a node dead (heartbeat every 1 s).
 NODE_TTL = 3
@@ -53,11 +57,39 @@ def print_logs_on_failure(request: pytest.FixtureRequest, nodes: list[Any]) -> N
         print(f"--- node {i} (port {node.port}) log tail ---\n{tail}")
 
 
+BACKENDS = ["redis", "redis-cluster"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that owns a redis-server (``own_redis``: it stops or restarts it) runs on
+    that one Redis alone; every other test runs on each of ``BACKENDS``."""
+    if "redis_backend" in metafunc.fixturenames:
+        owns = "own_redis" in metafunc.fixturenames
+        metafunc.parametrize("redis_backend", ["redis"] if owns else BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """The URL nodes are given: the session redis-server's, or the Redis Cluster's
+    (``redis+cluster://``, what ``--redis-cluster`` sets)."""
+    if request.param == "redis-cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    return str(request.getfixturevalue("redis_server").url)
+
+
+@pytest.fixture
+def bus(redis_backend: str, redis_prefix: str) -> Iterator[RedisBus]:
+    """The nodes' pub/sub topics under this test's prefix, on this test's backend."""
+    opened = RedisBus(redis_backend, redis_prefix)
+    yield opened
+    opened.close()
+
+
 @pytest.fixture
 def make_cluster(
     request: pytest.FixtureRequest,
     make_server: Callable[..., Any],
-    redis_server: Any,
+    redis_backend: str,
     redis_prefix: str,
 ) -> Iterator[ClusterFactory]:
     """Factory: ``make_cluster(n=3, **settings)`` → ``n`` ready ServerProcess nodes on one Redis.
@@ -68,7 +100,7 @@ def make_cluster(
 
     def factory(n: int = 3, *, redis_url: str | None = None, **settings: Any) -> list[Any]:
         merged: dict[str, Any] = {
-            "redis": redis_url if redis_url is not None else redis_server.url,
+            "redis": redis_url if redis_url is not None else redis_backend,
             "redis_prefix": redis_prefix,
             "node_ttl": NODE_TTL,
             **settings,

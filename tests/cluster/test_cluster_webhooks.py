@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pusher_helpers import PusherSocket, SocketOpener, unique
@@ -29,12 +28,12 @@ from webhook_helpers import (
 
 @pytest.fixture
 def nodes(
-    tmp_path: Path, receiver: Receiver, redis_server: Any, redis_prefix: str
+    tmp_path: Path, receiver: Receiver, redis_backend: str, redis_prefix: str
 ) -> Iterator[list[TidingsProcess]]:
     config = webhook_config(
         tmp_path,
         [app_config({"url": receiver.url()})],
-        redis=redis_server.url,
+        redis=redis_backend,
         redis_prefix=redis_prefix,
         node_ttl=3,
     )

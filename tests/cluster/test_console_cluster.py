@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from console_client import ConsoleClient
 from pusher_helpers import (
     APP_ID,
@@ -26,7 +25,7 @@ from pusher_helpers import (
     unique,
 )
 
-from redis_server import RedisServer
+from redis_server import RedisBus
 
 
 def node_id(http_url: str) -> str:
@@ -38,8 +37,7 @@ def node_id(http_url: str) -> str:
 async def test_a_stream_on_one_node_shows_the_others_traffic_and_sums_stats(
     make_cluster: Callable[..., list[Any]],
     open_socket: SocketOpener,
-    redis_server: RedisServer,
-    redis_prefix: str,
+    bus: RedisBus,
 ) -> None:
     node_a, node_b = make_cluster(2, console=True)
     a_id, b_id = node_id(node_a.http_url), node_id(node_b.http_url)
@@ -80,19 +78,17 @@ async def test_a_stream_on_one_node_shows_the_others_traffic_and_sums_stats(
         assert summed["node"] == a_id
 
         # Once the stream closes, B stops sending to A.
-        listener = redis.Redis.from_url(redis_server.url).pubsub()
+        listener = bus.listen(bus.node(a_id))
         try:
-            listener.subscribe(f"{redis_prefix}#node#{a_id}")
-            await asyncio.to_thread(listener.get_message, timeout=TIMEOUT)  # the confirmation
-            assert await asyncio.to_thread(heard_from, listener, b_id, 3 * TIMEOUT)
+            assert await asyncio.to_thread(heard_from, bus, listener, b_id, 3 * TIMEOUT)
             stream.close()
             await console.close()
             await asyncio.sleep(0)
             # The unwatch is sent as soon as A sees its last listener go (within a second).
-            await asyncio.to_thread(quiet_after, listener, b_id, 3 * TIMEOUT)
+            await asyncio.to_thread(quiet_after, bus, listener, b_id, 3 * TIMEOUT)
             for _ in range(3):  # traffic on B now records nothing for A
                 await (await open_socket(node_b.ws_url)).subscribe(unique("after"))
-            assert not await asyncio.to_thread(heard_from, listener, b_id, 1.5)
+            assert not await asyncio.to_thread(heard_from, bus, listener, b_id, 1.5)
         finally:
             listener.close()
     finally:
@@ -117,31 +113,27 @@ async def test_a_stream_on_one_node_shows_the_others_traffic_and_sums_stats(
         await poller.close()
 
 
-def heard_from(pubsub: Any, sender: str, within: float) -> bool:
+def heard_from(bus: RedisBus, pubsub: Any, sender: str, within: float) -> bool:
     """Whether a console batch from ``sender`` arrives within ``within`` seconds."""
     deadline = time.monotonic() + within
     while (left := deadline - time.monotonic()) > 0:
-        message = pubsub.get_message(timeout=left)
-        if message is None or message["type"] != "message":
-            continue
-        data: bytes = message["data"]
-        if data.startswith(b"C") and json.loads(data[1:]).get("n") == sender:
+        data = bus.next_message(pubsub, left)
+        if data is not None and data.startswith(b"C") and json.loads(data[1:]).get("n") == sender:
             return True
     return False
 
 
-def quiet_after(pubsub: Any, sender: str, within: float) -> None:
+def quiet_after(bus: RedisBus, pubsub: Any, sender: str, within: float) -> None:
     """Until ``sender`` has been silent for 1.5 s (past its batch and stats interval)."""
     deadline = time.monotonic() + within
-    while heard_from(pubsub, sender, 1.5):
+    while heard_from(bus, pubsub, sender, 1.5):
         assert time.monotonic() < deadline, f"node {sender} kept sending console batches"
 
 
 async def test_garbage_on_the_console_paths_is_dropped_and_the_stream_goes_on(
     make_cluster: Callable[..., list[Any]],
     open_socket: SocketOpener,
-    redis_server: RedisServer,
-    redis_prefix: str,
+    bus: RedisBus,
 ) -> None:
     (node,) = make_cluster(1, console=True)
     me = node_id(node.http_url)
@@ -150,23 +142,16 @@ async def test_garbage_on_the_console_paths_is_dropped_and_the_stream_goes_on(
         await console.login(key=APP_KEY, secret=APP_SECRET)
         stream = await console.stream(APP_ID)
         garbage = [
-            (f"{redis_prefix}#node#{me}", b"C{not json"),
-            (f"{redis_prefix}#node#{me}", b"C[1, 2]"),
-            (f"{redis_prefix}#node#{me}", b'C{"a": "12345", "n": "x", "r": "no"}'),
-            (f"{redis_prefix}#node#{me}", b"Zunknown kind"),
-            (f"{redis_prefix}#node#{me}", b"C" + b"x" * 1024 * 1024),
-            (
-                f"{redis_prefix}#control",
-                b'{"o":"elsewhere","a":"12345","k":"console","d":"nonsense"}',
-            ),
-            (f"{redis_prefix}#control", b'{"o":"elsewhere","a":"12345","k":"console","d":"{}"}'),
+            (bus.node(me), b"C{not json"),
+            (bus.node(me), b"C[1, 2]"),
+            (bus.node(me), b'C{"a": "12345", "n": "x", "r": "no"}'),
+            (bus.node(me), b"Zunknown kind"),
+            (bus.node(me), b"C" + b"x" * 1024 * 1024),
+            (bus.control, b'{"o":"elsewhere","a":"12345","k":"console","d":"nonsense"}'),
+            (bus.control, b'{"o":"elsewhere","a":"12345","k":"console","d":"{}"}'),
         ]
-        client = redis.Redis.from_url(redis_server.url)
-        try:
-            for topic, data in garbage:
-                assert client.publish(topic, data) == 1, topic
-        finally:
-            client.close()
+        for topic, data in garbage:
+            assert bus.publish(topic, data) == 1, topic
         # Still listening, still streaming.
         socket = await open_socket(node.ws_url)
         await stream.expect(
@@ -183,9 +168,9 @@ async def test_garbage_on_the_console_paths_is_dropped_and_the_stream_goes_on(
 
 
 async def test_a_login_on_one_worker_is_good_on_the_other(
-    make_server: Callable[..., Any], redis_server: RedisServer, redis_prefix: str
+    make_server: Callable[..., Any], redis_backend: str, redis_prefix: str
 ) -> None:
-    server = make_server(workers=2, redis=redis_server.url, redis_prefix=redis_prefix, console=True)
+    server = make_server(workers=2, redis=redis_backend, redis_prefix=redis_prefix, console=True)
     deadline = time.monotonic() + 4 * TIMEOUT
     while server.logs().count("listening on ") < 2:
         assert time.monotonic() < deadline, server.logs()

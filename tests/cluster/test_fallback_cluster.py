@@ -101,18 +101,18 @@ def assert_each_once_in_node_order(ticks: list[Any], nodes: int) -> None:
 
 
 async def test_polls_and_sends_spread_over_two_nodes(
-    make_server: Any, redis_server: Any, redis_prefix: str
+    make_server: Any, redis_backend: str, redis_prefix: str
 ) -> None:
-    settings = {"redis": redis_server.url, "redis_prefix": redis_prefix, "node_ttl": 3}
+    settings = {"redis": redis_backend, "redis_prefix": redis_prefix, "node_ttl": 3}
     a, b = make_server(**settings), make_server(**settings)
     async with aiohttp.ClientSession() as http:
         await exchange([a.http_url, b.http_url], [a.port, b.port], http)
 
 
 async def test_workers_spread_polls_and_deliver_exactly_once(
-    make_server: Any, redis_server: Any, redis_prefix: str
+    make_server: Any, redis_backend: str, redis_prefix: str
 ) -> None:
-    server = make_server(workers=2, redis=redis_server.url, redis_prefix=redis_prefix)
+    server = make_server(workers=2, redis=redis_backend, redis_prefix=redis_prefix)
     # A new TCP connection per request lets SO_REUSEPORT spread requests over the workers.
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector) as http:

@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import redis
 from aiohttp import web
 from pusher_helpers import (
     APP_ID,
@@ -30,7 +29,7 @@ from pusher_helpers import (
     unique,
 )
 
-from redis_server import RedisServer
+from redis_server import RedisBus
 from tidings.config import AppSettings, Settings
 from tidings.lifecycle import broker_bus_stats, broker_round_trips, make_node
 from tidings.protocol.frames import text_frame
@@ -62,8 +61,7 @@ def trigger(http_url: str, channel: str, name: str) -> None:
 async def test_garbage_on_the_bus_is_dropped_counted_and_the_node_still_hears(
     make_cluster: Callable[..., list[Any]],
     open_socket: SocketOpener,
-    redis_server: RedisServer,
-    redis_prefix: str,
+    bus: RedisBus,
 ) -> None:
     node_a, node_b = make_cluster(2)
     public, presence = unique("public"), unique("presence")
@@ -73,9 +71,7 @@ async def test_garbage_on_the_bus_is_dropped_counted_and_the_node_still_hears(
     await member.subscribe_presence(presence, unique("bob"))
     node_b_id = ready(node_b.http_url)["node"]
 
-    publications = f"{redis_prefix}#{APP_ID}#{public}".encode()
-    control = f"{redis_prefix}#control".encode()
-    to_node_b = f"{redis_prefix}#node#{node_b_id}".encode()
+    publications, control, to_node_b = bus.topic(public), bus.control, bus.node(node_b_id)
     one_mb = 1024 * 1024
     garbage: list[tuple[bytes, bytes, str]] = [
         (publications, b"\xff\xfe\x00\x00garbage bytes", "malformed"),
@@ -98,12 +94,8 @@ async def test_garbage_on_the_bus_is_dropped_counted_and_the_node_still_hears(
         (to_node_b, b"\xff garbage bytes", "handler_error"),
         (to_node_b, b'{"t":"send"}', "handler_error"),
     ]
-    client = redis.Redis.from_url(redis_server.url)
-    try:
-        for topic, data, _ in garbage:
-            assert client.publish(topic, data) >= 1, topic  # node B listens on each
-    finally:
-        client.close()
+    for topic, data, _ in garbage:
+        assert bus.publish(topic, data) >= 1, topic  # node B listens on each
 
     # Redis delivers to node B's listener in publish order: the real publication comes after
     # all of the garbage, and it is the next thing the subscriber gets (nothing of the
@@ -172,13 +164,13 @@ def listener_task() -> asyncio.Task[Any]:
 async def test_a_dead_listener_is_reported_degraded_and_restarted(
     make_cluster: Callable[..., list[Any]],
     open_socket: SocketOpener,
-    redis_server: RedisServer,
+    redis_backend: str,
     redis_prefix: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (other,) = make_cluster(1)
     channel = unique("public")
-    async with node_in_this_process(redis_server.url, redis_prefix) as (node, http_url):
+    async with node_in_this_process(redis_backend, redis_prefix) as (node, http_url):
         sock = await open_socket(http_url.replace("http", "ws", 1))
         await sock.subscribe(channel)
         await asyncio.to_thread(trigger, other.http_url, channel, "before")

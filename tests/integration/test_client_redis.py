@@ -37,14 +37,27 @@ RATE_LIMIT = 4
 HISTORY_RULE = {"pattern": "history-*", "size": 100, "ttl": 60}
 
 
-@pytest.fixture(params=[False, True], ids=["publish", "spublish"])
-def sharded(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
+@pytest.fixture(params=["publish", "spublish", "cluster"])
+def bus_mode(request: pytest.FixtureRequest) -> str:
+    """Plain and sharded pub/sub on one Redis, and a 3-master Redis Cluster."""
+    return str(request.param)
+
+
+@pytest.fixture
+def sharded(bus_mode: str) -> bool:
+    return bus_mode != "publish"  # always sharded on a cluster
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, bus_mode: str) -> str:
+    if bus_mode == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    return str(request.getfixturevalue("redis_server").url)
 
 
 @pytest.fixture
 def node(
-    make_server: Callable[..., ServerProcess], redis_server: Any, redis_prefix: str, sharded: bool
+    make_server: Callable[..., ServerProcess], redis_url: str, redis_prefix: str, sharded: bool
 ) -> ServerProcess:
     apps = [
         {
@@ -56,15 +69,13 @@ def node(
         },
         {**RATE_APP, "max_backend_events_per_second": RATE_LIMIT},
     ]
-    return make_server(
-        apps=apps, redis=redis_server.url, redis_prefix=redis_prefix, redis_sharded=sharded
-    )
+    return make_server(apps=apps, redis=redis_url, redis_prefix=redis_prefix, redis_sharded=sharded)
 
 
 @pytest.fixture
-async def client(redis_server: Any, redis_prefix: str, sharded: bool) -> AsyncIterator[Any]:
+async def client(redis_url: str, redis_prefix: str, sharded: bool) -> AsyncIterator[Any]:
     backend = open_backend(
-        redis_server.url,
+        redis_url,
         app_id=APP_ID,
         key=APP_KEY,
         secret=APP_SECRET,
@@ -125,13 +136,13 @@ async def test_trigger_reaches_subscribers_in_order_with_rest_triggers(
 
 async def test_history_channels_keep_the_clients_events_in_one_stream_with_the_nodes(
     node: ServerProcess,
-    redis_server: Any,
+    redis_url: str,
     redis_prefix: str,
     sharded: bool,
     open_socket: SocketOpener,
 ) -> None:
     backend = open_backend(
-        redis_server.url,
+        redis_url,
         app_id=APP_ID,
         redis_prefix=redis_prefix,
         redis_sharded=sharded,
@@ -233,7 +244,7 @@ async def test_limits_are_the_rest_apis(client: RedisClient) -> None:
 
 
 async def test_backend_rate_limit_is_shared_with_rest_triggers(
-    node: ServerProcess, redis_server: Any, redis_prefix: str, sharded: bool
+    node: ServerProcess, redis_url: str, redis_prefix: str, sharded: bool
 ) -> None:
     """4 events a second for the app, on the node and in the client: 3 through REST and,
     once the node has added them to Redis (within its reconcile interval), 1 through the
@@ -241,7 +252,7 @@ async def test_backend_rate_limit_is_shared_with_rest_triggers(
     node's own 3 + 2). Counts are per wall-clock second: a run that straddles two seconds
     is done again."""
     client = RedisClient(
-        redis_server.url,
+        redis_url,
         RATE_APP["id"],
         redis_prefix=redis_prefix,
         redis_sharded=sharded,
@@ -268,11 +279,14 @@ async def test_backend_rate_limit_is_shared_with_rest_triggers(
             return exc.status
         return 200
 
-    redis = aioredis.Redis.from_url(redis_server.url)
+    if redis_url.startswith("redis+cluster://"):
+        redis: Any = aioredis.RedisCluster.from_url(redis_url.replace("+cluster", "", 1))
+    else:
+        redis = aioredis.Redis.from_url(redis_url)
 
     async def reconciled(second: int) -> None:
         """The node's 3 events are in Redis (it adds them every 100 ms, not per request)."""
-        key = f"{redis_prefix}:{RATE_APP['id']}:rate:{second}"
+        key = f"{redis_prefix}:{{{RATE_APP['id']}}}:rate:{second}"
         deadline = time.monotonic() + TIMEOUT
         while int(await redis.get(key) or 0) < 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -373,6 +387,10 @@ async def test_terminate_user_and_send_to_user(
     user = unique("user")
     sock = await open_socket(node.ws_url)
     await sock.signin({"id": user})
+    # The node answers signin_success before it has subscribed the user's channel (the
+    # session's action order): a pong comes after that subscription. Without it a Redis
+    # Cluster, whose first SSUBSCRIBE on a shard opens a connection, can miss the event.
+    await sock.ping()
     bystander = await open_socket(node.ws_url)
     channel = unique("private-x")
     await bystander.subscribe(channel, channel_auth(bystander.socket_id, channel))
@@ -408,13 +426,13 @@ def test_unreachable_redis_is_503_without_the_password(
 
 
 def test_runs_on_a_loop_in_another_thread(
-    node: ServerProcess, redis_server: Any, redis_prefix: str, sharded: bool
+    node: ServerProcess, redis_url: str, redis_prefix: str, sharded: bool
 ) -> None:
     """As Realtime drives it: a private loop thread, calls submitted from this thread."""
     loop = asyncio.new_event_loop()
     worker = threading.Thread(target=loop.run_forever, daemon=True)
     worker.start()
-    client = RedisClient(redis_server.url, APP_ID, redis_prefix=redis_prefix, redis_sharded=sharded)
+    client = RedisClient(redis_url, APP_ID, redis_prefix=redis_prefix, redis_sharded=sharded)
     channel = unique("threads")
 
     def call(coroutine: Any) -> Any:

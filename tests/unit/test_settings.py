@@ -395,3 +395,17 @@ def test_bad_redis_url_is_quoted_without_its_password(tmp_path: Path) -> None:
     assert "redis-pass" not in message
     message = config_error(flags={"redis": "tcp://user:redis-pass@h/0"})
     assert "setting redis:" in message and "redis-pass" not in message
+
+
+def test_redis_cluster_is_redis_with_a_cluster_url(tmp_path: Path) -> None:
+    flags = {"redis_cluster": "redis://10.0.0.5:7000"}
+    assert load_settings(None, {}, flags).redis == "redis+cluster://10.0.0.5:7000"
+    env = {"TIDINGS_REDIS_CLUSTER": "rediss://u:pw@10.0.0.5:7000"}
+    assert load_settings(None, env).redis == "rediss+cluster://u:pw@10.0.0.5:7000"
+    path = write(tmp_path, 'redis = "redis+cluster://10.0.0.5:7000"\n')
+    assert load_settings(path, {}).redis == "redis+cluster://10.0.0.5:7000"
+
+
+def test_redis_and_redis_cluster_together_are_refused() -> None:
+    flags = {"redis": "redis://10.0.0.5:6379/0", "redis_cluster": "redis://10.0.0.6:7000"}
+    assert "give one of them" in config_error(flags=flags)

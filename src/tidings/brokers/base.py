@@ -25,7 +25,7 @@ handlers re-read what they showed clients meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -222,6 +222,18 @@ class RateCounters(Protocol):
         ...
 
 
+class ConnectionCounts(Protocol):
+    """Each app's connections on the other nodes (an app's ``max_connections`` is
+    cluster-wide)."""
+
+    async def report(self, counts: Mapping[str, int], interval: float) -> dict[str, int]:
+        """Tell the cluster this node's connections per app (every app, zeros too) and get
+        the other live nodes' per app, as last reported: a node reports every ``interval``
+        seconds, and a report not renewed within three intervals stops counting. While
+        degraded, and with the memory broker: no other node's connections ({})."""
+        ...
+
+
 class Broker(Protocol):
     """The interfaces above, with the node's identity and lifecycle."""
 
@@ -248,6 +260,9 @@ class Broker(Protocol):
 
     @property
     def rates(self) -> RateCounters: ...
+
+    @property
+    def connections(self) -> ConnectionCounts: ...
 
     @property
     def node_id(self) -> str:

@@ -5,12 +5,12 @@ module cannot decode into what a node itself would have written is dropped and c
 reason, never acted on and never allowed to stop the listener: one bad message must not
 deafen a node.
 
-Publications (``{prefix}#{app}#{channel}``): ``origin NUL exclude NUL message``, where the
+Publications (``{prefix}#{<app>#<channel>}``): ``origin NUL exclude NUL message``, where the
 message is one Pusher event (a JSON object with an ``event`` name), unframed: each edge
 frames it for its own clients. It reaches every subscriber's stream as it is, so a message
 that is not exactly that would corrupt them: it is checked before anything is written.
 
-Control messages (``{prefix}#control``): a JSON object ``{"o": origin, "a": app id, "k":
+Control messages (``{prefix}#{control}``): a JSON object ``{"o": origin, "a": app id, "k":
 kind, "u": user id, "c": channel, "d": data}``, every key always present (nodes of earlier
 releases read them all). :data:`CONTROL_KINDS` maps each kind to its class in
 ``control.py``, and :data:`WIRE_FIELDS` each field of those classes to its key.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from tidings.brokers.base import (
     CachedEvent,
@@ -190,6 +190,13 @@ class MemoryRates:
         """One process: nothing to share."""
 
 
+class AloneConnectionCounts:
+    """One node: no connections elsewhere."""
+
+    async def report(self, counts: Mapping[str, int], interval: float) -> dict[str, int]:
+        return {}
+
+
 class MemoryBroker:
     node_id = NODE_ID
     degraded = False
@@ -204,6 +211,7 @@ class MemoryBroker:
         self.claims = LocalClaims()
         self.control = MemoryControlBus()
         self.rates = MemoryRates()
+        self.connections = AloneConnectionCounts()
 
     async def start(self, deliver: Deliver, control: Control) -> None:
         self.pubsub.deliver = deliver

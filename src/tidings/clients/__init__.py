@@ -36,7 +36,7 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(_HOMES[name]), name)
 
 
-REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"})
 HTTP_SCHEMES = frozenset({"http", "https"})
 # ``/apps/{id}`` at the end of the path, after an optional mount path (``/rt/apps/1``).
 APP_PATH = re.compile(r"\A(?P<base>(?:/[^/]+)*?)/apps/(?P<app_id>[^/]+)/?\Z")
@@ -73,7 +73,7 @@ def open_backend(
         return _http_backend(url, app_id, key, secret, options)
     raise ValueError(
         f"cannot publish to {shown}: the URL must start with redis://, rediss://, unix://, "
-        "http:// or https://"
+        "redis+cluster://, rediss+cluster://, http:// or https://"
     )
 
 

@@ -40,13 +40,13 @@ from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
-from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tidings.backends import Event, PublishError
 from tidings.brokers.control import Terminate
 from tidings.brokers.redis import COMMAND_TIMEOUT, FAILURES, ClusterRedis, check_prefix
+from tidings.brokers.redis.connect import close, connect, is_cluster_url
 from tidings.brokers.redis.history import HistoryStore
 from tidings.core.apps import HistoryRule, stored_under
 from tidings.protocol import messages
@@ -121,14 +121,15 @@ class RedisClient:
         """Create the Redis connection pool on the running loop (it is bound to it)."""
         if self._cluster is not None:
             return
-        redis = aioredis.Redis.from_url(
+        redis = connect(
             self._url,
             max_connections=POOL_SIZE,
             socket_timeout=COMMAND_TIMEOUT,
             socket_connect_timeout=COMMAND_TIMEOUT,
             retry=Retry(NoBackoff(), 0),
         )
-        self._cluster = ClusterRedis(redis, self._prefix, self._sharded)
+        sharded = self._sharded or is_cluster_url(self._url)  # always sharded on a cluster
+        self._cluster = ClusterRedis(redis, self._prefix, sharded)
         self._store = HistoryStore(self._cluster, self._origin)
 
     async def close(self) -> None:
@@ -137,7 +138,7 @@ class RedisClient:
             await asyncio.shield(self._sender)
         cluster, self._cluster, self._store = self._cluster, None, None
         if cluster is not None:
-            await cluster.redis.aclose(close_connection_pool=True)
+            await close(cluster.redis)
 
     async def _redis(self) -> ClusterRedis:
         await self.start()

@@ -7,7 +7,7 @@ values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -83,12 +83,22 @@ class AppConnections(Generic[C]):
 class Registry(Generic[C]):
     """Every app's connections on this node, with the node-wide count and its limit."""
 
-    __slots__ = ("_apps", "_count", "max_connections")
+    __slots__ = ("_apps", "_count", "_elsewhere", "max_connections")
 
     def __init__(self, app_ids: list[str], max_connections: int) -> None:
         self._apps: dict[str, AppConnections[C]] = {a: AppConnections() for a in app_ids}
         self._count = 0
+        self._elsewhere: dict[str, int] = {}  # app id -> connections on other nodes
         self.max_connections = max_connections
+
+    def counts(self) -> dict[str, int]:
+        """Connections per app on this node (every app, zeros too)."""
+        return {app_id: len(connections) for app_id, connections in self._apps.items()}
+
+    def elsewhere(self, counts: Mapping[str, int]) -> None:
+        """The other nodes' connections per app, as last reported: an app's
+        ``max_connections`` counts them too."""
+        self._elsewhere = dict(counts)
 
     @property
     def count(self) -> int:
@@ -114,7 +124,7 @@ class Registry(Generic[C]):
             return ErrorCode.RECONNECT
         if self._count >= self.max_connections:
             return ErrorCode.OVER_CAPACITY
-        if len(self._apps[app.id]) >= app.max_connections:
+        if len(self._apps[app.id]) + self._elsewhere.get(app.id, 0) >= app.max_connections:
             return ErrorCode.OVER_CONNECTION_QUOTA
         return None
 

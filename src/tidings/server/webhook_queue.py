@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 from typing import Protocol
 
-from redis import asyncio as aioredis
+from tidings.brokers.redis.connect import AnyRedis, close
 
 
 class WebhookQueue(Protocol):
@@ -96,26 +96,29 @@ return 0
 
 
 class RedisQueue:
-    """Batches in Redis lists ``{prefix}:webhooks:{key}``, shared by every node.
+    """Batches in Redis lists ``{prefix}:{webhooks}:list:{key}``, shared by every node.
+
+    Every key of the queues shares one hash tag, so a push (list and key set) stays one
+    transaction on a Redis Cluster too: webhooks are few next to publications.
 
     Each batch is stored with a sequence number so ``ack`` removes exactly the batch that
     was delivered, even if two nodes raced for it (the sender lets one node at a time work
     on a key, with a lock, so that is rare).
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: AnyRedis, prefix: str) -> None:
         self._redis = client
-        self._prefix = prefix
+        self._prefix = f"{prefix}:{{webhooks}}"
         self._ack = client.register_script(ACK_SCRIPT)
 
     def _list(self, key: str) -> str:
-        return f"{self._prefix}:webhooks:{key}"
+        return f"{self._prefix}:list:{key}"
 
     async def push(self, key: str, batch: bytes) -> None:
-        seq = await self._redis.incr(f"{self._prefix}:webhooks-seq")
+        seq = await self._redis.incr(f"{self._prefix}:seq")
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.rpush(self._list(key), str(seq).encode() + b"\n" + batch)
-            pipe.sadd(f"{self._prefix}:webhooks-keys", key)
+            pipe.sadd(f"{self._prefix}:keys", key)
             await pipe.execute()
 
     async def peek(self, key: str) -> tuple[int, bytes] | None:
@@ -130,7 +133,7 @@ class RedisQueue:
         await self._ack(keys=[self._list(key)], args=[f"{batch_id}\n"])
 
     async def keys(self) -> list[str]:
-        members = await self._redis.smembers(f"{self._prefix}:webhooks-keys")
+        members = await self._redis.smembers(f"{self._prefix}:keys")
         keys = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
         return [k for k in keys if await self._redis.llen(self._list(k))]
 
@@ -138,7 +141,7 @@ class RedisQueue:
         return int(await self._redis.llen(self._list(key)))
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close(self._redis)
 
 
 def _as_bytes(value: bytes | str) -> bytes:

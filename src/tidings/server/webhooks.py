@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import aiohttp
 import orjson
-from redis import asyncio as aioredis
 
+from tidings.brokers.redis.connect import AnyRedis
 from tidings.console.tap import Tap
 from tidings.core.apps import App, AppRegistry
 from tidings.core.webhooks import Batcher, Delayer, Event, backoff, body, signature
@@ -74,7 +74,7 @@ return 0
 class QueueLock:
     """One node at a time delivers a queue (Redis mode); always granted otherwise."""
 
-    def __init__(self, client: aioredis.Redis | None, prefix: str, owner: str) -> None:
+    def __init__(self, client: AnyRedis | None, prefix: str, owner: str) -> None:
         self._redis = client
         self._prefix = prefix
         self._owner = owner

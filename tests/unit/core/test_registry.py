@@ -132,3 +132,14 @@ def test_unsupported_protocol_message_names_the_version() -> None:
         ErrorCode.UNSUPPORTED_PROTOCOL,
         "Unsupported protocol version 3",
     )
+
+
+def test_an_apps_quota_counts_the_other_nodes_connections() -> None:
+    reg = registry(max_connections=10)
+    reg.add(APP.id, "1.1", "a")
+    assert reg.counts() == {APP.id: 1, OTHER.id: 0, OFF.id: 0, PICKY.id: 0}
+    reg.elsewhere({APP.id: 1})  # the app's quota (2) is reached across nodes
+    assert reg.refusal(APP, draining=False) is ErrorCode.OVER_CONNECTION_QUOTA
+    assert reg.refusal(OTHER, draining=False) is None
+    reg.elsewhere({})  # the other node left
+    assert reg.refusal(APP, draining=False) is None

@@ -1,10 +1,8 @@
 -- Count a signed-in socket of a user.
 -- KEYS[1] set of "node/socket" signed in as the user ({prefix}:{app}:user:{user})
--- KEYS[2] this node's user index                    ({prefix}:node:{node}:users)
--- ARGV[1] "node/socket"; ARGV[2] index entry "app\31socket\31user"
+-- ARGV[1] "node/socket"
 -- Returns 1 when this is the user's first socket anywhere (the user came online).
 local added = redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[2])
 if added == 1 and redis.call('SCARD', KEYS[1]) == 1 then
   return 1
 end

@@ -18,6 +18,7 @@ from tidings.brokers.latency import RoundTrips
 from tidings.brokers.redis.cache import RedisCache
 from tidings.brokers.redis.claims import RedisClaims
 from tidings.brokers.redis.cluster import COMMAND_TIMEOUT, FAILURES
+from tidings.brokers.redis.connections import RedisConnectionCounts
 from tidings.brokers.redis.control_bus import RedisControlBus
 from tidings.brokers.redis.history import RedisHistory
 from tidings.brokers.redis.link import UNREACHABLE_REPORT_INTERVAL, RedisLink
@@ -61,6 +62,7 @@ class RedisBroker:
         self.history = RedisHistory(self.link, self.pubsub)
         self.claims = RedisClaims(self.link)
         self.rates = RedisRates(self.link, rate_reconcile_interval)
+        self.connections = RedisConnectionCounts(self.link)
 
     @property
     def node_id(self) -> str:

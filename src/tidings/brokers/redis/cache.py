@@ -1,4 +1,4 @@
-"""Channel state: the last event of each cache channel (``{prefix}:{app}:cache:{channel}``,
+"""Channel state: the last event of each cache channel (``{prefix}:{app#channel}:cache``,
 expiring with the event)."""
 
 from __future__ import annotations

@@ -1,7 +1,13 @@
-"""The keys and bus of one Tidings cluster in one Redis, shared by every writer.
+"""The keys and bus of one Tidings cluster in one Redis (or one Redis Cluster), shared by
+every writer.
 
-Keys are ``{prefix}:{app}:…``; topics ``{prefix}#{app}#{channel}`` (publications),
-``{prefix}#control`` and ``{prefix}#node#{node id}``. The nodes' broker and the publish-only
+Every key is hash-tagged so that each Lua script touches one Redis Cluster slot: a channel's
+state is ``{prefix}:{<app>#<channel>}:…`` (subscribers, presence, cache, history), app-wide
+state ``{prefix}:{<app>}:…`` (occupied channels, signed-in users, rates, connections), a
+node's indexes ``{prefix}:node:{<id>}:…``. Topics are tagged the same way, so a sharded
+publication from a script lands in the slot of the script's keys:
+``{prefix}#{<app>#<channel>}`` (publications), ``{prefix}#{control}`` and
+``{prefix}#node#{<id>}``. The nodes' broker and the publish-only
 client (``tidings.clients.redis``) both go through :class:`ClusterRedis`, so the bus format
 and the shared keys have one writer.
 """
@@ -14,6 +20,7 @@ from importlib import resources
 
 import orjson
 from redis import asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from tidings.brokers.bus import encode_control, encode_publication
@@ -45,7 +52,7 @@ class ClusterRedis:
     unreachable Redis means to it (a node serves its local clients, a client refuses).
     """
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, sharded: bool) -> None:
+    def __init__(self, redis: aioredis.Redis | RedisCluster, prefix: str, sharded: bool) -> None:
         check_prefix(prefix)
         self.redis = redis
         self.prefix = prefix
@@ -55,23 +62,39 @@ class ClusterRedis:
         lua = resources.files("tidings.brokers").joinpath("lua/publish_many.lua").read_text()
         self._publish_many = redis.register_script(lua)
 
-    def key(self, app_id: str, *parts: str) -> str:
-        return ":".join((self.prefix, app_id, *parts))
+    def channel_key(self, app_id: str, channel: str, *parts: str) -> str:
+        """A key of one channel's state, in the channel's slot (app ids and channel names
+        hold no ``#``, ``{`` or ``}``: ``config.py`` and ``protocol/channels.py``)."""
+        return ":".join((f"{self.prefix}:{{{app_id}#{channel}}}", *parts))
+
+    def app_key(self, app_id: str, *parts: str) -> str:
+        """A key of app-wide state, in the app's slot."""
+        return ":".join((f"{self.prefix}:{{{app_id}}}", *parts))
 
     def topic(self, app_id: str, channel: str) -> bytes:
-        return f"{self.prefix}#{app_id}#{channel}".encode()
+        """The channel's topic, in the slot of its keys (``history_publish.lua`` SPUBLISHes
+        it from a script)."""
+        return f"{self.prefix}#{{{app_id}#{channel}}}".encode()
+
+    @staticmethod
+    def topic_channel(topic: bytes) -> tuple[str, str]:
+        """``(app id, channel)`` of a publication topic."""
+        tag = topic[topic.index(b"{") + 1 : -1].decode()
+        app_id, channel = tag.split("#", 1)
+        return app_id, channel
 
     @property
     def control_topic(self) -> bytes:
-        return f"{self.prefix}#control".encode()
+        return f"{self.prefix}#{{control}}".encode()
 
     def node_topic(self, node_id: str) -> bytes:
         """Where payloads to one node go (``ControlBus.to_node``)."""
-        return f"{self.prefix}#node#{node_id}".encode()
+        return f"{self.prefix}#node#{{{node_id}}}".encode()
 
     def node_key(self, node_id: str, kind: str) -> str:
-        """A node's index of what it added (``subs``, ``presence``, ``users``), for reaping."""
-        return f"{self.prefix}:node:{node_id}:{kind}"
+        """A node's index of what it added (``subs``, ``presence``, ``users``), for reaping;
+        the three share the node's slot."""
+        return f"{self.prefix}:node:{{{node_id}}}:{kind}"
 
     @property
     def nodes_key(self) -> str:
@@ -117,20 +140,29 @@ class ClusterRedis:
                 )
             await pipe.execute()
 
+    async def send(self, topic: bytes, payload: bytes) -> None:
+        """``payload`` on ``topic``, sharded when the cluster's pub/sub is: control messages
+        and node payloads go the way publications go (one slot each, never broadcast to
+        every Redis Cluster shard)."""
+        if self.sharded:
+            await self.redis.spublish(topic, payload)
+        else:
+            await self.redis.publish(topic, payload)
+
     async def control(self, origin: str, app_id: str, message: ControlMessage) -> None:
         """``message`` to every node but ``origin``."""
-        await self.redis.publish(self.control_topic, encode_control(origin, app_id, message))
+        await self.send(self.control_topic, encode_control(origin, app_id, message))
 
     async def cache_set(self, app_id: str, channel: str, message: bytes, ttl: float) -> None:
         """The last event of a cache channel (the Pusher message), kept ``ttl`` seconds."""
         ttl_ms = max(1, int(ttl * 1000))
-        await self.redis.set(self.key(app_id, "cache", channel), message, px=ttl_ms)
+        await self.redis.set(self.channel_key(app_id, channel, "cache"), message, px=ttl_ms)
 
     async def cache_get(self, app_id: str, channel: str) -> tuple[bytes, float] | None:
         """The cached message and the seconds it has left, or None."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(self.key(app_id, "cache", channel))
-            pipe.pttl(self.key(app_id, "cache", channel))
+            pipe.get(self.channel_key(app_id, channel, "cache"))
+            pipe.pttl(self.channel_key(app_id, channel, "cache"))
             message, ttl_ms = await pipe.execute()
         if message is None or ttl_ms is None or ttl_ms <= 0:
             return None
@@ -138,7 +170,7 @@ class ClusterRedis:
 
     async def count_backend_events(self, app_id: str, events: int, second: int) -> int:
         """Add ``events`` to the cluster-wide count of ``second``; the new total."""
-        key = self.key(app_id, "rate", str(second))
+        key = self.app_key(app_id, "rate", str(second))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.incrby(key, events)
             pipe.expire(key, 2)
@@ -150,7 +182,7 @@ class ClusterRedis:
         second, in one round trip; the new totals, in the same order."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for app_id, second, events in counts:
-                key = self.key(app_id, "rate", str(second))
+                key = self.app_key(app_id, "rate", str(second))
                 pipe.incrby(key, events)
                 pipe.expire(key, 2)
             replies = await pipe.execute()
@@ -169,26 +201,27 @@ class ClusterRedis:
         One script per call, all in one pipeline: one round trip. Returns the totals. Not
         for sharded pub/sub (a script's SPUBLISH must stay in one slot): sharded callers
         count and publish one by one."""
+        assert not isinstance(self.redis, RedisCluster)  # a cluster is always sharded
         async with self.redis.pipeline(transaction=False) as pipe:
             for second, events, publications in calls:
                 arguments: list[bytes | int] = [events, limit]
                 for channel, message, exclude in publications:
                     payload = encode_publication(origin, exclude, message)
                     arguments += [self.topic(app_id, channel), payload]
-                key = self.key(app_id, "rate", str(second))
+                key = self.app_key(app_id, "rate", str(second))
                 await self._count_and_publish(keys=[key], args=arguments, client=pipe)
             totals = await pipe.execute()
         return [int(total) for total in totals]
 
     async def subscription_count(self, app_id: str, channel: str) -> int:
-        return int(await self.redis.scard(self.key(app_id, "subs", channel)))
+        return int(await self.redis.scard(self.channel_key(app_id, channel, "subs")))
 
     async def channels(self, app_id: str) -> dict[str, int]:
         """Every channel with at least one subscriber, and its subscription count."""
-        names = [text(n) for n in await self.redis.smembers(self.key(app_id, "channels"))]
+        names = [text(n) for n in await self.redis.smembers(self.app_key(app_id, "channels"))]
         async with self.redis.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.scard(self.key(app_id, "subs", name))
+                pipe.scard(self.channel_key(app_id, name, "subs"))
             counts = await pipe.execute()
         return {name: int(count) for name, count in zip(names, counts, strict=True) if count}
 
@@ -200,10 +233,10 @@ class ClusterRedis:
         names = list(dict.fromkeys(channels))
         async with self.redis.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.exists(self.key(app_id, "subs", name))
+                pipe.exists(self.channel_key(app_id, name, "subs"))
             found = await pipe.execute()
         return {name for name, exists in zip(names, found, strict=True) if exists}
 
     async def presence_members(self, app_id: str, channel: str) -> list[Member]:
-        members = await self.redis.hgetall(self.key(app_id, "members", channel))
+        members = await self.redis.hgetall(self.channel_key(app_id, channel, "members"))
         return [Member(text(k), orjson.loads(v)) for k, v in members.items()]

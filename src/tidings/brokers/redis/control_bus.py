@@ -1,8 +1,10 @@
 """Control messages and node-to-node payloads over Redis pub/sub.
 
-Control messages go to ``{prefix}#control``, which every node hears; a node skips its own
-(it ran them before publishing). Payloads to one node go to ``{prefix}#node#{id}``.
-At most once, like all Redis pub/sub.
+Control messages go to ``{prefix}#{control}``, which every node hears; a node skips its
+own (it ran them before publishing). Payloads to one node go to ``{prefix}#node#{id}``.
+Both are sharded when publications are (``redis_sharded``, always on Redis Cluster): one
+slot each, so Redis Cluster does not broadcast them to every shard. At most once, like all
+Redis pub/sub.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class RedisControlBus:
             await self.node_message(payload)
             return
         topic = self._link.cluster.node_topic(node_id)
-        await self._link.call(lambda: self._link.redis.publish(topic, payload), lambda: 0)
+        await self._link.call(lambda: self._link.cluster.send(topic, payload), lambda: None)
 
     def on_node_message(self, handler: NodeHandler) -> None:
         self._node_handler = handler

@@ -52,8 +52,8 @@ class HistoryStore:
 
     def keys(self, app_id: str, channel: str) -> list[str]:
         """The channel's meta hash and stream."""
-        tag = f"{self._cluster.prefix}:{{{app_id}#{channel}}}"
-        return [f"{tag}:h", f"{tag}:s"]
+        key = self._cluster.channel_key
+        return [key(app_id, channel, "h"), key(app_id, channel, "s")]
 
     async def publish(
         self,

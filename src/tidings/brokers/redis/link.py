@@ -16,10 +16,14 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from redis import asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tidings.brokers.redis.cluster import COMMAND_TIMEOUT, FAILURES, ClusterRedis
+from tidings.brokers.redis.connect import AnyRedis, close, connect, is_cluster_url
+from tidings.brokers.redis.shards import ShardedPubSub
 from tidings.redaction import public_url, scrub
 
 log = logging.getLogger("tidings.redis")
@@ -51,18 +55,35 @@ class RedisLink:
     ) -> None:
         self.url = url
         self.node_id = node_id
-        # A burst of commands (a reconnect storm subscribing thousands of sockets) waits for
-        # a pooled connection instead of failing: a full pool is load, not an outage.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=POOL_SIZE,
-            timeout=COMMAND_TIMEOUT * 5,
-            socket_timeout=COMMAND_TIMEOUT,
-            socket_connect_timeout=COMMAND_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
-        self.redis = aioredis.Redis(connection_pool=pool)
+        self.redis: AnyRedis
+        # A cluster client's pools refuse a command over their size instead of waiting:
+        # commands wait here instead (a burst is load, not an outage), with room left in
+        # each pool for the heartbeat and the reaper, which do not go through ``call``.
+        self._commands: asyncio.Semaphore | None = None
+        if is_cluster_url(url):
+            # redis-py follows MOVED and refreshes its slot map itself; a master that does
+            # not answer is an outage like a lost Redis (pub/sub is always sharded there).
+            self.redis = connect(
+                url,
+                max_connections=2 * POOL_SIZE,
+                socket_timeout=COMMAND_TIMEOUT,
+                socket_connect_timeout=COMMAND_TIMEOUT,
+            )
+            self._commands = asyncio.Semaphore(POOL_SIZE)
+            sharded = True
+        else:
+            # A burst of commands (a reconnect storm subscribing thousands of sockets) waits
+            # for a pooled connection instead of failing: a full pool is load, not an outage.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=POOL_SIZE,
+                timeout=COMMAND_TIMEOUT * 5,
+                socket_timeout=COMMAND_TIMEOUT,
+                socket_connect_timeout=COMMAND_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
+            self.redis = aioredis.Redis(connection_pool=pool)
         self.cluster = ClusterRedis(self.redis, prefix, sharded)
         self.degraded = True  # until the first successful connection
         # A command failed: the listener must reconnect and resync even if its own
@@ -80,7 +101,10 @@ class RedisLink:
         if self.degraded:
             return fallback()
         try:
-            return await command()
+            if self._commands is None:
+                return await command()
+            async with self._commands:
+                return await command()
         except FAILURES as exc:
             self.failed(exc)
             return fallback()
@@ -118,9 +142,14 @@ class RedisLink:
         self._synced_once = True
         return recovered
 
+    def pubsub(self) -> PubSub | ShardedPubSub:
+        """A new pub/sub connection (one per shard on a Redis Cluster)."""
+        if isinstance(self.redis, RedisCluster):
+            return ShardedPubSub(self.redis)
+        return self.redis.pubsub(ignore_subscribe_messages=True)
+
     async def close(self) -> None:
-        # The pool was passed in, so the client does not close it by itself.
-        await self.redis.aclose(close_connection_pool=True)
+        await close(self.redis)
 
     def _report_unreachable(self, exc: BaseException) -> None:
         """Log an outage once when it starts (an error if Redis was never reached: likely a

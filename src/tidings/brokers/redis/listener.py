@@ -23,6 +23,7 @@ from tidings.brokers.redis.control_bus import RedisControlBus
 from tidings.brokers.redis.link import RedisLink
 from tidings.brokers.redis.mirror import Mirror
 from tidings.brokers.redis.pubsub import RedisPubSub
+from tidings.brokers.redis.shards import ShardedPubSub
 from tidings.tasks import spawn
 
 log = logging.getLogger("tidings.redis")
@@ -46,7 +47,7 @@ class Listener:
         self._publications = pubsub
         self._control = control
         self._resync = resync
-        self._pubsub: PubSub | None = None
+        self._pubsub: PubSub | ShardedPubSub | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.bus = BusStats()  # dropped bus messages and listener restarts, for /metrics
@@ -72,16 +73,23 @@ class Listener:
         if pubsub is None:
             return  # subscribed from the mirror on reconnect
         topic = self._cluster.topic(app_id, channel)
-        subscribe = pubsub.ssubscribe if self._cluster.sharded else pubsub.subscribe
-        await self._link.call(lambda: subscribe(topic), lambda: None)
+        await self._link.call(lambda: self._subscribe(pubsub, topic), lambda: None)
 
     async def unlisten(self, app_id: str, channel: str) -> None:
         pubsub = self._pubsub
         if pubsub is None:
             return
         topic = self._cluster.topic(app_id, channel)
-        unsubscribe = pubsub.sunsubscribe if self._cluster.sharded else pubsub.unsubscribe
-        await self._link.call(lambda: unsubscribe(topic), lambda: None)
+        if isinstance(pubsub, ShardedPubSub) or self._cluster.sharded:
+            await self._link.call(lambda: pubsub.sunsubscribe(topic), lambda: None)
+        else:
+            await self._link.call(lambda: pubsub.unsubscribe(topic), lambda: None)
+
+    async def _subscribe(self, pubsub: PubSub | ShardedPubSub, *topics: bytes) -> None:
+        if isinstance(pubsub, ShardedPubSub) or self._cluster.sharded:
+            await pubsub.ssubscribe(*topics)
+        else:
+            await pubsub.subscribe(*topics)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         """The listener only ends when the broker closes; if it died (spawn logged why),
@@ -102,17 +110,15 @@ class Listener:
         backoff = 0.1
         while not self._closing:
             try:
-                pubsub = self._link.redis.pubsub(ignore_subscribe_messages=True)
+                pubsub = self._link.pubsub()
                 self._pubsub = pubsub
-                await pubsub.subscribe(
-                    self._cluster.control_topic, self._cluster.node_topic(self._link.node_id)
-                )
                 topics = [self._cluster.topic(app, ch) for (app, ch) in self._mirror.subs]
-                if topics:
-                    if self._cluster.sharded:
-                        await pubsub.ssubscribe(*topics)
-                    else:
-                        await pubsub.subscribe(*topics)
+                await self._subscribe(
+                    pubsub,
+                    self._cluster.control_topic,
+                    self._cluster.node_topic(self._link.node_id),
+                    *topics,
+                )
                 await self._resync()
                 backoff = 0.1
                 await self._read(pubsub)
@@ -130,7 +136,7 @@ class Listener:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
 
-    async def _read(self, pubsub: PubSub) -> None:
+    async def _read(self, pubsub: PubSub | ShardedPubSub) -> None:
         control_topic = self._cluster.control_topic
         node_topic = self._cluster.node_topic(self._link.node_id)
         while True:

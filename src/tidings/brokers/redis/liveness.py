@@ -101,7 +101,8 @@ class Liveness:
                 await self.reap(node_id, "stopped heartbeating")
 
     async def reap(self, node_id: str, why: str) -> None:
-        removed, offline, recount, vacated = await self._scripts.reap_node(node_id)
+        leftovers = await self._scripts.reap_node(node_id)
+        removed, offline = leftovers.removed, leftovers.offline
         if removed or offline:
             log.warning(
                 "node %s %s: removed %d presence member(s), %d user(s)",
@@ -114,16 +115,16 @@ class Liveness:
         itself = node_id == self._link.node_id
         announce = self._control.publish_remote if itself else self._control.everywhere
         for app_id, channel, user_id in removed:
-            await announce(app_id.decode(), MemberRemoved(channel.decode(), user_id.decode()))
+            await announce(app_id, MemberRemoved(channel, user_id))
         for app_id, user_id in offline:
-            await announce(app_id.decode(), UserOffline(user_id.decode()))
-        for app_id, channel in recount:
-            await announce(app_id.decode(), Recount(channel.decode()))
+            await announce(app_id, UserOffline(user_id))
+        for app_id, channel in leftovers.recount:
+            await announce(app_id, Recount(channel))
         if self.reaped is not None and not itself:
             for app_id, channel, user_id in removed:
-                self.reaped(app_id.decode(), "member_removed", channel.decode(), user_id.decode())
-            for app_id, channel in vacated:
-                self.reaped(app_id.decode(), "channel_vacated", channel.decode(), "")
+                self.reaped(app_id, "member_removed", channel, user_id)
+            for app_id, channel in leftovers.vacated:
+                self.reaped(app_id, "channel_vacated", channel, "")
 
     # -- resync after an outage --------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Presence members and signed-in users in Redis, changed by the Lua scripts.
 
-``{prefix}:{app}:members:{channel}`` maps each user to its user_info, and
-``…:msock:{channel}:{user}`` holds the user's sockets there (of every node); a user is
-added with its first socket and removed with its last. ``{prefix}:{app}:user:{user}``
+``{prefix}:{app#channel}:members`` maps each user to its user_info, and
+``{prefix}:{app#channel}:msock:{user}`` holds the user's sockets there (of every node); a
+user is added with its first socket and removed with its last. ``{prefix}:{app}:user:{user}``
 holds a signed-in user's sockets.
 """
 
@@ -93,7 +93,7 @@ class RedisPresence:
         async def shared() -> list[str]:
             async with self._link.redis.pipeline(transaction=False) as pipe:
                 for user_id in user_ids:
-                    pipe.scard(self._cluster.key(app_id, "user", user_id))
+                    pipe.scard(self._cluster.app_key(app_id, "user", user_id))
                 counts = await pipe.execute()
             return [u for u, n in zip(user_ids, counts, strict=True) if n]
 

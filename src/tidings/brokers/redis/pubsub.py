@@ -89,7 +89,7 @@ class RedisPubSub:
         if data.startswith(self._own_origin) or self.deliver is None:
             return  # delivered locally when it was published
         publication = decode_publication(data)
-        _, app_id, channel = topic.decode().split("#", 2)
+        app_id, channel = self._link.cluster.topic_channel(topic)
         self.deliver(
             app_id, channel, publication.message, publication.exclude, publication.position
         )

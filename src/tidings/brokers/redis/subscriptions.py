@@ -1,4 +1,4 @@
-"""Subscription sets in Redis (``{prefix}:{app}:subs:{channel}``, one member per socket
+"""Subscription sets in Redis (``{prefix}:{app#channel}:subs``, one member per socket
 of every node, and ``{prefix}:{app}:channels``), changed by the Lua scripts."""
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ async def _factory(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactor
     prefix = "memory"
     if kind in ("redis", "redis-sharded"):
         redis_url = request.getfixturevalue("redis_server").url
+    if kind == "redis-cluster":
+        redis_url = request.getfixturevalue("redis_cluster").url
     if kind != "memory":
         prefix = request.getfixturevalue("redis_prefix")
     factory = BrokerFactory(kind, redis_url, prefix)

@@ -156,29 +156,25 @@ async def test_survivors_reap_a_node_that_stopped_heartbeating(
 async def test_garbage_on_the_bus_is_dropped_and_counted_and_delivery_goes_on(
     make_broker: BrokerFactory,
 ) -> None:
-    from redis import asyncio as aioredis
-
-    from tidings.brokers.redis import RedisBroker
+    from tidings.brokers.redis import ClusterRedis, RedisBroker
+    from tidings.brokers.redis.connect import close, connect
 
     a, b = await make_broker("a"), await make_broker("b")
     await b.broker.subscriptions.subscribe(APP, "c", "2.1")
     assert isinstance(b.broker, RedisBroker) and make_broker.redis_url is not None
-    prefix = make_broker.prefix
+    bus = b.broker.link.cluster
     garbage = [
-        (f"{prefix}#{APP}#c", b"\xff\x00\x00garbage"),
-        (f"{prefix}#{APP}#c", b"a\x00\x00" + event_message("e")[:-1]),
-        (f"{prefix}#control", b'{"o":"x","a":"12345","k":"terminate","u":'),
-        (f"{prefix}#control", b'{"o":"x","a":"12345","k":"explode","u":"u"}'),
+        (bus.topic(APP, "c"), b"\xff\x00\x00garbage"),
+        (bus.topic(APP, "c"), b"a\x00\x00" + event_message("e")[:-1]),
+        (bus.control_topic, b'{"o":"x","a":"12345","k":"terminate","u":'),
+        (bus.control_topic, b'{"o":"x","a":"12345","k":"explode","u":"u"}'),
     ]
-    client = aioredis.Redis.from_url(make_broker.redis_url)
+    client = connect(make_broker.redis_url, max_connections=2)
     try:
         for topic, data in garbage:
-            if make_broker.kind == "redis-sharded" and "#control" not in topic:
-                await client.spublish(topic, data)
-            else:
-                await client.publish(topic, data)
+            await ClusterRedis(client, make_broker.prefix, bus.sharded).send(topic, data)
     finally:
-        await client.aclose()
+        await close(client)
     end = marker()
     assert await a.broker.pubsub.publish(APP, "c", end, None) is True
     await a.broker.control.send(APP, Terminate("end-marker"))
