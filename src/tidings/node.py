@@ -70,6 +70,7 @@ from tidings.protocol.session import (
     Session,
     SignIn,
     User,
+    Watch,
 )
 from tidings.recovery import AppRecovery
 from tidings.tasks import report_failure, spawn
@@ -421,6 +422,8 @@ class Node:
                     await self._client_event(connection, action)
                 case SignIn(user=user):
                     await self._sign_in(connection, user)
+                case Watch(user=user):
+                    await self._watch(connection, user)
 
     def _answer(self, connection: Connection, action: Send | Close) -> None:
         """Carry out a Session's Send or Close, counting every error and close code sent."""
@@ -617,15 +620,22 @@ class Node:
         state.connections.sign_in(user.id, socket_id)
         state.hub.add(user.channel, connection)
         await self.broker.subscriptions.subscribe(app.id, user.channel, socket_id)
-        state.watchlist.watch(socket_id, user.watchlist)
-        if user.watchlist:
-            online = set(await self.broker.presence.users_online(app.id, list(user.watchlist)))
-            # Events that arrived while we asked are newer than this snapshot (Watchlist).
-            told = state.watchlist.snapshot(socket_id, user.watchlist, online)
-            if told:
-                connection.send(_watchlist_message("online", told))
         if await self.broker.presence.user_online(app.id, user.id, socket_id):
             await self.broker.control.send(app.id, UserOnline(user.id))
+
+    async def _watch(self, connection: Connection, user: User) -> None:
+        if connection.session.closed:
+            return  # closed while signing in: detach has already unwatched
+        app_id = connection.app.id
+        state = self._states[app_id]
+        socket_id = connection.socket_id
+        state.watchlist.watch(socket_id, user.watchlist)
+        if user.watchlist:
+            online = await self.broker.presence.users_online(app_id, list(user.watchlist))
+            # Events that arrived while we asked are newer than this snapshot (Watchlist).
+            told = state.watchlist.snapshot(socket_id, user.watchlist, set(online))
+            if told:
+                connection.send(_watchlist_message("online", told))
 
     async def _sign_out(self, connection: Connection, user: User) -> None:
         app = connection.app

@@ -692,6 +692,42 @@ async def test_watchlist_events_during_the_signin_snapshot_are_told_once(
         await node.close()
 
 
+class SlowSubscriptions(MemorySubscriptions):
+    """subscribe answers only when released, as a Redis round trip (or a cluster's
+    SSUBSCRIBE) might."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def subscribe(self, app_id: str, channel: str, socket_id: str) -> int:
+        self.asked.set()
+        await self.release.wait()
+        return await super().subscribe(app_id, channel, socket_id)
+
+
+async def test_signin_success_only_once_the_user_channel_is_joined(clock: FakeClock) -> None:
+    # A client that sends to the user as soon as it hears of its sign-in must reach it:
+    # signin_success may not overtake the user channel's subscribe.
+    broker = MemoryBroker()
+    broker.subscriptions = subscriptions = SlowSubscriptions()
+    node = Node(AppRegistry.of([APP]), broker, clock=clock)
+    await node.start()
+    try:
+        user = connect(node)
+        user.take()
+        signin = asyncio.ensure_future(user.signin("u1"))
+        await subscriptions.asked.wait()
+        assert user.take() == []
+        subscriptions.release.set()
+        await signin
+        assert [m["event"] for m in user.take()] == ["pusher:signin_success"]
+        assert await broker.subscriptions.count(APP.id, "#server-to-user-u1") == 1
+    finally:
+        await node.close()
+
+
 async def test_watchlist_with_nobody_online_sends_nothing_at_signin(node: Node) -> None:
     watcher = connect(node)
     watcher.take()

@@ -116,10 +116,20 @@ class Broadcast:
 
 @dataclass(frozen=True, slots=True)
 class SignIn:
+    """Join the user's channel: done before ``pusher:signin_success`` goes out, so that a
+    message sent to the user as soon as the client hears of its sign-in reaches it."""
+
     user: User
 
 
-Action = Send | Close | Join | Leave | Broadcast | SignIn
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Start the user's watchlist: its first ``online`` event follows the sign-in's answer."""
+
+    user: User
+
+
+Action = Send | Close | Join | Leave | Broadcast | SignIn | Watch
 
 
 def _refuse(channel: str, kind: str, message: str, status: int) -> list[Action]:
@@ -318,13 +328,6 @@ class Session:
         user_id = data.get("id") if isinstance(data, dict) else None
         if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID_LENGTH:
             return self.close(ErrorCode.UNAUTHORIZED, "user_data needs an id (a string)")
-        actions: list[Action] = [
-            Send(
-                messages.event(
-                    "pusher:signin_success", data=messages.dumps({"user_data": user_data})
-                )
-            )
-        ]
         watchlist = data.get("watchlist") or []
         if not isinstance(watchlist, list):
             watchlist = []
@@ -333,6 +336,16 @@ class Session:
                 str(w) for w in watchlist if isinstance(w, str | int) and not isinstance(w, bool)
             )
         )
+        self.user = User(user_id, user_data, ids[:MAX_WATCHLIST])
+        self.authorized = True
+        actions: list[Action] = [
+            SignIn(self.user),
+            Send(
+                messages.event(
+                    "pusher:signin_success", data=messages.dumps({"user_data": user_data})
+                )
+            ),
+        ]
         if len(ids) > MAX_WATCHLIST:
             actions.append(
                 Send(
@@ -342,10 +355,7 @@ class Session:
                     )
                 )
             )
-            ids = ids[:MAX_WATCHLIST]
-        self.user = User(user_id, user_data, ids)
-        self.authorized = True
-        actions.append(SignIn(self.user))
+        actions.append(Watch(self.user))
         return actions
 
     def _client_event(self, command: messages.ClientEvent, now: float) -> list[Action]:

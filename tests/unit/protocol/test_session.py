@@ -21,6 +21,7 @@ from tidings.protocol.session import (
     SessionPolicy,
     SignIn,
     User,
+    Watch,
 )
 
 KEY = "app-key"
@@ -532,13 +533,15 @@ def test_forget_after_node_refusal() -> None:
 def test_signin() -> None:
     session = new()
     user_data = '{"id":"u1","user_info":{"name":"Ann"}}'
+    # The user's channel is joined before the client hears of its sign-in.
     assert session.receive(signin(user_data), T0) == [
+        SignIn(User("u1", user_data)),
         Send(
             b'{"event":"pusher:signin_success",'
             b'"data":"{\\"user_data\\":\\"{\\\\\\"id\\\\\\":\\\\\\"u1\\\\\\",'
             b'\\\\\\"user_info\\\\\\":{\\\\\\"name\\\\\\":\\\\\\"Ann\\\\\\"}}\\"}"}'
         ),
-        SignIn(User("u1", user_data)),
+        Watch(User("u1", user_data)),
     ]
     assert session.user == User("u1", user_data)
     assert session.authorized
@@ -546,7 +549,7 @@ def test_signin() -> None:
 
 def test_signin_success_data_round_trips() -> None:
     user_data = '{"id":"u1"}'
-    [success, _] = new().receive(signin(user_data), T0)
+    [_, success, _] = new().receive(signin(user_data), T0)
     assert isinstance(success, Send)
     message = json.loads(success.message)
     assert message["event"] == "pusher:signin_success"
@@ -557,7 +560,7 @@ def test_signin_data_as_json_string() -> None:
     user_data = '{"id":"u1"}'
     inner = json.dumps({"auth": auth(f"{SOCKET}::user::{user_data}"), "user_data": user_data})
     actions = new().receive(frame("pusher:signin", inner), T0)
-    assert actions[-1] == SignIn(User("u1", user_data))
+    assert actions[0] == SignIn(User("u1", user_data))
 
 
 def test_signin_bad_signature_closes_4009_naming_the_string_to_sign() -> None:
@@ -635,12 +638,12 @@ def test_signin_twice() -> None:
 def test_signin_watchlist() -> None:
     user_data = '{"id":"u1","watchlist":["u2",3,"u2",null,{"x":1},"u4"]}'
     actions = new().receive(signin(user_data), T0)
-    assert actions[-1] == SignIn(User("u1", user_data, ("u2", "3", "u4")))
+    assert actions[-1] == Watch(User("u1", user_data, ("u2", "3", "u4")))
 
 
 def test_signin_watchlist_not_a_list_is_ignored() -> None:
     user_data = '{"id":"u1","watchlist":"u2"}'
-    assert new().receive(signin(user_data), T0)[-1] == SignIn(User("u1", user_data, ()))
+    assert new().receive(signin(user_data), T0)[-1] == Watch(User("u1", user_data, ()))
 
 
 def test_signin_watchlist_over_100() -> None:
@@ -648,11 +651,13 @@ def test_signin_watchlist_over_100() -> None:
     user_data = json.dumps({"id": "u1", "watchlist": ids})
     session = new()
     actions = session.receive(signin(user_data), T0)
-    assert len(actions) == 3
-    assert isinstance(actions[0], Send)
-    assert json.loads(actions[0].message)["event"] == "pusher:signin_success"
-    assert actions[1] == error("watchlist over 100 user ids; only the first ones are used", 4302)
-    assert actions[2] == SignIn(User("u1", user_data, tuple(ids[:100])))
+    user = User("u1", user_data, tuple(ids[:100]))
+    assert len(actions) == 4
+    assert actions[0] == SignIn(user)
+    assert isinstance(actions[1], Send)
+    assert json.loads(actions[1].message)["event"] == "pusher:signin_success"
+    assert actions[2] == error("watchlist over 100 user ids; only the first ones are used", 4302)
+    assert actions[3] == Watch(user)
     assert not session.closed
 
 
@@ -660,7 +665,7 @@ def test_signin_watchlist_of_exactly_100() -> None:
     ids = [str(i) for i in range(100)]
     user_data = json.dumps({"id": "u1", "watchlist": ids})
     actions = new().receive(signin(user_data), T0)
-    assert len(actions) == 2 and actions[1] == SignIn(User("u1", user_data, tuple(ids)))
+    assert len(actions) == 3 and actions[2] == Watch(User("u1", user_data, tuple(ids)))
 
 
 def test_user_channel() -> None:
