@@ -30,7 +30,6 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -251,7 +250,8 @@ def through_server(rounds: int, connections: int, pings: int, with_profile: bool
     import servers
 
     os.sched_setaffinity(0, {int(procs.CLIENT_CORE)})
-    work = Path(tempfile.mkdtemp(prefix="wsframe-"))
+    work = procs.RESULTS / time.strftime("wsframe-%Y%m%d-%H%M%S")  # logs, configs, profiles
+    work.mkdir(parents=True)
     started = {}
     for reader in ("python", "c"):
         port = procs.free_port()
@@ -298,7 +298,7 @@ def main() -> None:
     parser.add_argument("--server", action="store_true", help="also measure through a server")
     parser.add_argument("--profile", action="store_true", help="with --server: py-spy")
     parser.add_argument("--connections", type=int, default=100)
-    parser.add_argument("--pings", type=int, default=200, help="per connection and round")
+    parser.add_argument("--pings", type=int, default=1000, help="per connection and round")
     args = parser.parse_args()
     if not 1 <= args.rounds <= 50 or not 1 <= args.messages <= 1_000_000:
         parser.error("--rounds 1-50, --messages 1-1,000,000")
