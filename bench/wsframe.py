@@ -127,7 +127,7 @@ def in_process(rounds: int, messages: int) -> None:
     impls: dict[str, type[PyFrameReader]] = {"python": PyFrameReader, "c": native}
     print(f"in process: {rounds} rounds x {messages:,} messages per workload and reader")
     print(
-        f"{'workload':<34} {'Python µs':>10} {'C µs':>8} {'Python CPU-ms/1k':>17} "
+        f"{'workload':<34} {'Py wall µs':>10} {'C wall µs':>9} {'Python CPU-ms/1k':>17} "
         f"{'C CPU-ms/1k':>12} {'C/Python':>9}"
     )
     for name, reads in workloads().items():
@@ -144,8 +144,8 @@ def in_process(rounds: int, messages: int) -> None:
         med = {k: statistics.median(v) for k, v in cpu.items()}
         medw = {k: statistics.median(v) for k, v in wall.items()}
         print(
-            f"{name:<34} {medw['python']:>10.2f} {medw['c']:>8.2f} "
-            f"{med['python']:>17.1f} {med['c']:>12.1f} {statistics.median(ratios):>9.2f}"
+            f"{name:<34} {medw['python']:>10.2f} {medw['c']:>9.2f} "
+            f"{med['python']:>17.2f} {med['c']:>12.2f} {statistics.median(ratios):>9.2f}"
             f"  ({min(ratios):.2f}-{max(ratios):.2f})"
         )
 
