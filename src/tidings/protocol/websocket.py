@@ -24,6 +24,7 @@ events, codes and reasons and is checked against this one by the tests and the f
 from __future__ import annotations
 
 import codecs
+import importlib
 import os
 import struct
 from dataclasses import dataclass
@@ -268,15 +269,9 @@ def _decode(payload: bytes) -> str:
 
 
 def _native_reader() -> type[PyFrameReader] | None:
-    """The C reader, bound to this module's event classes; None when it is not built or
-    ``TIDINGS_WS_READER=python`` asks for this module's."""
-    choice = os.environ.get("TIDINGS_WS_READER", "native")
-    if choice not in ("native", "python"):
-        raise ValueError(f"TIDINGS_WS_READER must be 'native' or 'python', not {choice!r}")
-    if choice == "python":
-        return None
+    """The C reader, bound to this module's event classes; None when it is not built."""
     try:
-        from tidings import _wsframe  # type: ignore[attr-defined]
+        _wsframe = importlib.import_module("tidings._wsframe")
     except ImportError:  # built without a C compiler
         return None
     _wsframe.setup(Text, Binary, Ping, Pong, CloseReceived, Failed)
@@ -284,12 +279,20 @@ def _native_reader() -> type[PyFrameReader] | None:
     return reader
 
 
+def _chosen_reader(native: type[PyFrameReader] | None) -> type[PyFrameReader]:
+    """The C reader when built, unless ``TIDINGS_WS_READER=python``."""
+    choice = os.environ.get("TIDINGS_WS_READER", "native")
+    if choice not in ("native", "python"):
+        raise ValueError(f"TIDINGS_WS_READER must be 'native' or 'python', not {choice!r}")
+    return native if native is not None and choice == "native" else PyFrameReader
+
+
 if TYPE_CHECKING:
-    FrameReader = PyFrameReader
     NativeFrameReader: type[PyFrameReader] | None = None
+    FrameReader = PyFrameReader
 else:
-    NativeFrameReader = _native_reader()
-    FrameReader = NativeFrameReader or PyFrameReader
+    NativeFrameReader = _native_reader()  # built or not, whatever FrameReader is
+    FrameReader = _chosen_reader(NativeFrameReader)
 
 
 def describe() -> str:

@@ -4,6 +4,7 @@ Every test runs against both readers: the pure-Python one and the C one (``_wsfr
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -31,7 +32,22 @@ if websocket.NativeFrameReader is not None:
 def test_the_native_reader_is_built_and_the_default() -> None:
     """`make install` builds tidings._wsframe with the machine's gcc: it must be there."""
     assert websocket.NativeFrameReader is not None, websocket.describe()
-    assert websocket.FrameReader is websocket.NativeFrameReader
+    forced = os.environ.get("TIDINGS_WS_READER") == "python"
+    assert websocket.FrameReader is (PyFrameReader if forced else websocket.NativeFrameReader)
+
+
+def test_the_switch_forces_the_python_reader_and_rejects_other_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    native = websocket.NativeFrameReader
+    monkeypatch.setenv("TIDINGS_WS_READER", "python")
+    assert websocket._chosen_reader(native) is PyFrameReader
+    monkeypatch.setenv("TIDINGS_WS_READER", "native")
+    assert websocket._chosen_reader(native) is (native or PyFrameReader)
+    assert websocket._chosen_reader(None) is PyFrameReader  # not built: Python, whatever is set
+    monkeypatch.setenv("TIDINGS_WS_READER", "c")
+    with pytest.raises(ValueError, match="TIDINGS_WS_READER must be 'native' or 'python', not 'c'"):
+        websocket._chosen_reader(native)
 
 
 @pytest.fixture(scope="module", params=sorted(READERS))
