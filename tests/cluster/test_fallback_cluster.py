@@ -242,3 +242,25 @@ async def test_a_send_relayed_through_another_node_is_not_overtaken(
     ]
     received = await listener.recv()
     assert (received["event"], json.loads(received["data"])) == ("client-typed", {"text": "hi"})
+
+
+async def test_a_stream_relayed_by_a_stopping_node_ends_with_4200(make_cluster: Any) -> None:
+    """A node that stops (SIGTERM) has the owner of every session whose stream it relays
+    close that session with 4200, as it closes its own: pusher-js reconnects at once with a
+    new session, instead of seeing its stream cut (1006: a second's wait, and one of the
+    streaming transport's two lives)."""
+    a, b = make_cluster(2)
+    async with aiohttp.ClientSession() as http:
+        owner = FallbackSession(http, a.http_url)
+        via_b = FallbackSession(http, b.http_url, path=owner.path)
+        assert await owner.poll_frames() == [("o", None)]  # opened on a ...
+        async with via_b.stream() as stream:  # ... received through b
+            assert await stream.line() == PRELUDE
+            [established] = await stream.messages()
+            assert established["event"] == "pusher:connection_established"
+            stopping = asyncio.create_task(asyncio.to_thread(b.stop))
+            assert await stream.frame(4 * TIMEOUT) == ("c", [4200, "Server shutting down"])
+            assert await stream.ended()
+        assert await stopping == 0
+        # The owner forgot the session: its name opens a new one.
+        assert await owner.poll_frames() == [("o", None)]

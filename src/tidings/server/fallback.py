@@ -146,6 +146,8 @@ class HttpFallback:
         # Keys of sessions no receive request has attached to yet (bounded: max_unconfirmed).
         self.unconfirmed: set[str] = set()
         self.relays: dict[str, asyncio.Queue[tuple[bytes, bool, int]]] = {}
+        # Relay id -> (owner node, session key), for the relays this node serves.
+        self.relayed_for: dict[str, tuple[str, str]] = {}
         self.remote_receivers: dict[str, asyncio.Task[None]] = {}
         # Per session key, while sends wait for an earlier one: gives up on it in time.
         self.order_timers: dict[str, asyncio.Task[None]] = {}
@@ -176,10 +178,18 @@ class HttpFallback:
         moment can only queue its close frame; the client's next poll comes on the keep-alive
         connection, which stays open until the runner's cleanup. Without this wait, that
         client would see its connection reset (a 1006 for pusher-js) instead of being told
-        to reconnect."""
+        to reconnect.
+
+        Receive requests this node relays for sessions owned elsewhere would be cut the same
+        way when the server stops: their owners are asked to close those sessions with 4200
+        too, through the relay, and the wait covers them."""
+        for relay_id, (owner, key) in list(self.relayed_for.items()):
+            await self._to(owner, {"t": "drain", "k": key, "r": relay_id})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while loop.time() < deadline and any(s.owes_close for s in self.sessions.values()):
+        while loop.time() < deadline and (
+            self.relays or any(s.owes_close for s in self.sessions.values())
+        ):
             await asyncio.sleep(0.02)
 
     async def close(self) -> None:
@@ -457,6 +467,7 @@ class HttpFallback:
         relay_id = secrets.token_hex(8)
         queue: asyncio.Queue[tuple[bytes, bool, int]] = asyncio.Queue()
         self.relays[relay_id] = queue
+        self.relayed_for[relay_id] = (owner, key)
         me = self.node.broker.node_id
         responder = stream.responder
         patience = (
@@ -503,6 +514,7 @@ class HttpFallback:
             pass
         finally:
             del self.relays[relay_id]
+            del self.relayed_for[relay_id]
             if not ended:
                 await self._to(owner, {"t": "detach", "k": key, "r": relay_id})
 
@@ -551,6 +563,18 @@ class HttpFallback:
             receiver = self.remote_receivers.pop(message["r"], None)
             if receiver is not None:
                 receiver.cancel()
+        elif kind == "drain":
+            # The node relaying this session's receive request is stopping: the session
+            # ends as that node's own do (4200, reconnect now), the close frame going out
+            # through the relay while it is still there.
+            attached = http_session.receiver if http_session is not None else None
+            if (
+                http_session is not None
+                and isinstance(attached, RelaySink)
+                and attached.relay_id == message["r"]
+            ):
+                self.node.counters(http_session.app).count_close(int(ErrorCode.RECONNECT))
+                http_session.close(int(ErrorCode.RECONNECT), "Server shutting down")
 
     def _open(self, key: str, app: App, binding: ClientBinding, number: int | None) -> HttpSession:
         """A new session, unconfirmed: the node learns of it when a receive request
