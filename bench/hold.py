@@ -41,7 +41,13 @@ from typing import Any
 
 import procs
 from cluster_nodes import RedisServer
-from loadclient import PUBLISHER_CONNECTIONS, LoadClient, build_client, write_requests
+from loadclient import (
+    AUTH_WINDOW,
+    PUBLISHER_CONNECTIONS,
+    LoadClient,
+    build_client,
+    write_requests,
+)
 from procs import PYTHON, RESULTS, log
 from servers import server_env, tidings_config
 
@@ -188,7 +194,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         procs.wait_ready(port, server, 60, server_log)
         binary = build_client()
-        requests = write_requests(workdir / "requests.bin", port, max(args.publishes, 1))
+        # The clients load them now and publish after connecting and subscribing, which can
+        # take longer than the server's 600 s window for auth_timestamp on a busy machine.
+        ahead = AUTH_WINDOW - 60
+        requests = write_requests(workdir / "requests.bin", port, max(args.publishes, 1), ahead)
         time.sleep(1)  # every worker has bound the port and connected to Redis
         worker_pids = [p.pid for p in procs.tree(server.pid)[1:]]
         baseline = procs.rss_bytes(server.pid)
@@ -229,6 +238,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         rss = procs.rss_bytes(server.pid)
         redis_rss = procs.rss_bytes(redis.pid)
         redis_used = int(redis.client.info("memory")["used_memory"])
+        redis_commands = redis.commandstats()
         per_worker = [
             sockets(pid) - base for pid, base in zip(worker_pids, baseline_sockets, strict=True)
         ]
@@ -272,6 +282,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "redis_used_memory_bytes": redis_used,
             "worker_sockets": per_worker,
             "ready_probes_degraded": degraded,
+            "redis_commandstats_after_subscribe": redis_commands,
+            "redis_commandstats_at_end": redis.commandstats(),
             "warm": warm,
             "connect": connected,
             "subscribe": subscribed,
