@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=0, help="load-client processes (0: as needed)")
     p.add_argument("--sources", type=int, default=0, help="loopback source addresses (0: auto)")
     p.add_argument("--publishes", type=int, default=5)
-    p.add_argument("--deadline", type=float, default=300.0, help="seconds per phase")
+    p.add_argument("--deadline", type=float, default=600.0, help="seconds per phase")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_CONNECTIONS:,} connections")
     args = p.parse_args(argv)
     if args.quick:
