@@ -56,9 +56,8 @@ SPREAD_MARGIN = 1.10  # SO_REUSEPORT hashes: a worker may get a few % more than 
 PORT_SHARE = 0.5  # use at most half of each source address's ephemeral ports
 QUICK_CONNECTIONS = 10_000
 # Handshakes and subscriptions in flight per load client. Each subscription is a Redis round
-# trip from a pool of 32 connections per worker; with 6 clients a higher figure only queues
-# in that pool, and a wait past its timeout (10 s, on a starved machine) is taken for an
-# outage: the worker goes degraded (docs/redis.md).
+# trip, at most 32 at once per worker (brokers/redis/link.py); with 6 clients a higher figure
+# only makes a longer queue in every worker.
 CONNECTING = 200
 SUBSCRIBING = 50
 
