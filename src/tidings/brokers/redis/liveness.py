@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
 
 from tidings.brokers.base import Reaped, Recovered
 from tidings.brokers.control import MemberAdded, MemberRemoved, Recount, UserOffline, UserOnline
@@ -32,6 +35,10 @@ log = logging.getLogger("tidings.redis")
 # its sockets back before this node re-reads the presence rosters its sockets were shown.
 RECOVERY_SETTLE = RECONNECT_BACKOFF_MAX + 1.0
 RESYNC_PASSES = 10  # resyncs repeated while sockets keep changing, at most
+# Scripts a resync keeps in flight at once: one round trip per socket, one after the other,
+# took longer than node_ttl for a worker holding ~17k sockets (bench/hold.py at 100k), and
+# the other nodes reaped it while it wrote itself back.
+RESYNC_CONCURRENCY = 64
 
 
 class Liveness:
@@ -51,6 +58,7 @@ class Liveness:
         self._node_ttl = node_ttl
         self._recovery_settle = recovery_settle
         self._lock = asyncio.Lock()
+        self._last_heartbeat = 0.0  # time.monotonic() of the last one a resync sent
         self._heartbeats: asyncio.Task[None] | None = None
         self._recovery: asyncio.Task[None] | None = None
         self.reaped: Reaped | None = None
@@ -73,10 +81,13 @@ class Liveness:
 
     # -- heartbeats and reaping --------------------------------------------------------------
 
+    @property
+    def _interval(self) -> float:
+        return max(0.2, self._node_ttl / 3)
+
     async def _heartbeat_forever(self) -> None:
-        interval = max(0.2, self._node_ttl / 3)
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self._interval)
             if self._link.degraded:
                 continue  # the listener reconnects and resyncs
             try:
@@ -163,38 +174,72 @@ class Liveness:
         index = self._link.cluster.node_key(self._link.node_id, kind)
         return {text(e) for e in await self._link.redis.smembers(index)}
 
+    async def _each(self, entries: Iterable[str], step: Callable[[str], Awaitable[None]]) -> None:
+        """``step`` for every entry, RESYNC_CONCURRENCY at a time, heartbeating between
+        rounds: a long resync must not get this node reaped (the heartbeat task waits while
+        the link is degraded). Each step is one atomic script, so their order is free."""
+        iterator = iter(entries)
+        while chunk := list(itertools.islice(iterator, RESYNC_CONCURRENCY)):
+            results = await asyncio.gather(*(step(e) for e in chunk), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result  # every step of the round has finished: nothing left behind
+            if time.monotonic() - self._last_heartbeat >= self._interval:
+                await self._beat()
+
+    async def _beat(self) -> None:
+        await self._scripts.heartbeat(self._node_ttl)
+        self._last_heartbeat = time.monotonic()
+
     async def _resync_once(self) -> None:
         scripts, control, mirror = self._scripts, self._control, self._mirror
-        await scripts.heartbeat(self._node_ttl)
+        await self._beat()
         held_subs = await self._held("subs")
         held_presence = await self._held("presence")
         held_users = await self._held("users")
         want_subs = mirror.sub_entries()
         want_users = mirror.user_entries()
-        for entry in held_subs - want_subs:
+
+        async def unsubscribe(entry: str) -> None:
             app, ch, s = entry.split(SEP, 2)
             await scripts.unsubscribe(app, ch, s)
-        for entry in held_presence - mirror.presence_entries():
+
+        async def leave(entry: str) -> None:
             app, ch, s, user = entry.split(SEP, 3)
             if await scripts.presence_leave(app, ch, s, user):
                 await control.everywhere(app, MemberRemoved(ch, user))
-        for entry in held_users - want_users:
+
+        async def offline(entry: str) -> None:
             app, s, user = entry.split(SEP, 2)
             if await scripts.user_offline(app, user, s):
                 await control.everywhere(app, UserOffline(user))
-        for entry in want_subs - held_subs:
+
+        async def subscribe(entry: str) -> None:
             app, ch, s = entry.split(SEP, 2)
             await scripts.subscribe(app, ch, s)
-        for (app, ch), members in list(mirror.presence.items()):
-            for s, m in list(members.items()):
-                if presence_entry(app, ch, s, m.user_id) in held_presence:
-                    continue
-                _, first, _ = await scripts.presence_join(app, ch, s, m, UNLIMITED)
-                if first:
-                    # Local sockets learnt of this member while Redis was away; others not.
-                    info = messages.dumps(m.user_info)
-                    await control.publish_remote(app, MemberAdded(ch, m.user_id, info))
-        for entry in want_users - held_users:
+
+        joins = {
+            presence_entry(app, ch, s, m.user_id): (app, ch, s, m)
+            for (app, ch), members in list(mirror.presence.items())
+            for s, m in list(members.items())
+        }
+
+        async def join(entry: str) -> None:
+            app, ch, s, m = joins[entry]
+            _, first, _ = await scripts.presence_join(app, ch, s, m, UNLIMITED)
+            if first:
+                # Local sockets learnt of this member while Redis was away; others not.
+                info = messages.dumps(m.user_info)
+                await control.publish_remote(app, MemberAdded(ch, m.user_id, info))
+
+        async def online(entry: str) -> None:
             app, s, user = entry.split(SEP, 2)
             if await scripts.user_online(app, user, s):
                 await control.publish_remote(app, UserOnline(user))
+
+        await self._each(held_subs - want_subs, unsubscribe)
+        await self._each(held_presence - mirror.presence_entries(), leave)
+        await self._each(held_users - want_users, offline)
+        await self._each(want_subs - held_subs, subscribe)
+        await self._each([e for e in joins if e not in held_presence], join)
+        await self._each(want_users - held_users, online)
