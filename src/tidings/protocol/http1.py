@@ -33,7 +33,9 @@ _REQUEST_LINE: Final = re.compile(
 )
 # RFC 9110 5.1 / 5.5: a token, a colon, a value of visible characters, spaces, tabs and
 # obs-text. No whitespace before the colon (RFC 9112 5.1: reject it), no obs-fold.
-_HEADER_LINE: Final = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)")
+_HEADER_LINE: Final = re.compile(
+    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)"
+)
 _DIGITS: Final = re.compile(rb"[0-9]{1,15}")
 
 MAX_HEAD: Final = 8190  # bytes of request line and headers; aiohttp's line limit
@@ -97,7 +99,7 @@ def parse_query(query: str) -> list[tuple[str, str]]:
 class PublishFramer:
     """Hot requests out of one connection's bytes; see the module docstring."""
 
-    __slots__ = ("max_body", "_buffer", "_handed_over", "_head_end")
+    __slots__ = ("max_body", "_buffer", "_handed_over", "_head_end", "_route")
 
     def __init__(self, max_body: int) -> None:
         self.max_body = max_body
@@ -105,6 +107,14 @@ class PublishFramer:
         self._handed_over: HandOver | None = None
         # Where the current request's head ends (index after CRLFCRLF), once known.
         self._head_end = -1
+        # The endpoint and app id of a request whose body is still arriving.
+        self._route: tuple[Literal["events", "batch_events"], str] | None = None
+
+    @property
+    def awaited_body(self) -> tuple[Literal["events", "batch_events"], str] | None:
+        """``(endpoint, app_id)`` of the request whose headers are complete and whose body
+        is still arriving (a client that goes away now aborted an upload)."""
+        return self._route
 
     @property
     def phase(self) -> Phase:
@@ -189,13 +199,18 @@ class PublishFramer:
         if length > self.max_body:
             return self._hand_over("body over the limit")  # the general server's 413
         end = head_end + length
+        path, app_id, endpoint, query = line.groups()
+        route: Literal["events", "batch_events"] = (
+            "events" if endpoint == b"events" else "batch_events"
+        )
         if len(buffer) < end:
+            self._route = (route, app_id.decode())
             return NEED_DATA
         self._buffer = buffer[end:]
         self._head_end = -1
-        path, app_id, endpoint, query = line.groups()
+        self._route = None
         return PublishRequest(
-            endpoint="events" if endpoint == b"events" else "batch_events",
+            endpoint=route,
             app_id=app_id.decode(),
             path=path.decode(),
             query_items=parse_query(query.decode()) if query else [],
@@ -206,5 +221,6 @@ class PublishFramer:
 
     def _hand_over(self, reason: str) -> HandOver:
         self._head_end = -1
+        self._route = None
         self._handed_over = HandOver(reason)
         return self._handed_over

@@ -42,7 +42,7 @@ from tidings.protocol.http1 import (
     PublishRequest,
 )
 from tidings.server.http_edge import HttpResponse, json_error
-from tidings.server.metrics import NO_APP, Metrics
+from tidings.server.metrics import CLIENT_CLOSED_REQUEST, NO_APP, Metrics
 from tidings.server.rest import RestApi
 
 if TYPE_CHECKING:
@@ -200,6 +200,7 @@ class LeanConnection(asyncio.Protocol):
         "_task",
         "_proxy",
         "_loop",
+        "_body_since",
     )
 
     def __init__(self, lean: LeanRest, server: GuardedServer) -> None:
@@ -219,6 +220,7 @@ class LeanConnection(asyncio.Protocol):
         self._task: asyncio.Future[None] | None = None
         self._proxy: str | None = None  # a trusted proxy's address (per-client limits)
         self._loop = asyncio.get_running_loop()
+        self._body_since = 0.0  # when the awaited body's headers were complete
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -251,7 +253,17 @@ class LeanConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
-        self._lean.guard.lost(self)
+        lean = self._lean
+        lean.guard.lost(self)
+        aborted = self._framer.awaited_body
+        if aborted is not None and not self._busy:
+            # An upload cut (by the client, or the guard's body deadline): timed as the
+            # aiohttp path times it, "client closed request".
+            endpoint, app_id = aborted
+            elapsed = self._loop.time() - self._body_since
+            label = lean.app_label(app_id)
+            lean.metrics.observe_rest(label, ENDPOINTS[endpoint], CLIENT_CLOSED_REQUEST, elapsed)
+            log.debug("client %s went away during POST /apps/%s/%s", self._remote, app_id, endpoint)
         if self._task is not None and not self._task.done():
             self._task.cancel()  # the client is gone; nobody reads the answer
 
@@ -303,6 +315,7 @@ class LeanConnection(asyncio.Protocol):
             return
         guard = self._lean.guard
         if phase is Phase.BODY:
+            self._body_since = self._loop.time()
             guard.headers_complete(self, body_complete=False)
             self._pending = True
         elif phase is Phase.HEAD and not self._pending:
@@ -348,7 +361,7 @@ class LeanConnection(asyncio.Protocol):
             response = await lean.in_flight.track(http_request, self._respond)
             status = response.status
         except asyncio.CancelledError:
-            status = 499  # nginx's "client closed request", as the aiohttp path counts it
+            status = CLIENT_CLOSED_REQUEST  # as the aiohttp path counts it
             raise
         finally:
             lean.metrics.observe_rest(
@@ -440,4 +453,3 @@ class LeanConnection(asyncio.Protocol):
         if not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
-
