@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import ssl
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,7 @@ from pusher_helpers import (
 )
 
 from server_process import ServerProcess, free_port, toml_value
+from tls_support import self_signed
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
 
@@ -138,14 +141,40 @@ def connect() -> Iterator[Any]:
         sock.close()
 
 
-def start(tmp_path_factory: pytest.TempPathFactory, **settings: Any) -> ServerProcess:
+@dataclass
+class TlsServerProcess(ServerProcess):
+    """A server with ``tls_cert``: ready when /ready answers over https."""
+
+    cafile: str = ""
+
+    def is_ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"tidings exited early:\n{self.logs()}")
+        context = ssl.create_default_context(cafile=self.cafile)
+        url = f"https://127.0.0.1:{self.port}/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=1, context=context) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+
+def start(
+    tmp_path_factory: pytest.TempPathFactory, cafile: str = "", **settings: Any
+) -> ServerProcess:
     directory = tmp_path_factory.mktemp("lean")
     settings = {"log_level": "debug", **settings}
     lines = [f"{name} = {toml_value(value)}" for name, value in settings.items()]
     lines += ["[[apps]]", f'id = "{APP_ID}"', f'key = "{APP_KEY}"', f'secret = "{APP_SECRET}"']
     config = directory / "tidings.toml"
     config.write_text("\n".join(lines) + "\n")
-    server = ServerProcess(free_port(), config, directory / "server.log")
+    if cafile:
+        server: ServerProcess = TlsServerProcess(
+            free_port(), config, directory / "server.log", cafile=cafile
+        )
+    else:
+        server = ServerProcess(free_port(), config, directory / "server.log")
     server.start()
     return server
 
@@ -387,3 +416,23 @@ def test_stop_closes_kept_alive_lean_connections(
         server.stop()
     assert reader.closed()
     assert "Traceback" not in server.logs()
+
+
+def test_over_tls_hot_then_cold_on_one_connection(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The lean front sits under TLS too: the hand-over moves the TLS transport's protocol."""
+    cert, key = self_signed(tmp_path_factory.mktemp("tls"))
+    server = start(tmp_path_factory, str(cert), tls_cert=str(cert), tls_key=str(key))
+    context = ssl.create_default_context(cafile=str(cert))
+    try:
+        raw = socket.create_connection((HOST, server.port), timeout=TIMEOUT)
+        with context.wrap_socket(raw, server_hostname=HOST) as sock:
+            reader = Reader(sock)
+            sock.sendall(hot() + COLD + hot())
+            assert reader.answer().body == b"{}"
+            assert json.loads(reader.answer().body)["ready"] is True
+            assert reader.answer().body == b"{}"
+    finally:
+        server.stop()
+    assert len(handovers(server)) == 1
