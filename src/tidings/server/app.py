@@ -68,14 +68,22 @@ class InFlight:
         self._idle.set()
 
     async def track(self, request: R, handler: Callable[[R], Awaitable[T]]) -> T:
-        self.count += 1
-        self._idle.clear()
+        self.enter()
         try:
             return await handler(request)
         finally:
-            self.count -= 1
-            if not self.count:
-                self._idle.set()
+            self.leave()
+
+    def enter(self) -> None:
+        """A request begins (every ``enter`` is followed by one ``leave``)."""
+        self.count += 1
+        if self.count == 1:
+            self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self._idle.set()
 
     async def wait(self, timeout: float) -> bool:
         """Until no request is in flight; False if some still were after ``timeout``."""

@@ -41,7 +41,7 @@ from tidings.protocol.http1 import (
     PublishFramer,
     PublishRequest,
 )
-from tidings.server.http_edge import HttpResponse, json_error
+from tidings.server.http_edge import JSON, HttpResponse, json_error
 from tidings.server.metrics import CLIENT_CLOSED_REQUEST, NO_APP, Metrics
 from tidings.server.rest import RestApi
 
@@ -58,6 +58,7 @@ ENDPOINTS = {
     "batch_events": "/apps/{app_id}/batch_events",
 }
 SERVER_HEADER = f"Server: {SERVER_SOFTWARE}\r\n".encode()
+SERVER_HEADER_END = SERVER_HEADER + b"\r\n"
 WRITE_HIGH_WATER = 64 * 1024  # unread answers past this pause reading (see pause_writing)
 
 
@@ -125,10 +126,15 @@ class HttpDate:
         return self._line
 
 
+_OK_JSON = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+
+
 def response_bytes(response: HttpResponse, date: bytes, close: bool) -> bytes:
     """The answer as aiohttp writes it for these routes: status line, the handler's extra
     headers, Content-Type, Content-Length, Date, Server (and ``Connection: close``)."""
     status = response.status
+    if status == 200 and not close and not response.headers and response.content_type == JSON:
+        return b"".join((_OK_JSON % len(response.body), date, SERVER_HEADER_END, response.body))
     head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
     head.extend(f"{name}: {value}\r\n".encode() for name, value in response.headers.items())
     if response.content_type is not None:
@@ -355,15 +361,24 @@ class LeanConnection(asyncio.Protocol):
     async def _answer(self, request: PublishRequest) -> None:
         lean = self._lean
         started = time.perf_counter()
-        http_request = LeanRequest(request, self._remote)
         status = 500
+        in_flight = lean.in_flight
+        in_flight.enter()  # a stop waits for it (one frame less than InFlight.track)
         try:
-            response = await lean.in_flight.track(http_request, self._respond)
+            response = await lean.rest.answer_publish(
+                LeanRequest(request, self._remote), request.endpoint
+            )
             status = response.status
         except asyncio.CancelledError:
             status = CLIENT_CLOSED_REQUEST  # as the aiohttp path counts it
             raise
+        except Exception:
+            # aiohttp would log it and answer a 500 too (as text); here the error is JSON.
+            log.exception("REST POST %s failed", request.path)
+            self._close_after = True
+            response = json_error(500, "internal server error")
         finally:
+            in_flight.leave()
             lean.metrics.observe_rest(
                 lean.app_label(request.app_id),
                 ENDPOINTS[request.endpoint],
@@ -387,15 +402,6 @@ class LeanConnection(asyncio.Protocol):
         self._last_active = self._loop.time()
         if not self._writing_paused:
             self._advance()
-
-    async def _respond(self, request: LeanRequest) -> HttpResponse:
-        try:
-            return await self._lean.rest.answer_publish(request, request.request.endpoint)
-        except Exception:
-            # aiohttp would log it and answer a 500 too (as text); here the error is JSON.
-            log.exception("REST POST %s failed", request.path)
-            self._close_after = True
-            return json_error(500, "internal server error")
 
     def _write(self, response: HttpResponse, close: bool) -> None:
         transport = self.transport
