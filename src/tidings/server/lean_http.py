@@ -270,8 +270,8 @@ class LeanConnection(asyncio.Protocol):
             label = lean.app_label(app_id)
             lean.metrics.observe_rest(label, ENDPOINTS[endpoint], CLIENT_CLOSED_REQUEST, elapsed)
             log.debug("client %s went away during POST /apps/%s/%s", self._remote, app_id, endpoint)
-        if self._task is not None and not self._task.done():
-            self._task.cancel()  # the client is gone; nobody reads the answer
+        # A request being answered runs to its end, unanswered (aiohttp does not cancel its
+        # handlers either): a batch is published whole or not at all.
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -396,7 +396,7 @@ class LeanConnection(asyncio.Protocol):
         self._write(response, close=self._close_after)
         self._busy = False
         self._task = None
-        if self._close_after:
+        if self._close_after or self.transport is None or self.transport.is_closing():
             self._close()
             return
         self._last_active = self._loop.time()
