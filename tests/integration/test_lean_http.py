@@ -437,3 +437,26 @@ def test_over_tls_hot_then_cold_on_one_connection(
     finally:
         server.stop()
     assert len(handovers(server)) == before + 1
+
+
+def test_behind_a_trusted_proxy_hot_requests_count_under_their_client(
+    tmp_path_factory: pytest.TempPathFactory, connect: Any
+) -> None:
+    server = start(tmp_path_factory, trusted_proxies=["127.0.0.1"], max_connections_per_ip=1)
+    try:
+        first, first_reader = connect(server)
+        first.sendall(hot(headers="X-Forwarded-For: 198.51.100.7\r\n"))
+        assert first_reader.answer().status_line == b"HTTP/1.1 200 OK"
+        # The same client through a second proxy connection: over its limit of one.
+        second, second_reader = connect(server)
+        second.sendall(hot(headers="X-Forwarded-For: 198.51.100.7\r\n"))
+        refused = second_reader.answer()
+        assert refused.status_line == b"HTTP/1.1 429 Too Many Requests"
+        assert json.loads(refused.body) == {"error": "too many connections from this address"}
+        assert refused.header("Connection") == "close" and second_reader.closed()
+        # Another client through the proxy is let in.
+        third, third_reader = connect(server)
+        third.sendall(hot(headers="X-Forwarded-For: 198.51.100.8\r\n"))
+        assert third_reader.answer().status_line == b"HTTP/1.1 200 OK"
+    finally:
+        server.stop()
