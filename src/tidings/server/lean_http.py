@@ -207,6 +207,7 @@ class LeanConnection(asyncio.Protocol):
         "_proxy",
         "_loop",
         "_body_since",
+        "_in_flight",
     )
 
     def __init__(self, lean: LeanRest, server: GuardedServer) -> None:
@@ -227,6 +228,9 @@ class LeanConnection(asyncio.Protocol):
         self._proxy: str | None = None  # a trusted proxy's address (per-client limits)
         self._loop = asyncio.get_running_loop()
         self._body_since = 0.0  # when the awaited body's headers were complete
+        # Counted in InFlight: from the headers of a request until its answer (as aiohttp's
+        # handlers are), so a stop waits for a body still arriving.
+        self._in_flight = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -262,6 +266,8 @@ class LeanConnection(asyncio.Protocol):
         lean = self._lean
         lean.guard.lost(self)
         aborted = self._framer.awaited_body
+        if self._in_flight and not self._busy:
+            self._leave()
         if aborted is not None and not self._busy:
             # An upload cut (by the client, or the guard's body deadline): timed as the
             # aiohttp path times it, "client closed request".
@@ -322,6 +328,7 @@ class LeanConnection(asyncio.Protocol):
         guard = self._lean.guard
         if phase is Phase.BODY:
             self._body_since = self._loop.time()
+            self._enter()
             guard.headers_complete(self, body_complete=False)
             self._pending = True
         elif phase is Phase.HEAD and not self._pending:
@@ -362,8 +369,7 @@ class LeanConnection(asyncio.Protocol):
         lean = self._lean
         started = time.perf_counter()
         status = 500
-        in_flight = lean.in_flight
-        in_flight.enter()  # a stop waits for it (one frame less than InFlight.track)
+        self._enter()  # a stop waits for it (one frame less than InFlight.track)
         try:
             response = await lean.rest.answer_publish(
                 LeanRequest(request, self._remote), request.endpoint
@@ -378,7 +384,7 @@ class LeanConnection(asyncio.Protocol):
             self._close_after = True
             response = json_error(500, "internal server error")
         finally:
-            in_flight.leave()
+            self._leave()
             lean.metrics.observe_rest(
                 lean.app_label(request.app_id),
                 ENDPOINTS[request.endpoint],
@@ -402,6 +408,16 @@ class LeanConnection(asyncio.Protocol):
         self._last_active = self._loop.time()
         if not self._writing_paused:
             self._advance()
+
+    def _enter(self) -> None:
+        if not self._in_flight:
+            self._in_flight = True
+            self._lean.in_flight.enter()
+
+    def _leave(self) -> None:
+        if self._in_flight:
+            self._in_flight = False
+            self._lean.in_flight.leave()
 
     def _write(self, response: HttpResponse, close: bool) -> None:
         transport = self.transport
