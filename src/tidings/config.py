@@ -363,8 +363,11 @@ def load_settings(
             parse_app_spec(s.strip()) for s in env["TIDINGS_APPS"].split(",") if s.strip()
         ]
     for name, value in flags.items():
-        if value is None or value == () or value is False:
-            continue  # not given on the command line (flags cannot switch a setting off)
+        if value is None or value == ():
+            continue  # not given on the command line
+        if value is False and Settings.model_fields[name].default is not True:
+            continue  # an on-flag not given; only a --no-<name> of an on-by-default setting
+            # (--no-lean-rest) switches a setting off
         if name == "apps":
             raw["apps"] = [parse_app_spec(s) for s in value]
         else:
