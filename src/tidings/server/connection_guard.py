@@ -15,6 +15,11 @@ An established WebSocket never passes through here again: its frames go straight
 its reader, untouched. When our own WebSocket protocol takes the socket over from aiohttp
 (server/websocket_protocol.py), :meth:`ConnectionGuard.hand_over` keeps it counted under
 its address until it closes, so aiohttp's request handler can be freed.
+
+A lean connection (server/lean_http.py, the hot REST endpoints without aiohttp) reports the
+same events itself (``accepted``, ``headers_complete``, ``body_complete``, ``lost``, and
+``awaiting_headers`` when a later request on it begins); when it hands its socket to
+aiohttp, :meth:`GuardedServer.take_back` counts aiohttp's handler in its place.
 """
 
 from __future__ import annotations
