@@ -4,7 +4,8 @@
 # Installs exactly what uv.lock pins, runtime only. docs/deployment.md: "Docker".
 
 FROM python:3.11-slim-bookworm AS build
-# gcc builds the native fan-out writer (src/tidings/_fanout.c); it stays in this stage.
+# gcc builds the native fan-out writer and frame reader (src/tidings/_fanout.c, _wsframe.c);
+# it stays in this stage.
 # Debian drops superseded package versions from its mirrors, so pinning them breaks builds.
 # hadolint ignore=DL3008
 RUN apt-get update \

@@ -46,8 +46,8 @@ lock: $(UV)
 	$(UV) lock
 
 # Exactly the locked versions (--locked refuses to resolve anew); the package is installed
-# editable and rebuilt here, so a change to _fanout.c reaches the venv.
-$(VENV)/.installed: pyproject.toml uv.lock src/tidings/_fanout.c $(UV)
+# editable and rebuilt here, so a change to _fanout.c or _wsframe.c reaches the venv.
+$(VENV)/.installed: pyproject.toml uv.lock src/tidings/_fanout.c src/tidings/_wsframe.c $(UV)
 	$(UV) sync --quiet --locked --extra dev --python $(PYTHON) --reinstall-package tidings
 	touch $@ $(VENV)/.installed-run
 
@@ -55,7 +55,7 @@ $(VENV)/.installed: pyproject.toml uv.lock src/tidings/_fanout.c $(UV)
 # extra (Playwright, mypy, ruff: most of a fresh install's time). --inexact adds what is
 # missing and removes nothing, so `make run` after `make test` keeps the dev tools; a dev
 # install above stamps this one too, since it is a superset.
-$(VENV)/.installed-run: pyproject.toml uv.lock src/tidings/_fanout.c $(UV)
+$(VENV)/.installed-run: pyproject.toml uv.lock src/tidings/_fanout.c src/tidings/_wsframe.c $(UV)
 	$(UV) sync --quiet --locked --inexact --python $(PYTHON) --reinstall-package tidings
 	touch $@
 
@@ -108,7 +108,7 @@ example: check-lock redis-server $(EXAMPLES)/node_modules/.installed $(VENV)/.in
 		echo >&2 "usage: make example NAME=<name> [PORT=8000], NAME one of: $(EXAMPLE_NAMES)"; exit 2; }
 	PORT=$(PORT) $(BIN)/python $(EXAMPLES)/$(NAME)/run.py
 
-$(VENV)/.installed-examples: pyproject.toml uv.lock src/tidings/_fanout.c $(UV)
+$(VENV)/.installed-examples: pyproject.toml uv.lock src/tidings/_fanout.c src/tidings/_wsframe.c $(UV)
 	$(UV) sync --quiet --locked --inexact --group examples --python $(PYTHON) --reinstall-package tidings
 	touch $@
 

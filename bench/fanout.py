@@ -355,8 +355,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="1 run, N=1000, short phases")
     p.add_argument(
         "--servers",
-        default=",".join(servers.SERVERS),
-        help=f"which of {','.join(servers.SERVERS)} to run (all)",
+        default=",".join(s for s in servers.SERVERS if s not in servers.ON_REQUEST),
+        help=f"which of {','.join(servers.SERVERS)} to run (all but "
+        f"{','.join(sorted(servers.ON_REQUEST))})",
     )
     p.add_argument("--window", type=float, default=None, help="saturation window seconds (4)")
     p.add_argument("--log-level", default="warning", help="Tidings log_level (warning)")
@@ -459,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {r['server']} N={r['n']:,} run {r['run'] + 1}: {r.get('error') or r['ok']}")
     # A peer that cannot hold N or keep up is a result; Tidings failing, or any harness error
     # (an exception, a silent client), makes the exit status 1.
-    ours = ("tidings", "tidings-asgi", "tidings-history", "tidings-aiohttp-ws")
+    ours = ("tidings", "tidings-asgi", "tidings-history", "tidings-aiohttp-ws", "tidings-py-reader")
     failed = [r for r in bad if "error" in r or r["server"] in ours]
     pyspy.print_profiles(records)
     for png in report.plots(records, args.n, args.servers, RESULTS / f"fanout-{stamp}", args.docs):

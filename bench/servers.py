@@ -5,6 +5,8 @@
     tidings-history  `tidings serve` with history kept on the bench channel (docs/history.md)
     tidings-aiohttp-ws  `tidings serve` with websocket_engine = "aiohttp" (the reader before
                    issue 17)
+    tidings-py-reader  `tidings serve` with TIDINGS_WS_READER=python: our engine, its frames
+                   read by the pure-Python reader instead of tidings._wsframe
     soketi         Soketi 1.6.1 (Node, uWebSockets.js), npm ci into .cache/bench/soketi from the
                    package.json and package-lock.json in bench/peers/soketi/
     socketio       python-socketio on aiohttp + uvloop (bench/peers/socketio_server.py), from
@@ -60,10 +62,17 @@ SERVERS = {
     "tidings-aiohttp-ws": Server(
         "tidings-aiohttp-ws", "Tidings, aiohttp WS reader", "pusher", True
     ),
+    # The same server with the pure-Python frame reader instead of the C one (issue 17)
+    "tidings-py-reader": Server(
+        "tidings-py-reader", "Tidings, Python frame reader", "pusher", True
+    ),
     "socketio": Server("socketio", "python-socketio", "socketio", True),
     "socketio-asgi": Server("socketio-asgi", "python-socketio-ASGI", "socketio", True),
     "raw": Server("raw", "raw aiohttp", "pusher", True),
 }
+# Run only when named in --servers: a variant measured once for a decision, not in every
+# `make bench` (docs/benchmarks.md says which run measured it).
+ON_REQUEST = {"tidings-py-reader"}
 
 
 # ---------------------------------------------------------------- installation
@@ -254,4 +263,6 @@ def command(
     engine = "aiohttp" if name == "tidings-aiohttp-ws" else "tidings"
     config = tidings_config(workdir / f"tidings-{port}.toml", log_level, history, engine)
     cmd = [*pin, PYTHON, "-m", "tidings", "serve", *where, "--config", str(config)]
-    return cmd, server_env()
+    env = server_env()
+    env["TIDINGS_WS_READER"] = "python" if name == "tidings-py-reader" else "native"
+    return cmd, env

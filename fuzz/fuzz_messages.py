@@ -28,6 +28,7 @@ from tidings.protocol.session import (
     Session,
     SessionPolicy,
     SignIn,
+    Watch,
 )
 
 KEY = "app-key"
@@ -89,7 +90,7 @@ def check_decode(frame: str | bytes) -> None:
 
 def check_actions(actions: list[Any]) -> None:
     for action in actions:
-        assert isinstance(action, Send | Close | Join | Leave | Broadcast | SignIn), action
+        assert isinstance(action, Send | Close | Join | Leave | Broadcast | SignIn | Watch), action
         if isinstance(action, Send):
             message = orjson.loads(action.message)
             assert isinstance(message, dict) and isinstance(message.get("event"), str)

@@ -1,10 +1,12 @@
-"""Fuzz the client frame reader (``protocol/websocket.py``).
+"""Fuzz the client frame readers (``protocol/websocket.py`` and its C twin ``_wsframe.c``).
 
-Contract: ``FrameReader.feed`` never raises; it returns Text, Binary, Ping, Pong,
+Contract, for both: ``feed`` never raises; it returns Text, Binary, Ping, Pong,
 CloseReceived or Failed events, nothing after a CloseReceived or a Failed, no message over
 the limit, control payloads of at most 125 bytes. Invariants: how the bytes are split across
 reads never changes the events; a message framed, masked and fragmented as a client would is
-read back as sent.
+read back as sent. Oracle: the C reader returns exactly the Python reader's events, for
+any bytes in any read sizes (atheris follows the Python reader's branches; the C one is
+compared on every input).
 """
 
 from __future__ import annotations
@@ -19,18 +21,20 @@ from tidings.protocol.websocket import (
     CloseReceived,
     Event,
     Failed,
-    FrameReader,
+    NativeFrameReader,
     Ping,
     Pong,
+    PyFrameReader,
     Text,
     unmask,
 )
 
 LIMIT = 512
+READERS = [PyFrameReader] if NativeFrameReader is None else [PyFrameReader, NativeFrameReader]
 
 
-def feed_in_chunks(data: bytes, sizes: list[int]) -> list[Event]:
-    reader = FrameReader(LIMIT)
+def feed_in_chunks(reader_class: type[PyFrameReader], data: bytes, sizes: list[int]) -> list[Event]:
+    reader = reader_class(LIMIT)
     events: list[Event] = []
     pos = 0
     for size in sizes or [len(data)]:
@@ -81,7 +85,8 @@ def check_round_trip(data: FuzzInput) -> None:
         for i, piece in enumerate(pieces)
     )
     expected = Binary(payload) if binary else Text(payload.decode())
-    assert FrameReader(LIMIT).feed(wire) == [expected]
+    for reader_class in READERS:
+        assert reader_class(LIMIT).feed(wire) == [expected], reader_class
 
 
 def TestOneInput(raw: bytes) -> None:  # noqa: N802 - the name atheris and libFuzzer use
@@ -91,9 +96,14 @@ def TestOneInput(raw: bytes) -> None:  # noqa: N802 - the name atheris and libFu
         return
     sizes = [data.byte() + 1 for _ in range(data.choice(8))]
     wire = data.rest()
-    events = feed_in_chunks(wire, sizes)
-    check_events(events)
-    assert events == FrameReader(LIMIT).feed(wire), "splitting reads changed the events"
+    python = feed_in_chunks(PyFrameReader, wire, sizes)
+    check_events(python)
+    assert python == PyFrameReader(LIMIT).feed(wire), "splitting reads changed the events"
+    if NativeFrameReader is not None:
+        native = feed_in_chunks(NativeFrameReader, wire, sizes)
+        assert native == python, "the C reader differs from the Python one"
+        assert [type(e) for e in native] == [type(e) for e in python]
+        assert native == NativeFrameReader(LIMIT).feed(wire), "splitting reads changed C's"
 
 
 if __name__ == "__main__":

@@ -124,6 +124,22 @@ class ServerProcess:
                     raise
                 self.port = free_port()
 
+    def start_beside(self) -> None:
+        """Spawn on a port another server already listens on (both with ``reuse_port``, as in
+        a rolling restart) and wait until this one listens too.
+
+        ``/ready`` cannot tell: the other server answers it on the shared port. The server
+        logs "listening on" once its socket is bound and listening."""
+        self.spawn()
+        assert self.proc is not None
+        deadline = time.monotonic() + 4 * TIMEOUT
+        while "listening on" not in self.logs():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tidings exited early:\n{self.logs()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"tidings did not start listening:\n{self.logs()}")
+            time.sleep(0.05)
+
     def _port_taken(self) -> bool:
         assert self.proc is not None
         return self.proc.poll() is not None and f":{self.port}: address already in use" in (

@@ -52,6 +52,8 @@ FLAG_HELP: dict[str, str] = {
     "receive request.",
     "http_max_unconfirmed": "HTTP fallback sessions per node opened but not yet received from.",
     "http_bind_ip": "Refuse HTTP fallback requests from another address than the opener's.",
+    "http_send_order_wait": "With Redis: an HTTP fallback send waits up to this long for an "
+    "earlier one of its client relayed through another node (0: arrival order).",
     "sse_ping_interval": "A Server-Sent Events stream quiet this long gets a ping comment.",
     "redis": "Redis URL for scale-out, e.g. redis://127.0.0.1:6379/0; none: in-memory broker.",
     "redis_cluster": "Redis Cluster node URL, e.g. redis://10.0.0.5:7000 (keys hash-tagged, "

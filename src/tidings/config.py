@@ -227,6 +227,9 @@ class Settings(BaseModel):
     http_unconfirmed_timeout: float = Field(5.0, gt=0, le=3600)
     http_max_unconfirmed: int = Field(10_000, ge=1)
     http_bind_ip: bool = False
+    # Redis mode: seconds an xhr_send waits for an earlier one of its client still on its
+    # way through another node (docs/fallback.md); 0: applied in arrival order.
+    http_send_order_wait: float = Field(0.5, ge=0, le=60)
     sse_ping_interval: float = Field(20.0, gt=0, le=3600)
     redis: str | None = Field(
         None, pattern=r"^(redis|rediss|redis\+cluster|rediss\+cluster|unix)://"

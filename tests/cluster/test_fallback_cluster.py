@@ -1,6 +1,6 @@
 """HTTP fallback sessions without sticky routing: polls and sends that land on a process
-that does not own the session are relayed to its owner, and every event arrives once, in
-order."""
+that does not own the session are relayed to its owner, every event arrives once, in
+order, and the owner applies the client's sends in the order the client posted them."""
 
 from __future__ import annotations
 
@@ -9,10 +9,19 @@ import json
 import os
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pusher
-from fallback_helpers import PING, PRELUDE, FallbackSession, assert_json_error
+from fallback_helpers import (
+    PING,
+    PRELUDE,
+    SUBSCRIPTION_COUNT,
+    FallbackSession,
+    assert_json_error,
+    send_body,
+)
+from pusher_helpers import SocketOpener, channel_auth
 
 ANOTHER_RECEIVER = "Another connection still open"
 
@@ -155,3 +164,104 @@ async def test_a_session_belongs_to_its_client_on_every_node(make_cluster: Any) 
             assert await stream.line() == PRELUDE
             await via_b.send(PING)
             assert await stream.messages() == [{"event": "pusher:pong", "data": "{}"}]
+
+
+class HeldSend:
+    """An ``xhr_send`` whose request line and headers go out now and whose body goes out
+    later: a send that is still on its way (a slow client link, a busy node) while the
+    client's next one arrives."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def start(cls, url: str, length: int) -> HeldSend:
+        parts = urlsplit(url)
+        assert parts.hostname is not None and parts.port is not None
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        head = (
+            f"POST {parts.path}?{parts.query} HTTP/1.1\r\n"
+            f"Host: {parts.netloc}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        writer.write(head.encode())
+        await writer.drain()
+        return cls(reader, writer)
+
+    async def finish(self, body: bytes) -> int:
+        """Send the body; the response's status."""
+        try:
+            self.writer.write(body)
+            await self.writer.drain()
+            async with asyncio.timeout(TIMEOUT):
+                status_line = await self.reader.readline()
+            return int(status_line.split()[1])
+        finally:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+
+async def test_a_send_relayed_through_another_node_is_not_overtaken(
+    make_cluster: Any, open_socket: SocketOpener
+) -> None:
+    """pusher-js posts a subscribe (request 2) and then a client event (request 3) without
+    waiting for the first answer. The subscribe goes through b and is held up on its way;
+    the client event goes to the session's owner a directly and arrives first. The owner
+    applies them in the client's numbering: the subscribe, then the event, which reaches
+    the channel's other member. (Applied on arrival, the event would be refused: not
+    subscribed yet.)"""
+    # The owner waits for the gap as long as it may (60 s): far longer than the test takes
+    # to let the subscribe go.
+    a, b = make_cluster(2, http_send_order_wait=60)
+    channel = f"private-order-{secrets.token_hex(4)}"
+    listener = await open_socket(b.ws_url)
+    await listener.subscribe_private(channel)
+    async with aiohttp.ClientSession() as http:
+        sender = FallbackSession(http, a.http_url)
+        via_b = FallbackSession(http, b.http_url, path=sender.path)
+        async with sender.stream(number=1) as stream:
+            await sender.open_stream(stream)
+            auth = channel_auth(sender.socket_id, channel)
+            subscribe = send_body(
+                {"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth}}
+            )
+            held = await HeldSend.start(via_b.url("xhr_send", 2), len(subscribe))
+            typed = {"event": "client-typed", "channel": channel, "data": {"text": "hi"}}
+            await sender.send(typed, number=3)  # answered at once: pusher-js reads no answer
+            assert await held.finish(subscribe) == 204
+            await sender.send(PING, number=4)
+            events: list[str] = []
+            while "pusher:pong" not in events:
+                events += [m["event"] for m in await stream.messages(timeout=4 * TIMEOUT)]
+
+    assert [e for e in events if e != SUBSCRIPTION_COUNT] == [
+        "pusher_internal:subscription_succeeded",
+        "pusher:pong",
+    ]
+    received = await listener.recv()
+    assert (received["event"], json.loads(received["data"])) == ("client-typed", {"text": "hi"})
+
+
+async def test_a_stream_relayed_by_a_stopping_node_ends_with_4200(make_cluster: Any) -> None:
+    """A node that stops (SIGTERM) has the owner of every session whose stream it relays
+    close that session with 4200, as it closes its own: pusher-js reconnects at once with a
+    new session, instead of seeing its stream cut (1006: a second's wait, and one of the
+    streaming transport's two lives)."""
+    a, b = make_cluster(2)
+    async with aiohttp.ClientSession() as http:
+        owner = FallbackSession(http, a.http_url)
+        via_b = FallbackSession(http, b.http_url, path=owner.path)
+        assert await owner.poll_frames() == [("o", None)]  # opened on a ...
+        async with via_b.stream() as stream:  # ... received through b
+            assert await stream.line() == PRELUDE
+            [established] = await stream.messages()
+            assert established["event"] == "pusher:connection_established"
+            stopping = asyncio.create_task(asyncio.to_thread(b.stop))
+            assert await stream.frame(4 * TIMEOUT) == ("c", [4200, "Server shutting down"])
+            assert await stream.ended()
+        assert await stopping == 0
+        # The owner forgot the session: its name opens a new one.
+        assert await owner.poll_frames() == [("o", None)]

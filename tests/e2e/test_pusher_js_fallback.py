@@ -198,16 +198,18 @@ def test_client_events_between_http_and_websocket(
 def test_reconnects_to_a_new_server_after_sigterm(
     scenario: ScenarioFactory, make_server: ServerFactory, transport: str
 ) -> None:
-    # Both servers share the port (SO_REUSEPORT), as in a rolling restart: the second is up
-    # before the first gets SIGTERM, closes every session with 4200 (pusher-js: reconnect
-    # at once) and exits. pusher-js must reconnect, to the second, by itself.
+    # Both servers share the port (SO_REUSEPORT), as in a rolling restart: the second
+    # listens before the first gets SIGTERM, stops accepting, closes every session with 4200
+    # (pusher-js: reconnect at once) and exits. pusher-js must reconnect, to the second, by
+    # itself and at once. (Were nothing listening, its retry would fail and pusher-js would
+    # wait out its 15 s strategy slot, going "unavailable" after 10 s: docs/fallback.md.)
     first = make_server(reuse_port=True)
     channel = unique("public-")
     run = scenario("reconnect", first.port, TRANSPORT=transport, CHANNEL=channel)
     before = run.wait_step("subscribed")
     second = dataclasses.replace(first, proc=None, log_path=first.log_path.with_name("second.log"))
     try:
-        second.start()
+        second.start_beside()
         assert first.stop() == 0
         run.go()
         after = run.wait_step("resubscribed")
@@ -225,3 +227,9 @@ def test_reconnects_to_a_new_server_after_sigterm(
     assert result["closes"][0]["code"] == 4200, result["closes"]
     assert result["events"] == [{"server": "second"}]
     assert result["state"] == "connected"
+    # The 4200 retry found the second server: no failed attempt, no "unavailable" on the way.
+    assert result["states"] == [
+        ["connecting", "connected"],
+        ["connected", "connecting"],
+        ["connecting", "connected"],
+    ]

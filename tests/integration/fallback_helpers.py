@@ -140,10 +140,13 @@ class FallbackSession:
             self.headers["Origin"] = origin
         self.socket_id = ""
 
-    def url(self, kind: str) -> str:
+    def url(self, kind: str, number: int = 1) -> str:
+        """The URL of a ``kind`` request numbered ``number`` (pusher-js's ``n``: one counter
+        per page; these sessions send 1 unless told, a number the server orders nothing by)."""
+        stamp = int(time.time() * 1000)
         if kind == "xhr_send":  # pusher-js sends without the protocol parameters
-            return f"{self.base}/xhr_send?t={int(time.time() * 1000)}&n=1"
-        return f"{self.base}/{kind}?{self.query}&t={int(time.time() * 1000)}&n=1"
+            return f"{self.base}/xhr_send?t={stamp}&n={number}"
+        return f"{self.base}/{kind}?{self.query}&t={stamp}&n={number}"
 
     async def poll(self, timeout: float = TIMEOUT) -> Reply:
         async with asyncio.timeout(timeout):
@@ -171,9 +174,9 @@ class FallbackSession:
         return self.socket_id
 
     @asynccontextmanager
-    async def stream(self) -> AsyncIterator[Stream]:
+    async def stream(self, number: int = 1) -> AsyncIterator[Stream]:
         async with self.http.post(
-            self.url("xhr_streaming"), data=b"", headers=self.headers
+            self.url("xhr_streaming", number), data=b"", headers=self.headers
         ) as resp:
             assert resp.status == 200, resp.status
             yield Stream(resp)
@@ -186,13 +189,15 @@ class FallbackSession:
         self.socket_id = established_socket_id(established)
         return self.socket_id
 
-    async def send_raw(self, body: bytes) -> Reply:
+    async def send_raw(self, body: bytes, number: int = 1) -> Reply:
+        url = self.url("xhr_send", number)
         async with asyncio.timeout(TIMEOUT):
-            async with self.http.post(self.url("xhr_send"), data=body, headers=self.headers) as r:
+            async with self.http.post(url, data=body, headers=self.headers) as r:
                 return Reply(r.status, dict(r.headers), await r.read())
 
-    async def send(self, *messages: dict[str, Any]) -> None:
-        reply = await self.send_raw(json.dumps([json.dumps(m) for m in messages]).encode())
+    async def send(self, *messages: dict[str, Any], number: int = 1) -> None:
+        body = send_body(*messages)
+        reply = await self.send_raw(body, number)
         assert reply.status == 204, (reply.status, reply.body)
 
     async def subscribe(self, channel: str, auth: str | None = None) -> None:
@@ -200,6 +205,11 @@ class FallbackSession:
         if auth is not None:
             data["auth"] = auth
         await self.send({"event": "pusher:subscribe", "data": data})
+
+
+def send_body(*messages: dict[str, Any]) -> bytes:
+    """An ``xhr_send`` body: a JSON array of the messages as JSON strings."""
+    return json.dumps([json.dumps(m) for m in messages]).encode()
 
 
 def assert_json_error(reply: Reply, status: int) -> None:

@@ -44,6 +44,7 @@ ANOTHER_RECEIVER_REASON = "Another connection still open"
 CLIENT_BUFFER_LIMIT = 256 * 1024
 
 SERVER_ID = re.compile(r"[0-9]{1,3}")
+REQUEST_NUMBER = re.compile(r"[0-9]{1,15}")  # pusher-js's counter: a JavaScript integer
 SESSION_ID = re.compile(r"[0-9A-Za-z]{8,32}")  # pusher-js: 8; short ones are guessable
 
 
@@ -63,6 +64,15 @@ def session_name_error(server: str, session: str) -> str | None:
     if not SESSION_ID.fullmatch(session):
         return "the session id must be 8 to 32 letters or digits"
     return None
+
+
+def request_number(value: str | None) -> int | None:
+    """The ``n`` query parameter pusher-js puts on every request of a page (one counter,
+    incremented per request: ``http_socket.ts`` ``getUniqueURL``), or None when there is no
+    such number."""
+    if value is None or not REQUEST_NUMBER.fullmatch(value):
+        return None
+    return int(value)
 
 
 def text_length(data: bytes) -> int:

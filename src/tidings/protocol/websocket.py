@@ -13,13 +13,22 @@ what the socket delivered; it returns complete events in order:
 It holds at most one message (``max_message`` bytes) plus one frame header: a frame that
 would take a message past the limit fails with 1009 from its header, before its payload
 arrives. Idle, a reader is a handful of slots and no buffer.
+
+Two implementations of that contract: :class:`PyFrameReader` here, and
+``tidings._wsframe.FrameReader`` in C (``src/tidings/_wsframe.c``), which returns the same
+events, codes and reasons and is checked against this one by the tests and the fuzz target.
+:data:`FrameReader` is the C one when it was built, unless ``TIDINGS_WS_READER=python``
+(docs/benchmarks.md, issue 17 item 1, has the numbers behind the choice).
 """
 
 from __future__ import annotations
 
 import codecs
+import importlib
+import os
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 # RFC 6455 5.2 opcodes.
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -98,8 +107,8 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
 _utf8 = codecs.getincrementaldecoder("utf-8")
 
 
-class FrameReader:
-    """One connection's incoming frames; see the module docstring."""
+class PyFrameReader:
+    """One connection's incoming frames, in pure Python; see the module docstring."""
 
     __slots__ = ("max_message", "_buffer", "_opcode", "_fragments", "_size", "_decoder", "_done")
 
@@ -257,3 +266,37 @@ def _decode(payload: bytes) -> str:
         return payload.decode()
     except UnicodeDecodeError:
         raise ProtocolViolation(INVALID_DATA, "invalid UTF-8") from None
+
+
+def _native_reader() -> type[PyFrameReader] | None:
+    """The C reader, bound to this module's event classes; None when it is not built."""
+    try:
+        _wsframe = importlib.import_module("tidings._wsframe")
+    except ImportError:  # built without a C compiler
+        return None
+    _wsframe.setup(Text, Binary, Ping, Pong, CloseReceived, Failed)
+    reader: type[PyFrameReader] = _wsframe.FrameReader
+    return reader
+
+
+def _chosen_reader(native: type[PyFrameReader] | None) -> type[PyFrameReader]:
+    """The C reader when built, unless ``TIDINGS_WS_READER=python``."""
+    choice = os.environ.get("TIDINGS_WS_READER", "native")
+    if choice not in ("native", "python"):
+        raise ValueError(f"TIDINGS_WS_READER must be 'native' or 'python', not {choice!r}")
+    return native if native is not None and choice == "native" else PyFrameReader
+
+
+if TYPE_CHECKING:
+    NativeFrameReader: type[PyFrameReader] | None = None
+    FrameReader = PyFrameReader
+else:
+    NativeFrameReader = _native_reader()  # built or not, whatever FrameReader is
+    FrameReader = _chosen_reader(NativeFrameReader)
+
+
+def describe() -> str:
+    """Which reader :data:`FrameReader` is, for the startup log."""
+    if FrameReader is PyFrameReader:
+        return "pure Python (tidings._wsframe not built, or TIDINGS_WS_READER=python)"
+    return "native (tidings._wsframe)"

@@ -31,6 +31,7 @@ from tidings.config import ConfigError, Settings
 from tidings.console.routes import Console
 from tidings.lifecycle import Lifecycle
 from tidings.node import Node
+from tidings.protocol import websocket as ws_frames
 from tidings.server import fanout, tidings_js
 from tidings.server.banner import client_hint
 from tidings.server.connection_guard import GUARD, ConnectionGuard, GuardSettings
@@ -365,6 +366,7 @@ async def serve_realtime(realtime: Realtime, *, supervised: bool = False) -> int
     keys = [app.key for app in realtime.node.apps]
     _log_listening(settings, server.sockets, keys, hint=not supervised)
     log.info("fan-out writer: %s", fanout.describe())
+    log.info("WebSocket frame reader: %s", ws_frames.describe())
 
     tune_garbage_collector()
     await stop.wait()

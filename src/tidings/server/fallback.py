@@ -40,6 +40,7 @@ from aiohttp import web
 
 from tidings.config import Settings
 from tidings.core.apps import App
+from tidings.core.send_order import Batch, SendOrder
 from tidings.node import Node
 from tidings.protocol import sockjs
 from tidings.protocol.errors import MESSAGES, ErrorCode, ProtocolError
@@ -69,6 +70,9 @@ class FallbackSettings:
     # unconfirmed sessions per node; past it a new session is answered 503 (retry later)
     max_unconfirmed: int = 10_000
     bind_ip: bool = False  # every request of a session must come from the opener's address
+    # seconds a send waits for an earlier one of its client still on its way through another
+    # node (core/send_order.py); 0: applied in arrival order (one node: nothing is relayed)
+    send_order_wait: float = 0.0
 
     @classmethod
     def of(cls, settings: Settings) -> FallbackSettings:
@@ -82,6 +86,7 @@ class FallbackSettings:
             unconfirmed_timeout=settings.http_unconfirmed_timeout,
             max_unconfirmed=settings.http_max_unconfirmed,
             bind_ip=settings.http_bind_ip,
+            send_order_wait=settings.http_send_order_wait if settings.redis else 0.0,
         )
 
 
@@ -141,7 +146,11 @@ class HttpFallback:
         # Keys of sessions no receive request has attached to yet (bounded: max_unconfirmed).
         self.unconfirmed: set[str] = set()
         self.relays: dict[str, asyncio.Queue[tuple[bytes, bool, int]]] = {}
+        # Relay id -> (owner node, session key), for the relays this node serves.
+        self.relayed_for: dict[str, tuple[str, str]] = {}
         self.remote_receivers: dict[str, asyncio.Task[None]] = {}
+        # Per session key, while sends wait for an earlier one: gives up on it in time.
+        self.order_timers: dict[str, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         # Relay messages are JSON objects: their first byte is the tag (brokers/node_messages.py).
         node.node_messages.handle(b"{", self.on_node_message)
@@ -169,10 +178,18 @@ class HttpFallback:
         moment can only queue its close frame; the client's next poll comes on the keep-alive
         connection, which stays open until the runner's cleanup. Without this wait, that
         client would see its connection reset (a 1006 for pusher-js) instead of being told
-        to reconnect."""
+        to reconnect.
+
+        Receive requests this node relays for sessions owned elsewhere would be cut the same
+        way when the server stops: their owners are asked to close those sessions with 4200
+        too, through the relay, and the wait covers them."""
+        for relay_id, (owner, key) in list(self.relayed_for.items()):
+            await self._to(owner, {"t": "drain", "k": key, "r": relay_id})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while loop.time() < deadline and any(s.owes_close for s in self.sessions.values()):
+        while loop.time() < deadline and (
+            self.relays or any(s.owes_close for s in self.sessions.values())
+        ):
             await asyncio.sleep(0.02)
 
     async def close(self) -> None:
@@ -220,6 +237,7 @@ class HttpFallback:
             texts = sockjs.parse_send(body)
         except ProtocolError as exc:
             return json_error(400, exc.message)
+        number = sockjs.request_number(request.query.get("n"))
         http_session = self.sessions.get(key)
         if http_session is not None:
             if not http_session.binding.admits(origin, request.remote):
@@ -228,26 +246,87 @@ class HttpFallback:
                 # pusher-js sends nothing before connection_established, which only a
                 # receive request brings; the node does not know this session yet.
                 return json_error(404, "unknown session")
-            await self._deliver_sent(http_session, texts)
+            await self._deliver_sent(http_session, texts, number)
             return accepted
         owner = await self.node.broker.claims.claim(key, self._claim_ttl)
         if owner == self.node.broker.node_id:
             return json_error(404, "unknown session")  # nobody had it: just claimed it
         # The owner checks the binding and drops a send that fails it (fire and forget:
         # pusher-js reads no xhr_send answer).
-        message = {"t": "send", "k": key, "m": texts, "o": origin, "ip": request.remote}
+        message = {
+            "t": "send",
+            "k": key,
+            "m": texts,
+            "o": origin,
+            "ip": request.remote,
+            "q": number,
+        }
         await self._to(owner, message)
         return accepted
 
-    async def _deliver_sent(self, http_session: HttpSession, texts: list[str]) -> None:
+    async def _deliver_sent(
+        self, http_session: HttpSession, texts: list[str], number: int | None
+    ) -> None:
+        """Apply one xhr_send's messages, in the client's order of sends (see
+        ``core/send_order.py``): maybe later, after an earlier send still on its way."""
         http_session.session.touch(self.node.clock())
+        order = http_session.order
+        if order is None:
+            return await self._apply(http_session, [tuple(texts)])
+        due = order.send(number, tuple(texts), asyncio.get_running_loop().time())
+        self._watch_order(http_session)
+        await self._apply(http_session, due)
+
+    def _received(self, http_session: HttpSession, number: int | None) -> list[Batch]:
+        """A receive request numbered ``number`` reached the session: the sends it was the
+        gap before, due now (the caller applies them before anything else)."""
+        order = http_session.order
+        if order is None:
+            return []
+        due = order.receive(number, asyncio.get_running_loop().time())
+        self._watch_order(http_session)
+        return due
+
+    async def _apply(self, http_session: HttpSession, batches: list[Batch]) -> None:
+        """Run the messages of ``batches`` through the node, one at a time, in order.
+
+        Callers take ``batches`` from the session's SendOrder and come here without awaiting
+        anything in between: the lock is first come, first served, so batches are applied
+        in the order they were released, and a message whose ``before`` hook awaits is not
+        overtaken by the next one."""
+        if not batches:
+            return
         async with http_session.sending:
-            for text in texts:
-                if len(text.encode()) > http_session.app.max_message_bytes:
-                    self.node.counters(http_session.app).count_close(1009)
-                    http_session.close(1009, "Message too big")
-                    break
-                await self.node.receive(http_session, text)
+            for texts in batches:
+                for text in texts:
+                    if http_session.session.closed:
+                        return
+                    if len(text.encode()) > http_session.app.max_message_bytes:
+                        self.node.counters(http_session.app).count_close(1009)
+                        http_session.close(1009, "Message too big")
+                        return
+                    await self.node.receive(http_session, text)
+
+    def _watch_order(self, http_session: HttpSession) -> None:
+        """Start giving up on a gap in time, if sends now wait for one."""
+        order = http_session.order
+        key = http_session.key
+        if order is None or order.deadline is None or key in self.order_timers:
+            return
+        self.order_timers[key] = spawn(self._give_up_gaps(http_session), "fallback send order")
+
+    async def _give_up_gaps(self, http_session: HttpSession) -> None:
+        """Apply the sends waiting for an earlier one that has not come within the wait."""
+        order = http_session.order
+        assert order is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while (deadline := order.deadline) is not None:
+                await asyncio.sleep(max(0.0, deadline - loop.time()))
+                await self._apply(http_session, order.expire(loop.time()))
+        finally:
+            if self.order_timers.get(http_session.key) is asyncio.current_task():
+                del self.order_timers[http_session.key]
 
     async def _receive(self, request: HttpRequest, responder: Responder, streaming: bool) -> None:
         bad_name = self._bad_name(request)
@@ -268,6 +347,7 @@ class HttpFallback:
         )
         key = self._key(request)
         origin = request.headers.get("Origin")
+        number = sockjs.request_number(request.query.get("n"))
         http_session = self.sessions.get(key)
         # An origin the app refuses is answered as at open, on every node and whether or
         # not the session exists (Pusher: 4009, final).
@@ -283,7 +363,7 @@ class HttpFallback:
             assert app is not None
             owner = await self.node.broker.claims.claim(key, self._claim_ttl)
             if owner != self.node.broker.node_id:
-                return await self._relay(key, owner, request, stream)
+                return await self._relay(key, owner, request, stream, number)
             # A request for the same new session may have opened it while we asked.
             http_session = self.sessions.get(key)
             if http_session is None:
@@ -294,7 +374,7 @@ class HttpFallback:
                     return await responder.respond(connection_rate_exceeded())
                 if not self.node.take_connection_slot(app):
                     return await responder.respond(connection_rate_exceeded())
-                http_session = self._open(key, app, self._binding(request))
+                http_session = self._open(key, app, self._binding(request), number)
                 await stream.start()
                 await responder.write(sockjs.OPEN)
                 if not streaming:
@@ -303,6 +383,7 @@ class HttpFallback:
                 return None
         if not http_session.binding.admits(origin, request.remote):
             return await responder.respond(json_error(403, NOT_YOURS))
+        await self._apply(http_session, self._received(http_session, number))
         await stream.start()
         await self._serve(http_session, responder, streaming, _PRELUDE if streaming else 0)
         return None
@@ -378,12 +459,15 @@ class HttpFallback:
     def _claim_ttl(self) -> float:
         return self.settings.session_timeout + 30.0
 
-    async def _relay(self, key: str, owner: str, request: HttpRequest, stream: _Stream) -> None:
+    async def _relay(
+        self, key: str, owner: str, request: HttpRequest, stream: _Stream, number: int | None
+    ) -> None:
         """Serve a receive request from the session's owner. The owner answers first with
         an HTTP status (403 for a request that is not the session's client), then bytes."""
         relay_id = secrets.token_hex(8)
         queue: asyncio.Queue[tuple[bytes, bool, int]] = asyncio.Queue()
         self.relays[relay_id] = queue
+        self.relayed_for[relay_id] = (owner, key)
         me = self.node.broker.node_id
         responder = stream.responder
         patience = (
@@ -402,6 +486,7 @@ class HttpFallback:
                     "s": stream.streaming,
                     "o": request.headers.get("Origin"),
                     "ip": request.remote,
+                    "q": number,
                 },
             )
             heard_at = loop.time()
@@ -429,6 +514,7 @@ class HttpFallback:
             pass
         finally:
             del self.relays[relay_id]
+            del self.relayed_for[relay_id]
             if not ended:
                 await self._to(owner, {"t": "detach", "k": key, "r": relay_id})
 
@@ -455,7 +541,7 @@ class HttpFallback:
                 and http_session.confirmed
                 and http_session.binding.admits(message.get("o"), message.get("ip"))
             ):
-                await self._deliver_sent(http_session, message["m"])
+                await self._deliver_sent(http_session, message["m"], _number(message))
         elif kind == "attach":
             sink = RelaySink(self, message["n"], message["r"])
             if http_session is None:
@@ -465,6 +551,7 @@ class HttpFallback:
             if not http_session.binding.admits(message.get("o"), message.get("ip")):
                 await sink.refuse(403, NOT_YOURS)
                 return
+            await self._apply(http_session, self._received(http_session, _number(message)))
             await sink.accept()  # the relaying node starts its response (and a stream's prelude)
             relay_id = message["r"]
             streaming = bool(message["s"])
@@ -476,11 +563,25 @@ class HttpFallback:
             receiver = self.remote_receivers.pop(message["r"], None)
             if receiver is not None:
                 receiver.cancel()
+        elif kind == "drain":
+            # The node relaying this session's receive request is stopping: the session
+            # ends as that node's own do (4200, reconnect now), the close frame going out
+            # through the relay while it is still there.
+            attached = http_session.receiver if http_session is not None else None
+            if (
+                http_session is not None
+                and isinstance(attached, RelaySink)
+                and attached.relay_id == message["r"]
+            ):
+                self.node.counters(http_session.app).count_close(int(ErrorCode.RECONNECT))
+                http_session.close(int(ErrorCode.RECONNECT), "Server shutting down")
 
-    def _open(self, key: str, app: App, binding: ClientBinding) -> HttpSession:
+    def _open(self, key: str, app: App, binding: ClientBinding, number: int | None) -> HttpSession:
         """A new session, unconfirmed: the node learns of it when a receive request
-        attaches (:meth:`_confirm`)."""
+        attaches (:meth:`_confirm`). ``number``: the opening request's (pusher-js's ``n``)."""
         session = self.node.new_session(app)
+        wait = self.settings.send_order_wait
+        order = SendOrder(number, wait) if wait > 0 else None
         http_session = HttpSession(
             key,
             session,
@@ -489,6 +590,7 @@ class HttpFallback:
             self.settings.max_queue_bytes,
             self.node.outgoing,
             self.node.counters(app),
+            order,
         )
         self.sessions[key] = http_session
         self.unconfirmed.add(key)
@@ -499,6 +601,9 @@ class HttpFallback:
             return
         del self.sessions[http_session.key]
         self.unconfirmed.discard(http_session.key)
+        timer = self.order_timers.pop(http_session.key, None)
+        if timer is not None:
+            timer.cancel()  # the sends waiting for a gap go with the session
         http_session.close(int(ErrorCode.RECONNECT), "Session ended")
         if http_session.confirmed:  # else the node never knew it (socket ids may repeat)
             await self.node.detach(http_session)
@@ -542,6 +647,12 @@ class HttpFallback:
                     timeout = unconfirmed_timeout
                 if detached is not None and now - detached >= timeout:
                     await self._forget(http_session)
+
+
+def _number(message: dict[str, Any]) -> int | None:
+    """The request number a relaying node read from the client's URL, if any."""
+    number = message.get("q")
+    return number if isinstance(number, int) else None
 
 
 class RelaySink:

@@ -22,6 +22,7 @@ from tidings.core.connection import SLOW_CONSUMER, ConnectionBase
 from tidings.core.hub import Coalescer
 from tidings.core.outbox import Outbox
 from tidings.core.publication import Publication
+from tidings.core.send_order import SendOrder
 from tidings.node import AppCounters
 from tidings.protocol import sockjs
 from tidings.protocol.errors import ErrorCode
@@ -92,6 +93,7 @@ class HttpSession(ConnectionBase):
         "_wake",
         "_nudged",
         "sending",
+        "order",
     )
 
     def __init__(
@@ -103,6 +105,7 @@ class HttpSession(ConnectionBase):
         max_queue_bytes: int,
         outgoing: Coalescer,
         counters: AppCounters,
+        order: SendOrder | None = None,
     ) -> None:
         super().__init__(outgoing, counters)
         self.key = key
@@ -125,6 +128,9 @@ class HttpSession(ConnectionBase):
         # one before: the node takes them one at a time, in arrival order, as it takes a
         # WebSocket's frames (a ``before`` hook that awaits must not let the next overtake).
         self.sending = asyncio.Lock()
+        # With Redis, a send relayed through another node can arrive after a later one
+        # posted to this node directly: sends are applied in the client's numbering.
+        self.order = order
 
     # -- the one receiver ----------------------------------------------------------------
 

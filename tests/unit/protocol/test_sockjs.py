@@ -127,3 +127,11 @@ def test_text_length_is_javascript_string_length() -> None:
     assert sockjs.text_length("✓".encode()) == 1  # 3 bytes, 1 unit
     assert sockjs.text_length("😀".encode()) == 2  # 4 bytes, a surrogate pair
     assert sockjs.text_length(sockjs.PRELUDE) == 2049
+
+
+def test_request_number_reads_pusher_js_counter() -> None:
+    assert sockjs.request_number("1") == 1
+    assert sockjs.request_number("9007199254740991") is None  # 16 digits: past the limit
+    assert sockjs.request_number("900719925474099") == 900719925474099
+    for bad in (None, "", "-1", "1.5", "x", "1 ", "١"):
+        assert sockjs.request_number(bad) is None, bad
