@@ -150,10 +150,12 @@ conformance: $(VENV)/.installed conformance-deps
 # and Tidings and python-socketio under uvicorn (ASGI), at N = 1,000 / 10,000 / 50,000, 3 interleaved runs (~35 min), then 1 node vs 2 nodes
 # on one Redis (~5 min). The peers install themselves into .cache/bench/; matplotlib (plots)
 # goes into .venv here, never as a package dependency. BENCH_ARGS=--docs copies the plots to
-# docs/img/. `make bench-quick`: 1 run, N = 1,000, short phases (~3 min). Last, bench/hold.py
-# holds 50,000 connections with 4 workers on Redis (one process may not hold 20,000 here), and
-# bench/live.py measures live models on PostgreSQL (issue 15; --quick in bench-quick), and
-# bench/publish.py the REST publish path against Soketi with wrk (issue 18; --quick too).
+# docs/img/. `make bench-quick`: 1 run, N = 1,000, short phases (~3 min). Then bench/hold.py
+# holds 100,000 connections with workers on Redis, as many as this machine's 20,000 open files
+# per process need (issue 17; --quick: 10,000), bench/fallback_memory.py the HTTP fallback's
+# memory and idle CPU per session against WebSocket (issue 17; --quick too), bench/live.py
+# live models on PostgreSQL (issue 15; --quick in bench-quick), and bench/publish.py the REST
+# publish path against Soketi with wrk (issue 18; --quick too).
 BENCH_ARGS ?=
 BENCH_DEPS = $(UV) sync --quiet --locked --inexact --extra dev --group bench --python $(PYTHON)
 bench: install wrk
@@ -161,15 +163,18 @@ bench: install wrk
 	$(BIN)/python bench/fanout.py $(BENCH_ARGS); a=$$?; \
 	$(BIN)/python bench/cluster.py --configs memory,redis2; b=$$?; \
 	$(BIN)/python bench/hold.py; c=$$?; \
+	$(BIN)/python bench/fallback_memory.py; f=$$?; \
 	$(BIN)/python bench/live.py; d=$$?; \
-	$(BIN)/python bench/publish.py; e=$$?; exit $$((a || b || c || d || e))
+	$(BIN)/python bench/publish.py; e=$$?; exit $$((a || b || c || d || e || f))
 
 bench-quick: install wrk
 	$(BENCH_DEPS)
 	$(BIN)/python bench/fanout.py --quick $(BENCH_ARGS); a=$$?; \
 	$(BIN)/python bench/cluster.py --quick --configs memory,redis2; b=$$?; \
+	$(BIN)/python bench/hold.py --quick; e=$$?; \
+	$(BIN)/python bench/fallback_memory.py --quick; f=$$?; \
 	$(BIN)/python bench/live.py --quick; c=$$?; \
-	$(BIN)/python bench/publish.py --quick; d=$$?; exit $$((a || b || c || d))
+	$(BIN)/python bench/publish.py --quick; d=$$?; exit $$((a || b || c || d || e || f))
 
 bench-cluster: $(VENV)/.installed system-deps
 	$(BIN)/python bench/cluster.py

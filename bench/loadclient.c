@@ -31,7 +31,8 @@
  * delivery is known here and latency = receive time - send time (CLOCK_MONOTONIC).
  *
  * Commands, one per line on stdin; each answers with one JSON line on stdout. Every phase
- * is bounded by a deadline (seconds, the last argument; defaults in brackets):
+ * is bounded by a deadline (seconds, the last argument; defaults in brackets). Between
+ * commands the client keeps serving its sockets (pusher:ping is answered, closes noticed):
  *   connect C [DEADLINE 120]       open N sockets, <= C handshakes in flight, until the
  *                                  protocol's "connected" answer on each
  *   subscribe C [DEADLINE 120]     subscribe each to "bench", <= C in flight
@@ -120,6 +121,8 @@ static long g_pub_errors, g_pub_done, g_pub_reconnects;
 static int g_close_codes[8];
 static int g_nclose_codes;
 static int g_errors_printed;
+static Conn g_stdin_mark; /* stdin's place in the epoll set while waiting for a command */
+static int g_stdin_ready;
 
 /* latency recording */
 static int g_lat_on;
@@ -511,7 +514,13 @@ static void pump(int timeout_ms) {
         if (errno == EINTR) return;
         die("epoll_wait");
     }
-    for (int i = 0; i < n; i++) on_event(evs[i].data.ptr, evs[i].events);
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.ptr == &g_stdin_mark) {
+            g_stdin_ready = 1;
+            continue;
+        }
+        on_event(evs[i].data.ptr, evs[i].events);
+    }
 }
 
 static int start_connect(Conn *c) {
@@ -823,6 +832,37 @@ static void load_requests(const char *path) {
     g_last_ns = calloc((size_t)g_nreq, sizeof *g_last_ns);
 }
 
+/* The next command line (at most cap - 1 bytes kept), 0 at end of input. While it waits the
+ * sockets are still served: an idle connection must answer the server's pusher:ping (sent
+ * after activity_timeout, 120 s, of silence) or be closed after the pong wait, and in a long
+ * bench/hold.py run most clients sit idle for minutes while another one publishes. */
+static int read_command(char *line, size_t cap) {
+    static char buf[4096];
+    static size_t len;
+    for (;;) {
+        char *nl = memchr(buf, '\n', len);
+        if (nl) {
+            size_t n = (size_t)(nl - buf) + 1, k = n < cap ? n : cap - 1;
+            memcpy(line, buf, k);
+            line[k] = 0;
+            memmove(buf, buf + n, len - n);
+            len -= n;
+            return 1;
+        }
+        if (len == sizeof buf) len = 0; /* an overlong line is dropped */
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &g_stdin_mark};
+        if (epoll_ctl(g_epfd, EPOLL_CTL_ADD, 0, &ev) == 0) { /* not for a regular file */
+            g_stdin_ready = 0;
+            while (!g_stdin_ready) pump(1000);
+            epoll_ctl(g_epfd, EPOLL_CTL_DEL, 0, NULL);
+        }
+        ssize_t r = read(0, buf + len, sizeof buf - len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return 0;
+        len += (size_t)r;
+    }
+}
+
 static void usage(void) {
     fprintf(stderr, "usage: loadclient [-P pusher|socketio] [-2 PORT2] [-S SOURCES] [-W SPIN_US] "
                     "HOST PORT APP_KEY N REQUEST_FILE N_PUBLISHERS\n");
@@ -889,7 +929,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < g_npub; i++) g_pubs[i].fd = -1;
 
     char line[256];
-    while (fgets(line, sizeof line, stdin)) {
+    while (read_command(line, sizeof line)) {
         char cmd[32] = {0};
         double a = 0, b = 0, c = 0, d = 0;
         int nf = sscanf(line, "%31s %lf %lf %lf %lf", cmd, &a, &b, &c, &d);

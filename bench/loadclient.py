@@ -63,8 +63,13 @@ def signed_request(port: int, seq: int, timestamp: int) -> bytes:
     return head.encode() + body
 
 
-def write_requests(path: Path, port: int, count: int) -> Path:
-    timestamp = int(time.time())
+AUTH_WINDOW = 600  # seconds the server accepts auth_timestamp away from its clock
+
+
+def write_requests(path: Path, port: int, count: int, ahead: int = 0) -> Path:
+    """``ahead``: sign as if ``ahead`` seconds from now, so that the requests stay valid until
+    ``ahead + AUTH_WINDOW`` seconds from now (a run longer than the window: bench/hold.py)."""
+    timestamp = int(time.time()) + ahead
     with path.open("wb") as f:
         f.write(f"{count}\n".encode())
         for seq in range(count):

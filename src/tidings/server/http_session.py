@@ -10,7 +10,6 @@ only one receive request at a time may take its messages (:meth:`HttpSession.tak
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -120,10 +119,13 @@ class HttpSession(ConnectionBase):
         self.confirmed = False  # a receive request has attached: the node knows it
         self.receiver: Sink | None = None  # the one receive request attached, if any
         self.waiting = False  # a second receive request waits for the first to go
-        self._released = asyncio.Event()
+        # Futures made only while someone waits, not Events: three Events (a deque each)
+        # were ~2 KiB of every idle session, and waiting on one with wait_for made a task
+        # per CHECK_INTERVAL (docs/benchmarks.md, the fallback's per-session cost).
+        self._released: asyncio.Future[None] | None = None  # a second receiver waits
         self._released_gone = False
-        self._wake = asyncio.Event()
-        self._nudged = asyncio.Event()  # a second receive request is waiting
+        self._wake: asyncio.Future[None] | None = None  # the receiver waits for bytes
+        self._nudged: asyncio.Future[None] | None = None  # the receiver waits past its limit
         # pusher-js posts each message in an xhr_send of its own, without waiting for the
         # one before: the node takes them one at a time, in arrival order, as it takes a
         # WebSocket's frames (a ``before`` hook that awaits must not let the next overtake).
@@ -147,14 +149,14 @@ class HttpSession(ConnectionBase):
         if self.waiting:
             return False
         self.waiting = True
-        self._released.clear()
-        self._wake.set()  # the attached receiver checks its client at once
-        self._nudged.set()
+        _resolve(self._wake)  # the attached receiver checks its client at once
+        _resolve(self._nudged)
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(TAKEOVER_WAIT):
                 while True:
-                    await self._released.wait()
-                    self._released.clear()
+                    self._released = loop.create_future()
+                    await self._released
                     if self.receiver is None and self._released_gone:
                         self._attach(sink)
                         return True
@@ -164,6 +166,7 @@ class HttpSession(ConnectionBase):
             return False
         finally:
             self.waiting = False
+            self._released = None
 
     def _attach(self, sink: Sink) -> None:
         self.receiver = sink
@@ -176,7 +179,7 @@ class HttpSession(ConnectionBase):
         self.receiver = None
         self.detached_at = time.monotonic()
         self._released_gone = gone
-        self._released.set()
+        _resolve(self._released)
 
     def _write(self, message: bytes) -> None:
         """Queue one message for this session alone."""
@@ -192,13 +195,13 @@ class HttpSession(ConnectionBase):
                 # The client stopped polling or reading: a slow consumer, as on WebSocket.
                 self.slow_consumer()
                 return
-        self._wake.set()
+        _resolve(self._wake)
 
     def _closed(self, code: int, reason: str) -> None:
         """The close frame waits for the next receive request, after what is queued."""
         self.session.closed = True
         self.close_frame = sockjs.close_frame(code, reason)
-        self._wake.set()
+        _resolve(self._wake)
 
     def _drop_slow(self) -> None:
         """What is queued is dropped: the client gets the 4100 alone."""
@@ -208,17 +211,21 @@ class HttpSession(ConnectionBase):
 
     async def wait_for_nudge(self, timeout: float) -> None:
         """Until another receive request waits for this session, or ``timeout`` passes."""
-        self._nudged.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._nudged.wait(), timeout)
+        self._nudged = asyncio.get_running_loop().create_future()
+        try:
+            await _until_done(self._nudged, timeout)
+        finally:
+            self._nudged = None
 
     async def wait(self, timeout: float) -> None:
         """Until there is something to send or ``timeout`` passes."""
         if len(self.outbox) or self.close_frame is not None:
             return
-        self._wake.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake = asyncio.get_running_loop().create_future()
+        try:
+            await _until_done(self._wake, timeout)
+        finally:
+            self._wake = None
 
     def take(self) -> bytes:
         """The frames to write now: queued messages, then the close frame if any."""
@@ -234,3 +241,18 @@ class HttpSession(ConnectionBase):
     def owes_close(self) -> bool:
         """Closed, but its client has not collected the close frame yet."""
         return self.close_frame is not None and not self.close_taken
+
+
+def _resolve(waiter: asyncio.Future[None] | None) -> None:
+    """Wake whoever waits on ``waiter`` (nobody: a no-op, as setting an unwatched Event)."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+async def _until_done(waiter: asyncio.Future[None], timeout: float) -> None:
+    """Until ``waiter`` is resolved or ``timeout`` passes: a timer, not a task per wait."""
+    timer = asyncio.get_running_loop().call_later(timeout, _resolve, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()

@@ -8,12 +8,13 @@ tests/cluster/test_redis_outage.py and tests/integration/test_redis_unreachable.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tidings.brokers.redis.link import RedisLink
+from tidings.brokers.redis.link import POOL_SIZE, RedisLink
 
 
 @pytest.fixture
@@ -68,3 +69,39 @@ async def test_a_bug_is_not_an_outage(link: RedisLink) -> None:
     with pytest.raises(KeyError):
         await link.call(buggy, lambda: 0)
     assert link.degraded is False
+
+
+async def test_commands_past_the_pool_wait_their_turn_in_arrival_order(link: RedisLink) -> None:
+    """A burst waits in the link, first come first served, never more than POOL_SIZE in
+    flight. redis-py's own pool let a late command take a freed connection before earlier
+    ones, which then timed out (an outage) while Redis was idle."""
+    link.healthy()
+    started: list[int] = []
+    gates = [asyncio.Event() for _ in range(POOL_SIZE + 3)]
+
+    def command(i: int) -> Callable[[], Awaitable[int]]:
+        async def run() -> int:
+            started.append(i)
+            await gates[i].wait()
+            return i
+
+        return run
+
+    async def until_started(n: int) -> None:
+        async with asyncio.timeout(5):
+            while len(started) < n:
+                await asyncio.sleep(0)
+
+    calls = [asyncio.create_task(link.call(command(i), lambda: -1)) for i in range(len(gates))]
+    await until_started(POOL_SIZE)
+    for _ in range(10):  # the loop turns over: nothing more starts
+        await asyncio.sleep(0)
+    assert started == list(range(POOL_SIZE))  # the other three wait
+    gates[5].set()
+    assert await calls[5] == 5
+    await until_started(POOL_SIZE + 1)
+    assert started[-1] == POOL_SIZE  # the first to wait goes first
+    for gate in gates:
+        gate.set()
+    assert await asyncio.gather(*calls) == list(range(len(gates)))
+    assert started == list(range(len(gates)))

@@ -1,5 +1,6 @@
-"""server/http_session.py: what a session's later requests must show (ClientBinding) and
-its one receiver at a time (HttpSession.take_receiver)."""
+"""server/http_session.py: what a session's later requests must show (ClientBinding), its
+one receiver at a time (HttpSession.take_receiver) and the receiver's waits (wait,
+wait_for_nudge)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from tidings.node import AppCounters
 from tidings.protocol.session import Session, SessionPolicy
 from tidings.server import http_session
 from tidings.server.http_session import ClientBinding, HttpSession
+
+LONG = 3600.0  # a wait that only an event can end (the test's own timeout would fail first)
 
 
 def test_the_same_origin_is_admitted_from_any_address_when_not_bound_to_one() -> None:
@@ -105,3 +108,62 @@ def test_releasing_a_sink_that_is_not_attached_changes_nothing() -> None:
     session.receiver = first
     session.release(FakeSink(), gone=True)
     assert session.receiver is first
+
+
+# --- the receiver's waits ---------------------------------------------------------------------
+
+
+async def test_a_queued_message_ends_the_receivers_wait() -> None:
+    session = idle_session()
+    waiting = asyncio.create_task(session.wait(LONG))
+    await asyncio.sleep(0)
+    session.send(b'{"event":"e"}')
+    await asyncio.wait_for(waiting, 5)
+    assert session.take() == b'a["{\\"event\\":\\"e\\"}"]\n'
+
+
+async def test_a_wait_with_something_queued_returns_at_once() -> None:
+    session = idle_session()
+    session.send(b'{"event":"e"}')
+    await asyncio.wait_for(session.wait(LONG), 5)
+
+
+async def test_a_close_ends_the_receivers_wait() -> None:
+    session = idle_session()
+    waiting = asyncio.create_task(session.wait(LONG))
+    await asyncio.sleep(0)
+    session.close(4200, "Please reconnect")
+    await asyncio.wait_for(waiting, 5)
+    assert session.take() == b'c[4200,"Please reconnect"]\n'
+
+
+async def test_a_wait_ends_after_its_timeout_with_nothing_to_send() -> None:
+    session = idle_session()
+    await asyncio.wait_for(session.wait(0.01), 5)
+    assert session.take() == b""
+
+
+async def test_a_second_receiver_wakes_the_attached_one_to_check_its_client() -> None:
+    """The attached receiver checks at once whether its client is gone (its stream
+    reconnect), and one parked past the client's buffer limit is nudged."""
+    session, first = idle_session(), FakeSink()
+    assert await session.take_receiver(first)
+    waiting = asyncio.create_task(session.wait(LONG))
+    nudged = asyncio.create_task(session.wait_for_nudge(LONG))
+    await asyncio.sleep(0)
+    taking = asyncio.create_task(session.take_receiver(FakeSink()))
+    await asyncio.wait_for(asyncio.gather(waiting, nudged), 5)
+    session.release(first, gone=True)
+    assert await taking
+
+
+async def test_a_cancelled_wait_leaves_the_session_waitable() -> None:
+    session = idle_session()
+    waiting = asyncio.create_task(session.wait(LONG))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    session.send(b'{"event":"e"}')  # wakes nobody, and does not fail
+    again = asyncio.create_task(session.wait(LONG))
+    await asyncio.wait_for(again, 5)

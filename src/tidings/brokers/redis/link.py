@@ -30,7 +30,7 @@ log = logging.getLogger("tidings.redis")
 
 T = TypeVar("T")
 
-POOL_SIZE = 32  # connections to Redis per node, one of them held by pub/sub
+POOL_SIZE = 32  # commands in flight per node through ``call``; the pool has twice as many
 # While Redis stays unreachable, a reminder this often: the first error scrolls away, and
 # an operator reading the log later must still see that this node serves only its own clients.
 UNREACHABLE_REPORT_INTERVAL = 30.0
@@ -56,10 +56,15 @@ class RedisLink:
         self.url = url
         self.node_id = node_id
         self.redis: AnyRedis
-        # A cluster client's pools refuse a command over their size instead of waiting:
-        # commands wait here instead (a burst is load, not an outage), with room left in
-        # each pool for the heartbeat and the reaper, which do not go through ``call``.
-        self._commands: asyncio.Semaphore | None = None
+        # Commands wait here, in arrival order, for one of POOL_SIZE slots (a burst is load,
+        # not an outage), with room left in the pool for what does not go through ``call``
+        # (heartbeat, reaper, resync, claims). A cluster client's pools refuse a command
+        # over their size instead of waiting; redis-py's BlockingConnectionPool waits, but
+        # unfairly: a command arriving as a connection is freed takes it before those
+        # already waiting, so under a long burst some wait out its timeout while Redis
+        # idles. 100,000 subscriptions through 6 workers (bench/hold.py) hit that timeout
+        # and took workers for an outage; tests/unit/brokers/test_redis_link.py shows it.
+        self._commands = asyncio.Semaphore(POOL_SIZE)
         if is_cluster_url(url):
             # redis-py follows MOVED and refreshes its slot map itself; a master that does
             # not answer is an outage like a lost Redis (pub/sub is always sharded there).
@@ -69,14 +74,13 @@ class RedisLink:
                 socket_timeout=COMMAND_TIMEOUT,
                 socket_connect_timeout=COMMAND_TIMEOUT,
             )
-            self._commands = asyncio.Semaphore(POOL_SIZE)
             sharded = True
         else:
             # A burst of commands (a reconnect storm subscribing thousands of sockets) waits
             # for a pooled connection instead of failing: a full pool is load, not an outage.
             pool = aioredis.BlockingConnectionPool.from_url(
                 url,
-                max_connections=POOL_SIZE,
+                max_connections=2 * POOL_SIZE,
                 timeout=COMMAND_TIMEOUT * 5,
                 socket_timeout=COMMAND_TIMEOUT,
                 socket_connect_timeout=COMMAND_TIMEOUT,
@@ -101,8 +105,6 @@ class RedisLink:
         if self.degraded:
             return fallback()
         try:
-            if self._commands is None:
-                return await command()
             async with self._commands:
                 return await command()
         except FAILURES as exc:
