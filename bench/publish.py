@@ -9,6 +9,8 @@ The servers (the order rotates every run, so drift hits each alike):
 
     tidings        `tidings serve`, memory broker
     tidings-redis  `tidings serve --redis`, one node, on a private redis-server
+    tidings-aiohttp  `tidings serve --no-lean-rest`: every request through aiohttp (the
+                   REST path before the lean one, server/lean_http.py)
     soketi         Soketi 1.6.1, local adapter (bench/servers.py installs it)
     soketi-redis   Soketi 1.6.1, Redis adapter and rate limiter, on the same redis-server
     raw            bench/raw_aiohttp.py: parses the JSON body and writes one frame to every
@@ -84,7 +86,7 @@ from procs import (
     wait_ready,
 )
 
-SERVERS = ("tidings", "tidings-redis", "soketi", "soketi-redis", "raw")
+SERVERS = ("tidings", "tidings-redis", "tidings-aiohttp", "soketi", "soketi-redis", "raw")
 CONNECTIONS = 32  # wrk's keep-alive connections (issue 18's measurement)
 POOL = 1000  # distinct signed requests per case, replayed in turn
 PAD = "x" * 40  # bench/loadclient.py's payload: {"seq":N,"pad":"x…40"}
@@ -161,7 +163,11 @@ def write_pool(path: Path, port: int, case: Case) -> Path:
 def server_command(
     name: str, port: int, workdir: Path, redis_url: str, prefix: str
 ) -> tuple[list[str], dict[str, str]]:
-    cmd, env = servers.command(name.removesuffix("-redis"), port, workdir, "warning")
+    base = "tidings" if name == "tidings-aiohttp" else name.removesuffix("-redis")
+    cmd, env = servers.command(base, port, workdir, "warning")
+    if name == "tidings-aiohttp":
+        config = Path(cmd[cmd.index("--config") + 1])
+        config.write_text("lean_rest = false\n" + config.read_text())
     if name == "tidings-redis":
         config = Path(cmd[cmd.index("--config") + 1])
         top = f'redis = "{redis_url}"\nredis_prefix = "{prefix}"\n'
@@ -421,6 +427,7 @@ PAIRS = (
     ("tidings-redis", "soketi"),
     ("tidings", "raw"),
     ("tidings-redis", "tidings"),
+    ("tidings", "tidings-aiohttp"),
 )
 
 

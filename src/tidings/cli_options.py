@@ -29,6 +29,8 @@ FLAG_HELP: dict[str, str] = {
     "max_write_buffer": "Unsent to one socket before it is closed as a slow consumer.",
     "websocket_engine": "What reads WebSockets after the handshake: tidings or aiohttp.",
     "max_request_body": "REST request body limit.",
+    "lean_rest": "Answer signed POSTs to /apps/{id}/events and /batch_events without aiohttp "
+    "(faster; everything else still goes to aiohttp).",
     "shutdown_timeout": "Time to finish in-flight requests on stop.",
     "request_header_timeout": "From accept until a request's headers are complete.",
     "request_body_timeout": "From the headers until a request's body is complete.",
@@ -131,6 +133,10 @@ def setting_option(name: str, info: FieldInfo) -> Callable[[F], F]:
         "show_envvar": True,
         "hidden": name in HIDDEN,
     }
+    if info.annotation is bool and info.default is True:  # on by default: --no-<name> too
+        off = "--no-" + name.replace("_", "-")
+        text = f"{FLAG_HELP[name]} [default: on]"
+        return click.option(f"{flag}/{off}", name, help=text, **common)
     if info.annotation is bool:  # a flag turns a setting on; off is the default
         return click.option(flag, name, is_flag=True, help=FLAG_HELP[name], **common)
     text = f"{FLAG_HELP[name]} [default: {shown_default(info)}]"

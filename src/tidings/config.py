@@ -193,6 +193,10 @@ class Settings(BaseModel):
     # "aiohttp", its WebSocket reader (the engine before issue 17).
     websocket_engine: Literal["tidings", "aiohttp"] = "tidings"
     max_request_body: int = Field(262144, ge=1024)
+    # Signed POSTs to /apps/{id}/events and /batch_events answered by a lean HTTP/1.1
+    # framer in front of aiohttp (server/lean_http.py, issue 18: about half the CPU per
+    # publish); every other request, and any it does not recognise, goes to aiohttp.
+    lean_rest: bool = True
     shutdown_timeout: float = Field(10.0, ge=0)
     # Slow clients (server/connection_guard.py). A request's headers must be complete
     # within request_header_timeout of the accept (20 s: clients send them in one packet
@@ -362,8 +366,11 @@ def load_settings(
             parse_app_spec(s.strip()) for s in env["TIDINGS_APPS"].split(",") if s.strip()
         ]
     for name, value in flags.items():
-        if value is None or value == () or value is False:
-            continue  # not given on the command line (flags cannot switch a setting off)
+        if value is None or value == ():
+            continue  # not given on the command line
+        if value is False and Settings.model_fields[name].default is not True:
+            continue  # an on-flag not given; only a --no-<name> of an on-by-default setting
+            # (--no-lean-rest) switches a setting off
         if name == "apps":
             raw["apps"] = [parse_app_spec(s) for s in value]
         else:

@@ -62,6 +62,37 @@ def client(server: Any) -> Iterator[pusher.Pusher]:
     close_client(c)
 
 
+@pytest.fixture(scope="module", params=["lean", "aiohttp"])
+def rest_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The server for the REST behaviour the lean path (server/lean_http.py) answers: the
+    shared server (``lean_rest`` on, the default), then one with it off."""
+    if request.param == "lean":
+        yield request.getfixturevalue("server")
+        return
+    directory = tmp_path_factory.mktemp("tidings-aiohttp-rest")
+    lines = ["lean_rest = false"]
+    for app in (
+        {"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET},
+        {"id": DISABLED_APP_ID, "key": DISABLED_KEY, "secret": DISABLED_SECRET, "enabled": False},
+    ):
+        lines += ["[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in app.items())]
+    config = directory / "tidings.toml"
+    config.write_text("\n".join(lines) + "\n")
+    srv = ServerProcess(free_port(), config, directory / "server.log")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def rest_client(rest_server: ServerProcess) -> Iterator[pusher.Pusher]:
+    c = make_client(rest_server.port)
+    yield c
+    close_client(c)
+
+
 def post(http_url: str, path: str, payload: Any, **kwargs: Any) -> HttpResponse:
     return rest_request(http_url, "POST", path, json_body=payload, **kwargs)
 
@@ -78,13 +109,13 @@ def event(channel: str, name: str = "e", data: str = "d") -> dict[str, Any]:
 
 
 async def test_trigger_delivers_the_sdk_data_verbatim(
-    server: Any, client: pusher.Pusher, open_socket: SocketOpener
+    rest_server: Any, rest_client: pusher.Pusher, open_socket: SocketOpener
 ) -> None:
     channel = unique("news")
-    sock = await open_socket(server.ws_url)
+    sock = await open_socket(rest_server.ws_url)
     await sock.subscribe(channel)
 
-    assert client.trigger(channel, "my-event", {"text": "h\u00e9llo", "n": 1}) == {}
+    assert rest_client.trigger(channel, "my-event", {"text": "h\u00e9llo", "n": 1}) == {}
     message = await sock.expect("my-event", channel)
     # The SDK sends json.dumps(data, ensure_ascii=False); the server relays that string as is.
     assert message == {
@@ -93,7 +124,7 @@ async def test_trigger_delivers_the_sdk_data_verbatim(
         "data": json.dumps({"text": "h\u00e9llo", "n": 1}, ensure_ascii=False),
     }
 
-    assert client.trigger(channel, "plain", "just a string") == {}
+    assert rest_client.trigger(channel, "plain", "just a string") == {}
     assert (await sock.expect("plain", channel))["data"] == "just a string"
     await sock.assert_silent()
 
@@ -125,9 +156,11 @@ async def test_trigger_to_channel_list_excluding_a_socket(
     await excluded.expect("again", first)
 
 
-async def test_trigger_batch(server: Any, client: pusher.Pusher, open_socket: SocketOpener) -> None:
+async def test_trigger_batch(
+    rest_server: Any, rest_client: pusher.Pusher, open_socket: SocketOpener
+) -> None:
     first, second = unique("batch-a"), unique("batch-b")
-    sock = await open_socket(server.ws_url)
+    sock = await open_socket(rest_server.ws_url)
     await sock.subscribe(first)
     await sock.subscribe(second)
     batch = [
@@ -135,7 +168,7 @@ async def test_trigger_batch(server: Any, client: pusher.Pusher, open_socket: So
         {"channel": second, "name": "two", "data": "second"},
         {"channel": first, "name": "three", "data": {"i": 3}},
     ]
-    assert client.trigger_batch(batch) == {}
+    assert rest_client.trigger_batch(batch) == {}
     got = await sock.recv_n(3)
     assert [(m["event"], m["channel"], m["data"]) for m in got] == [
         ("one", first, '{"i": 1}'),
@@ -144,16 +177,18 @@ async def test_trigger_batch(server: Any, client: pusher.Pusher, open_socket: So
     ]
 
 
-async def test_trigger_with_info_returns_counts(server: Any, open_socket: SocketOpener) -> None:
+async def test_trigger_with_info_returns_counts(
+    rest_server: Any, open_socket: SocketOpener
+) -> None:
     public, presence = unique("info-pub"), unique("presence-info")
-    a = await open_socket(server.ws_url)
-    b = await open_socket(server.ws_url)
+    a = await open_socket(rest_server.ws_url)
+    b = await open_socket(rest_server.ws_url)
     await a.subscribe(public)
     await b.subscribe(public)
     await a.subscribe_presence(presence, "u1")
 
     resp = post(
-        server.http_url,
+        rest_server.http_url,
         events_path(),
         {"name": "e", "channels": [public], "data": "d", "info": "subscription_count"},
     )
@@ -161,7 +196,7 @@ async def test_trigger_with_info_returns_counts(server: Any, open_socket: Socket
     assert resp.json() == {"channels": {public: {"subscription_count": 2}}}
 
     resp = post(
-        server.http_url,
+        rest_server.http_url,
         events_path(),
         {"name": "e", "channel": presence, "data": "d", "info": "user_count"},
     )
@@ -169,7 +204,7 @@ async def test_trigger_with_info_returns_counts(server: Any, open_socket: Socket
     assert resp.json() == {"channels": {presence: {"user_count": 1}}}
 
     resp = post(
-        server.http_url,
+        rest_server.http_url,
         f"/apps/{APP_ID}/batch_events",
         {"batch": [{**event(public), "info": "subscription_count"}, event(public)]},
     )
@@ -198,8 +233,10 @@ async def test_cache_channel_replays_last_event(
     assert info["cache"]["data"] == "2-0", info
 
 
-def test_backend_rate_limit_is_429(make_server: Any) -> None:
+@pytest.mark.parametrize("lean_rest", [True, False], ids=["lean", "aiohttp"])
+def test_backend_rate_limit_is_429(make_server: Any, lean_rest: bool) -> None:
     srv = make_server(
+        lean_rest=lean_rest,
         apps=[
             {
                 "id": APP_ID,
@@ -207,7 +244,7 @@ def test_backend_rate_limit_is_429(make_server: Any) -> None:
                 "secret": APP_SECRET,
                 "max_backend_events_per_second": 2,
             }
-        ]
+        ],
     )
     statuses: list[int] = []
     for _ in range(6):
@@ -313,11 +350,11 @@ async def test_presence_channel_info_gives_user_and_subscription_counts(
     assert resp.json() == {"channels": {presence: {"user_count": 2, "subscription_count": 3}}}
 
 
-def test_bad_signature_401_names_the_string_to_sign(server: Any) -> None:
+def test_bad_signature_401_names_the_string_to_sign(rest_server: Any) -> None:
     # Pusher's 401 body says what the server signed, so a client can find its mistake.
     stamp = int(time.time())
     resp = rest_request(
-        server.http_url,
+        rest_server.http_url,
         "GET",
         f"/apps/{APP_ID}/channels",
         params={"info": "user_count", "filter_by_prefix": "presence-"},
@@ -440,32 +477,34 @@ async def test_terminate_user_connections(
     await anonymous.ping()
 
 
-def test_sdk_raises_on_errors(server: Any, client: pusher.Pusher) -> None:
-    wrong = make_client(server.port, secret="wrong-secret")
+def test_sdk_raises_on_errors(rest_server: Any, rest_client: pusher.Pusher) -> None:
+    wrong = make_client(rest_server.port, secret="wrong-secret")
     try:
         with pytest.raises(pusher.errors.PusherBadAuth):
             wrong.trigger("c", "e", "d")
     finally:
         close_client(wrong)
     with pytest.raises(pusher.errors.PusherBadRequest):
-        client.channel_info(unique("public"), ["user_count"])
+        rest_client.channel_info(unique("public"), ["user_count"])
 
 
 # --- hand-signed requests: the happy path the error cases are measured against -----------
 
 
-def test_hand_signed_requests_are_accepted(server: Any) -> None:
-    resp = post(server.http_url, events_path(), event("c"))
+def test_hand_signed_requests_are_accepted(rest_server: Any) -> None:
+    resp = post(rest_server.http_url, events_path(), event("c"))
     assert resp.status == 200 and resp.json() == {}, resp
     # GET without body_md5 (pusher-http-node) and with the empty-body MD5 (pusher-http-python).
     path = f"/apps/{APP_ID}/channels"
-    resp = rest_request(server.http_url, "GET", path)
+    resp = rest_request(rest_server.http_url, "GET", path)
     assert resp.status == 200 and "channels" in resp.json(), resp
-    resp = rest_request(server.http_url, "GET", path, body_md5=hashlib.md5(b"").hexdigest())
+    resp = rest_request(rest_server.http_url, "GET", path, body_md5=hashlib.md5(b"").hexdigest())
     assert resp.status == 200, resp
     # Inside the ±600 s window on either side.
     for skew in (-550, 550):
-        resp = post(server.http_url, events_path(), event("c"), timestamp=int(time.time()) + skew)
+        resp = post(
+            rest_server.http_url, events_path(), event("c"), timestamp=int(time.time()) + skew
+        )
         assert resp.status == 200, (skew, resp)
 
 
@@ -486,22 +525,22 @@ def _bad_auth_cases() -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("case", list(_bad_auth_cases()))
-def test_authentication_failures_are_401(server: Any, case: str) -> None:
-    resp = post(server.http_url, events_path(), event("c"), **_bad_auth_cases()[case])
+def test_authentication_failures_are_401(rest_server: Any, case: str) -> None:
+    resp = post(rest_server.http_url, events_path(), event("c"), **_bad_auth_cases()[case])
     assert_error_response(resp, 401)
 
 
-def test_missing_auth_params_are_401(server: Any) -> None:
+def test_missing_auth_params_are_401(rest_server: Any) -> None:
     for target in (events_path(), f"{events_path()}?auth_key={APP_KEY}"):
-        resp = raw_http(server.http_url, "POST", target, body=b"{}")
+        resp = raw_http(rest_server.http_url, "POST", target, body=b"{}")
         assert_error_response(resp, 401)
 
 
-def test_signature_over_another_method_is_401(server: Any) -> None:
+def test_signature_over_another_method_is_401(rest_server: Any) -> None:
     path = f"/apps/{APP_ID}/channels"
     query = {"auth_key": APP_KEY, "auth_timestamp": str(int(time.time())), "auth_version": "1.0"}
     query["auth_signature"] = hmac_hex(APP_SECRET, f"POST\n{path}\n{query_string(query)}")
-    resp = raw_http(server.http_url, "GET", f"{path}?{query_string(query)}")
+    resp = raw_http(rest_server.http_url, "GET", f"{path}?{query_string(query)}")
     assert_error_response(resp, 401)
 
 
@@ -519,14 +558,14 @@ APP_ENDPOINTS = [
 
 @pytest.mark.parametrize(("method", "tail", "payload"), APP_ENDPOINTS)
 def test_unknown_app_id_is_401_like_a_bad_key(
-    server: Any, method: str, tail: str, payload: Any
+    rest_server: Any, method: str, tail: str, payload: Any
 ) -> None:
     """An unknown app id is answered exactly as a known id with a wrong key, so probing ids
     (404 for unknown, 401 for known) tells nothing."""
 
     def send(app_id: str, **creds: Any) -> HttpResponse:
         return rest_request(
-            server.http_url, method, f"/apps/{app_id}{tail}", json_body=payload, **creds
+            rest_server.http_url, method, f"/apps/{app_id}{tail}", json_body=payload, **creds
         )
 
     unknown_id = send(UNKNOWN_APP_ID)
@@ -543,7 +582,7 @@ def test_unknown_app_id_is_401_like_a_bad_key(
     assert "99999" not in unknown_id.body.decode()
 
 
-def test_unknown_app_id_with_the_sdk_is_bad_auth(server: Any) -> None:
+def test_unknown_app_id_with_the_sdk_is_bad_auth(rest_server: Any) -> None:
     """The Python SDK raises PusherBadAuth (401) for an unknown id, as for a wrong key."""
     bodies = []
     for app_id, key in ((UNKNOWN_APP_ID, APP_KEY), (APP_ID, "no-such-key")):
@@ -552,7 +591,7 @@ def test_unknown_app_id_with_the_sdk_is_bad_auth(server: Any) -> None:
             key=key,
             secret=APP_SECRET,
             host="127.0.0.1",
-            port=server.port,
+            port=rest_server.port,
             ssl=False,
             timeout=TIMEOUT,
         )
@@ -567,38 +606,38 @@ def test_unknown_app_id_with_the_sdk_is_bad_auth(server: Any) -> None:
     assert bodies[0] == bodies[1], bodies
 
 
-def test_disabled_app_is_403(server: Any) -> None:
+def test_disabled_app_is_403(rest_server: Any) -> None:
     creds: dict[str, Any] = {"key": DISABLED_KEY, "secret": DISABLED_SECRET}
-    resp = post(server.http_url, events_path(DISABLED_APP_ID), event("c"), **creds)
+    resp = post(rest_server.http_url, events_path(DISABLED_APP_ID), event("c"), **creds)
     assert_error_response(resp, 403)
-    resp = rest_request(server.http_url, "GET", f"/apps/{DISABLED_APP_ID}/channels", **creds)
+    resp = rest_request(rest_server.http_url, "GET", f"/apps/{DISABLED_APP_ID}/channels", **creds)
     assert_error_response(resp, 403)
 
 
-def test_event_data_over_max_event_payload_bytes_is_413(server: Any) -> None:
-    resp = post(server.http_url, events_path(), event("c", data="x" * 10240))
+def test_event_data_over_max_event_payload_bytes_is_413(rest_server: Any) -> None:
+    resp = post(rest_server.http_url, events_path(), event("c", data="x" * 10240))
     assert resp.status == 200, resp
-    resp = post(server.http_url, events_path(), event("c", data="x" * 10241))
+    resp = post(rest_server.http_url, events_path(), event("c", data="x" * 10241))
     assert_error_response(resp, 413)
     # Bytes, not characters: 5121 two-byte characters are 10242 bytes.
-    resp = post(server.http_url, events_path(), event("c", data="\u00e9" * 5121))
+    resp = post(rest_server.http_url, events_path(), event("c", data="\u00e9" * 5121))
     assert_error_response(resp, 413)
     batch = {"batch": [event("c"), event("c", data="x" * 10241)]}
-    assert_error_response(post(server.http_url, f"/apps/{APP_ID}/batch_events", batch), 413)
+    assert_error_response(post(rest_server.http_url, f"/apps/{APP_ID}/batch_events", batch), 413)
 
 
-def test_too_many_channels_is_400(server: Any) -> None:
+def test_too_many_channels_is_400(rest_server: Any) -> None:
     channels = [f"c{i}" for i in range(101)]
     payload = {"name": "e", "channels": channels[:100], "data": "d"}
-    assert post(server.http_url, events_path(), payload).status == 200
+    assert post(rest_server.http_url, events_path(), payload).status == 200
     payload["channels"] = channels
-    assert_error_response(post(server.http_url, events_path(), payload), 400)
+    assert_error_response(post(rest_server.http_url, events_path(), payload), 400)
 
 
-def test_batch_over_max_batch_size_is_400(server: Any) -> None:
+def test_batch_over_max_batch_size_is_400(rest_server: Any) -> None:
     path = f"/apps/{APP_ID}/batch_events"
-    assert post(server.http_url, path, {"batch": [event("c")] * 10}).status == 200
-    assert_error_response(post(server.http_url, path, {"batch": [event("c")] * 11}), 400)
+    assert post(rest_server.http_url, path, {"batch": [event("c")] * 10}).status == 200
+    assert_error_response(post(rest_server.http_url, path, {"batch": [event("c")] * 11}), 400)
 
 
 BAD_BODIES: dict[str, tuple[str, bytes]] = {
@@ -619,9 +658,9 @@ BAD_BODIES: dict[str, tuple[str, bytes]] = {
 
 
 @pytest.mark.parametrize("case", list(BAD_BODIES))
-def test_malformed_body_is_400(server: Any, case: str) -> None:
+def test_malformed_body_is_400(rest_server: Any, case: str) -> None:
     endpoint, body = BAD_BODIES[case]
-    resp = rest_request(server.http_url, "POST", f"/apps/{APP_ID}/{endpoint}", body=body)
+    resp = rest_request(rest_server.http_url, "POST", f"/apps/{APP_ID}/{endpoint}", body=body)
     assert_error_response(resp, 400)
 
 
@@ -642,14 +681,46 @@ async def test_user_count_on_non_presence_channel_is_400(
         assert_error_response(resp, 400)
 
 
-def test_body_over_max_request_body_is_413(server: Any) -> None:
+def test_body_over_max_request_body_is_413(rest_server: Any) -> None:
     payload = {"name": "e", "channel": "c", "data": "x" * 300_000}
-    assert_error_response(post(server.http_url, events_path(), payload), 413)
+    assert_error_response(post(rest_server.http_url, events_path(), payload), 413)
 
 
-def test_wrong_method_is_405_and_unknown_path_is_404(server: Any) -> None:
-    assert_error_response(rest_request(server.http_url, "GET", events_path()), 405)
-    assert_error_response(rest_request(server.http_url, "GET", f"/apps/{APP_ID}/nope"), 404)
+def chunked_trigger(rest_server: Any, body: bytes) -> HttpResponse:
+    """A signed trigger whose body is sent chunked (RFC 9112 7.1), in 1 KiB chunks."""
+    path = events_path()
+    query = {
+        "auth_key": APP_KEY,
+        "auth_timestamp": str(int(time.time())),
+        "auth_version": "1.0",
+        "body_md5": hashlib.md5(body).hexdigest(),
+    }
+    query["auth_signature"] = hmac_hex(APP_SECRET, f"POST\n{path}\n{query_string(query)}")
+    chunks = [body[i : i + 1024] for i in range(0, len(body), 1024)]
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
+    headers = {"Transfer-Encoding": "chunked", "Content-Type": "application/json"}
+    return raw_http(
+        rest_server.http_url, "POST", f"{path}?{query_string(query)}", body=wire, headers=headers
+    )
+
+
+async def test_a_chunked_trigger_is_accepted(rest_server: Any, open_socket: SocketOpener) -> None:
+    channel = unique("chunked")
+    sock = await open_socket(rest_server.ws_url)
+    await sock.subscribe(channel)
+    resp = chunked_trigger(rest_server, json.dumps(event(channel, "e", "x" * 3000)).encode())
+    assert resp.status == 200 and resp.json() == {}, resp
+    assert (await sock.expect("e", channel))["data"] == "x" * 3000
+
+
+def test_a_chunked_body_over_max_request_body_is_413(rest_server: Any) -> None:
+    resp = chunked_trigger(rest_server, json.dumps(event("c", "e", "x" * 300_000)).encode())
+    assert_error_response(resp, 413)
+
+
+def test_wrong_method_is_405_and_unknown_path_is_404(rest_server: Any) -> None:
+    assert_error_response(rest_request(rest_server.http_url, "GET", events_path()), 405)
+    assert_error_response(rest_request(rest_server.http_url, "GET", f"/apps/{APP_ID}/nope"), 404)
 
 
 def test_root_and_ready(server: Any) -> None:

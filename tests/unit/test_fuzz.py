@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from tidings.protocol import messages
 from tidings.protocol.auth import rest_request_error
 from tidings.protocol.errors import ProtocolError
+from tidings.protocol.http1 import NEED_DATA, HandOver, PublishFramer, PublishRequest
 from tidings.protocol.rest import RestError, RestLimits, parse_batch, parse_trigger
 from tidings.protocol.session import Session, SessionPolicy
 
@@ -187,3 +188,49 @@ def test_rest_request_error_never_raises(
 ) -> None:
     result = rest_request_error("secret", method, path, query, body, now)
     assert result is None or isinstance(result, str)
+
+
+# The lean REST path's framer (protocol/http1.py): pieces of real requests in any order.
+http_pieces = st.sampled_from(
+    [
+        b"POST /apps/1/events?auth_key=k HTTP/1.1\r\n",
+        b"POST /apps/1/batch_events HTTP/1.1\r\n",
+        b"GET /ready HTTP/1.1\r\n",
+        b"Content-Length: 2\r\n",
+        b"Content-Length: 99999\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Connection: close\r\n",
+        b"Host: x\r\n",
+        b"\r\n",
+        b"{}",
+    ]
+) | st.binary(max_size=12)
+
+
+@SETTINGS
+@given(st.lists(http_pieces, max_size=20), st.lists(st.integers(1, 64), max_size=8))
+def test_publish_framer_never_raises_and_splits_change_nothing(
+    pieces: list[bytes], sizes: list[int]
+) -> None:
+    wire = b"".join(pieces)
+
+    def frame(chunks: list[bytes]) -> tuple[list[object], bytes]:
+        framer = PublishFramer(1000)
+        events: list[object] = []
+        for i, chunk in enumerate(chunks):
+            framer.receive(chunk)
+            while (event := framer.next()) is not NEED_DATA:
+                if isinstance(event, HandOver):
+                    return [*events, HandOver], framer.unconsumed() + b"".join(chunks[i + 1 :])
+                assert isinstance(event, PublishRequest) and len(event.body) <= 1000
+                events.append(event)
+        return events, framer.unconsumed()
+
+    chunks, pos = [], 0
+    for size in sizes:
+        chunks.append(wire[pos : pos + size])
+        pos += size
+    chunks.append(wire[pos:])
+    events, left = frame(chunks)
+    assert (events, left) == frame([wire])
+    assert wire.endswith(left)

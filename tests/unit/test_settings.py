@@ -409,3 +409,15 @@ def test_redis_cluster_is_redis_with_a_cluster_url(tmp_path: Path) -> None:
 def test_redis_and_redis_cluster_together_are_refused() -> None:
     flags = {"redis": "redis://10.0.0.5:6379/0", "redis_cluster": "redis://10.0.0.6:7000"}
     assert "give one of them" in config_error(flags=flags)
+
+
+def test_a_setting_on_by_default_is_switched_off_by_its_no_flag(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text("lean_rest = true\ndebug = true\n")
+    assert load_settings(None, {}).lean_rest is True
+    # --no-lean-rest passes False: it wins over the file and the environment.
+    env = {"TIDINGS_LEAN_REST": "true"}
+    assert load_settings(path, env, {"lean_rest": False}).lean_rest is False
+    assert load_settings(path, {"TIDINGS_LEAN_REST": "false"}).lean_rest is False
+    # An on-flag not given (False) leaves the file's value alone.
+    assert load_settings(path, {}, {"debug": False}).debug is True

@@ -97,6 +97,13 @@ class Admission(Generic[K]):
         if not body_complete:
             self._bodies[conn] = now + self.limits.body_timeout
 
+    def awaiting_headers(self, conn: K, now: float) -> None:
+        """A request on ``conn`` has begun after an earlier one completed (or the socket
+        changed hands): its headers are due within ``header_timeout`` of ``now``. Not
+        subject to the pending cap, which applies to new connections."""
+        if conn not in self._headers:
+            self._headers[conn] = now + self.limits.header_timeout
+
     def body_complete(self, conn: K) -> None:
         self._bodies.pop(conn, None)
 

@@ -38,6 +38,7 @@ from tidings.server.connection_guard import GUARD, ConnectionGuard, GuardSetting
 from tidings.server.fallback import FallbackSettings, HttpFallback
 from tidings.server.health import Health
 from tidings.server.http_edge import aiohttp_routes
+from tidings.server.lean_http import LeanRest
 from tidings.server.listening import listen_error
 from tidings.server.metrics import CLIENT_CLOSED_REQUEST, Metrics
 from tidings.server.rest import RestApi, error_response
@@ -68,14 +69,22 @@ class InFlight:
         self._idle.set()
 
     async def track(self, request: R, handler: Callable[[R], Awaitable[T]]) -> T:
-        self.count += 1
-        self._idle.clear()
+        self.enter()
         try:
             return await handler(request)
         finally:
-            self.count -= 1
-            if not self.count:
-                self._idle.set()
+            self.leave()
+
+    def enter(self) -> None:
+        """A request begins (every ``enter`` is followed by one ``leave``)."""
+        self.count += 1
+        if self.count == 1:
+            self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self._idle.set()
 
     async def wait(self, timeout: float) -> bool:
         """Until no request is in flight; False if some still were after ``timeout``."""
@@ -89,6 +98,7 @@ class InFlight:
 WEBSOCKET = web.AppKey("websocket", WebSocketEndpoint)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 FALLBACK = web.AppKey("fallback", HttpFallback)
+REST = web.AppKey("rest", RestApi)
 CONSOLE = web.AppKey("console", Console)
 
 
@@ -160,7 +170,9 @@ def build_application(
     websocket = WebSocketEndpoint(node, settings.max_write_buffer, settings.websocket_engine)
     application[WEBSOCKET] = websocket
     application.add_routes(health.routes())
-    application.add_routes(RestApi(node, settings.max_request_body).routes())
+    rest = RestApi(node, settings.max_request_body)
+    application[REST] = rest
+    application.add_routes(rest.routes())
     application.add_routes(aiohttp_routes(tidings_js.endpoints()))
     fallback = HttpFallback(node, FallbackSettings.of(settings))
     application[FALLBACK] = fallback
@@ -232,12 +244,21 @@ class AiohttpServer:
         settings = lifecycle.settings
         self.settings = settings
         self.guard = guard
-        self.application = build_application(
-            lifecycle.node, settings, lifecycle.health, lifecycle.metrics(guard.admission)
-        )
+        metrics = lifecycle.metrics(guard.admission)
+        self.application = build_application(lifecycle.node, settings, lifecycle.health, metrics)
         self.application[GUARD] = guard  # WebSockets taken over are handed over to it
+        self.lean: LeanRest | None = None
+        if settings.lean_rest:
+            self.lean = LeanRest(
+                self.application[REST],
+                self.application[IN_FLIGHT],
+                metrics,
+                guard,
+                settings.keepalive_timeout,
+            )
         self.runner = guard.runner(
             self.application,
+            self.lean.connection if self.lean is not None else None,
             handle_signals=False,
             access_log=None,
             shutdown_timeout=settings.shutdown_timeout,
@@ -296,6 +317,8 @@ class AiohttpServer:
         timeout = self.settings.shutdown_timeout
         if not await self.application[IN_FLIGHT].wait(timeout):
             log.warning("REST requests still running after %g s", timeout)
+        if self.lean is not None:
+            self.lean.close()  # aiohttp's cleanup closes only the connections it holds
         await self.runner.cleanup()
         self.guard.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from aiohttp import web
 
@@ -75,6 +76,14 @@ class RestApi:
             # pusher-http-python posts here, without /apps/{id}; the app comes from auth_key.
             Route("POST", "/users/{user_id}/terminate_connections", self._wrap(self.terminate)),
         ]
+
+    async def answer_publish(
+        self, request: HttpRequest, endpoint: Literal["events", "batch_events"]
+    ) -> HttpResponse:
+        """``events`` or ``batch_events`` answered, for the lean path (server/lean_http.py):
+        the same checks, errors and publish as their routes."""
+        handler = self.events if endpoint == "events" else self.batch_events
+        return await self._answer(request, handler)
 
     def routes(self) -> list[web.RouteDef]:
         return aiohttp_routes(self.endpoints())

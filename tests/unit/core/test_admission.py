@@ -132,3 +132,14 @@ def test_lost_connections_are_forgotten() -> None:
 def test_bad_limits(limits: tuple[float, float, int, int]) -> None:
     with pytest.raises(ValueError):
         AdmissionLimits(*limits)
+
+
+def test_a_later_request_on_a_kept_alive_connection_has_a_header_deadline_again() -> None:
+    admission: Admission[str] = Admission(LIMITS)
+    admission.accepted("a", None, 0.0)
+    admission.request_started("a", 1.0, body_complete=True)
+    assert admission.pending == 0
+    admission.awaiting_headers("a", 100.0)  # the lean path: the next request's first bytes
+    admission.awaiting_headers("a", 110.0)  # more of the same head: the deadline stays
+    assert admission.expired(119.9) == []
+    assert admission.expired(120.0) == [("a", Cut.HEADER_TIMEOUT)]
