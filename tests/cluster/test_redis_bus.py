@@ -5,7 +5,8 @@ Anything can be PUBLISHed on the Redis channels a node listens to. Here garbage 
 redis-py to every one of them; the node drops and counts it (``/metrics``) and still hears
 the next real publication and member event. And if its listener task dies anyway, the
 node says it is degraded, starts a new one and hears again. Publications from the bus join
-the node's per-tick fan-out (the Coalescer) like local ones.
+the node's per-tick fan-out (the Coalescer) like local ones, and a node's own publication is
+written to its sockets after the publisher has been answered.
 """
 
 from __future__ import annotations
@@ -253,3 +254,48 @@ async def test_bus_messages_read_together_are_written_to_a_socket_together(
         for i in range(3):
             await sock.expect(f"e{i}", channel)
         assert flushes == [events]
+
+
+async def test_a_rest_publish_is_answered_before_its_node_writes_it_to_its_sockets(
+    open_socket: SocketOpener,
+    redis_backend: str,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The publishing node writes a publication to its own sockets once Redis has taken it,
+    in the tick that answers the publisher: the answer never waits for that fan-out, so the
+    publisher's next publications arrive while it runs and are written together."""
+    channel = unique("public")
+    async with node_in_this_process(redis_backend, redis_prefix) as (node, http_url):
+        sock = await open_socket(http_url.replace("http", "ws", 1))
+        await sock.subscribe(channel)
+
+        published: list[asyncio.Future[bool]] = []
+        publish = node.broker.pubsub.publish
+
+        def keeping(*args: Any) -> asyncio.Future[bool]:
+            published.append(publish(*args))
+            return published[-1]
+
+        answered: list[str] = []
+        trigger_all = node.trigger_all
+
+        async def noting(*args: Any, **kwargs: Any) -> None:
+            await trigger_all(*args, **kwargs)
+            answered.append("trigger_all returned")
+
+        flushed: list[tuple[bool, list[str]]] = []
+        flush = Coalescer.flush
+
+        def checking(self: Coalescer) -> None:
+            if any(p[1] == channel for p in self._pending):  # noqa: SLF001
+                flushed.append((all(f.done() for f in published), list(answered)))
+            flush(self)
+
+        monkeypatch.setattr(node.broker.pubsub, "publish", keeping)
+        monkeypatch.setattr(node, "trigger_all", noting)
+        monkeypatch.setattr(Coalescer, "flush", checking)
+        await asyncio.to_thread(trigger, http_url, channel, "first")
+        await sock.expect("first", channel)
+        assert len(published) == 1
+        assert flushed == [(True, ["trigger_all returned"])]
