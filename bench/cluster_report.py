@@ -67,7 +67,7 @@ METRICS: list[tuple[str, Getter, int]] = [
     ("Redis PUBLISH / publish", per_publish("PUBLISH"), 2),
     ("Redis INCRBY / publish", per_publish("INCRBY"), 2),
     ("Redis EXPIRE / publish", per_publish("EXPIRE"), 2),
-    ("Redis EVALSHA / publish (heartbeats)", per_publish("EVALSHA"), 2),
+    ("Redis EVALSHA / publish (publish script, heartbeats)", per_publish("EVALSHA"), 2),
     ("Redis commands / publish (all)", redis_metric("commands_per_publish"), 2),
     ("Redis command time µs / publish", redis_metric("command_us_per_publish"), 1),
     ("Redis CPU µs / publish (incl. idle cron)", redis_metric("redis_cpu_us_per_publish"), 0),
