@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from functools import partial
 
 from tidings.brokers.base import Deliver
 from tidings.brokers.bus import decode_publication
 from tidings.brokers.redis.link import RedisLink
+
+log = logging.getLogger("tidings.redis")
 
 MAX_PIPELINE = 1024  # publications per pipeline; more wait for the next one
 
@@ -80,8 +83,8 @@ class RedisPubSub:
                     partial(self._to_other_nodes, [(a, c, m, x) for a, c, m, x, _ in batch]),
                     lambda: False,
                 )
-                self._settle(batch, ok)
-                batch = []
+                settled, batch = batch, []
+                self._settle(settled, ok)
         finally:
             self._sender = None
             rest, self._pending = batch + self._pending, []
@@ -99,8 +102,14 @@ class RedisPubSub:
     def _deliver_locally(
         self, app_id: str, channel: str, message: bytes, exclude: str | None
     ) -> None:
-        if self.deliver is not None:
+        """One publication to this node's subscribers; a failure is logged, never raised
+        (the publications settled with it still go out)."""
+        if self.deliver is None:
+            return
+        try:
             self.deliver(app_id, channel, message, exclude, None)
+        except Exception:
+            log.exception("delivering a publication to %s locally failed", channel)
 
     async def _to_other_nodes(self, publications: list[tuple[str, str, bytes, str | None]]) -> bool:
         await self._link.cluster.publish_many(self._link.node_id, publications)
