@@ -39,7 +39,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -51,8 +53,9 @@ import redis
 
 import fanout
 import procs
+import pyspy
 from cluster_nodes import Cluster, Layout, RedisServer, established, layout, start_cluster
-from cluster_report import LABELS, summarize, write_json
+from cluster_report import LABELS, summarize, target_lines, write_json
 from fanout import Plan
 from loadclient import LoadClient, build_client, write_requests
 from procs import RESULTS, ROOT, log
@@ -64,6 +67,8 @@ BROADCASTS_IN_FLIGHT = fanout.BROADCASTS_IN_FLIGHT
 HANDSHAKES_IN_FLIGHT = fanout.HANDSHAKES_IN_FLIGHT
 WARMUP_CONNECTIONS = fanout.WARMUP_CONNECTIONS
 HEARTBEAT_S = 5.0  # node_ttl 15 s / 3: one EVALSHA per node every 5 s
+SENDTO = "syscalls:sys_enter_sendto"  # --sends: the C fan-out writes with send()
+TARGET = 0.8  # issue 17: redis2 ≥ 0.8 × memory in deliveries per node CPU-second
 
 
 # ---------------------------------------------------------------- one measurement
@@ -90,6 +95,11 @@ def settle(cluster: Cluster, server: RedisServer, topic: str, timeout: float) ->
             return time.monotonic() - t0
         time.sleep(0.1)
     raise RuntimeError(f"nodes not healthy and subscribed to {topic} after {timeout} s")
+
+
+def bench_topic(prefix: str) -> str:
+    """The Redis pub/sub topic of channel "bench" (``RedisCluster.topic``: hash-tagged)."""
+    return f"{prefix}#{{12345#bench}}"
 
 
 def wait_ready_body(port: int) -> dict[str, Any]:
@@ -124,15 +134,66 @@ def usage(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def saturate(client: LoadClient, pids: dict[str, int], plan: Plan) -> dict[str, Any]:
+def count_sends(pids: dict[str, int], folder: Path) -> dict[str, tuple[Any, Path]]:
+    """--sends: ``perf stat`` counting each node's send() calls (sendto) until stopped."""
+    out: dict[str, tuple[Any, Path]] = {}
+    for name, pid in pids.items():
+        if name.startswith("node"):
+            path = folder / f"sends-{pid}.txt"
+            cmd = ["perf", "stat", "-x", ",", "-e", SENDTO, "-p", str(pid), "-o", str(path)]
+            out[name] = (
+                procs.start(cmd, path.with_suffix(".log"), stdout=subprocess.DEVNULL),
+                path,
+            )
+    return out
+
+
+def sends_counted(counters: dict[str, tuple[Any, Path]]) -> dict[str, int]:
+    """Stop the counters of :func:`count_sends`; send() calls per node."""
+    counts: dict[str, int] = {}
+    for name, (proc, path) in counters.items():
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            procs.stop(proc)
+        for line in path.read_text().splitlines() if path.exists() else []:
+            value, _, rest = line.partition(",")
+            if SENDTO in rest and value.isdigit():
+                counts[name] = int(value)
+    return counts
+
+
+def saturate(
+    client: LoadClient, pids: dict[str, int], plan: Plan, tag: str, sends: Path | None
+) -> dict[str, Any]:
+    """The closed-loop saturation phase; ``sends``: a folder to count send() calls in."""
     client.send(f"saturate {BROADCASTS_IN_FLIGHT} {plan.sat_warm} {plan.sat_window}")
     first = client.read(plan.sat_warm + 30)
     assert first["phase"] == "sat_start", first
+    spies = {}
+    if plan.profile is not None:
+        for name, pid in pids.items():
+            if name.startswith("node"):
+                spy_tag = f"{tag}-{name}"
+                spy = pyspy.start_profiler(
+                    pid, plan.profile, spy_tag, plan.sat_window, plan.profile_lines
+                )
+                spies[name] = (spy, spy_tag)
+    counters = count_sends(pids, sends) if sends is not None else {}
     before = sample(pids)
     end = client.read(plan.sat_window + 30)
     after = sample(pids)
+    node_sends = sends_counted(counters)
     assert end["phase"] == "sat_end", end
     result = client.read(60)
+    if node_sends:
+        result["sends"] = node_sends
+        result["deliveries_per_send"] = result["deliveries"] / max(1, sum(node_sends.values()))
+    if plan.profile is not None:
+        result["profiles"] = {
+            name: pyspy.finish(spy, plan.profile, spy_tag) for name, (spy, spy_tag) in spies.items()
+        }
     result.update(usage(before, after))
     ours = {os.getpid()} | {p.pid for pid in pids.values() for p in procs.tree(pid)}
     result["others_cpu_pct"] = procs.others_cpu(before, after, ours)
@@ -142,6 +203,14 @@ def saturate(client: LoadClient, pids: dict[str, int], plan: Plan) -> dict[str, 
     result["deliveries_per_node_cpu_s"] = (
         result["deliveries"] / node_cpu_s if node_cpu_s > 0 else float("nan")
     )
+    # Redis mode costs redis-server's CPU too: reported beside, never in, the node figure.
+    if "redis" in pids:
+        redis_cpu_s = after["cpu"]["redis"] - before["cpu"]["redis"]
+        result["redis_cpu_s"] = redis_cpu_s
+        both = node_cpu_s + redis_cpu_s
+        result["deliveries_per_node_and_redis_cpu_s"] = (
+            result["deliveries"] / both if both > 0 else float("nan")
+        )
     return result
 
 
@@ -201,6 +270,7 @@ def session(
     publishes: int,
     workdir: Path,
     tag: str,
+    sends: bool = False,
 ) -> dict[str, Any]:
     extra = publishes + 20
     requests = write_requests(
@@ -229,7 +299,7 @@ def session(
         )
         if cluster.config != "memory":
             out["unreachable_in_subscribe"] = unreachable_logged(cluster) - logged
-            out["settle_s"] = settle(cluster, server, f"{cluster.prefix}#12345#bench", 30)
+            out["settle_s"] = settle(cluster, server, bench_topic(cluster.prefix), 30)
             log(
                 f"    degraded episodes logged while connecting/subscribing: "
                 f"{out['unreachable_in_subscribe']}; healthy and subscribed after "
@@ -246,7 +316,7 @@ def session(
             f"    latency @{rate:g} msg/s: p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms "
             f"({lat['received']}/{lat['expected']})"
         )
-        sat = saturate(client, pids, plan)
+        sat = saturate(client, pids, plan, tag, workdir if sends else None)
         out["saturate"] = sat
         cpus = ", ".join(f"{k[:-4]} {v:.0f}%" for k, v in sat.items() if k.endswith("_cpu"))
         cores = ", ".join(
@@ -303,6 +373,19 @@ def warmup(binary: Path, cluster: Cluster, lay: Layout, workdir: Path, tag: str)
         requests.unlink(missing_ok=True)
 
 
+def print_profiles(records: list[dict[str, Any]], top: int = 15) -> None:
+    """--profile: each node's hottest functions during the saturation window."""
+    for r in records:
+        for name, prof in r.get("saturate", {}).get("profiles", {}).items():
+            if "self" not in prof:
+                continue
+            print(f"\nprofile {r['config']} {name} run {r['run'] + 1} ({prof['samples']} samples)")
+            for title, rows in (("self", prof["self"]), ("incl", prof["inclusive"])):
+                print(f"  {title} %   function")
+                for function, share in rows[:top]:
+                    print(f"  {share:6.1f}   {function}")
+
+
 def validate(record: dict[str, Any], n: int) -> list[str] | bool:
     """True, or the problems that make the record suspect: the phases as in fanout.py, then
     the cluster's own checks (every event to every subscriber once, no degraded node)."""
@@ -354,7 +437,9 @@ def measure(
         record["ports"] = cluster.ports
         record["warmup_ok"] = warmup(binary, cluster, lay, workdir, tag)
         time.sleep(1.0)
-        record.update(session(binary, cluster, lay, server, n, plan, args.publishes, workdir, tag))
+        record.update(
+            session(binary, cluster, lay, server, n, plan, args.publishes, workdir, tag, args.sends)
+        )
         record["ok"] = validate(record, n)
     except (OSError, RuntimeError, AssertionError, KeyError, psutil.Error, redis.RedisError) as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -378,7 +463,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--publishes", type=int, default=100, help="publishes counted in Redis (100)")
     p.add_argument("--window", type=float, default=None, help="saturation window seconds (4)")
     p.add_argument("--log-level", default="warning", help="Tidings log_level (warning)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy each node during the saturation window (numbers not comparable)",
+    )
+    p.add_argument(
+        "--profile-lines",
+        action="store_true",
+        help="--profile by source line, pausing the nodes for each sample (exact stacks)",
+    )
+    p.add_argument(
+        "--sends",
+        action="store_true",
+        help="count each node's send() calls with perf stat (deliveries per send: coalescing)",
+    )
     args = p.parse_args(argv)
+    if args.sends and shutil.which("perf") is None:
+        p.error("--sends needs perf (linux-tools) on PATH")
     args.n = args.n or (1000 if args.quick else 10_000)
     args.runs = args.runs or (1 if args.quick else 3)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -403,10 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir = RESULTS / f"cluster-{stamp}"
     workdir.mkdir()
     binary = build_client()
+    profile = workdir if args.profile or args.profile_lines else None
     plan = (
-        Plan(2.0, 0.5, args.window or 2.0, args.log_level)
+        Plan(2.0, 0.5, args.window or 2.0, args.log_level, profile, args.profile_lines)
         if args.quick
-        else Plan(5.0, 1.0, args.window or 4.0, args.log_level)
+        else Plan(5.0, 1.0, args.window or 4.0, args.log_level, profile, args.profile_lines)
     )
     info = procs.machine()
     log(f"machine: {info}")
@@ -437,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out_path, info, args, plan, records, started, data)
     print()
     print(table)
+    print()
+    print("\n".join(target_lines(records, args.n, TARGET)))
+    print_profiles(records)
     bad = [r for r in records if r.get("ok") is not True]
     if bad:
         print(f"\n{len(bad)} of {len(records)} measurements failed or are suspect:")

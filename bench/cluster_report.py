@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +43,9 @@ def redis_metric(key: str) -> Getter:
 METRICS: list[tuple[str, Getter, int]] = [
     ("deliveries/s (saturation)", sat("rate"), 0),
     ("deliveries per node CPU-s", sat("deliveries_per_node_cpu_s"), 0),
+    ("deliveries per (node + redis-server) CPU-s", sat("deliveries_per_node_and_redis_cpu_s"), 0),
+    ("deliveries per send() (--sends)", sat("deliveries_per_send"), 2),
+    ("load client deliveries per read()", sat("deliveries_per_read"), 2),
     ("node 1 CPU %", sat("node1_cpu"), 0),
     ("node 2 CPU %", sat("node2_cpu"), 0),
     ("load client CPU %", sat("client_cpu"), 0),
@@ -63,7 +67,7 @@ METRICS: list[tuple[str, Getter, int]] = [
     ("Redis PUBLISH / publish", per_publish("PUBLISH"), 2),
     ("Redis INCRBY / publish", per_publish("INCRBY"), 2),
     ("Redis EXPIRE / publish", per_publish("EXPIRE"), 2),
-    ("Redis EVALSHA / publish (heartbeats)", per_publish("EVALSHA"), 2),
+    ("Redis EVALSHA / publish (publish script, heartbeats)", per_publish("EVALSHA"), 2),
     ("Redis commands / publish (all)", redis_metric("commands_per_publish"), 2),
     ("Redis command time µs / publish", redis_metric("command_us_per_publish"), 1),
     ("Redis CPU µs / publish (incl. idle cron)", redis_metric("redis_cpu_us_per_publish"), 0),
@@ -99,7 +103,57 @@ def summarize(records: list[dict[str, Any]], configs: list[str]) -> tuple[str, d
                 return r["saturate"]["rate"] / b if b else None
 
             row("÷ memory, same run", ratio, 2)
+        if name == "deliveries per node CPU-s":
+            row("÷ memory per node CPU-s, same run", per_cpu_ratio(good), 2)
     return "\n".join(lines), data
+
+
+def memory_per_cpu(records: list[dict[str, Any]]) -> dict[int, float]:
+    """The memory node's deliveries per node CPU-second, by run."""
+    return {
+        r["run"]: r["saturate"]["deliveries_per_node_cpu_s"]
+        for r in records
+        if r["config"] == "memory"
+    }
+
+
+def per_cpu_ratio(records: list[dict[str, Any]], key: str = "deliveries_per_node_cpu_s") -> Getter:
+    """A record's ``key`` (deliveries per CPU-second) over the memory node's deliveries per
+    node CPU-second in the same run."""
+    base = memory_per_cpu(records)
+
+    def ratio(r: dict[str, Any]) -> float | None:
+        b, v = base.get(r["run"]), r["saturate"].get(key)
+        return v / b if b and v is not None else None
+
+    return ratio
+
+
+def target_lines(records: list[dict[str, Any]], n: int, target: float) -> list[str]:
+    """Issue 17's target, per run and in median: 2 nodes on one Redis deliver at least
+    ``target`` × one memory node's deliveries per node CPU-second (redis-server's CPU is
+    not a node's: it is shown beside, as deliveries per node + redis-server CPU-second)."""
+    good = [r for r in records if "verify" in r]
+    nodes = per_cpu_ratio(good)
+    nodes_and_redis = per_cpu_ratio(good, "deliveries_per_node_and_redis_cpu_s")
+    lines = []
+    for config in ("redis2", "redis2-history"):
+        mine = sorted((r for r in good if r["config"] == config), key=lambda r: r["run"])
+        values = [v for r in mine if (v := nodes(r)) is not None]
+        if not values:
+            continue
+        with_redis = [v for r in mine if (v := nodes_and_redis(r)) is not None]
+        median = statistics.median(values)
+        runs = ", ".join(f"{v:.2f}" for v in values)
+        also = ""
+        if with_redis:
+            also = f"; with redis-server's CPU {statistics.median(with_redis):.2f}×"
+        lines.append(
+            f"{LABELS[config]} ÷ 1 node, memory, deliveries per node CPU-second at "
+            f"N = {n:,}: {median:.2f}× (runs {runs}){also} → target ≥ {target}× "
+            + ("met" if median >= target else "NOT met")
+        )
+    return lines
 
 
 def write_json(

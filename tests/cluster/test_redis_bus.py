@@ -1,9 +1,12 @@
-"""One bad message never deafens a node (brokers/bus.py).
+"""One bad message never deafens a node (brokers/bus.py); what one read brings is written
+together.
 
 Anything can be PUBLISHed on the Redis channels a node listens to. Here garbage is sent with
 redis-py to every one of them; the node drops and counts it (``/metrics``) and still hears
 the next real publication and member event. And if its listener task dies anyway, the
-node says it is degraded, starts a new one and hears again.
+node says it is degraded, starts a new one and hears again. Publications from the bus join
+the node's per-tick fan-out (the Coalescer) like local ones, and a node's own publication is
+written to its sockets after the publisher has been answered.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pusher_helpers import (
 
 from redis_server import RedisBus
 from tidings.config import AppSettings, Settings
+from tidings.core.hub import Coalescer
 from tidings.lifecycle import broker_bus_stats, broker_round_trips, make_node
 from tidings.protocol.frames import text_frame
 from tidings.server.app import WEBSOCKET, build_application
@@ -204,3 +208,94 @@ async def test_a_dead_listener_is_reported_degraded_and_restarted(
         # It hears the other node again (through the new listener's subscriptions).
         await asyncio.to_thread(trigger, other.http_url, channel, "after")
         assert json.loads((await sock.expect("after", channel))["data"]) == {"n": "after"}
+
+
+# -- the bus and the node's per-tick fan-out (issue 17: a Redis pair as efficient as one node)
+
+
+def record_flushes(monkeypatch: pytest.MonkeyPatch, channel: str) -> list[list[bytes]]:
+    """The messages to ``channel`` of each Coalescer flush: one write per socket each."""
+    flushes: list[list[bytes]] = []
+    flush = Coalescer.flush
+
+    def recording(self: Coalescer) -> None:
+        batch = [p[2] for p in self._pending if p[1] == channel]  # noqa: SLF001
+        if batch:
+            flushes.append(batch)
+        flush(self)
+
+    monkeypatch.setattr(Coalescer, "flush", recording)
+    return flushes
+
+
+async def test_bus_messages_read_together_are_written_to_a_socket_together(
+    open_socket: SocketOpener,
+    bus: RedisBus,
+    redis_backend: str,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Publications that arrive in one read from Redis reach each socket in one write (the
+    Coalescer's tick), on one Redis and on a Redis Cluster's sharded connections alike,
+    and in order."""
+    channel = unique("public")
+    async with node_in_this_process(redis_backend, redis_prefix) as (_, http_url):
+        sock = await open_socket(http_url.replace("http", "ws", 1))
+        await sock.subscribe(channel)
+        flushes = record_flushes(monkeypatch, channel)
+        events = [
+            json.dumps({"event": f"e{i}", "channel": channel, "data": "{}"}).encode()
+            for i in range(3)
+        ]
+        # As another node writes them (origin, no excluded socket), in one pipeline.
+        await asyncio.to_thread(
+            bus.publish_many, bus.topic(channel), [b"elsewhere\x00\x00" + e for e in events]
+        )
+        for i in range(3):
+            await sock.expect(f"e{i}", channel)
+        assert flushes == [events]
+
+
+async def test_a_rest_publish_is_answered_before_its_node_writes_it_to_its_sockets(
+    open_socket: SocketOpener,
+    redis_backend: str,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The publishing node writes a publication to its own sockets once Redis has taken it,
+    in the tick that answers the publisher: the answer never waits for that fan-out, so the
+    publisher's next publications arrive while it runs and are written together."""
+    channel = unique("public")
+    async with node_in_this_process(redis_backend, redis_prefix) as (node, http_url):
+        sock = await open_socket(http_url.replace("http", "ws", 1))
+        await sock.subscribe(channel)
+
+        published: list[asyncio.Future[bool]] = []
+        publish = node.broker.pubsub.publish
+
+        def keeping(*args: Any) -> asyncio.Future[bool]:
+            published.append(publish(*args))
+            return published[-1]
+
+        answered: list[str] = []
+        trigger_all = node.trigger_all
+
+        async def noting(*args: Any, **kwargs: Any) -> None:
+            await trigger_all(*args, **kwargs)
+            answered.append("trigger_all returned")
+
+        flushed: list[tuple[bool, list[str]]] = []
+        flush = Coalescer.flush
+
+        def checking(self: Coalescer) -> None:
+            if any(p[1] == channel for p in self._pending):  # noqa: SLF001
+                flushed.append((all(f.done() for f in published), list(answered)))
+            flush(self)
+
+        monkeypatch.setattr(node.broker.pubsub, "publish", keeping)
+        monkeypatch.setattr(node, "trigger_all", noting)
+        monkeypatch.setattr(Coalescer, "flush", checking)
+        await asyncio.to_thread(trigger, http_url, channel, "first")
+        await sock.expect("first", channel)
+        assert len(published) == 1
+        assert flushed == [(True, ["trigger_all returned"])]

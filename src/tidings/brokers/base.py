@@ -84,9 +84,10 @@ class PubSub(Protocol):
         order of the calls (Redis: its publications are queued before this returns, so a
         caller may start several and await them together; see ``redis/pubsub.py``).
         Delivery: at most once; a subscriber that is gone or too slow misses it.
-        Failure: this node's subscribers always get it, before this returns; returns False
-        when the other nodes could not be reached (degraded: they miss it), True when it
-        was handed to every node.
+        Failure: this node's subscribers always get it, before the awaitable is done
+        (Redis: once Redis answered, see ``redis/pubsub.py``); returns False when the other
+        nodes could not be reached (degraded: they miss it), True when it was handed to
+        every node.
         """
         ...
 

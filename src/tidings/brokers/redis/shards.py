@@ -69,11 +69,19 @@ class ShardedPubSub:
 
     async def get_message(self, timeout: float) -> Message | None:
         """The next message of any shard, None after ``timeout`` seconds without one;
-        raises the failure of a shard's connection."""
+        raises the failure of a shard's connection.
+
+        A message already queued is returned without yielding to the event loop (``wait_for``
+        runs its awaitable as a task, one loop tick per message): the messages one read
+        brought in are then handled in one tick, and the node's Coalescer writes them to
+        each socket together, as it does for a single Redis's connection."""
         try:
-            item = await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            return None
+            item = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            try:
+                item = await asyncio.wait_for(self._queue.get(), timeout)
+            except TimeoutError:
+                return None
         if isinstance(item, BaseException):
             raise item
         return item
