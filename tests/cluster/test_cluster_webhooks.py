@@ -10,13 +10,19 @@ before it would have arrived too.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 from pusher_helpers import PusherSocket, SocketOpener, unique
 from webhook_helpers import (
+    APP_ID,
     TIMEOUT,
     Event,
     Receiver,
@@ -132,8 +138,36 @@ async def test_transitions_are_sent_once_per_cluster(
 
 
 @pytest.mark.parametrize("batch_delay", [WIDE_WINDOW], indirect=True)
+class QueueInRedis:
+    """The webhook queue of one (app, URL) as stored in Redis (read-only): queued events,
+    then held ones (server/webhook_queue.py's key layout)."""
+
+    def __init__(self, url: str, prefix: str, key: str) -> None:
+        cluster = url.startswith("redis+cluster://")
+        plain = url.replace("redis+cluster://", "redis://", 1)
+        self._client: Any = (
+            redis.RedisCluster.from_url(plain) if cluster else redis.Redis.from_url(plain)
+        )
+        self._list = f"{prefix}:{{webhooks}}:list:{key}"
+        self._held = f"{prefix}:{{webhooks}}:held"
+
+    def events(self) -> list[Event]:
+        queued = [
+            json.loads(raw.partition(b"\n")[2]) for raw in self._client.lrange(self._list, 0, -1)
+        ]
+        held = [json.loads(raw.partition(b"\n")[2]) for raw in self._client.hvals(self._held)]
+        return [e for entry in queued for e in entry["events"]] + held
+
+    def close(self) -> None:
+        self._client.close()
+
+
 async def test_events_in_the_window_of_a_killed_node_are_delivered_by_another(
-    nodes: list[TidingsProcess], receiver: Receiver, open_socket: SocketOpener
+    nodes: list[TidingsProcess],
+    receiver: Receiver,
+    open_socket: SocketOpener,
+    redis_backend: str,
+    redis_prefix: str,
 ) -> None:
     """kill -9 of a node right after its events (well inside its batch window) and while
     it holds a channel_vacated: the survivor sends all of them, each once."""
@@ -147,7 +181,6 @@ async def test_events_in_the_window_of_a_killed_node_are_delivered_by_another(
     await a.subscribe_presence(room, "u1")
     await a.subscribe(left)
     await a.send_event("pusher:unsubscribe", {"channel": left})  # vacated: held 0.5 s
-    await a.ping()  # the node has handled all of it
     before_kill: list[Event] = [
         {"name": "channel_occupied", "channel": stays},
         {"name": "channel_occupied", "channel": room},
@@ -155,6 +188,15 @@ async def test_events_in_the_window_of_a_killed_node_are_delivered_by_another(
         {"name": "channel_occupied", "channel": left},
         {"name": "channel_vacated", "channel": left},
     ]
+    # Kill as soon as they are in Redis: a write after the events, not after the window.
+    store = QueueInRedis(redis_backend, redis_prefix, f"{APP_ID}|{receiver.url()}")
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while store.events() != before_kill:
+            assert time.monotonic() < deadline, store.events()
+            await asyncio.sleep(0.02)
+    finally:
+        store.close()
     doomed.kill()
     assert receiver.events() == [], "the kill was meant to land inside the batch window"
 
