@@ -250,6 +250,12 @@ class WebhookSender:
     async def close(self) -> None:
         """Write every pending event to the durable queue, then stop delivering."""
         self._closing = True
+        if self._tasks:
+            # Let the write in flight finish rather than cancel it: written twice, an Occur
+            # would find its held event gone and send the occupancy it had cancelled.
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._tasks[0]), self.settings.timeout)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -268,7 +274,7 @@ class WebhookSender:
     # -- batching into the queue -------------------------------------------------------------
 
     async def _flush_forever(self) -> None:
-        while True:
+        while not self._closing:
             if not self._pending:
                 due = self._delayer.next_due()
                 timeout = max(0.0, due - time.monotonic()) if due is not None else None
