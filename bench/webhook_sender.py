@@ -12,8 +12,8 @@ of that process (the sender, its Redis client and its HTTP posts) until the rece
 this parent process) has every event. Each design runs in its own process, this tree's
 ``src`` or ``--peer-rev``'s (default 652e1a5, main before this change), interleaved
 ``--runs`` times on one private redis-server; Redis commands per event come from
-``INFO commandstats`` (client calls: EVALSHA, LINDEX, LRANGE...; commands run inside
-scripts are listed apart).
+``INFO commandstats``: the commands each design sends itself (``ROUND_TRIPS``), apart from
+those its Lua scripts run.
 """
 
 from __future__ import annotations
@@ -34,9 +34,14 @@ from procs import PYTHON, RESULTS, ROOT, log
 from servers import server_env
 from webhooks import Receiver, peer_tree
 
-# Commands the sender sends itself; everything else counted is run by its Lua scripts.
-CLIENT_COMMANDS = ("evalsha", "eval", "lindex", "lrange", "llen", "smembers", "incr", "multi")
-CLIENT_COMMANDS += ("exec", "zrangebyscore", "hmget", "script")
+# Round trips: the commands each design sends itself, one per answer it waits for (the
+# window's MULTI ... EXEC pipeline is one, counted by its EXEC); everything else counted is
+# run inside their Lua scripts (EVALSHA).
+ROUND_TRIPS = {
+    "durable": ("evalsha", "eval", "lindex", "lrange", "llen", "smembers", "zrangebyscore"),
+    "window": ("evalsha", "eval", "lindex", "llen", "smembers", "incr", "exec"),
+}
+ROUND_TRIPS["durable"] += ("hmget",)
 
 DRIVER = r"""
 import asyncio, json, sys, time
@@ -76,7 +81,7 @@ async def main(redis_url, sqlite, hook, rate, seconds, per_pass, prefix):
             ahead = started + (n + 4) / rate - time.monotonic()
             await asyncio.sleep(max(0.0, ahead))
     print("emitted", flush=True)
-    sys.stdin.readline()  # the parent's receiver has every event
+    await asyncio.to_thread(sys.stdin.readline)  # the parent's receiver has every event
     cpu = time.process_time() - cpu
     await sender.close()
     print(json.dumps({"cpu_s": cpu, "events": events}), flush=True)
@@ -144,14 +149,14 @@ async def one(
         for name, v in after.items()
     }
     events = result["events"]
-    client = sum(n for k, n in calls.items() if k in CLIENT_COMMANDS)
+    client = sum(n for k, n in calls.items() if k in ROUND_TRIPS[design])
     return {
         "design": design,
         "events": events,
         "received": receiver.events,
         "requests": receiver.requests,
         "cpu_us_per_event": result["cpu_s"] / events * 1e6,
-        "client_commands_per_event": client / events,
+        "round_trips_per_event": client / events,
         "calls_per_event": {k: round(n / events, 3) for k, n in calls.items() if n},
     }
 
@@ -169,7 +174,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 log(
                     f"run {run} {design:8} {row['events']} events in {row['requests']} requests:"
                     f" {row['cpu_us_per_event']:.1f} µs CPU/event,"
-                    f" {row['client_commands_per_event']:.3f} Redis calls/event"
+                    f" {row['round_trips_per_event']:.3f} Redis round trips/event"
                 )
     finally:
         if redis is not None:
@@ -179,8 +184,8 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "cpu_us_per_event": statistics.median(
                 r["cpu_us_per_event"] for r in rows if r["design"] == design
             ),
-            "client_commands_per_event": statistics.median(
-                r["client_commands_per_event"] for r in rows if r["design"] == design
+            "round_trips_per_event": statistics.median(
+                r["round_trips_per_event"] for r in rows if r["design"] == design
             ),
             "requests": statistics.median(r["requests"] for r in rows if r["design"] == design),
         }
@@ -216,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         m = s[design]
         print(
             f"  {design:8} {m['cpu_us_per_event']:6.1f} µs CPU per event,"
-            f" {m['client_commands_per_event']:.3f} Redis calls per event,"
+            f" {m['round_trips_per_event']:.3f} Redis round trips per event,"
             f" {m['requests']:.0f} requests"
         )
     print(f"  durable / window CPU per event (paired by run): {s['durable_over_window']:.2f}")

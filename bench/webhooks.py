@@ -2,13 +2,13 @@
 
     .venv/bin/python bench/webhooks.py [--backend redis|sqlite] [--cycles 4000] [--runs 3]
 
-Presence churn: ``--sockets`` WebSocket clients, each alone in its own presence channel,
-join and leave it ``--cycles`` times in all, so each cycle makes up to four webhook events
-(channel_occupied, member_added, member_removed, channel_vacated; ``webhook_vacated_delay``
-is 0, so a removal is only cancelled when the next join is read in the same event-loop
-pass as the leave, in both designs alike). A real HTTP receiver in this process answers
-200 and counts the events. Three servers, interleaved ``--runs`` times on one private
-redis-server (``--backend redis``) or each on its own SQLite file (``--backend sqlite``):
+Presence churn: ``--sockets`` WebSocket clients join and leave a new presence channel
+each, ``--cycles`` times in all, so each cycle makes four webhook events (channel_occupied,
+member_added, member_removed, channel_vacated; ``webhook_vacated_delay`` is 0 and no join
+undoes an earlier leave, so nothing is held back or cancelled). A real HTTP receiver in
+this process answers 200 and counts the events. Three servers, interleaved ``--runs``
+times on one private redis-server (``--backend redis``) or each on its own SQLite file
+(``--backend sqlite``):
 
 - ``none``: this tree, no webhook configured (the churn's own cost);
 - ``durable``: this tree: each event written to the queue as it happens;
@@ -48,7 +48,7 @@ from procs import PYTHON, RESULTS, ROOT, log
 from servers import server_env
 
 MODES = ("none", "durable", "window")
-EVENTS_PER_CYCLE = 4  # at most: a leave and the next join in one event-loop pass cancel
+EVENTS_PER_CYCLE = 4
 QUIET = 1.0  # seconds without a webhook event: the queue is drained
 
 
@@ -125,30 +125,25 @@ def auth(socket_id: str, channel: str, data: str) -> str:
 
 
 async def churn_one(url: str, index: int, cycles: int, deadline: float) -> int:
-    """Join and leave one presence channel ``cycles`` times; how many joins succeeded."""
-    channel = f"presence-churn-{index}"
+    """Join and leave a new presence channel ``cycles`` times; how many joins succeeded.
+
+    A new channel each time: a join never undoes the previous leave, so every cycle makes
+    its four webhook events whatever the timing (both designs would drop a pair alike)."""
     member = json.dumps({"user_id": f"u{index}"})
     done = 0
     async with websockets.connect(url, max_queue=None) as ws:
         socket_id = json.loads(json.loads(await ws.recv())["data"])["socket_id"]
-        subscribe = json.dumps(
-            {
-                "event": "pusher:subscribe",
-                "data": {
-                    "channel": channel,
-                    "auth": auth(socket_id, channel, member),
-                    "channel_data": member,
-                },
-            }
-        )
-        leave = json.dumps({"event": "pusher:unsubscribe", "data": {"channel": channel}})
         while done < cycles and time.monotonic() < deadline:
-            await ws.send(subscribe)
+            channel = f"presence-churn-{index}-{done}"
+            data = {"channel": channel, "auth": auth(socket_id, channel, member)}
+            data["channel_data"] = member
+            await ws.send(json.dumps({"event": "pusher:subscribe", "data": data}))
             while True:
                 message = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 if message["event"] == "pusher_internal:subscription_succeeded":
                     break
-            await ws.send(leave)
+            leave = {"event": "pusher:unsubscribe", "data": {"channel": channel}}
+            await ws.send(json.dumps(leave))
             done += 1
         await ws.send(json.dumps({"event": "pusher:ping", "data": {}}))
         while json.loads(await asyncio.wait_for(ws.recv(), 30))["event"] != "pusher:pong":
