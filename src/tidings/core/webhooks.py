@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import hmac
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,15 +119,16 @@ def hold_id(app_id: str, key: Hashable) -> str:
     return orjson.dumps([app_id, *parts]).decode()
 
 
-def window(created_ms: list[int], delay_ms: int) -> int:
+def window(created_ms: Iterable[int], delay_ms: int) -> int:
     """How many entries from the head (``created_ms`` in queue order) go in one request:
-    those created within ``delay_ms`` of the first (at least the first)."""
-    if not created_ms:
-        return 0
-    end = created_ms[0] + delay_ms
-    count = 1
-    for created in created_ms[1:]:
-        if created > end:
+    those created within ``delay_ms`` of the first (at least the first). Reads
+    ``created_ms`` only up to the first entry outside the window."""
+    count = 0
+    end = 0
+    for created in created_ms:
+        if count == 0:
+            end = created + delay_ms
+        elif created > end:
             break
         count += 1
     return count

@@ -22,8 +22,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import orjson
@@ -56,7 +57,8 @@ log = logging.getLogger("tidings.webhooks")
 RESCAN_INTERVAL = 5.0  # seconds between looks for queues another node left behind
 LOCK_TTL = 30.0
 RESCUE_AFTER = 5.0  # seconds past due before another node releases a held event
-MAX_REQUEST_ENTRIES = 1000  # queue entries (events) in one request at most
+MAX_ENTRIES = 1024  # queue entries (events) in one request at most
+FIRST_READ = 64  # entries read for a request at first (then 4x more while all fit)
 MAX_PENDING_OPS = 100_000  # events waiting for the queue (it is down): more are dropped
 
 
@@ -140,9 +142,16 @@ class _Request:
 
     @classmethod
     def of(cls, entries: list[tuple[int, bytes]], delay_ms: int) -> _Request:
-        """The oldest ``entries`` within the batch window of the first."""
-        parsed = [orjson.loads(raw) for _, raw in entries]
-        count = window([int(p["created"]) for p in parsed], delay_ms)
+        """The oldest ``entries`` within the batch window of the first (parsed only up to
+        the first one outside it: a backlog is not parsed again for every request)."""
+        parsed: list[dict[str, Any]] = []
+
+        def created() -> Iterator[int]:
+            for _, raw in entries:
+                parsed.append(orjson.loads(raw))
+                yield int(parsed[-1]["created"])
+
+        count = window(created(), delay_ms)
         events = [event for p in parsed[:count] for event in p["events"]]
         return cls(entries[0][0], count, int(parsed[0]["created"]), events)
 
@@ -389,12 +398,22 @@ class WebhookSender:
                 await asyncio.sleep(min(wait, self.settings.batch_delay))
             if not await self.lock.hold(key):
                 return  # another node delivers this queue
-            entries = await self.queue.peek_many(key, MAX_REQUEST_ENTRIES)
-            if not entries:
+            request: _Request | None = None
+            limit = FIRST_READ
+            while True:  # read more only while the whole read is inside the window
+                entries = await self.queue.peek_many(key, limit)
+                if not entries:
+                    break
+                if retry is not None and retry.first == entries[0][0]:
+                    request = retry  # sent again as it was
+                    break
+                request = _Request.of(entries, delay_ms)
+                if request.count < len(entries) or len(entries) < limit or limit >= MAX_ENTRIES:
+                    break
+                limit = min(4 * limit, MAX_ENTRIES)
+            retry = None
+            if request is None:
                 continue
-            if retry is None or retry.first != entries[0][0]:
-                retry = _Request.of(entries, delay_ms)
-            request, retry = retry, None
             if app is None or target is None:
                 log.warning(
                     "dropping webhooks for %s (app %s): app or URL no longer configured",

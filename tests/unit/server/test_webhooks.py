@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
 
 from tidings.core.apps import App, AppRegistry
 from tidings.core.webhooks import Hold, WebhookTarget, hold_id
@@ -129,3 +130,41 @@ async def test_an_occupancy_through_this_node_undoes_a_vacancy_another_node_held
         assert await queue.overdue(due + 1) == []  # the other node's release finds nothing
     finally:
         await sender.close()
+
+
+async def test_a_window_of_more_events_than_the_first_read_goes_in_one_request(
+    tmp_path: Path,
+) -> None:
+    bodies: list[list[dict[str, object]]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        bodies.append(json.loads(await request.read())["events"])
+        return web.Response()
+
+    server = web.Application()
+    server.router.add_post("/hook", receive)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    target = WebhookTarget(url=f"http://127.0.0.1:{port}/hook")
+    app = App(id="1", key="k", secret="s", webhooks=(target,))
+    sender = WebhookSender(
+        AppRegistry.of([app]),
+        SqliteQueue(tmp_path / "queue.sqlite3"),
+        WebhookSettings(batch_delay=1.0),
+        QueueLock(None, "t", "node"),
+    )
+    await sender.start()
+    try:
+        events = [{"name": "channel_occupied", "channel": f"c{i}"} for i in range(300)]
+        for event in events:  # one event-loop pass: one write, one window
+            sender.emit(app, event)
+        async with asyncio.timeout(TIMEOUT):
+            while sender.stats[app.id].sent == 0:
+                await asyncio.sleep(0.01)
+    finally:
+        await sender.close()
+        await runner.cleanup()
+    assert bodies == [events]
