@@ -233,7 +233,7 @@ class WebhookSender:
             )
 
     async def queue_depths(self) -> dict[tuple[str, str], int]:
-        """Batches waiting in the durable queue, by app id and configured URL (0 included).
+        """Entries (events) waiting in the durable queue, by app id and configured URL (0 included).
 
         In Redis mode the queues are shared, so every node reports the cluster's depth."""
         depths: dict[tuple[str, str], int] = {}
