@@ -365,6 +365,10 @@ class HookSink:
     def cancel(self, app: App, key: Hashable) -> bool:
         return self._held.cancel((app.id, key))
 
+    def occur(self, app: App, undoes: Hashable, event: Event) -> None:
+        if not self.cancel(app, undoes):
+            self.emit(app, event)
+
     def release(self) -> None:
         """Hand every held event to the handlers now (at shutdown)."""
         if self._timer is not None:
@@ -391,11 +395,10 @@ class HookSink:
 class WebhookTee:
     """Several ``WebhookEvents`` sinks as one: HTTP webhooks and in-process hooks together.
 
-    Each sink sees only the apps it is active for and holds its own delayed events. Both
-    hold the same events for the same delay, so a cancel normally undoes the transition in
-    every sink; when they disagree (a held event fell due in one sink but not yet in the
-    other) the undoing event goes to all of them: a repeated ``channel_occupied`` rather
-    than a missing one."""
+    Each sink sees only the apps it is active for and holds its own delayed events, and
+    decides on its own whether a transition undoes one it holds: when they disagree (a held
+    event fell due in one sink but not yet in the other) the sink that sent the vacancy
+    gets the ``channel_occupied`` and the other neither, so each sees a consistent story."""
 
     def __init__(self, *sinks: WebhookEvents) -> None:
         self.sinks = sinks
@@ -416,9 +419,10 @@ class WebhookTee:
             if sink.active(app):
                 sink.defer(app, key, event)
 
-    def cancel(self, app: App, key: tuple[str, ...]) -> bool:
-        undone = [sink.cancel(app, key) for sink in self.sinks if sink.active(app)]
-        return bool(undone) and all(undone)
+    def occur(self, app: App, undoes: tuple[str, ...], event: Event) -> None:
+        for sink in self.sinks:
+            if sink.active(app):
+                sink.occur(app, undoes, event)
 
 
 def verify_webhook(app: App, key: str | None, signed: str | None, body: bytes) -> list[Event]:

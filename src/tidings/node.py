@@ -151,7 +151,10 @@ class WebhookEvents(Protocol):
 
     def defer(self, app: App, key: tuple[str, ...], event: dict[str, Any]) -> None: ...
 
-    def cancel(self, app: App, key: tuple[str, ...]) -> bool: ...
+    def occur(self, app: App, undoes: tuple[str, ...], event: dict[str, Any]) -> None:
+        """Announce ``event`` unless it undoes the event held under ``undoes``: then both
+        are dropped (a quick reconnect makes no vacated/occupied pair)."""
+        ...
 
 
 class BackendRateLimited(Exception):
@@ -684,8 +687,7 @@ class Node:
         """channel_occupied / member_added, unless it cancels a held vacancy or removal."""
         if occurred is None or self.webhooks is None or not self.webhooks.active(app):
             return
-        if not self.webhooks.cancel(app, occurred.undoes):
-            self.webhooks.emit(app, occurred.event)
+        self.webhooks.occur(app, occurred.undoes, occurred.event)
 
     def _cache_missed(self, app: App, channel: str) -> None:
         """Pusher: cache_miss is sent once per empty channel, not once per subscriber."""

@@ -126,27 +126,44 @@ async def test_second_signal_exits_at_once(make_server: Any, open_socket: Socket
 async def test_pending_webhooks_are_written_to_the_queue_on_sigterm(
     make_server: Any, open_socket: SocketOpener, tmp_path: Path
 ) -> None:
+    """channel_occupied is queued at once (not after the 60 s batch delay); the vacancy held
+    for 60 s is released into the queue by SIGTERM."""
     queue = tmp_path / "webhooks.sqlite3"
     app = {
         "id": APP_ID,
         "key": APP_KEY,
         "secret": APP_SECRET,
         # Nothing listens there: batches must stay queued, not be delivered.
-        "webhooks": [{"url": "http://127.0.0.1:9/hooks", "event_types": ["channel_occupied"]}],
+        "webhooks": [
+            {
+                "url": "http://127.0.0.1:9/hooks",
+                "event_types": ["channel_occupied", "channel_vacated"],
+            }
+        ],
     }
-    # A 60 s batch delay holds the event in memory until the server stops.
-    srv = make_server(apps=[app], webhook_queue=str(queue), webhook_batch_delay=60)
+    srv = make_server(
+        apps=[app], webhook_queue=str(queue), webhook_batch_delay=60, webhook_vacated_delay=60
+    )
     channel = unique("occupied")
     client = await open_socket(srv.ws_url)
     await client.subscribe(channel)
+    await client.send_event("pusher:unsubscribe", {"channel": channel})
     await client.ping()
-    with sqlite3.connect(queue) as db:
-        assert db.execute("SELECT COUNT(*) FROM batches").fetchone() == (0,)
+
+    def queued() -> list[Any]:
+        with sqlite3.connect(queue) as db:
+            rows = db.execute("SELECT key, body FROM batches ORDER BY id").fetchall()
+            held = db.execute("SELECT event FROM held").fetchall()
+        return [(key, json.loads(body)["events"]) for key, body in rows] + [
+            json.loads(event) for (event,) in held
+        ]
+
+    key = f"{APP_ID}|http://127.0.0.1:9/hooks"
+    occupied = {"name": "channel_occupied", "channel": channel}
+    vacated = {"name": "channel_vacated", "channel": channel}
+    deadline = time.monotonic() + TIMEOUT
+    while queued() != [(key, [occupied]), vacated]:  # the vacancy is held, in the queue too
+        assert time.monotonic() < deadline, queued()
+        await asyncio.sleep(0.05)
     assert await asyncio.to_thread(srv.stop, signal.SIGTERM) == 0, srv.logs()
-    with sqlite3.connect(queue) as db:
-        rows = db.execute("SELECT key, body FROM batches").fetchall()
-    assert len(rows) == 1, rows
-    key, batch = rows[0]
-    assert key == f"{APP_ID}|http://127.0.0.1:9/hooks"
-    events = json.loads(batch)["events"]
-    assert events == [{"name": "channel_occupied", "channel": channel}], events
+    assert queued() == [(key, [occupied]), (key, [vacated])]

@@ -380,6 +380,55 @@ async def test_queue_survives_kill_9(
         receiver.stop()
 
 
+def held_events(path: Path) -> list[Event]:
+    """The held events (channel_vacated, member_removed) in the SQLite queue (read-only)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT event FROM held ORDER BY due").fetchall()
+    finally:
+        db.close()
+    return [json.loads(raw) for (raw,) in rows]
+
+
+async def test_events_in_the_batch_window_survive_kill_9(
+    start_server: StartServer, receiver: Receiver, open_socket: SocketOpener, tmp_path: Path
+) -> None:
+    """SIGKILL well inside a 30 s batch window, while a channel_vacated is held: once the
+    events are in the queue file (a commit after them, not after the window), the restarted
+    server sends every one of them, once."""
+    apps = [app_config({"url": receiver.url()})]
+    server = start_server(apps, webhook_batch_delay=30.0)
+    a = await open_socket(server.ws_url)
+    stays, left, room = unique("stays"), unique("left"), unique("presence-crash")
+    await a.subscribe(stays)
+    await a.subscribe_presence(room, "u1")
+    await a.subscribe(left)
+    await a.send_event("pusher:unsubscribe", {"channel": left})  # vacated: held 0.5 s
+    before_kill: list[Event] = [
+        {"name": "channel_occupied", "channel": stays},
+        {"name": "channel_occupied", "channel": room},
+        {"name": "member_added", "channel": room, "user_id": "u1"},
+        {"name": "channel_occupied", "channel": left},
+        {"name": "channel_vacated", "channel": left},
+    ]
+    queue = tmp_path / "webhooks.sqlite3"
+    deadline = time.monotonic() + TIMEOUT
+    while queued_events(queue) + held_events(queue) != before_kill:
+        assert time.monotonic() < deadline, (queued_events(queue), held_events(queue))
+        await asyncio.sleep(0.02)
+    server.kill()
+    assert receiver.events() == [], "the kill was meant to land inside the batch window"
+
+    restarted = start_server(apps, webhook_batch_delay=0.05)
+    for pattern in before_kill:
+        await receiver.await_until(
+            f"{pattern} after the restart", has(pattern), timeout=4 * TIMEOUT
+        )
+    events = await sentinel(receiver, await open_socket(restarted.ws_url))
+    assert events[:-1] == before_kill
+    assert_signed(receiver.all())
+
+
 async def test_slow_receiver_does_not_slow_fan_out(
     start_server: StartServer, open_socket: SocketOpener
 ) -> None:

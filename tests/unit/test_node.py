@@ -879,8 +879,9 @@ class HeldWebhooks:
     def defer(self, app: App, key: tuple[str, ...], event: dict[str, Any]) -> None:
         self.held[key] = event
 
-    def cancel(self, app: App, key: tuple[str, ...]) -> bool:
-        return self.held.pop(key, None) is not None
+    def occur(self, app: App, undoes: tuple[str, ...], event: dict[str, Any]) -> None:
+        if self.held.pop(undoes, None) is None:
+            self.emitted.append(event)
 
 
 class FlakySubscriptions(MemorySubscriptions):

@@ -21,7 +21,8 @@ import pytest
 from redis import asyncio as aioredis
 
 from redis_server import RedisServer
-from tidings.server.webhook_queue import RedisQueue, SqliteQueue
+from tidings.core.webhooks import Hold, Occur, Push, Release, Unhold
+from tidings.server.webhook_queue import MAX_OVERDUE, RedisQueue, SqliteQueue
 
 TIMEOUT = 5.0 * float(os.environ.get("TIDINGS_TEST_TIMEOUT_SCALE", "1"))
 
@@ -274,6 +275,115 @@ async def test_queues_in_different_stores_do_not_share_batches(opener: Opener) -
     assert await theirs.keys() == []
     assert await theirs.peek(KEY_A) is None
     assert await mine.keys() == [KEY_A]
+
+
+# --- writes of several operations, the window's reads and acks ---------------------------------
+
+
+async def contents(queue: Queue, key: str) -> list[bytes]:
+    return [batch for _, batch in await queue.peek_many(key, 1000)]
+
+
+async def test_one_write_appends_to_several_keys_in_order(queue: Queue) -> None:
+    await queue.write(
+        [Push((KEY_A, KEY_B), b"e1"), Push((KEY_A,), b"e2"), Push((KEY_B, OTHER_APP_KEY), b"e3")]
+    )
+    assert await contents(queue, KEY_A) == [b"e1", b"e2"]
+    assert await contents(queue, KEY_B) == [b"e1", b"e3"]
+    assert await contents(queue, OTHER_APP_KEY) == [b"e3"]
+    assert sorted(await queue.keys()) == sorted([KEY_A, KEY_B, OTHER_APP_KEY])
+    await queue.write([])  # nothing to write is harmless
+    await queue.write([Push((), b"nowhere")])
+    assert await queue.length(KEY_A) == 2
+
+
+async def test_peek_many_is_bounded_and_ack_removes_that_many(queue: Queue) -> None:
+    await queue.write([Push((KEY_A,), b"%d" % i) for i in range(10)])
+    head = await queue.peek_many(KEY_A, 4)
+    assert [batch for _, batch in head] == [b"0", b"1", b"2", b"3"]
+    await queue.ack(KEY_A, head[0][0], 4)
+    assert await contents(queue, KEY_A) == [b"%d" % i for i in range(4, 10)]
+
+
+async def test_an_ack_of_several_after_another_node_acked_them_removes_nothing(
+    opener: Opener,
+) -> None:
+    node_1, node_2 = opener.open(), opener.open()
+    await node_1.write([Push((KEY_A,), b"%d" % i) for i in range(5)])
+    seen_1, seen_2 = await node_1.peek_many(KEY_A, 3), await node_2.peek_many(KEY_A, 2)
+    await node_2.ack(KEY_A, seen_2[0][0], 2)
+    await node_1.ack(KEY_A, seen_1[0][0], 3)  # late: its head is gone
+    assert await contents(node_1, KEY_A) == [b"2", b"3", b"4"]
+
+
+async def test_a_held_event_is_overdue_after_its_time_until_released(queue: Queue) -> None:
+    await queue.write([Hold("h1", 1_000, "12345", b'{"name":"channel_vacated"}')])
+    assert await queue.overdue(1_000) == []  # due at 1000: not before it
+    assert await queue.overdue(1_001) == [("h1", "12345", b'{"name":"channel_vacated"}')]
+    assert await queue.keys() == []  # held, not queued
+    await queue.write([Release("h1", (KEY_A,), b"vacated")])
+    assert await queue.overdue(10_000) == []
+    assert await contents(queue, KEY_A) == [b"vacated"]
+
+
+async def test_a_release_appends_only_once(opener: Opener) -> None:
+    owner, rescuer = opener.open(), opener.open()
+    await owner.write([Hold("h1", 1_000, "12345", b"{}")])
+    # The owner, late, and another node both release it: one copy is queued.
+    await asyncio.gather(
+        rescuer.write([Release("h1", (KEY_A,), b"by rescuer")]),
+        owner.write([Release("h1", (KEY_A,), b"by owner")]),
+    )
+    assert len(await contents(owner, KEY_A)) == 1
+
+
+async def test_an_occurrence_undoes_a_held_event_written_by_another_node(opener: Opener) -> None:
+    holder, other = opener.open(), opener.open()
+    await holder.write([Hold("vacated c", 5_000, "12345", b"{}")])
+    await other.write([Occur("vacated c", (KEY_A,), b"occupied c")])
+    assert await contents(other, KEY_A) == []  # neither event is sent
+    await holder.write([Release("vacated c", (KEY_A,), b"vacated c")])  # it fell due there
+    assert await contents(holder, KEY_A) == []
+    assert await holder.overdue(10_000) == []
+    # Nothing held: the occurrence is sent.
+    await other.write([Occur("vacated c", (KEY_A,), b"occupied c")])
+    assert await contents(other, KEY_A) == [b"occupied c"]
+
+
+async def test_unhold_forgets_and_a_new_hold_replaces_the_old(queue: Queue) -> None:
+    await queue.write([Hold("h", 1, "1", b"old"), Hold("h", 2, "1", b"new")])
+    assert await queue.overdue(100) == [("h", "1", b"new")]
+    await queue.write([Unhold("h"), Unhold("never held")])
+    assert await queue.overdue(100) == []
+    await queue.write([Release("h", (KEY_A,), b"x")])
+    assert await queue.length(KEY_A) == 0
+
+
+async def test_overdue_is_oldest_first_and_bounded(queue: Queue) -> None:
+    count = MAX_OVERDUE + 5
+    await queue.write([Hold(f"h{i}", count - i, "1", b"{}") for i in range(count)])
+    overdue = await queue.overdue(10**9)
+    assert len(overdue) == MAX_OVERDUE
+    assert overdue[0][0] == f"h{count - 1}" and overdue[1][0] == f"h{count - 2}"
+
+
+async def test_ops_apply_in_the_order_written(queue: Queue) -> None:
+    await queue.write(
+        [
+            Hold("h", 1, "1", b"{}"),
+            Occur("h", (KEY_A,), b"undone"),  # held: both dropped
+            Occur("h", (KEY_A,), b"occupied"),  # no longer held: sent
+            Hold("h", 1, "1", b"{}"),
+            Release("h", (KEY_A,), b"vacated"),
+        ]
+    )
+    assert await contents(queue, KEY_A) == [b"occupied", b"vacated"]
+
+
+async def test_held_events_survive_reopening(opener: Opener, queue: Queue) -> None:
+    await queue.write([Hold("h", 7, "12345", b'{"a":1}')])
+    reopened = await opener.reopen(queue)
+    assert await reopened.overdue(8) == [("h", "12345", b'{"a":1}')]
 
 
 # --- SQLite only: a kill -9 between push and delivery ----------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import hmac
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,28 +52,86 @@ class WebhookTarget:
         return channel.startswith(self.starts_with) and channel.endswith(self.ends_with)
 
 
-@dataclass(slots=True)
-class Batcher:
-    """Events that happen within ``delay`` of the first one go out together."""
+# -- what the sender writes to the durable queue, in one atomic step per flush -------------
+#
+# An event is written as soon as it happens (an "entry"), not after the batch window: the
+# window is applied when the queue is read (``window``), so a kill -9 loses only what was not
+# yet handed to the queue. Held events (``channel_vacated``, ``member_removed``) are written
+# too, so any node (or the restarted one) can release them when their owner died.
 
-    delay: float
-    _open: dict[Any, tuple[float, list[Event]]] = field(default_factory=dict)
 
-    def add(self, key: Any, event: Event, now: float) -> None:
-        batch = self._open.get(key)
-        if batch is None:
-            self._open[key] = (now + self.delay, [event])
-        else:
-            batch[1].append(event)
+@dataclass(frozen=True, slots=True)
+class Push:
+    """Append ``entry`` to the queue of each of ``keys``."""
 
-    def due(self, now: float) -> list[tuple[Any, list[Event]]]:
-        ready = [(k, events) for k, (at, events) in self._open.items() if at <= now]
-        for key, _ in ready:
-            del self._open[key]
-        return ready
+    keys: tuple[str, ...]
+    entry: bytes
 
-    def next_due(self) -> float | None:
-        return min((at for at, _ in self._open.values()), default=None)
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Keep ``event`` of app ``app_id`` under ``hold_id`` until ``due_ms`` (wall clock)."""
+
+    hold_id: str
+    due_ms: int
+    app_id: str
+    event: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Unhold:
+    """Forget the held event ``hold_id`` (undone on this node, already known here)."""
+
+    hold_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Occur:
+    """A transition that undoes the held ``hold_id``: if it is still held, forget both;
+    otherwise append ``entry`` to ``keys`` (the undoing may come through another node)."""
+
+    hold_id: str
+    keys: tuple[str, ...]
+    entry: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A held event fell due: append ``entry`` to ``keys`` if ``hold_id`` is still held (and
+    forget it), else nothing (undone, or released already by another node)."""
+
+    hold_id: str
+    keys: tuple[str, ...]
+    entry: bytes
+
+
+QueueOp = Push | Hold | Unhold | Occur | Release
+
+
+def entry(events: list[Event], created_ms: int) -> bytes:
+    """A queue entry: the events and when they happened (ms since the epoch)."""
+    return orjson.dumps({"created": created_ms, "events": events})
+
+
+def hold_id(app_id: str, key: Hashable) -> str:
+    """The queue's name for a held event: one per app and hold key, cluster-wide."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return orjson.dumps([app_id, *parts]).decode()
+
+
+def window(created_ms: Iterable[int], delay_ms: int) -> int:
+    """How many entries from the head (``created_ms`` in queue order) go in one request:
+    those created within ``delay_ms`` of the first (at least the first). Reads
+    ``created_ms`` only up to the first entry outside the window."""
+    count = 0
+    end = 0
+    for created in created_ms:
+        if count == 0:
+            end = created + delay_ms
+        elif created > end:
+            break
+        count += 1
+    return count
 
 
 @dataclass(slots=True)

@@ -94,10 +94,10 @@ class NodeCollector(Collector):
         hooks = {
             name: CounterMetricFamily(f"tidings_webhook_batches_{name}", help_, labels=labels)
             for name, help_ in (
-                ("sent", "Webhook batches acknowledged"),
+                ("sent", "Webhook requests acknowledged"),
                 ("retried", "Webhook attempts that failed and will be retried"),
-                ("failed", "Webhook batches dropped after the retry window"),
-                ("queued", "Webhook batches written to the durable queue"),
+                ("failed", "Webhook requests dropped after the retry window"),
+                ("queued", "Webhook events written to the durable queue, once per URL"),
             )
         }
         for app in self.node.apps:
@@ -123,7 +123,7 @@ class NodeCollector(Collector):
             yield from hooks.values()
             depth = GaugeMetricFamily(
                 "tidings_webhook_queue_depth",
-                "Webhook batches waiting in the durable queue",
+                "Webhook events waiting in the durable queue",
                 labels=["app", "url"],
             )
             for (app_id, url), n in sorted(self.queue_depths.items()):

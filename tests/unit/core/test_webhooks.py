@@ -1,4 +1,4 @@
-"""core/webhooks.py: targets and filters, batching, delays, backoff, body and signature.
+"""core/webhooks.py: targets and filters, the batch window, delays, backoff, body and signature.
 
 Signatures are checked with the official ``pusher`` SDK's ``validate_webhook``: a receiver
 written against Pusher must accept what Tidings sends (protocol reference section 3.3).
@@ -17,12 +17,14 @@ import pytest
 from tidings.core.webhooks import (
     BACKOFF_CAP,
     EVENT_TYPES,
-    Batcher,
     Delayer,
     WebhookTarget,
     backoff,
     body,
+    entry,
+    hold_id,
     signature,
+    window,
 )
 
 APP_ID = "12345"
@@ -128,70 +130,49 @@ def test_targets_are_immutable_and_hashable() -> None:
         a.url = "http://elsewhere"  # type: ignore[misc]
 
 
-# --- Batcher ---------------------------------------------------------------------------------
+# --- the batch window (applied when the queue is read) ----------------------------------------
 
 
-def test_a_new_batcher_has_nothing_due() -> None:
-    batcher = Batcher(0.05)
-    assert batcher.next_due() is None
-    assert batcher.due(1e9) == []
+def test_an_empty_queue_makes_no_request() -> None:
+    assert window([], 50) == 0
 
 
-def test_events_within_the_delay_go_in_one_batch_in_order() -> None:
-    batcher = Batcher(0.05)
-    batcher.add("k", OCCUPIED, 100.0)
-    batcher.add("k", MEMBER_ADDED, 100.01)
-    batcher.add("k", CLIENT_EVENT, 100.049)
-    assert batcher.next_due() == pytest.approx(100.05)
-    assert batcher.due(100.049) == []
-    assert batcher.due(100.05) == [("k", [OCCUPIED, MEMBER_ADDED, CLIENT_EVENT])]
-    assert batcher.next_due() is None
-    assert batcher.due(200.0) == []
+def test_entries_within_the_delay_of_the_first_go_in_one_request() -> None:
+    assert window([1000, 1010, 1049, 1050], 50) == 4
+    assert window([1000, 1010, 1051, 1052], 50) == 2  # 1052 is within 50 of 1010 only
 
 
-def test_the_delay_counts_from_the_first_event_of_the_batch() -> None:
-    batcher = Batcher(1.0)
-    batcher.add("k", OCCUPIED, 10.0)
-    batcher.add("k", VACATED, 10.9)  # does not push the deadline back
-    assert batcher.next_due() == pytest.approx(11.0)
-    assert batcher.due(11.0) == [("k", [OCCUPIED, VACATED])]
+def test_the_window_counts_from_the_first_entry_not_the_previous_one() -> None:
+    assert window([0, 40, 80, 120], 50) == 2
 
 
-def test_an_event_after_a_batch_went_out_starts_a_new_batch() -> None:
-    batcher = Batcher(0.05)
-    batcher.add("k", OCCUPIED, 0.0)
-    assert batcher.due(0.05) == [("k", [OCCUPIED])]
-    batcher.add("k", VACATED, 0.2)
-    assert batcher.next_due() == pytest.approx(0.25)
-    assert batcher.due(0.25) == [("k", [VACATED])]
+def test_a_zero_delay_takes_the_entries_of_the_same_millisecond() -> None:
+    assert window([7, 7, 7, 8], 0) == 3
 
 
-def test_separate_keys_batch_separately() -> None:
-    batcher = Batcher(0.05)
-    batcher.add(("12345", "http://a"), OCCUPIED, 1.0)
-    batcher.add(("12345", "http://b"), OCCUPIED, 1.02)
-    batcher.add(("12345", "http://a"), VACATED, 1.03)
-    assert batcher.next_due() == pytest.approx(1.05)
-    assert batcher.due(1.05) == [(("12345", "http://a"), [OCCUPIED, VACATED])]
-    assert batcher.next_due() == pytest.approx(1.07)
-    assert batcher.due(1.07) == [(("12345", "http://b"), [OCCUPIED])]
-    assert batcher.next_due() is None
+def test_the_first_entry_always_goes_even_when_later_ones_look_older() -> None:
+    # Clocks of two nodes differ a little: an entry written later may carry an older time.
+    assert window([1000, 990, 2000], 50) == 2
+    assert window([1000], 0) == 1
 
 
-def test_due_returns_every_ready_key_at_once() -> None:
-    batcher = Batcher(0.05)
-    batcher.add("a", OCCUPIED, 0.0)
-    batcher.add("b", CACHE_MISS, 0.01)
-    batcher.add("c", VACATED, 1.0)
-    assert sorted(batcher.due(0.5)) == [("a", [OCCUPIED]), ("b", [CACHE_MISS])]
-    assert batcher.next_due() == pytest.approx(1.05)
+def test_an_entry_keeps_the_events_and_when_they_happened() -> None:
+    assert json.loads(entry([OCCUPIED, MEMBER_ADDED], 1_700_000_000_123)) == {
+        "created": 1_700_000_000_123,
+        "events": [OCCUPIED, MEMBER_ADDED],
+    }
 
 
-def test_a_zero_delay_batch_is_due_at_once() -> None:
-    batcher = Batcher(0.0)
-    batcher.add("k", OCCUPIED, 5.0)
-    assert batcher.next_due() == 5.0
-    assert batcher.due(5.0) == [("k", [OCCUPIED])]
+def test_hold_ids_differ_per_app_and_key_and_cannot_collide_through_separators() -> None:
+    ids = {
+        hold_id("1", ("vacated", "a")),
+        hold_id("2", ("vacated", "a")),
+        hold_id("1", ("removed", "a", "u")),
+        hold_id("1", ("removed", "a|u", "")),
+        hold_id("1", ("removed", 'a","u', "")),
+    }
+    assert len(ids) == 5
+    assert hold_id("1", ("vacated", "a")) == hold_id("1", ("vacated", "a"))
 
 
 # --- Delayer ---------------------------------------------------------------------------------
