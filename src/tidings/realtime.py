@@ -77,6 +77,13 @@ class _LoopThread:
         self.loop.close()
 
 
+def _on(loop: asyncio.AbstractEventLoop, thread: int | None) -> bool:
+    """Whether the caller runs on ``loop``, whose thread is ``thread``: on that thread while
+    it runs, for a thread runs one loop at a time. Asked instead of comparing with
+    ``asyncio.get_running_loop()``, which makes a ``getpid`` system call each time."""
+    return threading.get_ident() == thread and loop.is_running()
+
+
 class _NodeHome:
     """Embedded: the backend's coroutines run on the loop the lifecycle was started on."""
 
@@ -84,6 +91,11 @@ class _NodeHome:
         self._backend = backend
         self.lifecycle = lifecycle
         self.started_on: asyncio.AbstractEventLoop | None = None
+        self.thread: int | None = None  # the started_on loop's thread
+
+    def here(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the caller runs on ``loop`` (what :meth:`loop` returned)."""
+        return _on(loop, self.thread)
 
     @property
     def running(self) -> bool:
@@ -99,6 +111,10 @@ class _NodeHome:
         await self.lifecycle.stop()
 
     async def backend(self) -> Backend:
+        return self._backend
+
+    def ready(self) -> Backend | None:
+        """The backend: the node's needs no start of its own."""
         return self._backend
 
 
@@ -120,6 +136,11 @@ class _ThreadHome:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._pid == os.getpid()
+
+    def here(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the caller runs on ``loop`` (what :meth:`loop` returned)."""
+        thread = self._thread
+        return thread is not None and _on(loop, thread.thread.ident)
 
     def loop(self) -> asyncio.AbstractEventLoop:
         if self._pid != os.getpid():
@@ -143,6 +164,18 @@ class _ThreadHome:
             starting = self._starting = asyncio.ensure_future(self._backend.start())
         await asyncio.shield(starting)
         return self._backend
+
+    def ready(self) -> Backend | None:
+        """The backend once started (None before: :meth:`backend` starts it)."""
+        starting = self._starting
+        if (
+            starting is not None
+            and starting.done()
+            and not starting.cancelled()
+            and starting.exception() is None
+        ):
+            return self._backend
+        return None
 
     async def stop(self) -> None:
         """Close the backend (on the home loop); :meth:`stop_thread` then ends the loop. A
@@ -314,6 +347,7 @@ class Realtime:
         if self._home.started_on is not None:
             raise RuntimeError("this Realtime was already started (it starts once)")
         self._home.started_on = asyncio.get_running_loop()
+        self._home.thread = threading.get_ident()
         await self._home.lifecycle.start()
         from tidings.hooks import EmbeddedHooks
 
@@ -411,7 +445,14 @@ class Realtime:
         *,
         info: Sequence[str] = (),
     ) -> dict[str, Any]:
-        return await self._call(_trigger(_event(channels, event, data, socket_id, info)))
+        message = _event(channels, event, data, socket_id, info)
+        home = self._home
+        backend = home.ready()
+        if backend is not None and home.here(home.loop()):
+            # On the home loop with the backend ready: a direct await, no closure or
+            # coroutine in between (an async view of an embedding app publishing).
+            return await backend.trigger(message)
+        return await self._call(_trigger(message))
 
     def trigger_batch(self, batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Several events at once, each ``{"channel", "name", "data"[, "socket_id", "info"]}``;
@@ -679,15 +720,18 @@ class Realtime:
     async def _call(self, operation: Callable[[Backend], Awaitable[T]]) -> T:
         """Await ``operation`` on the home loop, from whatever loop is running."""
         loop = self._home.loop()
+        if self._home.here(loop):
+            backend = self._home.ready()
+            if backend is not None:
+                return await operation(backend)
+            return await self._on_home(operation)()
         run = self._on_home(operation)
-        if asyncio.get_running_loop() is loop:
-            return await run()
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), loop))
 
     def _sync(self, operation: Callable[[Backend], Awaitable[T]]) -> T:
         """Run ``operation`` on the home loop and wait for it, from a thread that is not it."""
         loop = self._home.loop()
-        if _running_loop() is loop:
+        if self._home.here(loop):
             raise RuntimeError(
                 "a plain Realtime method was called on the event loop it runs on, where it "
                 "would wait for itself: use the async form, e.g. `await rt.atrigger(...)`"
@@ -718,13 +762,6 @@ def _credentials(url: str, app_id: str | None, key: str | None, secret: str | No
 
 async def _done() -> None:
     """Nothing more than getting the backend ready (``start`` of a publish-only client)."""
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _occupied(channels: tuple[str, ...]) -> Callable[[Backend], Awaitable[set[str]]]:
