@@ -59,11 +59,21 @@ NOT_STARTED = (
 BATCH_KEYS = frozenset({"channel", "name", "data", "socket_id", "info"})
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's when it is installed (it is, but on Windows): a call from another thread
+    wakes it with one coalesced signal, where asyncio's writes to its self-pipe per call."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class _LoopThread:
     """A private event loop running forever in a daemon thread (publish-only clients)."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = _new_loop()
         self.thread = threading.Thread(target=self._run, name="tidings-client", daemon=True)
         self.thread.start()
 
@@ -713,7 +723,8 @@ class Realtime:
         """A coroutine function running ``operation`` once the backend is ready."""
 
         async def run() -> T:
-            return await operation(await self._home.backend())
+            backend = self._home.ready() or await self._home.backend()
+            return await operation(backend)
 
         return run
 

@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from pusher_helpers import (
 )
 from redis import asyncio as aioredis
 
-from redis_server import TIMEOUT, free_port
+from redis_server import TIMEOUT, RedisServer, free_port
 from server_process import ServerProcess
 from tidings.backends import Event, PublishError
 from tidings.clients import RedisClient, open_backend
@@ -476,3 +477,55 @@ def test_runs_on_a_loop_in_another_thread(
         loop.call_soon_threadsafe(loop.stop)
         worker.join(timeout=10)
         loop.close()
+
+
+async def test_one_round_counts_each_call_and_publishes_only_those_under_the_limit(
+    tmp_path: Path, redis_prefix: str
+) -> None:
+    """Calls queued together go out as one script call that counts each in order: those
+    under the limit are published, the rest answered 429 and never published. A Redis
+    that lost its scripts (SCRIPT FLUSH, a restart) is given them again. Its own Redis:
+    the flush must not reach other tests' scripts."""
+    server = RedisServer(tmp_path)
+    server.start()
+    client = RedisClient(
+        server.url, "1", redis_prefix=redis_prefix, max_backend_events_per_second=3
+    )
+    redis = aioredis.Redis.from_url(server.url)
+    pubsub = redis.pubsub()
+    channel = unique("round")
+    await pubsub.subscribe(f"{redis_prefix}#{{1#{channel}}}")
+
+    async def published() -> bytes:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=TIMEOUT)
+            if message is not None:
+                return bytes(message["data"])
+        pytest.fail("nothing published")
+
+    try:
+        for _ in range(5):
+            await asyncio.sleep(1 - time.time() % 1)  # a fresh second
+            second = int(time.time())
+            calls = [client.trigger(event(channel, "n", f'"{i}"')) for i in range(5)]
+            answers = await asyncio.gather(*calls, return_exceptions=True)
+            if int(time.time()) == second:
+                break
+            while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1):
+                pass  # a run that straddled two seconds: forget what it published
+        else:
+            pytest.fail("no run fitted in one wall-clock second")
+        statuses = [a.status if isinstance(a, PublishError) else a for a in answers]
+        assert statuses == [{}, {}, {}, 429, 429]
+        for i in range(3):
+            assert b'"data":"\\"%d\\""' % i in await published()
+        await redis.script_flush()
+        await asyncio.sleep(1 - time.time() % 1)  # the next second: under the limit again
+        assert await client.trigger(event(channel, "after", '"flush"')) == {}
+        assert b'"event":"after"' in await published()  # "3" and "4" never went out
+    finally:
+        await client.close()
+        await pubsub.aclose()
+        await redis.aclose()
+        server.stop()

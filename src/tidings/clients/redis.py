@@ -51,7 +51,7 @@ from tidings.brokers.redis.history import HistoryStore
 from tidings.core.apps import HistoryRule, stored_under
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, channel_type, name_error
-from tidings.protocol.rest import RestError, RestLimits, Trigger, check_trigger, parse_info
+from tidings.protocol.rest import RestError, RestLimits, Trigger, TriggerChecker, parse_info
 from tidings.protocol.session import Member
 from tidings.redaction import public_url, scrub
 
@@ -63,6 +63,8 @@ _Queued = tuple[list[Trigger], "asyncio.Future[None]"]
 
 def history_rules(rules: Sequence[HistoryRule | Mapping[str, Any]]) -> tuple[HistoryRule, ...]:
     """The rules as a node holds them, checked as a node checks its configuration."""
+    if not rules:
+        return ()
     from tidings.config import AppHistorySettings  # pydantic: only when rules are given
 
     return tuple(
@@ -102,6 +104,7 @@ class RedisClient:
         self._prefix = redis_prefix
         self._sharded = redis_sharded
         self._limits = limits or RestLimits()
+        self._checker = TriggerChecker(self._limits)
         self._max_events = max_backend_events_per_second
         self._cache_ttl = cache_ttl
         self._history = history_rules(history)
@@ -111,6 +114,7 @@ class RedisClient:
         self._store: HistoryStore | None = None
         self._queue: deque[_Queued] = deque()  # calls not yet written, in call order
         self._sender: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one start() ran on
 
     def __repr__(self) -> str:
         return f"RedisClient({public_url(self._url)!r}, app_id={self._app_id!r})"
@@ -130,6 +134,7 @@ class RedisClient:
         )
         sharded = self._sharded or is_cluster_url(self._url)  # always sharded on a cluster
         self._cluster = ClusterRedis(redis, self._prefix, sharded)
+        self._loop = asyncio.get_running_loop()
         self._store = HistoryStore(self._cluster, self._origin)
 
     async def close(self) -> None:
@@ -192,8 +197,8 @@ class RedisClient:
 
     def _check(self, event: Event) -> Trigger:
         try:
-            return check_trigger(
-                event.channels, event.name, event.data, event.socket_id, event.info, self._limits
+            return self._checker.check(
+                event.channels, event.name, event.data, event.socket_id, event.info
             )
         except RestError as exc:
             raise PublishError(exc.status, exc.message) from None
@@ -205,8 +210,11 @@ class RedisClient:
 
         Refused events still count, as on a node (a client hammering the API keeps paying).
         """
-        cluster = await self._redis()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        cluster = self._cluster
+        if cluster is None:
+            cluster = await self._redis()
+        assert self._loop is not None  # set with the cluster
+        done: asyncio.Future[None] = self._loop.create_future()
         self._queue.append((triggers, done))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send(cluster))
