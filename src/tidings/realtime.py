@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from tidings.backends import Backend, Event
+from tidings.loop_bridge import LoopBridge
 
 if TYPE_CHECKING:  # the embedded parts are imported when used: a client needs none of them
     from tidings.api import EmbeddedBackend
@@ -214,6 +215,7 @@ class Realtime:
     _app: App | None
     _home: _NodeHome | _ThreadHome
     _signing: App | None = None  # a publish-only client's key and secret, for auth helpers
+    _bridge: LoopBridge | None = None  # awaits from other loops (one per home loop)
 
     def __init__(
         self, app_id: str, key: str, secret: str, broker: str | None = None, **settings: Any
@@ -736,8 +738,10 @@ class Realtime:
             if backend is not None:
                 return await operation(backend)
             return await self._on_home(operation)()
-        run = self._on_home(operation)
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), loop))
+        bridge = self._bridge
+        if bridge is None or bridge.home is not loop:
+            bridge = self._bridge = LoopBridge(loop)
+        return await bridge.call(self._on_home(operation)())
 
     def _sync(self, operation: Callable[[Backend], Awaitable[T]]) -> T:
         """Run ``operation`` on the home loop and wait for it, from a thread that is not it."""
