@@ -51,10 +51,21 @@ class LoopBridge:
         self._inbox: list[_Call] = []  # queued for the home loop, in call order
         # Answers for each caller loop, not yet handed over; a key while a hand-over is due.
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[_Call, asyncio.Task[Any]]]] = {}
+        # The last caller's loop and thread: asyncio.get_running_loop() makes a getpid
+        # system call, and on that thread while that loop runs it is the running loop.
+        self._caller: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+    def _caller_loop(self) -> asyncio.AbstractEventLoop:
+        thread, last = threading.get_ident(), self._caller
+        if last is not None and last[0] == thread and last[1].is_running():
+            return last[1]
+        loop = asyncio.get_running_loop()
+        self._caller = (thread, loop)
+        return loop
 
     async def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the home loop and await its outcome from the running one."""
-        caller = asyncio.get_running_loop()
+        caller = self._caller_loop()
         future: asyncio.Future[T] = caller.create_future()
         call = _Call(coroutine, future, caller)
         with self._lock:

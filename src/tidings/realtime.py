@@ -129,6 +129,22 @@ class _NodeHome:
         return self._backend
 
 
+class _Forks:
+    """How many forks this process is from the one that imported this module: a child
+    sees a number its parent's objects did not record. Read per call instead of
+    ``os.getpid()``, a system call."""
+
+    count = 0
+
+    @classmethod
+    def happened(cls) -> None:
+        cls.count += 1
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_Forks.happened)
+
+
 class _ThreadHome:
     """Publish-only: the backend's coroutines run on a loop thread; both are made on first
     use in each process.
@@ -139,14 +155,14 @@ class _ThreadHome:
     def __init__(self, open_backend: Callable[[], Backend]) -> None:
         self._open = open_backend
         self._backend = open_backend()  # a bad URL fails here, not at the first publish
-        self._pid = os.getpid()
+        self._forks = _Forks.count
         self._lock = threading.Lock()
         self._thread: _LoopThread | None = None
         self._starting: asyncio.Future[None] | None = None
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._pid == os.getpid()
+        return self._thread is not None and self._forks == _Forks.count
 
     def here(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether the caller runs on ``loop`` (what :meth:`loop` returned)."""
@@ -154,13 +170,13 @@ class _ThreadHome:
         return thread is not None and _on(loop, thread.thread.ident)
 
     def loop(self) -> asyncio.AbstractEventLoop:
-        if self._pid != os.getpid():
+        if self._forks != _Forks.count:
             # A lock held by a parent thread at the fork would stay held in the child.
             self._lock = threading.Lock()
             self._backend = self._open()
             self._thread = None
             self._starting = None
-            self._pid = os.getpid()
+            self._forks = _Forks.count
         with self._lock:
             if self._thread is None:
                 self._thread = _LoopThread()
@@ -199,7 +215,7 @@ class _ThreadHome:
     def stop_thread(self) -> None:
         with self._lock:
             thread, self._thread = self._thread, None
-        if thread is not None and self._pid == os.getpid():
+        if thread is not None and self._forks == _Forks.count:
             thread.stop()
 
 

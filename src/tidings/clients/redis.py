@@ -16,9 +16,10 @@ and ``redis_prefix`` / ``redis_sharded`` must match the cluster's settings.
 
 Order: calls are written to Redis one after the other, in the order they were made on the
 client's loop, so events published in order arrive in order; calls made together share a
-pipeline (one round trip), calls made while it is out share the next. Redis unreachable: every call
-raises ``PublishError(503)``, as the REST API answers while its node cannot reach Redis
-(a node would reach its own sockets; a client has none, so nothing was published).
+script call (one round trip), calls made while it is out share the next. Redis unreachable:
+every call raises ``PublishError(503)``, as the REST API answers while its node cannot
+reach Redis (a node would reach its own sockets; a client has none, so nothing was
+published).
 
 What only a node can do, and this client therefore does not:
 
@@ -231,8 +232,9 @@ class RedisClient:
 
     async def _send(self, cluster: ClusterRedis) -> None:
         """Write the queued calls in order: each run of calls with nothing cached or stored
-        as one pipeline of scripts (count and PUBLISH, one round trip for them all; the
-        calls made while it is out make the next one), any other call on its own."""
+        as one script call (each counted, then PUBLISHed unless over the limit: one
+        command and one round trip for them all; the calls made while it is out make the
+        next one), any other call on its own."""
         try:
             while self._queue:
                 if self._one_by_one(self._queue[0][0]):
