@@ -475,12 +475,15 @@ class Realtime:
     ) -> dict[str, Any]:
         message = _event(channels, event, data, socket_id, info)
         home = self._home
+        loop = home.loop()  # first: in a forked child it gives the child its own backend
         backend = home.ready()
-        if backend is not None and home.here(home.loop()):
-            # On the home loop with the backend ready: a direct await, no closure or
-            # coroutine in between (an async view of an embedding app publishing).
+        if backend is None:
+            return await self._call(_trigger(message))  # started on the way
+        if home.here(loop):
+            # On the home loop: a direct await, no closure or coroutine in between (an
+            # async view of an embedding app publishing).
             return await backend.trigger(message)
-        return await self._call(_trigger(message))
+        return await self._bridge_to(loop).call(backend.trigger(message))
 
     def trigger_batch(self, batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Several events at once, each ``{"channel", "name", "data"[, "socket_id", "info"]}``;
@@ -754,10 +757,13 @@ class Realtime:
             if backend is not None:
                 return await operation(backend)
             return await self._on_home(operation)()
+        return await self._bridge_to(loop).call(self._on_home(operation)())
+
+    def _bridge_to(self, loop: asyncio.AbstractEventLoop) -> LoopBridge:
         bridge = self._bridge
         if bridge is None or bridge.home is not loop:
             bridge = self._bridge = LoopBridge(loop)
-        return await bridge.call(self._on_home(operation)())
+        return bridge
 
     def _sync(self, operation: Callable[[Backend], Awaitable[T]]) -> T:
         """Run ``operation`` on the home loop and wait for it, from a thread that is not it."""
