@@ -28,12 +28,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, S
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import orjson
 
 from tidings.backends import Backend, Event
-from tidings.loop_bridge import LoopBridge
+from tidings.loop_bridge import LoopBridge, Reply
 
 if TYPE_CHECKING:  # the embedded parts are imported when used: a client needs none of them
     from tidings.api import EmbeddedBackend
@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the embedded parts are imported when used: a client needs n
     from tidings.live.orm import Shell
     from tidings.live.provider import LiveModels
     from tidings.node import Node
+    from tidings.protocol.rest import Trigger
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -58,6 +59,15 @@ NOT_STARTED = (
     "`tidings serve`"
 )
 BATCH_KEYS = frozenset({"channel", "name", "data", "socket_id", "info"})
+
+
+class _Queuing(Protocol):
+    """A backend that checks a trigger anywhere and queues it on its loop with a plain
+    call (``tidings.clients.redis.RedisClient``)."""
+
+    def check(self, event: Event) -> Trigger: ...
+
+    def queue_trigger(self, trigger: Trigger, answer: Reply) -> None: ...
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -483,7 +493,16 @@ class Realtime:
             # On the home loop: a direct await, no closure or coroutine in between (an
             # async view of an embedding app publishing).
             return await backend.trigger(message)
-        return await self._bridge_to(loop).call(backend.trigger(message))
+        bridge = self._bridge_to(loop)
+        queue_trigger = getattr(backend, "queue_trigger", None)
+        if queue_trigger is not None:
+            # A client that queues checked triggers (Redis): checked here, queued by one
+            # function call on its loop, no task there; answered with the rest of its batch.
+            trigger = cast(_Queuing, backend).check(message)
+            if not trigger.info:
+                await bridge.post(functools.partial(queue_trigger, trigger))
+                return {}
+        return await bridge.call(backend.trigger(message))
 
     def trigger_batch(self, batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Several events at once, each ``{"channel", "name", "data"[, "socket_id", "info"]}``;

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from pusher_helpers import (
     APP_ID,
@@ -30,6 +31,7 @@ from redis import asyncio as aioredis
 
 from redis_server import TIMEOUT, RedisServer, free_port
 from server_process import ServerProcess
+from tidings import Realtime
 from tidings.backends import Event, PublishError
 from tidings.clients import RedisClient, open_backend
 
@@ -529,3 +531,45 @@ async def test_one_round_counts_each_call_and_publishes_only_those_under_the_lim
         await pubsub.aclose()
         await redis.aclose()
         server.stop()
+
+
+async def test_realtime_client_keeps_one_callers_order_across_both_paths(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """``Realtime.client`` awaited from this loop: plain triggers are checked here and
+    queued on the client's loop without a task, those asking for ``info`` run as a task
+    there; together, from one caller, they reach Redis in the order of the calls."""
+    rt = Realtime.client(redis_server.url, app_id="1", redis_prefix=redis_prefix)
+    redis = aioredis.Redis.from_url(redis_server.url)
+    pubsub = redis.pubsub()
+    channel = unique("order")
+    await pubsub.subscribe(f"{redis_prefix}#{{1#{channel}}}")
+
+    async def published() -> str:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=TIMEOUT)
+            if message is not None:  # the message format: origin NUL exclude NUL Pusher JSON
+                return str(orjson.loads(bytes(message["data"]).split(b"\x00", 2)[2])["data"])
+        pytest.fail("nothing published")
+
+    try:
+        await rt.atrigger(channel, "warm", "{}")  # started: the plain path from here on
+        assert await published() == "{}"
+        calls = [
+            rt.atrigger(channel, "n", str(i), info=["subscription_count"] if i % 3 == 1 else ())
+            for i in range(12)  # 4 ask for info: each one read, on a pool of 8 connections
+        ]
+        answers = await asyncio.wait_for(asyncio.gather(*calls), TIMEOUT)
+        assert answers == [
+            {"channels": {channel: {"subscription_count": 0}}} if i % 3 == 1 else {}
+            for i in range(12)
+        ]
+        with pytest.raises(PublishError) as refused:
+            await rt.atrigger(channel, "n", "x" * 10241)
+        assert refused.value.status == 413
+        assert [await published() for _ in range(12)] == [str(i) for i in range(12)]
+    finally:
+        await rt.stop()
+        await pubsub.aclose()
+        await redis.aclose()

@@ -5,13 +5,14 @@ cancels its coroutine (or keeps it from starting)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from tidings.loop_bridge import LoopBridge
+from tidings.loop_bridge import LoopBridge, Reply
 
 TIMEOUT = 5.0 * float(os.environ.get("TIDINGS_TEST_TIMEOUT_SCALE", "1"))
 
@@ -117,3 +118,39 @@ async def test_a_closed_home_loop_refuses_at_once() -> None:
 
     with pytest.raises(RuntimeError, match="closed"):
         await bridge.call(never())  # and no "coroutine was never awaited" warning
+
+
+async def test_posted_calls_answer_through_their_reply_in_call_order_with_tasks(
+    home: asyncio.AbstractEventLoop,
+) -> None:
+    """A posted function runs on the home loop and answers later through its Reply (or
+    by raising); it never overtakes a coroutine queued before it by the same caller."""
+    bridge = LoopBridge(home)
+    order: list[str] = []
+    replies: list[Reply] = []
+
+    def queue(name: str, reply: Reply) -> None:
+        order.append(name)
+        replies.append(reply)
+        if len(replies) == 3:  # answered together, later, from the home loop
+            home.call_soon(lambda: [r.set_result(i) for i, r in enumerate(replies)])
+
+    def refuse(reply: Reply) -> None:
+        order.append("refused")
+        raise ValueError("not this one")
+
+    async def coroutine(name: str) -> str:
+        order.append(name)
+        return name
+
+    calls = [
+        bridge.post(functools.partial(queue, "p0")),
+        bridge.call(coroutine("c1")),
+        bridge.post(functools.partial(queue, "p2")),
+        bridge.post(refuse),
+        bridge.post(functools.partial(queue, "p4")),
+    ]
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), TIMEOUT)
+    assert order == ["p0", "c1", "p2", "refused", "p4"]
+    assert outcomes[:3] == [0, "c1", 1] and outcomes[4] == 2
+    assert isinstance(outcomes[3], ValueError)

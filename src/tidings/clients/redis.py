@@ -38,7 +38,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from redis.asyncio.retry import Retry
@@ -59,7 +59,19 @@ from tidings.redaction import public_url, scrub
 POOL_SIZE = 8  # publishes go out one pipeline at a time; the rest are reads
 MAX_PIPELINE = 256  # calls per pipeline; more wait for the next one
 
-_Queued = tuple[list[Trigger], "asyncio.Future[None]"]
+
+class Answer(Protocol):
+    """Where a queued call's outcome goes: its caller's future, or a
+    :class:`~tidings.loop_bridge.Reply` to a caller on another loop."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: None) -> None: ...
+
+    def set_exception(self, error: BaseException) -> None: ...
+
+
+_Queued = tuple[list[Trigger], Answer]
 
 
 def history_rules(rules: Sequence[HistoryRule | Mapping[str, Any]]) -> tuple[HistoryRule, ...]:
@@ -195,6 +207,23 @@ class RedisClient:
         """An event on the user's ``#server-to-user-`` channel: every socket signed in as
         ``user_id``, on every node, gets it (Pusher's ``sendToUser``)."""
         await self.trigger(Event((USER_CHANNEL_PREFIX + user_id,), name, data))
+
+    def queue_trigger(self, trigger: Trigger, answer: Answer) -> None:
+        """On the client's loop, once started: queue a trigger that :meth:`check` passed and
+        that asks for no ``info``, answered through ``answer`` as :meth:`trigger` would
+        be (None when done): what ``Realtime.atrigger`` posts from other loops, with no
+        task or coroutine per call."""
+        cluster = self._cluster
+        if cluster is None or self._loop is None:
+            raise RuntimeError("the Redis client is not started")
+        self._queue.append(([trigger], answer))
+        if self._sender is None:
+            self._sender = self._loop.create_task(self._send(cluster))
+
+    def check(self, event: Event) -> Trigger:
+        """``event`` checked as ``POST /events`` checks a body (PublishError if refused);
+        pure, so any thread may call it."""
+        return self._check(event)
 
     def _check(self, event: Event) -> Trigger:
         try:
