@@ -372,7 +372,7 @@ def in_process(kind: str, seconds: float, redis: RedisServer, workdir: Path) -> 
         cmd += ["--redis", redis.url]
     log(f"in-process: {' '.join(cmd[3:])}")
     done = subprocess.run(
-        cmd, capture_output=True, text=True, env=servers.server_env(), timeout=4 * seconds + 60
+        cmd, capture_output=True, text=True, env=servers.server_env(), timeout=6 * seconds + 60
     )
     (workdir / f"inprocess-{kind}.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:

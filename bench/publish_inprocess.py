@@ -14,10 +14,10 @@ The plain ``rt.trigger`` is for other threads, which add a thread hop.
 
 ``client``: ``Realtime.client("redis://…")`` and, from the main thread, plain
 ``rt.trigger(...)`` calls one after the other (a WSGI view or a Celery task), then
-``--in-flight`` coroutines awaiting ``rt.atrigger`` together from a loop of the main
-thread (an async publisher: an ASGI app's concurrent requests, a consumer's tasks). A
-client's work per trigger is the same whoever subscribes (one PUBLISH), so its channel
-has no subscribers.
+``--in-flight`` coroutines (16, then 64) awaiting ``rt.atrigger`` in turn, together, from a
+loop of the main thread (an async publisher: an ASGI app's concurrent requests, a
+consumer's tasks). A client's work per trigger is the same whoever subscribes (one
+PUBLISH), so its channel has no subscribers.
 
 Every trigger carries bench/loadclient.py's payload; the backend rate limit is raised
 out of the way. Prints one JSON line per measurement: triggers, seconds, triggers/s, CPU µs
@@ -159,7 +159,7 @@ async def embedded(seconds: float, warm: float) -> None:
                     await watcher.stop()
 
 
-def client(url: str, seconds: float, warm: float, in_flight: int) -> None:
+def client(url: str, seconds: float, warm: float, in_flight: list[int]) -> None:
     rt = Realtime.client(url, app_id=APP_ID, max_backend_events_per_second=NO_LIMIT)
     try:
         deadline = time.monotonic() + warm
@@ -176,10 +176,12 @@ def client(url: str, seconds: float, warm: float, in_flight: int) -> None:
             return rt.atrigger(CHANNEL, "e", DATA)
 
         async def concurrently() -> None:
-            t0, c0 = time.monotonic(), time.process_time()
-            count = await timed(publish, seconds, in_flight)
-            wall, cpu = time.monotonic() - t0, time.process_time() - c0
-            report("client atrigger", count, wall, cpu, in_flight=in_flight)
+            for lanes in in_flight:
+                await timed(publish, warm, lanes)
+                t0, c0 = time.monotonic(), time.process_time()
+                count = await timed(publish, seconds, lanes)
+                wall, cpu = time.monotonic() - t0, time.process_time() - c0
+                report("client atrigger", count, wall, cpu, in_flight=lanes)
 
         uvloop.run(concurrently())
     finally:
@@ -192,12 +194,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--warm", type=float, default=0.5)
     parser.add_argument("--redis", help="the Redis URL (client)")
-    parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument(
+        "--in-flight", default="16,64", help="atrigger coroutines awaiting at once, per run"
+    )
     args = parser.parse_args()
     if args.kind == "embedded":
         uvloop.run(embedded(args.seconds, args.warm))
     else:
-        client(args.redis, args.seconds, args.warm, args.in_flight)
+        client(args.redis, args.seconds, args.warm, [int(n) for n in args.in_flight.split(",")])
 
 
 if __name__ == "__main__":
