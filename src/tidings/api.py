@@ -25,7 +25,7 @@ from tidings.protocol.rest import (
     RestError,
     RestLimits,
     Trigger,
-    check_trigger,
+    TriggerChecker,
     parse_info,
 )
 
@@ -197,6 +197,7 @@ class EmbeddedBackend:
         self.node = node
         self.app = app
         self.limits = rest_limits(app)
+        self._checker = TriggerChecker(self.limits)
         self._refusing = Refusals(app)
 
     async def start(self) -> None:
@@ -206,13 +207,15 @@ class EmbeddedBackend:
         """Nothing to release: the node is the lifecycle's."""
 
     async def trigger(self, event: Event) -> dict[str, Any]:
-        async with self._refusals():
+        with self._refusals():
             trigger = self._check(event)
-            await publish(self.node, self.app, [trigger])
+            await publish(self.node, self.app, (trigger,))
+            if not trigger.info:
+                return {}
             return await trigger_info(self.node, self.app, trigger)
 
     async def trigger_batch(self, events: Sequence[Event]) -> dict[str, Any]:
-        async with self._refusals():
+        with self._refusals():
             if not events:
                 raise RestError(400, "batch must be a non-empty list")
             if len(events) > self.limits.max_batch_size:
@@ -226,28 +229,28 @@ class EmbeddedBackend:
 
     async def trigger_many(self, events: Sequence[Event]) -> None:
         # No batch limit and no info answer: one rate-limit count and one context for all.
-        async with self._refusals():
+        with self._refusals():
             await publish(self.node, self.app, [self._check(event) for event in events])
 
     async def send_to_user(self, user_id: str, name: str, data: str) -> None:
-        async with self._refusals():
+        with self._refusals():
             trigger = self._check(Event((user_channel(user_id),), name, data))
             await publish(self.node, self.app, [trigger])
 
     async def terminate_user(self, user_id: str) -> None:
-        async with self._refusals():
+        with self._refusals():
             await terminate_user(self.node, self.app, user_id)
 
     async def channels(self, prefix: str, info: Sequence[str]) -> dict[str, dict[str, Any]]:
-        async with self._refusals():
+        with self._refusals():
             return await channels_info(self.node, self.app, prefix, _info(info))
 
     async def channel(self, name: str, info: Sequence[str]) -> dict[str, Any]:
-        async with self._refusals():
+        with self._refusals():
             return await channel_info(self.node, self.app, name, _info(info))
 
     async def users(self, channel: str) -> list[str]:
-        async with self._refusals():
+        with self._refusals():
             return await user_ids(self.node, self.app, channel)
 
     async def occupied(self, channels: Sequence[str]) -> set[str]:
@@ -256,8 +259,8 @@ class EmbeddedBackend:
         return await self.node.occupied(self.app, channels)
 
     def _check(self, event: Event) -> Trigger:
-        return check_trigger(
-            event.channels, event.name, event.data, event.socket_id, event.info, self.limits
+        return self._checker.check(
+            event.channels, event.name, event.data, event.socket_id, event.info
         )
 
     def _refusals(self) -> Refusals:
@@ -265,20 +268,20 @@ class EmbeddedBackend:
 
 
 class Refusals:
-    """``async with``: each refusal as the :class:`PublishError` carrying the status REST
-    answers. One per backend, entered by every call: an ``asynccontextmanager`` would make
-    an async generator per call (and the loop registers each one), for one check."""
+    """``with``: each refusal as the :class:`PublishError` carrying the status REST answers.
+    One per backend, entered by every call; a plain context manager, since neither end
+    waits for anything (an ``async with`` would make two coroutines per call)."""
 
     __slots__ = ("app",)
 
     def __init__(self, app: App) -> None:
         self.app = app
 
-    async def __aenter__(self) -> None:
+    def __enter__(self) -> None:
         if not self.app.enabled:
             raise PublishError(403, "app disabled")
 
-    async def __aexit__(
+    def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if isinstance(exc, RestError):

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -115,8 +116,25 @@ class NodeSettings:
     max_connection_rate: int = 10_000  # new connections per second (0: no limit)
 
 
-def _call_soon(callback: Callable[[], None]) -> None:
-    asyncio.get_running_loop().call_soon(callback)
+class _CallSoon:
+    """``call_soon`` on the running loop, found once per loop and thread:
+    ``asyncio.get_running_loop()`` makes a ``getpid`` system call each time, and the
+    Coalescer schedules once per loop tick that publishes."""
+
+    __slots__ = ("_loop", "_thread")
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
+
+    def __call__(self, callback: Callable[[], None]) -> None:
+        loop = self._loop
+        # A thread runs one loop at a time: on the thread the loop ran on, while it runs,
+        # it is the running loop.
+        if loop is None or threading.get_ident() != self._thread or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+            self._thread = threading.get_ident()
+        loop.call_soon(callback)
 
 
 # How often a node tells the others its connections per app, and learns theirs: an app's
@@ -209,7 +227,7 @@ class Node:
         self.wall_clock = wall_clock  # per-second rate windows shared by every node
         # Publications are written at the end of the loop tick, several at once; connections
         # flush it before any direct write, hubs before any subscription change (Coalescer).
-        self.outgoing = Coalescer(_call_soon)
+        self.outgoing = Coalescer(_CallSoon())
         self._registry: Registry[Connection] = Registry(
             [app.id for app in apps], self.settings.max_connections
         )
@@ -931,16 +949,16 @@ class Node:
                 for channel in trigger.channels:
                     message = messages.event(trigger.name, channel, trigger.data)
                     exclude = trigger.socket_id
-                    if (
-                        not channel_type(channel).cache
-                        and app.stored(channel, trigger.name) is None
-                    ):
+                    cache = channel_type(channel).cache
+                    # ``app.history`` first: most apps keep no history, and then no event
+                    # of theirs needs its rule looked up.
+                    if not cache and (not app.history or app.stored(channel, trigger.name) is None):
                         started.append(
                             self.broker.pubsub.publish(app.id, channel, message, exclude)
                         )
                         continue
                     await _all_published(started)
-                    if channel_type(channel).cache:
+                    if cache:
                         state.cache_misses.forget(channel)
                         now = self.clock()
                         cached = CachedEvent(message, now + app.cache_ttl)
@@ -948,7 +966,8 @@ class Node:
                     if not await self._publish(app, channel, trigger.name, message, exclude):
                         raise ClusterUnavailable("the cluster backend stopped answering")
         finally:
-            await _all_published(started)
+            if started:
+                await _all_published(started)
 
     async def _publish(
         self, app: App, channel: str, event: str, message: bytes, exclude: str | None
@@ -1019,7 +1038,10 @@ def _member_message(channel: str, event: MemberEvent) -> bytes:
 async def _all_published(started: list[Awaitable[bool]]) -> None:
     """Await every publication ``started``, in order (each one, even after a failure: a
     coroutine never awaited would not publish); raise ClusterUnavailable if any failed."""
-    results = [await publication for publication in started]
+    reached = True
+    for publication in started:
+        if not await publication:
+            reached = False
     started.clear()
-    if not all(results):
+    if not reached:
         raise ClusterUnavailable("the cluster backend stopped answering")

@@ -28,11 +28,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, S
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import orjson
 
 from tidings.backends import Backend, Event
+from tidings.loop_bridge import LoopBridge, Reply
 
 if TYPE_CHECKING:  # the embedded parts are imported when used: a client needs none of them
     from tidings.api import EmbeddedBackend
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # the embedded parts are imported when used: a client needs n
     from tidings.live.orm import Shell
     from tidings.live.provider import LiveModels
     from tidings.node import Node
+    from tidings.protocol.rest import Trigger
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -59,11 +61,30 @@ NOT_STARTED = (
 BATCH_KEYS = frozenset({"channel", "name", "data", "socket_id", "info"})
 
 
+class _Queuing(Protocol):
+    """A backend that checks a trigger anywhere and queues it on its loop with a plain
+    call (``tidings.clients.redis.RedisClient``)."""
+
+    def check(self, event: Event) -> Trigger: ...
+
+    def queue_trigger(self, trigger: Trigger, answer: Reply) -> None: ...
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's when it is installed (it is, but on Windows): a call from another thread
+    wakes it with one coalesced signal, where asyncio's writes to its self-pipe per call."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class _LoopThread:
     """A private event loop running forever in a daemon thread (publish-only clients)."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = _new_loop()
         self.thread = threading.Thread(target=self._run, name="tidings-client", daemon=True)
         self.thread.start()
 
@@ -77,6 +98,13 @@ class _LoopThread:
         self.loop.close()
 
 
+def _on(loop: asyncio.AbstractEventLoop, thread: int | None) -> bool:
+    """Whether the caller runs on ``loop``, whose thread is ``thread``: on that thread while
+    it runs, for a thread runs one loop at a time. Asked instead of comparing with
+    ``asyncio.get_running_loop()``, which makes a ``getpid`` system call each time."""
+    return threading.get_ident() == thread and loop.is_running()
+
+
 class _NodeHome:
     """Embedded: the backend's coroutines run on the loop the lifecycle was started on."""
 
@@ -84,6 +112,11 @@ class _NodeHome:
         self._backend = backend
         self.lifecycle = lifecycle
         self.started_on: asyncio.AbstractEventLoop | None = None
+        self.thread: int | None = None  # the started_on loop's thread
+
+    def here(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the caller runs on ``loop`` (what :meth:`loop` returned)."""
+        return _on(loop, self.thread)
 
     @property
     def running(self) -> bool:
@@ -101,6 +134,26 @@ class _NodeHome:
     async def backend(self) -> Backend:
         return self._backend
 
+    def ready(self) -> Backend | None:
+        """The backend: the node's needs no start of its own."""
+        return self._backend
+
+
+class _Forks:
+    """How many forks this process is from the one that imported this module: a child
+    sees a number its parent's objects did not record. Read per call instead of
+    ``os.getpid()``, a system call."""
+
+    count = 0
+
+    @classmethod
+    def happened(cls) -> None:
+        cls.count += 1
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_Forks.happened)
+
 
 class _ThreadHome:
     """Publish-only: the backend's coroutines run on a loop thread; both are made on first
@@ -112,23 +165,28 @@ class _ThreadHome:
     def __init__(self, open_backend: Callable[[], Backend]) -> None:
         self._open = open_backend
         self._backend = open_backend()  # a bad URL fails here, not at the first publish
-        self._pid = os.getpid()
+        self._forks = _Forks.count
         self._lock = threading.Lock()
         self._thread: _LoopThread | None = None
         self._starting: asyncio.Future[None] | None = None
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._pid == os.getpid()
+        return self._thread is not None and self._forks == _Forks.count
+
+    def here(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the caller runs on ``loop`` (what :meth:`loop` returned)."""
+        thread = self._thread
+        return thread is not None and _on(loop, thread.thread.ident)
 
     def loop(self) -> asyncio.AbstractEventLoop:
-        if self._pid != os.getpid():
+        if self._forks != _Forks.count:
             # A lock held by a parent thread at the fork would stay held in the child.
             self._lock = threading.Lock()
             self._backend = self._open()
             self._thread = None
             self._starting = None
-            self._pid = os.getpid()
+            self._forks = _Forks.count
         with self._lock:
             if self._thread is None:
                 self._thread = _LoopThread()
@@ -144,6 +202,18 @@ class _ThreadHome:
         await asyncio.shield(starting)
         return self._backend
 
+    def ready(self) -> Backend | None:
+        """The backend once started (None before: :meth:`backend` starts it)."""
+        starting = self._starting
+        if (
+            starting is not None
+            and starting.done()
+            and not starting.cancelled()
+            and starting.exception() is None
+        ):
+            return self._backend
+        return None
+
     async def stop(self) -> None:
         """Close the backend (on the home loop); :meth:`stop_thread` then ends the loop. A
         later call starts afresh, with a new backend."""
@@ -155,7 +225,7 @@ class _ThreadHome:
     def stop_thread(self) -> None:
         with self._lock:
             thread, self._thread = self._thread, None
-        if thread is not None and self._pid == os.getpid():
+        if thread is not None and self._forks == _Forks.count:
             thread.stop()
 
 
@@ -171,6 +241,7 @@ class Realtime:
     _app: App | None
     _home: _NodeHome | _ThreadHome
     _signing: App | None = None  # a publish-only client's key and secret, for auth helpers
+    _bridge: LoopBridge | None = None  # awaits from other loops (one per home loop)
 
     def __init__(
         self, app_id: str, key: str, secret: str, broker: str | None = None, **settings: Any
@@ -314,6 +385,7 @@ class Realtime:
         if self._home.started_on is not None:
             raise RuntimeError("this Realtime was already started (it starts once)")
         self._home.started_on = asyncio.get_running_loop()
+        self._home.thread = threading.get_ident()
         await self._home.lifecycle.start()
         from tidings.hooks import EmbeddedHooks
 
@@ -411,7 +483,26 @@ class Realtime:
         *,
         info: Sequence[str] = (),
     ) -> dict[str, Any]:
-        return await self._call(_trigger(_event(channels, event, data, socket_id, info)))
+        message = _event(channels, event, data, socket_id, info)
+        home = self._home
+        loop = home.loop()  # first: in a forked child it gives the child its own backend
+        backend = home.ready()
+        if backend is None:
+            return await self._call(_trigger(message))  # started on the way
+        if home.here(loop):
+            # On the home loop: a direct await, no closure or coroutine in between (an
+            # async view of an embedding app publishing).
+            return await backend.trigger(message)
+        bridge = self._bridge_to(loop)
+        queue_trigger = getattr(backend, "queue_trigger", None)
+        if queue_trigger is not None:
+            # A client that queues checked triggers (Redis): checked here, queued by one
+            # function call on its loop, no task there; answered with the rest of its batch.
+            trigger = cast(_Queuing, backend).check(message)
+            if not trigger.info:
+                await bridge.post(functools.partial(queue_trigger, trigger))
+                return {}
+        return await bridge.call(backend.trigger(message))
 
     def trigger_batch(self, batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Several events at once, each ``{"channel", "name", "data"[, "socket_id", "info"]}``;
@@ -672,22 +763,31 @@ class Realtime:
         """A coroutine function running ``operation`` once the backend is ready."""
 
         async def run() -> T:
-            return await operation(await self._home.backend())
+            backend = self._home.ready() or await self._home.backend()
+            return await operation(backend)
 
         return run
 
     async def _call(self, operation: Callable[[Backend], Awaitable[T]]) -> T:
         """Await ``operation`` on the home loop, from whatever loop is running."""
         loop = self._home.loop()
-        run = self._on_home(operation)
-        if asyncio.get_running_loop() is loop:
-            return await run()
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), loop))
+        if self._home.here(loop):
+            backend = self._home.ready()
+            if backend is not None:
+                return await operation(backend)
+            return await self._on_home(operation)()
+        return await self._bridge_to(loop).call(self._on_home(operation)())
+
+    def _bridge_to(self, loop: asyncio.AbstractEventLoop) -> LoopBridge:
+        bridge = self._bridge
+        if bridge is None or bridge.home is not loop:
+            bridge = self._bridge = LoopBridge(loop)
+        return bridge
 
     def _sync(self, operation: Callable[[Backend], Awaitable[T]]) -> T:
         """Run ``operation`` on the home loop and wait for it, from a thread that is not it."""
         loop = self._home.loop()
-        if _running_loop() is loop:
+        if self._home.here(loop):
             raise RuntimeError(
                 "a plain Realtime method was called on the event loop it runs on, where it "
                 "would wait for itself: use the async form, e.g. `await rt.atrigger(...)`"
@@ -718,13 +818,6 @@ def _credentials(url: str, app_id: str | None, key: str | None, secret: str | No
 
 async def _done() -> None:
     """Nothing more than getting the backend ready (``start`` of a publish-only client)."""
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _occupied(channels: tuple[str, ...]) -> Callable[[Backend], Awaitable[set[str]]]:

@@ -13,8 +13,10 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from pusher_helpers import (
     APP_ID,
@@ -27,8 +29,9 @@ from pusher_helpers import (
 )
 from redis import asyncio as aioredis
 
-from redis_server import TIMEOUT, free_port
+from redis_server import TIMEOUT, RedisServer, free_port
 from server_process import ServerProcess
+from tidings import Realtime
 from tidings.backends import Event, PublishError
 from tidings.clients import RedisClient, open_backend
 
@@ -476,3 +479,97 @@ def test_runs_on_a_loop_in_another_thread(
         loop.call_soon_threadsafe(loop.stop)
         worker.join(timeout=10)
         loop.close()
+
+
+async def test_one_round_counts_each_call_and_publishes_only_those_under_the_limit(
+    tmp_path: Path, redis_prefix: str
+) -> None:
+    """Calls queued together go out as one script call that counts each in order: those
+    under the limit are published, the rest answered 429 and never published. A Redis
+    that lost its scripts (SCRIPT FLUSH, a restart) is given them again. Its own Redis:
+    the flush must not reach other tests' scripts."""
+    server = RedisServer(tmp_path)
+    server.start()
+    client = RedisClient(
+        server.url, "1", redis_prefix=redis_prefix, max_backend_events_per_second=3
+    )
+    redis = aioredis.Redis.from_url(server.url)
+    pubsub = redis.pubsub()
+    channel = unique("round")
+    await pubsub.subscribe(f"{redis_prefix}#{{1#{channel}}}")
+
+    async def published() -> bytes:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=TIMEOUT)
+            if message is not None:
+                return bytes(message["data"])
+        pytest.fail("nothing published")
+
+    try:
+        for _ in range(5):
+            await asyncio.sleep(1 - time.time() % 1)  # a fresh second
+            second = int(time.time())
+            calls = [client.trigger(event(channel, "n", f'"{i}"')) for i in range(5)]
+            answers = await asyncio.gather(*calls, return_exceptions=True)
+            if int(time.time()) == second:
+                break
+            while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1):
+                pass  # a run that straddled two seconds: forget what it published
+        else:
+            pytest.fail("no run fitted in one wall-clock second")
+        statuses = [a.status if isinstance(a, PublishError) else a for a in answers]
+        assert statuses == [{}, {}, {}, 429, 429]
+        for i in range(3):
+            assert b'"data":"\\"%d\\""' % i in await published()
+        await redis.script_flush()
+        await asyncio.sleep(1 - time.time() % 1)  # the next second: under the limit again
+        assert await client.trigger(event(channel, "after", '"flush"')) == {}
+        assert b'"event":"after"' in await published()  # "3" and "4" never went out
+    finally:
+        await client.close()
+        await pubsub.aclose()
+        await redis.aclose()
+        server.stop()
+
+
+async def test_realtime_client_keeps_one_callers_order_across_both_paths(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """``Realtime.client`` awaited from this loop: plain triggers are checked here and
+    queued on the client's loop without a task, those asking for ``info`` run as a task
+    there; together, from one caller, they reach Redis in the order of the calls."""
+    rt = Realtime.client(redis_server.url, app_id="1", redis_prefix=redis_prefix)
+    redis = aioredis.Redis.from_url(redis_server.url)
+    pubsub = redis.pubsub()
+    channel = unique("order")
+    await pubsub.subscribe(f"{redis_prefix}#{{1#{channel}}}")
+
+    async def published() -> str:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=TIMEOUT)
+            if message is not None:  # the message format: origin NUL exclude NUL Pusher JSON
+                return str(orjson.loads(bytes(message["data"]).split(b"\x00", 2)[2])["data"])
+        pytest.fail("nothing published")
+
+    try:
+        await rt.atrigger(channel, "warm", "{}")  # started: the plain path from here on
+        assert await published() == "{}"
+        calls = [
+            rt.atrigger(channel, "n", str(i), info=["subscription_count"] if i % 3 == 1 else ())
+            for i in range(12)  # 4 ask for info: each one read, on a pool of 8 connections
+        ]
+        answers = await asyncio.wait_for(asyncio.gather(*calls), TIMEOUT)
+        assert answers == [
+            {"channels": {channel: {"subscription_count": 0}}} if i % 3 == 1 else {}
+            for i in range(12)
+        ]
+        with pytest.raises(PublishError) as refused:
+            await rt.atrigger(channel, "n", "x" * 10241)
+        assert refused.value.status == 413
+        assert [await published() for _ in range(12)] == [str(i) for i in range(12)]
+    finally:
+        await rt.stop()
+        await pubsub.aclose()
+        await redis.aclose()

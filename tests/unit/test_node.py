@@ -19,7 +19,7 @@ from tidings.brokers.memory import MemoryBroker, MemoryPresence, MemorySubscript
 from tidings.core.apps import App, AppRegistry
 from tidings.core.publication import Publication
 from tidings.core.webhooks import WebhookTarget
-from tidings.node import BackendRateLimited, Node, NodeSettings
+from tidings.node import BackendRateLimited, Node, NodeSettings, _CallSoon
 from tidings.protocol.auth import sign
 from tidings.protocol.errors import ErrorCode
 from tidings.protocol.rest import Trigger
@@ -1094,3 +1094,22 @@ async def test_trigger_all_keeps_the_batch_order_across_plain_and_cache_channels
         ("e3", "news"),
         ("e4", "news"),
     ]
+
+
+def test_call_soon_follows_the_running_loop() -> None:
+    """The Coalescer's scheduler keeps the loop it found, and finds the next one when a
+    node is used on another loop (each asyncio.run makes one)."""
+    soon = _CallSoon()
+    ran: list[asyncio.AbstractEventLoop] = []
+
+    async def schedule_and_run() -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        soon(lambda: (ran.append(asyncio.get_running_loop()), done.set_result(None)))
+        await done
+        return loop
+
+    first = asyncio.run(schedule_and_run())
+    second = asyncio.run(schedule_and_run())
+    assert ran == [first, second]
+    assert first is not second

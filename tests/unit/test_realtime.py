@@ -184,6 +184,34 @@ async def test_embedded_sync_call_on_its_loop_refuses_and_await_works() -> None:
     assert not rt.running
 
 
+async def test_embedded_checks_every_call_with_its_own_app_limits() -> None:
+    """The channel names an embedded backend remembers as valid never let a bad call
+    through: each refusal is the REST one, every time, under this app's limits."""
+    async with Realtime(
+        app_id="1", key="k", secret="s", shutdown_ready_delay=0, max_event_payload_bytes=100
+    ) as rt:
+        for _ in range(2):
+            assert await rt.atrigger("room-12345678", "e", "x") == {}
+            with pytest.raises(PublishError) as bad_name:
+                await rt.atrigger("bad name", "e", "x")
+            assert (bad_name.value.status, bad_name.value.message) == (
+                400,
+                "invalid channel 'bad name': channel name may contain only "
+                "A-Z a-z 0-9 _ - = @ , . ;",
+            )
+            with pytest.raises(PublishError) as too_big:
+                await rt.atrigger("room-12345678", "e", "x" * 101)
+            assert (too_big.value.status, too_big.value.message) == (
+                413,
+                "data larger than 100 bytes",
+            )
+    async with Realtime(
+        app_id="2", key="k2", secret="s2", shutdown_ready_delay=0, max_channel_name_length=8
+    ) as strict:
+        with pytest.raises(PublishError, match="longer than 8 characters"):
+            await strict.atrigger("room-12345678", "e", "x")
+
+
 async def test_embedded_triggers_to_history_channels_are_kept_in_order() -> None:
     rules = [{"pattern": "chat-*", "size": 2, "ttl": 60}]
     async with Realtime(

@@ -16,9 +16,10 @@ and ``redis_prefix`` / ``redis_sharded`` must match the cluster's settings.
 
 Order: calls are written to Redis one after the other, in the order they were made on the
 client's loop, so events published in order arrive in order; calls made together share a
-pipeline (one round trip), calls made while it is out share the next. Redis unreachable: every call
-raises ``PublishError(503)``, as the REST API answers while its node cannot reach Redis
-(a node would reach its own sockets; a client has none, so nothing was published).
+script call (one round trip), calls made while it is out share the next. Redis unreachable:
+every call raises ``PublishError(503)``, as the REST API answers while its node cannot
+reach Redis (a node would reach its own sockets; a client has none, so nothing was
+published).
 
 What only a node can do, and this client therefore does not:
 
@@ -37,7 +38,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from redis.asyncio.retry import Retry
@@ -51,18 +52,32 @@ from tidings.brokers.redis.history import HistoryStore
 from tidings.core.apps import HistoryRule, stored_under
 from tidings.protocol import messages
 from tidings.protocol.channels import USER_CHANNEL_PREFIX, channel_type, name_error
-from tidings.protocol.rest import RestError, RestLimits, Trigger, check_trigger, parse_info
+from tidings.protocol.rest import RestError, RestLimits, Trigger, TriggerChecker, parse_info
 from tidings.protocol.session import Member
 from tidings.redaction import public_url, scrub
 
 POOL_SIZE = 8  # publishes go out one pipeline at a time; the rest are reads
 MAX_PIPELINE = 256  # calls per pipeline; more wait for the next one
 
-_Queued = tuple[list[Trigger], "asyncio.Future[None]"]
+
+class Answer(Protocol):
+    """Where a queued call's outcome goes: its caller's future, or a
+    :class:`~tidings.loop_bridge.Reply` to a caller on another loop."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: None) -> None: ...
+
+    def set_exception(self, error: BaseException) -> None: ...
+
+
+_Queued = tuple[list[Trigger], Answer]
 
 
 def history_rules(rules: Sequence[HistoryRule | Mapping[str, Any]]) -> tuple[HistoryRule, ...]:
     """The rules as a node holds them, checked as a node checks its configuration."""
+    if not rules:
+        return ()
     from tidings.config import AppHistorySettings  # pydantic: only when rules are given
 
     return tuple(
@@ -102,6 +117,7 @@ class RedisClient:
         self._prefix = redis_prefix
         self._sharded = redis_sharded
         self._limits = limits or RestLimits()
+        self._checker = TriggerChecker(self._limits)
         self._max_events = max_backend_events_per_second
         self._cache_ttl = cache_ttl
         self._history = history_rules(history)
@@ -111,6 +127,7 @@ class RedisClient:
         self._store: HistoryStore | None = None
         self._queue: deque[_Queued] = deque()  # calls not yet written, in call order
         self._sender: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one start() ran on
 
     def __repr__(self) -> str:
         return f"RedisClient({public_url(self._url)!r}, app_id={self._app_id!r})"
@@ -130,6 +147,7 @@ class RedisClient:
         )
         sharded = self._sharded or is_cluster_url(self._url)  # always sharded on a cluster
         self._cluster = ClusterRedis(redis, self._prefix, sharded)
+        self._loop = asyncio.get_running_loop()
         self._store = HistoryStore(self._cluster, self._origin)
 
     async def close(self) -> None:
@@ -190,10 +208,27 @@ class RedisClient:
         ``user_id``, on every node, gets it (Pusher's ``sendToUser``)."""
         await self.trigger(Event((USER_CHANNEL_PREFIX + user_id,), name, data))
 
+    def queue_trigger(self, trigger: Trigger, answer: Answer) -> None:
+        """On the client's loop, once started: queue a trigger that :meth:`check` passed and
+        that asks for no ``info``, answered through ``answer`` as :meth:`trigger` would
+        be (None when done): what ``Realtime.atrigger`` posts from other loops, with no
+        task or coroutine per call."""
+        cluster = self._cluster
+        if cluster is None or self._loop is None:
+            raise RuntimeError("the Redis client is not started")
+        self._queue.append(([trigger], answer))
+        if self._sender is None:
+            self._sender = self._loop.create_task(self._send(cluster))
+
+    def check(self, event: Event) -> Trigger:
+        """``event`` checked as ``POST /events`` checks a body (PublishError if refused);
+        pure, so any thread may call it."""
+        return self._check(event)
+
     def _check(self, event: Event) -> Trigger:
         try:
-            return check_trigger(
-                event.channels, event.name, event.data, event.socket_id, event.info, self._limits
+            return self._checker.check(
+                event.channels, event.name, event.data, event.socket_id, event.info
             )
         except RestError as exc:
             raise PublishError(exc.status, exc.message) from None
@@ -205,8 +240,11 @@ class RedisClient:
 
         Refused events still count, as on a node (a client hammering the API keeps paying).
         """
-        cluster = await self._redis()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        cluster = self._cluster
+        if cluster is None:
+            cluster = await self._redis()
+        assert self._loop is not None  # set with the cluster
+        done: asyncio.Future[None] = self._loop.create_future()
         self._queue.append((triggers, done))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send(cluster))
@@ -223,8 +261,9 @@ class RedisClient:
 
     async def _send(self, cluster: ClusterRedis) -> None:
         """Write the queued calls in order: each run of calls with nothing cached or stored
-        as one pipeline of scripts (count and PUBLISH, one round trip for them all; the
-        calls made while it is out make the next one), any other call on its own."""
+        as one script call (each counted, then PUBLISHed unless over the limit: one
+        command and one round trip for them all; the calls made while it is out make the
+        next one), any other call on its own."""
         try:
             while self._queue:
                 if self._one_by_one(self._queue[0][0]):

@@ -112,6 +112,14 @@ class Hub:
             n += self._write(publication.positioned, positioned, exclude)
         return n
 
+    def may_reach(self, channel: str) -> bool:
+        """Whether a publication to ``channel`` queued now can reach anyone: False when the
+        channel has no local subscriber and ``before_change`` flushes the queue before any
+        is added (then the subscribers it is written to are none, whatever comes next)."""
+        return (
+            channel in self._channels or channel in self._positioned or self._before_change is None
+        )
+
     def contains(self, channel: str, socket_id: str) -> bool:
         return socket_id in self._channels.get(channel, ()) or socket_id in self._positioned.get(
             channel, ()
@@ -186,6 +194,8 @@ class Coalescer:
     ) -> None:
         """Queue one Pusher message for ``channel``'s subscribers but ``exclude``;
         ``offset``: its place in the channel's history, if it has one."""
+        if not hub.may_reach(channel):
+            return  # a channel nobody here subscribes to (most REST triggers): no tick
         self._pending.append((hub, channel, message, exclude, counters, offset))
         if not self._scheduled:
             self._scheduled = True

@@ -177,3 +177,59 @@ def check_trigger(
     if info:
         entry["info"] = ",".join(info)
     return _trigger(entry, limits, batch=False)
+
+
+class TriggerChecker:
+    """:func:`check_trigger` for one set of limits, with the channel names already found
+    valid remembered: what ``Realtime.trigger`` and a publish-only client check per call.
+
+    A call that passes every check in the common shape (no ``info``, channel names seen
+    before) becomes its :class:`Trigger` at once; any other call, and every call that
+    fails, goes through :func:`check_trigger` itself, so the errors are its errors, word
+    for word. The valid names are at most ``max_names``; when full they are forgotten
+    together and learned again (a name costs one check per ``max_names`` new names).
+    """
+
+    __slots__ = ("limits", "max_names", "_valid")
+
+    def __init__(self, limits: RestLimits, max_names: int = 10_000) -> None:
+        self.limits = limits
+        self.max_names = max_names
+        self._valid: set[str] = set()
+
+    def check(
+        self,
+        channels: tuple[str, ...],
+        name: str,
+        data: str,
+        socket_id: str | None,
+        info: tuple[str, ...],
+    ) -> Trigger:
+        limits = self.limits
+        valid = self._valid
+        if (
+            not info
+            and type(name) is str
+            and 0 < len(name) <= limits.max_event_name_length
+            and type(data) is str
+            # str.isascii() reads a flag: then the UTF-8 length is len(data), no copy made.
+            and (len(data) if data.isascii() else len(data.encode()))
+            <= limits.max_event_payload_bytes
+            and type(channels) is tuple
+            and 0 < len(channels) <= limits.max_channels_per_event
+            and (
+                socket_id is None or (type(socket_id) is str and SOCKET_ID_PATTERN.match(socket_id))
+            )
+        ):
+            if len(channels) == 1:
+                if type(channels[0]) is str and channels[0] in valid:
+                    return Trigger(name, data, channels, socket_id, ())
+            elif all(type(c) is str and c in valid for c in channels) and not any(
+                channel_type(c).kind is ChannelKind.ENCRYPTED for c in channels
+            ):
+                return Trigger(name, data, tuple(dict.fromkeys(channels)), socket_id, ())
+        trigger = check_trigger(channels, name, data, socket_id, info, limits)
+        if len(valid) + len(trigger.channels) > self.max_names:
+            valid.clear()
+        valid.update(trigger.channels)
+        return trigger

@@ -167,3 +167,35 @@ def test_a_run_keeps_each_message_offset_for_positioned_subscribers() -> None:
         ]
     ]
     assert counters.deliveries == 6
+
+
+def test_a_channel_nobody_subscribes_to_schedules_nothing() -> None:
+    """With the hub flushing before each change, a publication to a channel without local
+    subscribers can reach nobody: it is not queued, and no tick is scheduled for it."""
+    ticks = Ticks()
+    outgoing = Coalescer(ticks)
+    hub = Hub(before_change=outgoing.flush)
+    counters = Counters()
+    outgoing.add(hub, "empty", b"m1", None, counters)
+    assert not outgoing
+    assert ticks.callbacks == []
+    late = Sub("3.3")
+    hub.add("empty", late)  # joins in the same tick: it never had m1 coming
+    outgoing.add(hub, "empty", b"m2", None, counters)
+    ticks.tick()
+    assert late.writes == [[b"m2"]]
+    assert counters.deliveries == 1
+
+
+def test_a_hub_that_does_not_flush_first_still_queues_for_an_empty_channel() -> None:
+    """Without ``before_change`` a subscriber added later in the tick is written what was
+    queued before it (the hub cannot say it reaches nobody), as before."""
+    ticks = Ticks()
+    outgoing = Coalescer(ticks)
+    hub = Hub()
+    counters = Counters()
+    outgoing.add(hub, "empty", b"m1", None, counters)
+    late = Sub("3.3")
+    hub.add("empty", late)
+    ticks.tick()
+    assert late.writes == [[b"m1"]]

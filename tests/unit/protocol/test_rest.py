@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tidings.protocol.rest import (
@@ -9,6 +11,8 @@ from tidings.protocol.rest import (
     RestError,
     RestLimits,
     Trigger,
+    TriggerChecker,
+    check_trigger,
     parse_batch,
     parse_history_query,
     parse_info,
@@ -250,3 +254,77 @@ def test_bad_history_queries_are_400_naming_the_parameter(
     with pytest.raises(RestError) as caught:
         parse_history_query(since, limit)
     assert caught.value.status == 400 and caught.value.message.startswith(f"{named} must be")
+
+
+# -- TriggerChecker: check_trigger with the valid channel names remembered -----------------
+
+
+def checker_error(checker: TriggerChecker, *args: Any) -> tuple[int, str]:
+    with pytest.raises(RestError) as caught:
+        checker.check(*args)
+    return caught.value.status, caught.value.message
+
+
+def check_trigger_error(limits: RestLimits, *args: Any) -> tuple[int, str]:
+    with pytest.raises(RestError) as caught:
+        check_trigger(*args, limits)
+    return caught.value.status, caught.value.message
+
+
+BAD_CALLS: list[tuple[Any, ...]] = [
+    (("known",), "", "x", None, ()),
+    (("known",), 1, "x", None, ()),
+    (("known",), "e" * 201, "x", None, ()),
+    (("known",), "e", 1, None, ()),
+    (("known",), "e", "x" * 10241, None, ()),
+    (("known",), "e", "é" * 5121, None, ()),  # 10,242 bytes in UTF-8, 5,121 characters
+    ((), "e", "x", None, ()),
+    (tuple(f"c{i}" for i in range(101)), "e", "x", None, ()),
+    (("known", "bad name"), "e", "x", None, ()),
+    (("known", "private-encrypted-known"), "e", "x", None, ()),
+    (("private-encrypted-known", "private-encrypted-known"), "e", "x", None, ()),
+    (("known",), "e", "x", "not-a-socket-id", ()),
+    (("known",), "e", "x", 12, ()),
+    (("known",), "e", "x", None, ("members",)),
+]
+
+
+@pytest.mark.parametrize("call", BAD_CALLS)
+def test_checker_refuses_as_check_trigger_does_with_names_known(call: tuple[Any, ...]) -> None:
+    checker = TriggerChecker(LIMITS)
+    checker.check(("private-encrypted-known",), "e", "x", None, ())  # remembered
+    assert checker.check(("known",), "e", "x", None, ()).channels == ("known",)
+    assert checker_error(checker, *call) == check_trigger_error(LIMITS, *call)
+
+
+def test_checker_answers_what_check_trigger_answers() -> None:
+    checker = TriggerChecker(LIMITS)
+    calls: list[tuple[Any, ...]] = [
+        (("a",), "e", "x", None, ()),
+        (("b", "a", "b"), "e", "é", "1.2", ()),
+        (("a",), "e", "x", None, ("subscription_count",)),
+        (("#server-to-user-u1",), "e", "x", None, ()),
+        (("private-encrypted-a",), "e", "x", None, ()),
+    ]
+    for _ in range(2):  # unknown names, then remembered ones
+        for call in calls:
+            assert checker.check(*call) == check_trigger(*call, LIMITS)
+
+
+def test_a_remembered_name_is_valid_only_under_its_own_limits() -> None:
+    long_name = "c" * 50
+    lenient = TriggerChecker(LIMITS)
+    strict = TriggerChecker(RestLimits(max_channel_name_length=20))
+    assert lenient.check((long_name,), "e", "x", None, ()).channels == (long_name,)
+    assert checker_error(strict, (long_name,), "e", "x", None, ()) == (
+        400,
+        f"invalid channel {long_name!r}: channel name longer than 20 characters",
+    )
+
+
+def test_the_remembered_names_are_bounded() -> None:
+    checker = TriggerChecker(LIMITS, max_names=3)
+    for name in ("a", "b", "c", "d", "e"):
+        checker.check((name,), "e", "x", None, ())
+        assert len(checker._valid) <= 3  # noqa: SLF001
+    assert checker.check(("a",), "e", "x", None, ()).channels == ("a",)  # learned again

@@ -198,19 +198,21 @@ class ClusterRedis:
         """For each (second, events, publications) of ``calls``, in order: add ``events`` to
         the count of ``second`` (:meth:`count_backend_events`), then :meth:`publish` each of
         ``publications`` (channel, message, exclude) unless the new total is over ``limit``.
-        One script per call, all in one pipeline: one round trip. Returns the totals. Not
-        for sharded pub/sub (a script's SPUBLISH must stay in one slot): sharded callers
-        count and publish one by one."""
+        All of them in one script call: one command to pack and one reply to parse for the
+        lot, one round trip. Returns the totals. Not for sharded pub/sub (a script's
+        SPUBLISH must stay in one slot): sharded callers count and publish one by one."""
         assert not isinstance(self.redis, RedisCluster)  # a cluster is always sharded
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for second, events, publications in calls:
-                arguments: list[bytes | int] = [events, limit]
-                for channel, message, exclude in publications:
-                    payload = encode_publication(origin, exclude, message)
-                    arguments += [self.topic(app_id, channel), payload]
-                key = self.app_key(app_id, "rate", str(second))
-                await self._count_and_publish(keys=[key], args=arguments, client=pipe)
-            totals = await pipe.execute()
+        keys: list[str] = []
+        arguments: list[bytes | int] = [limit]
+        for second, events, publications in calls:
+            keys.append(self.app_key(app_id, "rate", str(second)))
+            arguments += [events, len(publications)]
+            for channel, message, exclude in publications:
+                arguments += [
+                    self.topic(app_id, channel),
+                    encode_publication(origin, exclude, message),
+                ]
+        totals = await self._count_and_publish(keys=keys, args=arguments)
         return [int(total) for total in totals]
 
     async def subscription_count(self, app_id: str, channel: str) -> int:
