@@ -173,6 +173,34 @@ async def run_websocket(
             tally.messages(i, [message])
 
 
+async def take(
+    i: int,
+    chunk: bytes,
+    session: Fallback,
+    tally: Tally,
+    opened: Callable[[], None],
+    subscribed: bool,
+) -> bool:
+    """Count the frames of one streamed line or one poll's body, answering the greeting
+    with the subscribe; whether the session is subscribed after them."""
+    for kind, value in frames(chunk):
+        if kind == "c":
+            raise RuntimeError(f"closed: {value}")
+        if kind != "a":
+            continue
+        for message in value:
+            event = message.get("event")
+            if event == "pusher:connection_established":
+                tally.open()
+                opened()
+                await session.send(SUBSCRIBE)
+            elif event == "pusher_internal:subscription_succeeded" and not subscribed:
+                subscribed = True
+                tally.subscribe()
+        tally.messages(i, value)
+    return subscribed
+
+
 async def run_streaming(
     i: int,
     port: int,
@@ -190,21 +218,7 @@ async def run_streaming(
             line = await resp.content.readline()
             if not line:
                 raise RuntimeError("the stream ended")
-            for kind, value in frames(line):
-                if kind == "c":
-                    raise RuntimeError(f"closed: {value}")
-                if kind != "a":
-                    continue
-                for message in value:
-                    event = message.get("event")
-                    if event == "pusher:connection_established":
-                        tally.open()
-                        opened()
-                        await session.send(SUBSCRIBE)
-                    elif event == "pusher_internal:subscription_succeeded" and not subscribed:
-                        subscribed = True
-                        tally.subscribe()
-                tally.messages(i, value)
+            subscribed = await take(i, line, session, tally, opened, subscribed)
 
 
 async def run_polling(
@@ -222,21 +236,7 @@ async def run_polling(
             if resp.status != 200:
                 raise RuntimeError(f"xhr answered {resp.status}")
             body = await resp.read()
-        for kind, value in frames(body):
-            if kind == "c":
-                raise RuntimeError(f"closed: {value}")
-            if kind != "a":
-                continue
-            for message in value:
-                event = message.get("event")
-                if event == "pusher:connection_established":
-                    tally.open()
-                    opened()
-                    await session.send(SUBSCRIBE)
-                elif event == "pusher_internal:subscription_succeeded" and not subscribed:
-                    subscribed = True
-                    tally.subscribe()
-            tally.messages(i, value)
+        subscribed = await take(i, body, session, tally, opened, subscribed)
 
 
 async def publish(port: int) -> None:
