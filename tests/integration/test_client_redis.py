@@ -411,6 +411,21 @@ async def test_channels_channel_and_users_answer_as_rest_does(
         assert refused.value.status == 400
 
 
+async def test_a_burst_of_reads_waits_for_the_pool_instead_of_failing(
+    node: ServerProcess, client: RedisClient, open_socket: SocketOpener
+) -> None:
+    # Four times the client's pool: past its size redis-py refuses ("Too many
+    # connections"), which reached the caller as a 503.
+    room = unique("presence-burst")
+    member = await open_socket(node.ws_url)
+    await member.subscribe_presence(room, "alice")
+    reads = [client.channel(room, ["user_count", "subscription_count"]) for _ in range(16)]
+    reads += [client.trigger(event(room, "e", "{}", info=("user_count",))) for _ in range(16)]
+    answers = await asyncio.wait_for(asyncio.gather(*reads), TIMEOUT)
+    assert answers[:16] == [{"occupied": True, "user_count": 1, "subscription_count": 1}] * 16
+    assert answers[16:] == [{"channels": {room: {"user_count": 1}}}] * 16
+
+
 async def test_terminate_user_and_send_to_user(
     node: ServerProcess, client: RedisClient, open_socket: SocketOpener
 ) -> None:

@@ -37,7 +37,7 @@ import contextlib
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -57,6 +57,9 @@ from tidings.protocol.session import Member
 from tidings.redaction import public_url, scrub
 
 POOL_SIZE = 8  # publishes go out one pipeline at a time; the rest are reads
+# Reads in flight at once, in arrival order: the pool refuses a command past its size
+# ("Too many connections") instead of waiting, and one connection stays for the sender.
+MAX_READS = POOL_SIZE - 1
 MAX_PIPELINE = 256  # calls per pipeline; more wait for the next one
 
 
@@ -128,6 +131,7 @@ class RedisClient:
         self._queue: deque[_Queued] = deque()  # calls not yet written, in call order
         self._sender: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the one start() ran on
+        self._reads: asyncio.Semaphore | None = None  # made on that loop
 
     def __repr__(self) -> str:
         return f"RedisClient({public_url(self._url)!r}, app_id={self._app_id!r})"
@@ -148,6 +152,7 @@ class RedisClient:
         sharded = self._sharded or is_cluster_url(self._url)  # always sharded on a cluster
         self._cluster = ClusterRedis(redis, self._prefix, sharded)
         self._loop = asyncio.get_running_loop()
+        self._reads = asyncio.Semaphore(MAX_READS)
         self._store = HistoryStore(self._cluster, self._origin)
 
     async def close(self) -> None:
@@ -175,6 +180,15 @@ class RedisClient:
                 f"the cluster backend is unreachable ({public_url(self._url)}: {reason}): "
                 "not done, retry later",
             ) from None
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[None]:
+        """:meth:`_reachable` for a read, after waiting its turn for a pooled connection:
+        a burst of reads (triggers asking for ``info``) waits instead of failing."""
+        assert self._reads is not None  # made with the cluster
+        async with self._reads:
+            with self._reachable():
+                yield
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -352,7 +366,7 @@ class RedisClient:
         if not user_id:
             raise PublishError(400, "user id missing")
         cluster = await self._redis()
-        with self._reachable():
+        async with self._reading():
             await cluster.control(self._origin, self._app_id, Terminate(user_id))
 
     # -- reading -----------------------------------------------------------------------------
@@ -362,7 +376,7 @@ class RedisClient:
         if "user_count" in attributes and not prefix.startswith("presence-"):
             raise PublishError(400, "info=user_count needs filter_by_prefix=presence-")
         cluster = await self._redis()
-        with self._reachable():
+        async with self._reading():
             counts = await cluster.channels(self._app_id)
         result: dict[str, dict[str, Any]] = {}
         for name, count in sorted(counts.items()):
@@ -385,7 +399,7 @@ class RedisClient:
         if "cache" in attributes and not ctype.cache:
             raise PublishError(400, "cache is available only for cache channels")
         cluster = await self._redis()
-        with self._reachable():
+        async with self._reading():
             count = await cluster.subscription_count(self._app_id, name)
             cached = await cluster.cache_get(self._app_id, name) if "cache" in attributes else None
         result: dict[str, Any] = {"occupied": count > 0}
@@ -409,12 +423,12 @@ class RedisClient:
     async def occupied(self, channels: Sequence[str]) -> set[str]:
         """Which of ``channels`` have a subscriber on any node: one round trip."""
         cluster = await self._redis()
-        with self._reachable():
+        async with self._reading():
             return await cluster.occupied(self._app_id, channels)
 
     async def _members(self, channel: str) -> list[Member]:
         cluster = await self._redis()
-        with self._reachable():
+        async with self._reading():
             return await cluster.presence_members(self._app_id, channel)
 
     async def _attributes(
@@ -428,7 +442,7 @@ class RedisClient:
         if "subscription_count" in info:
             if count is None:
                 cluster = await self._redis()
-                with self._reachable():
+                async with self._reading():
                     count = await cluster.subscription_count(self._app_id, channel)
             result["subscription_count"] = count
         return result
