@@ -147,7 +147,11 @@ def parse_trigger(body: bytes, limits: RestLimits) -> Trigger:
     return _trigger(_json_object(body), limits, batch=False)
 
 
-def parse_batch(body: bytes, limits: RestLimits) -> list[Trigger]:
+def parse_batch(
+    body: bytes, limits: RestLimits, checker: TriggerChecker | None = None
+) -> list[Trigger]:
+    """``checker``: the app's :class:`TriggerChecker` (for ``limits``), which checks the
+    common shape of an entry faster, with the same answers."""
     batch = _json_object(body).get("batch")
     if not isinstance(batch, list) or not batch:
         raise RestError(400, "batch must be a non-empty list")
@@ -157,7 +161,9 @@ def parse_batch(body: bytes, limits: RestLimits) -> list[Trigger]:
     for entry in batch:
         if not isinstance(entry, dict):
             raise RestError(400, "every batch entry must be an object")
-        triggers.append(_trigger(entry, limits, batch=True))
+        triggers.append(
+            _trigger(entry, limits, batch=True) if checker is None else checker.batch_entry(entry)
+        )
     return triggers
 
 
@@ -228,7 +234,37 @@ class TriggerChecker:
                 channel_type(c).kind is ChannelKind.ENCRYPTED for c in channels
             ):
                 return Trigger(name, data, tuple(dict.fromkeys(channels)), socket_id, ())
-        trigger = check_trigger(channels, name, data, socket_id, info, limits)
+        return self._learn(check_trigger(channels, name, data, socket_id, info, limits))
+
+    def batch_entry(self, entry: dict[str, Any]) -> Trigger:
+        """One entry of ``POST /batch_events``'s ``batch``, as ``_trigger(entry, limits,
+        batch=True)`` answers it: the common shape (no ``info``, a channel seen before)
+        at once, anything else through ``_trigger`` itself."""
+        limits = self.limits
+        channel = entry.get("channel")
+        name = entry.get("name")
+        data = entry.get("data")
+        socket_id = entry.get("socket_id")
+        if (
+            type(channel) is str
+            and channel in self._valid
+            and limits.max_channels_per_event >= 1
+            and entry.get("info") is None
+            and type(name) is str
+            and 0 < len(name) <= limits.max_event_name_length
+            and type(data) is str
+            and (len(data) if data.isascii() else len(data.encode()))
+            <= limits.max_event_payload_bytes
+            and (
+                socket_id is None or (type(socket_id) is str and SOCKET_ID_PATTERN.match(socket_id))
+            )
+        ):
+            return Trigger(name, data, (channel,), socket_id, ())
+        return self._learn(_trigger(entry, limits, batch=True))
+
+    def _learn(self, trigger: Trigger) -> Trigger:
+        """Remember the channels of a trigger that passed every check."""
+        valid = self._valid
         if len(valid) + len(trigger.channels) > self.max_names:
             valid.clear()
         valid.update(trigger.channels)

@@ -24,6 +24,7 @@ from tidings.protocol.auth import rest_request_error
 from tidings.protocol.rest import (
     RestError,
     RestLimits,
+    TriggerChecker,
     parse_batch,
     parse_history_query,
     parse_info,
@@ -56,8 +57,9 @@ class RestApi:
     def __init__(self, node: Node, max_request_body: int) -> None:
         self.node = node
         self.max_request_body = max_request_body
-        # Per app, not per request: each app's body limits, with the App they came from.
-        self._limits: dict[str, tuple[App, RestLimits]] = {}
+        # Per app, not per request: each app's body limits and their checker (which
+        # remembers the channel names found valid), with the App they came from.
+        self._limits: dict[str, tuple[App, RestLimits, TriggerChecker]] = {}
 
     def endpoints(self) -> list[Route]:
         """The API's routes, for any server (see ``server/http_edge.py``)."""
@@ -143,10 +145,14 @@ class RestApi:
         return app
 
     def _limits_of(self, app: App) -> RestLimits:
+        return self._checks_of(app)[1]
+
+    def _checks_of(self, app: App) -> tuple[App, RestLimits, TriggerChecker]:
         known = self._limits.get(app.id)
         if known is None or known[0] is not app:
-            known = self._limits[app.id] = (app, api.rest_limits(app))
-        return known[1]
+            limits = api.rest_limits(app)
+            known = self._limits[app.id] = (app, limits, TriggerChecker(limits))
+        return known
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -156,7 +162,8 @@ class RestApi:
         return await api.trigger_info(self.node, app, trigger)
 
     async def batch_events(self, request: HttpRequest, app: App, body: bytes) -> object:
-        triggers = parse_batch(body, self._limits_of(app))
+        _, limits, checker = self._checks_of(app)
+        triggers = parse_batch(body, limits, checker)
         await api.publish(self.node, app, triggers, source="rest")
         return await api.batch_info(self.node, app, triggers)
 

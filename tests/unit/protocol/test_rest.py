@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+import orjson
 import pytest
 
 from tidings.protocol.rest import (
@@ -328,3 +330,55 @@ def test_the_remembered_names_are_bounded() -> None:
         checker.check((name,), "e", "x", None, ())
         assert len(checker._valid) <= 3  # noqa: SLF001
     assert checker.check(("a",), "e", "x", None, ()).channels == ("a",)  # learned again
+
+
+# -- TriggerChecker.batch_entry: POST /batch_events' entries, the common shape fast ----------
+
+
+def outcome(check: Any, *args: Any) -> Trigger | tuple[int, str]:
+    try:
+        result: Trigger = check(*args)
+    except RestError as refused:
+        return refused.status, refused.message
+    return result
+
+
+BATCH_ENTRIES: list[dict[str, Any]] = [
+    {"channel": "known", "name": "e", "data": "x"},
+    {"channel": "known", "name": "e", "data": "é" * 10},
+    {"channel": "known", "name": "e", "data": "x", "socket_id": "1.2"},
+    {"channel": "known", "name": "e", "data": "x", "info": "subscription_count"},
+    {"channel": "known", "name": "e", "data": "x", "channels": ["other", "bad name"]},
+    {"channel": "unknown", "name": "e", "data": "x"},
+    {"channel": "known", "name": "", "data": "x"},
+    {"channel": "known", "name": 1, "data": "x"},
+    {"channel": "known", "name": "e" * 201, "data": "x"},
+    {"channel": "known", "name": "e", "data": 1},
+    {"channel": "known", "name": "e", "data": "x" * 10241},
+    {"channel": "known", "name": "e", "data": "é" * 5121},  # 10,242 bytes in UTF-8
+    {"channel": "known", "name": "e"},
+    {"channel": "bad name", "name": "e", "data": "x"},
+    {"channel": ["known"], "name": "e", "data": "x"},
+    {"channel": None, "name": "e", "data": "x"},
+    {"name": "e", "data": "x"},
+    {"channel": "known", "name": "e", "data": "x", "socket_id": "not-a-socket-id"},
+    {"channel": "known", "name": "e", "data": "x", "socket_id": 12},
+    {"channel": "known", "name": "e", "data": "x", "info": "members"},
+]
+
+
+@pytest.mark.parametrize("entry", BATCH_ENTRIES)
+@pytest.mark.parametrize(
+    "limits", [LIMITS, RestLimits(max_event_payload_bytes=4, max_event_name_length=3)]
+)
+def test_batch_entry_answers_what_parse_batch_answers(
+    entry: dict[str, Any], limits: RestLimits
+) -> None:
+    checker = TriggerChecker(limits)
+    with contextlib.suppress(RestError):  # remembered, where the limits let it be valid
+        checker.batch_entry({"channel": "known", "name": "e", "data": ""})
+    body = orjson.dumps({"batch": [entry]})
+    expected = outcome(parse_batch, body, limits)
+    assert outcome(parse_batch, body, limits, checker) == expected
+    if isinstance(expected, list):
+        assert outcome(checker.batch_entry, entry) == expected[0]
