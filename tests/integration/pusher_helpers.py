@@ -192,6 +192,21 @@ def raw_http(
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
+def rest_requests_seen(http_url: str, endpoint: str) -> dict[str, float]:
+    """REST requests the server at ``http_url`` finished for ``endpoint``, by status (its
+    ``tidings_rest_request_seconds_count`` samples on /metrics)."""
+    resp = raw_http(http_url, "GET", "/metrics")
+    seen: dict[str, float] = {}
+    for family in text_string_to_metric_families(resp.body.decode()):
+        for sample in family.samples:
+            if (
+                sample.name == "tidings_rest_request_seconds_count"
+                and sample.labels["endpoint"] == endpoint
+            ):
+                seen[sample.labels["status"]] = sample.value
+    return seen
+
+
 def scrape(http_url: str) -> tuple[str, Samples]:
     """``GET /metrics``: the text and every sample by name and full label set."""
     resp = raw_http(http_url, "GET", "/metrics")

@@ -29,6 +29,7 @@ from pusher_helpers import (
     hmac_hex,
     query_string,
     raw_http,
+    rest_requests_seen,
     unique,
 )
 
@@ -197,19 +198,6 @@ def handovers(server: ServerProcess) -> list[str]:
     return [line for line in server.logs().splitlines() if "handed to aiohttp" in line]
 
 
-def rest_seen(server: ServerProcess, endpoint: str) -> dict[str, float]:
-    resp = raw_http(server.http_url, "GET", "/metrics")
-    seen: dict[str, float] = {}
-    for family in text_string_to_metric_families(resp.body.decode()):
-        for sample in family.samples:
-            if (
-                sample.name == "tidings_rest_request_seconds_count"
-                and sample.labels["endpoint"] == endpoint
-            ):
-                seen[sample.labels["status"]] = sample.value
-    return seen
-
-
 # -- the same bytes as aiohttp ---------------------------------------------------------------
 
 SAME_BYTES = {
@@ -333,15 +321,15 @@ def test_connection_close_closes_after_the_answer(lean: ServerProcess, connect: 
 
 def test_a_client_gone_mid_body_is_timed_as_499(lean: ServerProcess, connect: Any) -> None:
     endpoint = "/apps/{app_id}/batch_events"
-    before = rest_seen(lean, endpoint).get("499", 0)
+    before = rest_requests_seen(lean.http_url, endpoint).get("499", 0)
     sock, reader = connect(lean)
     sock.sendall(hot(b'{"batch": []}' + b" " * 100, endpoint="batch_events")[:-50])
     sock.sendall(hot()[:10])  # not even reached: the body above is incomplete
     sock.close()
 
     deadline = time.monotonic() + 4 * TIMEOUT
-    while rest_seen(lean, endpoint).get("499", 0) == before:
-        assert time.monotonic() < deadline, rest_seen(lean, endpoint)
+    while rest_requests_seen(lean.http_url, endpoint).get("499", 0) == before:
+        assert time.monotonic() < deadline, rest_requests_seen(lean.http_url, endpoint)
         time.sleep(0.05)  # polling /metrics: the server has no event to wait on from here
 
 

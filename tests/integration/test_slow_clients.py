@@ -26,6 +26,7 @@ from pusher_helpers import (
     eventually,
     raw_http,
     rest_request,
+    rest_requests_seen,
     unique,
     ws_app_url,
 )
@@ -66,20 +67,6 @@ def cuts(server: ServerProcess) -> dict[str, float]:
             elif sample.name == "tidings_http_pending_connections":
                 found["pending"] = sample.value
     return found
-
-
-def rest_requests_seen(server: ServerProcess, endpoint: str) -> dict[str, float]:
-    """REST requests the server finished for ``endpoint``, by status."""
-    resp = raw_http(server.http_url, "GET", "/metrics")
-    seen: dict[str, float] = {}
-    for family in text_string_to_metric_families(resp.body.decode()):
-        for sample in family.samples:
-            if (
-                sample.name == "tidings_rest_request_seconds_count"
-                and sample.labels["endpoint"] == endpoint
-            ):
-                seen[sample.labels["status"]] = sample.value
-    return seen
 
 
 @contextmanager
@@ -343,7 +330,7 @@ async def test_aborted_uploads_are_not_logged_as_errors(make_server: Any) -> Non
     await asyncio.gather(*(asyncio.to_thread(upload_half) for _ in range(clients)))
 
     async def all_finished() -> bool:
-        seen = await asyncio.to_thread(rest_requests_seen, server, "/apps/{app_id}/events")
+        seen = await asyncio.to_thread(rest_requests_seen, server.http_url, "/apps/{app_id}/events")
         return sum(seen.values()) == clients
 
     await eventually(all_finished, timeout=4 * TIMEOUT)
@@ -351,4 +338,4 @@ async def test_aborted_uploads_are_not_logged_as_errors(make_server: Any) -> Non
     assert "Traceback" not in logs, logs[-2000:]
     assert not [e for e in json_lines(server) if e["level"] == "error"]
     # Timed as "client closed request", not as a server error.
-    assert rest_requests_seen(server, "/apps/{app_id}/events") == {"499": clients}
+    assert rest_requests_seen(server.http_url, "/apps/{app_id}/events") == {"499": clients}
