@@ -16,20 +16,24 @@ run and each configuration (order alternating per run so drift hits all of them)
 
 it measures, with the C load client of bench/fanout.py (N subscribers of channel "bench"):
 connections/s, subscriptions/s, latency p50/p99 at a moderate open-loop rate, saturation
-deliveries/s (closed loop, 16 broadcasts in flight) with the CPU of every process and core,
-then Redis commands per publish (CONFIG RESETSTAT, a fixed number of publishes one at a time,
-INFO commandstats / cpu / stats), and finally checks that every published seq reached every
-subscriber exactly once (no duplicate, no loss across nodes).
+deliveries/s (closed loop, 16 broadcasts in flight over 16 REST connections) with the CPU of
+every process and core, then Redis commands per publish (CONFIG RESETSTAT, a fixed number of
+publishes one at a time, INFO commandstats / cpu / stats), and finally checks that every
+published seq reached every subscriber exactly once (no duplicate, no loss across nodes).
 
 The load client is bench/loadclient.c (as in bench/fanout.py): its ``-2 PORT2`` option sends
 every odd subscriber to a second node, and its ``verify`` command reports per-seq delivery
 counts. The latency rate is bench/fanout.py's (10 msg/s at N = 1,000, 1 msg/s above).
 
-Pinning (``taskset``/``sched_setaffinity``) on a 2-core machine: memory and redis1 put the
-node on core 0 and the load client on core 1 (as bench/fanout.py does); redis2 and workers2
-put node 1 on core 0 and node 2 on core 1, and the client floats over both cores, competing
-with the nodes. Redis always floats (it is on the publish path: a Redis that waits for a busy
-core adds its wait to every publish). With 4+ cores every process gets a core of its own.
+Pinning (``taskset``/``sched_setaffinity``) on a 2-core machine: the server side gets core 0
+and the load client core 1 in every configuration (as bench/fanout.py does), so each is
+measured at saturation with the same budget: the one node of memory and redis1, both nodes
+of redis2, both workers of workers2. ``--pair-cores spread`` puts the two nodes on a core
+each instead, with the client floating over both cores and competing with them (the layout
+before 2026-12-06). Redis always floats (it is on the publish path: a Redis that waits for a
+busy core adds its wait to every publish). With 4+ cores every process gets a core of its
+own. The saturation phase publishes through one keep-alive connection per broadcast in
+flight (16), so every configuration can keep 16 in flight.
 Every process started is stopped by PID at the end, on Ctrl-C and on errors. Results:
 bench/results/cluster-<timestamp>.json, logs in bench/results/cluster-<timestamp>/.
 """
@@ -54,7 +58,15 @@ import redis
 import fanout
 import procs
 import pyspy
-from cluster_nodes import Cluster, Layout, RedisServer, established, layout, start_cluster
+from cluster_nodes import (
+    PAIR_CORES,
+    Cluster,
+    Layout,
+    RedisServer,
+    established,
+    layout,
+    start_cluster,
+)
 from cluster_report import LABELS, summarize, target_lines, write_json
 from fanout import Plan
 from loadclient import LoadClient, build_client, write_requests
@@ -69,6 +81,11 @@ WARMUP_CONNECTIONS = fanout.WARMUP_CONNECTIONS
 HEARTBEAT_S = 5.0  # node_ttl 15 s / 3: one EVALSHA per node every 5 s
 SENDTO = "syscalls:sys_enter_sendto"  # --sends: the C fan-out writes with send()
 TARGET = 0.8  # issue 17: redis2 ≥ 0.8 × memory in deliveries per node CPU-second
+# One REST connection per broadcast in flight, so the closed loop really has 16 in flight. With
+# fanout.py's 4 it had at most 4 unanswered publishes: a node that answers only after Redis
+# has taken the PUBLISH (redis1, redis2) then got 4, or in a split rhythm 2, publications per
+# fan-out round, where the memory node answers at once and got ~3 (docs/benchmarks.md).
+PUBLISHERS = BROADCASTS_IN_FLIGHT
 
 
 # ---------------------------------------------------------------- one measurement
@@ -350,7 +367,16 @@ def cluster_client(
     the second one (-2)."""
     port2 = cluster.ports[1] if len(cluster.ports) > 1 else None
     ports = cluster.ports[0]
-    return LoadClient(binary, ports, n, requests, log_path, cores=lay.client, port2=port2)
+    return LoadClient(
+        binary,
+        ports,
+        n,
+        requests,
+        log_path,
+        cores=lay.client,
+        port2=port2,
+        publishers=PUBLISHERS,
+    )
 
 
 def warmup(binary: Path, cluster: Cluster, lay: Layout, workdir: Path, tag: str) -> bool:
@@ -421,7 +447,7 @@ def measure(
     workdir: Path,
 ) -> dict[str, Any]:
     n = args.n
-    lay = layout(config, sorted(os.sched_getaffinity(0)))
+    lay = layout(config, sorted(os.sched_getaffinity(0)), args.pair_cores)
     tag = f"{config}-n{n}-r{run}"
     prefix = f"bench{run}{config}"
     log(
@@ -463,6 +489,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--publishes", type=int, default=100, help="publishes counted in Redis (100)")
     p.add_argument("--window", type=float, default=None, help="saturation window seconds (4)")
     p.add_argument("--log-level", default="warning", help="Tidings log_level (warning)")
+    p.add_argument(
+        "--pair-cores",
+        choices=PAIR_CORES,
+        default="shared",
+        help="on 2-3 cores: both nodes of redis2/workers2 on core 0 beside the client's core 1"
+        " (shared, the default: one server core in every configuration), or a core each with"
+        " the client floating over both (spread)",
+    )
     p.add_argument(
         "--profile",
         action="store_true",

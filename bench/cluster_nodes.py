@@ -96,7 +96,22 @@ def shape(config: str) -> str:
     return WITH_HISTORY.get(config, config)
 
 
-def layout(config: str, cpus: list[int]) -> Layout:
+PAIR_CORES = ("shared", "spread")
+
+
+def layout(config: str, cpus: list[int], pair: str = "shared") -> Layout:
+    """Cores for ``config``'s processes.
+
+    With 4 cores or more every process has a core of its own. With 2 or 3, the load client
+    needs a core as much as the server does (it reads every delivery), so ``pair="shared"``
+    (the default) gives the server side one core in every configuration: the one node, or
+    both nodes of a pair, on core 0, and the client on core 1. ``"spread"`` puts the two
+    nodes on a core each and lets the client float over both, competing with them: the
+    nodes then wait for a starved client and run below saturation (docs/benchmarks.md,
+    "Redis pair per node CPU-second").
+    """
+    if pair not in PAIR_CORES:
+        raise ValueError(f"pair must be one of {PAIR_CORES}, not {pair!r}")
     c = [str(x) for x in cpus]
     if len(c) >= 4:
         return Layout([c[0], c[1]], c[2], c[3])
@@ -105,6 +120,8 @@ def layout(config: str, cpus: list[int]) -> Layout:
     both = f"{c[0]},{c[1]}"
     if shape(config) in ("memory", "redis1"):
         return Layout([c[0]], c[1], both)
+    if pair == "shared":
+        return Layout([c[0], c[0]], c[1], both)
     return Layout([c[0], c[1]], both, both)
 
 

@@ -25,6 +25,8 @@ APP_ID = "12345"
 APP_KEY = "app-key"
 APP_SECRET = "app-secret"
 EVENTS_PATH = f"/apps/{APP_ID}/events"
+# Keep-alive REST connections the client publishes through, one request in flight on each.
+# bench/cluster.py opens one per broadcast in flight instead (see there).
 PUBLISHER_CONNECTIONS = 4
 
 
@@ -101,6 +103,7 @@ class LoadClient:
         port2: int | None = None,
         spin_us: int | None = None,
         sources: int | None = None,
+        publishers: int = PUBLISHER_CONNECTIONS,
     ) -> None:
         sources = sources or source_addresses(n)  # more when other clients share the ports
         cmd = ["taskset", "-c", cores, str(binary), "-P", protocol, "-S", str(sources)]
@@ -108,7 +111,7 @@ class LoadClient:
             cmd += ["-2", str(port2)]
         if spin_us is not None:
             cmd += ["-W", str(spin_us)]
-        cmd += ["127.0.0.1", str(port), APP_KEY, str(n), str(requests), str(PUBLISHER_CONNECTIONS)]
+        cmd += ["127.0.0.1", str(port), APP_KEY, str(n), str(requests), str(publishers)]
         self.proc = start(cmd, log, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.log = log
         self._buf = b""
