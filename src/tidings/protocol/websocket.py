@@ -146,9 +146,9 @@ class PyFrameReader:
             return events
         if self._done or pos == len(buffer):
             self._buffer = b""
-        elif isinstance(buffer, bytearray):
+        elif buffer is self._buffer:  # our own bytearray: drop what was parsed, in place
             del buffer[:pos]
-        else:
+        else:  # the caller's bytes (or bytearray, which is not ours to keep): copy the rest
             self._buffer = bytearray(buffer[pos:])
         return events
 

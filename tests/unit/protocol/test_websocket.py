@@ -85,6 +85,23 @@ def test_messages_in_one_read_and_split_across_reads(FrameReader: type[PyFrameRe
     assert events == [Text("one"), Binary(b"\x00\xff"), Text("é")]
 
 
+def test_reads_given_as_bytearrays_keep_a_partial_frame(
+    FrameReader: type[PyFrameReader],
+) -> None:
+    """A read handed over as a bytearray (a buffered protocol's buffer, which its owner
+    reuses) that ends inside a frame: the partial frame is kept, the caller's object is
+    neither kept nor changed."""
+    first = frame(0x1, b"first")
+    data = first + frame(0x1, b"second")
+    cut = len(first) + 2  # all of "first" and the next frame's 2-byte header
+    reader = FrameReader(1024)
+    head = bytearray(data[:cut])
+    assert reader.feed(head) == [Text("first")]
+    assert head == data[:cut]
+    head[:] = b"\x00" * len(head)  # the owner reuses its buffer
+    assert reader.feed(bytearray(data[cut:])) == [Text("second")]
+
+
 @pytest.mark.parametrize("size", [125, 126, 65535, 65536])
 def test_extended_lengths(size: int, FrameReader: type[PyFrameReader]) -> None:
     payload = b"x" * size
