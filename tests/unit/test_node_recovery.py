@@ -224,6 +224,36 @@ async def test_a_lost_bus_message_is_filled_before_the_next_goes_out(
     assert node.counters(APP).gaps_filled == 1
 
 
+async def test_a_lost_last_publication_is_found_by_the_periodic_check(
+    lossy: tuple[Node, set[int]],
+) -> None:
+    node, lost = lossy
+    recovery = node._states[APP.id].recovery  # what the node's history check loop calls
+    stock, opted = connect(node), connect(node)
+    stock.take(), opted.take()
+    await stock.subscribe("hist-last")
+    await opt_in(opted, "hist-last")
+    stock.take()
+    lost.add(3)
+    for n in range(1, 4):
+        await publish(node, "hist-last", str(n))  # 3, the last, never reaches the node
+    await _settle(node)
+    assert [m["data"] for m in stock.take()] == ["1", "2"]
+    await recovery.check()  # the channel spoke since the last check: not read yet
+    await _settle(node)
+    assert stock.take() == [] and node.counters(APP).gaps_filled == 0
+    await recovery.check()  # quiet since: its position (3) is read, 3 is filled
+    await _settle(node)
+    assert [m["data"] for m in stock.take()] == ["3"]
+    assert offsets(opted.take()) == [1, 2, 3]
+    assert node.counters(APP).gaps_filled == 1
+    await recovery.check()  # in step now: nothing more
+    await publish(node, "hist-last", "4")
+    await _settle(node)
+    assert [m["data"] for m in stock.take()] == ["4"]
+    assert node.counters(APP).gaps_filled == 1
+
+
 async def test_a_gap_history_cannot_fill_closes_every_socket_with_4200(
     lossy: tuple[Node, set[int]],
 ) -> None:

@@ -89,6 +89,19 @@ class Gaps:
         if channel not in self._tracks:
             self._tracks[channel] = _Track(top.epoch, top.offset)
 
+    def behind(self, channel: str, top: Located) -> bool:
+        """A read found ``channel`` at ``top``. True when that is past what was delivered
+        here (same epoch, no fill running): a publication was lost and none followed to
+        show the hole. A fill is then started, with nothing held yet; the caller reads the
+        history after :meth:`filling_after` and ends it with :meth:`filled`."""
+        track = self._tracks.get(channel)
+        if track is None or track.held is not None or track.epoch != top.epoch:
+            return False
+        if top.offset <= track.last:
+            return False
+        track.held = []
+        return True
+
     def last(self, channel: str, epoch: str) -> int | None:
         """The last offset of ``epoch`` delivered here on ``channel`` (None: none tracked,
         or another epoch)."""
