@@ -388,3 +388,52 @@ async def test_unsubscribing_during_the_read_sends_nothing(node: Node) -> None:
     await publish(node, "hist-x", "1")
     assert c.take() == []
     assert node.app_gauges(APP)[2] == 0  # no subscription left on this node
+
+
+LIVE_APP = App(
+    "777",
+    "live-key",
+    "live-secret",
+    history=(HistoryRule("private-live.*", 100, 300.0),),
+)
+
+
+async def test_opt_in_on_a_live_channel_is_a_stock_subscription() -> None:
+    """A live channel's snapshot is its recovery: the opt-in (even with a position to
+    recover from) is ignored, and the socket gets the frames of one that did not opt in,
+    while the channel's history is still kept (GET .../history, gap-filling)."""
+    channel = "private-live.todo.list_id.9"
+    node = Node(AppRegistry.of([LIVE_APP]), MemoryBroker(), NodeSettings(), clock=FakeClock())
+
+    async def snapshot(app: App, name: str, socket_id: str) -> bytes:
+        return b'{"rows": [], "version": 0}'
+
+    node.live_snapshots = snapshot
+    await node.start()
+    try:
+        stock, opted = FakeConnection(node, LIVE_APP), FakeConnection(node, LIVE_APP)
+        for c in (stock, opted):
+            node.attach(c)
+            c.take()
+        await node.trigger(LIVE_APP, Trigger("created", "{}", (channel,), None, ()))
+        top = await node.history(LIVE_APP, channel, 0, 10)
+        recover = {"epoch": top.position.epoch, "offset": 0}
+        for c, tidings in [(stock, None), (opted, {"v": 1, "recover": recover})]:
+            auth = sign(LIVE_APP.secret, f"{c.socket_id}:{channel}")
+            data: dict[str, Any] = {"channel": channel, "auth": f"{LIVE_APP.key}:{auth}"}
+            if tidings is not None:
+                data["tidings"] = tidings
+            await c.send_json({"event": "pusher:subscribe", "data": data})
+        await _settle(node)
+        await node.trigger(LIVE_APP, Trigger("updated", "{}", (channel,), None, ()))
+        await _settle(node)
+        frames = opted.take()
+        assert [m["event"] for m in frames] == [
+            "pusher_internal:subscription_succeeded",
+            "tidings:snapshot",
+            "updated",
+        ]
+        assert frames == stock.take()  # no position, no replay of "created", no offsets
+        assert (await node.history(LIVE_APP, channel, 0, 10)).position.offset == 2
+    finally:
+        await node.close()
