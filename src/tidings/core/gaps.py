@@ -10,6 +10,10 @@ history no longer has them (trimmed, expired, another epoch) or too much piles u
 it reads, the channel's sockets, opted in or not, are closed with 4200: they reconnect at
 once and an opted-in client recovers or is told to re-fetch.
 
+A lost *last* publication shows no jump: the node's periodic position check reads the
+channel's top and, when it is past what was delivered, starts the same fill
+(:meth:`Gaps.behind`).
+
 :class:`Gaps` is that bookkeeping for one app, pure: no asyncio, no I/O. The node calls
 :meth:`Gaps.arrive` for each positioned delivery and acts on the :class:`Verdict`.
 """
