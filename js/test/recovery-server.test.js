@@ -144,3 +144,45 @@ test('100 clients cut and reconnecting during 1,000 events a second: none lost o
   // They came back while events were still being published.
   assert.ok(clients.some((c) => c.succeeded[1].tidings.offset < total));
 });
+
+test('stock pusher-js (no plugin): golden frames on a channel with history, and no replay after a cut', async () => {
+  const name = unique('orders-');
+  const pusher = tidings.client({ wsPort: proxy.port }); // not wrapped: a stock client
+  const frames = []; // what the server sent, as raw text
+  const sent = []; // what pusher-js sent
+  const originalSend = pusher.send_event.bind(pusher);
+  pusher.send_event = (event, data, channel) => {
+    sent.push({ event, data });
+    return originalSend(event, data, channel);
+  };
+  pusher.connection.bind('connected', () => {
+    pusher.connection.connection.transport.bind('message', (m) => frames.push(m.data));
+  });
+  await connected(pusher);
+  const channel = pusher.subscribe(name);
+  const seen = [];
+  let succeeded = 0;
+  channel.bind('x', (data) => seen.push(data.n));
+  channel.bind('pusher:subscription_succeeded', () => (succeeded += 1));
+  await until('subscribed', () => succeeded === 1);
+  await tidings.publish(name, 'x', { n: 1 });
+  await until('event 1', () => seen.length === 1);
+  const golden = (n) => `{"event":"x","channel":"${name}","data":"{\\"n\\":${n}}"}`;
+  const succeededFrame = `{"event":"pusher_internal:subscription_succeeded","channel":"${name}","data":"{}"}`;
+  const ours = () => frames.filter((f) => f.includes(name) && !f.includes('subscription_count'));
+  assert.deepEqual(ours(), [succeededFrame, golden(1)]);
+
+  proxy.hold();
+  proxy.cut();
+  await tidings.publish(name, 'x', { n: 2 }); // missed: a stock client is never replayed it
+  proxy.release();
+  await until('the resubscription', () => succeeded === 2);
+  await tidings.publish(name, 'x', { n: 3 });
+  await until('event 3', () => seen.length === 2);
+  assert.deepEqual(seen, [1, 3]);
+  assert.deepEqual(ours(), [succeededFrame, golden(1), succeededFrame, golden(3)]);
+  const subscribes = sent.filter((s) => s.event === 'pusher:subscribe');
+  assert.equal(subscribes.length, 2);
+  for (const s of subscribes) assert.deepEqual(Object.keys(s.data), ['auth', 'channel_data', 'channel']);
+  pusher.disconnect();
+});

@@ -55,6 +55,8 @@ FLAG_HELP: dict[str, str] = {
     "http_send_order_wait": "With Redis: an HTTP fallback send waits up to this long for an "
     "earlier one of its client relayed through another node (0: arrival order).",
     "sse_ping_interval": "A Server-Sent Events stream quiet this long gets a ping comment.",
+    "history_check_interval": "How often a node checks that it lost no channel's last "
+    "publication (channels with history that spoke lately).",
     "redis": "Redis URL for scale-out, e.g. redis://127.0.0.1:6379/0; none: in-memory broker.",
     "redis_cluster": "Redis Cluster node URL, e.g. redis://10.0.0.5:7000 (keys hash-tagged, "
     "sharded pub/sub); the same as --redis redis+cluster://10.0.0.5:7000.",

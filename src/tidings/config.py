@@ -231,6 +231,9 @@ class Settings(BaseModel):
     # way through another node (docs/fallback.md); 0: applied in arrival order.
     http_send_order_wait: float = Field(0.5, ge=0, le=60)
     sse_ping_interval: float = Field(20.0, gt=0, le=3600)
+    # How often a node checks that no channel with history lost its last publication on
+    # the way to it (docs/recovery.md, "Gap-filling").
+    history_check_interval: float = Field(5.0, ge=0.1, le=3600)
     redis: str | None = Field(
         None, pattern=r"^(redis|rediss|redis\+cluster|rediss\+cluster|unix)://"
     )

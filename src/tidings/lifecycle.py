@@ -161,6 +161,7 @@ def make_node(settings: Settings) -> Node:
         pong_timeout=settings.pong_timeout,
         max_connections=settings.max_connections,
         max_connection_rate=settings.max_connection_rate,
+        history_check_interval=settings.history_check_interval,
     )
     return Node(apps, make_broker(settings), node_settings, write=fanout.write_many)
 

@@ -114,6 +114,9 @@ class NodeSettings:
     pong_timeout: float = 30.0
     max_connections: int = 100_000
     max_connection_rate: int = 10_000  # new connections per second (0: no limit)
+    # Seconds between two checks that no channel with history lost its last publication
+    # on the way to this node (tidings/recovery.py, AppRecovery.check).
+    history_check_interval: float = 5.0
 
 
 class _CallSoon:
@@ -256,6 +259,7 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
+        self._history_checker: asyncio.Task[None] | None = None
         self.draining = False
         self.webhooks: WebhookEvents | None = None
         # Embedded apps' ``before`` hooks: the data to publish for a client event, or None.
@@ -283,9 +287,11 @@ class Node:
         await self.broker.start(self._deliver, self._control)
         self._ticker = spawn(self._tick_forever(), "node timers")
         self._reporter = spawn(self._report_connections_forever(), "connection counts")
+        if any(app.history for app in self.apps):
+            self._history_checker = spawn(self._check_history_forever(), "history checks")
 
     async def close(self) -> None:
-        for task in (self._ticker, self._reporter):
+        for task in (self._ticker, self._reporter, self._history_checker):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -864,6 +870,16 @@ class Node:
                 interval = CONNECTION_REPORT_INTERVAL
                 self._registry.elsewhere(await self.broker.connections.report(counts, interval))
             await asyncio.sleep(CONNECTION_REPORT_INTERVAL)
+
+    async def _check_history_forever(self) -> None:
+        """Every ``history_check_interval``: has a channel with history lost its last
+        publication on the way here? (``AppRecovery.check``)"""
+        while True:
+            await asyncio.sleep(self.settings.history_check_interval)
+            for state in self._states.values():
+                if state.app.history:
+                    with _isolated("checking the history positions of %s failed", state.app.id):
+                        await state.recovery.check()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)

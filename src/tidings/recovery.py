@@ -42,6 +42,11 @@ MAX_HELD_BYTES = 16 * 1024 * 1024
 # publication reaches the store's reader before its pub/sub copy reaches this node).
 BUS_WAIT = 2.0
 
+# The periodic position check (:meth:`AppRecovery.check`): a channel is checked for this
+# many checks after its last delivery here, at most this many channels per app per check.
+CHECKS_AFTER_TRAFFIC = 12
+MAX_CHECKED = 1_000
+
 GAP_UNFILLED = "Missed events could not be recovered from the channel history"
 CATCHUP_OVERFLOWED = "Too many events arrived while the channel history was read"
 EPOCH_CHANGED = "The channel history was reset"
@@ -64,6 +69,8 @@ class HistoryReader(Protocol):
     async def position(self, app_id: str, channel: str, *, ttl: float) -> Located: ...
 
     async def since(self, app_id: str, channel: str, offset: int, limit: int) -> Page: ...
+
+    async def positions(self, app_id: str, channels: Sequence[str]) -> Sequence[Located | None]: ...
 
 
 class Socket(Protocol):
@@ -91,6 +98,8 @@ class AppRecovery:
         "_gaps",
         "_catchups",
         "_waiters",
+        "_active",
+        "_recent",
     )
 
     def __init__(
@@ -114,6 +123,10 @@ class AppRecovery:
         self._catchups: dict[tuple[str, str], Catchup] = {}
         # Catch-ups waiting for the bus to deliver a channel up to an offset.
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        # The periodic check: channels delivered to since the last check, and the channels
+        # to check with the checks each has left (oldest checked first).
+        self._active: set[str] = set()
+        self._recent: dict[str, int] = {}
 
     # -- deliveries from the bus -------------------------------------------------------------
 
@@ -124,6 +137,7 @@ class AppRecovery:
         order, after filling any hole before it."""
         if not self._hub.count(channel):
             return  # nobody here: nothing to keep in order (and nothing to track)
+        self._active.add(channel)
         arrival = Arrival(offset, message, exclude)
         match self._gaps.arrive(channel, epoch, arrival):
             case Verdict.DELIVER:
@@ -170,6 +184,43 @@ class AppRecovery:
             self._outgoing.add(self._hub, channel, a.message, a.exclude, self._counters, a.offset)
         if out:
             self._wake(channel, out[-1].offset)
+
+    async def check(self) -> None:
+        """The periodic position check: the one way to notice a lost *last* publication.
+
+        A hole shows when the next publication arrives; when none follows, only the
+        channel's position in the store tells. Checked here: channels with local
+        subscribers that had deliveries within the last :data:`CHECKS_AFTER_TRAFFIC`
+        checks but none since the previous one (a busy channel shows a hole by itself, and
+        would race its own publications in flight), at most :data:`MAX_CHECKED`, with one
+        batched meta read. A channel found past what was delivered here is filled from its
+        history as a jump is (and closed with 4200 if that fails)."""
+        active, self._active = self._active, set()
+        for channel in active:
+            self._recent.pop(channel, None)
+            self._recent[channel] = CHECKS_AFTER_TRAFFIC
+        due: list[str] = []
+        for channel, left in list(self._recent.items()):
+            if len(due) >= MAX_CHECKED:
+                break
+            if channel in active:
+                continue
+            del self._recent[channel]  # back at the end: the others go first next time
+            if not self._hub.count(channel) or self._gaps.filling_after(channel) is not None:
+                continue
+            if left > 1:
+                self._recent[channel] = left - 1
+            due.append(channel)
+        if not due:
+            return
+        try:
+            tops = await self._history().positions(self.app.id, due)
+        except HistoryUnavailable:
+            return  # an outage: the next check, or the next publication, tells
+        for channel, top in zip(due, tops, strict=True):
+            if top is not None and self._hub.count(channel) and self._gaps.behind(channel, top):
+                log.info("%s is behind its history (%d): filling", channel, top.offset)
+                self._spawn(self._fill(channel))
 
     def _wake(self, channel: str, offset: int | None) -> None:
         """The bus delivered ``channel`` up to ``offset`` (None: it never will, in this
@@ -310,3 +361,5 @@ class AppRecovery:
         self._catchups.pop((socket_id, channel), None)
         if not self._hub.count(channel):
             self._gaps.forget(channel)
+            self._recent.pop(channel, None)
+            self._active.discard(channel)

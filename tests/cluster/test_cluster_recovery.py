@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from pusher_helpers import APP_ID, APP_KEY, APP_SECRET, TIMEOUT, SocketOpener, scrape, unique, value
-from recovery_helpers import Follower, Publisher, assert_exactly_once_in_order
+from recovery_helpers import Follower, Publisher, assert_exactly_once_in_order, trigger
 from redis import Redis
 
 from redis_server import RedisServer
@@ -78,6 +78,36 @@ async def test_messages_a_node_missed_on_pubsub_are_filled_from_history(
     assert datas == [str(n) for n in range(1, sent + 1)]
     _, samples = await asyncio.to_thread(scrape, first.http_url)
     assert value(samples, "tidings_history_gaps_filled_total", app=APP_ID) >= 1
+
+
+async def test_a_lost_last_publication_arrives_with_no_publication_after_it(
+    make_cluster: ClusterFactory, open_socket: SocketOpener, own_redis: RedisServer
+) -> None:
+    """A publication lost on pub/sub with none after it shows no jump: the node's periodic
+    position check finds the channel's top past what it delivered and fills it. Killing
+    the node's pub/sub connection right before a publication loses it (the node waits
+    0.1 s before reconnecting); if the race is lost the event just arrives live, and the
+    kill is tried again, until one was filled."""
+    first, second = make_cluster(2, apps=APPS, redis_url=own_redis.url, history_check_interval=0.5)
+    channel = unique("hist-last")
+    follower = Follower(open_socket, first.ws_url, channel)
+    await follower.subscribe()
+    stock = await open_socket(first.ws_url)
+    await stock.subscribe(channel)
+    await asyncio.to_thread(trigger, second.http_url, channel, "tick", "1")
+    await follower.read_until_offset(1)
+    sent, filled = 1, 0.0
+    while not filled and sent <= 5:
+        await asyncio.to_thread(kill_pubsub_connection, own_redis.url)
+        sent += 1
+        await asyncio.to_thread(trigger, second.http_url, channel, "tick", str(sent))
+        await follower.read_until_offset(sent)  # never, were nothing to check the position
+        _, samples = await asyncio.to_thread(scrape, first.http_url)
+        filled = value(samples, "tidings_history_gaps_filled_total", app=APP_ID)
+    assert filled >= 1, f"no publication was lost in {sent - 1} tries"
+    assert_exactly_once_in_order(follower.offsets, 1, sent)
+    datas = [(await stock.expect("tick", channel))["data"] for _ in range(sent)]
+    assert datas == [str(n) for n in range(1, sent + 1)]
 
 
 def kill_pubsub_connection(redis_url: str) -> None:

@@ -224,6 +224,36 @@ async def test_a_lost_bus_message_is_filled_before_the_next_goes_out(
     assert node.counters(APP).gaps_filled == 1
 
 
+async def test_a_lost_last_publication_is_found_by_the_periodic_check(
+    lossy: tuple[Node, set[int]],
+) -> None:
+    node, lost = lossy
+    recovery = node._states[APP.id].recovery  # what the node's history check loop calls
+    stock, opted = connect(node), connect(node)
+    stock.take(), opted.take()
+    await stock.subscribe("hist-last")
+    await opt_in(opted, "hist-last")
+    stock.take()
+    lost.add(3)
+    for n in range(1, 4):
+        await publish(node, "hist-last", str(n))  # 3, the last, never reaches the node
+    await _settle(node)
+    assert [m["data"] for m in stock.take()] == ["1", "2"]
+    await recovery.check()  # the channel spoke since the last check: not read yet
+    await _settle(node)
+    assert stock.take() == [] and node.counters(APP).gaps_filled == 0
+    await recovery.check()  # quiet since: its position (3) is read, 3 is filled
+    await _settle(node)
+    assert [m["data"] for m in stock.take()] == ["3"]
+    assert offsets(opted.take()) == [1, 2, 3]
+    assert node.counters(APP).gaps_filled == 1
+    await recovery.check()  # in step now: nothing more
+    await publish(node, "hist-last", "4")
+    await _settle(node)
+    assert [m["data"] for m in stock.take()] == ["4"]
+    assert node.counters(APP).gaps_filled == 1
+
+
 async def test_a_gap_history_cannot_fill_closes_every_socket_with_4200(
     lossy: tuple[Node, set[int]],
 ) -> None:
@@ -358,3 +388,52 @@ async def test_unsubscribing_during_the_read_sends_nothing(node: Node) -> None:
     await publish(node, "hist-x", "1")
     assert c.take() == []
     assert node.app_gauges(APP)[2] == 0  # no subscription left on this node
+
+
+LIVE_APP = App(
+    "777",
+    "live-key",
+    "live-secret",
+    history=(HistoryRule("private-live.*", 100, 300.0),),
+)
+
+
+async def test_opt_in_on_a_live_channel_is_a_stock_subscription() -> None:
+    """A live channel's snapshot is its recovery: the opt-in (even with a position to
+    recover from) is ignored, and the socket gets the frames of one that did not opt in,
+    while the channel's history is still kept (GET .../history, gap-filling)."""
+    channel = "private-live.todo.list_id.9"
+    node = Node(AppRegistry.of([LIVE_APP]), MemoryBroker(), NodeSettings(), clock=FakeClock())
+
+    async def snapshot(app: App, name: str, socket_id: str) -> bytes:
+        return b'{"rows": [], "version": 0}'
+
+    node.live_snapshots = snapshot
+    await node.start()
+    try:
+        stock, opted = FakeConnection(node, LIVE_APP), FakeConnection(node, LIVE_APP)
+        for c in (stock, opted):
+            node.attach(c)
+            c.take()
+        await node.trigger(LIVE_APP, Trigger("created", "{}", (channel,), None, ()))
+        top = await node.history(LIVE_APP, channel, 0, 10)
+        recover = {"epoch": top.position.epoch, "offset": 0}
+        for c, tidings in [(stock, None), (opted, {"v": 1, "recover": recover})]:
+            auth = sign(LIVE_APP.secret, f"{c.socket_id}:{channel}")
+            data: dict[str, Any] = {"channel": channel, "auth": f"{LIVE_APP.key}:{auth}"}
+            if tidings is not None:
+                data["tidings"] = tidings
+            await c.send_json({"event": "pusher:subscribe", "data": data})
+        await _settle(node)
+        await node.trigger(LIVE_APP, Trigger("updated", "{}", (channel,), None, ()))
+        await _settle(node)
+        frames = opted.take()
+        assert [m["event"] for m in frames] == [
+            "pusher_internal:subscription_succeeded",
+            "tidings:snapshot",
+            "updated",
+        ]
+        assert frames == stock.take()  # no position, no replay of "created", no offsets
+        assert (await node.history(LIVE_APP, channel, 0, 10)).position.offset == 2
+    finally:
+        await node.close()

@@ -18,6 +18,7 @@ is gone but the top offset is not, so a client that missed nothing still recover
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,9 +87,9 @@ class History(Protocol):
     Delivery: as pub/sub, at most once per node; what a node misses is in the stream, and
     the offsets let it notice (a jump) and fill the hole with :meth:`since`.
     Failure, while degraded: :meth:`publish` delivers to this node's subscribers without a
-    position and keeps nothing (other nodes miss it, as with pub/sub); :meth:`position` and
-    :meth:`since` raise :class:`HistoryUnavailable`, the only calls of the broker that
-    raise because of an outage: there is no local answer to give.
+    position and keeps nothing (other nodes miss it, as with pub/sub); :meth:`position`,
+    :meth:`positions` and :meth:`since` raise :class:`HistoryUnavailable`, the only calls
+    of the broker that raise because of an outage: there is no local answer to give.
     """
 
     async def publish(
@@ -117,4 +118,10 @@ class History(Protocol):
     async def since(self, app_id: str, channel: str, offset: int, limit: int) -> HistoryPage:
         """At most ``limit`` stored publications after ``offset``, ascending, with the
         channel's position (created as by :meth:`position` if it had none)."""
+        ...
+
+    async def positions(self, app_id: str, channels: Sequence[str]) -> list[Position | None]:
+        """The current position of each of ``channels``, in one round trip at most, read
+        only: None for a channel with no epoch (nothing is created, no TTL is touched).
+        For a node's periodic check that it missed no channel's last publication."""
         ...

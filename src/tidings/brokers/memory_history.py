@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Protocol
@@ -102,6 +102,15 @@ class MemoryHistory:
         # Offsets in the buffer are consecutive: the first one wanted is found by arithmetic.
         skip = max(0, offset + 1 - state.entries[0].offset)
         return page(position, offset, list(islice(state.entries, skip, skip + max(0, limit))))
+
+    async def positions(self, app_id: str, channels: Sequence[str]) -> list[Position | None]:
+        now = self._clock()
+        out: list[Position | None] = []
+        for channel in channels:
+            state = self._channels.get((app_id, channel))
+            live = state is not None and state.meta_expires > now
+            out.append(Position(state.epoch, state.top) if state is not None and live else None)
+        return out
 
     def _channel(self, app_id: str, channel: str, now: float, ttl: float) -> _Channel:
         """The channel's live state: expired parts dropped, created (new epoch) if missing."""

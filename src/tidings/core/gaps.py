@@ -10,6 +10,10 @@ history no longer has them (trimmed, expired, another epoch) or too much piles u
 it reads, the channel's sockets, opted in or not, are closed with 4200: they reconnect at
 once and an opted-in client recovers or is told to re-fetch.
 
+A lost *last* publication shows no jump: the node's periodic position check reads the
+channel's top and, when it is past what was delivered, starts the same fill
+(:meth:`Gaps.behind`).
+
 :class:`Gaps` is that bookkeeping for one app, pure: no asyncio, no I/O. The node calls
 :meth:`Gaps.arrive` for each positioned delivery and acts on the :class:`Verdict`.
 """
@@ -88,6 +92,19 @@ class Gaps:
         the next publication must follow it (so one lost right after is noticed)."""
         if channel not in self._tracks:
             self._tracks[channel] = _Track(top.epoch, top.offset)
+
+    def behind(self, channel: str, top: Located) -> bool:
+        """A read found ``channel`` at ``top``. True when that is past what was delivered
+        here (same epoch, no fill running): a publication was lost and none followed to
+        show the hole. A fill is then started, with nothing held yet; the caller reads the
+        history after :meth:`filling_after` and ends it with :meth:`filled`."""
+        track = self._tracks.get(channel)
+        if track is None or track.held is not None or track.epoch != top.epoch:
+            return False
+        if top.offset <= track.last:
+            return False
+        track.held = []
+        return True
 
     def last(self, channel: str, epoch: str) -> int | None:
         """The last offset of ``epoch`` delivered here on ``channel`` (None: none tracked,

@@ -17,8 +17,9 @@ max_write_buffer, ``TIDINGS_TEST_MAX_CONNECTION_RATE`` max_connection_rate;
 ``TIDINGS_TEST_BROKEN_START`` makes the runtime's start fail;
 ``TIDINGS_TEST_SHUTDOWN_READY_DELAY`` sets shutdown_ready_delay (default 0);
 ``TIDINGS_TEST_BROKER`` and ``TIDINGS_TEST_REDIS_PREFIX`` a Redis broker (for several
-workers). The runtime is a
-``tidings.Realtime`` (one app: 12345, app-key, app-secret) that records its start and stop.
+workers); ``TIDINGS_TEST_HISTORY`` the app's history rules (JSON, as in a config
+file). The runtime is a ``tidings.Realtime`` (one app: 12345, app-key, app-secret) that
+records its start and stop.
 """
 
 from __future__ import annotations
@@ -69,7 +70,13 @@ def make_runtime() -> RecordedRealtime:
         max_connection_rate=int(os.environ.get("TIDINGS_TEST_MAX_CONNECTION_RATE", 10_000)),
         shutdown_ready_delay=float(os.environ.get("TIDINGS_TEST_SHUTDOWN_READY_DELAY", 0)),
         **redis_settings(),
+        **history_settings(),
     )
+
+
+def history_settings() -> dict[str, Any]:
+    rules = os.environ.get("TIDINGS_TEST_HISTORY")
+    return {} if rules is None else {"history": json.loads(rules)}
 
 
 def redis_settings() -> dict[str, Any]:

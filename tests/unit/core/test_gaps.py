@@ -91,3 +91,18 @@ def test_last_is_per_epoch() -> None:
     assert g.last("c", "E") is None
     g.arrive("c", "E", a(4))
     assert g.last("c", "E") == 4 and g.last("c", "F") is None
+
+
+def test_a_read_past_what_was_delivered_starts_a_fill() -> None:
+    g = Gaps(10)
+    assert not g.behind("c", Pos("E", 3))  # nothing tracked: nothing to compare with
+    g.arrive("c", "E", a(1))
+    assert not g.behind("c", Pos("E", 1))  # in step
+    assert not g.behind("c", Pos("F", 9))  # another epoch: the next publication tells
+    assert g.behind("c", Pos("E", 3))  # 2 and 3 were lost, and nothing came after
+    assert g.filling_after("c") == 1
+    assert not g.behind("c", Pos("E", 3))  # one fill at a time
+    assert g.arrive("c", "E", a(3)) is Verdict.HELD  # the bus was only late after all
+    out = g.filled("c", Pos("E", 3), [a(2), a(3)], complete=True)
+    assert out is not None and [x.offset for x in out] == [2, 3]  # 3 once
+    assert g.arrive("c", "E", a(4)) is Verdict.DELIVER

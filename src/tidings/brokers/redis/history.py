@@ -16,6 +16,7 @@ subscribers see the same order as everyone else's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from typing import NoReturn
 
@@ -85,6 +86,19 @@ class HistoryStore:
     async def since(self, app_id: str, channel: str, offset: int, limit: int) -> HistoryPage:
         return await self._since(app_id, channel, offset, limit, META_TTL)
 
+    async def positions(self, app_id: str, channels: Sequence[str]) -> list[Position | None]:
+        """HMGET of each channel's meta, pipelined (a cluster pipeline splits it by slot)."""
+        if not channels:
+            return []
+        async with self._cluster.redis.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.hmget(self.keys(app_id, channel)[0], ["e", "s"])
+            replies = await pipe.execute()
+        return [
+            Position(text(epoch), int(top)) if epoch is not None and top is not None else None
+            for epoch, top in replies
+        ]
+
     async def _since(
         self, app_id: str, channel: str, offset: int, limit: int, ttl: float
     ) -> HistoryPage:
@@ -139,6 +153,9 @@ class RedisHistory:
         return await self._link.call(
             lambda: self.store.since(app_id, channel, offset, limit), _unavailable
         )
+
+    async def positions(self, app_id: str, channels: Sequence[str]) -> list[Position | None]:
+        return await self._link.call(lambda: self.store.positions(app_id, channels), _unavailable)
 
 
 def _unavailable() -> NoReturn:

@@ -161,6 +161,21 @@ async def test_every_node_gets_one_order_of_offsets(make_broker: BrokerFactory) 
     assert len({p.epoch for p in one.positions if p is not None}) == 1
 
 
+async def test_positions_reads_many_channels_at_once_and_creates_nothing(
+    make_broker: BrokerFactory,
+) -> None:
+    node = await make_broker()
+    await node.broker.subscriptions.subscribe(APP, "c", "1.1")
+    await publish(node, 1)
+    top = await publish(node, 2)
+    quiet = await node.broker.history.position(APP, "quiet", ttl=TTL)
+    history = node.broker.history
+    assert await history.positions(APP, ["c", "never", "quiet"]) == [top, None, quiet]
+    assert await history.positions(APP, ["never"]) == [None]  # still none: read only
+    assert await history.positions(OTHER_APP, ["c"]) == [None]
+    assert await history.positions(APP, []) == []
+
+
 async def test_alone_history_publishes_locally(make_alone: BrokerFactory) -> None:
     node = await make_alone()
     await node.broker.subscriptions.subscribe(APP, "c", "1.1")
@@ -176,3 +191,5 @@ async def test_alone_history_publishes_locally(make_alone: BrokerFactory) -> Non
         await node.broker.history.since(APP, "c", 0, 10)
     with pytest.raises(HistoryUnavailable):
         await node.broker.history.position(APP, "c", ttl=TTL)
+    with pytest.raises(HistoryUnavailable):
+        await node.broker.history.positions(APP, ["c"])
