@@ -146,7 +146,7 @@ class PyFrameReader:
             return events
         if self._done or pos == len(buffer):
             self._buffer = b""
-        elif buffer is self._buffer:  # our own bytearray: drop what was parsed, in place
+        elif buffer is self._buffer and isinstance(buffer, bytearray):  # ours: cut in place
             del buffer[:pos]
         else:  # the caller's bytes (or bytearray, which is not ours to keep): copy the rest
             self._buffer = bytearray(buffer[pos:])
