@@ -201,6 +201,48 @@ async def test_rollback_sends_nothing_and_a_savepoint_drops_only_its_part(
     assert (await event(client))[1]["title"] == "marker"
 
 
+async def test_an_instance_saved_in_what_rolled_back_is_compared_with_the_database(
+    site: Site, open_socket: SocketOpener
+) -> None:
+    # Django leaves a rolled-back save's values in the instance; its next save writes them.
+    # The events must describe that write against the row as committed, not as rolled back.
+    first = await watcher(site, open_socket, LIST1)
+    second = await watcher(site, open_socket, LIST2)
+    todo_id = await site.run("result = Todo.objects.create(title='keep me', list_id=1).pk")
+    assert (await event(first))[0] == "created"
+    stored = await site.run(
+        f"class Boom(Exception): pass\n"
+        f"todo = Todo.objects.get(pk={todo_id})\n"
+        f"with transaction.atomic():\n"
+        f"    try:\n"
+        f"        with transaction.atomic():\n"
+        f"            todo.list_id = 2\n"
+        f"            todo.save()\n"
+        f"            raise Boom\n"
+        f"    except Boom:\n"
+        f"        pass\n"
+        f"    todo.title = 'moved after all'  # list_id is still 2 in memory\n"
+        f"    todo.save()\n"
+        f"try:\n"
+        f"    with transaction.atomic():\n"
+        f"        todo.done = True\n"
+        f"        todo.save()\n"
+        f"        raise Boom\n"
+        f"except Boom:\n"
+        f"    pass\n"
+        f"todo.save()  # done is still True in memory: now it is saved\n"
+        f"result = list(Todo.objects.filter(pk={todo_id}).values_list(\n"
+        f"    'title', 'done', 'list_id', 'version').get())\n"
+    )
+    assert stored == ["moved after all", True, 2, 3]
+    assert await event(first) == ("deleted", {"id": todo_id, "version": 2})
+    assert await event(second, LIST2) == (
+        "created",
+        {"id": todo_id, "title": "moved after all", "done": False, "list_id": 2, "version": 2},
+    )
+    assert await event(second, LIST2) == ("updated", {"id": todo_id, "version": 3, "done": True})
+
+
 async def test_a_filter_move_is_deleted_on_the_old_list_and_created_on_the_new(
     site: Site, open_socket: SocketOpener
 ) -> None:
