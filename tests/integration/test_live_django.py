@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -20,6 +21,8 @@ from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener
 pytestmark = pytest.mark.timeout(20 * TIMEOUT)
 
 APP = Path(__file__).with_name("live_django_app.py")
+DOC = Path(__file__).resolve().parents[2] / "docs" / "live.md"
+FENCES = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 LIST1 = "private-live.todo.list_id.1"
 LIST2 = "private-live.todo.list_id.2"
 
@@ -547,6 +550,65 @@ async def test_the_sender_is_excluded_through_a_django_view(
     await site.run(f"client.post('/todos/{todo_id}/delete', headers={{'X-Socket-ID': 'nonsense'}})")
     assert await event(other) == ("deleted", {"id": todo_id, "version": 3})
     assert await event(sender) == ("deleted", {"id": todo_id, "version": 3})
+
+
+def doc_block(starts: str) -> str:
+    """The Python block of docs/live.md that begins with ``starts`` (exactly one)."""
+    blocks: list[str] = FENCES.findall(DOC.read_text())
+    found = [code for code in blocks if code.startswith(starts)]
+    assert len(found) == 1, f"docs/live.md has {len(found)} blocks starting {starts!r}"
+    return found[0]
+
+
+async def test_the_doc_views_publish_to_everyone_but_the_sender(
+    site: Site, open_socket: SocketOpener
+) -> None:
+    # docs/live.md's plain Django views, as written (their model import aside), routed here.
+    views = doc_block("from django.db import transaction\nfrom django.http")
+    assert "from .models import Todo\n" in views
+    await site.run(
+        f"from django.urls import clear_url_caches\n"
+        f"views = {{'__name__': 'docs_django_views', 'Todo': Todo}}\n"
+        f"exec({views.replace('from .models import Todo', '')!r}, views)\n"
+        f"urlpatterns += [\n"
+        f"    path('doc/lists/<int:list_id>/todos', views['create_todo']),\n"
+        f"    path('doc/todos/<int:pk>', views['update_todo']),\n"
+        f"    path('doc/todos/<int:pk>/delete', views['delete_todo']),\n"
+        f"]\n"
+        f"clear_url_caches()\n"
+    )
+    sender = await watcher(site, open_socket, LIST1)
+    other = await watcher(site, open_socket, LIST1)
+    mine = {"X-Socket-ID": sender.socket_id}
+
+    async def post(path: str, form: dict[str, str], headers: dict[str, str]) -> Any:
+        return await site.run(
+            f"response = client.post({path!r}, {form!r}, headers={headers!r})\n"
+            f"result = [response.status_code, json.loads(response.content or 'null')]\n"
+        )
+
+    assert await post("/doc/lists/1/todos", {"title": " "}, mine) == [
+        400,
+        {"error": "a todo needs a title"},
+    ]
+    status, created = await post("/doc/lists/1/todos", {"title": "Tea"}, mine)
+    assert status == 201
+    todo_id = created["id"]
+    assert await event(other) == (
+        "created",
+        {"id": todo_id, "title": "Tea", "done": False, "list_id": 1, "version": 1},
+    )
+    assert await post(f"/doc/todos/{todo_id}", {"done": "true"}, mine) == [
+        200,
+        {"id": todo_id, "version": 2},
+    ]
+    assert await event(other) == ("updated", {"id": todo_id, "version": 2, "done": True})
+    assert await post(f"/doc/todos/{todo_id}/delete", {}, mine) == [204, None]
+    assert await event(other) == ("deleted", {"id": todo_id, "version": 3})
+    # Without the header it reaches both: the sender's first event is this one.
+    _, marker = await post("/doc/lists/1/todos", {"title": "marker"}, {})
+    assert (await event(sender))[1]["id"] == marker["id"]
+    assert (await event(other))[1]["id"] == marker["id"]
 
 
 async def test_authorize_at_pusher_auth(site: Site) -> None:
