@@ -611,6 +611,57 @@ async def test_the_doc_views_publish_to_everyone_but_the_sender(
     assert (await event(other))[1]["id"] == marker["id"]
 
 
+async def test_the_doc_rest_framework_viewset_publishes_to_everyone_but_the_sender(
+    site: Site, open_socket: SocketOpener
+) -> None:
+    # docs/live.md's Django REST framework ModelViewSet, as written, under a router.
+    views = doc_block("from rest_framework import")
+    assert "from .models import Todo\n" in views
+    await site.run(
+        f"from django.urls import clear_url_caches\n"
+        f"from rest_framework.routers import SimpleRouter\n"
+        f"drf = {{'__name__': 'docs_drf_views', 'Todo': Todo}}\n"
+        f"exec({views.replace('from .models import Todo', '')!r}, drf)\n"
+        f"router = SimpleRouter()\n"
+        f"router.register('drf/todos', drf['TodoViewSet'])\n"
+        f"urlpatterns += router.urls\n"
+        f"clear_url_caches()\n"
+    )
+    sender = await watcher(site, open_socket, LIST1)
+    other = await watcher(site, open_socket, LIST1)
+
+    async def call(method: str, path: str, body: dict[str, Any], socket_id: str | None) -> Any:
+        headers = {} if socket_id is None else {"X-Socket-ID": socket_id}
+        return await site.run(
+            f"response = client.{method}({path!r}, {json.dumps(body)!r},\n"
+            f"    content_type='application/json', headers={headers!r})\n"
+            f"result = [response.status_code, json.loads(response.content or 'null')]\n"
+        )
+
+    mine = sender.socket_id
+    status, created = await call("post", "/drf/todos/", {"title": "Tea", "list": 1}, mine)
+    assert status == 201, created
+    todo_id = created["id"]
+    assert created == {"id": todo_id, "title": "Tea", "done": False, "list": 1, "version": 1}
+    assert await event(other) == (
+        "created",
+        {"id": todo_id, "title": "Tea", "done": False, "list_id": 1, "version": 1},
+    )
+    # The version is read-only: a client cannot set it.
+    status, updated = await call(
+        "patch", f"/drf/todos/{todo_id}/", {"done": True, "version": 40}, mine
+    )
+    assert (status, updated["version"]) == (200, 2)
+    assert await event(other) == ("updated", {"id": todo_id, "version": 2, "done": True})
+    status, moved = await call("patch", f"/drf/todos/{todo_id}/", {"list": 2}, mine)
+    assert (status, moved["version"]) == (200, 3)
+    assert await event(other) == ("deleted", {"id": todo_id, "version": 3})
+    assert await call("delete", f"/drf/todos/{todo_id}/", {}, mine) == [204, None]
+    status, marker = await call("post", "/drf/todos/", {"title": "marker", "list": 1}, None)
+    assert (await event(sender))[1]["id"] == marker["id"]
+    assert (await event(other))[1]["id"] == marker["id"]
+
+
 async def test_authorize_at_pusher_auth(site: Site) -> None:
     answers = await site.run(
         "def auth(user, channel):\n"
