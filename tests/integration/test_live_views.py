@@ -7,6 +7,11 @@ so test_doc_snippets.py only compiles them; here they are executed with those gi
 views commit in worker threads (Flask's test client runs in one; FastAPI runs sync views in
 its own) and publish through the embedded Realtime, which serves real WebSocket clients on
 this loop.
+
+Standalone, the same Flask app runs on a real WSGI server and publishes through
+``Realtime.client`` to a real ``tidings serve``, whose ``live_snapshot_url`` is the
+blueprint's signed ``POST /pusher/live-snapshot``: the snapshot comes from the app's
+database, and what commits while it is being read arrives after it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +29,22 @@ from typing import Any
 import httpx
 import pytest
 from embedded_node import embedded_realtime, serving
-from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener
+from pusher_helpers import (
+    APP_ID,
+    APP_KEY,
+    APP_SECRET,
+    TIMEOUT,
+    PusherSocket,
+    SocketOpener,
+    channel_auth,
+    raw_connect,
+    ws_app_url,
+)
 from sqlalchemy import String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from werkzeug.serving import make_server as make_wsgi_server
 
+from server_process import ServerProcess
 from tidings import Realtime
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
@@ -219,3 +238,113 @@ async def exchange(views: Views, sender: PusherSocket, other: PusherSocket, mine
     marker = await views.create("marker", None)
     assert (await event(sender))[1]["id"] == marker
     assert (await event(other))[1]["id"] == marker
+
+
+# -- standalone: `tidings serve` asks the Flask app's signed snapshot route ------------------
+
+
+@dataclass
+class Standalone:
+    server: ServerProcess
+    rt: Realtime
+    views: Views
+    gate: threading.Event  # the snapshot waits for it after reading its rows
+    reading: threading.Event  # set when a snapshot has read its rows
+
+
+@pytest.fixture
+async def standalone(
+    tmp_path: Path, make_server: Callable[..., ServerProcess]
+) -> AsyncIterator[Standalone]:
+    """The docs' Flask app (its blueprint serves ``POST /pusher/live-snapshot``) on a real
+    WSGI server, publishing through ``Realtime.client`` to a real ``tidings serve`` whose
+    app's ``live_snapshot_url`` is that route."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'standalone.db'}")
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(engine)
+    wsgi: dict[str, Any] = {}
+    http = make_wsgi_server(
+        "127.0.0.1", 0, lambda env, start: wsgi["app"](env, start), threaded=True
+    )
+    url = f"http://127.0.0.1:{http.server_port}/pusher/live-snapshot"
+    app = {"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET, "live_snapshot_url": url}
+    server = await asyncio.to_thread(make_server, apps=[app])
+    host = server.http_url.removeprefix("http://")
+    rt = Realtime.client(f"http://{APP_KEY}:{APP_SECRET}@{host}/apps/{APP_ID}")
+    rt.live_sqlalchemy(factory)
+    gate, reading = threading.Event(), threading.Event()
+    gate.set()
+
+    @rt.live(Todo, fields=["id", "title", "done", "list_id", "version"], filters=["list_id"])
+    class TodoLive:
+        def authorize(self, user: object, list_id: str) -> bool:
+            return True
+
+        def snapshot(self, list_id: str) -> list[Todo]:
+            with factory() as session:
+                query = select(Todo).where(Todo.list_id == int(list_id)).order_by(Todo.id)
+                rows = list(session.scalars(query))
+            reading.set()
+            assert gate.wait(4 * TIMEOUT)
+            return rows
+
+    namespace: dict[str, Any] = {"__name__": "docs_flask_standalone", "rt": rt}
+    namespace |= {"Session": factory, "Todo": Todo, "current_user": current_user}
+    views = await flask_views(namespace)
+    wsgi["app"] = namespace["app"]
+    serving_thread = threading.Thread(target=http.serve_forever, daemon=True)
+    serving_thread.start()
+    try:
+        yield Standalone(server, rt, views, gate, reading)
+    finally:
+        gate.set()
+        http.shutdown()
+        serving_thread.join(TIMEOUT)
+        rt.close()
+        engine.dispose()
+
+
+async def live_socket(server: ServerProcess, stack: AsyncExitStack) -> PusherSocket:
+    ws = await stack.enter_async_context(await raw_connect(ws_app_url(server.ws_url)))
+    client = PusherSocket(ws)
+    await client.handshake()
+    auth = channel_auth(client.socket_id, CHANNEL)
+    await client.send_event("pusher:subscribe", {"channel": CHANNEL, "auth": auth})
+    await client.expect("pusher_internal:subscription_succeeded", CHANNEL)
+    return client
+
+
+async def test_standalone_snapshot_from_the_flask_route_then_held_and_live_events(
+    standalone: Standalone,
+) -> None:
+    views = standalone.views
+    first_id = await views.create("first", None)  # nobody watches yet
+    await asyncio.to_thread(standalone.rt.live_models.wait)  # published before anyone looks
+    async with AsyncExitStack() as stack:
+        sender = await live_socket(standalone.server, stack)
+        snapshot = json.loads((await sender.expect("tidings:snapshot", CHANNEL))["data"])
+        assert snapshot == {
+            "rows": [{"id": first_id, "title": "first", "done": False, "list_id": 1, "version": 1}],
+            "version": 1,
+        }
+        # A second page subscribes; its snapshot has read the table and is not sent yet when
+        # the sender's write commits: the write reaches it after the snapshot, held till then.
+        standalone.reading.clear()
+        standalone.gate.clear()
+        other = await live_socket(standalone.server, stack)
+        assert await asyncio.to_thread(standalone.reading.wait, 4 * TIMEOUT)
+        held_id = await views.create("held", sender.socket_id)
+        assert await views.update(first_id, True, sender.socket_id) == 200
+        await asyncio.to_thread(standalone.rt.live_models.wait)  # at tidings serve now
+        standalone.gate.set()
+        snapshot = json.loads((await other.expect("tidings:snapshot", CHANNEL))["data"])
+        assert [row["title"] for row in snapshot["rows"]] == ["first"]
+        assert await event(other) == (
+            "created",
+            {"id": held_id, "title": "held", "done": False, "list_id": 1, "version": 1},
+        )
+        assert await event(other) == ("updated", {"id": first_id, "version": 2, "done": True})
+        # The sender got neither (X-Socket-ID went to tidings serve as the trigger's socket_id).
+        marker = await views.create("marker", None)
+        assert (await event(sender))[1]["id"] == marker
+        assert (await event(other))[1]["id"] == marker
