@@ -375,7 +375,8 @@ def _loaded(instance: Model) -> dict[str, Any] | None:
         if hook.ran:
             del state[UNDO]  # committed, and every earlier save was over before it
             break
-        if any(entry[1] is hook for entry in connection.run_on_commit):
+        # From the end: the instance's last save is usually among the latest callbacks.
+        if any(entry[1] is hook for entry in reversed(connection.run_on_commit)):
             break  # its transaction is still open
         undo.pop()
         if previous is None:
