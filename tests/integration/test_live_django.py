@@ -368,6 +368,40 @@ async def test_a_bulk_update_in_live_changes_moves_rows_between_lists(
     ]
 
 
+async def test_the_doc_bulk_paths_publish_as_the_docs_say(
+    site: Site, open_socket: SocketOpener
+) -> None:
+    # docs/live.md's "Bulk paths" block, as written, with the `titles` it takes.
+    five, six = "private-live.todo.list_id.5", "private-live.todo.list_id.6"
+    on_five = await watcher(site, open_socket, five)
+    on_six = await watcher(site, open_socket, six)
+    a, b, c = await site.run(
+        "for pk in (5, 6):\n"
+        "    TodoList.objects.get_or_create(pk=pk, defaults={'name': f'list {pk}'})\n"
+        "result = [Todo.objects.create(title=t, list_id=5, done=d).pk\n"
+        "          for t, d in (('a', False), ('b', True), ('c', False))]\n"
+    )
+    assert [(await event(on_five, five))[1]["id"] for _ in range(3)] == [a, b, c]
+    code = doc_block("from django.db import transaction\nfrom django.db.models import F\n")
+    await site.run(f"exec({code!r}, {{**globals(), 'titles': ['x', 'y']}})\n")
+    # The open todos move from 5 to 6; two new ones on 5; then the moved ones are done.
+    assert [await event(on_five, five) for _ in range(2)] == [
+        ("deleted", {"id": a, "version": 2}),
+        ("deleted", {"id": c, "version": 2}),
+    ]
+    created = [await event(on_five, five) for _ in range(2)]
+    assert [(name, data["title"], data["version"]) for name, data in created] == [
+        ("created", "x", 1),
+        ("created", "y", 1),
+    ]
+    assert [await event(on_six, six) for _ in range(4)] == [
+        ("created", {"id": a, "title": "a", "done": False, "list_id": 6, "version": 2}),
+        ("created", {"id": c, "title": "c", "done": False, "list_id": 6, "version": 2}),
+        ("updated", {"id": a, "version": 3, "done": True}),
+        ("updated", {"id": c, "version": 3, "done": True}),
+    ]
+
+
 async def test_live_changes_sends_nothing_of_what_rolls_back(
     site: Site, open_socket: SocketOpener
 ) -> None:
