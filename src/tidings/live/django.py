@@ -330,24 +330,18 @@ class _Pending:
             rt.live_models.publish(buffer.commit())
 
 
-@dataclass(slots=True, eq=False)  # found by identity in the on-commit list
-class _Committed:
-    """A change's on-commit callback: it records the change for the flush. ``ran`` tells a
-    committed change from one whose savepoint or transaction rolled back (Django dropped
-    its callback unrun)."""
+@dataclass(slots=True, eq=False)
+class _Hook:
+    """A change's on-commit callback (a function: Django names it in its log should it
+    fail), and whether it ran: that tells a committed change from one whose savepoint or
+    transaction rolled back (Django dropped its callback unrun)."""
 
-    pending: _Pending
-    rt: Realtime
-    change: Change
+    callback: Callable[[], None]
     ran: bool = False
 
-    def __call__(self) -> None:
-        self.ran = True
-        self.pending.record(self.rt, self.change)
 
-
-def _record(rt: Realtime, change: Change, using: str) -> _Committed | None:
-    """Publish ``change`` when its transaction commits; its on-commit callback (None in
+def _record(rt: Realtime, change: Change, using: str) -> _Hook | None:
+    """Publish ``change`` when its transaction commits; its on-commit hook (None in
     autocommit, where it is published at once)."""
     connection = connections[using]
     if not connection.in_atomic_block:
@@ -357,8 +351,13 @@ def _record(rt: Realtime, change: Change, using: str) -> _Committed | None:
     pending = connection.__dict__.get(HOOKS)
     if pending is None:
         pending = connection.__dict__[HOOKS] = _Pending()
-    hook = _Committed(pending, rt, change)
-    transaction.on_commit(hook, using=using, robust=True)
+
+    def live_change_committed() -> None:
+        hook.ran = True
+        pending.record(rt, change)
+
+    hook = _Hook(live_change_committed)
+    transaction.on_commit(live_change_committed, using=using, robust=True)
     _flush_last(connection, pending.flush)
     return hook
 
@@ -369,14 +368,15 @@ def _loaded(instance: Model) -> dict[str, Any] | None:
     on-commit callback unrun), in which case what was loaded before it, and so on. No
     query: the connection's on-commit list is searched, only after a save in a transaction."""
     state = instance.__dict__
-    undo: list[tuple[_Committed, Any, dict[str, Any] | None]] | None = state.get(UNDO)
+    undo: list[tuple[_Hook, Any, dict[str, Any] | None]] | None = state.get(UNDO)
     while undo:
         hook, connection, previous = undo[-1]
         if hook.ran:
             del state[UNDO]  # committed, and every earlier save was over before it
             break
         # From the end: the instance's last save is usually among the latest callbacks.
-        if any(entry[1] is hook for entry in reversed(connection.run_on_commit)):
+        callback = hook.callback
+        if any(entry[1] is callback for entry in reversed(connection.run_on_commit)):
             break  # its transaction is still open
         undo.pop()
         if previous is None:
