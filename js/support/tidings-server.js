@@ -86,6 +86,53 @@ async function startTidings(app = {}) {
   }
 }
 
+// Soketi (the benchmark peer: bench/servers.py installs it, tests/e2e/test_tidings_js.py
+// passes its bin/server.js as SOKETI_SERVER) with the same app: a Pusher-protocol server
+// without Tidings' extensions (no tidings:snapshot), as hosted Pusher is. The same handle as
+// startTidings's: REST publishes, pusher-js clients, stop().
+async function startSoketi(script = process.env.SOKETI_SERVER) {
+  if (!script) throw new Error('SOKETI_SERVER is not set: the path of Soketi\'s bin/server.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'soketi-js-'));
+  const logPath = path.join(dir, 'soketi.log');
+  const logs = () => fs.readFileSync(logPath, 'utf8');
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    const env = {
+      ...process.env,
+      SOKETI_HOST: '127.0.0.1',
+      SOKETI_PORT: String(port),
+      SOKETI_DEFAULT_APP_ID: APP.id,
+      SOKETI_DEFAULT_APP_KEY: APP.key,
+      SOKETI_DEFAULT_APP_SECRET: APP.secret,
+      SOKETI_ADAPTER_DRIVER: 'local',
+      SOKETI_QUEUE_DRIVER: 'sync',
+      SOKETI_CACHE_DRIVER: 'memory',
+      SOKETI_RATE_LIMITER_DRIVER: 'local',
+      SOKETI_METRICS_ENABLED: 'false',
+      SOKETI_METRICS_HOST: '127.0.0.1',
+      SOKETI_METRICS_SERVER_PORT: String(await freePort()),
+      // Its discovery always runs: by unicast on loopback, on a port of its own.
+      SOKETI_CLUSTER_HOST: '127.0.0.1',
+      SOKETI_CLUSTER_UNICAST_ADDRESSES: '127.0.0.1',
+      SOKETI_CLUSTER_PORT: String(await freePort()),
+      SOKETI_SHUTDOWN_GRACE_PERIOD: '1000',
+    };
+    const log = fs.openSync(logPath, 'a');
+    const child = spawn(process.execPath, [script, 'start'], { cwd: dir, env, stdio: ['ignore', log, log] });
+    fs.closeSync(log);
+    const deadline = Date.now() + 4 * WAIT_MS;
+    while (!exited(child) && !(await isReady(port)) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    if (!exited(child) && (await isReady(port))) return tidingsHandle(port, child, dir, logs);
+    child.kill('SIGKILL');
+    if (attempt < 2 && logs().includes('EADDRINUSE')) continue;
+    const output = logs();
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw new Error(`Soketi did not become ready on port ${port}:\n${output}`);
+  }
+}
+
 function tidingsHandle(port, child, dir, logs) {
   const clients = [];
 
@@ -163,4 +210,4 @@ function connected(pusher) {
   return until('pusher-js connected', () => pusher.connection.state === 'connected');
 }
 
-module.exports = { APP, startTidings, connected };
+module.exports = { APP, startTidings, startSoketi, connected };

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -20,6 +21,8 @@ from pusher_helpers import TIMEOUT, PusherSocket, SocketOpener
 pytestmark = pytest.mark.timeout(20 * TIMEOUT)
 
 APP = Path(__file__).with_name("live_django_app.py")
+DOC = Path(__file__).resolve().parents[2] / "docs" / "live.md"
+FENCES = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 LIST1 = "private-live.todo.list_id.1"
 LIST2 = "private-live.todo.list_id.2"
 
@@ -201,6 +204,48 @@ async def test_rollback_sends_nothing_and_a_savepoint_drops_only_its_part(
     assert (await event(client))[1]["title"] == "marker"
 
 
+async def test_an_instance_saved_in_what_rolled_back_is_compared_with_the_database(
+    site: Site, open_socket: SocketOpener
+) -> None:
+    # Django leaves a rolled-back save's values in the instance; its next save writes them.
+    # The events must describe that write against the row as committed, not as rolled back.
+    first = await watcher(site, open_socket, LIST1)
+    second = await watcher(site, open_socket, LIST2)
+    todo_id = await site.run("result = Todo.objects.create(title='keep me', list_id=1).pk")
+    assert (await event(first))[0] == "created"
+    stored = await site.run(
+        f"class Boom(Exception): pass\n"
+        f"todo = Todo.objects.get(pk={todo_id})\n"
+        f"with transaction.atomic():\n"
+        f"    try:\n"
+        f"        with transaction.atomic():\n"
+        f"            todo.list_id = 2\n"
+        f"            todo.save()\n"
+        f"            raise Boom\n"
+        f"    except Boom:\n"
+        f"        pass\n"
+        f"    todo.title = 'moved after all'  # list_id is still 2 in memory\n"
+        f"    todo.save()\n"
+        f"try:\n"
+        f"    with transaction.atomic():\n"
+        f"        todo.done = True\n"
+        f"        todo.save()\n"
+        f"        raise Boom\n"
+        f"except Boom:\n"
+        f"    pass\n"
+        f"todo.save()  # done is still True in memory: now it is saved\n"
+        f"result = list(Todo.objects.filter(pk={todo_id}).values_list(\n"
+        f"    'title', 'done', 'list_id', 'version').get())\n"
+    )
+    assert stored == ["moved after all", True, 2, 3]
+    assert await event(first) == ("deleted", {"id": todo_id, "version": 2})
+    assert await event(second, LIST2) == (
+        "created",
+        {"id": todo_id, "title": "moved after all", "done": False, "list_id": 2, "version": 2},
+    )
+    assert await event(second, LIST2) == ("updated", {"id": todo_id, "version": 3, "done": True})
+
+
 async def test_a_filter_move_is_deleted_on_the_old_list_and_created_on_the_new(
     site: Site, open_socket: SocketOpener
 ) -> None:
@@ -320,6 +365,40 @@ async def test_a_bulk_update_in_live_changes_moves_rows_between_lists(
     assert [await event(first) for _ in range(2)] == [
         ("created", {"id": created, "title": "new", "done": False, "list_id": 1, "version": 1}),
         ("deleted", {"id": ids[2], "version": 3}),
+    ]
+
+
+async def test_the_doc_bulk_paths_publish_as_the_docs_say(
+    site: Site, open_socket: SocketOpener
+) -> None:
+    # docs/live.md's "Bulk paths" block, as written, with the `titles` it takes.
+    five, six = "private-live.todo.list_id.5", "private-live.todo.list_id.6"
+    on_five = await watcher(site, open_socket, five)
+    on_six = await watcher(site, open_socket, six)
+    a, b, c = await site.run(
+        "for pk in (5, 6):\n"
+        "    TodoList.objects.get_or_create(pk=pk, defaults={'name': f'list {pk}'})\n"
+        "result = [Todo.objects.create(title=t, list_id=5, done=d).pk\n"
+        "          for t, d in (('a', False), ('b', True), ('c', False))]\n"
+    )
+    assert [(await event(on_five, five))[1]["id"] for _ in range(3)] == [a, b, c]
+    code = doc_block("from django.db import transaction\nfrom django.db.models import F\n")
+    await site.run(f"exec({code!r}, {{**globals(), 'titles': ['x', 'y']}})\n")
+    # The open todos move from 5 to 6; two new ones on 5; then the moved ones are done.
+    assert [await event(on_five, five) for _ in range(2)] == [
+        ("deleted", {"id": a, "version": 2}),
+        ("deleted", {"id": c, "version": 2}),
+    ]
+    created = [await event(on_five, five) for _ in range(2)]
+    assert [(name, data["title"], data["version"]) for name, data in created] == [
+        ("created", "x", 1),
+        ("created", "y", 1),
+    ]
+    assert [await event(on_six, six) for _ in range(4)] == [
+        ("created", {"id": a, "title": "a", "done": False, "list_id": 6, "version": 2}),
+        ("created", {"id": c, "title": "c", "done": False, "list_id": 6, "version": 2}),
+        ("updated", {"id": a, "version": 3, "done": True}),
+        ("updated", {"id": c, "version": 3, "done": True}),
     ]
 
 
@@ -505,6 +584,116 @@ async def test_the_sender_is_excluded_through_a_django_view(
     await site.run(f"client.post('/todos/{todo_id}/delete', headers={{'X-Socket-ID': 'nonsense'}})")
     assert await event(other) == ("deleted", {"id": todo_id, "version": 3})
     assert await event(sender) == ("deleted", {"id": todo_id, "version": 3})
+
+
+def doc_block(starts: str) -> str:
+    """The Python block of docs/live.md that begins with ``starts`` (exactly one)."""
+    blocks: list[str] = FENCES.findall(DOC.read_text())
+    found = [code for code in blocks if code.startswith(starts)]
+    assert len(found) == 1, f"docs/live.md has {len(found)} blocks starting {starts!r}"
+    return found[0]
+
+
+async def test_the_doc_views_publish_to_everyone_but_the_sender(
+    site: Site, open_socket: SocketOpener
+) -> None:
+    # docs/live.md's plain Django views, as written (their model import aside), routed here.
+    views = doc_block("from django.db import transaction\nfrom django.http")
+    assert "from .models import Todo\n" in views
+    await site.run(
+        f"from django.urls import clear_url_caches\n"
+        f"views = {{'__name__': 'docs_django_views', 'Todo': Todo}}\n"
+        f"exec({views.replace('from .models import Todo', '')!r}, views)\n"
+        f"urlpatterns += [\n"
+        f"    path('doc/lists/<int:list_id>/todos', views['create_todo']),\n"
+        f"    path('doc/todos/<int:pk>', views['update_todo']),\n"
+        f"    path('doc/todos/<int:pk>/delete', views['delete_todo']),\n"
+        f"]\n"
+        f"clear_url_caches()\n"
+    )
+    sender = await watcher(site, open_socket, LIST1)
+    other = await watcher(site, open_socket, LIST1)
+    mine = {"X-Socket-ID": sender.socket_id}
+
+    async def post(path: str, form: dict[str, str], headers: dict[str, str]) -> Any:
+        return await site.run(
+            f"response = client.post({path!r}, {form!r}, headers={headers!r})\n"
+            f"result = [response.status_code, json.loads(response.content or 'null')]\n"
+        )
+
+    assert await post("/doc/lists/1/todos", {"title": " "}, mine) == [
+        400,
+        {"error": "a todo needs a title"},
+    ]
+    status, created = await post("/doc/lists/1/todos", {"title": "Tea"}, mine)
+    assert status == 201
+    todo_id = created["id"]
+    assert await event(other) == (
+        "created",
+        {"id": todo_id, "title": "Tea", "done": False, "list_id": 1, "version": 1},
+    )
+    assert await post(f"/doc/todos/{todo_id}", {"done": "true"}, mine) == [
+        200,
+        {"id": todo_id, "version": 2},
+    ]
+    assert await event(other) == ("updated", {"id": todo_id, "version": 2, "done": True})
+    assert await post(f"/doc/todos/{todo_id}/delete", {}, mine) == [204, None]
+    assert await event(other) == ("deleted", {"id": todo_id, "version": 3})
+    # Without the header it reaches both: the sender's first event is this one.
+    _, marker = await post("/doc/lists/1/todos", {"title": "marker"}, {})
+    assert (await event(sender))[1]["id"] == marker["id"]
+    assert (await event(other))[1]["id"] == marker["id"]
+
+
+async def test_the_doc_rest_framework_viewset_publishes_to_everyone_but_the_sender(
+    site: Site, open_socket: SocketOpener
+) -> None:
+    # docs/live.md's Django REST framework ModelViewSet, as written, under a router.
+    views = doc_block("from rest_framework import")
+    assert "from .models import Todo\n" in views
+    await site.run(
+        f"from django.urls import clear_url_caches\n"
+        f"from rest_framework.routers import SimpleRouter\n"
+        f"drf = {{'__name__': 'docs_drf_views', 'Todo': Todo}}\n"
+        f"exec({views.replace('from .models import Todo', '')!r}, drf)\n"
+        f"router = SimpleRouter()\n"
+        f"router.register('drf/todos', drf['TodoViewSet'])\n"
+        f"urlpatterns += router.urls\n"
+        f"clear_url_caches()\n"
+    )
+    sender = await watcher(site, open_socket, LIST1)
+    other = await watcher(site, open_socket, LIST1)
+
+    async def call(method: str, path: str, body: dict[str, Any], socket_id: str | None) -> Any:
+        headers = {} if socket_id is None else {"X-Socket-ID": socket_id}
+        return await site.run(
+            f"response = client.{method}({path!r}, {json.dumps(body)!r},\n"
+            f"    content_type='application/json', headers={headers!r})\n"
+            f"result = [response.status_code, json.loads(response.content or 'null')]\n"
+        )
+
+    mine = sender.socket_id
+    status, created = await call("post", "/drf/todos/", {"title": "Tea", "list": 1}, mine)
+    assert status == 201, created
+    todo_id = created["id"]
+    assert created == {"id": todo_id, "title": "Tea", "done": False, "list": 1, "version": 1}
+    assert await event(other) == (
+        "created",
+        {"id": todo_id, "title": "Tea", "done": False, "list_id": 1, "version": 1},
+    )
+    # The version is read-only: a client cannot set it.
+    status, updated = await call(
+        "patch", f"/drf/todos/{todo_id}/", {"done": True, "version": 40}, mine
+    )
+    assert (status, updated["version"]) == (200, 2)
+    assert await event(other) == ("updated", {"id": todo_id, "version": 2, "done": True})
+    status, moved = await call("patch", f"/drf/todos/{todo_id}/", {"list": 2}, mine)
+    assert (status, moved["version"]) == (200, 3)
+    assert await event(other) == ("deleted", {"id": todo_id, "version": 3})
+    assert await call("delete", f"/drf/todos/{todo_id}/", {}, mine) == [204, None]
+    status, marker = await call("post", "/drf/todos/", {"title": "marker", "list": 1}, None)
+    assert (await event(sender))[1]["id"] == marker["id"]
+    assert (await event(other))[1]["id"] == marker["id"]
 
 
 async def test_authorize_at_pusher_auth(site: Site) -> None:

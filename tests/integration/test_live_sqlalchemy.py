@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -490,6 +491,62 @@ async def test_bulk_update_and_delete_are_seen_with_two_queries(
     await live.run(bulk_rolled_back)
     marker = await live.marker(2)
     assert (await event_data(new_list, "created", 2))["id"] == marker
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "live-sqlalchemy.md"
+
+
+def doc_block(starts: str) -> str:
+    """The Python block of docs/live-sqlalchemy.md that begins with ``starts`` (one)."""
+    blocks: list[str] = re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.S | re.M)
+    found = [code for code in blocks if code.startswith(starts)]
+    assert len(found) == 1, f"{DOC.name} has {len(found)} blocks starting {starts!r}"
+    return found[0]
+
+
+async def test_the_doc_bulk_blocks_publish_as_the_docs_say(
+    live: Live, open_socket: SocketOpener
+) -> None:
+    # docs/live-sqlalchemy.md's three "Bulk statements" blocks, as written, in one order
+    # that leaves each something to do.
+    list1 = await live.subscribe(open_socket, 1)
+    list2 = await live.subscribe(open_socket, 2)
+
+    def block(starts: str) -> Callable[[Session], None]:
+        code = doc_block(starts)
+
+        def run(session: Session) -> None:
+            names = {"session": session, "rt": live.rt, "Todo": Todo}
+            exec(code, {**names, "insert": insert, "update": update, "delete": delete})
+
+        return run
+
+    await live.run(block("found = session.execute(insert(Todo)"))  # row 1, on list 1
+    assert await event_data(list1, "created", 1) == {
+        "id": 1,
+        "title": "a",
+        "done": False,
+        "list_id": 1,
+        "version": 0,
+    }
+    assert await live.marker(1) == 2
+    assert (await event_data(list1, "created", 1))["id"] == 2
+    await live.run(block("with rt.live_changes(Todo, [1, 2], session=session):"))
+    assert await event_data(list1, "deleted", 1) == {"id": 1, "version": 5}
+    assert await event_data(list2, "created", 2) == {
+        "id": 1,
+        "title": "a",
+        "done": False,
+        "list_id": 2,
+        "version": 5,
+    }
+    assert await event_data(list1, "updated", 1) == {"id": 2, "version": 8, "done": True}
+    # Row 2 (list 1) is done already: the UPDATE changes no declared field but the version,
+    # which no page needs; the DELETE removes it.
+    await live.run(block("session.execute(update(Todo).where(Todo.list_id == 1)"))
+    assert await event_data(list1, "deleted", 1) == {"id": 2, "version": 10}
+    marker = await live.marker(2)
+    assert (await event_data(list2, "created", 2))["id"] == marker
 
 
 async def made(live: Live, sock: PusherSocket, count: int) -> list[int]:

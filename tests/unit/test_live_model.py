@@ -201,6 +201,34 @@ def test_one_occupied_question_and_no_serialization_for_unoccupied_channels(
     assert len(sent) == 1 and len(sent[0]) == 10  # one batch of ten
 
 
+def test_a_row_on_several_occupied_channels_is_serialized_once_per_action(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    serialized: list[object] = []
+    original = model.serialize
+
+    def counting(data: Any) -> bytes:
+        serialized.append(data)
+        return original(data)
+
+    monkeypatch.setattr(model, "serialize", counting)
+    declared = spec(filters=["list_id", "done"])
+    old = row(version=1)
+    new = row(title="oat milk", done=True, version=2)
+    sent = events([Change.saved(declared, None, old)])
+    assert [channel for channel, _, _ in sent] == [LIST5, "private-live.todo.done.False"]
+    assert len(serialized) == 1  # one created, two channels
+    serialized.clear()
+    sent = events([Change.saved(declared, old, new)])
+    # Kept list: updated; done False -> True is a move: deleted + created. One each.
+    assert [(channel, name) for channel, name, _ in sent] == [
+        (LIST5, "updated"),
+        ("private-live.todo.done.False", "deleted"),
+        ("private-live.todo.done.True", "created"),
+    ]
+    assert len(serialized) == 3
+
+
 def test_the_sender_is_excluded() -> None:
     token = current_socket_id.set("123.456")
     try:

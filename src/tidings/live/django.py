@@ -3,6 +3,9 @@
 - Old values without a query: the model's ``from_db`` (which builds every instance a query
   loads) is wrapped to keep the declared fields as loaded on the instance; ``post_save``
   compares against them, then keeps the saved values for the next save.
+- A save whose savepoint or transaction rolls back leaves its values in the instance, as
+  Django does; what the instance counts as loaded goes back to what it was before that save
+  (:func:`_loaded`), so its next save is compared with the row as the database has it.
 - ``pre_save`` bumps the version unless the app changed it in this save; a
   ``save(update_fields=[...])`` gets the version field added to its list.
 - Changes are published when the transaction commits: each change is handed to
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
     from tidings.realtime import Realtime
 
 LOADED = "_tidings_live_loaded"  # the declared fields as loaded, by attname, on the instance
+# The instance's saves in transactions not yet over: (their on-commit hook, its connection,
+# LOADED before that save), newest last; see _loaded().
+UNDO = "_tidings_live_undo"
 HOOKS = "_tidings_live_hooks"  # the connection's pending changes, until its commit
 
 
@@ -202,7 +208,7 @@ def _wrap(model: Any, live: _LiveModel) -> None:
             names = {self._meta.get_field(name).attname for name in fields}
             refreshed = {a: v for a, v in refreshed.items() if a in names}
         state = self.__dict__
-        state[LOADED] = {**state.get(LOADED, {}), **refreshed}
+        state[LOADED] = {**(_loaded(self) or {}), **refreshed}
 
     def save_with_version(self: Model, *args: Any, **kwargs: Any) -> None:
         missing = live.needed - self.__dict__.keys()
@@ -257,7 +263,7 @@ def _bump(live: _LiveModel) -> Callable[..., None]:
     def bump_version(sender: type, instance: Model, raw: bool = False, **kwargs: Any) -> None:
         if raw:  # fixtures load rows as they are
             return
-        loaded = instance.__dict__.get(LOADED)
+        loaded = _loaded(instance)
         for version in live.versions:
             current = instance.__dict__.get(version)
             if loaded is not None and version in loaded:
@@ -276,20 +282,24 @@ def _saved(live: _LiveModel) -> Callable[..., None]:
         if raw:
             return
         stored = live.saved(instance)
-        loaded = None if created else instance.__dict__.get(LOADED)
+        state = instance.__dict__
+        previous = _loaded(instance)
+        loaded = None if created else previous
         using = kwargs.get("using") or instance._state.db
+        hooks = []
         for one in live.declared:
             old = None if loaded is None else one.values(loaded)
-            _record(one.rt, Change.saved(one.spec, old, one.values(stored)), using)
-        instance.__dict__[LOADED] = stored
+            hooks.append(_record(one.rt, Change.saved(one.spec, old, one.values(stored)), using))
+        state[LOADED] = stored
+        if hooks and hooks[0] is not None:
+            state.setdefault(UNDO, []).append((hooks[0], connections[using], previous))
 
     return record_save
 
 
 def _deleted(live: _LiveModel) -> Callable[..., None]:
     def record_delete(sender: type, instance: Model, **kwargs: Any) -> None:
-        state = instance.__dict__
-        loaded = state.get(LOADED)
+        loaded = _loaded(instance)
         stored = {**live.stored(instance), **(loaded or {})}
         using = kwargs.get("using") or instance._state.db
         for one in live.declared:
@@ -320,21 +330,63 @@ class _Pending:
             rt.live_models.publish(buffer.commit())
 
 
-def _record(rt: Realtime, change: Change, using: str) -> None:
+@dataclass(slots=True, eq=False)
+class _Hook:
+    """A change's on-commit callback (a function: Django names it in its log should it
+    fail), and whether it ran: that tells a committed change from one whose savepoint or
+    transaction rolled back (Django dropped its callback unrun)."""
+
+    callback: Callable[[], None]
+    ran: bool = False
+
+
+def _record(rt: Realtime, change: Change, using: str) -> _Hook | None:
+    """Publish ``change`` when its transaction commits; its on-commit hook (None in
+    autocommit, where it is published at once)."""
     connection = connections[using]
     if not connection.in_atomic_block:
         # Autocommit: the row is committed already.
         rt.live_models.publish(fold([change]))
-        return
+        return None
     pending = connection.__dict__.get(HOOKS)
     if pending is None:
         pending = connection.__dict__[HOOKS] = _Pending()
 
     def live_change_committed() -> None:
+        hook.ran = True
         pending.record(rt, change)
 
+    hook = _Hook(live_change_committed)
     transaction.on_commit(live_change_committed, using=using, robust=True)
     _flush_last(connection, pending.flush)
+    return hook
+
+
+def _loaded(instance: Model) -> dict[str, Any] | None:
+    """The declared fields as the database holds them, as far as the instance knows: its
+    values as loaded, or as last saved, unless that save rolled back (Django dropped its
+    on-commit callback unrun), in which case what was loaded before it, and so on. No
+    query: the connection's on-commit list is searched, only after a save in a transaction."""
+    state = instance.__dict__
+    undo: list[tuple[_Hook, Any, dict[str, Any] | None]] | None = state.get(UNDO)
+    while undo:
+        hook, connection, previous = undo[-1]
+        if hook.ran:
+            del state[UNDO]  # committed, and every earlier save was over before it
+            break
+        # From the end: the instance's last save is usually among the latest callbacks.
+        callback = hook.callback
+        if any(entry[1] is callback for entry in reversed(connection.run_on_commit)):
+            break  # its transaction is still open
+        undo.pop()
+        if previous is None:
+            state.pop(LOADED, None)
+        else:
+            state[LOADED] = previous
+    if undo == []:
+        del state[UNDO]
+    loaded: dict[str, Any] | None = state.get(LOADED)
+    return loaded
 
 
 def _flush_last(connection: Any, flush: Callable[[], None]) -> None:

@@ -51,6 +51,17 @@ export function liveCollection<Row extends object = Record<string, any>>(
   options?: LiveCollectionOptions<Row>,
 ): LiveCollection<Row>;
 
+/** A pusher-js client, or a Laravel Echo instance (which keeps it as `connector.pusher`). */
+export type SocketClient =
+  | { connection: { state: string; socket_id?: string } }
+  | { connector: { pusher: { connection: { state: string; socket_id?: string } } } };
+
+/** A copy of `headers`, with `X-Socket-ID` while `client` is connected. */
+export function socketHeaders(
+  client: SocketClient,
+  headers?: Record<string, string>,
+): Record<string, string>;
+
 /** Where positions are kept between pages: sessionStorage in a browser. */
 export interface PositionStorage {
   getItem(key: string): string | null;

@@ -1,5 +1,6 @@
 /* tidings.js: Tidings.liveCollection(channel, options) keeps the rows of one live channel
- * equal to the server's; Tidings.withRecovery(pusher, {storage}) makes a pusher-js client
+ * equal to the server's; Tidings.socketHeaders(pusher, headers) adds X-Socket-ID to a write's
+ * headers; Tidings.withRecovery(pusher, {storage}) makes a pusher-js client
  * recover the events it missed while disconnected. ES2017, no dependencies.
  * Docs: js/README.md (Tidings repository). */
 (function (root) {
@@ -244,7 +245,21 @@
     return pusher;
   }
 
-  const Tidings = { liveCollection, withRecovery };
+  // The headers of a write request, plus X-Socket-ID when the client is connected (what Laravel
+  // Echo's interceptors add): the app's integration then leaves this connection out of the
+  // events its write causes. `client`: a pusher-js client or a Laravel Echo instance.
+  function socketHeaders(client, headers) {
+    const out = Object.assign({}, headers);
+    const pusher = client && client.connector ? client.connector.pusher : client;
+    const connection = pusher && pusher.connection;
+    // pusher-js keeps the id of a socket that is gone: it names nobody, so it is not sent.
+    if (connection && connection.state === 'connected' && connection.socket_id) {
+      out['X-Socket-ID'] = connection.socket_id;
+    }
+    return out;
+  }
+
+  const Tidings = { liveCollection, socketHeaders, withRecovery };
   if (typeof module === 'object' && module.exports) module.exports = Tidings;
   else root.Tidings = Tidings;
 })(typeof self !== 'undefined' ? self : this);

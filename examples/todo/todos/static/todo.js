@@ -159,17 +159,17 @@
 
   // -- writes: plain POSTs to Django views -------------------------------------------------
 
-  // X-Socket-ID: pusher-js does not send it by itself. With it, LiveMiddleware leaves this
-  // tab out of the event its write causes (everyone else, this user's other tabs too, gets
-  // it), and this tab applies the view's answer instead: the same event and row, handed to
-  // todos.apply, so they pass the version check the channel's events pass. We chose this over
-  // waiting for our own event (no header) so that the tab that wrote does not depend on its
-  // socket: its change shows as soon as the answer is back, even while pusher-js is
-  // reconnecting, and an answer that arrives after a newer event is dropped by its version.
+  // X-Socket-ID (Tidings.socketHeaders, while connected): pusher-js does not send it by
+  // itself. With it, LiveMiddleware leaves this tab out of the event its write causes
+  // (everyone else, this user's other tabs too, gets it), and this tab applies the view's
+  // answer instead: the same event and row, handed to todos.apply, so they pass the version
+  // check the channel's events pass. We chose this over waiting for our own event (no
+  // header) so that the tab that wrote does not depend on its socket: its change shows as
+  // soon as the answer is back, even while pusher-js is reconnecting, and an answer that
+  // arrives after a newer event is dropped by its version.
   async function write(url, fields) {
     problem.hidden = true;
-    const headers = { "X-CSRFToken": csrf };
-    if (pusher.connection.socket_id) headers["X-Socket-ID"] = pusher.connection.socket_id;
+    const headers = Tidings.socketHeaders(pusher, { "X-CSRFToken": csrf });
     let answer;
     try {
       const response = await fetch(url, { method: "POST", headers, body: new URLSearchParams(fields) });
