@@ -224,7 +224,7 @@ class LeanConnection(asyncio.Protocol):
         self._writing_paused = False
         self._last_active = 0.0
         self._keepalive: asyncio.TimerHandle | None = None
-        self._task: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
         self._proxy: str | None = None  # a trusted proxy's address (per-client limits)
         self._loop = asyncio.get_running_loop()
         self._body_since = 0.0  # when the awaited body's headers were complete
@@ -349,7 +349,7 @@ class LeanConnection(asyncio.Protocol):
         self._busy = True
         if lean.closing or not request.keep_alive:
             self._close_after = True
-        self._task = asyncio.ensure_future(self._answer(request))
+        self._task = self._loop.create_task(self._answer(request))
 
     def _admit_forwarded(self, request: PublishRequest) -> bool:
         """Behind a trusted proxy, count the connection under the client it names (the
