@@ -3,7 +3,8 @@
 Contract (``protocol/rest.py``): ``parse_trigger`` / ``parse_batch`` return typed triggers or
 raise :class:`RestError` with status 400 (malformed) or 413 (too large). Invariants: every
 trigger respects the app's limits and names only valid channels; a trigger written back as a
-body parses to the same trigger.
+body parses to the same trigger; ``TriggerChecker.batch`` (the REST API's fast path, which
+remembers the valid channel names across inputs) answers every body as ``parse_batch`` does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import orjson
 from reader import FuzzInput
 
 from tidings.protocol.channels import name_error
-from tidings.protocol.rest import RestError, RestLimits, Trigger, parse_batch, parse_trigger
+from tidings.protocol.rest import (
+    RestError,
+    RestLimits,
+    Trigger,
+    TriggerChecker,
+    parse_batch,
+    parse_trigger,
+)
 
 LIMITS = (
     RestLimits(),
@@ -27,6 +35,16 @@ LIMITS = (
         max_batch_size=2,
     ),
 )
+
+CHECKERS = tuple(TriggerChecker(limits) for limits in LIMITS)
+
+
+def outcome(parse: Any, *args: Any) -> list[Trigger] | tuple[int, str]:
+    try:
+        triggers: list[Trigger] = parse(*args)
+    except RestError as exc:
+        return exc.status, exc.message
+    return triggers
 
 
 def check_trigger(trigger: Trigger, limits: RestLimits) -> None:
@@ -49,7 +67,8 @@ def body_of(trigger: Trigger) -> dict[str, Any]:
     return entry
 
 
-def check_body(body: bytes, limits: RestLimits) -> None:
+def check_body(body: bytes, limits: RestLimits, checker: TriggerChecker) -> None:
+    assert outcome(checker.batch, body) == outcome(parse_batch, body, limits)
     try:
         trigger = parse_trigger(body, limits)
     except RestError as exc:
@@ -76,14 +95,15 @@ def check_body(body: bytes, limits: RestLimits) -> None:
 
 def TestOneInput(raw: bytes) -> None:  # noqa: N802 - the name atheris and libFuzzer use
     data = FuzzInput(raw)
-    limits = LIMITS[data.choice(len(LIMITS))]
+    which = data.choice(len(LIMITS))
+    limits, checker = LIMITS[which], CHECKERS[which]
     body = data.rest()
-    check_body(body, limits)
+    check_body(body, limits, checker)
     if body[:1] != b"{":
         # Most mutations break the JSON; also try the input as the contents of an entry,
         # so the fuzzer spends its time past the JSON parser too.
-        check_body(b'{"batch":[' + body + b"]}", limits)
-        check_body(b'{"name":"e","data":"d",' + body + b"}", limits)
+        check_body(b'{"batch":[' + body + b"]}", limits, checker)
+        check_body(b'{"name":"e","data":"d",' + body + b"}", limits, checker)
 
 
 if __name__ == "__main__":

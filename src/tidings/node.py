@@ -56,7 +56,13 @@ from tidings.core.views import PresenceViews
 from tidings.core.watchlist import Watchlist
 from tidings.live_subscriptions import LiveSubscriptions, PendingSnapshot, SnapshotProvider
 from tidings.protocol import messages
-from tidings.protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, ChannelType, channel_type
+from tidings.protocol.channels import (
+    CACHE_PREFIXES,
+    USER_CHANNEL_PREFIX,
+    ChannelKind,
+    ChannelType,
+    channel_type,
+)
 from tidings.protocol.errors import MESSAGES, ErrorCode
 from tidings.protocol.recovery import succeeded_data
 from tidings.protocol.rest import Trigger
@@ -950,29 +956,34 @@ class Node:
         if self.broker.degraded:
             raise ClusterUnavailable("the cluster backend is unreachable")
         state = self._states[app.id]
+        pubsub = self.broker.pubsub
+        # A broker whose publications stay in this process hands them to this node's hub
+        # alone: one the hub cannot deliver (no subscriber here: Hub.may_reach) reaches
+        # nobody, so it is dropped before its message is even built. Most REST triggers
+        # go to channels nobody watches at that moment.
+        reaches = state.hub.may_reach if pubsub.local_only else None
         started: list[Awaitable[bool]] = []
         try:
             for trigger in triggers:
-                state.counters.publications += len(trigger.channels)
+                channels = trigger.channels
+                state.counters.publications += len(channels)
                 if state.tap is not None:
                     state.tap.api_message(
-                        list(trigger.channels),
-                        trigger.name,
-                        trigger.data,
-                        trigger.socket_id,
-                        source,
+                        list(channels), trigger.name, trigger.data, trigger.socket_id, source
                     )
-                for channel in trigger.channels:
-                    message = messages.event(trigger.name, channel, trigger.data)
-                    exclude = trigger.socket_id
-                    cache = channel_type(channel).cache
+                for channel in channels:
+                    cache = channel.startswith(CACHE_PREFIXES)
                     # ``app.history`` first: most apps keep no history, and then no event
                     # of theirs needs its rule looked up.
                     if not cache and (not app.history or app.stored(channel, trigger.name) is None):
-                        started.append(
-                            self.broker.pubsub.publish(app.id, channel, message, exclude)
-                        )
+                        if reaches is None or reaches(channel):
+                            message = messages.event(trigger.name, channel, trigger.data)
+                            started.append(
+                                pubsub.publish(app.id, channel, message, trigger.socket_id)
+                            )
                         continue
+                    message = messages.event(trigger.name, channel, trigger.data)
+                    exclude = trigger.socket_id
                     await _all_published(started)
                     if cache:
                         state.cache_misses.forget(channel)

@@ -12,7 +12,14 @@ from tidings.protocol import messages
 from tidings.protocol.auth import rest_request_error
 from tidings.protocol.errors import ProtocolError
 from tidings.protocol.http1 import NEED_DATA, HandOver, PublishFramer, PublishRequest
-from tidings.protocol.rest import RestError, RestLimits, parse_batch, parse_trigger
+from tidings.protocol.rest import (
+    RestError,
+    RestLimits,
+    Trigger,
+    TriggerChecker,
+    parse_batch,
+    parse_trigger,
+)
 from tidings.protocol.session import Session, SessionPolicy
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -139,6 +146,46 @@ def test_rest_arbitrary_json(value: Any) -> None:
 def test_rest_shaped_json(entry: dict[str, Any], batch: list[Any]) -> None:
     rest_only_raises_rest_error(encode(entry))
     rest_only_raises_rest_error(encode({"batch": batch}))
+
+
+# Kept across examples, as an app's checker is across requests: names it found valid are
+# remembered, so later examples take its fast path.
+SMALL_LIMITS = RestLimits(max_event_payload_bytes=8, max_event_name_length=4, max_batch_size=3)
+CHECKERS = {LIMITS: TriggerChecker(LIMITS), SMALL_LIMITS: TriggerChecker(SMALL_LIMITS)}
+
+
+def batch_outcome(parse: Any, *args: Any) -> list[Trigger] | tuple[int, str]:
+    try:
+        triggers: list[Trigger] = parse(*args)
+    except RestError as exc:
+        return exc.status, exc.message
+    return triggers
+
+
+# Entries near the fast path's shape: each value valid, at a limit, or just past it.
+batch_entry = st.fixed_dictionaries(
+    {
+        "channel": st.sampled_from(["a", "b", "#x", "bad name", "private-encrypted-x", "", 1]),
+        "name": st.sampled_from(["e", "eeee", "eeeee", "", 1]),
+        "data": st.sampled_from(["d", "dddddddd", "ddddddddd", "éééé", "ééééd", "", None]),
+    },
+    optional={
+        "socket_id": st.sampled_from(["1.2", "1.x", None, 3]),
+        "info": st.sampled_from(["", None, "subscription_count", "x", 1]),
+        "other": json_scalars,
+    },
+)
+
+
+@settings(SETTINGS, max_examples=300)
+@given(
+    st.lists(batch_entry | rest_entry | json_scalars, max_size=12),
+    st.sampled_from([LIMITS, SMALL_LIMITS]),
+)
+def test_checker_batch_answers_as_parse_batch(batch: list[Any], limits: RestLimits) -> None:
+    body = encode({"batch": batch})
+    expected = batch_outcome(parse_batch, body, limits)
+    assert batch_outcome(CHECKERS[limits].batch, body) == expected
 
 
 @SETTINGS

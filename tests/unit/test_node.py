@@ -517,6 +517,35 @@ async def test_trigger_many_channels_and_exclude(node: Node) -> None:
     assert b.take() == []
 
 
+async def test_memory_trigger_skips_channels_no_local_subscriber_can_get(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The memory broker delivers to this node alone: nothing is published (nor built) for
+    # a channel nobody here subscribes to. Every publication is counted all the same.
+    a = connect(node)
+    await a.subscribe("watched")
+    a.take()
+    published: list[str] = []
+    real = node.broker.pubsub.publish
+
+    def publish(app_id: str, channel: str, message: bytes, exclude: str | None) -> Any:
+        published.append(channel)
+        return real(app_id, channel, message, exclude)
+
+    monkeypatch.setattr(node.broker.pubsub, "publish", publish)
+    before = node.counters(APP).publications
+    await node.trigger_all(
+        APP,
+        [
+            Trigger("e", "1", ("nobody",), None, ()),
+            Trigger("e", "2", ("watched", "nobody-else"), None, ()),
+        ],
+    )
+    assert published == ["watched"]
+    assert a.take() == [{"event": "e", "channel": "watched", "data": "2"}]
+    assert node.counters(APP).publications == before + 3
+
+
 async def test_backend_rate(node: Node, clock: FakeClock) -> None:
     app = App("99", "k", "s", max_backend_events_per_second=3)
     rate_node = Node(AppRegistry.of([app]), MemoryBroker(), clock=clock, wall_clock=clock)

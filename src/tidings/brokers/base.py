@@ -73,6 +73,10 @@ class CachedEvent:
 class PubSub(Protocol):
     """Publications to the subscribers of a channel, on every node."""
 
+    #: True when a publication can reach this node's subscribers only (one process, no
+    #: other node listens): the node then skips one that no local subscriber can get.
+    local_only: bool
+
     def publish(
         self, app_id: str, channel: str, message: bytes, exclude: str | None
     ) -> Awaitable[bool]:

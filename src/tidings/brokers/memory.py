@@ -31,6 +31,8 @@ CACHE_PRUNE_AT = 10_000  # cache entries before expired ones are swept on the ne
 
 
 class MemoryPubSub:
+    local_only = True  # one process: what is published here is delivered here alone
+
     def __init__(self) -> None:
         self.deliver: Deliver | None = None  # set while the broker runs
 

@@ -61,6 +61,11 @@ _PREFIXED = tuple(
 )
 
 
+# Every prefix channel_type() reads as a cache channel: ``name.startswith(CACHE_PREFIXES)``
+# is ``channel_type(name).cache`` in one call (a user channel's "#" begins none of them).
+CACHE_PREFIXES = ("cache-", *(cache_prefix for _, cache_prefix, _, _ in _PREFIXED))
+
+
 def channel_type(name: str) -> ChannelType:
     """The kind of a channel, from its prefix (the cache- variants included)."""
     if name.startswith(USER_CHANNEL_PREFIX):

@@ -65,8 +65,8 @@ class InFlight:
 
     def __init__(self) -> None:
         self.count = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Made by the first wait(): until a stop waits, a request pays no Event.set().
+        self._idle: asyncio.Event | None = None
 
     async def track(self, request: R, handler: Callable[[R], Awaitable[T]]) -> T:
         self.enter()
@@ -78,16 +78,19 @@ class InFlight:
     def enter(self) -> None:
         """A request begins (every ``enter`` is followed by one ``leave``)."""
         self.count += 1
-        if self.count == 1:
-            self._idle.clear()
 
     def leave(self) -> None:
         self.count -= 1
-        if not self.count:
+        if not self.count and self._idle is not None:
             self._idle.set()
 
     async def wait(self, timeout: float) -> bool:
         """Until no request is in flight; False if some still were after ``timeout``."""
+        if not self.count:
+            return True
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        self._idle.clear()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:

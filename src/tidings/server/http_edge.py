@@ -33,7 +33,13 @@ class HttpResponse:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+# What most REST calls answer (a trigger without ``info``), made once.
+EMPTY_OK = HttpResponse(200, b"{}")
+
+
 def json_response(body: object, status: int = 200) -> HttpResponse:
+    if status == 200 and type(body) is dict and not body:
+        return EMPTY_OK
     return HttpResponse(status, orjson.dumps(body))
 
 

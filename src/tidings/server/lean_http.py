@@ -26,13 +26,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 
 from aiohttp.http import SERVER_SOFTWARE
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from tidings.protocol.http1 import (
     NEED_DATA,
@@ -60,53 +58,6 @@ ENDPOINTS = {
 SERVER_HEADER = f"Server: {SERVER_SOFTWARE}\r\n".encode()
 SERVER_HEADER_END = SERVER_HEADER + b"\r\n"
 WRITE_HIGH_WATER = 64 * 1024  # unread answers past this pause reading (see pause_writing)
-
-
-class LeanRequest:
-    """A framed :class:`PublishRequest` as the REST code's
-    :class:`~tidings.server.http_edge.HttpRequest`."""
-
-    __slots__ = ("request", "remote", "params", "_headers", "_query")
-
-    def __init__(self, request: PublishRequest, remote: str | None) -> None:
-        self.request = request
-        self.remote = remote
-        self.params = {"app_id": request.app_id}
-        self._headers: CIMultiDictProxy[str] | None = None
-        self._query: dict[str, str] | None = None
-
-    method = "POST"
-
-    @property
-    def path(self) -> str:
-        return self.request.path  # the framer admits no percent-encoding in it
-
-    @property
-    def raw_path(self) -> str:
-        return self.request.path
-
-    @property
-    def query(self) -> Mapping[str, str]:
-        if self._query is None:
-            query: dict[str, str] = {}
-            for name, value in self.request.query_items:
-                query.setdefault(name, value)  # the first value, as aiohttp's query.get
-            self._query = query
-        return self._query
-
-    @property
-    def query_items(self) -> list[tuple[str, str]]:
-        return self.request.query_items
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        if self._headers is None:
-            self._headers = CIMultiDictProxy(CIMultiDict(self.request.headers))
-        return self._headers
-
-    async def read_body(self, limit: int) -> bytes | None:
-        body = self.request.body
-        return body if len(body) <= limit else None
 
 
 class HttpDate:
@@ -224,7 +175,7 @@ class LeanConnection(asyncio.Protocol):
         self._writing_paused = False
         self._last_active = 0.0
         self._keepalive: asyncio.TimerHandle | None = None
-        self._task: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
         self._proxy: str | None = None  # a trusted proxy's address (per-client limits)
         self._loop = asyncio.get_running_loop()
         self._body_since = 0.0  # when the awaited body's headers were complete
@@ -349,7 +300,7 @@ class LeanConnection(asyncio.Protocol):
         self._busy = True
         if lean.closing or not request.keep_alive:
             self._close_after = True
-        self._task = asyncio.ensure_future(self._answer(request))
+        self._task = self._loop.create_task(self._answer(request))
 
     def _admit_forwarded(self, request: PublishRequest) -> bool:
         """Behind a trusted proxy, count the connection under the client it names (the
@@ -371,9 +322,7 @@ class LeanConnection(asyncio.Protocol):
         status = 500
         self._enter()  # a stop waits for it (one frame less than InFlight.track)
         try:
-            response = await lean.rest.answer_publish(
-                LeanRequest(request, self._remote), request.endpoint
-            )
+            response = await lean.rest.answer_publish(request)
             status = response.status
         except asyncio.CancelledError:
             status = CLIENT_CLOSED_REQUEST  # as the aiohttp path counts it

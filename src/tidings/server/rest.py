@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
 
 from aiohttp import web
 
@@ -21,6 +20,7 @@ from tidings.brokers.history import HistoryUnavailable
 from tidings.core.apps import App
 from tidings.node import BackendRateLimited, ClusterUnavailable, Node
 from tidings.protocol.auth import rest_request_error
+from tidings.protocol.http1 import PublishRequest
 from tidings.protocol.rest import (
     RestError,
     RestLimits,
@@ -46,6 +46,34 @@ Handler = Callable[[HttpRequest, App, bytes], Awaitable[object]]
 
 UNKNOWN_APP_OR_KEY = "unknown app id or auth_key"
 RETRY_AFTER = "1"  # seconds: the broker retries Redis at least this often
+
+
+# What a REST call may be refused with, each answered by refusal().
+REFUSALS = (RestError, BackendRateLimited, ClusterUnavailable, HistoryUnavailable)
+
+
+def refusal(exc: Exception) -> HttpResponse:
+    """The answer to one of :data:`REFUSALS`."""
+    match exc:
+        case RestError(status=status, message=message):
+            return json_error(status, message)
+        case BackendRateLimited():
+            return json_error(429, str(exc))
+        case ClusterUnavailable():
+            error = json_error(503, f"{exc}: event not published, retry later")
+            return HttpResponse(error.status, error.body, headers={"Retry-After": RETRY_AFTER})
+        case HistoryUnavailable():
+            error = json_error(503, f"{exc}: retry later")
+            return HttpResponse(error.status, error.body, headers={"Retry-After": RETRY_AFTER})
+    raise TypeError(f"not a REST refusal: {exc!r}")
+
+
+def _first(query: list[tuple[str, str]], name: str) -> str | None:
+    """The first value of ``name`` in a query (as a MultiDict's ``get`` finds it)."""
+    for key, value in query:
+        if key == name:
+            return value
+    return None
 
 
 def error_response(status: int, message: str) -> web.Response:
@@ -79,13 +107,25 @@ class RestApi:
             Route("POST", "/users/{user_id}/terminate_connections", self._wrap(self.terminate)),
         ]
 
-    async def answer_publish(
-        self, request: HttpRequest, endpoint: Literal["events", "batch_events"]
-    ) -> HttpResponse:
-        """``events`` or ``batch_events`` answered, for the lean path (server/lean_http.py):
-        the same checks, errors and publish as their routes."""
-        handler = self.events if endpoint == "events" else self.batch_events
-        return await self._answer(request, handler)
+    async def answer_publish(self, request: PublishRequest) -> HttpResponse:
+        """A framed ``POST /apps/{id}/events`` or ``/batch_events`` answered, for the lean
+        path (server/lean_http.py): the same checks, errors and publish as their routes,
+        read straight from the framer's request (whose path is never percent-encoded)."""
+        try:
+            body = request.body
+            if len(body) > self.max_request_body:
+                raise RestError(413, f"request body larger than {self.max_request_body} bytes")
+            query = request.query_items
+            app = self._signed_app(
+                request.app_id, _first(query, "auth_key"), "POST", request.path, query, body
+            )
+            if request.endpoint == "events":
+                result = await self._publish_one(app, body)
+            else:
+                result = await self._publish_batch(app, body)
+        except REFUSALS as exc:
+            return refusal(exc)
+        return json_response(result)
 
     def routes(self) -> list[web.RouteDef]:
         return aiohttp_routes(self.endpoints())
@@ -101,16 +141,8 @@ class RestApi:
             body = await self._body(request)
             app = self._authenticate(request, body)
             result = await handler(request, app, body)
-        except RestError as exc:
-            return json_error(exc.status, exc.message)
-        except BackendRateLimited as exc:
-            return json_error(429, str(exc))
-        except ClusterUnavailable as exc:
-            error = json_error(503, f"{exc}: event not published, retry later")
-            return HttpResponse(error.status, error.body, headers={"Retry-After": RETRY_AFTER})
-        except HistoryUnavailable as exc:
-            error = json_error(503, f"{exc}: retry later")
-            return HttpResponse(error.status, error.body, headers={"Retry-After": RETRY_AFTER})
+        except REFUSALS as exc:
+            return refusal(exc)
         return json_response(result)
 
     async def _body(self, request: HttpRequest) -> bytes:
@@ -120,8 +152,29 @@ class RestApi:
         return body
 
     def _authenticate(self, request: HttpRequest, body: bytes) -> App:
-        app_id = request.params.get("app_id")
-        key = request.query.get("auth_key")
+        return self._signed_app(
+            request.params.get("app_id"),
+            request.query.get("auth_key"),
+            request.method,
+            request.path,
+            request.query_items,
+            body,
+            request.raw_path,
+        )
+
+    def _signed_app(
+        self,
+        app_id: str | None,
+        key: str | None,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        body: bytes,
+        raw_path: str | None = None,
+    ) -> App:
+        """The app a request is for, once its key, signature, timestamp and body_md5 are
+        checked (``app_id`` None: the app of ``key``). ``raw_path``: the path as sent, when
+        it differs from ``path`` once percent-decoded (a client may have signed either)."""
         if app_id is not None:
             app = self.node.apps.by_id(app_id)
         else:
@@ -130,14 +183,9 @@ class RestApi:
             # One answer whether the id or the key is wrong: a 404 for unknown ids would let
             # anyone list the app ids a server holds.
             raise RestError(401, UNKNOWN_APP_OR_KEY)
-        query = request.query_items
-        problem = rest_request_error(
-            app.secret, request.method, request.path, query, body, time.time()
-        )
-        if problem is not None and request.raw_path != request.path:
-            problem = rest_request_error(
-                app.secret, request.method, request.raw_path, query, body, time.time()
-            )
+        problem = rest_request_error(app.secret, method, path, query, body, time.time())
+        if problem is not None and raw_path is not None and raw_path != path:
+            problem = rest_request_error(app.secret, method, raw_path, query, body, time.time())
         if problem is not None:
             raise RestError(401, problem)
         if not app.enabled:
@@ -157,11 +205,17 @@ class RestApi:
     # -- handlers ----------------------------------------------------------------------------
 
     async def events(self, request: HttpRequest, app: App, body: bytes) -> object:
+        return await self._publish_one(app, body)
+
+    async def batch_events(self, request: HttpRequest, app: App, body: bytes) -> object:
+        return await self._publish_batch(app, body)
+
+    async def _publish_one(self, app: App, body: bytes) -> object:
         trigger = parse_trigger_body(body, self._limits_of(app))
         await api.publish(self.node, app, [trigger], source="rest")
         return await api.trigger_info(self.node, app, trigger)
 
-    async def batch_events(self, request: HttpRequest, app: App, body: bytes) -> object:
+    async def _publish_batch(self, app: App, body: bytes) -> object:
         _, limits, checker = self._checks_of(app)
         triggers = parse_batch(body, limits, checker)
         await api.publish(self.node, app, triggers, source="rest")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tidings.protocol.channels import ChannelKind, ChannelType, channel_type, name_error
+from tidings.protocol.channels import (
+    CACHE_PREFIXES,
+    ChannelKind,
+    ChannelType,
+    channel_type,
+    name_error,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,6 +35,15 @@ from tidings.protocol.channels import ChannelKind, ChannelType, channel_type, na
 )
 def test_channel_type(name: str, kind: ChannelKind, cache: bool) -> None:
     assert channel_type(name) == ChannelType(kind, cache)
+    assert name.startswith(CACHE_PREFIXES) is cache
+
+
+def test_cache_prefixes_say_what_channel_type_says() -> None:
+    parts = ["", "cache-", "private-", "encrypted-", "presence-", "#server-to-user-", "x"]
+    names = [a + b + c + "n" for a in parts for b in parts for c in parts]
+    assert len(names) == 343
+    for name in names:
+        assert name.startswith(CACHE_PREFIXES) is channel_type(name).cache, name
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 from typing import Any
 
 import orjson
@@ -332,53 +333,108 @@ def test_the_remembered_names_are_bounded() -> None:
     assert checker.check(("a",), "e", "x", None, ()).channels == ("a",)  # learned again
 
 
-# -- TriggerChecker.batch_entry: POST /batch_events' entries, the common shape fast ----------
+# -- TriggerChecker.batch: POST /batch_events with the common shape of entry fast -----------
 
 
-def outcome(check: Any, *args: Any) -> Trigger | tuple[int, str]:
+def outcome(check: Any, *args: Any) -> list[Trigger] | tuple[int, str]:
     try:
-        result: Trigger = check(*args)
+        result: list[Trigger] = check(*args)
     except RestError as refused:
         return refused.status, refused.message
     return result
 
 
-BATCH_ENTRIES: list[dict[str, Any]] = [
+BATCH_ENTRIES: list[Any] = [
     {"channel": "known", "name": "e", "data": "x"},
     {"channel": "known", "name": "e", "data": "é" * 10},
     {"channel": "known", "name": "e", "data": "x", "socket_id": "1.2"},
+    {"channel": "known", "name": "e", "data": "x", "socket_id": None},
+    {"channel": "known", "name": "e", "data": "x", "extra": 1},
     {"channel": "known", "name": "e", "data": "x", "info": "subscription_count"},
+    {"channel": "known", "name": "e", "data": "x", "info": ""},
+    {"channel": "known", "name": "e", "data": "x", "info": None},
     {"channel": "known", "name": "e", "data": "x", "channels": ["other", "bad name"]},
     {"channel": "unknown", "name": "e", "data": "x"},
+    {"channel": "private-encrypted-known", "name": "e", "data": "x"},
+    {"channel": "#server-to-user-u1", "name": "e", "data": "x"},
     {"channel": "known", "name": "", "data": "x"},
     {"channel": "known", "name": 1, "data": "x"},
     {"channel": "known", "name": "e" * 201, "data": "x"},
     {"channel": "known", "name": "e", "data": 1},
     {"channel": "known", "name": "e", "data": "x" * 10241},
     {"channel": "known", "name": "e", "data": "é" * 5121},  # 10,242 bytes in UTF-8
+    # At the limits (of LIMITS, and of the small limits below).
+    {"channel": "known", "name": "e" * 200, "data": "x" * 10240},
+    {"channel": "known", "name": "e", "data": "é" * 5120},
+    {"channel": "known", "name": "abc", "data": "abcd"},
+    {"channel": "known", "name": "abc", "data": "éé"},
+    {"channel": "known", "name": "e", "data": "ééa"},
     {"channel": "known", "name": "e"},
+    {"channel": "known", "name": "e", "info": "x"},  # three keys, but not the three
     {"channel": "bad name", "name": "e", "data": "x"},
     {"channel": ["known"], "name": "e", "data": "x"},
     {"channel": None, "name": "e", "data": "x"},
     {"name": "e", "data": "x"},
+    {"channels": ["known"], "name": "e", "data": "x"},
     {"channel": "known", "name": "e", "data": "x", "socket_id": "not-a-socket-id"},
     {"channel": "known", "name": "e", "data": "x", "socket_id": 12},
     {"channel": "known", "name": "e", "data": "x", "info": "members"},
+    1,
+    None,
+    "entry",
+    ["known", "e", "x"],
+]
+
+BATCH_BODIES: list[bytes] = [
+    b"",
+    b"not json",
+    b"[]",
+    b"{}",
+    b'{"batch":null}',
+    b'{"batch":[]}',
+    b'{"batch":{}}',
+    b'{"batch":"abc"}',
+    orjson.dumps({"batch": [{"channel": "known", "name": "e", "data": "x"}] * 11}),
 ]
 
 
-@pytest.mark.parametrize("entry", BATCH_ENTRIES)
+def batch_bodies(seed: int, count: int) -> list[bytes]:
+    """Every entry alone, then ``count`` batches of 1 to 11 entries drawn from them."""
+    rng = random.Random(seed)
+    bodies = [*BATCH_BODIES, *(orjson.dumps({"batch": [entry]}) for entry in BATCH_ENTRIES)]
+    for _ in range(count):
+        entries = [rng.choice(BATCH_ENTRIES) for _ in range(rng.randint(1, 11))]
+        bodies.append(orjson.dumps({"batch": entries}))
+    return bodies
+
+
 @pytest.mark.parametrize(
-    "limits", [LIMITS, RestLimits(max_event_payload_bytes=4, max_event_name_length=3)]
+    "limits",
+    [
+        LIMITS,
+        RestLimits(max_event_payload_bytes=4, max_event_name_length=3),
+        RestLimits(max_channel_name_length=5, max_batch_size=3),
+        RestLimits(max_channels_per_event=0),
+    ],
 )
-def test_batch_entry_answers_what_parse_batch_answers(
-    entry: dict[str, Any], limits: RestLimits
-) -> None:
+def test_checker_batch_answers_what_parse_batch_answers(limits: RestLimits) -> None:
     checker = TriggerChecker(limits)
     with contextlib.suppress(RestError):  # remembered, where the limits let it be valid
-        checker.batch_entry({"channel": "known", "name": "e", "data": ""})
-    body = orjson.dumps({"batch": [entry]})
-    expected = outcome(parse_batch, body, limits)
-    assert outcome(parse_batch, body, limits, checker) == expected
-    if isinstance(expected, list):
-        assert outcome(checker.batch_entry, entry) == expected[0]
+        checker.batch(b'{"batch":[{"channel":"known","name":"e","data":""}]}')
+    bodies = batch_bodies(seed=18, count=300)
+    for body in bodies + bodies:  # the second time, every valid name is remembered
+        expected = outcome(parse_batch, body, limits)
+        assert outcome(checker.batch, body) == expected, body
+        assert outcome(parse_batch, body, limits, checker) == expected, body
+
+
+def test_checker_batch_takes_the_common_shape_fast() -> None:
+    checker = TriggerChecker(LIMITS)
+    body = b'{"batch":[{"channel":"known","name":"e","data":"x"}]}'
+    assert checker.batch(body) == [Trigger("e", "x", ("known",), None, ())]
+    assert checker._valid == {"known"}  # noqa: SLF001
+    checker._valid.add("not valid but remembered")  # noqa: SLF001
+    # A remembered name is not checked again: that is the fast path (never taken for a
+    # name that was not found valid, see the test above).
+    odd = b'{"batch":[{"channel":"not valid but remembered","name":"e","data":"x"}]}'
+    assert checker.batch(odd)[0].channels == ("not valid but remembered",)

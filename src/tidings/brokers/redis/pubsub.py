@@ -41,6 +41,8 @@ _Pending = tuple[str, str, bytes, str | None, "asyncio.Future[bool]"]
 
 
 class RedisPubSub:
+    local_only = False  # every node subscribed to the channel hears it
+
     def __init__(self, link: RedisLink) -> None:
         self._link = link
         self._own_origin = link.node_id.encode() + b"\x00"
