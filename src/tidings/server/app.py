@@ -255,6 +255,8 @@ class AiohttpServer:
                 metrics,
                 guard,
                 settings.keepalive_timeout,
+                # The upgrade to our own engine is answered on the lean path too.
+                self.application[WEBSOCKET] if settings.websocket_engine == "tidings" else None,
             )
         self.runner = guard.runner(
             self.application,

@@ -2,7 +2,9 @@
 "tidings"``).
 
 aiohttp parses the upgrade request and routes it; :func:`take_over` then answers 101 itself
-and moves the transport to a :class:`ProtocolConnection`, an ``asyncio.Protocol`` that is
+and moves the transport to a :class:`ProtocolConnection` (or, for the plain upgrade opening
+a connection, the lean HTTP front does all this without aiohttp, through the same
+:func:`switch_protocols`: server/lean_http.py), an ``asyncio.Protocol`` that is
 also the node's connection and the fan-out writer's ``Sink``. From then on aiohttp holds
 nothing for the socket (the connection guard keeps counting it under its address), and no
 task waits on it: an idle
@@ -271,6 +273,26 @@ class EchoConnection(ProtocolConnection):
                     super()._handle([event])
 
 
+def switch_protocols(
+    transport: asyncio.Transport,
+    websocket_key: str,
+    connect: Callable[[asyncio.Transport], ProtocolConnection],
+    guard: ConnectionGuard | None,
+    predecessor: object,
+) -> ProtocolConnection:
+    """Answer a validated upgrade with 101 and move ``transport`` to the connection
+    ``connect`` builds; the guard counts it in ``predecessor``'s place (aiohttp's request
+    handler, or the lean connection that read the request) until it closes. The caller
+    frees ``predecessor``, feeds the connection what followed the request, and attaches it."""
+    transport.write(switching_protocols(websocket_key))
+    connection = connect(transport)
+    transport.set_protocol(connection)
+    if guard is not None:
+        guard.hand_over(predecessor, connection)
+        connection._guard = guard  # noqa: SLF001 - the guard hears of its close
+    return connection
+
+
 def take_over(
     request: web.Request, connect: Callable[[asyncio.Transport], ProtocolConnection]
 ) -> ProtocolConnection:
@@ -285,13 +307,8 @@ def take_over(
     # Frames a client sent before it read our 101 (RFC 6455 forbids it; be lenient): aiohttp
     # keeps them for the WebSocket reader it would have made.
     early: bytes = getattr(handler, "_message_tail", b"")
-    transport.write(switching_protocols(request.headers["Sec-WebSocket-Key"]))
-    connection = connect(transport)
-    transport.set_protocol(connection)
-    guard = request.app.get(GUARD)
-    if guard is not None:
-        guard.hand_over(handler, connection)
-        connection._guard = guard  # noqa: SLF001 - the guard hears of its close
+    key = request.headers["Sec-WebSocket-Key"]
+    connection = switch_protocols(transport, key, connect, request.app.get(GUARD), handler)
     # To aiohttp the connection is now lost: its handler leaves aiohttp's connection table
     # (and is freed with the request), and, its transport gone, the response the request
     # handler returns is never written (aiohttp takes that for a client disconnect).
