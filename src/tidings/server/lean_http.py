@@ -9,8 +9,8 @@ constant time, timestamp, body_md5, JSON checks, limits), timed in the same hist
 tracked in the same :class:`InFlight` (a stop waits for it) and traced in the same debug
 line. At the first byte of anything else the connection is handed to aiohttp for good
 (:meth:`GuardedServer.take_back`): aiohttp's request handler gets the transport and every
-byte not consumed yet, so WebSocket upgrades, fallbacks, /metrics, chunked bodies and every
-malformed request meet exactly the server they always met.
+byte not consumed yet, so fallbacks, /metrics, chunked bodies, the WebSocket upgrades not
+taken here (below) and every malformed request meet exactly the server they always met.
 
 The WebSocket upgrade: when the first request on a connection is the plain form of
 ``GET /app/{key}`` with an upgrade (see protocol/http1.py), the app exists, the handshake is
