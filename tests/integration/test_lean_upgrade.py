@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import struct
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -308,6 +310,22 @@ def test_a_frame_sent_with_the_head_is_read(lean: ServerProcess, peers: Any) -> 
     opcode, payload = peer.frame()
     assert opcode == 0x1 and json.loads(payload)["event"] == "pusher:pong"
     assert lean_upgrades(lean) == before + 1
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+def test_a_lean_websocket_has_tcp_keepalive_as_aiohttps_do(lean: ServerProcess, peers: Any) -> None:
+    peer = peers(lean)
+    peer.sock.sendall(upgrade())
+    assert peer.answer()[-1] == "connection_established"
+    client_port = peer.sock.getsockname()[1]
+    # The server's end of this connection, with its timers (SO_KEEPALIVE: "keepalive").
+    found = subprocess.run(
+        ["ss", "-tnoH", "state", "established", f"( dport = :{client_port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f":{lean.port} " in found and "timer:(keepalive" in found, found
 
 
 # -- the connection guard --------------------------------------------------------------------

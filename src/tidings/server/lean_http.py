@@ -46,7 +46,6 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 
 from aiohttp.http import SERVER_SOFTWARE
-from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from tidings.protocol.http1 import (
@@ -479,9 +478,6 @@ class LeanConnection(asyncio.Protocol):
             log.debug("connection from %s upgraded on the lean path", self._remote)
         self._release()
         self.transport = None  # the WebSocket's now (a stop or the guard must not close it)
-        # SO_KEEPALIVE, as aiohttp's request handler sets on every connection it serves: a
-        # WebSocket whose peer vanished is found out by TCP too.
-        tcp_keepalive(transport)
         connection = switch_protocols(
             transport, request.websocket_key, websocket.connector(app), lean.guard, self
         )
