@@ -286,6 +286,46 @@ def test_every_answer_is_the_one_aiohttp_gives(
     assert answers[:half] == answers[half:]
 
 
+@pytest.fixture(scope="module")
+def throttled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
+    servers = [
+        start(tmp_path_factory, max_connection_rate=1),
+        start(tmp_path_factory, max_connection_rate=1, lean_rest=False),
+    ]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def rate_refusals(server: ServerProcess) -> float:
+    resp = raw_http(server.http_url, "GET", "/metrics")
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(resp.body.decode())
+        for sample in family.samples
+        if sample.name == "tidings_connection_rate_refusals_total"
+    )
+
+
+def test_over_the_connection_rate_both_answer_the_same_503_counted_once(
+    throttled: list[ServerProcess], peers: Any
+) -> None:
+    refusals = []
+    for server in throttled:
+        # One connection a second: of 4 at once, the first takes the only token.
+        answers = []
+        for _ in range(4):
+            peer = peers(server)
+            peer.sock.sendall(upgrade())
+            answers.append(peer.answer())
+        assert answers[0][-1] == "connection_established"
+        refused = [a for a in answers if a[0] == b"HTTP/1.1 503 Service Unavailable"]
+        assert refused
+        assert rate_refusals(server) == len(refused)  # the lean front's try is not counted
+        refusals.append(refused[0])
+    assert refusals[0] == refusals[1]
+
+
 def test_only_the_admitted_upgrade_is_lean(lean: ServerProcess, peers: Any) -> None:
     before = lean_upgrades(lean)
     refused = peers(lean)
