@@ -487,6 +487,7 @@ class LeanConnection(asyncio.Protocol):
         if request.early:
             connection.data_received(request.early)
         node.attach(connection)
+        connection.flush_head()
 
     # -- hand-over and keep-alive ---------------------------------------------------------
 

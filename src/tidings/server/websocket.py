@@ -276,7 +276,9 @@ class WebSocketEndpoint:
         # Imported here: websocket_protocol builds on this module's WebSocketConnection.
         from tidings.server.websocket_protocol import take_over
 
-        self.node.attach(take_over(request, self.connector(app)))
+        connection = take_over(request, self.connector(app))
+        self.node.attach(connection)
+        connection.flush_head()
 
     def connector(self, app: App) -> Callable[[asyncio.Transport], ProtocolConnection]:
         """What builds the connection of an admitted upgrade to ``app`` on our engine

@@ -79,6 +79,7 @@ class ProtocolConnection(WebSocketConnection, asyncio.Protocol):
         "_lost",
         "_gone",
         "_client_code",
+        "_head",
     )
 
     def __init__(
@@ -103,6 +104,20 @@ class ProtocolConnection(WebSocketConnection, asyncio.Protocol):
         self._lost = False  # the socket is closed (connection_lost ran)
         self._gone: asyncio.Future[None] | None = None  # made when a close begins
         self._client_code: int | None = None  # the code of the client's close frame
+        # The 101 not written yet: it goes out with the first frame (switch_protocols).
+        self._head = b""
+
+    def _write_transport(self, data: bytes) -> bool:
+        head = self._head
+        if head:
+            self._head = b""
+            data = head + data
+        return super()._write_transport(data)
+
+    def flush_head(self) -> None:
+        """Write the 101 now if no frame has carried it (see :func:`switch_protocols`)."""
+        if self._head and not self.closing:
+            self._write_transport(b"")
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -283,9 +298,16 @@ def switch_protocols(
     """Answer a validated upgrade with 101 and move ``transport`` to the connection
     ``connect`` builds; the guard counts it in ``predecessor``'s place (aiohttp's request
     handler, or the lean connection that read the request) until it closes. The caller
-    frees ``predecessor``, feeds the connection what followed the request, and attaches it."""
-    transport.write(switching_protocols(websocket_key))
+    frees ``predecessor``, feeds the connection what followed the request, and attaches it.
+
+    The 101 is written with the connection's first frame (``pusher:connection_established``
+    from ``node.attach``, or a reply to an early frame): one ``send()`` instead of two per
+    connect. Nothing reaches the socket but through ``_write_transport`` before that frame
+    (the fan-out writes only to subscribers, and a subscription follows it). The caller
+    calls :meth:`ProtocolConnection.flush_head` once the connection is attached, for a
+    connection that sends nothing first (the conformance echo)."""
     connection = connect(transport)
+    connection._head = switching_protocols(websocket_key)  # noqa: SLF001 - its own module
     transport.set_protocol(connection)
     if guard is not None:
         guard.hand_over(predecessor, connection)
