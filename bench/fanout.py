@@ -460,7 +460,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {r['server']} N={r['n']:,} run {r['run'] + 1}: {r.get('error') or r['ok']}")
     # A peer that cannot hold N or keep up is a result; Tidings failing, or any harness error
     # (an exception, a silent client), makes the exit status 1.
-    ours = ("tidings", "tidings-asgi", "tidings-history", "tidings-aiohttp-ws", "tidings-py-reader")
+    ours = (
+        "tidings",
+        "tidings-asgi",
+        "tidings-history",
+        "tidings-aiohttp-ws",
+        "tidings-py-reader",
+        "tidings-no-lean",
+    )
     failed = [r for r in bad if "error" in r or r["server"] in ours]
     pyspy.print_profiles(records)
     for png in report.plots(records, args.n, args.servers, RESULTS / f"fanout-{stamp}", args.docs):

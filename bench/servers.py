@@ -7,6 +7,8 @@
                    issue 17)
     tidings-py-reader  `tidings serve` with TIDINGS_WS_READER=python: our engine, its frames
                    read by the pure-Python reader instead of tidings._wsframe
+    tidings-no-lean  `tidings serve --no-lean-rest`: every request, the WebSocket upgrade
+                   included, through aiohttp (the connect path before the lean upgrade)
     soketi         Soketi 1.6.1 (Node, uWebSockets.js), npm ci into .cache/bench/soketi from the
                    package.json and package-lock.json in bench/peers/soketi/
     socketio       python-socketio on aiohttp + uvloop (bench/peers/socketio_server.py), from
@@ -66,13 +68,15 @@ SERVERS = {
     "tidings-py-reader": Server(
         "tidings-py-reader", "Tidings, Python frame reader", "pusher", True
     ),
+    # The same server with the lean front off: upgrades through aiohttp (connect rate)
+    "tidings-no-lean": Server("tidings-no-lean", "Tidings, no lean front", "pusher", True),
     "socketio": Server("socketio", "python-socketio", "socketio", True),
     "socketio-asgi": Server("socketio-asgi", "python-socketio-ASGI", "socketio", True),
     "raw": Server("raw", "raw aiohttp", "pusher", True),
 }
 # Run only when named in --servers: a variant measured once for a decision, not in every
 # `make bench` (docs/benchmarks.md says which run measured it).
-ON_REQUEST = {"tidings-py-reader"}
+ON_REQUEST = {"tidings-py-reader", "tidings-no-lean"}
 
 
 # ---------------------------------------------------------------- installation
@@ -263,6 +267,8 @@ def command(
     engine = "aiohttp" if name == "tidings-aiohttp-ws" else "tidings"
     config = tidings_config(workdir / f"tidings-{port}.toml", log_level, history, engine)
     cmd = [*pin, PYTHON, "-m", "tidings", "serve", *where, "--config", str(config)]
+    if name == "tidings-no-lean":
+        cmd.append("--no-lean-rest")
     env = server_env()
     env["TIDINGS_WS_READER"] = "python" if name == "tidings-py-reader" else "native"
     return cmd, env

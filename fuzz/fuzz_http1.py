@@ -1,11 +1,12 @@
 """Fuzz the lean REST path's framer (``protocol/http1.py``).
 
 Contract: ``PublishFramer.next`` never raises; it returns hot requests, ``NEED_DATA`` or a
-final ``HandOver``, and a request's body is never over the limit. Invariants: how the bytes
+final ``HandOver`` (or, first, a final ``UpgradeRequest``, which leaves every byte for
+whoever answers it), and a request's body is never over the limit. Invariants: how the bytes
 are split across reads changes neither the requests nor whether and where a hand-over is;
 the bytes framed as requests and the bytes left for the general server add up to the input,
-in order (a hand-over is at a request's first byte); a hot request built from fuzzed parts
-is framed back as built.
+in order (a hand-over is at a request's first byte); a hot request or an opening upgrade
+built from fuzzed parts is framed back as built.
 """
 
 from __future__ import annotations
@@ -14,24 +15,35 @@ import sys
 
 from reader import FuzzInput
 
-from tidings.protocol.http1 import NEED_DATA, HandOver, PublishFramer, PublishRequest
+from tidings.protocol.http1 import (
+    NEED_DATA,
+    HandOver,
+    PublishFramer,
+    PublishRequest,
+    UpgradeRequest,
+)
 
 LIMIT = 512
-Event = PublishRequest | HandOver
+Event = PublishRequest | UpgradeRequest | HandOver
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
 def frame(data: bytes, sizes: list[int]) -> tuple[list[Event], bytes]:
     """The events, and the bytes the general server would read (the framer's unconsumed
     ones and those never fed to it)."""
-    framer = PublishFramer(LIMIT)
+    framer = PublishFramer(LIMIT, upgrades=True)
     events: list[Event] = []
     pos = 0
     for size in [*sizes, len(data)]:
         framer.receive(data[pos : pos + size])
         pos += size
         while (event := framer.next()) is not NEED_DATA:
-            assert isinstance(event, PublishRequest | HandOver), event
+            assert isinstance(event, Event), event
             events.append(event)
+            if isinstance(event, UpgradeRequest):
+                assert isinstance(framer.next(), HandOver), "an upgrade is final"
+                assert framer.unconsumed().endswith(event.early)
+                return events, framer.unconsumed() + data[pos:]
             if isinstance(event, HandOver):
                 assert framer.next() is event, "a hand-over is final"
                 return events, framer.unconsumed() + data[pos:]
@@ -41,7 +53,14 @@ def frame(data: bytes, sizes: list[int]) -> tuple[list[Event], bytes]:
 
 
 def check_events(data: bytes, events: list[Event], left: bytes) -> None:
+    if events and isinstance(events[0], UpgradeRequest):
+        assert len(events) == 1 and left == data, "an upgrade opens a connection, consumes nothing"
+        upgrade = events[0]
+        assert upgrade.path == f"/app/{upgrade.app_key}"
+        assert upgrade.websocket_key.endswith("==") and len(upgrade.websocket_key) == 24
+        return
     requests = [e for e in events if isinstance(e, PublishRequest)]
+    assert not any(isinstance(e, UpgradeRequest) for e in events), "only the first may upgrade"
     assert all(isinstance(e, HandOver) for e in events[len(requests) :])
     for request in requests:
         assert len(request.body) <= LIMIT
@@ -82,9 +101,44 @@ def hot_request(data: FuzzInput) -> tuple[bytes, PublishRequest]:
     return head.encode() + b"\r\n" + body, expected
 
 
+def upgrade_request(data: FuzzInput) -> tuple[bytes, UpgradeRequest]:
+    key = "".join(c for c in data.text() if c.isascii() and (c.isalnum() or c in "_~-")) or "k"
+    query = "&".join(f"q{i}={data.byte()}" for i in range(data.choice(4)))
+    origin = f"https://o{data.byte()}.example" if data.flag() else None
+    headers = [
+        ("Upgrade", "websocket" if data.flag() else "WebSocket"),
+        ("Connection", "Upgrade" if data.flag() else "keep-alive, upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", WS_KEY),
+    ]
+    if origin is not None:
+        headers.append(("Origin", origin))
+    early = data.chunk()
+    path = f"/app/{key}"
+    target = f"{path}?{query}" if query else path
+    head = f"GET {target} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers)
+    expected = UpgradeRequest(
+        app_key=key,
+        path=path,
+        query_items=[(f"q{i}", p.split("=")[1]) for i, p in enumerate(query.split("&"))]
+        if query
+        else [],
+        websocket_key=WS_KEY,
+        origin=origin,
+        early=early,
+    )
+    return head.encode() + b"\r\n" + early, expected
+
+
 def TestOneInput(raw: bytes) -> None:  # noqa: N802 - the name atheris and libFuzzer use
     data = FuzzInput(raw)
-    if data.choice(2):
+    kind = data.choice(3)  # 0: raw bytes, 1: a hot request, 2: an opening upgrade
+    if kind == 2:
+        wire, expected_upgrade = upgrade_request(data)
+        events, _ = frame(wire, [])
+        assert events == [expected_upgrade], (events, expected_upgrade)
+        return
+    if kind == 1:
         wire, expected = hot_request(data)
         events, _ = frame(wire, [])
         assert events == [expected], (events, expected)
@@ -100,7 +154,15 @@ def TestOneInput(raw: bytes) -> None:  # noqa: N802 - the name atheris and libFu
 
 
 def shape(events: list[Event]) -> list[object]:
-    return [e if isinstance(e, PublishRequest) else HandOver for e in events]
+    # An upgrade's early bytes are what had been read with its head: they vary with the split.
+    return [
+        e
+        if isinstance(e, PublishRequest)
+        else e._replace(early=b"")
+        if isinstance(e, UpgradeRequest)
+        else HandOver
+        for e in events
+    ]
 
 
 if __name__ == "__main__":

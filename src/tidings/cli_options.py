@@ -29,8 +29,8 @@ FLAG_HELP: dict[str, str] = {
     "max_write_buffer": "Unsent to one socket before it is closed as a slow consumer.",
     "websocket_engine": "What reads WebSockets after the handshake: tidings or aiohttp.",
     "max_request_body": "REST request body limit.",
-    "lean_rest": "Answer signed POSTs to /apps/{id}/events and /batch_events without aiohttp "
-    "(faster; everything else still goes to aiohttp).",
+    "lean_rest": "Answer signed POSTs to /apps/{id}/events and /batch_events, and admitted "
+    "WebSocket upgrades, without aiohttp (faster; everything else still goes to aiohttp).",
     "shutdown_timeout": "Time to finish in-flight requests on stop.",
     "request_header_timeout": "From accept until a request's headers are complete.",
     "request_body_timeout": "From the headers until a request's body is complete.",

@@ -195,7 +195,9 @@ class Settings(BaseModel):
     max_request_body: int = Field(262144, ge=1024)
     # Signed POSTs to /apps/{id}/events and /batch_events answered by a lean HTTP/1.1
     # framer in front of aiohttp (server/lean_http.py, issue 18: about half the CPU per
-    # publish); every other request, and any it does not recognise, goes to aiohttp.
+    # publish), and so is the plain, admitted WebSocket upgrade opening a connection (with
+    # websocket_engine = "tidings": about half the CPU per connect); every other request,
+    # every refusal, and any it does not recognise, goes to aiohttp.
     lean_rest: bool = True
     shutdown_timeout: float = Field(10.0, ge=0)
     # Slow clients (server/connection_guard.py). A request's headers must be complete

@@ -342,15 +342,17 @@ class Node:
         """Why a new connection to ``app`` is refused, or None."""
         return self._registry.refusal(app, self.draining)
 
-    def take_connection_slot(self, app: App | None) -> bool:
+    def take_connection_slot(self, app: App | None, count_refusal: bool = True) -> bool:
         """Whether a new connection may start now (``max_connection_rate``, per node).
 
         Every attempt takes a token, whatever its app: the limit protects this node from
-        a reconnect storm. A refusal is counted and answered 503 before any upgrade.
+        a reconnect storm. A refusal is counted and answered 503 before any upgrade
+        (``count_refusal=False``: the caller hands the attempt to an edge that asks again).
         """
         if self._connection_rate.take(self.clock()):
             return True
-        self.counters_for(app).connection_rate_refusals += 1
+        if count_refusal:
+            self.counters_for(app).connection_rate_refusals += 1
         return False
 
     def admission(

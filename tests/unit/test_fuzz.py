@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from tidings.protocol import messages
 from tidings.protocol.auth import rest_request_error
 from tidings.protocol.errors import ProtocolError
-from tidings.protocol.http1 import NEED_DATA, HandOver, PublishFramer, PublishRequest
+from tidings.protocol.http1 import (
+    NEED_DATA,
+    HandOver,
+    PublishFramer,
+    PublishRequest,
+    UpgradeRequest,
+)
 from tidings.protocol.rest import (
     RestError,
     RestLimits,
@@ -243,6 +249,11 @@ http_pieces = st.sampled_from(
         b"POST /apps/1/events?auth_key=k HTTP/1.1\r\n",
         b"POST /apps/1/batch_events HTTP/1.1\r\n",
         b"GET /ready HTTP/1.1\r\n",
+        b"GET /app/k?protocol=7 HTTP/1.1\r\n",
+        b"Upgrade: websocket\r\n",
+        b"Connection: Upgrade\r\n",
+        b"Sec-WebSocket-Version: 13\r\n",
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
         b"Content-Length: 2\r\n",
         b"Content-Length: 99999\r\n",
         b"Transfer-Encoding: chunked\r\n",
@@ -262,11 +273,16 @@ def test_publish_framer_never_raises_and_splits_change_nothing(
     wire = b"".join(pieces)
 
     def frame(chunks: list[bytes]) -> tuple[list[object], bytes]:
-        framer = PublishFramer(1000)
+        framer = PublishFramer(1000, upgrades=True)
         events: list[object] = []
         for i, chunk in enumerate(chunks):
             framer.receive(chunk)
             while (event := framer.next()) is not NEED_DATA:
+                if isinstance(event, UpgradeRequest):
+                    # Final, and consumes nothing; its early bytes are those read with it.
+                    assert not events and framer.unconsumed().endswith(event.early)
+                    rest = framer.unconsumed() + b"".join(chunks[i + 1 :])
+                    return [event._replace(early=b"")], rest
                 if isinstance(event, HandOver):
                     return [*events, HandOver], framer.unconsumed() + b"".join(chunks[i + 1 :])
                 assert isinstance(event, PublishRequest) and len(event.body) <= 1000

@@ -14,6 +14,7 @@ where it is a copy of the same stop (``server/workers.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
@@ -258,6 +259,8 @@ class AiohttpServer:
                 metrics,
                 guard,
                 settings.keepalive_timeout,
+                # The upgrade to our own engine is answered on the lean path too.
+                self.application[WEBSOCKET] if settings.websocket_engine == "tidings" else None,
             )
         self.runner = guard.runner(
             self.application,
@@ -300,6 +303,12 @@ class AiohttpServer:
         self.site = site
         self.guard.start()
         self.sockets = list(getattr(site._server, "sockets", None) or ())  # noqa: SLF001
+        for sock in self.sockets:
+            # SO_KEEPALIVE, which aiohttp's request handler sets on each connection it
+            # serves: set once here, every accepted socket inherits it (Linux), those the
+            # lean front upgrades to WebSockets without aiohttp included.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
     async def stop_accepting(self) -> None:
         if self.site is not None:

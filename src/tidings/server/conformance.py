@@ -88,7 +88,7 @@ class ConformanceEcho:
                 MAX_MESSAGE_BYTES - 1,
             )
 
-        take_over(request, connect)
+        take_over(request, connect).flush_head()
 
 
 def log_warning() -> None:

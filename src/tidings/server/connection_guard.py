@@ -19,7 +19,9 @@ its address until it closes, so aiohttp's request handler can be freed.
 A lean connection (server/lean_http.py, the hot REST endpoints without aiohttp) reports the
 same events itself (``accepted``, ``headers_complete``, ``body_complete``, ``lost``, and
 ``awaiting_headers`` when a later request on it begins); when it hands its socket to
-aiohttp, :meth:`GuardedServer.take_back` counts aiohttp's handler in its place.
+aiohttp, :meth:`GuardedServer.take_back` counts aiohttp's handler in its place, and when it
+upgrades the socket to a WebSocket itself, :meth:`ConnectionGuard.hand_over` counts the
+WebSocket in its place, as for aiohttp's handler.
 """
 
 from __future__ import annotations
@@ -166,11 +168,13 @@ class ConnectionGuard:
         log.debug("HTTP connection refused: %s is over max_connections_per_ip", client)
         return False
 
-    def hand_over(self, handler: RequestHandler, successor: object) -> None:
-        """The handler's socket now belongs to ``successor``; call :meth:`lost` with it
-        when the socket closes."""
-        self.admission.hand_over(handler, successor)
-        self._proxied.pop(handler, None)
+    def hand_over(self, conn: object, successor: object) -> None:
+        """The socket of ``conn`` (aiohttp's request handler, or a lean connection that
+        upgraded it itself) now belongs to ``successor``, a WebSocket whose headers are
+        complete: it stays counted under its address; call :meth:`lost` with
+        ``successor`` when the socket closes."""
+        self.admission.hand_over(conn, successor)
+        self._proxied.pop(conn, None)
 
     def wrap(self, handle: AppHandler) -> AppHandler:
         """The application's request handler, told first that a request's headers are

@@ -1,4 +1,5 @@
-"""The lean path for the two hot REST endpoints (issue 18): publish without aiohttp.
+"""The lean path for the two hot REST endpoints (issue 18), publish without aiohttp, and for
+the WebSocket upgrade that opens a connection.
 
 Every accepted HTTP connection starts on a :class:`LeanConnection`, an ``asyncio.Protocol``
 fed by the sans-I/O :class:`~tidings.protocol.http1.PublishFramer`. A signed
@@ -8,8 +9,21 @@ constant time, timestamp, body_md5, JSON checks, limits), timed in the same hist
 tracked in the same :class:`InFlight` (a stop waits for it) and traced in the same debug
 line. At the first byte of anything else the connection is handed to aiohttp for good
 (:meth:`GuardedServer.take_back`): aiohttp's request handler gets the transport and every
-byte not consumed yet, so WebSocket upgrades, fallbacks, /metrics, chunked bodies and every
-malformed request meet exactly the server they always met.
+byte not consumed yet, so fallbacks, /metrics, chunked bodies, the WebSocket upgrades not
+taken here (below) and every malformed request meet exactly the server they always met.
+
+The WebSocket upgrade: when the first request on a connection is the plain form of
+``GET /app/{key}`` with an upgrade (see protocol/http1.py), the app exists, the handshake is
+admissible (:meth:`Node.admission`: protocol version, origin, app enabled, not draining) and
+a connection slot is free (``max_connection_rate``), the lean connection answers the 101
+itself and moves the socket to a :class:`~tidings.server.websocket_protocol.ProtocolConnection`
+through the code aiohttp's route ends in (:meth:`WebSocketEndpoint.connector`,
+:func:`~tidings.server.websocket_protocol.switch_protocols`): the same 101, session,
+``node.attach``, counters, console tap and debug lines. Anything else, every refusal
+included, is handed to aiohttp, whose route answers it (400, 503, pusher:error 4001 ...).
+Only with ``websocket_engine = "tidings"``, and never for a trusted proxy's connection.
+(A py-spy of a connect storm: aiohttp's request, routing and middleware were ~45 % of the
+server's CPU per connect; docs/benchmarks.md.)
 
 Why: aiohttp's per-request machinery (parser, request and response objects, router,
 middleware, handler task) cost more than the whole publish (bench/publish.py,
@@ -38,14 +52,17 @@ from tidings.protocol.http1 import (
     Phase,
     PublishFramer,
     PublishRequest,
+    UpgradeRequest,
 )
 from tidings.server.http_edge import JSON, HttpResponse, json_error
 from tidings.server.metrics import CLIENT_CLOSED_REQUEST, NO_APP, Metrics
 from tidings.server.rest import RestApi
+from tidings.server.websocket_protocol import switch_protocols
 
 if TYPE_CHECKING:
     from tidings.server.app import InFlight
     from tidings.server.connection_guard import ConnectionGuard, GuardedServer
+    from tidings.server.websocket import WebSocketEndpoint
 
 log = logging.getLogger("tidings.server.lean")
 trace = logging.getLogger("tidings.debug")  # the REST line edge_middleware writes too
@@ -110,8 +127,11 @@ class LeanRest:
         metrics: Metrics,
         guard: ConnectionGuard,
         keepalive_timeout: float,
+        websocket: WebSocketEndpoint | None = None,
     ) -> None:
         self.rest = rest
+        # Upgrades to /app/{key} answered here (None: all handed to aiohttp).
+        self.websocket = websocket
         self.in_flight = in_flight
         self.metrics = metrics
         self.guard = guard
@@ -164,7 +184,7 @@ class LeanConnection(asyncio.Protocol):
     def __init__(self, lean: LeanRest, server: GuardedServer) -> None:
         self._lean = lean
         self._server = server
-        self._framer = PublishFramer(lean.max_body)
+        self._framer = PublishFramer(lean.max_body, upgrades=lean.websocket is not None)
         self.transport: asyncio.Transport | None = None
         self._remote: str | None = None
         self._busy = False  # a request is being answered
@@ -262,6 +282,9 @@ class LeanConnection(asyncio.Protocol):
             self._started(event)
         elif event is NEED_DATA:
             self._waiting(framer.phase)
+        elif isinstance(event, UpgradeRequest):
+            self._upgrade(event)
+            return
         else:
             assert isinstance(event, HandOver)
             self._hand_over(event)
@@ -377,6 +400,43 @@ class LeanConnection(asyncio.Protocol):
         self._release()
         if self.transport is not None:
             self.transport.close()
+
+    # -- the WebSocket upgrade ------------------------------------------------------------
+
+    def _upgrade(self, request: UpgradeRequest) -> None:
+        """Switch protocols here if the upgrade is admitted at once, else hand it to aiohttp
+        (whose route then answers the refusal, as it always has)."""
+        lean = self._lean
+        websocket = lean.websocket
+        transport = self.transport
+        assert websocket is not None and transport is not None
+        if transport.is_closing():
+            return
+        node = websocket.node
+        app = node.apps.by_key(request.app_key)
+        if (
+            self._proxy is not None  # counted under the client it names: aiohttp's route
+            or app is None
+            or node.admission(app, request.protocol, request.origin) is not None
+            # Uncounted: aiohttp's route asks again, and counts its 503.
+            or not node.take_connection_slot(app, count_refusal=False)
+        ):
+            self._hand_over(HandOver("an upgrade not admitted here"))
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("connection from %s upgraded on the lean path", self._remote)
+        self._release()
+        self.transport = None  # the WebSocket's now (a stop or the guard must not close it)
+        connection = switch_protocols(
+            transport, request.websocket_key, websocket.connector(app), lean.guard, self
+        )
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        if request.early:
+            connection.data_received(request.early)
+        node.attach(connection)
+        connection.flush_head()
 
     # -- hand-over and keep-alive ---------------------------------------------------------
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Literal, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, cast
 
 from aiohttp import WebSocketError, WSMsgType, web
 
@@ -29,6 +30,9 @@ from tidings.protocol.frames import close_frame, close_reason, text_frame
 from tidings.protocol.session import Session
 from tidings.server.fanout import Sink, socket_fd
 from tidings.tasks import report_failure
+
+if TYPE_CHECKING:
+    from tidings.server.websocket_protocol import ProtocolConnection
 
 log = logging.getLogger("tidings.websocket")
 trace = logging.getLogger("tidings.debug")  # what clients do (`--debug`), see node.py
@@ -270,7 +274,16 @@ class WebSocketEndpoint:
 
     def _take_over(self, request: web.Request, app: App) -> None:
         # Imported here: websocket_protocol builds on this module's WebSocketConnection.
-        from tidings.server.websocket_protocol import ProtocolConnection, take_over
+        from tidings.server.websocket_protocol import take_over
+
+        connection = take_over(request, self.connector(app))
+        self.node.attach(connection)
+        connection.flush_head()
+
+    def connector(self, app: App) -> Callable[[asyncio.Transport], ProtocolConnection]:
+        """What builds the connection of an admitted upgrade to ``app`` on our engine
+        (:meth:`handle`'s, and the lean front's: server/lean_http.py)."""
+        from tidings.server.websocket_protocol import ProtocolConnection
 
         node = self.node
 
@@ -287,7 +300,7 @@ class WebSocketEndpoint:
                 app.max_message_bytes,
             )
 
-        node.attach(take_over(request, connect))
+        return connect
 
     def _refusal(self, request: web.Request, app: App | None) -> tuple[ErrorCode, str] | None:
         return self.node.admission(

@@ -2,7 +2,9 @@
 "tidings"``).
 
 aiohttp parses the upgrade request and routes it; :func:`take_over` then answers 101 itself
-and moves the transport to a :class:`ProtocolConnection`, an ``asyncio.Protocol`` that is
+and moves the transport to a :class:`ProtocolConnection` (or, for the plain upgrade opening
+a connection, the lean HTTP front does all this without aiohttp, through the same
+:func:`switch_protocols`: server/lean_http.py), an ``asyncio.Protocol`` that is
 also the node's connection and the fan-out writer's ``Sink``. From then on aiohttp holds
 nothing for the socket (the connection guard keeps counting it under its address), and no
 task waits on it: an idle
@@ -77,6 +79,7 @@ class ProtocolConnection(WebSocketConnection, asyncio.Protocol):
         "_lost",
         "_gone",
         "_client_code",
+        "_head",
     )
 
     def __init__(
@@ -101,6 +104,20 @@ class ProtocolConnection(WebSocketConnection, asyncio.Protocol):
         self._lost = False  # the socket is closed (connection_lost ran)
         self._gone: asyncio.Future[None] | None = None  # made when a close begins
         self._client_code: int | None = None  # the code of the client's close frame
+        # The 101 not written yet: it goes out with the first frame (switch_protocols).
+        self._head = b""
+
+    def _write_transport(self, data: bytes) -> bool:
+        head = self._head
+        if head:
+            self._head = b""
+            data = head + data
+        return super()._write_transport(data)
+
+    def flush_head(self) -> None:
+        """Write the 101 now if no frame has carried it (see :func:`switch_protocols`)."""
+        if self._head and not self.closing:
+            self._write_transport(b"")
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -271,6 +288,33 @@ class EchoConnection(ProtocolConnection):
                     super()._handle([event])
 
 
+def switch_protocols(
+    transport: asyncio.Transport,
+    websocket_key: str,
+    connect: Callable[[asyncio.Transport], ProtocolConnection],
+    guard: ConnectionGuard | None,
+    predecessor: object,
+) -> ProtocolConnection:
+    """Answer a validated upgrade with 101 and move ``transport`` to the connection
+    ``connect`` builds; the guard counts it in ``predecessor``'s place (aiohttp's request
+    handler, or the lean connection that read the request) until it closes. The caller
+    frees ``predecessor``, feeds the connection what followed the request, and attaches it.
+
+    The 101 is written with the connection's first frame (``pusher:connection_established``
+    from ``node.attach``, or a reply to an early frame): one ``send()`` instead of two per
+    connect. Nothing reaches the socket but through ``_write_transport`` before that frame
+    (the fan-out writes only to subscribers, and a subscription follows it). The caller
+    calls :meth:`ProtocolConnection.flush_head` once the connection is attached, for a
+    connection that sends nothing first (the conformance echo)."""
+    connection = connect(transport)
+    connection._head = switching_protocols(websocket_key)  # noqa: SLF001 - its own module
+    transport.set_protocol(connection)
+    if guard is not None:
+        guard.hand_over(predecessor, connection)
+        connection._guard = guard  # noqa: SLF001 - the guard hears of its close
+    return connection
+
+
 def take_over(
     request: web.Request, connect: Callable[[asyncio.Transport], ProtocolConnection]
 ) -> ProtocolConnection:
@@ -285,13 +329,8 @@ def take_over(
     # Frames a client sent before it read our 101 (RFC 6455 forbids it; be lenient): aiohttp
     # keeps them for the WebSocket reader it would have made.
     early: bytes = getattr(handler, "_message_tail", b"")
-    transport.write(switching_protocols(request.headers["Sec-WebSocket-Key"]))
-    connection = connect(transport)
-    transport.set_protocol(connection)
-    guard = request.app.get(GUARD)
-    if guard is not None:
-        guard.hand_over(handler, connection)
-        connection._guard = guard  # noqa: SLF001 - the guard hears of its close
+    key = request.headers["Sec-WebSocket-Key"]
+    connection = switch_protocols(transport, key, connect, request.app.get(GUARD), handler)
     # To aiohttp the connection is now lost: its handler leaves aiohttp's connection table
     # (and is freed with the request), and, its transport gone, the response the request
     # handler returns is never written (aiohttp takes that for a client disconnect).

@@ -11,6 +11,7 @@ from tidings.protocol.http1 import (
     Phase,
     PublishFramer,
     PublishRequest,
+    UpgradeRequest,
     parse_query,
 )
 
@@ -162,3 +163,130 @@ def test_a_head_too_large_is_handed_over() -> None:
     framer = PublishFramer(LIMIT)
     framer.receive(hot(headers="X-A: " + "a" * MAX_HEAD + "\r\n"))
     assert isinstance(framer.next(), HandOver)
+
+
+# -- the opening WebSocket upgrade -----------------------------------------------------------
+
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 1.3's example
+UPGRADE_HEADERS = {
+    "Host": "127.0.0.1",
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": WS_KEY,
+    "Sec-WebSocket-Version": "13",
+}
+
+
+def upgrade(
+    target: str = "/app/key-1?protocol=7&client=js", extra: str = "", **fields: str
+) -> bytes:
+    headers = {**UPGRADE_HEADERS, **{k.replace("_", "-"): v for k, v in fields.items()}}
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items() if value)
+    return f"GET {target} HTTP/1.1\r\n{lines}{extra}\r\n".encode()
+
+
+def upgraded(*chunks: bytes, upgrades: bool = True) -> UpgradeRequest | HandOver:
+    framer = PublishFramer(LIMIT, upgrades=upgrades)
+    event: object = NEED_DATA
+    for chunk in chunks:
+        framer.receive(chunk)
+        event = framer.next()
+    assert isinstance(event, UpgradeRequest | HandOver), event
+    # Final either way, and the general server would get every byte.
+    assert isinstance(framer.next(), HandOver)
+    assert framer.unconsumed() == b"".join(chunks)
+    return event
+
+
+def test_the_opening_upgrade_is_framed_with_its_parts() -> None:
+    request = upgraded(upgrade(extra="Origin: https://a.example\r\n") + b"\x81\x80early")
+    assert request == UpgradeRequest(
+        app_key="key-1",
+        path="/app/key-1",
+        query_items=[("protocol", "7"), ("client", "js")],
+        websocket_key=WS_KEY,
+        origin="https://a.example",
+        early=b"\x81\x80early",
+    )
+    assert request.protocol == "7"
+
+
+def test_an_upgrade_split_byte_by_byte_is_framed() -> None:
+    data = upgrade(Upgrade="WebSocket", Connection="keep-alive, Upgrade")
+    request = upgraded(*(data[i : i + 1] for i in range(len(data))))
+    assert isinstance(request, UpgradeRequest)
+    assert request.origin is None and request.protocol == "7"
+
+
+def test_no_query_and_a_zero_length_body_are_plain() -> None:
+    request = upgraded(upgrade("/app/k", extra="Content-Length: 0\r\n"))
+    assert isinstance(request, UpgradeRequest) and request.query_items == []
+    assert request.protocol is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        upgrade("/app/k?protocol=7%20"),  # percent-encoding: the general server decodes it
+        upgrade("/app/k?protocol=7+1"),
+        upgrade("/app/%6B"),
+        upgrade("/app/.."),
+        upgrade("/app/."),
+        upgrade("/app/k/tail"),
+        upgrade("/app/"),
+        upgrade("/app"),
+        upgrade("/apps/k"),
+        upgrade().replace(b"HTTP/1.1", b"HTTP/1.0"),
+        upgrade().replace(b"GET", b"HEAD"),
+        upgrade(Upgrade=""),
+        upgrade(Upgrade="h2c"),
+        upgrade(Upgrade="websocket, h2c"),
+        upgrade(Connection=""),
+        upgrade(Connection="keep-alive"),
+        upgrade(Connection="upgraded"),
+        upgrade(Sec_WebSocket_Version=""),
+        upgrade(Sec_WebSocket_Version="8"),
+        upgrade(Sec_WebSocket_Version="13, 8"),
+        upgrade(Sec_WebSocket_Key=""),
+        upgrade(Sec_WebSocket_Key="c2hvcnQ="),
+        upgrade(Sec_WebSocket_Key=WS_KEY.rstrip("=")),
+        upgrade(Sec_WebSocket_Key="!" + WS_KEY[1:]),
+        upgrade(Sec_WebSocket_Key=WS_KEY + "AAAA"),
+        upgrade(extra=f"Sec-WebSocket-Key: {WS_KEY}\r\n"),  # a second one
+        upgrade(extra="Upgrade: websocket\r\n"),
+        upgrade(extra="Connection: Upgrade\r\n"),
+        upgrade(extra="Sec-WebSocket-Version: 13\r\n"),
+        upgrade(extra="Origin: https://a.example\r\nOrigin: https://b.example\r\n"),
+        upgrade(extra="Origin: https://\xe9.example\r\n".encode().decode("latin-1")),
+        upgrade(extra="Content-Length: 2\r\n"),
+        upgrade(extra="Content-Length: 0\r\nContent-Length: 0\r\n"),
+        upgrade(extra="Transfer-Encoding: chunked\r\n"),
+        upgrade(extra="Expect: 100-continue\r\n"),
+        upgrade(extra="Sec-WebSocket-Protocol: chat\r\n"),
+        upgrade(extra="Bad Header: x\r\n"),
+        upgrade(extra=" folded\r\n"),
+        upgrade(extra="X-Control: \x01\r\n"),
+        upgrade(extra="".join(f"X-{i}: {i}\r\n" for i in range(101))),
+        upgrade(extra=f"X-Big: {'x' * MAX_HEAD}\r\n"),
+    ],
+)
+def test_anything_but_the_plain_upgrade_is_handed_over(data: bytes) -> None:
+    assert isinstance(upgraded(data), HandOver)
+
+
+def test_without_upgrades_the_get_is_handed_over_at_its_first_byte() -> None:
+    assert isinstance(upgraded(b"G", upgrades=False), HandOver)
+    framer = PublishFramer(LIMIT, upgrades=True)
+    framer.receive(b"GET /app/")
+    assert framer.next() is NEED_DATA  # it may still be an upgrade
+    framer.receive(b"k?x HTTP/1.1\r\n")
+    assert framer.next() is NEED_DATA  # a valid upgrade's request line, headers to come
+    assert isinstance(upgraded(b"GET /ready"), HandOver)  # decided on the first bytes
+
+
+def test_only_the_first_request_may_upgrade() -> None:
+    framer = PublishFramer(LIMIT, upgrades=True)
+    framer.receive(hot() + upgrade())
+    assert isinstance(framer.next(), PublishRequest)
+    assert framer.next() == HandOver("not a hot request line")
+    assert framer.unconsumed() == upgrade()
