@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server_process import TIMEOUT, free_port, toml_value
+from server_process import TIMEOUT, free_port, write_config
 
 APP_DIR = Path(__file__).resolve().parent / "integration"
 
@@ -74,11 +74,7 @@ def start_asgi(
 ) -> AsgiServer:
     """An ASGI server with these Tidings settings and apps, once it answers. ``factory``: a
     function of asgi_http_app.py; ``server``: "uvicorn" or "hypercorn"."""
-    lines = [f"{k} = {toml_value(v)}" for k, v in settings.items()]
-    for app in apps:
-        lines += ["[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in app.items())]
-    config = directory / "tidings.toml"
-    config.write_text("\n".join(lines) + "\n")
+    config = write_config(directory / "tidings.toml", settings, apps)
     port = free_port()
     log_path = directory / f"{server}.log"
     with log_path.open("ab") as log:

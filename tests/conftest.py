@@ -19,7 +19,7 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:  # --import-mode=importlib does not add tests/ itself
     sys.path.insert(0, _TESTS_DIR)
 
-from server_process import ServerProcess, free_port, toml_value  # noqa: E402
+from server_process import ServerProcess, free_port, write_config  # noqa: E402
 from working_tree import untracked  # noqa: E402
 
 # Servers started by tests stop at once: the pause for load balancers on SIGTERM
@@ -51,16 +51,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 APP_ID = "12345"
 APP_KEY = "app-key"
 APP_SECRET = "app-secret"
-
-
-def write_config(path: Path, settings: dict[str, Any], apps: list[dict[str, Any]]) -> Path:
-    lines = [f"{k} = {toml_value(v)}" for k, v in settings.items()]
-    for app in apps:
-        lines.append("")
-        lines.append("[[apps]]")
-        lines.extend(f"{k} = {toml_value(v)}" for k, v in app.items())
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 DEFAULT_APPS: list[dict[str, Any]] = [

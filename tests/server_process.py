@@ -43,6 +43,15 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
+def write_config(path: Path, settings: dict[str, Any], apps: list[dict[str, Any]]) -> Path:
+    """A Tidings TOML file at ``path``: top-level ``settings``, then one [[apps]] per app."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in settings.items()]
+    for app in apps:
+        lines += ["", "[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in app.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 PORT_ATTEMPTS = 3  # see ServerProcess.start
 
 

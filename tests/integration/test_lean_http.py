@@ -33,7 +33,7 @@ from pusher_helpers import (
     unique,
 )
 
-from server_process import ServerProcess, free_port, toml_value
+from server_process import ServerProcess, free_port, write_config
 from tls_support import self_signed
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
@@ -166,10 +166,8 @@ def start(
 ) -> ServerProcess:
     directory = tmp_path_factory.mktemp("lean")
     settings = {"log_level": "debug", **settings}
-    lines = [f"{name} = {toml_value(value)}" for name, value in settings.items()]
-    lines += ["[[apps]]", f'id = "{APP_ID}"', f'key = "{APP_KEY}"', f'secret = "{APP_SECRET}"']
-    config = directory / "tidings.toml"
-    config.write_text("\n".join(lines) + "\n")
+    app = {"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET}
+    config = write_config(directory / "tidings.toml", settings, [app])
     if cafile:
         server: ServerProcess = TlsServerProcess(
             free_port(), config, directory / "server.log", cafile=cafile

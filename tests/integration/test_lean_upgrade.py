@@ -33,7 +33,7 @@ from pusher_helpers import (
     unique,
 )
 
-from server_process import ServerProcess, free_port, toml_value
+from server_process import ServerProcess, free_port, write_config
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
 
@@ -49,16 +49,12 @@ DEADLINE = 1.0
 def start(tmp_path_factory: pytest.TempPathFactory, **settings: Any) -> ServerProcess:
     directory = tmp_path_factory.mktemp("upgrade")
     settings = {"log_level": "debug", **settings}
-    lines = [f"{name} = {toml_value(value)}" for name, value in settings.items()]
     apps = [
         {"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET},
         {"id": "2", "key": ORIGIN_KEY, "secret": "s2", "allowed_origins": [GOOD_ORIGIN]},
         {"id": "3", "key": DISABLED_KEY, "secret": "s3", "enabled": False},
     ]
-    for app in apps:
-        lines += ["[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in app.items())]
-    config = directory / "tidings.toml"
-    config.write_text("\n".join(lines) + "\n")
+    config = write_config(directory / "tidings.toml", settings, apps)
     server = ServerProcess(free_port(), config, directory / "server.log")
     server.start()
     return server

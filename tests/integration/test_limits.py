@@ -23,7 +23,7 @@ from pusher_helpers import (
     unique,
 )
 
-from server_process import ServerProcess, free_port, toml_value
+from server_process import ServerProcess, free_port, write_config
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
 
@@ -51,11 +51,7 @@ SMALL = {"id": "300", "key": "small-key", "secret": "small-secret", "max_connect
 
 
 def start_server(tmp: Any, settings: dict[str, Any], apps: list[dict[str, Any]]) -> ServerProcess:
-    lines = [f"{k} = {toml_value(v)}" for k, v in settings.items()]
-    for app in apps:
-        lines += ["", "[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in app.items())]
-    config = tmp / "tidings.toml"
-    config.write_text("\n".join(lines) + "\n")
+    config = write_config(tmp / "tidings.toml", settings, apps)
     server = ServerProcess(free_port(), config, tmp / "server.log")
     server.start()
     return server

@@ -39,7 +39,7 @@ from pusher_helpers import (
 )
 
 from redis_server import RedisServer
-from server_process import ServerProcess, free_port, toml_value
+from server_process import ServerProcess, free_port, write_config
 
 pytestmark = pytest.mark.timeout(12 * TIMEOUT)
 
@@ -72,14 +72,11 @@ def rest_server(
         yield request.getfixturevalue("server")
         return
     directory = tmp_path_factory.mktemp("tidings-aiohttp-rest")
-    lines = ["lean_rest = false"]
-    for app in (
+    apps = [
         {"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET},
         {"id": DISABLED_APP_ID, "key": DISABLED_KEY, "secret": DISABLED_SECRET, "enabled": False},
-    ):
-        lines += ["[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in app.items())]
-    config = directory / "tidings.toml"
-    config.write_text("\n".join(lines) + "\n")
+    ]
+    config = write_config(directory / "tidings.toml", {"lean_rest": False}, apps)
     srv = ServerProcess(free_port(), config, directory / "server.log")
     srv.start()
     yield srv
@@ -750,11 +747,7 @@ HISTORY_APPS: list[dict[str, Any]] = [
 @pytest.fixture(scope="module")
 def history_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp("tidings-history")
-    lines = []
-    for app in HISTORY_APPS:
-        lines += ["[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in app.items())]
-    config = directory / "tidings.toml"
-    config.write_text("\n".join(lines) + "\n")
+    config = write_config(directory / "tidings.toml", {}, HISTORY_APPS)
     srv = ServerProcess(free_port(), config, directory / "server.log")
     srv.start()
     yield srv
